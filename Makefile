@@ -1,0 +1,31 @@
+# Two commands on a fresh machine with Python 3.11: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RATE ?= 2000
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: install run stack test lint clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-test.txt constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+	touch $(STAMP)
+
+## run: the embedded stack, the Faust worker and a demo producer (Ctrl-C stops all)
+run: install
+	$(BIN)/python -m devstack run --rate $(RATE)
+
+## stack: only the embedded broker, S3 and Redis
+stack: install
+	$(BIN)/python -m devstack up
+
+## test: the whole suite (unit, integration and end-to-end on the embedded stack)
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf var .pytest_cache

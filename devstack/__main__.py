@@ -1,0 +1,110 @@
+"""`python -m devstack up|run`: the embedded stack, alone or with the worker and a demo producer."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from devstack.ports import PortInUseError, ensure_free
+from devstack.process import ManagedProcess, ServiceFailedError
+from devstack.stack import Endpoints, Stack
+from settings import Settings, exit_on_error, load, load_devstack
+
+log = logging.getLogger("devstack")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _faust(*args: str) -> list[str]:
+    return [sys.executable, "-m", "faust", "-A", "app", *args]
+
+
+def _banner(settings: Settings, endpoints: Endpoints, stack: Stack, *, with_worker: bool) -> str:
+    lake = f"s3://{settings.lake.bucket}/{settings.lake.prefix}"
+    lines = [
+        "embedded stack is up:",
+        f"  broker      {endpoints.broker_url}",
+        f"  S3          {endpoints.s3_endpoint}  (lake {lake}, raw events under {lake}events/)",
+        f"  Redis       {endpoints.redis_url}  (key prefix {settings.redis.key_prefix!r})",
+        f"  service logs {stack.log_dir}",
+    ]
+    if with_worker:
+        lines.insert(1, f"  web         http://{settings.web.host}:{settings.web.port}/")
+    lines.append("Ctrl-C stops everything.")
+    return "\n".join(lines)
+
+
+def _wait(children: list[ManagedProcess], must_live: set[str]) -> int:
+    """Block until Ctrl-C/SIGTERM (0) or a process that must live exits (1)."""
+    while True:
+        for child in children:
+            code = child.exit_code()
+            if code is not None and child.name in must_live:
+                log.error("%s exited with status %s; stopping the stack", child.name, code)
+                return 1
+        time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the broker, S3 and Redis and wait for Ctrl-C")
+    run = sub.add_parser("run", help="start the stack, the Faust worker and a demo producer")
+    run.add_argument("--rate", type=int, default=2000, help="demo events per second (default 2000)")
+    args = parser.parse_args(argv)
+
+    env = dict(os.environ)
+    settings = exit_on_error(load, env)  # a bad worker setting fails before anything starts
+    config = exit_on_error(load_devstack, env)
+    logging.basicConfig(level=settings.log_level.upper(), format="[devstack] %(message)s")
+    # Readiness probes connect before a server listens; their clients' errors are expected noise.
+    for noisy in ("aiokafka", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+    stack = Stack(config, buckets=[settings.lake.bucket], env=env)
+    status = 0
+    try:
+        if args.command == "run":
+            ensure_free(settings.web.port, host=settings.web.bind, service="the worker's web server", setting="WEB_PORT")
+        endpoints = stack.start()
+        child_env = {**env, **endpoints.env(), "PYTHONPATH": str(PROJECT_ROOT)}
+        children: list[ManagedProcess] = []
+        if args.command == "run":
+            worker = ManagedProcess("worker", _faust("worker", "-l", settings.log_level),
+                                    log_path=None, env=child_env, cwd=PROJECT_ROOT)
+            producer = ManagedProcess("producer", _faust("produce", "--rate", str(args.rate)),
+                                      log_path=None, env=child_env, cwd=PROJECT_ROOT)
+            children = [worker, producer]
+            for child in children:
+                stack.add(child, stop_grace_s=30.0)  # the worker commits and flushes on SIGTERM
+                child.start()
+        else:
+            print("\n".join(f"export {name}={value}" for name, value in endpoints.env().items()))
+        print(_banner(settings, endpoints, stack, with_worker=args.command == "run"), flush=True)
+        status = _wait(children, must_live={"worker"})
+    except KeyboardInterrupt:
+        log.info("stopping")
+    except (PortInUseError, ServiceFailedError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        status = 1
+    finally:
+        # A second Ctrl-C must not cut the shutdown short and leave servers behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Start the embedded services in dependency order, and stop them all, whatever happens."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from devstack import services
+from devstack.ports import ensure_free
+from devstack.process import ManagedProcess
+from settings import DevstackSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    broker_url: str
+    s3_endpoint: str
+    redis_url: str
+    credentials: Mapping[str, str]
+
+    def env(self) -> dict[str, str]:
+        """Environment for processes that use the stack (worker, producer, tests)."""
+        return {
+            **self.credentials,
+            "BROKER_URL": self.broker_url,
+            "S3_ENDPOINT_URL": self.s3_endpoint,
+            "REDIS_URL": self.redis_url,
+        }
+
+
+class Stack:
+    """The embedded broker, S3 and Redis. A service given by an explicit URL is not started."""
+
+    def __init__(self, config: DevstackSettings, *, buckets: list[str], env: Mapping[str, str]) -> None:
+        self.config = config
+        self.buckets = buckets
+        self.data_dir = config.data_dir.resolve()
+        self.log_dir = self.data_dir / "logs"
+        self._env = env
+        self._processes: list[ManagedProcess] = []
+        self._stop_grace_s: dict[str, float] = {}
+
+    def _credentials(self) -> dict[str, str]:
+        if self.config.external_s3_endpoint:
+            return {name: self._env[name] for name in services.DEV_CREDENTIALS if name in self._env}
+        return dict(services.DEV_CREDENTIALS)
+
+    def start(self) -> Endpoints:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Endpoints:
+        config = self.config
+        credentials = self._credentials()
+        s3_endpoint = config.external_s3_endpoint
+        if s3_endpoint is None:
+            s3_endpoint = f"http://{services.HOST}:{config.s3_port}"
+            self._run(services.seaweedfs(self.data_dir / "s3", config.s3_port, credentials))
+        buckets = list(self.buckets)
+        if config.external_broker_url is None and config.broker_storage == "s3":
+            buckets.append(services.BROKER_BUCKET)
+        services.ensure_buckets(s3_endpoint, credentials, buckets)
+
+        broker_url = config.external_broker_url
+        if broker_url is None:
+            broker_url = f"kafka://{services.HOST}:{config.broker_port}"
+            self._run(services.tansu(config.broker_port, config.broker_storage, s3_endpoint, credentials))
+
+        redis_url = config.external_redis_url
+        if redis_url is None:
+            redis_url = f"redis://{services.HOST}:{config.redis_port}/0"
+            self._run(services.redis(self.data_dir / "redis", config.redis_port))
+        return Endpoints(broker_url, s3_endpoint, redis_url, credentials)
+
+    def _run(self, spec: services.ServiceSpec) -> None:
+        for port, setting in spec.ports.items():
+            ensure_free(port, service=spec.name, setting=setting)
+        for directory in (self.data_dir / "s3", self.data_dir / "redis", self.log_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        slug = spec.name.split(" ")[0]
+        process = ManagedProcess(spec.name, spec.argv, log_path=self.log_dir / f"{slug}.log",
+                                 env={**self._env, **spec.env}, cwd=self.data_dir)
+        self.add(process, stop_grace_s=spec.stop_grace_s)
+        process.start()
+        process.wait_ready(spec.ready, timeout_s=spec.ready_timeout_s)
+        log.info("%s ready (pid %s)", spec.name, process.pid)
+
+    def add(self, process: ManagedProcess, *, stop_grace_s: float = 10.0) -> None:
+        """Own another process (worker, producer): it is stopped first, before the services."""
+        self._processes.append(process)
+        self._stop_grace_s[process.name] = stop_grace_s
+
+    def stop(self) -> None:
+        while self._processes:
+            process = self._processes.pop()
+            process.stop(grace_s=self._stop_grace_s.get(process.name, 10.0))
+
+    def __enter__(self) -> Endpoints:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,388 @@
+"""Typed, immutable settings: the only module that reads the environment.
+
+`load(env)` turns a mapping of environment variables into a frozen `Settings`;
+every value is parsed explicitly and a bad one raises `SettingsError` naming the
+variable. `load_or_exit()` is what entry points call: it prints that one line and
+exits with status 2 instead of a traceback.
+
+Every setting is listed in `SETTINGS_DOC` (name, default, meaning), which is the
+source of the README's settings table.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+from tables.windows import DEFAULT_WINDOWS, WindowSpec, parse_duration_ms, parse_windows
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the application cannot run with."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: str
+    meaning: str
+    secret: bool = False
+
+
+# One row per environment variable. Defaults are strings, parsed like user input,
+# so the documented default and the effective default cannot drift apart.
+SETTINGS_DOC: tuple[Setting, ...] = (
+    Setting("APP_ID", "events-pipeline", "Faust app id: consumer group and prefix of changelog topics."),
+    Setting("BROKER_URL", "kafka://127.0.0.1:9092", "Kafka bootstrap servers, `kafka://host:port`, several separated by `,` or `;`."),
+    Setting("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."),
+    Setting("KAFKA_SASL_MECHANISM", "PLAIN", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols only)."),
+    Setting("KAFKA_SASL_USERNAME", "", "SASL user name (required with a SASL protocol)."),
+    Setting("KAFKA_SASL_PASSWORD", "", "SASL password (required with a SASL protocol; never logged).", secret=True),
+    Setting("TOPIC_EVENTS", "events", "Input topic of JSON events, keyed by user_id."),
+    Setting("TOPIC_DLQ", "events-dlq", "Dead-letter topic for records that fail validation."),
+    Setting("TOPIC_LATE", "events-late", "Topic for events whose window had already closed."),
+    Setting("TOPIC_PARTITIONS", "4", "Partitions of topics the app creates (input, changelogs); bounds parallelism."),
+    Setting("TOPIC_REPLICATION", "1", "Replication factor of topics the app creates (3 on a production cluster)."),
+    Setting("WEB_BIND", "127.0.0.1", "Address the web server binds to (`0.0.0.0` to expose it)."),
+    Setting("WEB_PORT", "6066", "Port of the web server (views, metrics, health)."),
+    Setting("WEB_HOST", "127.0.0.1", "Host name other workers use to reach this one (table routing)."),
+    Setting("STATE_DIR", "var/state", "Directory of the worker's local state (RocksDB tables)."),
+    Setting("LAKE_URL", "s3://lake/", "Data lake root, `s3://bucket/prefix`."),
+    Setting("S3_ENDPOINT_URL", "", "S3 API endpoint (`http(s)://host:port`); empty means AWS S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, profile, instance role)."),
+    Setting("S3_REGION", "us-east-1", "S3 region."),
+    Setting("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis server, `redis://`, `rediss://` (TLS) or `unix://`."),
+    Setting("REDIS_KEY_PREFIX", "events:", "Prefix of every Redis key the app writes."),
+    Setting("REDIS_TTL", "168h", "Time to live of exported windows in Redis."),
+    Setting("REDIS_LATEST_N", "60", "How many latest windows per (window, event_type) the Redis index keeps."),
+    Setting("WINDOWS", DEFAULT_WINDOWS, "Windows, `name:size[:step]` separated by commas; no step means tumbling."),
+    Setting("ALLOWED_LATENESS", "60s", "How far behind the highest event time an event may arrive before its window closes."),
+    Setting("IDLE_TIMEOUT", "30s", "After this long without events, a partition's event time follows the wall clock."),
+    Setting("MAX_EVENT_BYTES", "65536", "Records larger than this go to the dead-letter topic."),
+    Setting("ARCHIVE_MAX_RECORDS", "100000", "Raw archive files are rolled after this many records..."),
+    Setting("ARCHIVE_MAX_AGE", "60s", "...or when their oldest record is this old."),
+    Setting("LOG_LEVEL", "info", "debug, info, warning or error."),
+    Setting("DEVSTACK_DIR", "var", "Embedded stack only: directory of the services' data and logs."),
+    Setting("DEVSTACK_BROKER_PORT", "9092", "Embedded stack only: port of the Tansu broker."),
+    Setting("DEVSTACK_BROKER_STORAGE", "s3", "Embedded stack only: `s3` (topics survive restarts) or `memory`."),
+    Setting("DEVSTACK_S3_PORT", "8333", "Embedded stack only: S3 port of SeaweedFS, which also uses the 9 ports above it."),
+    Setting("DEVSTACK_REDIS_PORT", "6379", "Embedded stack only: port of Redis."),
+)
+_DEFAULTS = {s.name: s.default for s in SETTINGS_DOC}
+_SECRETS = frozenset(s.name for s in SETTINGS_DOC if s.secret)
+
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9:_.-]{0,64}$")
+_HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    bootstrap_servers: tuple[str, ...]  # host:port
+    security_protocol: str
+    sasl_mechanism: str
+    sasl_username: str
+    sasl_password: str = field(repr=False)
+    topic_events: str
+    topic_dlq: str
+    topic_late: str
+    topic_partitions: int
+    topic_replication: int
+
+    @property
+    def broker_urls(self) -> list[str]:
+        return [f"kafka://{server}" for server in self.bootstrap_servers]
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    bind: str
+    port: int
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class LakeSettings:
+    bucket: str
+    prefix: str  # "" or ends with "/"
+    endpoint_url: str | None
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str = field(repr=False)  # may carry a password
+    key_prefix: str
+    ttl_ms: int
+    latest_n: int
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    windows: tuple[WindowSpec, ...]
+    allowed_lateness_ms: int
+    idle_timeout_ms: int
+    max_event_bytes: int
+    archive_max_records: int
+    archive_max_age_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    app_id: str
+    kafka: KafkaSettings
+    web: WebSettings
+    state_dir: Path
+    lake: LakeSettings
+    redis: RedisSettings
+    pipeline: PipelineSettings
+    log_level: str
+
+
+@dataclass(frozen=True, slots=True)
+class DevstackSettings:
+    """The embedded stack. A service whose URL is set explicitly is not started."""
+
+    data_dir: Path
+    broker_port: int
+    broker_storage: str
+    s3_port: int
+    redis_port: int
+    external_broker_url: str | None
+    external_s3_endpoint: str | None
+    external_redis_url: str | None = field(repr=False)
+
+
+class _Reader:
+    """Reads raw values with documented defaults and wraps parse errors."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def raw(self, name: str) -> str:
+        return self._env.get(name, _DEFAULTS[name]).strip()
+
+    def is_set(self, name: str) -> bool:
+        return bool(self._env.get(name, "").strip())
+
+    def parse(self, name: str, parser: Callable[[str], T]) -> T:
+        value = self.raw(name)
+        try:
+            return parser(value)
+        except ValueError as exc:
+            shown = "<hidden>" if name in _SECRETS else repr(value)
+            raise SettingsError(name, f"{exc} (got {shown})") from None
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise ValueError(f"expected an integer from {low} to {high}")
+        number = int(text)
+        if not low <= number <= high:
+            raise ValueError(f"expected an integer from {low} to {high}")
+        return number
+
+    return parse
+
+
+_port = _integer(1, 65535)
+
+
+def _positive_duration_ms(text: str) -> int:
+    duration_ms = parse_duration_ms(text)
+    if duration_ms <= 0:
+        raise ValueError("expected a positive duration such as 500ms, 30s, 5m or 2h")
+    return duration_ms
+
+
+def _choice(options: tuple[str, ...], *, lower: bool = False) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.lower() if lower else text.upper()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not pattern.fullmatch(text):
+            raise ValueError(f"expected {what}")
+        return text
+
+    return parse
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not _HOST.fullmatch(host):
+        raise ValueError("expected host:port")
+    return host, _port(port)
+
+
+def _bootstrap_servers(text: str) -> tuple[str, ...]:
+    servers = []
+    for item in re.split(r"[,;]", text):
+        item = item.strip()
+        if not item:
+            continue
+        scheme, sep, rest = item.partition("://")
+        if not sep or scheme != "kafka":
+            raise ValueError(f"unknown URL scheme in {item!r}: expected kafka://host:port")
+        host, port = _host_port(rest.rstrip("/"))
+        servers.append(f"{host}:{port}")
+    if not servers:
+        raise ValueError("expected at least one kafka://host:port")
+    return tuple(servers)
+
+
+def _lake_url(text: str) -> tuple[str, str]:
+    parts = urlsplit(text)
+    if parts.scheme != "s3":
+        raise ValueError("unknown URL scheme: expected s3://bucket/prefix")
+    if not _BUCKET.fullmatch(parts.netloc):
+        raise ValueError("expected a valid S3 bucket name in s3://bucket/prefix")
+    if parts.query or parts.fragment:
+        raise ValueError("expected s3://bucket/prefix without query or fragment")
+    prefix = parts.path.strip("/")
+    if any(segment in ("", ".", "..") for segment in prefix.split("/")) and prefix:
+        raise ValueError("expected a prefix of plain path segments")
+    return parts.netloc, f"{prefix}/" if prefix else ""
+
+
+def _http_url(text: str) -> str | None:
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("unknown URL scheme: expected http://host:port or https://host")
+    parts.port  # noqa: B018 - raises ValueError on a non-numeric port
+    return text.rstrip("/")
+
+
+def _redis_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("unknown URL scheme: expected redis://, rediss:// or unix://")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("expected redis://host:port/db")
+    parts.port  # noqa: B018 - raises ValueError on a non-numeric port
+    return text
+
+
+def _optional_url(reader: _Reader, name: str, parser: Callable[[str], T]) -> T | None:
+    return reader.parse(name, parser) if reader.is_set(name) else None
+
+
+def load(env: Mapping[str, str]) -> Settings:
+    """Parse the worker's settings from `env`; raise SettingsError on a bad value."""
+    read = _Reader(env)
+    protocol = read.parse("KAFKA_SECURITY_PROTOCOL", _choice(_SECURITY_PROTOCOLS))
+    username = read.raw("KAFKA_SASL_USERNAME")
+    password = read.raw("KAFKA_SASL_PASSWORD")
+    if protocol.startswith("SASL"):
+        if not username:
+            raise SettingsError("KAFKA_SASL_USERNAME", f"required with KAFKA_SECURITY_PROTOCOL={protocol}")
+        if not password:
+            raise SettingsError("KAFKA_SASL_PASSWORD", f"required with KAFKA_SECURITY_PROTOCOL={protocol}")
+    topic = _matching(_TOPIC_NAME, "a topic name of letters, digits, '.', '_' or '-'")
+    kafka = KafkaSettings(
+        bootstrap_servers=read.parse("BROKER_URL", _bootstrap_servers),
+        security_protocol=protocol,
+        sasl_mechanism=read.parse("KAFKA_SASL_MECHANISM", _choice(_SASL_MECHANISMS)),
+        sasl_username=username,
+        sasl_password=password,
+        topic_events=read.parse("TOPIC_EVENTS", topic),
+        topic_dlq=read.parse("TOPIC_DLQ", topic),
+        topic_late=read.parse("TOPIC_LATE", topic),
+        topic_partitions=read.parse("TOPIC_PARTITIONS", _integer(1, 10_000)),
+        topic_replication=read.parse("TOPIC_REPLICATION", _integer(1, 100)),
+    )
+    topics = [kafka.topic_events, kafka.topic_dlq, kafka.topic_late]
+    if len(set(topics)) != len(topics):
+        raise SettingsError("TOPIC_DLQ", "TOPIC_EVENTS, TOPIC_DLQ and TOPIC_LATE must differ")
+    bucket, prefix = read.parse("LAKE_URL", _lake_url)
+    lateness_ms = read.parse("ALLOWED_LATENESS", parse_duration_ms)
+    return Settings(
+        app_id=read.parse("APP_ID", _matching(_APP_ID, "letters, digits, '.', '_' or '-'")),
+        kafka=kafka,
+        web=WebSettings(
+            bind=read.parse("WEB_BIND", _matching(_HOST, "an IP address or host name")),
+            port=read.parse("WEB_PORT", _port),
+            host=read.parse("WEB_HOST", _matching(_HOST, "a host name")),
+        ),
+        state_dir=Path(read.raw("STATE_DIR") or _DEFAULTS["STATE_DIR"]),
+        lake=LakeSettings(
+            bucket=bucket,
+            prefix=prefix,
+            endpoint_url=_optional_url(read, "S3_ENDPOINT_URL", _http_url),
+            region=read.parse("S3_REGION", _matching(re.compile(r"^[a-z0-9-]{1,40}$"), "a region such as us-east-1")),
+        ),
+        redis=RedisSettings(
+            url=read.parse("REDIS_URL", _redis_url),
+            key_prefix=read.parse("REDIS_KEY_PREFIX", _matching(_KEY_PREFIX, "up to 64 letters, digits, ':', '_', '.' or '-'")),
+            ttl_ms=read.parse("REDIS_TTL", _positive_duration_ms),
+            latest_n=read.parse("REDIS_LATEST_N", _integer(1, 100_000)),
+        ),
+        pipeline=PipelineSettings(
+            windows=read.parse("WINDOWS", parse_windows),
+            allowed_lateness_ms=lateness_ms,
+            idle_timeout_ms=read.parse("IDLE_TIMEOUT", _positive_duration_ms),
+            max_event_bytes=read.parse("MAX_EVENT_BYTES", _integer(64, 16 * 1024 * 1024)),
+            archive_max_records=read.parse("ARCHIVE_MAX_RECORDS", _integer(1, 10_000_000)),
+            archive_max_age_ms=read.parse("ARCHIVE_MAX_AGE", _positive_duration_ms),
+        ),
+        log_level=read.parse("LOG_LEVEL", _choice(_LOG_LEVELS, lower=True)),
+    )
+
+
+def load_devstack(env: Mapping[str, str]) -> DevstackSettings:
+    """Parse the embedded stack's settings; explicitly set service URLs mean 'already running'."""
+    read = _Reader(env)
+    ports = {name: read.parse(name, _port) for name in ("DEVSTACK_BROKER_PORT", "DEVSTACK_S3_PORT", "DEVSTACK_REDIS_PORT")}
+    if ports["DEVSTACK_S3_PORT"] > 65535 - 9:
+        raise SettingsError("DEVSTACK_S3_PORT", "SeaweedFS needs this port and the 9 above it: expected at most 65526")
+    return DevstackSettings(
+        data_dir=Path(read.raw("DEVSTACK_DIR") or _DEFAULTS["DEVSTACK_DIR"]),
+        broker_port=ports["DEVSTACK_BROKER_PORT"],
+        broker_storage=read.parse("DEVSTACK_BROKER_STORAGE", _choice(("s3", "memory"), lower=True)),
+        s3_port=ports["DEVSTACK_S3_PORT"],
+        redis_port=ports["DEVSTACK_REDIS_PORT"],
+        external_broker_url=read.raw("BROKER_URL") if read.is_set("BROKER_URL") else None,
+        external_s3_endpoint=_optional_url(read, "S3_ENDPOINT_URL", _http_url),
+        external_redis_url=read.raw("REDIS_URL") if read.is_set("REDIS_URL") else None,
+    )
+
+
+def exit_on_error(loader: Callable[[Mapping[str, str]], T], env: Mapping[str, str]) -> T:
+    """Run `loader(env)`; on a bad setting print one line naming it and exit 2."""
+    try:
+        return loader(env)
+    except SettingsError as exc:
+        _fail(f"error: invalid setting {exc}")
+
+
+def load_or_exit(env: Mapping[str, str]) -> Settings:
+    return exit_on_error(load, env)
+
+
+def _fail(line: str) -> NoReturn:
+    print(line, file=sys.stderr)
+    raise SystemExit(2)
