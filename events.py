@@ -1,0 +1,204 @@
+"""Decoding and validation of one raw event record (bytes -> Event | Rejection)."""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Final
+
+import orjson
+
+__all__ = [
+    "BAD_STRING",
+    "BAD_TIMESTAMP",
+    "INVALID_JSON",
+    "MAX_STRING_CHARS",
+    "MISSING_FIELD",
+    "NON_FINITE_VALUE",
+    "NOT_AN_OBJECT",
+    "OVERSIZED",
+    "REJECTION_REASONS",
+    "TIMESTAMP_OUT_OF_RANGE",
+    "WRONG_TYPE",
+    "Event",
+    "Rejection",
+    "decode_event",
+    "encode_event",
+]
+
+INVALID_JSON: Final = "invalid_json"
+NOT_AN_OBJECT: Final = "not_an_object"
+MISSING_FIELD: Final = "missing_field"
+WRONG_TYPE: Final = "wrong_type"
+NON_FINITE_VALUE: Final = "non_finite_value"
+BAD_TIMESTAMP: Final = "bad_timestamp"
+TIMESTAMP_OUT_OF_RANGE: Final = "timestamp_out_of_range"
+OVERSIZED: Final = "oversized"
+BAD_STRING: Final = "bad_string"
+REJECTION_REASONS: Final = frozenset(
+    {
+        INVALID_JSON,
+        NOT_AN_OBJECT,
+        MISSING_FIELD,
+        WRONG_TYPE,
+        NON_FINITE_VALUE,
+        BAD_TIMESTAMP,
+        TIMESTAMP_OUT_OF_RANGE,
+        OVERSIZED,
+        BAD_STRING,
+    }
+)
+
+# Bounds the encoded size of keys/paths built from these strings (see keys.py).
+MAX_STRING_CHARS: Final = 256
+# ISO-8601 timestamps are short; anything longer is garbage, not a timestamp.
+_MAX_TIMESTAMP_CHARS: Final = 64
+_MAX_DETAIL_CHARS: Final = 160
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Cc: control characters (break logs, headers, keys); Cs: lone surrogates
+# (cannot be encoded as UTF-8 at all).
+_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    user_id: str
+    event_type: str
+    event_ms: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record was dropped; ``reason`` is one of REJECTION_REASONS."""
+
+    reason: str
+    detail: str
+
+
+def _reject(reason: str, detail: str) -> Rejection:
+    # Details end up in logs/metrics: keep them short and single-line ASCII.
+    text = detail.encode("ascii", "backslashreplace").decode("ascii")
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    if len(text) > _MAX_DETAIL_CHARS:
+        text = text[: _MAX_DETAIL_CHARS - 3] + "..."
+    return Rejection(reason=reason, detail=text)
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _snippet(text: str) -> str:
+    return ascii(text[:32]) + ("..." if len(text) > 32 else "")
+
+
+def _check_string(obj: dict[str, object], field: str) -> str | Rejection:
+    value = obj[field]
+    if not isinstance(value, str):
+        return _reject(WRONG_TYPE, f"{field} must be a string, got {_type_name(value)}")
+    if not value:
+        return _reject(BAD_STRING, f"{field} is empty")
+    if len(value) > MAX_STRING_CHARS:
+        return _reject(BAD_STRING, f"{field} has {len(value)} characters, max {MAX_STRING_CHARS}")
+    for index, char in enumerate(value):
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            return _reject(BAD_STRING, f"{field} has forbidden character U+{ord(char):04X} at index {index}")
+    return value
+
+
+def _check_value(value: object) -> float | Rejection:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _reject(WRONG_TYPE, f"value must be a number, got {_type_name(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        return _reject(NON_FINITE_VALUE, "value overflows a float")
+    if not math.isfinite(number):
+        return _reject(NON_FINITE_VALUE, f"value is {number}")
+    return number
+
+
+def _iso_to_epoch_ms(text: str) -> int | None:
+    """Exact floor of the instant in epoch ms; None if not ISO-8601."""
+    if len(text) > _MAX_TIMESTAMP_CHARS or not text.isascii():
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)  # contract: no zone means UTC
+        delta = parsed - _EPOCH
+    except (ValueError, OverflowError):
+        return None
+    # timedelta keeps seconds and microseconds non-negative, so integer floor
+    # division is the true floor even before the epoch; no float involved.
+    return (delta.days * 86_400 + delta.seconds) * 1_000 + delta.microseconds // 1_000
+
+
+def _check_timestamp(value: object) -> int | Rejection:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        # Floats are rejected: ms precision is ambiguous and orjson turns
+        # integers beyond 64 bits into floats.
+        return _reject(WRONG_TYPE, f"timestamp must be epoch ms int or ISO-8601 string, got {_type_name(value)}")
+    if isinstance(value, int):
+        return value
+    event_ms = _iso_to_epoch_ms(value)
+    if event_ms is None:
+        return _reject(BAD_TIMESTAMP, f"timestamp is not ISO-8601: {_snippet(value)}")
+    return event_ms
+
+
+def decode_event(raw: bytes, *, max_bytes: int, min_event_ms: int, max_event_ms: int) -> Event | Rejection:
+    """Decode one record; unknown fields are ignored.
+
+    ``[min_event_ms, max_event_ms]`` is the inclusive accepted event-time range,
+    chosen by the caller (e.g. year 2000 .. now + 1 day).
+    """
+    if len(raw) > max_bytes:
+        # Checked before parsing so hostile payloads cost nothing to reject.
+        return _reject(OVERSIZED, f"record is {len(raw)} bytes, max {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return _reject(INVALID_JSON, str(exc))
+    if not isinstance(obj, dict):
+        return _reject(NOT_AN_OBJECT, f"top-level JSON is {_type_name(obj)}")
+    for field in ("user_id", "event_type", "timestamp", "value"):
+        if field not in obj:
+            return _reject(MISSING_FIELD, f"{field} is missing")
+
+    user_id = _check_string(obj, "user_id")
+    if isinstance(user_id, Rejection):
+        return user_id
+    event_type = _check_string(obj, "event_type")
+    if isinstance(event_type, Rejection):
+        return event_type
+    value = _check_value(obj["value"])
+    if isinstance(value, Rejection):
+        return value
+    event_ms = _check_timestamp(obj["timestamp"])
+    if isinstance(event_ms, Rejection):
+        return event_ms
+    if not min_event_ms <= event_ms <= max_event_ms:
+        return _reject(
+            TIMESTAMP_OUT_OF_RANGE,
+            f"timestamp {event_ms} ms outside [{min_event_ms}, {max_event_ms}]",
+        )
+    return Event(user_id=user_id, event_type=event_type, event_ms=event_ms, value=value)
+
+
+def encode_event(event: Event) -> bytes:
+    """Canonical JSON (sorted keys, epoch-ms timestamp) that decode_event accepts."""
+    if not math.isfinite(event.value):
+        raise ValueError(f"cannot encode non-finite value {event.value!r}")
+    return orjson.dumps(
+        {
+            "event_type": event.event_type,
+            "timestamp": event.event_ms,
+            "user_id": event.user_id,
+            "value": float(event.value),
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )

@@ -1,0 +1,1 @@
+"""Pure logic for event-time windowed aggregation tables."""
