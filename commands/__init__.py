@@ -1,0 +1,1 @@
+"""Extra `faust -A app ...` subcommands."""
