@@ -386,3 +386,11 @@ def load_or_exit(env: Mapping[str, str]) -> Settings:
 def _fail(line: str) -> NoReturn:
     print(line, file=sys.stderr)
     raise SystemExit(2)
+
+
+def markdown_table() -> str:
+    """The README's settings table, generated so that docs and code cannot disagree."""
+    rows = ["| Setting | Default | Meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{s.name}` | `{s.default}` | {s.meaning} |" if s.default else f"| `{s.name}` | (empty) | {s.meaning} |"
+             for s in SETTINGS_DOC]
+    return "\n".join(rows)

@@ -1,0 +1,127 @@
+"""Settings: defaults, every kind of bad value, and the one-line failure of the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from settings import SETTINGS_DOC, SettingsError, load, load_devstack
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults() -> None:
+    settings = load({})
+    assert settings.kafka.bootstrap_servers == ("127.0.0.1:9092",)
+    assert settings.web.bind == "127.0.0.1" and settings.web.port == 6066
+    assert (settings.lake.bucket, settings.lake.prefix, settings.lake.endpoint_url) == ("lake", "", None)
+    assert [(w.name, w.size_ms, w.step_ms) for w in settings.pipeline.windows] == [
+        ("tumbling_1m", 60_000, 60_000),
+        ("hopping_1m", 60_000, 30_000),
+    ]
+    assert settings.pipeline.allowed_lateness_ms == 60_000
+    assert settings.redis.ttl_ms == 168 * 3_600_000
+
+
+def test_values_are_parsed() -> None:
+    settings = load({
+        "BROKER_URL": "kafka://b1:9092; kafka://b2:9093",
+        "LAKE_URL": "s3://my-lake/raw/zone/",
+        "S3_ENDPOINT_URL": "http://127.0.0.1:9000/",
+        "WINDOWS": "five:5m,ten:10m:5m",
+        "LOG_LEVEL": "DEBUG",
+        "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+        "KAFKA_SASL_USERNAME": "svc",
+        "KAFKA_SASL_PASSWORD": "s3cret",
+    })
+    assert settings.kafka.broker_urls == ["kafka://b1:9092", "kafka://b2:9093"]
+    assert (settings.lake.bucket, settings.lake.prefix) == ("my-lake", "raw/zone/")
+    assert settings.lake.endpoint_url == "http://127.0.0.1:9000"
+    assert [(w.name, w.size_ms, w.step_ms) for w in settings.pipeline.windows] == [
+        ("five", 300_000, 300_000),
+        ("ten", 600_000, 300_000),
+    ]
+    assert settings.log_level == "debug"
+    assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WEB_PORT", "abc"),
+        ("WEB_PORT", "0"),
+        ("WEB_PORT", "70000"),
+        ("BROKER_URL", "http://127.0.0.1:9092"),
+        ("BROKER_URL", "kafka://host-without-port"),
+        ("BROKER_URL", "kafka://h:port"),
+        ("LAKE_URL", "gs://bucket/"),
+        ("LAKE_URL", "s3://Bad_Bucket/"),
+        ("LAKE_URL", "s3://lake/a/../b"),
+        ("S3_ENDPOINT_URL", "ftp://127.0.0.1"),
+        ("S3_ENDPOINT_URL", "http://127.0.0.1:xyz"),
+        ("REDIS_URL", "memcached://127.0.0.1"),
+        ("REDIS_URL", "redis://127.0.0.1:nope/0"),
+        ("WINDOWS", "zero:0s"),
+        ("WINDOWS", "neg:-60s"),
+        ("WINDOWS", "bad:60s:45s"),
+        ("WINDOWS", ""),
+        ("ALLOWED_LATENESS", "soon"),
+        ("IDLE_TIMEOUT", "0s"),
+        ("REDIS_TTL", "0"),
+        ("TOPIC_PARTITIONS", "0"),
+        ("TOPIC_EVENTS", "events/../x"),
+        ("KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),  # without user and password
+        ("LOG_LEVEL", "chatty"),
+        ("MAX_EVENT_BYTES", "1"),
+    ],
+)
+def test_bad_value_names_the_setting(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load({name: value})
+    # A SASL protocol without credentials is reported against the missing credential.
+    expected = "KAFKA_SASL_USERNAME" if value == "SASL_SSL" else name
+    assert caught.value.name == expected
+    assert str(caught.value).startswith(f"{expected}: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_secret_values_are_not_echoed() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "hunter2",
+              "KAFKA_SASL_MECHANISM": "ROT13"})
+    assert caught.value.name == "KAFKA_SASL_MECHANISM"
+    assert "hunter2" not in str(caught.value)
+    settings = load({"REDIS_URL": "redis://:hunter2@cache:6379/0"})
+    assert "hunter2" not in repr(settings)
+
+
+def test_devstack_explicit_urls_mean_external_services() -> None:
+    config = load_devstack({"BROKER_URL": "kafka://10.0.0.5:9092", "DEVSTACK_S3_PORT": "9000"})
+    assert config.external_broker_url == "kafka://10.0.0.5:9092"
+    assert config.external_s3_endpoint is None and config.external_redis_url is None
+    assert config.s3_port == 9000 and config.broker_storage == "s3"
+    with pytest.raises(SettingsError, match="^DEVSTACK_S3_PORT"):
+        load_devstack({"DEVSTACK_S3_PORT": "65530"})
+
+
+def test_every_documented_setting_is_read() -> None:
+    source = (ROOT / "settings.py").read_text()
+    for setting in SETTINGS_DOC:
+        assert source.count(f'"{setting.name}"') >= 2, f"{setting.name} is documented but never read"
+
+
+@pytest.mark.parametrize("command", [["-m", "faust", "-A", "app", "worker"], ["-m", "devstack", "run"]])
+def test_cli_rejects_bad_setting_with_one_line(command: list[str]) -> None:
+    env = {**os.environ, "WEB_PORT": "abc", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: invalid setting WEB_PORT: expected an integer from 1 to 65535 (got 'abc')"
+    ]
