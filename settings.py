@@ -68,8 +68,9 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("WINDOWS", DEFAULT_WINDOWS, "Windows, `name:size[:step]` separated by commas; no step means tumbling."),
     Setting("ALLOWED_LATENESS", "60s", "How far behind the highest event time an event may arrive before its window closes."),
     Setting("IDLE_TIMEOUT", "30s", "After this long without events, a partition's event time follows the wall clock."),
+    Setting("MAX_CLOCK_SKEW", "5m", "Events timestamped further than this in the future are dead-lettered (they would close every window)."),
     Setting("MAX_EVENT_BYTES", "65536", "Records larger than this go to the dead-letter topic."),
-    Setting("ARCHIVE_MAX_RECORDS", "100000", "Raw archive files are rolled after this many records..."),
+    Setting("ARCHIVE_MAX_RECORDS", "50000", "Raw archive files are rolled after this many records..."),
     Setting("ARCHIVE_MAX_AGE", "60s", "...or when their oldest record is this old."),
     Setting("LOG_LEVEL", "info", "debug, info, warning or error."),
     Setting("DEVSTACK_DIR", "var", "Embedded stack only: directory of the services' data and logs."),
@@ -138,6 +139,7 @@ class PipelineSettings:
     allowed_lateness_ms: int
     idle_timeout_ms: int
     max_event_bytes: int
+    max_clock_skew_ms: int
     archive_max_records: int
     archive_max_age_ms: int
 
@@ -346,6 +348,7 @@ def load(env: Mapping[str, str]) -> Settings:
             allowed_lateness_ms=lateness_ms,
             idle_timeout_ms=read.parse("IDLE_TIMEOUT", _positive_duration_ms),
             max_event_bytes=read.parse("MAX_EVENT_BYTES", _integer(64, 16 * 1024 * 1024)),
+            max_clock_skew_ms=read.parse("MAX_CLOCK_SKEW", _positive_duration_ms),
             archive_max_records=read.parse("ARCHIVE_MAX_RECORDS", _integer(1, 10_000_000)),
             archive_max_age_ms=read.parse("ARCHIVE_MAX_AGE", _positive_duration_ms),
         ),

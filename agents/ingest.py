@@ -1,40 +1,261 @@
-"""The ingest agent: consumes the events topic in batches.
+"""Stage 1, the ingest agent: validate, dead-letter, archive and pre-aggregate the events topic.
 
-At this stage it counts what it consumes per partition; validation, windows and export
-build on the same batch loop.
+Per batch of records (see tables.partials for the exactly-once rules):
+- bad records go to the dead-letter topic with the original bytes, reason and position;
+- valid records are folded into per-partition partial aggregates (one table write and
+  one partial message per changed key per batch, never per event), and buffered for the
+  raw archive; records in already-closed windows also go to the late topic.
+
+Every FRONTIER_INTERVAL_S the worker's low watermark becomes the new frontier of its
+partitions: windows ending before it are closed for them. The frontier is written to
+the progress table and flushed *before* stage 2 hears of it, so after a crash the
+restored frontier is never behind one that was announced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from agents.archive import Archiver
+from agents.tail import last_source_offsets
+from models import (
+    FrontierMessage,
+    PartialMessage,
+    dead_letter_headers,
+    encode_frontier,
+    encode_partial,
+    late_headers,
+    parse_partial_table_key,
+    partial_table_key,
+)
+from tables.context import writing_partition
+from tables.partials import BatchOutcome, Limits, PartialKey, PartitionPartials, Record, fold_batch
+from tables.watermark import WatermarkTracker
 
 if TYPE_CHECKING:
     from faust import StreamT
 
     from app import PipelineApp
+    from channels import Channels
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 5000
-BATCH_WITHIN_S = 0.1
+BATCH_SIZE = 10_000
+BATCH_WITHIN_S = 0.2
+FRONTIER_INTERVAL_S = 1.0
 PROGRESS_EVERY_S = 5.0
+MIN_EVENT_MS = 946_684_800_000  # 2000-01-01: older timestamps are treated as absurd
 
 
-def register(app: PipelineApp) -> None:
-    stats = app.stats
-    events = app.topic(app.settings.kafka.topic_events, key_serializer="raw", value_serializer="raw")
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
-    async def ingest(stream: StreamT[bytes]) -> None:
-        async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
-            for event in batch:
-                stats.consumed[event.message.partition] += 1
+
+class Ingest:
+    """Stage-1 state of the partitions this worker owns."""
+
+    def __init__(self, app: PipelineApp, channels: Channels) -> None:
+        self.app = app
+        self.channels = channels
+        self.settings = app.settings.pipeline
+        self.windows = self.settings.windows
+        self.tracker = WatermarkTracker(self.settings.allowed_lateness_ms, self.settings.idle_timeout_ms)
+        self.partitions: dict[int, PartitionPartials] = {}
+        self.frontiers_ms: dict[int, int | None] = {}
+        self.settled_upto: dict[int, int] = {}  # offset processed when the frontier was set
+        self.processed_upto: dict[int, int] = {}
+        self.max_event_ms: dict[int, int] = {}
+        self.dead_letters_upto: dict[int, int] = {}
+        self.late_upto: dict[int, int] = {}
+        self.lock = asyncio.Lock()  # batches and frontier ticks never interleave
+        self.archiver = Archiver(put_archive=app.outputs.put_archive, max_records=self.settings.archive_max_records,
+                                 max_age_s=self.settings.archive_max_age_ms / 1000)
+
+    # -- partition ownership ------------------------------------------------------------
+
+    def owned(self) -> set[int]:
+        topic = self.channels.events.get_topic_name()
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+
+    def on_revoked(self, partitions: Iterable[int]) -> None:
+        revoked = list(partitions)
+        for partition in revoked:
+            self.partitions.pop(partition, None)
+            self.frontiers_ms.pop(partition, None)
+            self.settled_upto.pop(partition, None)
+            self.processed_upto.pop(partition, None)
+            self.max_event_ms.pop(partition, None)
+            self.dead_letters_upto.pop(partition, None)
+            self.late_upto.pop(partition, None)
+            self.archiver.forget(partition)
+        self.tracker.revoke([p for p in revoked if p in self.tracker.assigned])
+
+    async def ensure_loaded(self, partitions: Iterable[int]) -> None:
+        """Load the state of newly owned partitions from their tables (after recovery)."""
+        missing = sorted(set(partitions) - set(self.partitions))
+        if not missing:
+            return
+        topic = self.channels.events.get_topic_name()
+        values: dict[int, dict[PartialKey, list[float]]] = {p: {} for p in missing}
+        for table_key, value in self.channels.partial_table.items():
+            partition, key = parse_partial_table_key(table_key)
+            if partition in values:
+                values[partition][key] = list(value)
+        kafka = self.app.settings.kafka
+        dead_upto = await last_source_offsets(kafka, self.channels.dead_letters.get_topic_name(), missing)
+        late_upto = await last_source_offsets(kafka, self.channels.late.get_topic_name(), missing)
+        clock_ms = now_ms()
+        for partition in missing:
+            with writing_partition(topic, partition):
+                progress = self.channels.progress_table.get(str(partition)) or {}
+            self.partitions[partition] = PartitionPartials(partition, values[partition])
+            self.frontiers_ms[partition] = progress.get("f")
+            self.settled_upto[partition] = progress.get("o", -1)
+            self.processed_upto[partition] = progress.get("o", -1)
+            self.dead_letters_upto[partition] = dead_upto[partition]
+            self.late_upto[partition] = late_upto[partition]
+            self.tracker.assign([partition], clock_ms)
+            if progress.get("e") is not None:
+                self.max_event_ms[partition] = progress["e"]
+                self.tracker.observe(partition, progress["e"], clock_ms)
+            log.info("partition %d: %d open partials, frontier %s", partition, len(values[partition]),
+                     progress.get("f"))
+
+    # -- the hot path -------------------------------------------------------------------
+
+    async def process(self, batch: list[Any]) -> None:
+        records = [Record(e.message.partition, e.message.offset, e.value) for e in batch]
+        async with self.lock:
+            await self.ensure_loaded({r.partition for r in records})
+            clock_ms = now_ms()
+            limits = Limits(self.settings.max_event_bytes, MIN_EVENT_MS,
+                            clock_ms + self.settings.max_clock_skew_ms)
+            outcome = fold_batch(records, self.partitions, self.windows, self.frontiers_ms, self.settled_upto,
+                                 limits)
+            for record in records:
+                if record.offset > self.processed_upto.get(record.partition, -1):
+                    self.processed_upto[record.partition] = record.offset
+            await self._send_side_outputs(outcome)
+            await self._store_partials(outcome)
+            for partition, event_ms in outcome.max_event_ms.items():
+                if event_ms > self.max_event_ms.get(partition, event_ms - 1):
+                    self.max_event_ms[partition] = event_ms
+                self.tracker.observe(partition, event_ms, clock_ms)
+            by_offset = {(e.message.partition, e.message.offset): e for e in batch}
+            now_s = time.monotonic()
+            for record, event in outcome.valid:
+                await self.archiver.add(record, event, by_offset.pop((record.partition, record.offset)), now_s)
+            for event in by_offset.values():
+                event.ack()  # dead letters: nothing else waits for them
+            stats = self.app.stats
+            for record in records:
+                stats.consumed[record.partition] += 1
+            stats.dead_letters += len(outcome.dead_letters)
+            stats.late += len(outcome.late)
+
+    async def _send_side_outputs(self, outcome: BatchOutcome) -> None:
+        source = self.channels.events.get_topic_name()
+        for record, rejection in outcome.dead_letters:
+            if record.offset > self.dead_letters_upto[record.partition]:
+                await self.channels.dead_letters.send(
+                    key=None, value=record.raw, partition=record.partition,
+                    headers=dead_letter_headers(source, record.partition, record.offset, rejection))
+                self.dead_letters_upto[record.partition] = record.offset
+        for late in outcome.late:
+            record = late.record
+            if record.offset > self.late_upto[record.partition]:
+                await self.channels.late.send(
+                    key=late.event.user_id.encode(), value=record.raw, partition=record.partition,
+                    headers=late_headers(source, record.partition, record.offset, late.closed))
+                self.late_upto[record.partition] = record.offset
+
+    async def _store_partials(self, outcome: BatchOutcome) -> None:
+        topic = self.channels.events.get_topic_name()
+        table = self.channels.partial_table
+        for partition, keys in outcome.dirty.items():
+            values = self.partitions[partition].values
+            with writing_partition(topic, partition):
+                for key in keys:
+                    table[partial_table_key(partition, key)] = values[key]
+            for key in keys:
+                message_key, message = encode_partial(PartialMessage(partition, key, values[key]))
+                await self.channels.partials.send(key=message_key, value=message)
+
+    # -- frontier ticks -----------------------------------------------------------------
+
+    async def advance_frontier(self) -> None:
+        app = self.app
+        if app.rebalancing or not app.tables.recovery.completed.is_set():
+            return
+        async with self.lock:
+            owned = self.owned()
+            if not owned:
+                return
+            await self.ensure_loaded(owned)
+            clock_ms = now_ms()
+            low_ms = self.tracker.low_watermark(clock_ms)
+            if low_ms is None:
+                return
+            topic = self.channels.events.get_topic_name()
+            changed = []
+            for partition in sorted(owned):
+                previous = self.frontiers_ms.get(partition)
+                if previous is not None and low_ms <= previous:
+                    continue
+                closed = self.partitions[partition].pop_closed(self.windows, low_ms)
+                with writing_partition(topic, partition):
+                    for key, _ in closed:
+                        del self.channels.partial_table[partial_table_key(partition, key)]
+                    settled = self.processed_upto.get(partition, -1)
+                    self.channels.progress_table[str(partition)] = {
+                        "f": low_ms, "o": settled, "e": self.max_event_ms.get(partition)}
+                self.frontiers_ms[partition] = low_ms
+                self.settled_upto[partition] = settled
+                changed.append(partition)
+            if not changed:
+                return
+            await app.producer.flush()  # the frontier is durable before stage 2 can act on it
+            targets = range(self.app.settings.kafka.topic_partitions)
+            source_partitions = self.app.settings.kafka.topic_partitions
+            for partition in changed:
+                body = encode_frontier(FrontierMessage(partition, low_ms, source_partitions, clock_ms))
+                for target in targets:
+                    await self.channels.partials.send(key=None, value=body, partition=target)
+            self.app.stats.frontier_ms = low_ms
+
+    async def roll_archive(self) -> None:
+        async with self.lock:
+            await self.archiver.roll_aged(time.monotonic())
+
+
+def register(app: PipelineApp, channels: Channels) -> Ingest:
+    ingest = Ingest(app, channels)
+
+    async def ingest_agent(stream: StreamT[bytes]) -> None:
+        # Acks are manual: a valid event is acked once it is in the raw archive.
+        async for batch in stream.noack().take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
+            await ingest.process(batch)
+
+    async def frontier_tick() -> None:
+        await ingest.advance_frontier()
+        await ingest.roll_archive()
 
     async def log_progress() -> None:
-        total, rate = stats.rate_since_last_call(time.monotonic())
+        total, rate = app.stats.rate_since_last_call(time.monotonic())
         if rate > 0:
-            log.info("consumed %d events (%.0f events/s)", total, rate)
+            log.info("consumed %d events (%.0f events/s), %d dead-lettered, %d late, frontier %s",
+                     total, rate, app.stats.dead_letters, app.stats.late, app.stats.frontier_ms)
 
-    app.agent(events, name="ingest")(ingest)
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        topic = channels.events.get_topic_name()
+        ingest.on_revoked(tp.partition for tp in revoked if tp.topic == topic)
+
+    app.agent(channels.events, name="ingest")(ingest_agent)
+    app.timer(FRONTIER_INTERVAL_S, name="frontier-tick")(frontier_tick)
     app.timer(PROGRESS_EVERY_S, name="ingest-progress")(log_progress)
+    app.on_partitions_revoked.connect(on_revoked)
+    return ingest

@@ -1,20 +1,44 @@
-"""Counters of what the ingest agent consumed, shared with the web views and logs."""
+"""Counters of the pipeline's work, shared with the web views and logs."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+
+DELAY_SAMPLES = 10_000
 
 
 @dataclass(slots=True)
-class IngestStats:
+class PipelineStats:
     consumed: Counter[int] = field(default_factory=Counter)  # per input partition
+    dead_letters: int = 0
+    late: int = 0
+    frontier_ms: int | None = None
+    windows_exported: int = 0
+    rows_exported: int = 0
+    partials_after_close: int = 0
+    sink_retries: int = 0
+    export_delays_ms: deque[int] = field(default_factory=lambda: deque(maxlen=DELAY_SAMPLES))
     _reported_total: int = 0
     _reported_at_s: float | None = None
 
     @property
     def total(self) -> int:
         return sum(self.consumed.values())
+
+    def record_export(self, rows: int, delay_ms: int | None) -> None:
+        self.windows_exported += 1
+        self.rows_exported += rows
+        if delay_ms is not None:
+            self.export_delays_ms.append(delay_ms)
+
+    def delay_percentile_ms(self, fraction: float) -> int | None:
+        """Nearest-rank percentile of the recent export delays."""
+        if not self.export_delays_ms:
+            return None
+        ordered = sorted(self.export_delays_ms)
+        rank = max(1, -(-len(ordered) * fraction // 1))  # ceil(n * fraction), at least 1
+        return ordered[int(rank) - 1]
 
     def rate_since_last_call(self, now_s: float) -> tuple[int, float]:
         """(total, events/s since the previous call); the first call reports a rate of 0."""

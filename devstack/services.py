@@ -42,7 +42,7 @@ def _s3_client(endpoint: str, credentials: Mapping[str, str]):  # type: ignore[n
         aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
         region_name=credentials["AWS_DEFAULT_REGION"],
-        config=Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1}),
+        config=Config(connect_timeout=1, read_timeout=5, retries={"total_max_attempts": 1}),
     )
 
 

@@ -1,0 +1,340 @@
+"""The S3 data lake: deterministic object names and a tiny writer (one put_object per call).
+
+Layout under ``s3://{bucket}/{prefix}``::
+
+    aggregated/{window}/year=YYYY/month=MM/day=DD/hour=HH/{window}-{window_start_ms}-part{part:04d}.parquet
+    events/year=YYYY/month=MM/day=DD/hour=HH/part-{partition:05d}-{start_offset:020d}.parquet
+
+Hours are UTC. Names are pure functions of their inputs, so a replay writes the same keys:
+
+* aggregates are overwritten with a plain put: same key and same (deterministic) content
+  make a replay idempotent;
+* raw archive files are written with ``If-None-Match: *`` and never overwritten; see
+  ``S3Lake.put_archive`` for the offset contract that keeps replays from duplicating rows.
+
+The writer is blocking (boto3): call it from a thread executor. Retries belong to the
+caller (``sinks.retry``); clients built by ``make_s3_client_factory`` do not retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final, Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from events import Event
+from keys import encode_key_part
+from sinks.errors import (
+    ArchiveMetadataError,
+    S3BucketNotFoundError,
+    SinkConfigurationError,
+    SinkUnavailableError,
+)
+from sinks.rows import PARQUET_CONTENT_TYPE, WindowRow, events_to_parquet, rows_to_parquet
+
+__all__ = [
+    "END_OFFSET_METADATA",
+    "RECORDS_METADATA",
+    "ArchiveOutcome",
+    "S3Client",
+    "S3Lake",
+    "aggregate_key",
+    "archive_key",
+    "make_s3_client_factory",
+]
+
+logger = logging.getLogger(__name__)
+
+END_OFFSET_METADATA: Final = "end-offset"
+RECORDS_METADATA: Final = "records"
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Error codes that mean "the service is busy or briefly broken": retry later.
+_TRANSIENT_CODES: Final = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
+    "RequestTimeout", "InternalError", "ServiceUnavailable", "OperationAborted",
+    # A concurrent conditional write to the same key (AWS: 409); retrying resolves it to 200 or 412.
+    "ConditionalRequestConflict",
+})
+_BUCKET_NOT_FOUND_CODES: Final = frozenset({"NoSuchBucket"})
+_PRECONDITION_FAILED_CODES: Final = frozenset({"PreconditionFailed"})
+
+
+class S3Client(Protocol):
+    """The part of a boto3 S3 client the lake uses."""
+
+    def put_object(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def head_object(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def head_bucket(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveOutcome:
+    """Result of put_archive: offsets <= end_offset of the partition are archived."""
+
+    key: str
+    end_offset: int
+    written: bool
+
+
+def _check_prefix(prefix: str) -> None:
+    if prefix and not prefix.endswith("/"):
+        raise ValueError(f"lake prefix must be empty or end with '/', got {prefix!r}")
+
+
+def _hour_dirs(epoch_ms: int) -> str:
+    # Integer arithmetic: no float rounding across an hour boundary.
+    at = _EPOCH + timedelta(milliseconds=epoch_ms)
+    return f"year={at.year:04d}/month={at.month:02d}/day={at.day:02d}/hour={at.hour:02d}"
+
+
+def aggregate_key(prefix: str, window: str, window_start_ms: int, part: int) -> str:
+    """Key of part ``part`` of one window instance's aggregates, in the UTC hour of its start."""
+    _check_prefix(prefix)
+    if part < 0:
+        raise ValueError(f"part must be >= 0, got {part}")
+    # Window names are validated as [a-z0-9_-] by settings; encoding them anyway means no
+    # name can ever add path levels or fake a partition column.
+    name = encode_key_part(window)
+    return f"{prefix}aggregated/{name}/{_hour_dirs(window_start_ms)}/{name}-{window_start_ms}-part{part:04d}.parquet"
+
+
+def archive_key(prefix: str, first_event_ms: int, partition: int, start_offset: int) -> str:
+    """Key of the raw file of ``partition`` starting at ``start_offset``.
+
+    The file name depends only on (partition, start_offset); the hour directory comes from
+    the first record's event time, which a replay from the same offset reads again.
+    """
+    _check_prefix(prefix)
+    if partition < 0 or start_offset < 0:
+        raise ValueError(f"partition and start offset must be >= 0, got {partition}, {start_offset}")
+    return f"{prefix}events/{_hour_dirs(first_event_ms)}/part-{partition:05d}-{start_offset:020d}.parquet"
+
+
+def make_s3_client_factory(
+    endpoint_url: str | None,
+    region: str,
+    *,
+    connect_timeout_s: float = 5.0,
+    read_timeout_s: float = 30.0,
+) -> Callable[[], Any]:
+    """A factory of boto3 S3 clients: credentials from the default AWS chain, no retries.
+
+    botocore's own retries are disabled (``total_max_attempts=1``; note that botocore's
+    ``max_attempts`` counts *retries*, so ``max_attempts=1`` would still retry once): the
+    caller's retry policy owns retries. Each call builds its own boto3 Session, because the
+    default session is shared mutable state and not thread-safe.
+    """
+
+    def factory() -> Any:
+        config = Config(
+            connect_timeout=connect_timeout_s,
+            read_timeout=read_timeout_s,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+        )
+        session = boto3.session.Session(region_name=region)
+        return session.client("s3", endpoint_url=endpoint_url or None, config=config)
+
+    return factory
+
+
+def _parse_offset(metadata: Mapping[str, str], name: str) -> int | None:
+    text = metadata.get(name)
+    if text is None or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+class S3Lake:
+    """Writes aggregated windows and raw archive files to ``s3://{bucket}/{prefix}``.
+
+    Holds configuration only until ``open()`` creates the client through ``client_factory``.
+    """
+
+    __slots__ = ("_bucket", "_client", "_client_factory", "_prefix")
+
+    def __init__(self, bucket: str, prefix: str, client_factory: Callable[[], S3Client]) -> None:
+        _check_prefix(prefix)
+        self._bucket = bucket
+        self._prefix = prefix
+        self._client_factory = client_factory
+        self._client: S3Client | None = None
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def open(self) -> None:
+        if self._client is None:
+            self._client = self._client_factory()
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _require_client(self) -> S3Client:
+        if self._client is None:
+            raise RuntimeError("S3Lake is not open: call open() first")
+        return self._client
+
+    def put_aggregates(self, window: str, window_start_ms: int, part: int, rows: Sequence[WindowRow]) -> str:
+        """Write (overwrite) one window instance's rows; returns the key.
+
+        Every row must belong to ``window`` starting at ``window_start_ms``.
+        """
+        for row in rows:
+            if row.window != window or row.window_start_ms != window_start_ms:
+                raise ValueError(
+                    f"row of window {row.window!r} at {row.window_start_ms} "
+                    f"in the file of {window!r} at {window_start_ms}"
+                )
+        client = self._require_client()
+        key = aggregate_key(self._prefix, window, window_start_ms, part)
+        body = rows_to_parquet(rows)
+        with self._translate_errors("put", key):
+            client.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=PARQUET_CONTENT_TYPE)
+        logger.debug("wrote %d rows to s3://%s/%s", len(rows), self._bucket, key)
+        return key
+
+    def put_archive(
+        self, partition: int, start_offset: int, records: Sequence[tuple[int, int, Event]]
+    ) -> ArchiveOutcome:
+        """Write the raw file of ``partition`` starting at ``start_offset``, unless it exists.
+
+        ``records`` are (partition, offset, Event), all of ``partition``, in strictly
+        increasing offset order, the first at an offset >= ``start_offset``.
+
+        The object is created with ``If-None-Match: *`` and metadata ``end-offset`` (last
+        offset in the file) and ``records`` (row count). If it already exists (a run wrote it
+        and crashed before committing its offsets), nothing is written and the existing
+        file's end offset is returned with ``written=False``.
+
+        Contract: the caller treats every offset <= ``outcome.end_offset`` of this partition
+        as archived (drops those records, commits past them) and starts the next file at
+        ``outcome.end_offset + 1``. A replay may cut files at different boundaries than the
+        crashed run, but it always restarts at a start offset the crashed run used (the
+        committed one), finds that file, and skips exactly what it already holds, so no row
+        is archived twice and none is lost.
+
+        With offset gaps (transaction markers, compaction) ``end_offset + 1`` and the next
+        record's offset differ. Either works as the next start offset, as long as the caller
+        names the first file after a restart the same way: by the committed offset (=
+        last archived + 1) with the first convention, by its first record's offset with the
+        second. Mixing the two makes a replay miss the crashed run's file.
+        """
+        if not records:
+            raise ValueError("cannot archive an empty batch: it has no offsets")
+        if records[0][1] < start_offset:
+            raise ValueError(f"first offset {records[0][1]} is before the file's start offset {start_offset}")
+        previous: int | None = None
+        for record_partition, offset, _event in records:
+            if record_partition != partition:
+                raise ValueError(f"record of partition {record_partition} in a file of partition {partition}")
+            if previous is not None and offset <= previous:
+                raise ValueError(f"offsets must strictly increase: {offset} after {previous}")
+            previous = offset
+        client = self._require_client()
+        key = archive_key(self._prefix, records[0][2].event_ms, partition, start_offset)
+        end_offset = records[-1][1]
+        body = events_to_parquet(records)
+        with self._translate_errors("conditional put", key):
+            try:
+                client.put_object(
+                    Bucket=self._bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType=PARQUET_CONTENT_TYPE,
+                    IfNoneMatch="*",
+                    Metadata={END_OFFSET_METADATA: str(end_offset), RECORDS_METADATA: str(len(records))},
+                )
+            except ClientError as exc:
+                if _error_code(exc) not in _PRECONDITION_FAILED_CODES and _http_status(exc) != 412:
+                    raise
+                existing_end = self._existing_end_offset(client, key, start_offset)
+                logger.info("raw archive s3://%s/%s already exists up to offset %d: not rewritten",
+                            self._bucket, key, existing_end)
+                return ArchiveOutcome(key=key, end_offset=existing_end, written=False)
+        logger.debug("archived offsets %d..%d of partition %d to s3://%s/%s",
+                     records[0][1], end_offset, partition, self._bucket, key)
+        return ArchiveOutcome(key=key, end_offset=end_offset, written=True)
+
+    def _existing_end_offset(self, client: S3Client, key: str, start_offset: int) -> int:
+        try:
+            head = client.head_object(Bucket=self._bucket, Key=key)
+        except ClientError as exc:
+            if _http_status(exc) == 404:
+                # Deleted between our put and head: the next attempt can simply write it.
+                raise SinkUnavailableError(
+                    f"s3://{self._bucket}/{key} existed at put time but not at head time; retry") from exc
+            raise
+        end_offset = _parse_offset(head.get("Metadata", {}), END_OFFSET_METADATA)
+        if end_offset is None or end_offset < start_offset:
+            raise ArchiveMetadataError(
+                f"s3://{self._bucket}/{key} exists without a valid '{END_OFFSET_METADATA}' >= {start_offset} in its "
+                "metadata; it was not written by this archiver")
+        return end_offset
+
+    @contextmanager
+    def _translate_errors(self, operation: str, key: str) -> Iterator[None]:
+        """Turn botocore failures into the sink's typed errors (messages: bucket and key only)."""
+        where = f"s3://{self._bucket}/{key}"
+        try:
+            yield
+        except (BotoConnectionError, HTTPClientError) as exc:
+            raise SinkUnavailableError(f"S3 {operation} of {where} failed: {type(exc).__name__}") from exc
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise SinkConfigurationError(f"S3 {operation} of {where} failed: no usable AWS credentials") from exc
+        except ClientError as exc:
+            code, status = _error_code(exc), _http_status(exc)
+            detail = f"S3 {operation} of {where} failed: {code} (HTTP {status})"
+            if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
+                raise SinkUnavailableError(detail) from exc
+            if code in _BUCKET_NOT_FOUND_CODES or (status == 403 and self._bucket_missing()):
+                message = f"S3 bucket {self._bucket!r} does not exist ({operation} of {where})"
+                raise S3BucketNotFoundError(message) from exc
+            raise SinkConfigurationError(detail) from exc
+        except BotoCoreError as exc:
+            raise SinkConfigurationError(f"S3 {operation} of {where} failed: {type(exc).__name__}") from exc
+
+    def _bucket_missing(self) -> bool:
+        """After a 403: is the bucket simply missing? (SeaweedFS answers a put to a missing
+        bucket with 403 AccessDenied rather than 404 NoSuchBucket.)"""
+        try:
+            self._require_client().head_bucket(Bucket=self._bucket)
+        except ClientError as exc:
+            return _http_status(exc) == 404 or _error_code(exc) in _BUCKET_NOT_FOUND_CODES
+        except BotoCoreError:
+            return False
+        return False
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _http_status(exc: ClientError) -> int:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return status if isinstance(status, int) else 0

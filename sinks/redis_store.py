@@ -1,0 +1,250 @@
+"""Closed windows in Redis: key layout, a tiny writer (one pipeline per call) and readers.
+
+Keys (``P`` is the configured key prefix, ``enc`` is ``keys.encode_key_part``)::
+
+    P win:{enc(window)}:{enc(event_type)}:{window_start_ms}
+        hash of one closed window: fields window, event_type, window_start_ms,
+        window_end_ms, count, sum, min, max, mean. Values are strings: ints as str(int),
+        floats as repr(float), so float(value) gives back the exact float (also -0.0, inf).
+    P latest:{enc(window)}:{enc(event_type)}
+        sorted set indexing the latest windows: score = window_start_ms, member = the
+        row's canonical JSON (``sinks.rows.row_to_json``: compact, sorted keys). At most
+        ``latest_n`` members: ``ZREVRANGE key 0 N-1`` reads the latest N rows in one round
+        trip with no follow-up HGETALLs.
+
+(no space between ``P`` and the rest: ``events:win:tumbling_1m:click:1763251140000``).
+Both keys get a TTL of ``ttl_ms``, refreshed by every write.
+
+``enc`` output never contains ``:``, glob characters (``* ? [ ]``) or hash tags (``{ }``),
+and is injective, so no event type or window name can forge another key, match a
+foreign SCAN pattern or leave the prefix.
+
+Writes are idempotent: a replayed window writes the same hash values and the same index
+member, and each write first removes any index member with the window's score, so one
+window never has two members even if it were rewritten with different values.
+
+The client is blocking (redis-py): call from a thread executor. redis-py's built-in
+retries are disabled (its default retries 10 times with backoff); the caller's retry
+policy owns retries. The URL may carry a password: it appears in no log or error message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from keys import encode_key_part
+from sinks.errors import SinkConfigurationError, SinkUnavailableError
+from sinks.rows import WindowRow, row_from_json, row_to_json
+
+__all__ = ["RedisWindowStore", "latest_key", "window_key"]
+
+logger = logging.getLogger(__name__)
+
+_HASH_FIELDS: Final = ("window", "event_type", "window_start_ms", "window_end_ms", "count", "sum", "min", "max", "mean")
+# Subclasses of redis ConnectionError that no retry can fix.
+_PERMANENT_CONNECTION_ERRORS: Final = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+# Server replies that mean "busy or failing over": retry later.
+_TRANSIENT_RESPONSE_ERRORS: Final = (
+    redis.exceptions.ReadOnlyError,  # replica promoted / failover in progress
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.OutOfMemoryError,  # maxmemory reached; expiring TTLs free memory
+)
+
+
+def window_key(prefix: str, window: str, event_type: str, window_start_ms: int) -> str:
+    """Key of the hash of one closed window."""
+    return f"{prefix}win:{encode_key_part(window)}:{encode_key_part(event_type)}:{int(window_start_ms)}"
+
+
+def latest_key(prefix: str, window: str, event_type: str) -> str:
+    """Key of the latest-windows index of one (window, event_type)."""
+    return f"{prefix}latest:{encode_key_part(window)}:{encode_key_part(event_type)}"
+
+
+def _hash_fields(row: WindowRow) -> dict[str, str]:
+    return {
+        "window": row.window,
+        "event_type": row.event_type,
+        "window_start_ms": str(int(row.window_start_ms)),
+        "window_end_ms": str(int(row.window_end_ms)),
+        "count": str(int(row.count)),
+        "sum": repr(float(row.sum)),
+        "min": repr(float(row.min)),
+        "max": repr(float(row.max)),
+        "mean": repr(row.mean),
+    }
+
+
+def _row_from_hash(fields: Mapping[bytes, bytes]) -> WindowRow:
+    text = {name.decode("utf-8"): value.decode("utf-8") for name, value in fields.items()}
+    missing = [name for name in _HASH_FIELDS if name not in text]
+    if missing:
+        raise ValueError(f"window hash lacks fields {missing}")
+    return WindowRow(
+        window=text["window"],
+        window_start_ms=int(text["window_start_ms"]),
+        window_end_ms=int(text["window_end_ms"]),
+        event_type=text["event_type"],
+        count=int(text["count"]),
+        sum=float(text["sum"]),
+        min=float(text["min"]),
+        max=float(text["max"]),
+    )
+
+
+def _describe(url: str) -> str:
+    """The URL without user, password or query: safe for messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            return f"unix://{parts.path}"
+        return f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path}"
+    except ValueError:
+        return "the configured Redis server"
+
+
+def _secrets(url: str) -> tuple[str, ...]:
+    """Every form in which the URL's password could show up in a message."""
+    found: set[str] = set()
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found.update({parts.password, unquote(parts.password)})
+        for value in parse_qs(parts.query).get("password", []):
+            found.add(value)
+    except ValueError:
+        pass
+    found.discard("")
+    # Longest first, so a secret containing another is replaced whole.
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+class RedisWindowStore:
+    """Writes and reads closed windows; configuration only until ``open()``."""
+
+    __slots__ = ("_client", "_client_factory", "_latest_n", "_prefix", "_secrets", "_target", "_ttl_ms", "_url")
+
+    def __init__(
+        self,
+        url: str,
+        key_prefix: str,
+        ttl_ms: int,
+        latest_n: int,
+        client_factory: Callable[[], redis.Redis] | None = None,
+    ) -> None:
+        if ttl_ms < 1:
+            raise ValueError(f"ttl_ms must be >= 1, got {ttl_ms}")
+        if latest_n < 1:
+            raise ValueError(f"latest_n must be >= 1, got {latest_n}")
+        self._url = url
+        self._prefix = key_prefix
+        self._ttl_ms = ttl_ms
+        self._latest_n = latest_n
+        self._client_factory = client_factory
+        self._client: redis.Redis | None = None
+        self._target = _describe(url)
+        self._secrets = _secrets(url)
+
+    def __repr__(self) -> str:
+        return f"RedisWindowStore({self._target}, prefix={self._prefix!r})"
+
+    @property
+    def key_prefix(self) -> str:
+        return self._prefix
+
+    def open(self) -> None:
+        """Create the client (redis-py connects lazily, on the first command)."""
+        if self._client is not None:
+            return
+        if self._client_factory is not None:
+            self._client = self._client_factory()
+            return
+        try:
+            self._client = redis.Redis.from_url(
+                self._url,
+                socket_timeout=5,
+                socket_connect_timeout=5,
+                health_check_interval=30,
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError:
+            raise SinkConfigurationError(f"invalid Redis URL for {self._target}") from None
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _require_client(self) -> redis.Redis:
+        if self._client is None:
+            raise RuntimeError("RedisWindowStore is not open: call open() first")
+        return self._client
+
+    def write(self, rows: Sequence[WindowRow]) -> None:
+        """Write rows and their index entries in ONE transactional pipeline (MULTI/EXEC)."""
+        if not rows:
+            return
+        client = self._require_client()
+        # Last row wins for a window given twice, in the hash and in the index alike.
+        by_index: dict[str, dict[int, WindowRow]] = {}
+        for row in rows:
+            by_index.setdefault(latest_key(self._prefix, row.window, row.event_type), {})[row.window_start_ms] = row
+        with self._translate_errors("write"), client.pipeline(transaction=True) as pipe:
+            for row in rows:
+                key = window_key(self._prefix, row.window, row.event_type, row.window_start_ms)
+                pipe.hset(key, mapping=_hash_fields(row))
+                pipe.pexpire(key, self._ttl_ms)
+            for index, latest in by_index.items():
+                for start_ms in latest:
+                    pipe.zremrangebyscore(index, start_ms, start_ms)
+                pipe.zadd(index, {row_to_json(row): start_ms for start_ms, row in latest.items()})
+                pipe.zremrangebyrank(index, 0, -(self._latest_n + 1))
+                pipe.pexpire(index, self._ttl_ms)
+            pipe.execute()
+        logger.debug("wrote %d window rows to %s", len(rows), self._target)
+
+    def get_window(self, window: str, event_type: str, window_start_ms: int) -> WindowRow | None:
+        client = self._require_client()
+        with self._translate_errors("read"):
+            fields = client.hgetall(window_key(self._prefix, window, event_type, window_start_ms))
+        return _row_from_hash(fields) if fields else None
+
+    def latest(self, window: str, event_type: str, n: int) -> list[WindowRow]:
+        """Up to n latest windows, newest first, in one round trip (at most latest_n exist)."""
+        if n < 1:
+            # ZREVRANGE key 0 -1 would mean "everything", not "nothing".
+            raise ValueError(f"n must be >= 1, got {n}")
+        client = self._require_client()
+        with self._translate_errors("read"):
+            members = client.zrevrange(latest_key(self._prefix, window, event_type), 0, n - 1)
+        return [row_from_json(member) for member in members]
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @contextmanager
+    def _translate_errors(self, operation: str) -> Iterator[None]:
+        """Typed errors with redacted messages; the original is not chained (``from None``),
+        so no traceback can carry an unredacted message."""
+        try:
+            yield
+        except _PERMANENT_CONNECTION_ERRORS as exc:
+            message = f"Redis {operation} at {self._target} refused: {type(exc).__name__}: {self._redact(str(exc))}"
+            raise SinkConfigurationError(message) from None
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, *_TRANSIENT_RESPONSE_ERRORS) as exc:
+            message = f"Redis {operation} at {self._target} failed: {type(exc).__name__}: {self._redact(str(exc))}"
+            raise SinkUnavailableError(message) from None
+        except redis.exceptions.RedisError as exc:
+            message = f"Redis {operation} at {self._target} failed: {type(exc).__name__}: {self._redact(str(exc))}"
+            raise SinkConfigurationError(message) from None

@@ -1,0 +1,227 @@
+"""Row shapes of the sinks and their serializations (formats only: no destinations).
+
+* ``WindowRow``: one closed window of one event type.
+* ``rows_to_parquet`` / ``parquet_to_rows``: the lake's aggregated files (AGGREGATE_SCHEMA).
+* ``events_to_parquet`` / ``parquet_to_events``: the raw archive files (RAW_SCHEMA).
+* ``row_to_json`` / ``row_from_json``: canonical compact JSON of one row (Redis index members,
+  web views).
+
+Parquet output is deterministic: rows are sorted, and pyarrow writes no wall-clock
+metadata (only ``created_by`` with its own version and the ``ARROW:schema`` blob), so the
+same rows give the same bytes with the same pyarrow version. The writer options are
+pinned explicitly so that a change of pyarrow defaults does not change the files silently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Final, NamedTuple
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from events import Event
+
+__all__ = [
+    "AGGREGATE_SCHEMA",
+    "PARQUET_CONTENT_TYPE",
+    "RAW_SCHEMA",
+    "WindowRow",
+    "events_to_parquet",
+    "parquet_to_events",
+    "parquet_to_rows",
+    "row_from_json",
+    "row_to_json",
+    "rows_to_parquet",
+]
+
+PARQUET_CONTENT_TYPE: Final = "application/vnd.apache.parquet"
+
+_TIMESTAMP_MS_UTC: Final = pa.timestamp("ms", tz="UTC")
+
+AGGREGATE_SCHEMA: Final = pa.schema([
+    ("window_start", _TIMESTAMP_MS_UTC),
+    ("window_end", _TIMESTAMP_MS_UTC),
+    ("window", pa.string()),
+    ("event_type", pa.string()),
+    ("count", pa.int64()),
+    ("sum", pa.float64()),
+    ("min", pa.float64()),
+    ("max", pa.float64()),
+    ("mean", pa.float64()),
+])
+
+RAW_SCHEMA: Final = pa.schema([
+    ("partition", pa.int32()),
+    ("offset", pa.int64()),
+    ("user_id", pa.string()),
+    ("event_type", pa.string()),
+    ("timestamp", _TIMESTAMP_MS_UTC),
+    ("value", pa.float64()),
+])
+
+_JSON_OPTIONS: Final = orjson.OPT_SORT_KEYS
+
+
+class WindowRow(NamedTuple):
+    """One closed window of one event type; ``window`` is the window spec's name."""
+
+    window: str
+    window_start_ms: int
+    window_end_ms: int
+    event_type: str
+    count: int
+    sum: float
+    min: float
+    max: float
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count
+
+
+def _sort_key(row: WindowRow) -> tuple[int, str, str, int, int, float, float, float]:
+    # (window_start, event_type) first, as promised to readers; the rest only makes the
+    # order total, so even duplicate (start, type) pairs serialize deterministically.
+    return (row.window_start_ms, row.event_type, row.window, row.window_end_ms, row.count, row.sum, row.min,
+            row.max)
+
+
+def _write_parquet(table: pa.Table, sorting_columns: Sequence[pq.SortingColumn]) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        version="2.6",
+        compression="snappy",
+        use_dictionary=True,
+        write_statistics=True,
+        data_page_version="1.0",
+        store_schema=True,
+        sorting_columns=sorting_columns,
+    )
+    return sink.getvalue().to_pybytes()
+
+
+def _read_parquet(data: bytes, schema: pa.Schema, what: str) -> pa.Table:
+    table = pq.read_table(pa.BufferReader(data))
+    if not table.schema.equals(schema, check_metadata=False):
+        raise ValueError(f"not a {what} file: schema is {table.schema.to_string(show_schema_metadata=False)!r}")
+    return table
+
+
+def rows_to_parquet(rows: Sequence[WindowRow]) -> bytes:
+    """A Parquet file of AGGREGATE_SCHEMA, rows sorted by (window_start, event_type)."""
+    ordered = sorted(rows, key=_sort_key)
+    table = pa.Table.from_arrays(
+        [
+            pa.array([r.window_start_ms for r in ordered], type=_TIMESTAMP_MS_UTC),
+            pa.array([r.window_end_ms for r in ordered], type=_TIMESTAMP_MS_UTC),
+            pa.array([r.window for r in ordered], type=pa.string()),
+            pa.array([r.event_type for r in ordered], type=pa.string()),
+            pa.array([r.count for r in ordered], type=pa.int64()),
+            pa.array([float(r.sum) for r in ordered], type=pa.float64()),
+            pa.array([float(r.min) for r in ordered], type=pa.float64()),
+            pa.array([float(r.max) for r in ordered], type=pa.float64()),
+            pa.array([r.mean for r in ordered], type=pa.float64()),
+        ],
+        schema=AGGREGATE_SCHEMA,
+    )
+    return _write_parquet(table, [pq.SortingColumn(0), pq.SortingColumn(3)])
+
+
+def parquet_to_rows(data: bytes) -> list[WindowRow]:
+    """Inverse of rows_to_parquet (``mean`` is derived, so it is not read back)."""
+    table = _read_parquet(data, AGGREGATE_SCHEMA, "window aggregate")
+    column = table.column
+    return [
+        WindowRow(*values)
+        for values in zip(
+            column("window").to_pylist(),
+            column("window_start").cast(pa.int64()).to_pylist(),
+            column("window_end").cast(pa.int64()).to_pylist(),
+            column("event_type").to_pylist(),
+            column("count").to_pylist(),
+            column("sum").to_pylist(),
+            column("min").to_pylist(),
+            column("max").to_pylist(),
+            strict=True,
+        )
+    ]
+
+
+def events_to_parquet(records: Sequence[tuple[int, int, Event]]) -> bytes:
+    """A Parquet file of RAW_SCHEMA from (partition, offset, Event) records, in offset order."""
+    ordered = sorted(records, key=lambda record: (record[0], record[1]))
+    events = [record[2] for record in ordered]
+    table = pa.Table.from_arrays(
+        [
+            pa.array([record[0] for record in ordered], type=pa.int32()),
+            pa.array([record[1] for record in ordered], type=pa.int64()),
+            pa.array([e.user_id for e in events], type=pa.string()),
+            pa.array([e.event_type for e in events], type=pa.string()),
+            pa.array([e.event_ms for e in events], type=_TIMESTAMP_MS_UTC),
+            pa.array([float(e.value) for e in events], type=pa.float64()),
+        ],
+        schema=RAW_SCHEMA,
+    )
+    return _write_parquet(table, [pq.SortingColumn(0), pq.SortingColumn(1)])
+
+
+def parquet_to_events(data: bytes) -> list[tuple[int, int, Event]]:
+    """Inverse of events_to_parquet."""
+    table = _read_parquet(data, RAW_SCHEMA, "raw event archive")
+    column = table.column
+    return [
+        (partition, offset, Event(user_id=user_id, event_type=event_type, event_ms=event_ms, value=value))
+        for partition, offset, user_id, event_type, event_ms, value in zip(
+            column("partition").to_pylist(),
+            column("offset").to_pylist(),
+            column("user_id").to_pylist(),
+            column("event_type").to_pylist(),
+            column("timestamp").cast(pa.int64()).to_pylist(),
+            column("value").to_pylist(),
+            strict=True,
+        )
+    ]
+
+
+def _json_float(number: float) -> float | str:
+    # JSON has no inf/nan and orjson would silently write null; an overflowed sum is a
+    # real (if rare) value, so non-finite floats travel as their repr string instead.
+    return number if math.isfinite(number) else repr(number)
+
+
+def row_to_json(row: WindowRow) -> bytes:
+    """Canonical compact JSON (sorted keys); equal rows give equal bytes."""
+    return orjson.dumps(
+        {
+            "window": row.window,
+            "window_start_ms": row.window_start_ms,
+            "window_end_ms": row.window_end_ms,
+            "event_type": row.event_type,
+            "count": row.count,
+            "sum": _json_float(float(row.sum)),
+            "min": _json_float(float(row.min)),
+            "max": _json_float(float(row.max)),
+            "mean": _json_float(row.mean),
+        },
+        option=_JSON_OPTIONS,
+    )
+
+
+def row_from_json(data: bytes | str) -> WindowRow:
+    """Inverse of row_to_json; floats come back bit for bit (orjson writes shortest repr)."""
+    obj = orjson.loads(data)
+    return WindowRow(
+        window=obj["window"],
+        window_start_ms=int(obj["window_start_ms"]),
+        window_end_ms=int(obj["window_end_ms"]),
+        event_type=obj["event_type"],
+        count=int(obj["count"]),
+        sum=float(obj["sum"]),
+        min=float(obj["min"]),
+        max=float(obj["max"]),
+    )

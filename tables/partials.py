@@ -1,0 +1,149 @@
+"""Stage 1: per input partition, validate records and pre-aggregate them per window.
+
+Pure logic over plain data (no faust, no I/O): the ingest agent feeds it batches of
+(partition, offset, raw bytes) and persists what it returns.
+
+Exactly once under replay. Faust commits offsets at least once, so after a crash the
+records after the last commit are processed again. Each partial aggregate carries the
+highest input offset folded into it (its *marker*), and stored with it in one table
+record; a replayed record whose offset is not above the marker of a key is already in
+that key and is skipped. Records of one partition arrive in offset order, so this is
+exact per key.
+
+Late records. A partition's *frontier* is the low watermark this worker had announced
+for it at the start of the batch (see agents/ingest.py): every window ending at or
+before it is closed for that partition, its final partial already sent. A record in
+such a window is late for it: it goes to the late topic and still counts in its other,
+open windows.
+
+Replays across a frontier. With the frontier, the worker stores the highest offset it
+had processed (`settled_upto`). A replayed record at or below that offset was already
+settled for every window the frontier has closed (counted before it closed, or written
+to the late topic then), so those windows are skipped without a late record; its other
+windows follow the marker rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from events import Event, Rejection, decode_event
+from tables.windows import WindowSpec, window_starts
+
+# Partial value layout, a list so that it serializes compactly to the changelog:
+COUNT, SUM, MIN, MAX, MARKER = range(5)
+
+
+class PartialKey(NamedTuple):
+    window: str
+    start_ms: int
+    event_type: str
+
+
+class Record(NamedTuple):
+    partition: int
+    offset: int
+    raw: bytes
+
+
+class DeadLetter(NamedTuple):
+    record: Record
+    rejection: Rejection
+
+
+class LateEvent(NamedTuple):
+    record: Record
+    event: Event
+    closed: tuple[tuple[str, int], ...]  # (window, start_ms) it missed
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_event_bytes: int
+    min_event_ms: int
+    max_event_ms: int
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    late: list[LateEvent] = field(default_factory=list)
+    valid: list[tuple[Record, Event]] = field(default_factory=list)
+    dirty: dict[int, set[PartialKey]] = field(default_factory=dict)  # partition -> changed keys
+    max_event_ms: dict[int, int] = field(default_factory=dict)  # partition -> highest valid event time
+
+
+class PartitionPartials:
+    """The open partial aggregates of one input partition."""
+
+    __slots__ = ("partition", "values")
+
+    def __init__(self, partition: int, values: dict[PartialKey, list[float]] | None = None) -> None:
+        self.partition = partition
+        self.values: dict[PartialKey, list[float]] = values if values is not None else {}
+
+    def pop_closed(self, windows: Sequence[WindowSpec], frontier_ms: int) -> list[tuple[PartialKey, list[float]]]:
+        """Remove and return the partials of windows that end at or before frontier_ms."""
+        size_ms = {spec.name: spec.size_ms for spec in windows}
+        closed = [(key, value) for key, value in self.values.items()
+                  if key.start_ms + size_ms.get(key.window, 0) <= frontier_ms]
+        for key, _ in closed:
+            del self.values[key]
+        return closed
+
+
+def fold_batch(
+    records: Iterable[Record],
+    partitions: dict[int, PartitionPartials],
+    windows: Sequence[WindowSpec],
+    frontiers_ms: dict[int, int | None],
+    settled_upto: dict[int, int],
+    limits: Limits,
+) -> BatchOutcome:
+    """Decode, validate and fold records into their partitions' partials (mutated in place)."""
+    outcome = BatchOutcome()
+    dead_letters, late, valid = outcome.dead_letters, outcome.late, outcome.valid
+    max_event_ms = outcome.max_event_ms
+    specs = [(spec.name, spec) for spec in windows]
+    for record in records:
+        decoded = decode_event(record.raw, max_bytes=limits.max_event_bytes,
+                               min_event_ms=limits.min_event_ms, max_event_ms=limits.max_event_ms)
+        if isinstance(decoded, Rejection):
+            dead_letters.append(DeadLetter(record, decoded))
+            continue
+        partition, offset = record.partition, record.offset
+        valid.append((record, decoded))
+        event_ms, value, event_type = decoded.event_ms, decoded.value, decoded.event_type
+        if event_ms > max_event_ms.get(partition, event_ms - 1):
+            max_event_ms[partition] = event_ms
+        frontier_ms = frontiers_ms.get(partition)
+        settled = offset <= settled_upto.get(partition, -1)
+        values = partitions[partition].values
+        dirty = outcome.dirty.setdefault(partition, set())
+        missed: list[tuple[str, int]] = []
+        for name, spec in specs:
+            for start_ms in window_starts(spec, event_ms):
+                if frontier_ms is not None and start_ms + spec.size_ms <= frontier_ms:
+                    if not settled:
+                        missed.append((name, start_ms))
+                    continue
+                key = PartialKey(name, start_ms, event_type)
+                current = values.get(key)
+                if current is None:
+                    values[key] = [1, value, value, value, offset]
+                elif offset > current[MARKER]:
+                    current[COUNT] += 1
+                    current[SUM] += value
+                    if value < current[MIN]:
+                        current[MIN] = value
+                    if value > current[MAX]:
+                        current[MAX] = value
+                    current[MARKER] = offset
+                else:
+                    continue  # a replayed record this key already holds
+                dirty.add(key)
+        if missed:
+            late.append(LateEvent(record, decoded, tuple(missed)))
+    return outcome

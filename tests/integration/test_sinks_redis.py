@@ -1,0 +1,222 @@
+"""RedisWindowStore against the real embedded Redis: one key prefix per test."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+import redis
+
+from devstack.ports import free_port_block
+from devstack.stack import Endpoints
+from keys import decode_key_part
+from sinks.errors import SinkConfigurationError, SinkUnavailableError
+from sinks.redis_store import RedisWindowStore
+from sinks.rows import WindowRow
+
+START_MS = 1763251140000  # 2025-11-15T23:59:00Z
+TTL_MS = 3_600_000
+PASSWORD = "s3cr3t-P@ss:word/%41"
+PASSWORD_IN_URL = quote(PASSWORD, safe="")  # s3cr3t-P%40ss%3Aword%2F%2541
+
+
+def row(event_type: str = "click", start_ms: int = START_MS, count: int = 3, total: float = 4.5,
+        low: float = -1.0, high: float = 3.0, window: str = "tumbling_1m") -> WindowRow:
+    return WindowRow(window, start_ms, start_ms + 60_000, event_type, count, total, low, high)
+
+
+def exact(rows: list[WindowRow | None]) -> list[tuple[str, ...] | None]:
+    return [None if r is None else tuple(repr(value) for value in r) for r in rows]
+
+
+@pytest.fixture
+def raw(stack: Endpoints) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(stack.redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(unique_name: str) -> str:
+    return f"{unique_name}:"
+
+
+def open_store(stack: Endpoints, prefix: str, latest_n: int = 3) -> RedisWindowStore:
+    store = RedisWindowStore(stack.redis_url, prefix, TTL_MS, latest_n)
+    store.open()
+    return store
+
+
+@pytest.fixture
+def store(stack: Endpoints, prefix: str) -> Iterator[RedisWindowStore]:
+    store = open_store(stack, prefix)
+    yield store
+    store.close()
+
+
+def scan(raw: redis.Redis, pattern: str) -> set[str]:
+    return {key.decode() for key in raw.scan_iter(match=pattern, count=1000)}
+
+
+def test_rows_read_back_exactly(store: RedisWindowStore, raw: redis.Redis, prefix: str) -> None:
+    rows = [
+        row("click", total=-0.0, low=-0.0, high=0.0),
+        row("view", count=2, total=1.7976931348623157e308, low=5e-324, high=1.7976931348623157e308),
+        row("buy", count=3, total=0.1 + 0.2, low=0.1, high=0.2),
+        row("boom", count=2, total=float("inf"), low=1.0, high=1.7976931348623157e308),
+    ]
+    store.write(rows)
+
+    got = [store.get_window("tumbling_1m", r.event_type, START_MS) for r in rows]
+    assert exact(got) == exact(rows)
+    assert store.get_window("tumbling_1m", "click", START_MS + 60_000) is None
+    assert store.get_window("hopping_1m", "click", START_MS) is None
+    assert raw.hgetall(f"{prefix}win:tumbling_1m:buy:{START_MS}") == {
+        b"window": b"tumbling_1m",
+        b"event_type": b"buy",
+        b"window_start_ms": b"1763251140000",
+        b"window_end_ms": b"1763251200000",
+        b"count": b"3",
+        b"sum": b"0.30000000000000004",
+        b"min": b"0.1",
+        b"max": b"0.2",
+        b"mean": b"0.10000000000000002",
+    }
+    assert raw.hget(f"{prefix}win:tumbling_1m:click:{START_MS}", "sum") == b"-0.0"
+    assert raw.hget(f"{prefix}win:tumbling_1m:boom:{START_MS}", "mean") == b"inf"
+    assert exact(store.latest("tumbling_1m", "view", 1)) == exact([rows[1]])
+    assert raw.zrange(f"{prefix}latest:tumbling_1m:buy", 0, -1, withscores=True) == [(
+        b'{"count":3,"event_type":"buy","max":0.2,"mean":0.10000000000000002,"min":0.1,'
+        b'"sum":0.30000000000000004,"window":"tumbling_1m","window_end_ms":1763251200000,'
+        b'"window_start_ms":1763251140000}',
+        float(START_MS),
+    )]
+
+
+def test_latest_is_newest_first_and_the_index_is_trimmed(store: RedisWindowStore, raw: redis.Redis,
+                                                         prefix: str) -> None:
+    windows = [row("click", START_MS + i * 60_000, count=i + 1, total=float(i)) for i in range(5)]
+    store.write(windows[:2])
+    store.write(windows[2:])
+    store.write([row("view", START_MS)])
+
+    assert exact(store.latest("tumbling_1m", "click", 10)) == exact([windows[4], windows[3], windows[2]])
+    assert exact(store.latest("tumbling_1m", "click", 2)) == exact([windows[4], windows[3]])
+    assert exact(store.latest("tumbling_1m", "view", 3)) == exact([row("view", START_MS)])
+    assert store.latest("tumbling_1m", "nothing", 3) == []
+    assert raw.zcard(f"{prefix}latest:tumbling_1m:click") == 3
+    assert raw.zrange(f"{prefix}latest:tumbling_1m:click", 0, -1, withscores=True)[0][1] == START_MS + 120_000
+    # Trimmed out of the index, the hashes remain until their TTL.
+    assert exact([store.get_window("tumbling_1m", "click", START_MS)]) == exact([windows[0]])
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        store.latest("tumbling_1m", "click", 0)
+
+
+def test_keys_have_a_ttl(store: RedisWindowStore, raw: redis.Redis, prefix: str) -> None:
+    store.write([row("click")])
+    for key in (f"{prefix}win:tumbling_1m:click:{START_MS}", f"{prefix}latest:tumbling_1m:click"):
+        assert 0 < raw.pttl(key) <= TTL_MS
+
+
+def test_rewrites_are_idempotent_and_one_window_has_one_member(store: RedisWindowStore, raw: redis.Redis,
+                                                               prefix: str) -> None:
+    rows = [row("click", START_MS + i * 60_000, count=i + 1) for i in range(3)] + [row("view")]
+    store.write(rows)
+    index = f"{prefix}latest:tumbling_1m:click"
+    members = raw.zrange(index, 0, -1, withscores=True)
+    hashes = {key: raw.hgetall(key) for key in scan(raw, f"{prefix}win:*")}
+
+    store.write(rows)
+    store.write(list(reversed(rows)))
+
+    assert raw.zrange(index, 0, -1, withscores=True) == members
+    assert len(members) == 3
+    assert {key: raw.hgetall(key) for key in scan(raw, f"{prefix}win:*")} == hashes
+    assert len(hashes) == 4
+
+    # A window rewritten with other values (should not happen) still has exactly one member.
+    changed = row("click", START_MS + 60_000, count=99, total=-7.5)
+    store.write([changed])
+    assert raw.zcard(index) == 3
+    assert exact(store.latest("tumbling_1m", "click", 3)) == exact([rows[2], changed, rows[0]])
+    assert exact([store.get_window("tumbling_1m", "click", START_MS + 60_000)]) == exact([changed])
+    # The same window twice in one batch: the last one wins, in the hash and in the index.
+    store.write([row("dup", count=1), row("dup", count=2)])
+    assert exact(store.latest("tumbling_1m", "dup", 5)) == exact([row("dup", count=2)])
+    assert exact([store.get_window("tumbling_1m", "dup", START_MS)]) == exact([row("dup", count=2)])
+
+
+def test_hostile_event_types_cannot_collide_or_escape(store: RedisWindowStore, raw: redis.Redis, prefix: str,
+                                                      unique_name: str) -> None:
+    hostile = ["a:b", "a%3Ab", "*", "?", "[x]", "{tag}", "/", "../..", "..", "line\nbreak", "😀" * 200,
+               f"click:{START_MS}", "click", "latest:tumbling_1m:click", " ", "_x"]
+    rows = [row(event_type, count=i + 1, total=float(i)) for i, event_type in enumerate(hostile)]
+    store.write(rows)
+
+    created = scan(raw, f"{prefix}*")
+    assert len(created) == 2 * len(hostile)
+    expected_encoded = {
+        "a:b": "a%3Ab", "a%3Ab": "a%253Ab", "*": "%2A", "?": "%3F", "[x]": "%5Bx%5D", "{tag}": "%7Btag%7D",
+        "/": "%2F", "../..": "%2E.%2F..", "..": "%2E.", "line\nbreak": "line%0Abreak",
+        "😀" * 200: "%F0%9F%98%80" * 200, f"click:{START_MS}": f"click%3A{START_MS}", "click": "click",
+        "latest:tumbling_1m:click": "latest%3Atumbling_1m%3Aclick", " ": "%20", "_x": "%5Fx",
+    }
+    assert created == (
+        {f"{prefix}win:tumbling_1m:{enc}:{START_MS}" for enc in expected_encoded.values()}
+        | {f"{prefix}latest:tumbling_1m:{enc}" for enc in expected_encoded.values()}
+    )
+    # Every key parses back to exactly one event type, and nothing was written outside the prefix.
+    decoded = {decode_key_part(key[len(prefix):].split(":")[2]) for key in created}
+    assert decoded == set(hostile)
+    assert scan(raw, f"*{unique_name}*") == created
+    # Each reads back its own row.
+    for source in rows:
+        assert exact([store.get_window("tumbling_1m", source.event_type, START_MS)]) == exact([source])
+        assert exact(store.latest("tumbling_1m", source.event_type, 5)) == exact([source])
+
+
+def test_closed_port_is_unavailable_without_leaking_the_password(prefix: str) -> None:
+    port = free_port_block(1)
+    store = RedisWindowStore(f"redis://user:{PASSWORD_IN_URL}@127.0.0.1:{port}/0", prefix, TTL_MS, 3)
+    store.open()
+    try:
+        began = time.monotonic()
+        with pytest.raises(SinkUnavailableError) as raised:
+            store.write([row()])
+        elapsed_s = time.monotonic() - began
+        with pytest.raises(SinkUnavailableError):
+            store.latest("tumbling_1m", "click", 1)
+    finally:
+        store.close()
+    message = str(raised.value)
+    assert message.startswith(f"Redis write at redis://127.0.0.1:{port}/0 failed: ConnectionError: ")
+    assert "Connection refused" in message
+    text = "".join(traceback.format_exception(raised.value)) + repr(store)
+    for secret in (PASSWORD, PASSWORD_IN_URL, "s3cr3t"):
+        assert secret not in text
+    # redis-py's own retries (10 by default) are off: the caller's policy owns retries.
+    assert elapsed_s < 2.0
+
+
+def test_wrong_password_is_a_configuration_error_without_the_password(stack: Endpoints, prefix: str) -> None:
+    # The embedded Redis has no ACL user "reporter" (a nopass default user would accept any
+    # password without a user name): AUTH fails, which no retry can fix.
+    url = stack.redis_url.replace("redis://", f"redis://reporter:{PASSWORD_IN_URL}@", 1)
+    assert PASSWORD_IN_URL in url
+    store = RedisWindowStore(url, prefix, TTL_MS, 3)
+    store.open()
+    try:
+        with pytest.raises(SinkConfigurationError) as raised:
+            store.write([row()])
+    finally:
+        store.close()
+    assert str(raised.value).startswith("Redis write at redis://127.0.0.1:")
+    assert str(raised.value).endswith(
+        "refused: AuthenticationError: invalid username-password pair or user is disabled.")
+    text = "".join(traceback.format_exception(raised.value))
+    assert PASSWORD not in text
+    assert PASSWORD_IN_URL not in text
+    assert "s3cr3t" not in text
