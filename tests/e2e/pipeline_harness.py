@@ -1,0 +1,168 @@
+"""Run the worker as a real process on the embedded stack, feed it, and read its outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from devstack.ports import free_port_block
+from devstack.stack import Endpoints
+from groundtruth import PARTITIONS, Produced
+from sinks.rows import parquet_to_events, parquet_to_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    app_id: str
+    events: str
+    dlq: str
+    late: str
+    bucket: str
+    redis_prefix: str
+
+
+def names_for(unique: str) -> Names:
+    return Names(app_id=unique, events=f"{unique}-events", dlq=f"{unique}-dlq", late=f"{unique}-late",
+                 bucket=unique, redis_prefix=f"{unique}:")
+
+
+def worker_env(stack: Endpoints, names: Names, state_dir: Path, web_port: int) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "S3_ENDPOINT_URL", "REDIS_URL")},
+        **stack.env(),
+        "PYTHONPATH": str(ROOT),
+        "APP_ID": names.app_id,
+        "TOPIC_EVENTS": names.events,
+        "TOPIC_DLQ": names.dlq,
+        "TOPIC_LATE": names.late,
+        "TOPIC_PARTITIONS": str(PARTITIONS),
+        "LAKE_URL": f"s3://{names.bucket}/",
+        "REDIS_KEY_PREFIX": names.redis_prefix,
+        "WEB_PORT": str(web_port),
+        "STATE_DIR": str(state_dir),
+        "ALLOWED_LATENESS": "10s",
+        "IDLE_TIMEOUT": "1h",  # no wall-clock advance: lateness is decided by event time alone
+        "ARCHIVE_MAX_AGE": "2s",
+        "LOG_LEVEL": "info",
+    }
+
+
+class Worker:
+    """`faust -A app worker` as a child process, with its status endpoint."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.port = int(env["WEB_PORT"])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "info"],
+                                            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def status(self) -> dict[str, Any]:
+        assert self.process is not None and self.process.poll() is None, f"worker exited; see {self.log_path}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/status", timeout=2) as response:
+            return json.loads(response.read())
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def web_port() -> int:
+    return free_port_block(1)
+
+
+def _bootstrap(stack: Endpoints) -> str:
+    return stack.broker_url.removeprefix("kafka://")
+
+
+async def create_topics(stack: Endpoints, names: Names) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap(stack))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (names.events, names.dlq, names.late)])
+    finally:
+        await admin.close()
+
+
+async def produce(stack: Endpoints, topic: str, records: list[Produced]) -> list[int]:
+    """Send in order with explicit partitions; return each record's offset."""
+    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(stack), linger_ms=5, max_request_size=2_000_000)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, key=r.key, value=r.value, partition=r.partition) for r in records]
+        return [(await f).offset for f in futures]
+    finally:
+        await producer.stop()
+
+
+async def read_topic(stack: Endpoints, topic: str) -> list[Any]:
+    """Every record of every partition, read until a fetch comes back empty."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(stack), enable_auto_commit=False,
+                                fetch_max_wait_ms=300)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records = []
+        while batch := await consumer.getmany(*tps, timeout_ms=1_000):
+            for part in batch.values():
+                records.extend(part)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def s3_client(stack: Endpoints) -> Any:
+    creds = stack.credentials
+    return boto3.client("s3", endpoint_url=stack.s3_endpoint, aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"], region_name=creds["AWS_DEFAULT_REGION"])
+
+
+def list_keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return keys
+
+
+def read_aggregates(client: Any, bucket: str) -> dict[str, list[Any]]:
+    return {key: parquet_to_rows(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            for key in list_keys(client, bucket, "aggregated/")}
+
+
+def read_archive(client: Any, bucket: str) -> dict[str, list[Any]]:
+    return {key: parquet_to_events(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            for key in list_keys(client, bucket, "events/")}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

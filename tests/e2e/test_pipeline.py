@@ -1,0 +1,161 @@
+"""End to end, with the worker as a real process on the embedded stack: the aggregated
+Parquet rows, the Redis values, the dead-letter and late topics and the raw archive all
+equal a reference computed in plain Python (tests/e2e/groundtruth.py); and again after
+the worker is SIGKILLed in the middle of the stream and restarted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import groundtruth as gt
+from devstack.stack import Endpoints
+from helpers import wait_for
+from models import HEADER_MISSED, HEADER_PARTITION, HEADER_REASON, source_offset
+from pipeline_harness import (
+    Names,
+    Worker,
+    create_topics,
+    names_for,
+    produce,
+    read_aggregates,
+    read_archive,
+    read_topic,
+    run,
+    s3_client,
+    web_port,
+    worker_env,
+)
+from sinks.redis_store import RedisWindowStore
+from sinks.rows import WindowRow
+
+PER_PARTITION = 1_800
+# Deadlines: a worker joins its group in ~5 s (longer after a SIGKILL, when the broker
+# first expires the dead member's 10 s session); consuming ~7,000 records takes a few
+# seconds. 120 s leaves room for a loaded 2-core CI machine without hiding a hang.
+STEP_DEADLINE_S = 120.0
+
+
+def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool) -> None:
+    client = s3_client(stack)
+    client.create_bucket(Bucket=names.bucket)
+    run(create_topics(stack, names))
+    env = worker_env(stack, names, tmp_path / "state", web_port())
+    worker = Worker(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        # Phase 1: on time, disorder within the lateness, malformed and hostile records.
+        on_time, reasons = gt.phase1(PER_PARTITION)
+        offsets1 = run(produce(stack, names.events, on_time))
+        if crash:
+            wait_for(lambda: worker.status()["consumed_total"] >= len(on_time) // 4, timeout_s=STEP_DEADLINE_S,
+                     what="the worker to be in the middle of the stream")
+            worker.kill()
+            worker.start()
+        valid1 = [(r.partition, off, gt.decode_valid(r)) for r, off in zip(on_time, offsets1, strict=True)]
+        bad_positions = {i for i, _ in reasons}
+        on_time_valid = [v for i, (_, _, v) in enumerate(valid1) if i not in bad_positions]
+        frontier_ms = gt.frontier_after(on_time_valid)
+        wait_for(lambda: worker.status()["frontier_ms"] == frontier_ms, timeout_s=STEP_DEADLINE_S,
+                 what=f"the frontier to reach {frontier_ms} after phase 1")
+
+        # Phase 2: late records (their frontier is now fixed), then the sentinels.
+        late_phase = gt.phase2(frontier_ms)
+        offsets2 = run(produce(stack, names.events, late_phase))
+        valid2 = [(r.partition, off, gt.decode_valid(r)) for r, off in zip(late_phase, offsets2, strict=True)]
+        total_records = len(on_time) + len(late_phase)
+        wait_for(lambda: worker.status()["consumed_total"] >= total_records, timeout_s=STEP_DEADLINE_S,
+                 what="phase 2 to be consumed")
+        sentinel_offsets = run(produce(stack, names.events, gt.sentinels()))
+
+        expected = gt.reference(on_time_valid, valid2, frontier_ms)
+        wait_for(lambda: sum(len(rows) for rows in read_aggregates(client, names.bucket).values())
+                 >= len(expected.rows), timeout_s=STEP_DEADLINE_S, what="every closed window in S3")
+        valid_positions = ({(p, o) for i, (p, o, _) in enumerate(valid1) if i not in bad_positions}
+                           | {(p, o) for p, o, _ in valid2}
+                           | {(p, o) for p, o in enumerate(sentinel_offsets)})
+        wait_for(lambda: sum(len(r) for r in read_archive(client, names.bucket).values()) >= len(valid_positions),
+                 timeout_s=STEP_DEADLINE_S, what="every valid event in the raw archive")
+
+        _check_aggregates(client, names, expected)
+        _check_redis(stack, names, expected)
+        _check_dead_letters(stack, names, on_time, offsets1, reasons)
+        _check_late(stack, names, expected)
+        _check_archive(client, names, valid_positions)
+    finally:
+        worker.stop()
+
+
+def _check_aggregates(client: object, names: Names, expected: gt.Expected) -> None:
+    files = read_aggregates(client, names.bucket)
+    rows = [row for file_rows in files.values() for row in file_rows]
+    keys = Counter((r.window, r.window_start_ms, r.event_type) for r in rows)
+    assert [k for k, n in keys.items() if n > 1] == [], "a window row appears twice"
+    got = {(r.window, r.window_start_ms, r.event_type): (r.count, r.sum, r.min, r.max) for r in rows}
+    assert got == expected.rows
+    for key, file_rows in files.items():
+        for row in file_rows:
+            assert row.window_end_ms == row.window_start_ms + 60_000
+            assert row.mean == row.sum / row.count
+            hour = f"/hour={(row.window_start_ms // 3_600_000) % 24:02d}/"
+            assert key.startswith(f"aggregated/{row.window}/") and hour in key
+
+
+def _check_redis(stack: Endpoints, names: Names, expected: gt.Expected) -> None:
+    store = RedisWindowStore(stack.redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
+    store.open()
+    try:
+        for (window, start, event_type), (count, total, low, high) in expected.rows.items():
+            assert store.get_window(window, event_type, start) == WindowRow(
+                window, start, start + 60_000, event_type, count, total, low, high)
+        for window, _, _ in gt.WINDOWS:
+            for event_type in gt.EVENT_TYPES:
+                starts = sorted((s for (w, s, t) in expected.rows if w == window and t == event_type), reverse=True)
+                latest = store.latest(window, event_type, 5)
+                assert [row.window_start_ms for row in latest] == starts[:5]
+    finally:
+        store.close()
+
+
+def _check_dead_letters(stack: Endpoints, names: Names, on_time: list[gt.Produced], offsets: list[int],
+                        reasons: list[tuple[int, str]]) -> None:
+    records = run(read_topic(stack, names.dlq))
+    got = sorted((r.partition, source_offset(list(r.headers)), bytes(r.value), dict(r.headers)[HEADER_REASON].decode())
+                 for r in records)
+    want = sorted((on_time[i].partition, offsets[i], on_time[i].value, reason) for i, reason in reasons)
+    assert got == want
+    assert all(dict(r.headers)[HEADER_PARTITION].decode() == str(r.partition) for r in records)
+
+
+def _check_late(stack: Endpoints, names: Names, expected: gt.Expected) -> None:
+    records = run(read_topic(stack, names.late))
+    got = {}
+    for record in records:
+        missed = dict(record.headers)[HEADER_MISSED].decode().split(",")
+        windows = tuple(sorted((name, int(start)) for name, start in (m.split("@") for m in missed)))
+        key = (record.partition, source_offset(list(record.headers)))
+        assert key not in got, f"late record {key} written twice"
+        got[key] = windows
+    assert got == {key: tuple(sorted(missed)) for key, missed in expected.late.items()}
+    assert got, "the event set must produce late records"
+
+
+def _check_archive(client: object, names: Names, valid_positions: set[tuple[int, int]]) -> None:
+    files = read_archive(client, names.bucket)
+    archived = [(partition, offset) for rows in files.values() for partition, offset, _ in rows]
+    assert len(archived) == len(set(archived)), "an event is archived twice"
+    assert set(archived) == valid_positions
+    for key, rows in files.items():
+        first_ms = rows[0][2].event_ms
+        assert f"/hour={(first_ms // 3_600_000) % 24:02d}/" in key and key.startswith("events/year=")
+
+
+def test_ground_truth(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
+    _run_scenario(stack, names_for(unique_name), tmp_path, crash=False)
+
+
+@pytest.mark.timeout(600)
+def test_ground_truth_after_sigkill(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
+    _run_scenario(stack, names_for(unique_name), tmp_path, crash=True)
