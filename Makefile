@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RATE ?= 2000
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run stack test lint clean
+.PHONY: install run stack test bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,12 @@ stack: install
 ## test: the whole suite (unit, integration and end-to-end on the embedded stack)
 test: install
 	$(BIN)/python -m pytest
+
+## bench: whole-pipeline events/s and export latency, median of RUNS runs of EVENTS preloaded events
+EVENTS ?= 200000
+RUNS ?= 3
+bench: install
+	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS)
 
 clean:
 	rm -rf var .pytest_cache

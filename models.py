@@ -80,7 +80,9 @@ def decode_stage_message(raw: bytes) -> PartialMessage | FrontierMessage:
     if "f" in body:
         return FrontierMessage(int(body["p"]), int(body["f"]), int(body["n"]), int(body["at"]))
     key = PartialKey(str(body["w"]), int(body["s"]), str(body["t"]))
-    return PartialMessage(int(body["p"]), key, [float(x) for x in body["a"]])
+    count, total, low, high, marker = body["a"]
+    # Count and marker stay integers: an offset beyond 2**53 must not lose precision.
+    return PartialMessage(int(body["p"]), key, [int(count), float(total), float(low), float(high), int(marker)])
 
 
 def _source_headers(topic: str, partition: int, offset: int) -> Headers:

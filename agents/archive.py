@@ -3,9 +3,14 @@
 Files are named by input partition and first offset (see sinks.lake.archive_key) and
 written only if absent. If a file already exists, a previous run wrote it and crashed
 before committing: its end offset (object metadata) says which records it holds, and
-those are dropped from the buffer, so a replay with different file boundaries never
-duplicates a row. The records of a file are acknowledged to faust only once the file is
-in S3, so offsets are never committed past an event that is not archived.
+those are not written again, so a replay with different file boundaries never
+duplicates a row.
+
+Acknowledgements decide where faust may commit, and so where a restart begins. Records
+are acked to faust only a whole file at a time: those of a file just written, or all
+the records an existing file covers once the last of them has come by again. Commits
+therefore land on file boundaries, and a restarted run's first file starts where an
+existing file starts, which is what makes the name check above sufficient.
 """
 
 from __future__ import annotations
@@ -32,67 +37,84 @@ class _OpenFile:
     acks: list[Any] = field(default_factory=list)  # faust events to ack once archived
 
 
+@dataclass(slots=True)
+class _Partition:
+    open: _OpenFile | None = None
+    archived_upto: int = -1  # last offset known to be in S3
+    held: list[Any] = field(default_factory=list)  # acks of records an existing file covers
+
+    def hold(self, offset: int, ack: Any) -> None:
+        """Keep a covered record's ack until the existing file's last record has come by."""
+        self.held.append(ack)
+        if offset >= self.archived_upto:
+            self.release()
+
+    def release(self) -> None:
+        for ack in self.held:
+            ack.ack()
+        self.held.clear()
+
+
 class Archiver:
     def __init__(self, *, put_archive: PutArchive, max_records: int, max_age_s: float) -> None:
         self._put_archive = put_archive
         self.max_records = max_records
         self.max_age_s = max_age_s
-        self._files: dict[int, _OpenFile] = {}
-        self._archived_upto: dict[int, int] = {}  # partition -> last offset known to be in S3
+        self._partitions: dict[int, _Partition] = {}
         self.files_written = 0
 
     def forget(self, partition: int) -> None:
         """Drop a revoked partition's buffer: its new owner replays it from the committed offset."""
-        self._files.pop(partition, None)
-        self._archived_upto.pop(partition, None)
+        self._partitions.pop(partition, None)
 
     def buffered(self) -> int:
-        return sum(len(f.records) for f in self._files.values())
+        return sum(len(p.open.records) for p in self._partitions.values() if p.open is not None)
 
     async def add(self, record: Record, event: Event, ack: Any, now_s: float) -> None:
-        partition = record.partition
-        if record.offset <= self._archived_upto.get(partition, -1):
-            ack.ack()  # already in S3 from before a restart
-            return
+        state = self._partitions.setdefault(record.partition, _Partition())
         hour = event.event_ms // HOUR_MS
-        current = self._files.get(partition)
-        if current is not None and (current.hour != hour or len(current.records) >= self.max_records):
-            await self._roll(partition)
-            current = self._files.get(partition)
-        if current is None:
-            current = self._files[partition] = _OpenFile(hour, now_s)
-        current.records.append((partition, record.offset, event))
-        current.acks.append(ack)
+        while state.open is not None and state.open.hour != hour:
+            await self._roll(record.partition, state)
+        if record.offset <= state.archived_upto:
+            state.hold(record.offset, ack)  # already in S3 from a run that did not commit
+            return
+        if state.open is None:
+            state.open = _OpenFile(hour, now_s)
+        state.open.records.append((record.partition, record.offset, event))
+        state.open.acks.append(ack)
+        if len(state.open.records) >= self.max_records:
+            await self._roll(record.partition, state)
 
     async def roll_aged(self, now_s: float) -> None:
-        for partition, current in list(self._files.items()):
-            if current.records and now_s - current.opened_at_s >= self.max_age_s:
-                await self._roll(partition)
+        for partition, state in list(self._partitions.items()):
+            if state.open is not None and now_s - state.open.opened_at_s >= self.max_age_s:
+                await self._roll(partition, state)
 
     async def roll_all(self) -> None:
-        for partition in list(self._files):
-            await self._roll(partition)
+        for partition, state in list(self._partitions.items()):
+            while state.open is not None:
+                await self._roll(partition, state)
 
-    async def _roll(self, partition: int) -> None:
-        current = self._files.pop(partition, None)
+    async def _roll(self, partition: int, state: _Partition) -> None:
+        current, state.open = state.open, None
         if current is None or not current.records:
             return
         start_offset = current.records[0][1]
         outcome = await self._put_archive(partition, start_offset, current.records)
         end = outcome.end_offset
-        self._archived_upto[partition] = end
-        kept = [(r, a) for r, a in zip(current.records, current.acks, strict=True) if r[1] > end]
-        for record, ack in zip(current.records, current.acks, strict=True):
-            if record[1] <= end:
-                ack.ack()
+        state.archived_upto = max(state.archived_upto, end)
+        covered = [(r, a) for r, a in zip(current.records, current.acks, strict=True) if r[1] <= end]
+        rest = [(r, a) for r, a in zip(current.records, current.acks, strict=True) if r[1] > end]
         if outcome.written:
             self.files_written += 1
+            for _, ack in covered:
+                ack.ack()
             log.debug("archived %s", outcome.key)
         else:
-            log.info("archive file %s already held offsets up to %d; skipped them", outcome.key, end)
-        if kept:
-            remainder = _OpenFile(kept[0][0][2].event_ms // HOUR_MS, current.opened_at_s)
-            for record, ack in kept:
-                remainder.records.append(record)
-                remainder.acks.append(ack)
-            self._files[partition] = remainder
+            log.info("archive file %s already held offsets up to %d; not written again", outcome.key, end)
+            for record, ack in covered:
+                state.hold(record[1], ack)
+        if rest:
+            # Records past an existing, shorter file: the next file starts with them.
+            state.open = _OpenFile(current.hour, current.opened_at_s,
+                                   [r for r, _ in rest], [a for _, a in rest])

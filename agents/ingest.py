@@ -156,6 +156,7 @@ class Ingest:
                 stats.consumed[record.partition] += 1
             stats.dead_letters += len(outcome.dead_letters)
             stats.late += len(outcome.late)
+            stats.archive_buffered = self.archiver.buffered()
 
     async def _send_side_outputs(self, outcome: BatchOutcome) -> None:
         source = self.channels.events.get_topic_name()
@@ -230,6 +231,7 @@ class Ingest:
     async def roll_archive(self) -> None:
         async with self.lock:
             await self.archiver.roll_aged(time.monotonic())
+            self.app.stats.archive_buffered = self.archiver.buffered()
 
 
 def register(app: PipelineApp, channels: Channels) -> Ingest:

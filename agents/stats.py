@@ -18,6 +18,7 @@ class PipelineStats:
     rows_exported: int = 0
     partials_after_close: int = 0
     sink_retries: int = 0
+    archive_buffered: int = 0  # valid events waiting for their raw archive file
     export_delays_ms: deque[int] = field(default_factory=lambda: deque(maxlen=DELAY_SAMPLES))
     _reported_total: int = 0
     _reported_at_s: float | None = None

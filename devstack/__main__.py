@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         child_env = {**env, **endpoints.env(), "PYTHONPATH": str(PROJECT_ROOT)}
         children: list[ManagedProcess] = []
         if args.command == "run":
-            worker = ManagedProcess("worker", _faust("worker", "-l", settings.log_level),
+            faust_level = {"warning": "warn"}.get(settings.log_level, settings.log_level)
+            worker = ManagedProcess("worker", _faust("worker", "-l", faust_level),
                                     log_path=None, env=child_env, cwd=PROJECT_ROOT)
             producer = ManagedProcess("producer", _faust("produce", "--rate", str(args.rate)),
                                       log_path=None, env=child_env, cwd=PROJECT_ROOT)

@@ -28,6 +28,7 @@ class StatusView(web.View):
             "windows_exported": stats.windows_exported,
             "rows_exported": stats.rows_exported,
             "sink_retries": stats.sink_retries,
+            "archive_buffered": stats.archive_buffered,
             "export_delay_ms": {"p50": stats.delay_percentile_ms(0.5), "p99": stats.delay_percentile_ms(0.99),
                                 "samples": len(stats.export_delays_ms)},
         })

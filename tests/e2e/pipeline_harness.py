@@ -17,7 +17,9 @@ import boto3
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from devstack import services
 from devstack.ports import free_port_block
+from devstack.process import ManagedProcess
 from devstack.stack import Endpoints
 from groundtruth import PARTITIONS, Produced
 from sinks.rows import parquet_to_events, parquet_to_rows
@@ -166,3 +168,24 @@ def read_archive(client: Any, bucket: str) -> dict[str, list[Any]]:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+class OwnRedis:
+    """A Redis server of the test's own, so it can be stopped and started again mid-run."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.spec = services.redis(data_dir, free_port_block(1))
+        self.url = f"redis://127.0.0.1:{next(iter(self.spec.ports))}/0"
+        self.log_path = data_dir / "redis.log"
+        self.process: ManagedProcess | None = None
+
+    def start(self) -> None:
+        self.process = ManagedProcess("redis", self.spec.argv, log_path=self.log_path)
+        self.process.start()
+        self.process.wait_ready(self.spec.ready, timeout_s=self.spec.ready_timeout_s)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace_s=10)  # SIGTERM: Redis saves its dataset before exiting
+            self.process = None

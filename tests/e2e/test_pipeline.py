@@ -16,6 +16,7 @@ from helpers import wait_for
 from models import HEADER_MISSED, HEADER_PARTITION, HEADER_REASON, source_offset
 from pipeline_harness import (
     Names,
+    OwnRedis,
     Worker,
     create_topics,
     names_for,
@@ -38,11 +39,14 @@ PER_PARTITION = 1_800
 STEP_DEADLINE_S = 120.0
 
 
-def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool) -> None:
+def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool = False,
+                  redis: OwnRedis | None = None) -> None:
     client = s3_client(stack)
     client.create_bucket(Bucket=names.bucket)
     run(create_topics(stack, names))
     env = worker_env(stack, names, tmp_path / "state", web_port())
+    if redis is not None:
+        env["REDIS_URL"] = redis.url
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()
     try:
@@ -68,7 +72,17 @@ def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool
         total_records = len(on_time) + len(late_phase)
         wait_for(lambda: worker.status()["consumed_total"] >= total_records, timeout_s=STEP_DEADLINE_S,
                  what="phase 2 to be consumed")
+        if redis is not None:
+            # Redis goes away before the sentinels close the remaining windows: they must
+            # stay pending, retried with backoff, and be exported once it is back.
+            exported_before = worker.status()["windows_exported"]
+            redis.stop()
         sentinel_offsets = run(produce(stack, names.events, gt.sentinels()))
+        if redis is not None:
+            retries = wait_for(lambda: worker.status()["sink_retries"] >= 3 and worker.status(),
+                               timeout_s=STEP_DEADLINE_S, what="export retries while Redis is down")
+            assert retries["windows_exported"] == exported_before
+            redis.start()
 
         expected = gt.reference(on_time_valid, valid2, frontier_ms)
         wait_for(lambda: sum(len(rows) for rows in read_aggregates(client, names.bucket).values())
@@ -80,7 +94,7 @@ def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool
                  timeout_s=STEP_DEADLINE_S, what="every valid event in the raw archive")
 
         _check_aggregates(client, names, expected)
-        _check_redis(stack, names, expected)
+        _check_redis(redis.url if redis is not None else stack.redis_url, names, expected)
         _check_dead_letters(stack, names, on_time, offsets1, reasons)
         _check_late(stack, names, expected)
         _check_archive(client, names, valid_positions)
@@ -103,8 +117,8 @@ def _check_aggregates(client: object, names: Names, expected: gt.Expected) -> No
             assert key.startswith(f"aggregated/{row.window}/") and hour in key
 
 
-def _check_redis(stack: Endpoints, names: Names, expected: gt.Expected) -> None:
-    store = RedisWindowStore(stack.redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
+def _check_redis(redis_url: str, names: Names, expected: gt.Expected) -> None:
+    store = RedisWindowStore(redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
     store.open()
     try:
         for (window, start, event_type), (count, total, low, high) in expected.rows.items():
@@ -159,3 +173,13 @@ def test_ground_truth(stack: Endpoints, unique_name: str, tmp_path: Path) -> Non
 @pytest.mark.timeout(600)
 def test_ground_truth_after_sigkill(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
     _run_scenario(stack, names_for(unique_name), tmp_path, crash=True)
+
+
+@pytest.mark.timeout(600)
+def test_ground_truth_through_redis_outage(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
+    redis = OwnRedis(tmp_path / "redis")
+    redis.start()
+    try:
+        _run_scenario(stack, names_for(unique_name), tmp_path, redis=redis)
+    finally:
+        redis.stop()

@@ -1,0 +1,1 @@
+"""`python -m bench`: whole-pipeline throughput and export latency on the embedded stack."""

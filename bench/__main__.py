@@ -1,0 +1,204 @@
+"""Preload N events, run one worker, and report events/s through the whole pipeline.
+
+Each run uses fresh topics, bucket and key prefix on one embedded stack (memory storage,
+free ports): the events are produced before the worker starts, so the worker reads a
+backlog at full speed, as after an outage or in a backfill. Event time advances 1 s per
+1,000 events; four sentinels (one per partition) at the end close every window.
+
+Reported per run:
+- events/s: N / (time from the worker's first consumed event until every event is
+  consumed, every window closed by the data is exported to S3 and Redis, and every
+  valid event is in the raw archive);
+- p50/p99 of the export delay: from the frontier announcing a window closed to its rows
+  being in S3 and Redis.
+The summary gives the median of the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from devstack.ports import free_port_block
+from devstack.services import SEAWEEDFS_PORT_COUNT
+from devstack.stack import Endpoints, Stack
+from events import Event, encode_event
+from loadgen import EventGenerator
+from settings import load_devstack
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 4
+EVENTS_PER_EVENT_SECOND = 1_000
+BASE_MS = 1_793_574_000_000  # 2026-11-01T23:40:00Z: a backfill of past data
+# Generous bound on one run: 200k events at 5k/s would take 40 s.
+RUN_DEADLINE_S = 600.0
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+async def _preload(bootstrap: str, topic: str, count: int) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        generator = EventGenerator(seed=1, users=10_000)
+        for i in range(count):
+            key, value = generator.record(BASE_MS + i * 1000 // EVENTS_PER_EVENT_SECOND)
+            await producer.send(topic, key=key, value=value)
+        last_ms = BASE_MS + count * 1000 // EVENTS_PER_EVENT_SECOND
+        for partition in range(PARTITIONS):
+            sentinel = Event("bench", "sentinel", last_ms + 3_600_000, 0.0)
+            await producer.send(topic, key=b"bench", value=encode_event(sentinel), partition=partition)
+        await producer.flush()
+        return last_ms
+    finally:
+        await producer.stop()
+
+
+def _status(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path) -> dict[str, Any]:
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    topic = f"{run_id}-events"
+    bootstrap = endpoints.broker_url.removeprefix("kafka://")
+    started = time.monotonic()
+    asyncio.run(_preload(bootstrap, topic, events))
+    preload_s = time.monotonic() - started
+
+    import boto3
+
+    creds = endpoints.credentials
+    s3 = boto3.client("s3", endpoint_url=endpoints.s3_endpoint, aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"], region_name=creds["AWS_DEFAULT_REGION"])
+    s3.create_bucket(Bucket=run_id)
+    port = free_port_block(1)
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "S3_ENDPOINT_URL", "REDIS_URL")},
+        **endpoints.env(),
+        "PYTHONPATH": str(ROOT), "APP_ID": run_id, "TOPIC_EVENTS": topic, "TOPIC_DLQ": f"{run_id}-dlq",
+        "TOPIC_LATE": f"{run_id}-late", "TOPIC_PARTITIONS": str(PARTITIONS), "LAKE_URL": f"s3://{run_id}/",
+        "REDIS_KEY_PREFIX": f"{run_id}:", "WEB_PORT": str(port), "STATE_DIR": str(work_dir / run_id),
+        "LOG_LEVEL": "warning", "IDLE_TIMEOUT": "1h",
+        # The last, partly filled archive files roll by age: keep that tail short so the
+        # run measures throughput, not the configured file age.
+        "ARCHIVE_MAX_AGE": "1s",
+    }
+    total = events + PARTITIONS
+    with open(log_dir / f"{run_id}.log", "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "warn"],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + RUN_DEADLINE_S
+        first_s = None
+        done_s = None
+        stable_since = None
+        last_exported = -1
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited with {worker.returncode}; see {log.name}")
+            status = _status(port)
+            now = time.monotonic()
+            if status:
+                if first_s is None and status["consumed_total"] > 0:
+                    first_s = now
+                # Done when everything is consumed, the archive buffer is empty, and the
+                # export count has stopped growing for a second (all closable windows out).
+                if status["consumed_total"] >= total and status["archive_buffered"] == 0:
+                    if status["windows_exported"] != last_exported:
+                        last_exported, stable_since = status["windows_exported"], now
+                    elif stable_since is not None and now - stable_since >= 1.0 and last_exported > 0:
+                        done_s = stable_since
+                        break
+            time.sleep(0.05)
+        if first_s is None or done_s is None:
+            raise RuntimeError(f"run did not finish within {RUN_DEADLINE_S:.0f}s; see {log.name}")
+        elapsed = done_s - first_s
+        return {
+            "events": events, "preload_s": round(preload_s, 1), "elapsed_s": round(elapsed, 2),
+            "events_per_s": round(events / elapsed), "windows_exported": status["windows_exported"],
+            "export_delay_p50_ms": status["export_delay_ms"]["p50"],
+            "export_delay_p99_ms": status["export_delay_ms"]["p99"],
+        }
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000, help="events preloaded per run (default 200000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs; the summary is their median (default 3)")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.runs < 1:
+        parser.error("--events and --runs must be at least 1")
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work_dir = Path(tmp)
+        log_dir = ROOT / "var" / "bench"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        base = free_port_block(2 + SEAWEEDFS_PORT_COUNT)
+        env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "S3_ENDPOINT_URL", "REDIS_URL")}
+        config = load_devstack({**env, "DEVSTACK_DIR": str(work_dir / "stack"), "DEVSTACK_BROKER_PORT": str(base),
+                                "DEVSTACK_REDIS_PORT": str(base + 1), "DEVSTACK_S3_PORT": str(base + 2),
+                                "DEVSTACK_BROKER_STORAGE": "memory"})
+        print(f"machine: {_machine()}", flush=True)
+        results = []
+        with Stack(config, buckets=[], env=env) as endpoints:
+            for i in range(args.runs):
+                result = run_once(endpoints, args.events, work_dir, log_dir)
+                results.append(result)
+                print(f"run {i + 1}: {json.dumps(result)}", flush=True)
+    summary = {
+        "machine": _machine(), "events": args.events, "runs": args.runs,
+        "median_events_per_s": statistics.median(r["events_per_s"] for r in results),
+        "median_export_delay_p50_ms": statistics.median(r["export_delay_p50_ms"] or 0 for r in results),
+        "median_export_delay_p99_ms": statistics.median(r["export_delay_p99_ms"] or 0 for r in results),
+    }
+    print(f"summary: {json.dumps(summary)}")
+    (log_dir / "results.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

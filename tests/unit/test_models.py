@@ -1,0 +1,232 @@
+"""Message shapes and table keys (models.py): exact round trips, injective keys, headers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import struct
+
+import orjson
+import pytest
+
+from events import Rejection
+from models import (
+    HEADER_DETAIL,
+    HEADER_MISSED,
+    HEADER_OFFSET,
+    HEADER_PARTITION,
+    HEADER_REASON,
+    HEADER_TOPIC,
+    FrontierMessage,
+    PartialMessage,
+    dead_letter_headers,
+    decode_stage_message,
+    encode_frontier,
+    encode_partial,
+    late_headers,
+    parse_partial_table_key,
+    parse_window_key,
+    partial_table_key,
+    source_offset,
+    window_key,
+)
+from tables.partials import PartialKey
+
+HOSTILE = [
+    "click",
+    "a|b",
+    "|",
+    "||",
+    "1|tumbling_1m|0",
+    "a:b",
+    "a/b",
+    "..",
+    ".",
+    "../../etc/passwd",
+    "_hidden",
+    "line\nbreak",
+    "cr\rlf",
+    "%7C",
+    "%",
+    "%%41",
+    "a%7Cb",
+    "*?[]{}=",
+    " ",
+    "ü",
+    "\u2028",
+    "😀|😀",
+    "tab\t",
+    '"quoted"',
+    "\\",
+    "x" * 256,
+]
+
+
+def _bits(values: list[float]) -> list[bytes]:
+    return [struct.pack(">d", float(value)) for value in values]
+
+
+# -- table and message keys ---------------------------------------------------------------
+
+
+def test_window_key_exact_format() -> None:
+    assert window_key(PartialKey("tumbling_1m", 1_700_000_040_000, "click")) == "tumbling_1m|1700000040000|click"
+    assert window_key(PartialKey("hopping_1m", -20_000, "a|b")) == "hopping_1m|-20000|a%7Cb"
+    assert window_key(PartialKey("w", 0, "../x\n")) == "w|0|%2E.%2Fx%0A"
+    assert partial_table_key(3, PartialKey("w", 60_000, "a:b")) == "3|w|60000|a%3Ab"
+
+
+@pytest.mark.parametrize("event_type", HOSTILE)
+def test_keys_round_trip_hostile_event_types(event_type: str) -> None:
+    for key in (PartialKey("tumbling_1m", 1_700_000_040_000, event_type),
+                PartialKey("hopping_1m", -40_000, event_type)):
+        text = window_key(key)
+        assert text.count("|") == 2  # nothing in the event type can add or fake a field
+        assert parse_window_key(text) == key
+        for partition in (0, 7, 123):
+            table_key = partial_table_key(partition, key)
+            assert table_key == f"{partition}|{text}"
+            assert parse_partial_table_key(table_key) == (partition, key)
+
+
+def test_keys_are_injective_over_hostile_strings() -> None:
+    keys = [PartialKey(w, s, t) for w, s, t in itertools.product(("tumbling_1m", "hopping_1m"),
+                                                                  (-20_000, 0, 1, 60_000), HOSTILE)]
+    window_keys = {window_key(key) for key in keys}
+    assert len(window_keys) == len(keys)
+    table_keys = {partial_table_key(p, key) for p in (0, 1, 10, 11) for key in keys}
+    assert len(table_keys) == 4 * len(keys)
+
+
+def test_random_unicode_event_types_round_trip() -> None:
+    rng = random.Random(5)
+    alphabet = "|:/.%_-~ \n\r\t=*?[]{}aZ09\u00fc\u2028\U0001f600\u0000"
+    seen: dict[str, str] = {}
+    for _ in range(500):
+        event_type = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+        key = PartialKey("w", 0, event_type)
+        text = window_key(key)
+        assert parse_window_key(text) == key
+        assert seen.setdefault(text, event_type) == event_type
+
+
+def test_parse_rejects_malformed_keys() -> None:
+    with pytest.raises(ValueError):
+        parse_window_key("w|0|a|b")  # an unescaped separator cannot come from window_key
+    with pytest.raises(ValueError):
+        parse_window_key("w|0|a%7cb")  # lowercase escape: not the canonical encoding
+    with pytest.raises(ValueError):
+        parse_window_key("w|zero|a")
+    with pytest.raises(ValueError):
+        parse_partial_table_key("x|w|0|a")
+
+
+# -- stage messages -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        [1, 2.5, 2.5, 2.5, 0],
+        [3, 0.30000000000000004, -0.1, 0.2, 17],
+        [2, -0.0, -0.0, 0.0, 5],
+        [1, 5e-324, 5e-324, 5e-324, 1],
+        [4, 1.7976931348623157e308, -1.7976931348623157e308, 1.7976931348623157e308, 2**40],
+        [1_000_000, 123456.789e-300, -2.2250738585072014e-308, 1e22, 2**53],
+    ],
+)
+def test_partial_message_round_trips_bit_exactly(partial: list[float]) -> None:
+    key = PartialKey("hopping_1m", 1_700_000_020_000, "a|b\n..")
+    message = PartialMessage(2, key, partial)
+    message_key, body = encode_partial(message)
+    assert message_key == b"hopping_1m|1700000020000|a%7Cb%0A.."
+    decoded = decode_stage_message(body)
+    assert decoded == message
+    assert isinstance(decoded, PartialMessage)
+    assert _bits(decoded.partial) == _bits(partial)
+    assert [math.copysign(1.0, x) for x in decoded.partial] == [math.copysign(1.0, x) for x in partial]
+
+
+@pytest.mark.parametrize("event_type", HOSTILE)
+def test_partial_message_body_keeps_hostile_event_types(event_type: str) -> None:
+    message = PartialMessage(0, PartialKey("tumbling_1m", 0, event_type), [1, 1.0, 1.0, 1.0, 9])
+    message_key, body = encode_partial(message)
+    assert decode_stage_message(body) == message
+    assert parse_window_key(message_key.decode()) == message.key
+
+
+def test_partial_message_body_is_compact_json() -> None:
+    _, body = encode_partial(PartialMessage(1, PartialKey("w", 60_000, "t"), [2, 1.5, 0.5, 1.0, 42]))
+    assert orjson.loads(body) == {"p": 1, "w": "w", "s": 60_000, "t": "t", "a": [2, 1.5, 0.5, 1.0, 42]}
+
+
+def test_partial_marker_beyond_float_precision_round_trips() -> None:
+    message = PartialMessage(0, PartialKey("w", 0, "t"), [1, 1.0, 1.0, 1.0, 2**53 + 1])
+    decoded = decode_stage_message(encode_partial(message)[1])
+    assert isinstance(decoded, PartialMessage)
+    assert decoded.partial[4] == 2**53 + 1
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        FrontierMessage(0, 1_700_000_040_000, 4, 1_700_000_100_123),
+        FrontierMessage(3, -60_000, 1, 0),
+        FrontierMessage(11, 2**62, 12, 2**63 - 1),
+    ],
+)
+def test_frontier_message_round_trips(message: FrontierMessage) -> None:
+    decoded = decode_stage_message(encode_frontier(message))
+    assert decoded == message
+    assert isinstance(decoded, FrontierMessage)
+    assert all(type(field) is int for field in decoded)
+
+
+def test_frontier_body_is_compact_json() -> None:
+    body = encode_frontier(FrontierMessage(2, 120_000, 4, 130_000))
+    assert orjson.loads(body) == {"p": 2, "f": 120_000, "n": 4, "at": 130_000}
+
+
+def test_partial_with_event_type_f_is_not_taken_for_a_frontier() -> None:
+    message = PartialMessage(0, PartialKey("f", 0, "f"), [1, 1.0, 1.0, 1.0, 0])
+    assert decode_stage_message(encode_partial(message)[1]) == message
+
+
+# -- dead-letter and late headers ---------------------------------------------------------
+
+
+def test_dead_letter_headers_exact() -> None:
+    headers = dead_letter_headers("events", 3, 12_345, Rejection("invalid_json", "unexpected end of data"))
+    assert headers == [
+        (HEADER_REASON, b"invalid_json"),
+        (HEADER_DETAIL, b"unexpected end of data"),
+        (HEADER_TOPIC, b"events"),
+        (HEADER_PARTITION, b"3"),
+        (HEADER_OFFSET, b"12345"),
+    ]
+    assert (HEADER_REASON, HEADER_DETAIL, HEADER_TOPIC, HEADER_PARTITION, HEADER_OFFSET) == (
+        "dlq.reason", "dlq.detail", "source.topic", "source.partition", "source.offset")
+    assert source_offset(headers) == 12_345
+
+
+def test_late_headers_exact() -> None:
+    missed = (("tumbling_1m", 1_700_000_040_000), ("hopping_1m", 1_700_000_020_000))
+    headers = late_headers("events", 0, 0, missed)
+    assert headers == [
+        (HEADER_TOPIC, b"events"),
+        (HEADER_PARTITION, b"0"),
+        (HEADER_OFFSET, b"0"),
+        (HEADER_MISSED, b"tumbling_1m@1700000040000,hopping_1m@1700000020000"),
+    ]
+    assert HEADER_MISSED == "late.windows"
+    assert source_offset(headers) == 0  # offset 0 is an offset, not "absent"
+
+
+def test_source_offset_of_large_offsets_and_missing_header() -> None:
+    assert source_offset(late_headers("t", 1, 2**63 - 1, (("w", -60_000),))) == 2**63 - 1
+    assert late_headers("t", 1, 5, (("w", -60_000),))[-1] == (HEADER_MISSED, b"w@-60000")
+    assert source_offset([]) is None
+    assert source_offset([(HEADER_TOPIC, b"events"), ("other", b"7")]) is None
+    # Headers as a consumer returns them may carry foreign entries first.
+    assert source_offset([("traceparent", b"00-ab"), *dead_letter_headers("e", 0, 77, Rejection("r", "d"))]) == 77

@@ -1,0 +1,146 @@
+"""Stage 2 (tables/totals.py): replacement by marker, ordered combine, low frontier."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tables.totals import Totals, apply_partial, combine, low_frontier
+
+# -- apply_partial ------------------------------------------------------------------------
+
+
+def test_first_partial_of_a_partition_is_stored_as_a_copy() -> None:
+    parts: dict[int, list[float]] = {}
+    partial = [2, 3.5, 1.0, 2.5, 40]
+    assert apply_partial(parts, 0, partial) is True
+    assert parts == {0: [2, 3.5, 1.0, 2.5, 40]}
+    partial[0] = 99  # the caller's list (e.g. the stage-1 table value) keeps changing
+    assert parts == {0: [2, 3.5, 1.0, 2.5, 40]}
+    assert parts[0] is not partial
+
+
+def test_higher_marker_replaces_instead_of_adding() -> None:
+    parts: dict[int, list[float]] = {}
+    apply_partial(parts, 1, [1, 5.0, 5.0, 5.0, 10])
+    assert apply_partial(parts, 1, [3, 6.0, -1.0, 5.0, 14]) is True
+    assert parts == {1: [3, 6.0, -1.0, 5.0, 14]}
+    assert combine(parts) == Totals(3, 6.0, -1.0, 5.0)
+
+
+@pytest.mark.parametrize("marker", [14, 13, 0, -1])
+def test_stale_or_duplicate_partial_is_ignored(marker: int) -> None:
+    parts: dict[int, list[float]] = {2: [3, 6.0, -1.0, 5.0, 14]}
+    assert apply_partial(parts, 2, [7, 70.0, -7.0, 7.0, marker]) is False
+    assert parts == {2: [3, 6.0, -1.0, 5.0, 14]}
+
+
+def test_partitions_are_kept_apart() -> None:
+    parts: dict[int, list[float]] = {}
+    assert apply_partial(parts, 0, [1, 1.0, 1.0, 1.0, 100]) is True
+    # A lower marker is not stale for another partition: markers are per input partition.
+    assert apply_partial(parts, 1, [1, 2.0, 2.0, 2.0, 5]) is True
+    assert apply_partial(parts, 0, [1, 9.0, 9.0, 9.0, 50]) is False
+    assert parts == {0: [1, 1.0, 1.0, 1.0, 100], 1: [1, 2.0, 2.0, 2.0, 5]}
+
+
+def test_float_markers_from_the_wire_compare_like_ints() -> None:
+    parts: dict[int, list[float]] = {0: [1.0, 1.0, 1.0, 1.0, 7.0]}
+    assert apply_partial(parts, 0, [1, 1.0, 1.0, 1.0, 7]) is False
+    assert apply_partial(parts, 0, [2, 3.0, 1.0, 2.0, 8]) is True
+    assert parts == {0: [2, 3.0, 1.0, 2.0, 8]}
+
+
+def test_duplicated_and_reordered_delivery_keeps_the_newest_per_partition() -> None:
+    rng = random.Random(99)
+    # Cumulative partials of 4 input partitions, each sequence in marker order.
+    sequences: dict[int, list[list[float]]] = {}
+    for p in range(4):
+        count, total, low, high, marker = 0, 0.0, float("inf"), float("-inf"), rng.randint(0, 9)
+        sequence = []
+        for _ in range(rng.randint(1, 12)):
+            value = rng.randint(-80, 80) * 0.5
+            count, total, low, high = count + 1, total + value, min(low, value), max(high, value)
+            marker += rng.randint(1, 3)
+            sequence.append([count, total, low, high, marker])
+        sequences[p] = sequence
+    deliveries = []
+    cursors = dict.fromkeys(sequences, 0)
+    while any(cursors[p] < len(sequences[p]) for p in sequences):
+        p = rng.choice([p for p in sorted(sequences) if cursors[p] < len(sequences[p])])
+        deliveries.append((p, sequences[p][cursors[p]]))
+        if cursors[p] and rng.random() < 0.4:
+            deliveries.append((p, sequences[p][rng.randint(0, cursors[p] - 1)]))  # a late duplicate
+        cursors[p] += 1
+    parts: dict[int, list[float]] = {}
+    changed = [apply_partial(parts, p, partial) for p, partial in deliveries]
+    assert parts == {p: sequence[-1] for p, sequence in sequences.items()}
+    assert sum(changed) == sum(len(sequence) for sequence in sequences.values())
+    last = [sequences[p][-1] for p in sorted(sequences)]
+    assert combine(parts) == Totals(
+        sum(int(partial[0]) for partial in last),
+        ((last[0][1] + last[1][1]) + last[2][1]) + last[3][1],
+        min(partial[2] for partial in last),
+        max(partial[3] for partial in last),
+    )
+
+
+# -- combine ------------------------------------------------------------------------------
+
+
+def test_combine_exact_values() -> None:
+    parts = {0: [2, 3.5, 1.25, 2.25, 10], 3: [1, -4.0, -4.0, -4.0, 2], 1: [4, 10.0, 0.5, 6.0, 8]}
+    totals = combine(parts)
+    assert totals == Totals(count=7, sum=9.5, min=-4.0, max=6.0)
+    assert type(totals.count) is int
+
+
+def test_combine_adds_in_ascending_partition_order_not_insertion_order() -> None:
+    # 1e16 + 1 rounds back to 1e16, so the order of the float additions shows in the result.
+    parts = {2: [1, 1.0, 1.0, 1.0, 5], 1: [1, 1.0, 1.0, 1.0, 5], 0: [1, 1e16, 1e16, 1e16, 5]}
+    assert combine(parts).sum == 1e16  # ((0 + 1e16) + 1) + 1
+    reversed_parts = {0: [1, 1.0, 1.0, 1.0, 5], 1: [1, 1.0, 1.0, 1.0, 5], 2: [1, 1e16, 1e16, 1e16, 5]}
+    assert combine(reversed_parts).sum == 1e16 + 2  # ((0 + 1) + 1) + 1e16
+    assert combine(dict(reversed(list(reversed_parts.items())))) == combine(reversed_parts)
+
+
+def test_combine_of_float_counts_from_the_wire_gives_an_int_count() -> None:
+    totals = combine({0: [3.0, 1.5, 0.5, 0.5, 9.0], 1: [2.0, -1.0, -0.5, -0.5, 4.0]})
+    assert totals == Totals(5, 0.5, -0.5, 0.5)
+    assert type(totals.count) is int
+
+
+def test_combine_single_partition_is_its_partial() -> None:
+    assert combine({5: [1, -0.25, -0.25, -0.25, 0]}) == Totals(1, -0.25, -0.25, -0.25)
+
+
+def test_combine_of_nothing_raises() -> None:
+    with pytest.raises(ValueError, match="^no partial to combine$"):
+        combine({})
+
+
+# -- low_frontier -------------------------------------------------------------------------
+
+
+def test_low_frontier_waits_for_every_partition() -> None:
+    assert low_frontier({}, 3) is None
+    assert low_frontier({0: 100, 1: 200}, 3) is None
+    assert low_frontier({0: 100, 2: 50}, 3) is None
+    assert low_frontier({0: 100, 1: 200, 2: 150}, 3) == 100
+    assert low_frontier({0: 100, 1: 200, 2: 50}, 3) == 50
+
+
+def test_low_frontier_ignores_partitions_outside_the_source_range() -> None:
+    assert low_frontier({0: 100, 1: 200, 7: 1}, 2) == 100
+    assert low_frontier({1: 200, 2: 300, 3: 1}, 3) is None  # 0 is missing; 3 does not count
+    assert low_frontier({-1: 5, 0: 10}, 1) == 10
+
+
+def test_low_frontier_of_no_source_partitions_is_none() -> None:
+    assert low_frontier({0: 100}, 0) is None
+    assert low_frontier({0: 100}, -1) is None
+
+
+def test_low_frontier_of_negative_times() -> None:
+    assert low_frontier({0: -5, 1: -60_000}, 2) == -60_000
