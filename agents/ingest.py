@@ -115,7 +115,9 @@ class Ingest:
             self.partitions[partition] = PartitionPartials(partition, values[partition])
             self.frontiers_ms[partition] = progress.get("f")
             self.settled_upto[partition] = progress.get("o", -1)
-            self.processed_upto[partition] = progress.get("o", -1)
+            # Records up to "x" are folded already; a frontier raised after the restart
+            # settles them too, so their replay is not mistaken for late data.
+            self.processed_upto[partition] = progress.get("x", -1)
             self.dead_letters_upto[partition] = dead_upto[partition]
             self.late_upto[partition] = late_upto[partition]
             self.tracker.assign([partition], clock_ms)
@@ -145,6 +147,10 @@ class Ingest:
                 if event_ms > self.max_event_ms.get(partition, event_ms - 1):
                     self.max_event_ms[partition] = event_ms
                 self.tracker.observe(partition, event_ms, clock_ms)
+            for partition in {record.partition for record in records}:
+                # Durable before the batch's offsets are committed: a restart knows the
+                # event times it will not see again, and which replayed records it folded.
+                self._write_progress(partition)
             by_offset = {(e.message.partition, e.message.offset): e for e in batch}
             now_s = time.monotonic()
             for record, event in outcome.valid:
@@ -154,6 +160,7 @@ class Ingest:
             stats = self.app.stats
             for record in records:
                 stats.consumed[record.partition] += 1
+            stats.input_offsets.update(self.processed_upto)
             stats.dead_letters += len(outcome.dead_letters)
             stats.late += len(outcome.late)
             stats.archive_buffered = self.archiver.buffered()
@@ -211,11 +218,9 @@ class Ingest:
                 with writing_partition(topic, partition):
                     for key, _ in closed:
                         del self.channels.partial_table[partial_table_key(partition, key)]
-                    settled = self.processed_upto.get(partition, -1)
-                    self.channels.progress_table[str(partition)] = {
-                        "f": low_ms, "o": settled, "e": self.max_event_ms.get(partition)}
                 self.frontiers_ms[partition] = low_ms
-                self.settled_upto[partition] = settled
+                self.settled_upto[partition] = self.processed_upto.get(partition, -1)
+                self._write_progress(partition)
                 changed.append(partition)
             if not changed:
                 return
@@ -227,6 +232,13 @@ class Ingest:
                 for target in targets:
                     await self.channels.partials.send(key=None, value=body, partition=target)
             self.app.stats.frontier_ms = low_ms
+
+    def _write_progress(self, partition: int) -> None:
+        """One record per partition: frontier, offset settled with it, highest event time, offset processed."""
+        with writing_partition(self.channels.events.get_topic_name(), partition):
+            self.channels.progress_table[str(partition)] = {
+                "f": self.frontiers_ms.get(partition), "o": self.settled_upto.get(partition, -1),
+                "e": self.max_event_ms.get(partition), "x": self.processed_upto.get(partition, -1)}
 
     async def roll_archive(self) -> None:
         async with self.lock:

@@ -10,7 +10,8 @@ DELAY_SAMPLES = 10_000
 
 @dataclass(slots=True)
 class PipelineStats:
-    consumed: Counter[int] = field(default_factory=Counter)  # per input partition
+    consumed: Counter[int] = field(default_factory=Counter)  # per input partition, since start
+    input_offsets: dict[int, int] = field(default_factory=dict)  # highest input offset processed
     dead_letters: int = 0
     late: int = 0
     frontier_ms: int | None = None

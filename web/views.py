@@ -22,6 +22,7 @@ class StatusView(web.View):
         return self.json({
             "consumed_total": stats.total,
             "consumed_by_partition": {str(p): n for p, n in sorted(stats.consumed.items())},
+            "input_offsets": {str(p): n for p, n in sorted(stats.input_offsets.items())},
             "dead_letters": stats.dead_letters,
             "late": stats.late,
             "frontier_ms": stats.frontier_ms,
