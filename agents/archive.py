@@ -16,6 +16,7 @@ existing file starts, which is what makes the name check above sufficient.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,10 @@ from tables.partials import Record
 
 log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
+
+def _offset(record: tuple[int, int, Event]) -> int:
+    return record[1]
+
 
 PutArchive = Callable[[int, int, list[tuple[int, int, Event]]], Awaitable[Any]]
 
@@ -71,19 +76,29 @@ class Archiver:
         return sum(len(p.open.records) for p in self._partitions.values() if p.open is not None)
 
     async def add(self, record: Record, event: Event, ack: Any, now_s: float) -> None:
-        state = self._partitions.setdefault(record.partition, _Partition())
-        hour = event.event_ms // HOUR_MS
-        while state.open is not None and state.open.hour != hour:
-            await self._roll(record.partition, state)
-        if record.offset <= state.archived_upto:
-            state.hold(record.offset, ack)  # already in S3 from a run that did not commit
-            return
-        if state.open is None:
-            state.open = _OpenFile(hour, now_s)
-        state.open.records.append((record.partition, record.offset, event))
-        state.open.acks.append(ack)
-        if len(state.open.records) >= self.max_records:
-            await self._roll(record.partition, state)
+        await self.add_batch([(record.partition, record.offset, event, ack)], now_s)
+
+    async def add_batch(self, items: list[tuple[int, int, Event, Any]], now_s: float) -> None:
+        """Buffer (partition, offset, event, ack) in order; awaits only to roll a file."""
+        partitions = self._partitions
+        max_records = self.max_records
+        for partition, offset, event, ack in items:
+            state = partitions.get(partition)
+            if state is None:
+                state = partitions[partition] = _Partition()
+            hour = event.event_ms // HOUR_MS
+            while state.open is not None and state.open.hour != hour:
+                await self._roll(partition, state)
+            if offset <= state.archived_upto:
+                state.hold(offset, ack)  # already in S3 from a run that did not commit
+                continue
+            current = state.open
+            if current is None:
+                current = state.open = _OpenFile(hour, now_s)
+            current.records.append((partition, offset, event))
+            current.acks.append(ack)
+            if len(current.records) >= max_records:
+                await self._roll(partition, state)
 
     async def roll_aged(self, now_s: float) -> None:
         for partition, state in list(self._partitions.items()):
@@ -103,18 +118,17 @@ class Archiver:
         outcome = await self._put_archive(partition, start_offset, current.records)
         end = outcome.end_offset
         state.archived_upto = max(state.archived_upto, end)
-        covered = [(r, a) for r, a in zip(current.records, current.acks, strict=True) if r[1] <= end]
-        rest = [(r, a) for r, a in zip(current.records, current.acks, strict=True) if r[1] > end]
+        records, acks = current.records, current.acks
+        split = bisect_right(records, end, key=_offset)  # offsets ascend within a file
         if outcome.written:
             self.files_written += 1
-            for _, ack in covered:
+            for ack in acks[:split]:
                 ack.ack()
             log.debug("archived %s", outcome.key)
         else:
             log.info("archive file %s already held offsets up to %d; not written again", outcome.key, end)
-            for record, ack in covered:
+            for record, ack in zip(records[:split], acks[:split], strict=True):
                 state.hold(record[1], ack)
-        if rest:
+        if split < len(records):
             # Records past an existing, shorter file: the next file starts with them.
-            state.open = _OpenFile(current.hour, current.opened_at_s,
-                                   [r for r, _ in rest], [a for _, a in rest])
+            state.open = _OpenFile(current.hour, current.opened_at_s, records[split:], acks[split:])

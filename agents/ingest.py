@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from models import (
     partial_table_key,
 )
 from tables.context import writing_partition
-from tables.partials import BatchOutcome, Limits, PartialKey, PartitionPartials, Record, fold_batch
+from tables.partials import BatchOutcome, Limits, PartialKey, PartitionPartials, fold_batch
 from tables.watermark import WatermarkTracker
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ class Ingest:
         self.dead_letters_upto: dict[int, int] = {}
         self.late_upto: dict[int, int] = {}
         self.lock = asyncio.Lock()  # batches and frontier ticks never interleave
+        self.delivered_upto: dict[int, int] = {}  # highest offset the agent got since assignment
+        self._stalled: dict[int, tuple[int, int]] = {}  # partition -> (delivered, position) last tick
         self.archiver = Archiver(put_archive=app.outputs.put_archive, max_records=self.settings.archive_max_records,
                                  max_age_s=self.settings.archive_max_age_ms / 1000)
 
@@ -88,6 +91,7 @@ class Ingest:
             self.frontiers_ms.pop(partition, None)
             self.settled_upto.pop(partition, None)
             self.processed_upto.pop(partition, None)
+            self.delivered_upto.pop(partition, None)
             self.max_event_ms.pop(partition, None)
             self.dead_letters_upto.pop(partition, None)
             self.late_upto.pop(partition, None)
@@ -130,36 +134,45 @@ class Ingest:
     # -- the hot path -------------------------------------------------------------------
 
     async def process(self, batch: list[Any]) -> None:
-        records = [Record(e.message.partition, e.message.offset, e.value) for e in batch]
+        records = [(e.message.partition, e.message.offset, e.value) for e in batch]
         async with self.lock:
-            await self.ensure_loaded({r.partition for r in records})
+            await self.ensure_loaded({partition for partition, _, _ in records})
             clock_ms = now_ms()
             limits = Limits(self.settings.max_event_bytes, MIN_EVENT_MS,
                             clock_ms + self.settings.max_clock_skew_ms)
             outcome = fold_batch(records, self.partitions, self.windows, self.frontiers_ms, self.settled_upto,
                                  limits)
-            for record in records:
-                if record.offset > self.processed_upto.get(record.partition, -1):
-                    self.processed_upto[record.partition] = record.offset
+            processed = self.processed_upto
+            for partition, offset, _ in records:
+                # Never lower: after a restart the replay starts below the restored value.
+                if offset > processed.get(partition, -1):
+                    processed[partition] = offset
+                self.delivered_upto[partition] = offset  # in this run, for refetch_dropped
             await self._send_side_outputs(outcome)
             await self._store_partials(outcome)
             for partition, event_ms in outcome.max_event_ms.items():
                 if event_ms > self.max_event_ms.get(partition, event_ms - 1):
                     self.max_event_ms[partition] = event_ms
                 self.tracker.observe(partition, event_ms, clock_ms)
-            for partition in {record.partition for record in records}:
+            in_batch = {partition for partition, _, _ in records}
+            for partition in in_batch:
                 # Durable before the batch's offsets are committed: a restart knows the
                 # event times it will not see again, and which replayed records it folded.
                 self._write_progress(partition)
-            by_offset = {(e.message.partition, e.message.offset): e for e in batch}
-            now_s = time.monotonic()
-            for record, event in outcome.valid:
-                await self.archiver.add(record, event, by_offset.pop((record.partition, record.offset)), now_s)
-            for event in by_offset.values():
-                event.ack()  # dead letters: nothing else waits for them
+            # Valid records wait for the raw archive before faust may commit them; dead
+            # letters are done once sent. `valid` keeps the order and identity of `records`.
+            archive: list[tuple[int, int, Any, Any]] = []
+            valid = outcome.valid
+            next_valid = 0
+            for record, event in zip(records, batch, strict=True):
+                if next_valid < len(valid) and valid[next_valid][0] is record:
+                    archive.append((record[0], record[1], valid[next_valid][1], event))
+                    next_valid += 1
+                else:
+                    event.ack()
+            await self.archiver.add_batch(archive, time.monotonic())
             stats = self.app.stats
-            for record in records:
-                stats.consumed[record.partition] += 1
+            stats.consumed.update(Counter(partition for partition, _, _ in records))
             stats.input_offsets.update(self.processed_upto)
             stats.dead_letters += len(outcome.dead_letters)
             stats.late += len(outcome.late)
@@ -240,6 +253,41 @@ class Ingest:
                 "f": self.frontiers_ms.get(partition), "o": self.settled_upto.get(partition, -1),
                 "e": self.max_event_ms.get(partition), "x": self.processed_upto.get(partition, -1)}
 
+    async def refetch_dropped(self) -> None:
+        """Re-read from the committed offset where faust dropped fetched records.
+
+        Seen on this stack after a restart into a group with a dead member (two
+        rebalances in a row): faust discarded a fetched batch while aiokafka's position
+        had already moved past it, so those records never reached the agent; the
+        partition stalled, or its raw archive missed them. Where a partition's fetch
+        position stays ahead of the last offset delivered to the agent, with nothing
+        delivered for two ticks in a row, it is sought back to its committed offset and
+        its archive buffer dropped. Every output is idempotent under replay, so a false
+        alarm costs a re-read, never a duplicate.
+        """
+        app = self.app
+        if app.rebalancing or not app.tables.recovery.completed.is_set() or self.lock.locked():
+            return
+        consumer = app.consumer
+        topic = self.channels.events.get_topic_name()
+        for tp in [tp for tp in consumer.assignment() if tp.topic == topic]:
+            committed = consumer._committed_offset.get(tp) or 0  # faust's last commit (private)
+            delivered = self.delivered_upto.get(tp.partition, committed - 1)
+            position = await consumer.position(tp)
+            if position is None or position <= delivered + 1:
+                self._stalled.pop(tp.partition, None)
+                continue
+            seen = (delivered, position)
+            if self._stalled.get(tp.partition) != seen:
+                self._stalled[tp.partition] = seen  # first sighting: maybe just in flight
+                continue
+            log.warning("partition %d: fetched up to %d but delivered up to %d; re-reading from %d",
+                        tp.partition, position, delivered, committed)
+            self._stalled.pop(tp.partition, None)
+            self.delivered_upto.pop(tp.partition, None)
+            self.archiver.forget(tp.partition)
+            await consumer.seek(tp, committed)
+
     async def roll_archive(self) -> None:
         async with self.lock:
             await self.archiver.roll_aged(time.monotonic())
@@ -257,6 +305,7 @@ def register(app: PipelineApp, channels: Channels) -> Ingest:
     async def frontier_tick() -> None:
         await ingest.advance_frontier()
         await ingest.roll_archive()
+        await ingest.refetch_dropped()
 
     async def log_progress() -> None:
         total, rate = app.stats.rate_since_last_call(time.monotonic())

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from events import Event, Rejection, decode_event
-from tables.windows import WindowSpec, window_starts
+from tables.windows import WindowSpec
 
 # Partial value layout, a list so that it serializes compactly to the changelog:
 COUNT, SUM, MIN, MAX, MARKER = range(5)
@@ -95,25 +95,31 @@ class PartitionPartials:
 
 
 def fold_batch(
-    records: Iterable[Record],
+    records: Iterable[Record | tuple[int, int, bytes]],
     partitions: dict[int, PartitionPartials],
     windows: Sequence[WindowSpec],
     frontiers_ms: dict[int, int | None],
     settled_upto: dict[int, int],
     limits: Limits,
 ) -> BatchOutcome:
-    """Decode, validate and fold records into their partitions' partials (mutated in place)."""
+    """Decode, validate and fold records into their partitions' partials (mutated in place).
+
+    The hot path of the pipeline: plain tuples and inlined window arithmetic, so that
+    no object is created per record beyond the decoded Event (keys are looked up as
+    plain tuples, which equal and hash like PartialKey).
+    """
     outcome = BatchOutcome()
     dead_letters, late, valid = outcome.dead_letters, outcome.late, outcome.valid
     max_event_ms = outcome.max_event_ms
-    specs = [(spec.name, spec) for spec in windows]
+    all_dirty = outcome.dirty
+    specs = [(spec.name, spec.size_ms, spec.step_ms) for spec in windows]
+    max_bytes, min_ms, max_ms = limits.max_event_bytes, limits.min_event_ms, limits.max_event_ms
     for record in records:
-        decoded = decode_event(record.raw, max_bytes=limits.max_event_bytes,
-                               min_event_ms=limits.min_event_ms, max_event_ms=limits.max_event_ms)
+        partition, offset, raw = record
+        decoded = decode_event(raw, max_bytes=max_bytes, min_event_ms=min_ms, max_event_ms=max_ms)
         if isinstance(decoded, Rejection):
-            dead_letters.append(DeadLetter(record, decoded))
+            dead_letters.append(DeadLetter(Record(partition, offset, raw), decoded))
             continue
-        partition, offset = record.partition, record.offset
         valid.append((record, decoded))
         event_ms, value, event_type = decoded.event_ms, decoded.value, decoded.event_type
         if event_ms > max_event_ms.get(partition, event_ms - 1):
@@ -121,18 +127,27 @@ def fold_batch(
         frontier_ms = frontiers_ms.get(partition)
         settled = offset <= settled_upto.get(partition, -1)
         values = partitions[partition].values
-        dirty = outcome.dirty.setdefault(partition, set())
-        missed: list[tuple[str, int]] = []
-        for name, spec in specs:
-            for start_ms in window_starts(spec, event_ms):
-                if frontier_ms is not None and start_ms + spec.size_ms <= frontier_ms:
+        dirty = all_dirty.get(partition)
+        if dirty is None:
+            dirty = all_dirty[partition] = set()
+        missed: list[tuple[str, int]] | None = None
+        for name, size_ms, step_ms in specs:
+            # Starts s with s <= t < s + size, multiples of step (floor, so negatives too),
+            # ascending: size is a multiple of step, so there are size/step of them.
+            last_ms = event_ms - event_ms % step_ms
+            for start_ms in range(last_ms - size_ms + step_ms, last_ms + 1, step_ms):
+                if frontier_ms is not None and start_ms + size_ms <= frontier_ms:
                     if not settled:
+                        if missed is None:
+                            missed = []
                         missed.append((name, start_ms))
                     continue
-                key = PartialKey(name, start_ms, event_type)
+                key = (name, start_ms, event_type)
                 current = values.get(key)
                 if current is None:
+                    key = PartialKey(name, start_ms, event_type)
                     values[key] = [1, value, value, value, offset]
+                    dirty.add(key)
                 elif offset > current[MARKER]:
                     current[COUNT] += 1
                     current[SUM] += value
@@ -141,9 +156,11 @@ def fold_batch(
                     if value > current[MAX]:
                         current[MAX] = value
                     current[MARKER] = offset
-                else:
-                    continue  # a replayed record this key already holds
-                dirty.add(key)
+                    dirty.add(key)
+                # else: a replayed record this key already holds
         if missed:
-            late.append(LateEvent(record, decoded, tuple(missed)))
+            late.append(LateEvent(Record(partition, offset, raw), decoded, tuple(missed)))
+    for partition, keys in all_dirty.items():
+        all_dirty[partition] = {PartialKey(*key) for key in keys}  # per changed key, not per record
     return outcome
+

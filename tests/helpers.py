@@ -11,8 +11,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], *, timeout_s: float, what: str, interval_s: float = 0.2) -> T:
-    """Poll until `condition()` is truthy and return it; fail naming `what` at the deadline."""
+def wait_for(condition: Callable[[], T], *, timeout_s: float, what: str, interval_s: float = 0.2,
+             detail: Callable[[], object] | None = None) -> T:
+    """Poll until `condition()` is truthy and return it; fail naming `what` (and `detail()`) at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -22,7 +23,13 @@ def wait_for(condition: Callable[[], T], *, timeout_s: float, what: str, interva
         if result:
             return result
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            seen = ""
+            if detail is not None:
+                try:
+                    seen = f"; last seen: {detail()!r}"
+                except Exception as exc:  # noqa: BLE001 - the detail is best effort
+                    seen = f"; detail unavailable: {exc!r}"
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}{seen}")
         time.sleep(interval_s)
 
 

@@ -70,7 +70,7 @@ def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool
         on_time_valid = [v for i, (_, _, v) in enumerate(valid1) if i not in bad_positions]
         frontier_ms = gt.frontier_after(on_time_valid)
         wait_for(lambda: worker.status()["frontier_ms"] == frontier_ms, timeout_s=STEP_DEADLINE_S,
-                 what=f"the frontier to reach {frontier_ms} after phase 1")
+                 what=f"the frontier to reach {frontier_ms} after phase 1", detail=worker.status)
 
         # Phase 2: late records (their frontier is now fixed), then the sentinels.
         late_phase = gt.phase2(frontier_ms)

@@ -302,3 +302,15 @@ def test_event_and_rejection_are_frozen() -> None:
     rejection = Rejection(reason=BAD_STRING, detail="x")
     with pytest.raises(dataclasses.FrozenInstanceError):
         rejection.reason = "y"  # type: ignore[misc]
+
+
+def test_forbidden_character_pattern_is_exactly_the_forbidden_categories() -> None:
+    import sys
+    import unicodedata
+
+    from events import _FORBIDDEN_CATEGORIES, _FORBIDDEN_CHARS
+
+    for code_point in range(sys.maxunicode + 1):
+        char = chr(code_point)
+        expected = unicodedata.category(char) in _FORBIDDEN_CATEGORIES
+        assert (_FORBIDDEN_CHARS.match(char) is not None) == expected, hex(code_point)
