@@ -16,12 +16,12 @@ from typing import Any
 import boto3
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from groundtruth import PARTITIONS, Produced
 
 from devstack import services
 from devstack.ports import free_port_block
 from devstack.process import ManagedProcess
 from devstack.stack import Endpoints
-from groundtruth import PARTITIONS, Produced
 from sinks.rows import parquet_to_events, parquet_to_rows
 
 ROOT = Path(__file__).resolve().parents[2]

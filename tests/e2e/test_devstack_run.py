@@ -12,10 +12,10 @@ import urllib.request
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from conftest import STACK_PORT_COUNT, clean_environ, stack_settings
-from devstack.ports import free_port_block, is_free
 from helpers import alive, descendants, wait_for
+
+from devstack.ports import free_port_block, is_free
 
 ROOT = Path(__file__).resolve().parents[2]
 # The promise to a new user: consumption and the web server within 90 s of the command.

@@ -5,15 +5,13 @@ the worker is SIGKILLed in the middle of the stream and restarted."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import groundtruth as gt
-from devstack.stack import Endpoints
+import pytest
 from helpers import wait_for
-from models import HEADER_MISSED, HEADER_PARTITION, HEADER_REASON, source_offset
 from pipeline_harness import (
     Names,
     OwnRedis,
@@ -29,10 +27,14 @@ from pipeline_harness import (
     web_port,
     worker_env,
 )
+
+from devstack.stack import Endpoints
+from models import HEADER_MISSED, HEADER_PARTITION, HEADER_REASON, source_offset
 from sinks.redis_store import RedisWindowStore
 from sinks.rows import WindowRow
 
 PER_PARTITION = 1_800
+SESSION_TIMEOUT_S = 10
 # Deadlines: a worker joins its group in ~5 s (longer after a SIGKILL, when the broker
 # first expires the dead member's 10 s session); consuming ~7,000 records takes a few
 # seconds. 120 s leaves room for a loaded 2-core CI machine without hiding a hang.
@@ -62,6 +64,11 @@ def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool
                      timeout_s=STEP_DEADLINE_S, what="the first half to be processed")
             worker.kill()
             offsets1 += run(produce(stack, names.events, on_time[half:]))
+            # The broker evicts the dead member only when its session expires (10 s, app.py).
+            # A worker that joins before then goes through two rebalances back to back, where
+            # faust 0.15.3 has been seen to drop fetched records (NOTES.md); this test is
+            # about exactly-once state after a crash, so it restarts after the expiry.
+            time.sleep(SESSION_TIMEOUT_S + 2)
             worker.start()
         else:
             offsets1 = run(produce(stack, names.events, on_time))

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import clean_environ
+from helpers import alive, descendants, wait_for
+
 from devstack.ports import PortInUseError, free_port_block
 from devstack.stack import Endpoints, Stack
-from helpers import alive, descendants, wait_for
 from settings import load_devstack
 
 ROOT = Path(__file__).resolve().parents[2]
