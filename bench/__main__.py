@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import platform
 import statistics
@@ -35,8 +36,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devstack.ports import free_port_block
-from devstack.services import SEAWEEDFS_PORT_COUNT
-from devstack.stack import Endpoints, Stack
+from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls
 from events import Event, encode_event
 from loadgen import EventGenerator
 from settings import load_devstack
@@ -101,15 +101,11 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path) -
     asyncio.run(_preload(bootstrap, topic, events))
     preload_s = time.monotonic() - started
 
-    import boto3
-
-    creds = endpoints.credentials
-    s3 = boto3.client("s3", endpoint_url=endpoints.s3_endpoint, aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"], region_name=creds["AWS_DEFAULT_REGION"])
+    s3 = endpoints.s3_client()
     s3.create_bucket(Bucket=run_id)
     port = free_port_block(1)
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "S3_ENDPOINT_URL", "REDIS_URL")},
+        **without_service_urls(os.environ),
         **endpoints.env(),
         "PYTHONPATH": str(ROOT), "APP_ID": run_id, "TOPIC_EVENTS": topic, "TOPIC_DLQ": f"{run_id}-dlq",
         "TOPIC_LATE": f"{run_id}-late", "TOPIC_PARTITIONS": str(PARTITIONS), "LAKE_URL": f"s3://{run_id}/",
@@ -173,15 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.events < 1 or args.runs < 1:
         parser.error("--events and --runs must be at least 1")
 
+    # Readiness probes connect before a server listens; their clients' errors are expected noise.
+    for noisy in ("aiokafka", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work_dir = Path(tmp)
         log_dir = ROOT / "var" / "bench"
         log_dir.mkdir(parents=True, exist_ok=True)
-        base = free_port_block(2 + SEAWEEDFS_PORT_COUNT)
-        env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "S3_ENDPOINT_URL", "REDIS_URL")}
-        config = load_devstack({**env, "DEVSTACK_DIR": str(work_dir / "stack"), "DEVSTACK_BROKER_PORT": str(base),
-                                "DEVSTACK_REDIS_PORT": str(base + 1), "DEVSTACK_S3_PORT": str(base + 2),
-                                "DEVSTACK_BROKER_STORAGE": "memory"})
+        env = without_service_urls(os.environ)
+        ports = free_port_block(ISOLATED_PORT_COUNT)
+        config = load_devstack({**env, **isolated_settings(str(work_dir / "stack"), ports, "memory")})
         print(f"machine: {_machine()}", flush=True)
         results = []
         with Stack(config, buckets=[], env=env) as endpoints:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 # Local-only credentials for the embedded S3; real deployments use the AWS credential chain.
@@ -32,7 +33,7 @@ class ServiceSpec:
     stop_grace_s: float = 10.0
 
 
-def _s3_client(endpoint: str, credentials: Mapping[str, str]):  # type: ignore[no-untyped-def]
+def s3_client(endpoint: str, credentials: Mapping[str, str]) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -47,7 +48,7 @@ def _s3_client(endpoint: str, credentials: Mapping[str, str]):  # type: ignore[n
 
 
 def ensure_buckets(endpoint: str, credentials: Mapping[str, str], buckets: list[str]) -> None:
-    client = _s3_client(endpoint, credentials)
+    client = s3_client(endpoint, credentials)
     existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
     for bucket in buckets:
         if bucket not in existing:
@@ -75,7 +76,7 @@ def seaweedfs(data_dir: Path, port: int, credentials: Mapping[str, str]) -> Serv
     ports = {port + offset: "DEVSTACK_S3_PORT" for offset in range(SEAWEEDFS_PORT_COUNT)}
 
     def ready() -> bool:
-        _s3_client(endpoint, credentials).list_buckets()
+        s3_client(endpoint, credentials).list_buckets()
         return True
 
     return ServiceSpec("s3 (SeaweedFS)", argv, ports, ready, ready_timeout_s=60)

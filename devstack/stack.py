@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from devstack import services
 from devstack.ports import ensure_free
@@ -22,6 +23,10 @@ class Endpoints:
     redis_url: str
     credentials: Mapping[str, str]
 
+    def s3_client(self) -> Any:
+        """A boto3 S3 client for this stack's endpoint and credentials."""
+        return services.s3_client(self.s3_endpoint, self.credentials)
+
     def env(self) -> dict[str, str]:
         """Environment for processes that use the stack (worker, producer, tests)."""
         return {
@@ -30,6 +35,28 @@ class Endpoints:
             "S3_ENDPOINT_URL": self.s3_endpoint,
             "REDIS_URL": self.redis_url,
         }
+
+
+# Service URLs in an environment make the stack reuse those services (see Stack).
+SERVICE_URL_SETTINGS = ("BROKER_URL", "S3_ENDPOINT_URL", "REDIS_URL")
+# Ports an isolated stack uses from its base port: broker, Redis, then SeaweedFS's block.
+ISOLATED_PORT_COUNT = 2 + services.SEAWEEDFS_PORT_COUNT
+
+
+def without_service_urls(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` less the service URLs, so that every service is started, whatever runs on the machine."""
+    return {name: value for name, value in env.items() if name not in SERVICE_URL_SETTINGS}
+
+
+def isolated_settings(data_dir: str, base_port: int, storage: str) -> dict[str, str]:
+    """Devstack settings for a stack of its own on ISOLATED_PORT_COUNT ports from base_port (tests, bench)."""
+    return {
+        "DEVSTACK_DIR": data_dir,
+        "DEVSTACK_BROKER_PORT": str(base_port),
+        "DEVSTACK_REDIS_PORT": str(base_port + 1),
+        "DEVSTACK_S3_PORT": str(base_port + 2),
+        "DEVSTACK_BROKER_STORAGE": storage,
+    }
 
 
 class Stack:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from groundtruth import PARTITIONS, Produced
@@ -21,7 +20,7 @@ from groundtruth import PARTITIONS, Produced
 from devstack import services
 from devstack.ports import free_port_block
 from devstack.process import ManagedProcess
-from devstack.stack import Endpoints
+from devstack.stack import Endpoints, without_service_urls
 from sinks.rows import parquet_to_events, parquet_to_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +43,7 @@ def names_for(unique: str) -> Names:
 
 def worker_env(stack: Endpoints, names: Names, state_dir: Path, web_port: int) -> dict[str, str]:
     return {
-        **{k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "S3_ENDPOINT_URL", "REDIS_URL")},
+        **without_service_urls(os.environ),
         **stack.env(),
         "PYTHONPATH": str(ROOT),
         "APP_ID": names.app_id,
@@ -141,12 +140,6 @@ async def read_topic(stack: Endpoints, topic: str) -> list[Any]:
         return records
     finally:
         await consumer.stop()
-
-
-def s3_client(stack: Endpoints) -> Any:
-    creds = stack.credentials
-    return boto3.client("s3", endpoint_url=stack.s3_endpoint, aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"], region_name=creds["AWS_DEFAULT_REGION"])
 
 
 def list_keys(client: Any, bucket: str, prefix: str) -> list[str]:

@@ -23,7 +23,6 @@ from pipeline_harness import (
     read_archive,
     read_topic,
     run,
-    s3_client,
     web_port,
     worker_env,
 )
@@ -43,7 +42,7 @@ STEP_DEADLINE_S = 120.0
 
 def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool = False,
                   redis: OwnRedis | None = None) -> None:
-    client = s3_client(stack)
+    client = stack.s3_client()
     client.create_bucket(Bucket=names.bucket)
     run(create_topics(stack, names))
     env = worker_env(stack, names, tmp_path / "state", web_port())

@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import clean_environ
 from helpers import alive, descendants, wait_for
 
 from devstack.ports import PortInUseError, free_port_block
-from devstack.stack import Endpoints, Stack
+from devstack.stack import Endpoints, Stack, without_service_urls
 from settings import load_devstack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +24,7 @@ START_DEADLINE_S = 30.0
 def _only_redis_env(stack: Endpoints, tmp_path: Path, redis_port: int) -> dict[str, str]:
     """Settings that reuse the session's broker and S3, so only Redis is started."""
     return {
-        **clean_environ(),
+        **without_service_urls(os.environ),
         "BROKER_URL": stack.broker_url,
         "S3_ENDPOINT_URL": stack.s3_endpoint,
         **stack.credentials,

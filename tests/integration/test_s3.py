@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from datetime import datetime, timezone
 
-import boto3
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -32,8 +31,7 @@ def _table() -> pa.Table:
 
 def test_parquet_roundtrip(stack: Endpoints, unique_name: str) -> None:
     creds = stack.credentials
-    s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint, aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"], region_name=creds["AWS_DEFAULT_REGION"])
+    s3 = stack.s3_client()
     bucket = unique_name
     s3.create_bucket(Bucket=bucket)
     key = "aggregated/tumbling_1m/year=2025/month=11/day=15/hour=23/part-0.parquet"
