@@ -40,6 +40,7 @@ class _OpenFile:
     opened_at_s: float
     records: list[tuple[int, int, Event]] = field(default_factory=list)  # (partition, offset, event)
     acks: list[Any] = field(default_factory=list)  # faust events to ack once archived
+    repeats: list[tuple[int, Any]] = field(default_factory=list)  # (offset, ack) of re-deliveries
 
 
 @dataclass(slots=True)
@@ -95,6 +96,11 @@ class Archiver:
             current = state.open
             if current is None:
                 current = state.open = _OpenFile(hour, now_s)
+            elif offset <= current.records[-1][1]:
+                # Delivered again (a re-read after faust dropped records): the row is already
+                # buffered; the new delivery is acked with it.
+                current.repeats.append((offset, ack))
+                continue
             current.records.append((partition, offset, event))
             current.acks.append(ack)
             if len(current.records) >= max_records:
@@ -120,15 +126,18 @@ class Archiver:
         state.archived_upto = max(state.archived_upto, end)
         records, acks = current.records, current.acks
         split = bisect_right(records, end, key=_offset)  # offsets ascend within a file
+        covered = [(record[1], ack) for record, ack in zip(records[:split], acks[:split], strict=True)]
+        covered += [(offset, ack) for offset, ack in current.repeats if offset <= end]
         if outcome.written:
             self.files_written += 1
-            for ack in acks[:split]:
+            for _, ack in covered:
                 ack.ack()
             log.debug("archived %s", outcome.key)
         else:
             log.info("archive file %s already held offsets up to %d; not written again", outcome.key, end)
-            for record, ack in zip(records[:split], acks[:split], strict=True):
-                state.hold(record[1], ack)
+            for offset, ack in sorted(covered, key=lambda item: item[0]):
+                state.hold(offset, ack)
         if split < len(records):
             # Records past an existing, shorter file: the next file starts with them.
-            state.open = _OpenFile(current.hour, current.opened_at_s, records[split:], acks[split:])
+            state.open = _OpenFile(current.hour, current.opened_at_s, records[split:], acks[split:],
+                                   [(offset, ack) for offset, ack in current.repeats if offset > end])

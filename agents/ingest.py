@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 10_000
 BATCH_WITHIN_S = 0.2
 FRONTIER_INTERVAL_S = 1.0
+# Ticks a partition may look stalled before it is re-read: an idle agent delivers pending
+# records within a batch window (0.2 s), so 5 s of no delivery is not a slow batch.
+STALL_TICKS = 5
 PROGRESS_EVERY_S = 5.0
 MIN_EVENT_MS = 946_684_800_000  # 2000-01-01: older timestamps are treated as absurd
 
@@ -74,7 +77,8 @@ class Ingest:
         self.late_upto: dict[int, int] = {}
         self.lock = asyncio.Lock()  # batches and frontier ticks never interleave
         self.delivered_upto: dict[int, int] = {}  # highest offset the agent got since assignment
-        self._stalled: dict[int, tuple[int, int]] = {}  # partition -> (delivered, position) last tick
+        # partition -> ((delivered, position), consecutive ticks seen unchanged)
+        self._stalled: dict[int, tuple[tuple[int, int], int]] = {}
         self.archiver = Archiver(put_archive=app.outputs.put_archive, max_records=self.settings.archive_max_records,
                                  max_age_s=self.settings.archive_max_age_ms / 1000)
 
@@ -261,8 +265,8 @@ class Ingest:
         had already moved past it, so those records never reached the agent; the
         partition stalled, or its raw archive missed them. Where a partition's fetch
         position stays ahead of the last offset delivered to the agent, with nothing
-        delivered for two ticks in a row, it is sought back to its committed offset and
-        its archive buffer dropped. Every output is idempotent under replay, so a false
+        delivered for STALL_TICKS ticks in a row while the agent is idle, it is sought
+        back to its committed offset and its archive buffer dropped. Every output is idempotent under replay, so a false
         alarm costs a re-read, never a duplicate.
         """
         app = self.app
@@ -278,8 +282,12 @@ class Ingest:
                 self._stalled.pop(tp.partition, None)
                 continue
             seen = (delivered, position)
-            if self._stalled.get(tp.partition) != seen:
-                self._stalled[tp.partition] = seen  # first sighting: maybe just in flight
+            sighting = self._stalled.get(tp.partition)
+            if sighting is None or sighting[0] != seen:
+                self._stalled[tp.partition] = (seen, 1)  # first sighting: maybe just in flight
+                continue
+            if sighting[1] < STALL_TICKS:
+                self._stalled[tp.partition] = (seen, sighting[1] + 1)
                 continue
             log.warning("partition %d: fetched up to %d but delivered up to %d; re-reading from %d",
                         tp.partition, position, delivered, committed)

@@ -458,3 +458,18 @@ def test_commit_never_lands_inside_an_existing_file() -> None:
     asyncio.run(run3())
     archived = sorted(offset for records in lake.files.values() for _, offset, _ in records)
     assert archived == list(range(10, 26))
+
+
+def test_redelivered_records_are_not_buffered_twice_but_acked_with_the_file() -> None:
+    h = Harness()
+    first = [FakeAck(0, offset) for offset in range(3)]
+    again = [FakeAck(0, offset) for offset in (1, 2)]
+
+    async def deliver() -> None:
+        items = [(0, ack.offset, _event(H0, ack.offset), ack) for ack in first + again]
+        await h.archiver.add_batch(items, 0.0)
+        await h.archiver.roll_all()
+
+    asyncio.run(deliver())
+    assert h.put.offsets() == [(0, 0, [0, 1, 2])]
+    assert [ack.calls for ack in first + again] == [1, 1, 1, 1, 1]
