@@ -139,8 +139,9 @@ class Ingest:
 
     async def process(self, batch: list[Any]) -> None:
         records = [(e.message.partition, e.message.offset, e.value) for e in batch]
+        in_batch = {partition for partition, _, _ in records}
         async with self.lock:
-            await self.ensure_loaded({partition for partition, _, _ in records})
+            await self.ensure_loaded(in_batch)
             clock_ms = now_ms()
             limits = Limits(self.settings.max_event_bytes, MIN_EVENT_MS,
                             clock_ms + self.settings.max_clock_skew_ms)
@@ -158,7 +159,6 @@ class Ingest:
                 if event_ms > self.max_event_ms.get(partition, event_ms - 1):
                     self.max_event_ms[partition] = event_ms
                 self.tracker.observe(partition, event_ms, clock_ms)
-            in_batch = {partition for partition, _, _ in records}
             for partition in in_batch:
                 # Durable before the batch's offsets are committed: a restart knows the
                 # event times it will not see again, and which replayed records it folded.
