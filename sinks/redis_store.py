@@ -12,6 +12,12 @@ Keys (``P`` is the configured key prefix, ``enc`` is ``keys.encode_key_part``)::
         ``latest_n`` members: ``ZREVRANGE key 0 N-1`` reads the latest N rows in one round
         trip with no follow-up HGETALLs.
 
+    P types:{enc(window)}
+        sorted set of the event types with closed windows: score = the latest
+        window_start_ms written for that type, member = the event type itself. Lets a
+        reader list the most recently active event types without a SCAN. Capped at
+        ``MAX_INDEXED_TYPES`` members (the least recently active are dropped).
+
 (no space between ``P`` and the rest: ``events:win:tumbling_1m:click:1763251140000``).
 Both keys get a TTL of ``ttl_ms``, refreshed by every write.
 
@@ -44,10 +50,12 @@ from keys import encode_key_part
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.rows import WindowRow, row_from_json, row_to_json
 
-__all__ = ["RedisWindowStore", "latest_key", "window_key"]
+__all__ = ["MAX_INDEXED_TYPES", "RedisWindowStore", "latest_key", "types_key", "window_key"]
 
 logger = logging.getLogger(__name__)
 
+# Bounds the types index when event types are many (or hostile input invents them).
+MAX_INDEXED_TYPES: Final = 1000
 _HASH_FIELDS: Final = ("window", "event_type", "window_start_ms", "window_end_ms", "count", "sum", "min", "max", "mean")
 # Subclasses of redis ConnectionError that no retry can fix.
 _PERMANENT_CONNECTION_ERRORS: Final = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
@@ -68,6 +76,10 @@ def window_key(prefix: str, window: str, event_type: str, window_start_ms: int) 
 def latest_key(prefix: str, window: str, event_type: str) -> str:
     """Key of the latest-windows index of one (window, event_type)."""
     return f"{prefix}latest:{encode_key_part(window)}:{encode_key_part(event_type)}"
+
+
+def types_key(prefix: str, window: str) -> str:
+    return f"{prefix}types:{encode_key_part(window)}"
 
 
 def _hash_fields(row: WindowRow) -> dict[str, str]:
@@ -196,8 +208,11 @@ class RedisWindowStore:
         client = self._require_client()
         # Last row wins for a window given twice, in the hash and in the index alike.
         by_index: dict[str, dict[int, WindowRow]] = {}
+        by_types: dict[str, dict[str, int]] = {}
         for row in rows:
             by_index.setdefault(latest_key(self._prefix, row.window, row.event_type), {})[row.window_start_ms] = row
+            types = by_types.setdefault(types_key(self._prefix, row.window), {})
+            types[row.event_type] = max(types.get(row.event_type, row.window_start_ms), row.window_start_ms)
         with self._translate_errors("write"), client.pipeline(transaction=True) as pipe:
             for row in rows:
                 key = window_key(self._prefix, row.window, row.event_type, row.window_start_ms)
@@ -208,6 +223,10 @@ class RedisWindowStore:
                     pipe.zremrangebyscore(index, start_ms, start_ms)
                 pipe.zadd(index, {row_to_json(row): start_ms for start_ms, row in latest.items()})
                 pipe.zremrangebyrank(index, 0, -(self._latest_n + 1))
+                pipe.pexpire(index, self._ttl_ms)
+            for index, types in by_types.items():
+                pipe.zadd(index, types, gt=True)  # a replay of an older window never lowers a score
+                pipe.zremrangebyrank(index, 0, -(MAX_INDEXED_TYPES + 1))
                 pipe.pexpire(index, self._ttl_ms)
             pipe.execute()
         logger.debug("wrote %d window rows to %s", len(rows), self._target)
@@ -227,6 +246,15 @@ class RedisWindowStore:
         with self._translate_errors("read"):
             members = client.zrevrange(latest_key(self._prefix, window, event_type), 0, n - 1)
         return [row_from_json(member) for member in members]
+
+    def event_types(self, window: str, n: int) -> list[str]:
+        """Up to n event types with closed windows, most recently active first."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        client = self._require_client()
+        with self._translate_errors("read"):
+            members = client.zrevrange(types_key(self._prefix, window), 0, n - 1)
+        return [member.decode() for member in members]
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:

@@ -115,9 +115,26 @@ def test_latest_is_newest_first_and_the_index_is_trimmed(store: RedisWindowStore
         store.latest("tumbling_1m", "click", 0)
 
 
+def test_event_types_are_listed_most_recently_active_first(store: RedisWindowStore, raw: redis.Redis,
+                                                            prefix: str) -> None:
+    store.write([row("view", START_MS + 60_000), row("a/../b=c", START_MS)])
+    store.write([row("click", START_MS + 120_000)])
+    store.write([row("view", START_MS)])  # a replay of an older window: "view" keeps its latest score
+    store.write([row("other", START_MS, window="hopping_1m_30s")])
+
+    assert store.event_types("tumbling_1m", 10) == ["click", "view", "a/../b=c"]
+    assert store.event_types("tumbling_1m", 1) == ["click"]
+    assert store.event_types("hopping_1m_30s", 10) == ["other"]
+    assert store.event_types("unknown", 10) == []
+    assert raw.zscore(f"{prefix}types:tumbling_1m", "view") == START_MS + 60_000
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        store.event_types("tumbling_1m", 0)
+
+
 def test_keys_have_a_ttl(store: RedisWindowStore, raw: redis.Redis, prefix: str) -> None:
     store.write([row("click")])
-    for key in (f"{prefix}win:tumbling_1m:click:{START_MS}", f"{prefix}latest:tumbling_1m:click"):
+    for key in (f"{prefix}win:tumbling_1m:click:{START_MS}", f"{prefix}latest:tumbling_1m:click",
+                f"{prefix}types:tumbling_1m"):
         assert 0 < raw.pttl(key) <= TTL_MS
 
 
@@ -156,7 +173,7 @@ def test_hostile_event_types_cannot_collide_or_escape(store: RedisWindowStore, r
     rows = [row(event_type, count=i + 1, total=float(i)) for i, event_type in enumerate(hostile)]
     store.write(rows)
 
-    created = scan(raw, f"{prefix}*")
+    created = scan(raw, f"{prefix}*") - {f"{prefix}types:tumbling_1m"}
     assert len(created) == 2 * len(hostile)
     expected_encoded = {
         "a:b": "a%3Ab", "a%3Ab": "a%253Ab", "*": "%2A", "?": "%3F", "[x]": "%5Bx%5D", "{tag}": "%7Btag%7D",
@@ -171,7 +188,9 @@ def test_hostile_event_types_cannot_collide_or_escape(store: RedisWindowStore, r
     # Every key parses back to exactly one event type, and nothing was written outside the prefix.
     decoded = {decode_key_part(key[len(prefix):].split(":")[2]) for key in created}
     assert decoded == set(hostile)
-    assert scan(raw, f"*{unique_name}*") == created
+    assert scan(raw, f"*{unique_name}*") == created | {f"{prefix}types:tumbling_1m"}
+    # The types index holds them as values, never as key parts.
+    assert sorted(store.event_types("tumbling_1m", 100)) == sorted(hostile)
     # Each reads back its own row.
     for source in rows:
         assert exact([store.get_window("tumbling_1m", source.event_type, START_MS)]) == exact([source])
