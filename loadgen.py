@@ -1,13 +1,55 @@
-"""Deterministic demo events: the article's schema with weighted event types."""
+"""Deterministic demo load: weighted event types, exact shares of malformed and late records.
+
+Shared by `faust -A app produce` (commands/produce.py) and `make bench` (bench/__main__.py):
+`EventGenerator` decides what each record is, `produce_events` paces the records into a
+send function. Nothing here knows faust or Kafka, so tests drive it with plain data.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from fractions import Fraction
 from itertools import accumulate
+from typing import Final, NamedTuple
 
-from events import Event, encode_event
+import orjson
 
-DEFAULT_TYPES = "click:6,view:3,purchase:1"
+from events import (
+    BAD_TIMESTAMP,
+    INVALID_JSON,
+    MAX_STRING_CHARS,
+    MISSING_FIELD,
+    TIMESTAMP_OUT_OF_RANGE,
+    WRONG_TYPE,
+    Event,
+    encode_event,
+)
+from tables.windows import WindowSpec
+
+DEFAULT_TYPES: Final = "click:6,view:3,purchase:1"
+
+VALID: Final = "valid"
+MALFORMED: Final = "malformed"
+LATE: Final = "late"
+
+# Beyond the worker's lateness and the longest window, a late event is stamped this much
+# further back: it covers the worker's consumption lag and its 1 s frontier ticks.
+LATE_MARGIN_MS: Final = 60_000
+
+# Pacing: at a set rate the loop wakes every TICK_S and sends what is due; at --rate 0 it
+# yields to the event loop every BURST records so the producer's sender task and the
+# progress display get to run.
+TICK_S: Final = 0.05
+BURST: Final = 1_000
+
+
+# -- options ------------------------------------------------------------------------------
 
 
 def parse_type_weights(text: str) -> dict[str, float]:
@@ -15,23 +57,184 @@ def parse_type_weights(text: str) -> dict[str, float]:
     weights: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, weight = item.partition(":")
-        value = float(weight) if weight else 1.0
-        if not name or not value > 0:
-            raise ValueError(f"bad event type weight {item!r}: expected name[:positive weight]")
+        name = name.strip()
+        try:
+            value = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            value = math.nan
+        if not name or not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"bad event type {item!r}: expected name[:positive weight], e.g. click:6")
+        if len(name) > MAX_STRING_CHARS or not name.isprintable():
+            # The validator would dead-letter every event of this type.
+            raise ValueError(f"bad event type {item!r}: a name is 1 to {MAX_STRING_CHARS} printable characters")
+        if name in weights:
+            raise ValueError(f"bad event type {item!r}: {name!r} is listed twice")
         weights[name] = value
     if not weights:
-        raise ValueError("expected at least one event type")
+        raise ValueError("expected at least one event type, e.g. click:6,view:3")
     return weights
 
 
-class EventGenerator:
-    """Reproducible for a given seed: the same seed and timestamps give the same records."""
+def parse_fraction(text: str) -> Fraction:
+    """'0.001' -> Fraction(1, 1000): exact, so counts derived from it are exact too."""
+    try:
+        fraction = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"expected a number from 0 to 1, got {text!r}")
+    return fraction
 
-    def __init__(self, *, seed: int = 0, users: int = 1000, types: str = DEFAULT_TYPES) -> None:
+
+def late_offset_ms(allowed_lateness_ms: int, windows: Sequence[WindowSpec], margin_ms: int = LATE_MARGIN_MS) -> int:
+    """How far behind the stream's current event time a late event is stamped.
+
+    A worker that keeps up closes the windows that end at or before its highest event
+    time minus the allowed lateness. A window containing t ends by t + its size, so an
+    event at now - lateness - the longest size - margin finds every one of its windows
+    closed.
+    """
+    return allowed_lateness_ms + max(spec.size_ms for spec in windows) + margin_ms
+
+
+# -- which record is what -----------------------------------------------------------------
+
+
+class AnomalySchedule:
+    """Record by record, which are malformed and which are late: exact, not a coin flip.
+
+    Error diffusion over exact fractions: after n records exactly floor(n * malformed) are
+    malformed, and n * late rounded half up are late. Rounding puts the late records half
+    a period away from the malformed ones, so equal fractions never collide; when a late
+    record does fall on a malformed record's position it moves to the next record, and
+    the late count is one less until then (never further behind: malformed + late <= 1).
+    """
+
+    __slots__ = ("_malformed", "_late", "records", "malformed", "late")
+
+    def __init__(self, malformed: Fraction = Fraction(0), late: Fraction = Fraction(0)) -> None:
+        for name, fraction in (("malformed", malformed), ("late", late)):
+            if not 0 <= fraction <= 1:
+                raise ValueError(f"{name} must be a fraction from 0 to 1, got {fraction}")
+        if malformed + late > 1:
+            raise ValueError(f"malformed + late must be at most 1, got {malformed} + {late}")
+        self._malformed = (malformed.numerator, malformed.denominator)
+        self._late = (late.numerator, late.denominator)
+        self.records = 0
+        self.malformed = 0
+        self.late = 0
+
+    def next_kind(self) -> str:
+        """VALID, MALFORMED or LATE for the next record."""
+        n = self.records = self.records + 1
+        numerator, denominator = self._malformed
+        if n * numerator // denominator > self.malformed:
+            self.malformed += 1
+            return MALFORMED
+        numerator, denominator = self._late
+        if (2 * n * numerator + denominator) // (2 * denominator) > self.late:
+            self.late += 1
+            return LATE
+        return VALID
+
+
+# -- malformed records --------------------------------------------------------------------
+
+
+def _fields(event: Event) -> dict[str, object]:
+    return {"event_type": event.event_type, "timestamp": event.event_ms, "user_id": event.user_id,
+            "value": event.value}
+
+
+def _dumps(fields: dict[str, object]) -> bytes:
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+
+
+def _with_raw_value(event: Event, text: bytes) -> bytes:
+    """The event with a value no JSON encoder of ours would write (NaN, 1e999)."""
+    fields = _fields(event)
+    del fields["value"]
+    return _dumps(fields)[:-1] + b',"value":' + text + b"}"
+
+
+def _truncated(event: Event) -> bytes:
+    return encode_event(event)[:-1]  # a producer that died mid-write
+
+
+def _not_a_number(event: Event) -> bytes:
+    return _with_raw_value(event, b"NaN")  # what Python's json.dumps writes for nan
+
+
+def _overflowing(event: Event) -> bytes:
+    return _with_raw_value(event, b"1e999")
+
+
+def _missing_value(event: Event) -> bytes:
+    fields = _fields(event)
+    del fields["value"]
+    return _dumps(fields)
+
+
+def _value_as_string(event: Event) -> bytes:
+    return _dumps({**_fields(event), "value": repr(event.value)})
+
+
+def _unparseable_timestamp(event: Event) -> bytes:
+    moment = datetime.fromtimestamp(event.event_ms / 1000, tz=timezone.utc)
+    return _dumps({**_fields(event), "timestamp": moment.strftime("%m/%d/%Y %H:%M:%S")})  # US style, not ISO
+
+
+def _seconds_timestamp(event: Event) -> bytes:
+    # Epoch seconds where milliseconds are expected: January 1970, before the accepted range.
+    return _dumps({**_fields(event), "timestamp": event.event_ms // 1000})
+
+
+class MalformedKind(NamedTuple):
+    name: str
+    reason: str  # the rejection events.decode_event gives it
+    corrupt: Callable[[Event], bytes]
+
+
+# The k-th malformed record is of kind k mod len. orjson refuses NaN and numbers beyond a
+# double while parsing, so non-finite values reach the dead-letter topic as invalid_json.
+MALFORMED_KINDS: Final = (
+    MalformedKind("truncated_json", INVALID_JSON, _truncated),
+    MalformedKind("missing_field", MISSING_FIELD, _missing_value),
+    MalformedKind("wrong_type", WRONG_TYPE, _value_as_string),
+    MalformedKind("non_finite_nan", INVALID_JSON, _not_a_number),
+    MalformedKind("unparseable_timestamp", BAD_TIMESTAMP, _unparseable_timestamp),
+    MalformedKind("non_finite_overflow", INVALID_JSON, _overflowing),
+    MalformedKind("absurd_timestamp", TIMESTAMP_OUT_OF_RANGE, _seconds_timestamp),
+)
+
+
+# -- the generator ------------------------------------------------------------------------
+
+
+class GeneratedRecord(NamedTuple):
+    key: bytes  # the user_id, as the pipeline expects
+    value: bytes
+    kind: str  # VALID, MALFORMED or LATE
+    reason: str | None  # for a malformed record, the rejection decode_event gives it
+
+
+class EventGenerator:
+    """Reproducible: the same seed, options and event times give the same records.
+
+    Every record draws the same random numbers whatever its kind, so the fractions change
+    which records are malformed or late, never the users, types and values of the others.
+    """
+
+    def __init__(self, *, seed: int = 0, users: int = 1000, types: str = DEFAULT_TYPES,
+                 malformed: Fraction = Fraction(0), late: Fraction = Fraction(0), late_offset_ms: int = 0) -> None:
         if users < 1:
             raise ValueError("users must be at least 1")
+        if late and late_offset_ms <= 0:
+            raise ValueError("late events need a positive late_offset_ms")
         weights = parse_type_weights(types)
         self.users = users
+        self.late_offset_ms = late_offset_ms
+        self.schedule = AnomalySchedule(malformed, late)
         self._names = list(weights)
         self._cumulative = list(accumulate(weights.values()))
         self._rng = random.Random(seed)
@@ -46,7 +249,91 @@ class EventGenerator:
             value=round(rng.uniform(0, 100), 2),
         )
 
-    def record(self, event_ms: int) -> tuple[bytes, bytes]:
-        """(key, value) as written to the events topic: key is the user_id."""
+    def record(self, event_ms: int) -> GeneratedRecord:
+        """The next record at the stream's current event time `event_ms`."""
+        kind = self.schedule.next_kind()
+        if kind == LATE:
+            event = self.event(event_ms - self.late_offset_ms)
+            return GeneratedRecord(event.user_id.encode(), encode_event(event), LATE, None)
         event = self.event(event_ms)
-        return event.user_id.encode(), encode_event(event)
+        if kind == MALFORMED:
+            malformed = MALFORMED_KINDS[(self.schedule.malformed - 1) % len(MALFORMED_KINDS)]
+            return GeneratedRecord(event.user_id.encode(), malformed.corrupt(event), MALFORMED, malformed.reason)
+        return GeneratedRecord(event.user_id.encode(), encode_event(event), VALID, None)
+
+
+# -- pacing -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    produced: int
+    malformed: int
+    late: int
+    elapsed_s: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.produced / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @classmethod
+    def of(cls, generator: EventGenerator, elapsed_s: float) -> Progress:
+        schedule = generator.schedule
+        return cls(schedule.records, schedule.malformed, schedule.late, elapsed_s)
+
+
+Send = Callable[[bytes, bytes], Awaitable[object]]
+
+
+def wall_clock_ms(_index: int) -> int:
+    """Event time of a live stream: now."""
+    return time.time_ns() // 1_000_000
+
+
+def event_limit(rate: int, count: int, duration_s: float) -> int:
+    """Records to produce, 0 meaning no limit: at a set rate a duration is a count too."""
+    limits = [count] if count else []
+    if rate and duration_s:
+        limits.append(math.ceil(rate * duration_s))
+    return min(limits, default=0)
+
+
+async def produce_events(
+    send: Send,
+    generator: EventGenerator,
+    *,
+    rate: int,
+    count: int = 0,
+    duration_s: float = 0.0,
+    event_ms: Callable[[int], int] = wall_clock_ms,
+    on_progress: Callable[[Progress], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Progress:
+    """Send records from `generator` at `rate` per second (0: as fast as `send` takes them).
+
+    Stops after `count` records or `duration_s` seconds, whichever comes first (0: no
+    limit). `event_ms(i)` is the event time of the i-th record. `send` is awaited per
+    record: it should buffer the record (a producer's send), not wait for its delivery.
+    """
+    if rate < 0 or count < 0 or duration_s < 0:
+        raise ValueError("rate, count and duration_s must not be negative")
+    limit = event_limit(rate, count, duration_s)
+    started = clock()
+    produced = 0
+    while not limit or produced < limit:
+        elapsed_s = clock() - started
+        if not rate and duration_s and elapsed_s >= duration_s:
+            break
+        # At a set rate the i-th record is due at i / rate: catch up on whatever is due.
+        due = int(elapsed_s * rate) + 1 if rate else produced + BURST
+        if limit:
+            due = min(due, limit)
+        for index in range(produced, due):
+            key, value, _, _ = generator.record(event_ms(index))
+            await send(key, value)
+        produced = max(produced, due)
+        if on_progress is not None:
+            on_progress(Progress.of(generator, clock() - started))
+        await sleep(TICK_S if rate else 0)
+    return Progress.of(generator, clock() - started)
