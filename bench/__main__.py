@@ -38,7 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls
 from events import Event, encode_event
-from loadgen import EventGenerator
+from loadgen import EventGenerator, produce_events
 from settings import load_devstack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +61,10 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
+def _event_ms(index: int) -> int:
+    return BASE_MS + index * 1000 // EVENTS_PER_EVENT_SECOND
+
+
 async def _preload(bootstrap: str, topic: str, count: int) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -71,10 +75,12 @@ async def _preload(bootstrap: str, topic: str, count: int) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
-        generator = EventGenerator(seed=1, users=10_000)
-        for i in range(count):
-            key, value = generator.record(BASE_MS + i * 1000 // EVENTS_PER_EVENT_SECOND)
+        async def send(key: bytes, value: bytes) -> None:
             await producer.send(topic, key=key, value=value)
+
+        # The produce command's generator and loop at --rate 0, with event time from BASE_MS.
+        await produce_events(send, EventGenerator(seed=1, users=10_000), rate=0, count=count,
+                             event_ms=_event_ms)
         last_ms = BASE_MS + count * 1000 // EVENTS_PER_EVENT_SECOND
         for partition in range(PARTITIONS):
             sentinel = Event("bench", "sentinel", last_ms + 3_600_000, 0.0)
