@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RATE ?= 2000
+MALFORMED ?= 0.001
+LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: install run stack test bench clean
@@ -15,9 +17,10 @@ $(STAMP): requirements.txt requirements-test.txt constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
 	touch $(STAMP)
 
-## run: the embedded stack, the Faust worker and a demo producer (Ctrl-C stops all)
+## run: the embedded stack, the Faust worker and a demo producer (Ctrl-C stops all);
+## RATE events/s, of which fractions MALFORMED go to the dead-letter topic and LATE to the late topic
 run: install
-	$(BIN)/python -m devstack run --rate $(RATE)
+	$(BIN)/python -m devstack run --rate $(RATE) --malformed $(MALFORMED) --late $(LATE)
 
 ## stack: only the embedded broker, S3 and Redis
 stack: install

@@ -14,6 +14,7 @@ from types import FrameType
 from devstack.ports import PortInUseError, ensure_free
 from devstack.process import ManagedProcess, ServiceFailedError
 from devstack.stack import Endpoints, Stack
+from loadgen import parse_fraction
 from settings import Settings, exit_on_error, load, load_devstack
 
 log = logging.getLogger("devstack")
@@ -26,6 +27,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _faust(*args: str) -> list[str]:
     return [sys.executable, "-m", "faust", "-A", "app", *args]
+
+
+def _fraction(text: str) -> str:
+    """Checked here so a bad value fails before the stack starts; passed on as typed."""
+    try:
+        parse_fraction(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _banner(settings: Settings, endpoints: Endpoints, stack: Stack, *, with_worker: bool) -> str:
@@ -60,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start the broker, S3 and Redis and wait for Ctrl-C")
     run = sub.add_parser("run", help="start the stack, the Faust worker and a demo producer")
     run.add_argument("--rate", type=int, default=2000, help="demo events per second (default 2000)")
+    run.add_argument("--malformed", type=_fraction, default="0.001",
+                     help="fraction of demo records that are malformed, for the dead-letter topic (default 0.001)")
+    run.add_argument("--late", type=_fraction, default="0.001",
+                     help="fraction of demo events that arrive late, for the late topic (default 0.001)")
     args = parser.parse_args(argv)
+    if args.command == "run" and parse_fraction(args.malformed) + parse_fraction(args.late) > 1:
+        run.error("--malformed plus --late must be at most 1")
 
     env = dict(os.environ)
     settings = exit_on_error(load, env)  # a bad worker setting fails before anything starts
@@ -84,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             faust_level = {"warning": "warn"}.get(settings.log_level, settings.log_level)
             worker = ManagedProcess("worker", _faust("worker", "-l", faust_level),
                                     log_path=None, env=child_env, cwd=PROJECT_ROOT)
-            producer = ManagedProcess("producer", _faust("produce", "--rate", str(args.rate)),
+            producer = ManagedProcess("producer", _faust("produce", "--rate", str(args.rate), "--malformed",
+                                                         args.malformed, "--late", args.late),
                                       log_path=None, env=child_env, cwd=PROJECT_ROOT)
             children = [worker, producer]
             for child in children:
