@@ -8,8 +8,10 @@ their own app with `create_app(settings)`.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import ssl
+import time
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,11 @@ from agents.stats import PipelineStats
 from settings import KafkaSettings, Settings, load_or_exit
 
 if TYPE_CHECKING:
+    from agents.export import Exporter
+    from agents.ingest import Ingest
+    from agents.monitor import Monitor
+    from channels import Channels
+    from metrics import PipelineMetrics
     from outputs import Outputs
 
 
@@ -32,7 +39,12 @@ class PipelineApp(faust.App):
 
     settings: Settings
     stats: PipelineStats
+    metrics: PipelineMetrics
     outputs: Outputs
+    channels: Channels
+    ingest: Ingest
+    exporter: Exporter
+    observer: Monitor
 
 
 def _broker_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
@@ -54,13 +66,15 @@ def create_app(settings: Settings) -> PipelineApp:
     import commands.produce  # noqa: F401 - defining the command registers `faust -A app produce`
     import diagnostics
     import faust_patches
-    from agents import export, ingest
+    from agents import export, ingest, monitor
     from channels import declare
+    from metrics import PipelineMetrics
     from outputs import Outputs
-    from web import views
+    from web import dashboard, views
 
     faust_patches.install()
     tune_garbage_collector()
+    set_pipeline_log_level(settings.log_level)
 
     app = PipelineApp(
         settings.app_id,
@@ -93,13 +107,49 @@ def create_app(settings: Settings) -> PipelineApp:
     faust_patches.skip_per_event_sensors(app)
     app.settings = settings
     app.stats = PipelineStats()
-    app.outputs = Outputs(settings, app.stats)
-    channels = declare(app)
-    ingest.register(app, channels)
-    export.register(app, channels)
+    app.metrics = PipelineMetrics()
+    app.outputs = Outputs(settings, app.stats, app.metrics)
+    app.channels = channels = declare(app)
+    app.ingest = ingest.register(app, channels)
+    app.exporter = export.register(app, channels)
+    app.observer = monitor.register(app, channels)
+    connect_metrics(app)
     views.register(app)
+    dashboard.register(app)
     diagnostics.register(app)
     return app
+
+
+def connect_metrics(app: PipelineApp) -> None:
+    """Point the scrape-time metrics at the live state they report."""
+    from agents.monitor import not_ready_reasons
+    from web.views import partition_watermarks
+
+    stats, live = app.stats, app.metrics.live
+    live.consumed = lambda: stats.consumed
+    live.dead_letters = lambda: stats.dead_letters
+    live.late = lambda: stats.late
+    live.windows_exported = lambda: stats.windows_exported
+    live.rows_exported = lambda: stats.rows_exported
+    live.archive_buffered = lambda: stats.archive_buffered
+    live.watermarks_ms = lambda: partition_watermarks(app, time.time_ns() // 1_000_000)
+    live.low_watermark_ms = lambda: stats.low_watermark_ms
+    live.watermark_age_s = lambda: (None if stats.low_watermark_advanced_at_ms is None
+                                    else max(0.0, time.time() - stats.low_watermark_advanced_at_ms / 1000))
+    live.lag = lambda: app.observer.state.lag
+    live.state_bytes = lambda: app.observer.state.state_bytes
+    live.ready = lambda: not not_ready_reasons(app)
+
+
+# Top-level packages and modules of the pipeline: their loggers follow LOG_LEVEL, while
+# faust's own loggers follow `faust worker -l`.
+PIPELINE_LOGGERS = ("agents", "app", "commands", "diagnostics", "faust_patches", "metrics", "outputs", "sinks",
+                    "tables", "web")
+
+
+def set_pipeline_log_level(level: str) -> None:
+    for name in PIPELINE_LOGGERS:
+        logging.getLogger(name).setLevel(level.upper())
 
 
 def tune_garbage_collector() -> None:

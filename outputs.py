@@ -13,10 +13,12 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from agents.stats import PipelineStats
+from metrics import PipelineMetrics
 from settings import Settings
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
 from sinks.redis_store import RedisWindowStore
@@ -28,12 +30,14 @@ T = TypeVar("T")
 
 
 class Outputs:
-    def __init__(self, settings: Settings, stats: PipelineStats, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, settings: Settings, stats: PipelineStats, metrics: PipelineMetrics,
+                 policy: RetryPolicy | None = None) -> None:
         lake = settings.lake
         redis = settings.redis
         self.lake = S3Lake(lake.bucket, lake.prefix, make_s3_client_factory(lake.endpoint_url, lake.region))
         self.redis = RedisWindowStore(redis.url, redis.key_prefix, redis.ttl_ms, redis.latest_n)
         self.stats = stats
+        self.metrics = metrics
         self.policy = policy or RetryPolicy()
         self._rng = random.Random()
         self._open_lock = threading.Lock()
@@ -46,28 +50,60 @@ class Outputs:
                 self.redis.open()
                 self._opened = True
 
-    async def call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, sink: str, operation: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call in a thread, retrying transient failures forever."""
         loop = asyncio.get_running_loop()
+        metrics = self.metrics
+        latency = metrics.sink_write_seconds.labels(sink, operation)
+        errors = metrics.sink_errors.labels(sink, operation)
 
         def run() -> T:
-            self._ensure_open()
-            return fn(*args)
+            started = time.perf_counter()
+            try:
+                self._ensure_open()
+                return fn(*args)
+            except BaseException:
+                errors.inc()
+                raise
+            finally:
+                latency.observe(time.perf_counter() - started)
 
         def on_retry(attempt: int, error: BaseException, delay_s: float) -> None:
             self.stats.sink_retries += 1
-            log.warning("%s failed (attempt %d): %s; retrying in %.1fs", what, attempt, error, delay_s)
+            metrics.sink_retries.labels(sink, operation).inc()
+            log.warning("%s %s write failed (attempt %d): %s; retrying in %.1fs", sink, operation, attempt, error,
+                        delay_s)
 
         return await retry_forever(lambda: loop.run_in_executor(None, run), policy=self.policy,
                                    sleep=asyncio.sleep, on_retry=on_retry, rng=self._rng)
 
     async def put_archive(self, partition: int, start_offset: int,
                           records: Sequence[tuple[int, int, Any]]) -> ArchiveOutcome:
-        return await self.call("raw archive write", self.lake.put_archive, partition, start_offset, records)
+        return await self.call("s3", "archive", self.lake.put_archive, partition, start_offset, records)
 
-    async def export_window(self, window: str, start_ms: int, part: int, rows: Sequence[WindowRow]) -> None:
-        key = await self.call("aggregate write to S3", self.lake.put_aggregates, window, start_ms, part, rows)
-        await self.call("aggregate write to Redis", self.redis.write, rows)
-        log.info("exported %s window %d: %d event types to s3 %s and Redis", window, start_ms, len(rows), key)
+    async def export_window(self, window: str, start_ms: int, part: int, rows: Sequence[WindowRow]) -> str:
+        """Write one closed window's rows to S3, then Redis; returns the S3 object key."""
+        key = await self.call("s3", "aggregates", self.lake.put_aggregates, window, start_ms, part, rows)
+        await self.call("redis", "windows", self.redis.write, rows)
+        return key
+
+    async def read_window(self, window: str, event_type: str, start_ms: int) -> WindowRow | None:
+        """One closed window from Redis (None if unknown or expired); not retried: callers are readers."""
+        return await self.call_once("redis", "read", self.redis.get_window, window, event_type, start_ms)
+
+    async def read_latest(self, window: str, event_type: str, n: int) -> list[WindowRow]:
+        return await self.call_once("redis", "read", self.redis.latest, window, event_type, n)
+
+    async def read_event_types(self, window: str, n: int) -> list[str]:
+        return await self.call_once("redis", "read", self.redis.event_types, window, n)
+
+    async def call_once(self, sink: str, operation: str, fn: Callable[..., T], *args: Any) -> T:
+        """A read for the web views: one attempt, so a store outage answers 503 at once."""
+        def run() -> T:
+            self._ensure_open()
+            return fn(*args)
+
+        return await asyncio.get_running_loop().run_in_executor(None, run)
 
     def close(self) -> None:
         with self._open_lock:

@@ -72,7 +72,8 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("MAX_EVENT_BYTES", "65536", "Records larger than this go to the dead-letter topic."),
     Setting("ARCHIVE_MAX_RECORDS", "50000", "Raw archive files are rolled after this many records..."),
     Setting("ARCHIVE_MAX_AGE", "60s", "...or when their oldest record is this old."),
-    Setting("LOG_LEVEL", "info", "debug, info, warning or error."),
+    Setting("LAG_WARNING", "100000", "Log a warning while the input consumer lag of this worker exceeds this many records."),
+    Setting("LOG_LEVEL", "info", "Level of the pipeline's own logs: debug, info, warning or error (faust's logs follow `faust worker -l`)."),
     Setting("DEVSTACK_DIR", "var", "Embedded stack only: directory of the services' data and logs."),
     Setting("DEVSTACK_BROKER_PORT", "9092", "Embedded stack only: port of the Tansu broker."),
     Setting("DEVSTACK_BROKER_STORAGE", "s3", "Embedded stack only: `s3` (topics survive restarts) or `memory`."),
@@ -142,6 +143,7 @@ class PipelineSettings:
     max_clock_skew_ms: int
     archive_max_records: int
     archive_max_age_ms: int
+    lag_warning_records: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +353,7 @@ def load(env: Mapping[str, str]) -> Settings:
             max_clock_skew_ms=read.parse("MAX_CLOCK_SKEW", _positive_duration_ms),
             archive_max_records=read.parse("ARCHIVE_MAX_RECORDS", _integer(1, 10_000_000)),
             archive_max_age_ms=read.parse("ARCHIVE_MAX_AGE", _positive_duration_ms),
+            lag_warning_records=read.parse("LAG_WARNING", _integer(1, 10**12)),
         ),
         log_level=read.parse("LOG_LEVEL", _choice(_LOG_LEVELS, lower=True)),
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from models import FrontierMessage, decode_stage_message, parse_window_key, window_key
@@ -47,6 +48,10 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class _PartitionState:
     """Stage-2 state of one partials partition."""
 
@@ -70,7 +75,8 @@ class Exporter:
         for partition in partitions:
             self.states.pop(partition, None)
 
-    def _load(self, partitions: set[int]) -> None:
+    def load(self, partitions: set[int]) -> None:
+        """Load the stage-2 state of newly owned partitions from their tables (after recovery)."""
         missing = partitions - set(self.states)
         if not missing:
             return
@@ -93,7 +99,7 @@ class Exporter:
         by_partition: dict[int, list[Any]] = defaultdict(list)
         for event in batch:
             by_partition[event.message.partition].append(event)
-        self._load(set(by_partition))
+        self.load(set(by_partition))
         for q, events in sorted(by_partition.items()):
             await self._process_partition(q, events)
 
@@ -128,6 +134,7 @@ class Exporter:
                 self.channels.frontier_table[f"{q}|{p}"] = state.frontiers[p]
         low = low_frontier(state.frontiers, self.source_partitions)
         if low is not None:
+            stats.observe_low_watermark(low, _now_ms())
             await self._close(q, state, low, crossings)
 
     async def _close(self, q: int, state: _PartitionState, low_ms: int, crossings: list[tuple[int, int]]) -> None:
@@ -146,9 +153,15 @@ class Exporter:
                 totals = combine(state.totals[key])
                 rows.append(WindowRow(window, start_ms, end_ms, key.event_type,
                                       totals.count, totals.sum, totals.min, totals.max))
-            await self.app.outputs.export_window(window, start_ms, q, rows)
+            object_key = await self.app.outputs.export_window(window, start_ms, q, rows)
             closed_at_ms = next((at for low, at in crossings if low >= end_ms), None)
-            self.app.stats.record_export(len(rows), None if closed_at_ms is None else _now_ms() - closed_at_ms)
+            delay_ms = None if closed_at_ms is None else _now_ms() - closed_at_ms
+            self.app.stats.record_export(len(rows), delay_ms)
+            if delay_ms is not None:
+                self.app.metrics.window_close_delay.observe(delay_ms / 1000)
+            log.info("exported %s window %s: %d event types to S3 %s and Redis, %s after the watermark passed",
+                     window, _iso(start_ms), len(rows), object_key,
+                     "replayed" if delay_ms is None else f"{delay_ms} ms")
             with writing_partition(topic, q):
                 self.channels.ledger_table[f"{q}|{window}|{start_ms}"] = end_ms
                 for key in keys:

@@ -1,31 +1,137 @@
-"""JSON views under a versioned prefix."""
+"""The web API: JSON under a versioned prefix, health, and Prometheus metrics.
+
+Every answer about windows carries the watermark and how fresh it is. Open windows live
+in the stage-2 state of whichever worker owns their key; closed ones in Redis, which
+every worker can read:
+
+- `/v1/windows/{window}/open` gathers the open windows from every worker of the group;
+- `/v1/windows/{window}/value` is answered by the worker that owns the key, or routed to it;
+- `/v1/windows/{window}/closed` reads the latest closed windows from Redis.
+
+Errors are JSON, `{"error": {"status": 404, "message": "..."}}`: 400 for a bad
+parameter, 404 for an unknown name, 503 while the worker is not ready.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
+from aiokafka.partitioner import DefaultPartitioner
 from faust import web
+from faust.web import exceptions
+from yarl import URL
+
+from agents.monitor import assignment, not_ready_reasons
+from metrics import CONTENT_TYPE_LATEST
+from models import window_key
+from sinks.errors import SinkConfigurationError, SinkUnavailableError
+from sinks.rows import WindowRow
+from tables.partials import PartialKey
+from tables.totals import combine
+from web.params import (
+    BadParameterError,
+    UnknownNameError,
+    find_window,
+    parse_event_type,
+    parse_limit,
+    parse_start,
+    row_json,
+    watermark_json,
+)
 
 if TYPE_CHECKING:
     from app import PipelineApp
+    from tables.windows import WindowSpec
+
+log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1"
+# A peer that takes longer than this to list its open windows is reported as missing:
+# the dashboard polls every 2 s and should not hang on one slow worker.
+PEER_TIMEOUT_S = 2.0
+# Event types listed by /closed without an event_type (the most recently active ones).
+MAX_LISTED_TYPES = 50
+HOP_PARAM = "hop"  # set on routed requests, so stale routing metadata cannot loop
+
 blueprint = web.Blueprint("pipeline")
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ApiView(web.View):
+    """JSON errors for every failure, including faust's own (405 and others)."""
+
+    app: PipelineApp
+
+    async def dispatch(self, request: Any) -> Any:
+        try:
+            return await super().dispatch(request)
+        except BadParameterError as exc:
+            return self.api_error(400, str(exc))
+        except UnknownNameError as exc:
+            return self.api_error(404, str(exc))
+        except (SinkUnavailableError, SinkConfigurationError) as exc:
+            return self.api_error(503, f"store unavailable: {exc}")
+
+    async def on_request_error(self, request: web.Request, exc: exceptions.WebError) -> web.Response:
+        return self.api_error(int(exc.code), str(exc.detail))
+
+    def api_error(self, status: int, message: str) -> web.Response:
+        return self.json({"error": {"status": status, "message": message}}, status=status)
+
+    def require_ready(self) -> None:
+        reasons = not_ready_reasons(self.app)
+        if reasons:
+            raise exceptions.ServiceUnavailable(f"worker not ready: {'; '.join(reasons)}")
+
+    def watermark(self) -> dict[str, Any]:
+        app = self.app
+        stats = app.stats
+        now_ms = _now_ms()
+        low_ms, advanced_at = stats.low_watermark_ms, stats.low_watermark_advanced_at_ms
+        return watermark_json(low_ms, advanced_at, now_ms, partition_watermarks(app, now_ms))
+
+    def window(self, name: str) -> WindowSpec:
+        return find_window(self.app.settings.pipeline.windows, name)
+
+
+def partition_watermarks(app: PipelineApp, now_ms: int) -> dict[int, int]:
+    """Watermark of each input partition this worker ingests (None before its first event is left out)."""
+    tracker = app.ingest.tracker
+    marks = {}
+    for partition in sorted(tracker.assigned):
+        watermark = tracker.partition_watermark(partition, now_ms)
+        if watermark is not None:
+            marks[partition] = watermark
+    return marks
+
+
 @blueprint.route("/status", name="status")
-class StatusView(web.View):
+class StatusView(ApiView):
     """What this worker consumed, dead-lettered, found late and exported."""
 
     async def get(self, request: web.Request) -> web.Response:
-        stats = self.app.stats  # type: ignore[attr-defined]
+        app = self.app
+        stats = app.stats
+        events_topic = app.channels.events.get_topic_name()
+        lag = {str(p): n for (topic, p), n in sorted(app.observer.state.lag.items()) if topic == events_topic}
         return self.json({
+            "worker": str(app.conf.canonical_url),
             "consumed_total": stats.total,
             "consumed_by_partition": {str(p): n for p, n in sorted(stats.consumed.items())},
             "input_offsets": {str(p): n for p, n in sorted(stats.input_offsets.items())},
+            "lag_by_partition": lag,
             "dead_letters": stats.dead_letters,
             "late": stats.late,
             "frontier_ms": stats.frontier_ms,
+            "watermark": self.watermark(),
             "windows_exported": stats.windows_exported,
             "rows_exported": stats.rows_exported,
             "sink_retries": stats.sink_retries,
@@ -36,10 +142,212 @@ class StatusView(web.View):
 
 
 @blueprint.route("/health/live", name="live")
-class LiveView(web.View):
+class LiveView(ApiView):
     async def get(self, request: web.Request) -> web.Response:
         return self.json({"status": "ok"})
 
 
+@blueprint.route("/health/ready", name="ready")
+class ReadyView(ApiView):
+    """200 once partitions are assigned and tables recovered; 503 with the reasons before."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        reasons = not_ready_reasons(self.app)
+        if reasons:
+            return self.json({"status": "not ready", "reasons": reasons,
+                              "error": {"status": 503, "message": "; ".join(reasons)}}, status=503)
+        return self.json({"status": "ready"})
+
+
+@blueprint.route("/windows", name="windows")
+class WindowsView(ApiView):
+    async def get(self, request: web.Request) -> web.Response:
+        windows = [{"name": w.name, "size_ms": w.size_ms, "advance_ms": w.step_ms}
+                   for w in self.app.settings.pipeline.windows]
+        return self.json({"windows": windows, "watermark": self.watermark()})
+
+
+@blueprint.route("/windows/{window}/open", name="open-windows")
+class OpenWindowsView(ApiView):
+    """Open windows and their current values, from every worker (`scope=local`: this one only)."""
+
+    async def get(self, request: web.Request, window: str) -> web.Response:
+        spec = self.window(window)
+        event_type = parse_event_type(request.query, required=False)
+        scope = request.query.get("scope", "group")
+        if scope not in ("group", "local"):
+            raise BadParameterError(f"scope must be 'group' or 'local', got {scope!r}")
+        self.require_ready()
+        rows, partitions = local_open_rows(self.app, spec, event_type)
+        answer: dict[str, Any] = {"window": spec.name, "watermark": self.watermark()}
+        if scope == "local":
+            answer.update(open=[row_json(r) for r in rows], partitions=sorted(partitions))
+            return self.json(answer)
+        listed, covered, missing = await self._gather(request, partitions)
+        listed.extend(row_json(r) for r in rows)
+        listed.sort(key=lambda r: (r["window_start_ms"], r["event_type"]))
+        total = self.app.settings.kafka.topic_partitions
+        answer.update(open=listed, complete=not missing and covered >= set(range(total)), missing_peers=missing)
+        return self.json(answer)
+
+    async def _gather(self, request: web.Request,
+                      local: set[int]) -> tuple[list[dict[str, Any]], set[int], list[str]]:
+        app = self.app
+        peers = [url for url in owners(app) if not same_node(app, url)]
+        query = {**request.query, "scope": "local"}
+
+        async def ask(url: URL) -> dict[str, Any]:
+            target = url.with_path(request.url.path).with_query(query)
+            timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+            async with app.http_client.get(target, timeout=timeout) as response:
+                response.raise_for_status()
+                result: dict[str, Any] = await response.json()
+                return result
+
+        answers = await asyncio.gather(*(ask(url) for url in peers), return_exceptions=True)
+        rows: list[dict[str, Any]] = []
+        covered = set(local)
+        missing = []
+        for url, answer in zip(peers, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("open windows: peer %s did not answer: %r", url, answer)
+                missing.append(str(url))
+                continue
+            rows.extend(answer["open"])
+            covered.update(answer["partitions"])
+        return rows, covered, missing
+
+
+@blueprint.route("/windows/{window}/closed", name="closed-windows")
+class ClosedWindowsView(ApiView):
+    """The latest closed windows per event type, from Redis (any worker answers)."""
+
+    async def get(self, request: web.Request, window: str) -> web.Response:
+        spec = self.window(window)
+        event_type = parse_event_type(request.query, required=False)
+        limit = parse_limit(request.query)
+        outputs = self.app.outputs
+        types = [event_type] if event_type else await outputs.read_event_types(spec.name, MAX_LISTED_TYPES)
+        closed = {}
+        for name in types:
+            closed[name] = [row_json(r) for r in await outputs.read_latest(spec.name, name, limit)]
+        return self.json({"window": spec.name, "watermark": self.watermark(), "closed": closed})
+
+
+@blueprint.route("/windows/{window}/value", name="window-value")
+class WindowValueView(ApiView):
+    """One (window, event_type, window_start): open values from its owner, or the closed row."""
+
+    async def get(self, request: web.Request, window: str) -> web.Response:
+        spec = self.window(window)
+        event_type = parse_event_type(request.query, required=True)
+        assert event_type is not None
+        start_ms = parse_start(request.query, spec)
+        app = self.app
+        key = PartialKey(spec.name, start_ms, event_type)
+        owner = owner_of(app, key)
+        if owner is not None and not same_node(app, owner) and HOP_PARAM not in request.query:
+            return await self._route(request, owner)
+        self.require_ready()
+        row = local_open_row(app, key, spec)
+        state = "open"
+        if row is None:
+            row = await app.outputs.read_window(spec.name, event_type, start_ms)
+            state = "closed"
+        if row is None:
+            raise UnknownNameError(f"no window {spec.name!r} starting at {start_ms} for event_type {event_type!r} "
+                              "(no events, or expired from Redis)")
+        return self.json({"window": spec.name, "watermark": self.watermark(), "state": state,
+                          "row": row_json(row), "served_by": str(app.conf.canonical_url)})
+
+    async def _route(self, request: web.Request, owner: URL) -> web.Response:
+        target = owner.with_path(request.url.path).with_query({**request.query, HOP_PARAM: "1"})
+        timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S * 2)
+        try:
+            async with self.app.http_client.get(target, timeout=timeout) as response:
+                body = await response.text()
+                return self.text(body, content_type="application/json", status=response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise exceptions.ServiceUnavailable(f"owner {owner} of this key did not answer: {exc!r}") from None
+
+
+@blueprint.route("/{tail:.*}", name="not-found")
+class NotFoundView(ApiView):
+    """Unknown paths under the prefix: a JSON 404 instead of aiohttp's text page."""
+
+    async def get(self, request: web.Request, tail: str) -> web.Response:
+        return self.api_error(404, f"no such endpoint: {request.path}; see the README's web API")
+
+
+class MetricsView(ApiView):
+    async def get(self, request: web.Request) -> web.Response:
+        # Prometheus' content type carries a version parameter, hence bytes + explicit header.
+        return self.bytes(self.app.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# -- state lookups --------------------------------------------------------------------
+
+
+def _partials_partitions(app: PipelineApp) -> set[int]:
+    topic = app.channels.partials.get_topic_name()
+    return {tp.partition for tp in assignment(app) if tp.topic == topic}
+
+
+def local_open_rows(app: PipelineApp, spec: WindowSpec, event_type: str | None) -> tuple[list[WindowRow], set[int]]:
+    """This worker's open windows of `spec` (stage-2 partitions it owns), by start then type."""
+    owned = _partials_partitions(app)
+    exporter = app.exporter
+    exporter.load(owned)
+    rows = []
+    for q in sorted(owned):
+        for key, parts in exporter.states[q].totals.items():
+            if key.window == spec.name and (event_type is None or key.event_type == event_type) and parts:
+                rows.append(_row(key, spec, parts))
+    rows.sort(key=lambda r: (r.window_start_ms, r.event_type))
+    return rows, owned
+
+
+def local_open_row(app: PipelineApp, key: PartialKey, spec: WindowSpec) -> WindowRow | None:
+    owned = _partials_partitions(app)
+    app.exporter.load(owned)
+    for q in owned:
+        parts = app.exporter.states[q].totals.get(key)
+        if parts:
+            return _row(key, spec, parts)
+    return None
+
+
+def _row(key: PartialKey, spec: WindowSpec, parts: Mapping[int, list[float]]) -> WindowRow:
+    totals = combine(parts)
+    return WindowRow(key.window, key.start_ms, key.start_ms + spec.size_ms, key.event_type,
+                     totals.count, totals.sum, totals.min, totals.max)
+
+
+# -- routing: like app.table_route, with the partition the partials topic uses --------
+
+
+def owners(app: PipelineApp) -> list[URL]:
+    """Web URLs of the workers owning stage-2 partitions (from the group's assignment)."""
+    return [URL(url) for url in app.router.table_metadata(app.channels.totals_table.name)]
+
+
+def owner_of(app: PipelineApp, key: PartialKey) -> URL | None:
+    """The worker owning this window key: stage 2 keeps it in the partition its partial was
+    sent to, which the producer picks from the message key (not faust's table key)."""
+    partitions = list(range(app.settings.kafka.topic_partitions))
+    partition = DefaultPartitioner()(window_key(key).encode(), partitions, partitions)
+    changelog = app.channels.totals_table.changelog_topic.get_topic_name()
+    for url, topics in app.router.table_metadata(app.channels.totals_table.name).items():
+        if partition in topics.get(changelog, ()):
+            return URL(url)
+    return None
+
+
+def same_node(app: PipelineApp, url: URL) -> bool:
+    canonical = URL(str(app.conf.canonical_url))
+    return (url.host, url.port) == (canonical.host, canonical.port)
+
+
 def register(app: PipelineApp) -> None:
     blueprint.register(app, url_prefix=API_PREFIX)
+    app.page("/metrics", name="metrics")(MetricsView)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,18 @@ class Worker:
         assert self.process is not None and self.process.poll() is None, f"worker exited; see {self.log_path}"
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/status", timeout=2) as response:
             return json.loads(response.read())
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON) of a GET on this worker's web server; 4xx/5xx included."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
+            return response.read().decode()
 
     def kill(self) -> None:
         assert self.process is not None

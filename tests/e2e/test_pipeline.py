@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import groundtruth as gt
 import pytest
@@ -26,6 +29,7 @@ from pipeline_harness import (
     web_port,
     worker_env,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.stack import Endpoints
 from models import HEADER_MISSED, HEADER_PARTITION, HEADER_REASON, source_offset
@@ -38,6 +42,7 @@ SESSION_TIMEOUT_S = 10
 # first expires the dead member's 10 s session); consuming ~7,000 records takes a few
 # seconds. 120 s leaves room for a loaded 2-core CI machine without hiding a hang.
 STEP_DEADLINE_S = 120.0
+LATEST_N = 60  # REDIS_LATEST_N's default: the closed windows Redis indexes per event type
 
 
 def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool = False,
@@ -115,6 +120,9 @@ def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool
         _check_dead_letters(stack, names, on_time, offsets1, reasons)
         _check_late(stack, names, expected)
         _check_archive(client, names, valid_positions)
+        if not crash and redis is None:  # counters restart with the worker; outages skew them
+            _check_web(worker, expected, reasons)
+            _check_metrics(worker, expected, reasons, on_time + late_phase + gt.sentinels())
     finally:
         worker.stop()
 
@@ -181,6 +189,77 @@ def _check_archive(client: object, names: Names, valid_positions: set[tuple[int,
     for key, rows in files.items():
         first_ms = rows[0][2].event_ms
         assert f"/hour={(first_ms // 3_600_000) % 24:02d}/" in key and key.startswith("events/year=")
+
+
+def _row_json(window: str, start: int, event_type: str, values: tuple[int, float, float, float]) -> dict[str, Any]:
+    count, total, low, high = values
+    end = start + 60_000
+    return {"window": window, "event_type": event_type, "window_start_ms": start, "window_end_ms": end,
+            "window_start": _iso(start), "window_end": _iso(end),
+            "count": count, "sum": total, "min": low, "max": high, "mean": total / count}
+
+
+def _iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_web(worker: Worker, expected: gt.Expected, reasons: list[tuple[int, str]]) -> None:
+    """The web API answers with the reference values: closed windows from Redis, one key at a
+    time, and the windows still open (the sentinels')."""
+    for window, size, step in gt.WINDOWS:
+        for event_type in gt.EVENT_TYPES:
+            status, body = worker.get(f"/v1/windows/{window}/closed?event_type={quote(event_type)}&limit=1000")
+            assert status == 200, body
+            want = sorted(((s, v) for (w, s, t), v in expected.rows.items() if w == window and t == event_type),
+                          reverse=True)[:LATEST_N]
+            assert body["closed"] == {event_type: [_row_json(window, s, event_type, v) for s, v in want]}
+        # Open: only the sentinels' windows, one sentinel per partition, value 0.
+        starts = [start for start in range(gt.SENTINEL_MS - gt.SENTINEL_MS % step - size + step,
+                                           gt.SENTINEL_MS + 1, step)]
+        status, body = worker.get(f"/v1/windows/{window}/open")
+        assert status == 200, body
+        assert body["complete"] is True
+        assert body["open"] == [_row_json(window, s, "sentinel", (gt.PARTITIONS, 0.0, 0.0, 0.0)) for s in starts]
+    for (window, start, event_type), values in expected.rows.items():
+        status, body = worker.get(f"/v1/windows/{window}/value?event_type={quote(event_type)}&start={start}")
+        assert (status, body["state"], body["row"]) == (200, "closed", _row_json(window, start, event_type, values))
+    status, body = worker.get(f"/v1/windows/tumbling_1m/value?event_type=sentinel&start={_iso(starts[-1])}")
+    assert (status, body["state"], body["row"]["count"]) == (200, "open", gt.PARTITIONS)
+    assert worker.get("/v1/health/ready") == (200, {"status": "ready"})
+    # Bad parameters and unknown names: 4xx with a JSON error, never a 500.
+    for path, code in [("/v1/windows/nope/open", 404), ("/v1/windows/tumbling_1m/closed?limit=0", 400),
+                       ("/v1/windows/tumbling_1m/closed?limit=x", 400), ("/v1/windows/tumbling_1m/value", 400),
+                       ("/v1/windows/tumbling_1m/value?event_type=click&start=12", 400),
+                       ("/v1/windows/tumbling_1m/value?event_type=click&start=yesterday", 400),
+                       (f"/v1/windows/tumbling_1m/value?event_type=click&start={gt.SENTINEL_MS + 30_000}", 400),
+                       (f"/v1/windows/tumbling_1m/value?event_type=nope&start={starts[-1]}", 404),
+                       ("/v1/windows/tumbling_1m/open?scope=all", 400), ("/v1/nothing/here", 404)]:
+        status, body = worker.get(path)
+        assert status == code and body["error"]["status"] == code and body["error"]["message"], (path, body)
+
+
+def _check_metrics(worker: Worker, expected: gt.Expected, reasons: list[tuple[int, str]],
+                   produced: list[gt.Produced]) -> None:
+    samples = {}
+    for family in text_string_to_metric_families(worker.metrics()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    per_partition = Counter(str(r.partition) for r in produced)
+    for partition, count in per_partition.items():
+        assert samples[("pipeline_events_consumed_total", (("partition", partition),))] == count
+        assert samples[("pipeline_watermark_seconds", (("partition", partition),))] > 0
+        assert ("pipeline_consumer_lag", (("partition", partition), ("topic", worker.env["TOPIC_EVENTS"]))) in samples
+    assert samples[("pipeline_dead_letters_total", ())] == len(reasons)
+    assert samples[("pipeline_late_events_total", ())] == sum(1 for _ in expected.late)
+    assert samples[("pipeline_rows_exported_total", ())] == len(expected.rows)
+    assert samples[("pipeline_window_close_delay_seconds_count", ())] > 0
+    for sink, operation in (("s3", "archive"), ("s3", "aggregates"), ("redis", "windows")):
+        labels = (("operation", operation), ("sink", sink))
+        assert samples[("pipeline_sink_write_seconds_count", labels)] > 0
+        assert samples[("pipeline_sink_errors_total", labels)] == 0
+        assert samples[("pipeline_sink_retries_total", labels)] == 0
+    assert samples[("pipeline_state_bytes", (("table", "partials"),))] > 0
+    assert samples[("pipeline_ready", ())] == 1
 
 
 def test_ground_truth(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:

@@ -1,0 +1,134 @@
+"""Prometheus metrics of one worker, in a registry of its own (no global state).
+
+Two kinds:
+- measured as things happen (histograms and counters below): window close delay and
+  sink write latency, errors and retries;
+- read at scrape time from the pipeline's live state (`PipelineCollector`): events
+  consumed, dead letters, late events, watermarks, consumer lag, RocksDB state size.
+  Reading at scrape time keeps the hot path free of metric calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE_LATEST", "LiveState", "PipelineMetrics", "directory_bytes"]
+
+# Export delays run from a few hundred ms (batching) to minutes (a store outage).
+CLOSE_DELAY_BUCKETS_S = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# Every (sink, operation) the pipeline writes, listed up front so that their series exist
+# (at 0) before the first failure: a dashboard can tell "no errors" from "no data".
+SINK_OPERATIONS = (("s3", "archive"), ("s3", "aggregates"), ("redis", "windows"))
+SINK_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class LiveState:
+    """Callables the collector reads at scrape time; each returns current values."""
+
+    consumed: Callable[[], Mapping[int, int]] = dict
+    dead_letters: Callable[[], int] = int
+    late: Callable[[], int] = int
+    windows_exported: Callable[[], int] = int
+    rows_exported: Callable[[], int] = int
+    archive_buffered: Callable[[], int] = int
+    watermarks_ms: Callable[[], Mapping[int, int]] = dict  # per owned input partition
+    low_watermark_ms: Callable[[], int | None] = lambda: None
+    watermark_age_s: Callable[[], float | None] = lambda: None
+    lag: Callable[[], Mapping[tuple[str, int], int]] = dict  # (topic, partition) -> records
+    state_bytes: Callable[[], Mapping[str, int]] = dict  # table -> bytes on disk
+    ready: Callable[[], bool] = lambda: False
+    extra: list[Callable[[], Iterator[Metric]]] = field(default_factory=list)
+
+
+class PipelineCollector(Collector):
+    def __init__(self, live: LiveState) -> None:
+        self.live = live
+
+    def collect(self) -> Iterator[Metric]:
+        live = self.live
+        consumed = CounterMetricFamily("pipeline_events_consumed", "Input records consumed, per input partition, "
+                                       "since the worker started.", labels=["partition"])
+        for partition, count in sorted(live.consumed().items()):
+            consumed.add_metric([str(partition)], count)
+        yield consumed
+        yield CounterMetricFamily("pipeline_dead_letters", "Records sent to the dead-letter topic.",
+                                  value=live.dead_letters())
+        yield CounterMetricFamily("pipeline_late_events", "Events whose window had already closed.",
+                                  value=live.late())
+        yield CounterMetricFamily("pipeline_windows_exported", "Closed windows written to S3 and Redis.",
+                                  value=live.windows_exported())
+        yield CounterMetricFamily("pipeline_rows_exported", "Aggregate rows written to S3 and Redis.",
+                                  value=live.rows_exported())
+        yield GaugeMetricFamily("pipeline_archive_buffered_records",
+                                "Valid events waiting for their raw archive file.", value=live.archive_buffered())
+        watermarks = GaugeMetricFamily("pipeline_watermark_seconds", "Event-time watermark of each input "
+                                       "partition this worker owns (Unix time).", labels=["partition"])
+        for partition, watermark_ms in sorted(live.watermarks_ms().items()):
+            watermarks.add_metric([str(partition)], watermark_ms / 1000)
+        yield watermarks
+        low_ms = live.low_watermark_ms()
+        if low_ms is not None:
+            yield GaugeMetricFamily("pipeline_low_watermark_seconds", "Low watermark over all input partitions: "
+                                    "windows ending before it are closed (Unix time).", value=low_ms / 1000)
+        age_s = live.watermark_age_s()
+        if age_s is not None:
+            yield GaugeMetricFamily("pipeline_low_watermark_age_seconds",
+                                    "Wall time since the low watermark last advanced.", value=age_s)
+        lag = GaugeMetricFamily("pipeline_consumer_lag", "Records behind: end offset minus committed offset, "
+                                "per assigned partition (sampled every few seconds).", labels=["topic", "partition"])
+        for (topic, partition), records in sorted(live.lag().items()):
+            lag.add_metric([topic, str(partition)], records)
+        yield lag
+        state = GaugeMetricFamily("pipeline_state_bytes", "Size on disk of the RocksDB state, per table.",
+                                  labels=["table"])
+        for table, size in sorted(live.state_bytes().items()):
+            state.add_metric([table], size)
+        yield state
+        yield GaugeMetricFamily("pipeline_ready", "1 once partitions are assigned and tables recovered.",
+                                value=1 if live.ready() else 0)
+        for extra in live.extra:
+            yield from extra()
+
+
+class PipelineMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.live = LiveState()
+        self.registry.register(PipelineCollector(self.live))
+        self.window_close_delay = Histogram(
+            "pipeline_window_close_delay_seconds",
+            "Wall time from the low watermark passing a window's end to its rows being in S3 and in Redis.",
+            buckets=CLOSE_DELAY_BUCKETS_S, registry=self.registry)
+        self.sink_write_seconds = Histogram(
+            "pipeline_sink_write_seconds", "Duration of one sink write attempt.", ["sink", "operation"],
+            buckets=SINK_LATENCY_BUCKETS_S, registry=self.registry)
+        self.sink_errors = Counter(
+            "pipeline_sink_errors", "Failed sink write attempts.", ["sink", "operation"], registry=self.registry)
+        self.sink_retries = Counter(
+            "pipeline_sink_retries", "Sink writes retried after a transient failure.", ["sink", "operation"],
+            registry=self.registry)
+        for sink, operation in SINK_OPERATIONS:
+            for family in (self.sink_write_seconds, self.sink_errors, self.sink_retries):
+                family.labels(sink, operation)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def directory_bytes(path: Path) -> int:
+    """Total size of the regular files under `path` (0 if it does not exist)."""
+    total = 0
+    for child in path.rglob("*"):
+        try:
+            if child.is_file():
+                total += child.stat().st_size
+        except OSError:
+            continue  # RocksDB deletes obsolete files while we walk
+    return total

@@ -1,0 +1,119 @@
+"""Parsing and shaping for the web API: pure functions, so bad input is a 400, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sinks.rows import WindowRow
+from tables.windows import WindowSpec
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 1000
+MAX_EVENT_TYPE_CHARS = 1000
+# Window starts from 2000-01-01 to 2100-01-01 (ms): anything else is a typo, not a window.
+MIN_START_MS = 946_684_800_000
+MAX_START_MS = 4_102_444_800_000
+
+
+class BadParameterError(ValueError):
+    """A request parameter that is missing or malformed (HTTP 400)."""
+
+
+class UnknownNameError(LookupError):
+    """A name that does not exist, such as a window not configured (HTTP 404)."""
+
+
+def iso(epoch_ms: int) -> str:
+    """`2026-11-26T03:00:00Z`, with milliseconds only when there are some."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    millis = epoch_ms % 1000
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+
+
+def find_window(windows: Sequence[WindowSpec], name: str) -> WindowSpec:
+    for spec in windows:
+        if spec.name == name:
+            return spec
+    known = ", ".join(spec.name for spec in windows)
+    raise UnknownNameError(f"unknown window {name!r}; configured windows: {known}")
+
+
+def parse_limit(query: Mapping[str, str], default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    text = query.get("limit")
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadParameterError(f"limit must be an integer from 1 to {maximum}, got {text!r}") from None
+    if not 1 <= value <= maximum:
+        raise BadParameterError(f"limit must be an integer from 1 to {maximum}, got {value}")
+    return value
+
+
+def parse_event_type(query: Mapping[str, str], *, required: bool) -> str | None:
+    value = query.get("event_type")
+    if value is None or value == "":
+        if required:
+            raise BadParameterError("event_type is required")
+        return None
+    if len(value) > MAX_EVENT_TYPE_CHARS:
+        raise BadParameterError(f"event_type is longer than {MAX_EVENT_TYPE_CHARS} characters")
+    return value
+
+
+def parse_start(query: Mapping[str, str], spec: WindowSpec) -> int:
+    """`start` as epoch milliseconds or ISO-8601 with a time zone; must be a start of `spec`."""
+    text = query.get("start")
+    if text is None or text == "":
+        raise BadParameterError("start is required: a window start as epoch milliseconds or ISO-8601 (e.g. "
+                           "2026-11-26T03:00:00Z)")
+    start_ms = _parse_instant_ms(text)
+    if not MIN_START_MS <= start_ms < MAX_START_MS:
+        raise BadParameterError(f"start {text!r} is outside 2000-01-01..2100-01-01")
+    if start_ms % spec.step_ms:
+        previous = start_ms - start_ms % spec.step_ms
+        raise BadParameterError(f"start {text!r} is not a start of window {spec.name!r} (it starts every "
+                           f"{spec.step_ms} ms; the window containing it starts at {previous} = {iso(previous)})")
+    return start_ms
+
+
+def _parse_instant_ms(text: str) -> int:
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadParameterError(f"start must be epoch milliseconds or ISO-8601, got {text!r}") from None
+    if moment.tzinfo is None:
+        raise BadParameterError(f"start {text!r} has no time zone; add Z for UTC")
+    return round(moment.timestamp() * 1000)
+
+
+def row_json(row: WindowRow) -> dict[str, Any]:
+    return {
+        "window": row.window,
+        "event_type": row.event_type,
+        "window_start": iso(row.window_start_ms),
+        "window_end": iso(row.window_end_ms),
+        "window_start_ms": row.window_start_ms,
+        "window_end_ms": row.window_end_ms,
+        "count": row.count,
+        "sum": row.sum,
+        "min": row.min,
+        "max": row.max,
+        "mean": row.mean,
+    }
+
+
+def watermark_json(low_ms: int | None, advanced_at_ms: int | None, now_ms: int,
+                   by_partition: Mapping[int, int]) -> dict[str, Any]:
+    return {
+        "low_ms": low_ms,
+        "low": None if low_ms is None else iso(low_ms),
+        "age_ms": None if advanced_at_ms is None else max(0, now_ms - advanced_at_ms),
+        "by_partition": {str(p): ms for p, ms in sorted(by_partition.items())},
+    }
