@@ -1,0 +1,82 @@
+"""`faust -A app produce` as a user runs it: the topic holds exactly the records the command
+reports, with exactly the malformed and late shares it was asked for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from groundtruth import PARTITIONS
+from helpers import wait_for
+from pipeline_harness import read_topic, run
+
+from agents.ingest import MIN_EVENT_MS
+from devstack.stack import Endpoints, without_service_urls
+from events import Event, Rejection, decode_event
+from loadgen import MALFORMED_KINDS, late_offset_ms
+from settings import load
+
+ROOT = Path(__file__).resolve().parents[2]
+# Start-up plus 20,000 events: a few seconds on the embedded broker, on a busy 2-core machine too.
+PRODUCE_DEADLINE_S = 120.0
+# The broker may answer a first read before the last batches are visible.
+READ_DEADLINE_S = 30.0
+
+
+def _produce(stack: Endpoints, topic: str, tmp_path: Path, *args: str) -> tuple[list[str], int, int]:
+    """Run the command; its stdout lines and the wall-clock ms before and after it."""
+    env = {**without_service_urls(os.environ), **stack.env(), "PYTHONPATH": str(ROOT), "TOPIC_EVENTS": topic,
+           "TOPIC_PARTITIONS": str(PARTITIONS), "STATE_DIR": str(tmp_path / "state")}
+    before_ms = time.time_ns() // 1_000_000
+    result = subprocess.run([sys.executable, "-m", "faust", "-A", "app", "produce", *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=PRODUCE_DEADLINE_S)
+    after_ms = time.time_ns() // 1_000_000
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines(), before_ms, after_ms
+
+
+def _read_exactly(stack: Endpoints, topic: str, count: int) -> list[Any]:
+    seen: list[Any] = []
+
+    def complete() -> bool:
+        seen[:] = run(read_topic(stack, topic))
+        return len(seen) == count
+
+    wait_for(complete, timeout_s=READ_DEADLINE_S, what=f"{count} records in {topic}", detail=lambda: len(seen))
+    return seen
+
+
+def test_full_speed_preload_has_exact_counts(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
+    count, fraction = 20_000, Fraction("0.01")
+    lines, before_ms, after_ms = _produce(stack, unique_name, tmp_path, "--rate", "0", "--count", str(count),
+                                          "--malformed", "0.01", "--late", "0.01", "--seed", "3")
+    assert lines[-1].startswith(f"produced {count} events (200 malformed, 200 late) in ")
+
+    records = _read_exactly(stack, unique_name, count)
+    pipeline = load({}).pipeline
+    decoded = [decode_event(r.value, max_bytes=pipeline.max_event_bytes, min_event_ms=MIN_EVENT_MS,
+                            max_event_ms=after_ms + pipeline.max_clock_skew_ms) for r in records]
+    reasons = Counter(d.reason for d in decoded if isinstance(d, Rejection))
+    # 200 malformed records cycle through the kinds: 28 full cycles of 7, then the first 4 once more.
+    cycle = MALFORMED_KINDS * (int(count * fraction) // len(MALFORMED_KINDS) + 1)
+    assert reasons == Counter(kind.reason for kind in cycle[: int(count * fraction)])
+
+    events = [(r, d) for r, d in zip(records, decoded, strict=True) if isinstance(d, Event)]
+    assert all(r.key == d.user_id.encode() for r, d in events)
+    offset_ms = late_offset_ms(pipeline.allowed_lateness_ms, pipeline.windows)
+    late = [d for _, d in events if d.event_ms < before_ms]
+    assert len(late) == 200
+    assert all(before_ms - offset_ms <= d.event_ms <= after_ms - offset_ms for d in late)
+    assert all(before_ms <= d.event_ms <= after_ms for _, d in events if d.event_ms >= before_ms)
+
+
+def test_rate_and_duration_give_rate_times_duration(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
+    lines, _, _ = _produce(stack, unique_name, tmp_path, "--rate", "1000", "--duration", "2")
+    assert lines[-1].startswith("produced 2000 events (0 malformed, 0 late) in ")
+    assert len(_read_exactly(stack, unique_name, 2_000)) == 2_000
