@@ -1,0 +1,514 @@
+/* Live dashboard: polls the worker's JSON API (/v1) every 2 s and draws it with uPlot.
+ *
+ * Event types are untrusted text: they reach the page only through textContent (uPlot's
+ * legend uses textContent too) and reach URLs only through encodeURIComponent.
+ * What was drawn is kept in window.dashboardState, and summarised in data-* attributes on
+ * each chart, so a test can compare it with the API. */
+"use strict";
+
+(() => {
+  const POLL_MS = 2000;
+  // Under one poll, so a hung worker shows as unreachable instead of stalling the page.
+  const FETCH_TIMEOUT_MS = 1800;
+  // An idle partition's watermark follows the wall clock after IDLE_TIMEOUT (30 s by
+  // default), so a healthy worker's watermark never stands still for twice that.
+  const STALE_WATERMARK_MS = 60000;
+  const RATE_HISTORY = 150; // samples: 5 minutes at one per poll
+  const CLOSED_LIMIT = 60; // newest closed windows per event type: an hour of tumbling_1m
+  const MAX_SERIES = 12; // more lines than this are unreadable; the busiest event types are kept
+  const MEASURES = ["count", "sum", "mean", "min", "max"];
+  const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2",
+    "#db2777", "#65a30d", "#475569", "#ea580c", "#4f46e5", "#0d9488"];
+
+  const state = {
+    polls: 0, // completed polls, successful or not
+    reachable: null, // null until the first poll ends
+    error: null,
+    unreachableSince: null,
+    lastOkAt: null,
+    windows: [], // from /v1/windows
+    window: null,
+    measure: "count",
+    status: null, // the last /v1/status
+    watermarkStale: false,
+    firstTotal: null, // {total, at}: the first consumed_total seen, for checking the rate history
+    lastTotal: null,
+    rate: [], // {t_ms, eps, delta, lag}
+    chart: { window: null, measure: null, series: [], hiddenTypes: 0, error: null },
+  };
+  window.dashboardState = state;
+
+  const colors = new Map(); // event type -> colour, fixed at first sight so lines keep theirs
+  let valuesPlot = null;
+  let valuesKey = ""; // what valuesPlot was built for: a new selection or event type rebuilds it
+  let ratePlot = null;
+  let refreshTimer = null;
+
+  const $ = (id) => document.getElementById(id);
+  const intFormat = new Intl.NumberFormat("en-US");
+  const numFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 3 });
+  const fmtInt = (n) => (n == null ? "—" : intFormat.format(n));
+  const fmtNum = (n) => (n == null ? "—" : numFormat.format(n));
+  const pad = (n) => String(n).padStart(2, "0");
+
+  function fmtTime(ms) {
+    if (ms == null) return "—";
+    const d = new Date(ms);
+    return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
+  }
+
+  // Time-axis labels in UTC, 24-hour, with seconds only where a tick needs them.
+  function timeTicks(u, ticks) {
+    const seconds = ticks.some((t) => t % 60 !== 0);
+    return ticks.map((t) => fmtTime(t * 1000).slice(0, seconds ? 8 : 5));
+  }
+
+  // Tick steps in seconds: windows start on whole 30 s at least, status samples 2 s apart.
+  const WINDOW_INCRS = [30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
+  const RATE_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+
+  // Events and records come whole: no 0.2 ticks on a small scale.
+  const countTicks = (u, ticks) => ticks.map((v) => (Number.isInteger(v) ? fmtInt(v) : ""));
+
+  function fmtDuration(ms) {
+    if (ms == null) return "—";
+    if (ms < 1000) return `${Math.round(ms)} ms`;
+    if (ms < 120000) return `${(ms / 1000).toFixed(1)} s`;
+    return `${Math.round(ms / 60000)} min`;
+  }
+
+  // ---- fetching ----------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(`HTTP ${status}: ${message}`);
+      this.status = status;
+    }
+  }
+
+  async function getJSON(path) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), FETCH_TIMEOUT_MS);
+    try {
+      const response = await fetch(path, { signal: abort.signal, cache: "no-store",
+        headers: { Accept: "application/json" } });
+      const body = await response.json().catch(() => null);
+      if (!response.ok) {
+        throw new ApiError(response.status, (body && body.error && body.error.message) || response.statusText);
+      }
+      return body;
+    } catch (err) {
+      if (err.name === "AbortError") throw new Error(`no answer within ${FETCH_TIMEOUT_MS} ms`);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  const windowPath = (name, what, query) =>
+    `/v1/windows/${encodeURIComponent(name)}/${what}${query ? `?${query}` : ""}`;
+
+  // ---- polling -----------------------------------------------------------------------
+
+  async function poll() {
+    const started = performance.now();
+    let answers = null;
+    try {
+      if (state.windows.length === 0) await loadWindows();
+      answers = await fetchAll({ window: state.window, measure: state.measure });
+      setReachable(null);
+    } catch (err) {
+      setReachable(err);
+    }
+    // Drawing errors are not the worker's: they propagate to the console, and polling goes on.
+    try {
+      if (answers) draw(answers, started);
+    } finally {
+      state.polls += 1;
+      renderConnection();
+      setTimeout(poll, Math.max(0, POLL_MS - (performance.now() - started)));
+    }
+  }
+
+  async function fetchAll(selection) {
+    const [status, closed, open] = await Promise.allSettled([
+      getJSON("/v1/status"),
+      selection.window ? getJSON(windowPath(selection.window, "closed", `limit=${CLOSED_LIMIT}`)) : null,
+      selection.window ? getJSON(windowPath(selection.window, "open")) : null,
+    ]);
+    if (status.status === "rejected") throw status.reason;
+    return { selection, status: status.value, closed, open };
+  }
+
+  function draw({ selection, status, closed, open }, requestedAt) {
+    onStatus(status, requestedAt);
+    // A selection changed while the requests were out: their answer is for the old one.
+    if (selection.window === state.window && selection.measure === state.measure) {
+      onWindowValues(selection, closed, open);
+    }
+  }
+
+  async function loadWindows() {
+    const body = await getJSON("/v1/windows");
+    state.windows = body.windows || [];
+    const select = $("window-select");
+    select.replaceChildren(...state.windows.map((w) => {
+      const option = document.createElement("option");
+      option.value = w.name;
+      option.textContent = w.name;
+      return option;
+    }));
+    const wanted = readHash().get("window");
+    state.window = state.windows.some((w) => w.name === wanted) ? wanted : (state.windows[0] || {}).name || null;
+    select.value = state.window || "";
+  }
+
+  function setReachable(err) {
+    if (err == null) {
+      state.reachable = true;
+      state.error = null;
+      state.unreachableSince = null;
+      state.lastOkAt = Date.now();
+      return;
+    }
+    if (state.reachable !== false) state.unreachableSince = Date.now();
+    state.reachable = false;
+    state.error = err instanceof TypeError ? "connection failed" : String(err.message || err);
+  }
+
+  // ---- status ------------------------------------------------------------------------
+
+  function onStatus(status, requestedAt) {
+    state.status = status;
+    const lag = sumValues(status.lag_by_partition);
+    recordRate(status.consumed_total, requestedAt, lag);
+    const wm = status.watermark || {};
+    state.watermarkStale = wm.age_ms != null && wm.age_ms > STALE_WATERMARK_MS;
+    renderStatus(status, lag, wm);
+    renderRate();
+  }
+
+  function sumValues(byPartition) {
+    if (!byPartition) return null;
+    return Object.values(byPartition).reduce((a, b) => a + b, 0);
+  }
+
+  function recordRate(total, at, lag) {
+    const previous = state.lastTotal;
+    state.lastTotal = { total, at };
+    // A restarted worker counts from zero again: its rates start a new history.
+    if (previous == null || total < previous.total) {
+      state.firstTotal = { total, at };
+      state.rate = [];
+      return;
+    }
+    const delta = total - previous.total;
+    state.rate.push({ t_ms: Date.now(), eps: delta / ((at - previous.at) / 1000), delta, lag });
+    if (state.rate.length > RATE_HISTORY) {
+      const dropped = state.rate.shift();
+      state.firstTotal = { total: state.firstTotal.total + dropped.delta, at: state.firstTotal.at };
+    }
+  }
+
+  function setStat(id, value, text) {
+    const el = $(id);
+    el.dataset.value = value == null ? "" : String(value);
+    el.textContent = text != null ? text : fmtInt(value);
+  }
+
+  function renderStatus(status, lag, wm) {
+    const last = state.rate[state.rate.length - 1];
+    setStat("stat-throughput", last ? Math.round(last.eps) : null);
+    setStat("stat-consumed", status.consumed_total);
+    setStat("stat-lag", lag);
+    setStat("stat-watermark", wm.low_ms, wm.low_ms == null ? "none yet" : fmtTime(wm.low_ms));
+    $("stat-watermark").title = wm.low || "";
+    setStat("stat-watermark-age", wm.age_ms, wm.age_ms == null ? "\u00a0" : `UTC; moved ${fmtDuration(wm.age_ms)} ago`);
+    $("tile-watermark").classList.toggle("warn", state.watermarkStale);
+    setStat("stat-dlq", status.dead_letters);
+    setStat("stat-late", status.late);
+    setStat("stat-windows-exported", status.windows_exported);
+    setStat("stat-rows-exported", status.rows_exported);
+    const delay = status.export_delay_ms || {};
+    setStat("stat-delay-p50", delay.p50, delay.p50 == null ? "—" : `${fmtInt(delay.p50)} ms`);
+    setStat("stat-delay-p99", delay.p99, delay.p99 == null ? "—" : `${fmtInt(delay.p99)} ms`);
+    $("stat-delay-p50").title = `from ${fmtInt(delay.samples)} exported windows`;
+    setStat("stat-retries", status.sink_retries);
+    renderPartitions(status, wm);
+  }
+
+  function renderPartitions(status, wm) {
+    const consumed = status.consumed_by_partition || {};
+    const lag = status.lag_by_partition || {};
+    const marks = wm.by_partition || {};
+    const ids = [...new Set([...Object.keys(consumed), ...Object.keys(lag), ...Object.keys(marks)])]
+      .sort((a, b) => Number(a) - Number(b));
+    $("partitions").tBodies[0].replaceChildren(...ids.map((p) => row([
+      [p], [fmtInt(consumed[p]), "num"], [fmtInt(lag[p]), "num"], [marks[p] == null ? "—" : fmtTime(marks[p])],
+    ])));
+  }
+
+  function row(cells) {
+    const tr = document.createElement("tr");
+    for (const [text, cls] of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.appendChild(td);
+    }
+    return tr;
+  }
+
+  // ---- window values -----------------------------------------------------------------
+
+  function onWindowValues(selection, closed, open) {
+    const errors = [closed, open].filter((r) => r && r.status === "rejected").map((r) => r.reason.message);
+    const closedRows = closed && closed.status === "fulfilled" && closed.value ? closed.value.closed || {} : {};
+    const openRows = open && open.status === "fulfilled" && open.value ? open.value.open || [] : [];
+    const advance = (state.windows.find((w) => w.name === selection.window) || {}).advance_ms;
+    const { series, hiddenTypes } = buildSeries(closedRows, openRows, selection.measure);
+    state.chart = { window: selection.window, measure: selection.measure, series, hiddenTypes,
+      error: errors.length ? errors.join("; ") : null };
+    drawValues(advance);
+    renderLatest();
+    renderNote();
+  }
+
+  const point = (row, measure) => ({ start_ms: row.window_start_ms, end_ms: row.window_end_ms,
+    value: row[measure], count: row.count });
+  const byStart = (a, b) => a.start_ms - b.start_ms;
+
+  function buildSeries(closedByType, openRows, measure) {
+    const byType = new Map();
+    const entry = (type) => {
+      if (!byType.has(type)) byType.set(type, { event_type: type, closed: [], open: [] });
+      return byType.get(type);
+    };
+    for (const [type, rows] of Object.entries(closedByType)) {
+      entry(type).closed = rows.map((r) => point(r, measure)).sort(byStart);
+    }
+    for (const r of openRows) {
+      const e = entry(r.event_type);
+      // Between its export and the deletion of its state a window can be in both answers.
+      if (!e.closed.some((c) => c.start_ms === r.window_start_ms)) e.open.push(point(r, measure));
+    }
+    const total = (s) => [...s.closed, ...s.open].reduce((a, p) => a + p.count, 0);
+    const all = [...byType.values()].sort((a, b) => total(b) - total(a));
+    const series = all.slice(0, MAX_SERIES).sort((a, b) => (a.event_type < b.event_type ? -1 : 1));
+    for (const s of series) s.open.sort(byStart);
+    return { series, hiddenTypes: all.length - series.length };
+  }
+
+  function colorOf(type) {
+    if (!colors.has(type)) colors.set(type, PALETTE[colors.size % PALETTE.length]);
+    return colors.get(type);
+  }
+
+  function valuesData(series, advance) {
+    const xs = [...new Set(series.flatMap((s) => [...s.closed, ...s.open].map((p) => p.start_ms)))].sort((a, b) => a - b);
+    const index = new Map(xs.map((x, i) => [x, i]));
+    const data = [xs.map((x) => x / 1000)];
+    for (const s of series) {
+      const closed = new Array(xs.length).fill(null);
+      const open = new Array(xs.length).fill(null);
+      for (const p of s.closed) closed[index.get(p.start_ms)] = p.value;
+      for (const p of s.open) open[index.get(p.start_ms)] = p.value;
+      // The dashed line starts at the last closed window when the open one follows it.
+      const lastClosed = s.closed[s.closed.length - 1];
+      if (lastClosed && s.open.length && advance && s.open[0].start_ms === lastClosed.start_ms + advance) {
+        open[index.get(lastClosed.start_ms)] = lastClosed.value;
+      }
+      data.push(closed, open);
+    }
+    return data;
+  }
+
+  function valuesOptions(series, measure, width) {
+    const lines = series.flatMap((s) => {
+      const color = colorOf(s.event_type);
+      return [
+        { label: s.event_type, stroke: color, width: 2, points: { show: true, size: 5, fill: color } },
+        { label: `${s.event_type} (open)`, class: "open-series", stroke: color, width: 2, dash: [6, 4],
+          points: { show: true, size: 8, width: 2, fill: "#ffffff" } },
+      ];
+    });
+    return {
+      width, height: 340,
+      padding: [null, 28, null, null], // room for the last time label; null: uPlot's own
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+      scales: { x: { time: true } },
+      series: [{ label: "window start" }, ...lines],
+      axes: [{ values: timeTicks, incrs: WINDOW_INCRS }, { label: measure, size: 70, values: (u, ticks) => ticks.map(fmtNum) }],
+      legend: { live: true },
+      cursor: { focus: { prox: 24 } },
+      focus: { alpha: 0.35 },
+      hooks: { setSeries: [syncOpenTwin] },
+    };
+  }
+
+  // Hiding an event type from the legend hides its open windows as well.
+  function syncOpenTwin(u, index, opts) {
+    if (index == null || index % 2 === 0 || !opts || opts.show == null) return;
+    if (u.series[index + 1].show !== opts.show) u.setSeries(index + 1, { show: opts.show });
+  }
+
+  function drawValues(advance) {
+    const { series, measure, window: name } = state.chart;
+    const el = $("window-chart");
+    const data = valuesData(series, advance);
+    const key = JSON.stringify([name, measure, series.map((s) => s.event_type)]);
+    if (valuesPlot && key === valuesKey) {
+      valuesPlot.setData(data);
+    } else {
+      if (valuesPlot) valuesPlot.destroy();
+      valuesPlot = new uPlot(valuesOptions(series, measure, chartWidth(el)), data, el);
+      valuesKey = key;
+    }
+    el.dataset.window = name || "";
+    el.dataset.measure = measure;
+    el.dataset.series = String(series.length);
+    el.dataset.points = String(series.reduce((a, s) => a + s.closed.length + s.open.length, 0));
+    el.dataset.closedPoints = String(series.reduce((a, s) => a + s.closed.length, 0));
+    el.dataset.openPoints = String(series.reduce((a, s) => a + s.open.length, 0));
+  }
+
+  function renderLatest() {
+    const { series } = state.chart;
+    const rows = series.map((s) => {
+      const lastClosed = s.closed[s.closed.length - 1];
+      const lastOpen = s.open[s.open.length - 1];
+      const tr = row([
+        [s.event_type, "type"],
+        [lastClosed ? fmtTime(lastClosed.start_ms) : "—"], [fmtNum(lastClosed && lastClosed.value), "num"],
+        [lastOpen ? fmtTime(lastOpen.start_ms) : "—"], [fmtNum(lastOpen && lastOpen.value), "num"],
+      ]);
+      tr.firstChild.style.setProperty("--swatch", colorOf(s.event_type));
+      tr.firstChild.title = s.event_type;
+      return tr;
+    });
+    $("latest").tBodies[0].replaceChildren(...rows);
+  }
+
+  function renderNote() {
+    const { series, hiddenTypes, error } = state.chart;
+    const notes = [];
+    if (error) notes.push(`Some window data is unavailable: ${error}`);
+    if (hiddenTypes) notes.push(`Showing the ${series.length} busiest event types; ${hiddenTypes} more not drawn.`);
+    if (!error && series.length === 0) notes.push("No windows yet: they appear once events arrive.");
+    const el = $("window-note");
+    el.textContent = notes.join(" ");
+    el.hidden = notes.length === 0;
+  }
+
+  // ---- throughput and lag ------------------------------------------------------------
+
+  function renderRate() {
+    const el = $("rate-chart");
+    const data = [state.rate.map((r) => r.t_ms / 1000), state.rate.map((r) => r.eps),
+      state.rate.map((r) => r.lag)];
+    if (ratePlot == null) {
+      ratePlot = new uPlot({
+        width: chartWidth(el), height: 220,
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+        scales: { x: { time: true }, eps: { range: (u, lo, hi) => [0, Math.max(hi, 1)] },
+          lag: { range: (u, lo, hi) => [0, Math.max(hi, 1)] } },
+        series: [{ label: "time" },
+          { label: "events/s", scale: "eps", stroke: "#2563eb", width: 2, fill: "rgba(37,99,235,0.08)",
+            value: (u, v) => fmtInt(v == null ? null : Math.round(v)) },
+          { label: "lag (records)", scale: "lag", stroke: "#d97706", width: 1.5, spanGaps: true,
+            value: (u, v) => fmtInt(v) }],
+        axes: [{ values: timeTicks, incrs: RATE_INCRS }, { scale: "eps", size: 70, values: countTicks },
+          { scale: "lag", side: 1, size: 70, grid: { show: false }, values: countTicks }],
+      }, data, el);
+    } else {
+      ratePlot.setData(data);
+    }
+    el.dataset.points = String(state.rate.length);
+  }
+
+  // ---- connection, banner, layout ----------------------------------------------------
+
+  function renderConnection() {
+    const pill = $("conn");
+    const banner = $("banner");
+    let mode = "live";
+    let message = "";
+    if (state.reachable === false) {
+      mode = "unreachable";
+      message = `Worker unreachable since ${fmtTime(state.unreachableSince)} UTC (${state.error}); ` +
+        `retrying every ${POLL_MS / 1000} s. The figures below are from ${fmtTime(state.lastOkAt)} UTC.`;
+      if (state.lastOkAt == null) message = `Worker unreachable (${state.error}); retrying every ${POLL_MS / 1000} s.`;
+    } else if (state.watermarkStale) {
+      mode = "stale";
+      const age = state.status && state.status.watermark ? state.status.watermark.age_ms : null;
+      message = `The watermark has not advanced for ${fmtDuration(age)}: windows are not closing. ` +
+        "Is an input partition stuck, or has the worker stopped reading?";
+    }
+    document.body.dataset.state = mode;
+    pill.textContent = { live: "live", unreachable: "unreachable", stale: "watermark stale" }[mode];
+    pill.className = `pill ${mode}`;
+    banner.textContent = message;
+    banner.hidden = message === "";
+    if (state.lastOkAt != null) $("updated").textContent = `updated ${fmtTime(state.lastOkAt)} UTC`;
+  }
+
+  function chartWidth(el) {
+    return Math.max(320, Math.floor(el.clientWidth));
+  }
+
+  function watchSize() {
+    const observer = new ResizeObserver(() => {
+      if (valuesPlot) valuesPlot.setSize({ width: chartWidth($("window-chart")), height: 340 });
+      if (ratePlot) ratePlot.setSize({ width: chartWidth($("rate-chart")), height: 220 });
+    });
+    observer.observe($("window-chart"));
+    observer.observe($("rate-chart"));
+  }
+
+  // ---- selection ---------------------------------------------------------------------
+
+  function readHash() {
+    return new URLSearchParams(location.hash.slice(1));
+  }
+
+  function writeHash() {
+    const params = new URLSearchParams({ window: state.window || "", measure: state.measure });
+    history.replaceState(null, "", `#${params}`);
+  }
+
+  function select(changes) {
+    Object.assign(state, changes);
+    writeHash();
+    // Redraw from nothing now rather than show the old selection for up to a poll.
+    state.chart = { window: state.window, measure: state.measure, series: [], hiddenTypes: 0, error: null };
+    const el = $("window-chart");
+    el.dataset.series = "0";
+    el.dataset.points = "0";
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(refreshValues, 0);
+  }
+
+  async function refreshValues() {
+    const selection = { window: state.window, measure: state.measure };
+    if (!selection.window) return;
+    const [closed, open] = await Promise.allSettled([
+      getJSON(windowPath(selection.window, "closed", `limit=${CLOSED_LIMIT}`)),
+      getJSON(windowPath(selection.window, "open")),
+    ]);
+    if (selection.window === state.window && selection.measure === state.measure) {
+      onWindowValues(selection, closed, open);
+    }
+  }
+
+  function start() {
+    const wanted = readHash().get("measure");
+    state.measure = MEASURES.includes(wanted) ? wanted : "count";
+    $("measure-select").value = state.measure;
+    $("window-select").addEventListener("change", (e) => select({ window: e.target.value }));
+    $("measure-select").addEventListener("change", (e) => select({ measure: e.target.value }));
+    watchSize();
+    poll();
+  }
+
+  start();
+})();
