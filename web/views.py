@@ -122,8 +122,11 @@ class StatusView(ApiView):
         stats = app.stats
         events_topic = app.channels.events.get_topic_name()
         lag = {str(p): n for (topic, p), n in sorted(app.observer.state.lag.items()) if topic == events_topic}
+        assigned = assignment(app)
         return self.json({
             "worker": str(app.conf.canonical_url),
+            "assigned": {role: sorted(tp.partition for tp in assigned if tp.topic == topic.get_topic_name())
+                         for role, topic in (("events", app.channels.events), ("partials", app.channels.partials))},
             "consumed_total": stats.total,
             "consumed_by_partition": {str(p): n for p, n in sorted(stats.consumed.items())},
             "input_offsets": {str(p): n for p, n in sorted(stats.input_offsets.items())},

@@ -1,0 +1,122 @@
+"""Two workers in one consumer group on the embedded stack: every key's view is answered
+correctly from either worker's port (routed to the owner), the open-window list is
+gathered from both, and the exported totals equal the reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import groundtruth as gt
+import pytest
+from helpers import wait_for
+from pipeline_harness import Worker, create_topics, names_for, produce, read_aggregates, run, web_port, worker_env
+
+from devstack.stack import Endpoints
+
+PER_PARTITION = 600
+# Deadlines: a second worker's join makes the group rebalance (~10-20 s on this broker,
+# session timeout 10 s); consuming a few thousand records takes seconds. 180 s leaves
+# room for a loaded 2-core CI machine without hiding a hang.
+STEP_DEADLINE_S = 180.0
+
+
+def _row(window: str, start: int, event_type: str, values: tuple[int, float, float, float]) -> dict[str, Any]:
+    count, total, low, high = values
+    return {"window": window, "event_type": event_type, "window_start_ms": start, "window_end_ms": start + 60_000,
+            "count": count, "sum": total, "min": low, "max": high, "mean": total / count}
+
+
+def _without_iso(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("window_start", "window_end")}
+
+
+def _split(workers: list[Worker]) -> Callable[[], bool]:
+    """True once each worker owns input and stage-2 partitions and together they own all, once."""
+    def check() -> bool:
+        for role in ("events", "partials"):
+            owned = [w.status()["assigned"][role] for w in workers]
+            if not all(owned) or sorted(p for parts in owned for p in parts) != list(range(gt.PARTITIONS)):
+                return False
+        return all(w.get("/v1/health/ready")[0] == 200 for w in workers)
+    return check
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_answer_every_key_and_keep_totals_exact(stack: Endpoints, unique_name: str,
+                                                            tmp_path: Path) -> None:
+    names = names_for(unique_name)
+    client = stack.s3_client()
+    client.create_bucket(Bucket=names.bucket)
+    run(create_topics(stack, names))
+    workers = []
+    for i in range(2):
+        env = worker_env(stack, names, tmp_path / f"state{i}", web_port())
+        workers.append(Worker(env, tmp_path / f"worker{i}.log"))
+    try:
+        for worker in workers:
+            worker.start()
+        wait_for(_split(workers), timeout_s=STEP_DEADLINE_S, what="both workers to share the partitions",
+                 detail=lambda: [w.status()["assigned"] for w in workers])
+
+        on_time, reasons = gt.phase1(PER_PARTITION)
+        offsets = run(produce(stack, names.events, on_time))
+        bad = {i for i, _ in reasons}
+        valid = [gt.decode_valid(r) for i, r in enumerate(on_time) if i not in bad]
+        frontier_ms = gt.frontier_after(valid)
+        expected = gt.reference(valid, [], frontier_ms).rows
+        last = {str(r.partition): o for r, o in zip(on_time, offsets, strict=True)}
+
+        def processed() -> bool:
+            done: dict[str, int] = {}
+            for worker in workers:
+                done.update(worker.status()["input_offsets"])
+            return all(done.get(p, -1) >= o for p, o in last.items())
+
+        wait_for(processed, timeout_s=STEP_DEADLINE_S, what="every record to be processed by one of the workers")
+        # Both workers' stage 2 must have heard every input partition's frontier.
+        wait_for(lambda: all(w.status()["watermark"]["low_ms"] == frontier_ms for w in workers),
+                 timeout_s=STEP_DEADLINE_S, what=f"the low watermark to reach {frontier_ms} on both workers",
+                 detail=lambda: [w.status()["watermark"] for w in workers])
+        closed = {k: v for k, v in expected.items() if k[1] + 60_000 <= frontier_ms}
+        still_open = {k: v for k, v in expected.items() if k[1] + 60_000 > frontier_ms}
+        assert closed and still_open, "the event set must leave windows both closed and open"
+        wait_for(lambda: sum(len(rows) for rows in read_aggregates(client, names.bucket).values()) >= len(closed),
+                 timeout_s=STEP_DEADLINE_S, what="the closed windows in S3")
+
+        # Every key, asked at either port: the same answer, from the key's owner.
+        served_by: dict[tuple[str, int, str], set[str]] = {}
+        for (window, start, event_type), values in expected.items():
+            state = "closed" if (window, start, event_type) in closed else "open"
+            for worker in workers:
+                status, body = worker.get(f"/v1/windows/{window}/value?event_type={quote(event_type)}&start={start}")
+                assert status == 200, body
+                assert (body["state"], _without_iso(body["row"])) == (state, _row(window, start, event_type, values))
+                if state == "open":
+                    served_by.setdefault((window, start, event_type), set()).add(body["served_by"])
+        urls = {w.status()["worker"] for w in workers}
+        assert all(len(by) == 1 for by in served_by.values()), "an open key was answered by two owners"
+        assert {url for by in served_by.values() for url in by} == urls, "each worker owns some open keys"
+        # The open list, gathered from both workers, is the same at either port.
+        for window, _, _ in gt.WINDOWS:
+            want = sorted((_row(w, s, t, v) for (w, s, t), v in still_open.items() if w == window),
+                          key=lambda r: (r["window_start_ms"], r["event_type"]))
+            for worker in workers:
+                status, body = worker.get(f"/v1/windows/{window}/open")
+                assert status == 200 and body["complete"] is True, body
+                assert [_without_iso(r) for r in body["open"]] == want
+
+        # The sentinels close the rest: the exported totals are exact.
+        run(produce(stack, names.events, gt.sentinels()))
+        wait_for(lambda: sum(len(rows) for rows in read_aggregates(client, names.bucket).values())
+                 >= len(expected), timeout_s=STEP_DEADLINE_S, what="every window in S3")
+        rows = [row for file_rows in read_aggregates(client, names.bucket).values() for row in file_rows]
+        got = {(r.window, r.window_start_ms, r.event_type): (r.count, r.sum, r.min, r.max) for r in rows}
+        assert len(rows) == len(got) and got == expected
+        consumed = sum(w.status()["consumed_total"] for w in workers)
+        assert consumed >= len(on_time) + gt.PARTITIONS
+    finally:
+        for worker in workers:
+            worker.stop()
