@@ -6,6 +6,7 @@ directory walk) so that a `/metrics` scrape only reads memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LAG_SAMPLE_S = 5.0
-RECOVERY_LOG_S = 2.0
+RECOVERY_LOG_S = 1.0
 # A lag warning repeats at most this often while the lag stays high.
 LAG_WARNING_EVERY_S = 30.0
 
@@ -123,6 +124,7 @@ class Monitor:
         self.app = app
         self.channels = channels
         self.state = MonitorState()
+        self._recovery_task: asyncio.Future[None] | None = None
 
     def our_topics(self) -> set[str]:
         return {self.channels.events.get_topic_name(), self.channels.partials.get_topic_name()}
@@ -162,7 +164,9 @@ class Monitor:
     def log_recovery(self) -> None:
         recovery = self.app.tables.recovery
         if recovery.completed.is_set():
-            self.state.recovery_total = 0
+            if self.state.recovery_total:
+                log.info("recovering tables: 100%% (%d changelog records restored)", self.state.recovery_total)
+                self.state.recovery_total = 0
             return
         remaining = recovery.active_remaining_total()
         if remaining <= 0:
@@ -170,6 +174,19 @@ class Monitor:
         self.state.recovery_total = max(self.state.recovery_total, remaining)
         log.info("recovering tables: %.0f%% (%d of %d changelog records left)",
                  recovery_percent(self.state.recovery_total, remaining), remaining, self.state.recovery_total)
+
+    def follow_recovery(self) -> None:
+        """Log recovery progress until it completes (faust starts timers only after the first
+        recovery, so this runs as a task started from the assignment)."""
+        if self._recovery_task is None or self._recovery_task.done():
+            self._recovery_task = asyncio.ensure_future(self._follow_recovery())
+
+    async def _follow_recovery(self) -> None:
+        while True:
+            await asyncio.sleep(RECOVERY_LOG_S)
+            self.log_recovery()
+            if self.app.tables.recovery.completed.is_set():
+                return
 
     def log_assignment(self, assigned: Iterable[TP]) -> None:
         topics = self.our_topics()
@@ -187,14 +204,11 @@ def register(app: PipelineApp, channels: Channels) -> Monitor:
         await monitor.sample_lag()
         monitor.sample_state_size()
 
-    async def recovery_progress() -> None:
-        monitor.log_recovery()
-
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         monitor.log_assignment(assigned)
+        monitor.follow_recovery()
 
     app.task(announce)
     app.timer(LAG_SAMPLE_S, name="lag-sample")(sample)
-    app.timer(RECOVERY_LOG_S, name="recovery-progress")(recovery_progress)
     app.on_partitions_assigned.connect(on_assigned)
     return monitor

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from faust.types import TP
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.monitor import describe_partitions, lag_records, recovery_percent, table_state_bytes
+from agents.monitor import Monitor, describe_partitions, lag_records, recovery_percent, table_state_bytes
 from metrics import PipelineMetrics, directory_bytes
 
 
@@ -100,3 +104,30 @@ def test_state_bytes_sums_each_tables_partition_directories(tmp_path: Path) -> N
         "partials": 152, "window-totals": 8, "frontiers": 0}
     assert table_state_bytes(tmp_path / "missing", ["partials"]) == {"partials": 0}
     assert directory_bytes(tmp_path / "missing") == 0
+
+
+class _Recovery:
+    def __init__(self) -> None:
+        self.completed = asyncio.Event()
+        self.remaining = 0
+
+    def active_remaining_total(self) -> int:
+        return self.remaining
+
+
+def test_recovery_progress_is_logged_in_percent(caplog: pytest.LogCaptureFixture) -> None:
+    recovery = _Recovery()
+    monitor = Monitor(SimpleNamespace(tables=SimpleNamespace(recovery=recovery)), None)  # type: ignore[arg-type]
+    caplog.set_level(logging.INFO, logger="agents.monitor")
+    for remaining in (400, 300, 100):
+        recovery.remaining = remaining
+        monitor.log_recovery()
+    recovery.completed.set()
+    monitor.log_recovery()
+    monitor.log_recovery()  # once done, nothing more until the next recovery
+    assert [r.getMessage() for r in caplog.records] == [
+        "recovering tables: 0% (400 of 400 changelog records left)",
+        "recovering tables: 25% (300 of 400 changelog records left)",
+        "recovering tables: 75% (100 of 400 changelog records left)",
+        "recovering tables: 100% (400 changelog records restored)",
+    ]
