@@ -70,6 +70,11 @@ class ApiView(web.View):
 
     app: PipelineApp
 
+    def get_methods(self) -> set[str]:
+        # Route every method here, so an unsupported one gets faust's MethodNotAllowed as a
+        # JSON 405 (below) instead of aiohttp's plain-text page.
+        return {"HEAD", "GET", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"}
+
     async def dispatch(self, request: Any) -> Any:
         try:
             return await super().dispatch(request)

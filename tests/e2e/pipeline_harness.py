@@ -82,10 +82,11 @@ class Worker:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/status", timeout=2) as response:
             return json.loads(response.read())
 
-    def get(self, path: str) -> tuple[int, Any]:
-        """(HTTP status, decoded JSON) of a GET on this worker's web server; 4xx/5xx included."""
+    def get(self, path: str, method: str = "GET") -> tuple[int, Any]:
+        """(HTTP status, decoded JSON) of a request to this worker's web server; 4xx/5xx included."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())

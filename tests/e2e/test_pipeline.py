@@ -236,6 +236,8 @@ def _check_web(worker: Worker, expected: gt.Expected, reasons: list[tuple[int, s
                        ("/v1/windows/tumbling_1m/open?scope=all", 400), ("/v1/nothing/here", 404)]:
         status, body = worker.get(path)
         assert status == code and body["error"]["status"] == code and body["error"]["message"], (path, body)
+    status, body = worker.get("/v1/status", method="POST")
+    assert (status, body["error"]["status"]) == (405, 405)
 
 
 def _check_metrics(worker: Worker, expected: gt.Expected, reasons: list[tuple[int, str]],
