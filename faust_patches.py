@@ -53,6 +53,20 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
     return await _drive(coro, yielded)
 
 
+def expected_offset(read_offset: int | None, last_processed: int | None, committed: int | None) -> int:
+    """The offset a partition's next message should have, from faust's bookkeeping.
+
+    faust's read offset is the last message handed on, except right after a seek, when it
+    is the seek's target (None for 0). Before a partition's first message it is where
+    faust sought it to: the committed offset, or nothing (0) for a new group.
+    """
+    if last_processed is not None and read_offset == last_processed:
+        return last_processed + 1
+    if read_offset is not None:
+        return read_offset
+    return committed or 0
+
+
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - faust's loop, one change
     callback = self.callback
     getmany = self.getmany
@@ -68,35 +82,41 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     yield_every = 100
     num_since_yield = 0
     gap_rereads: dict[Any, int] = {}  # tp -> first missing offset already re-read once
+    last_processed: dict[Any, int] = {}  # tp -> offset of the last message handed on
+    committed = self._committed_offset.__getitem__
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(faust_consumer.CONSUMER_FETCHING)
             ait = cast(AsyncIterator, getmany(timeout=1.0))
             await self.sleep(0)
             if not self.should_stop:
+                rereading: set[Any] = set()  # partitions sought back during this fetch
                 async for tp, message in ait:
                     num_since_yield += 1
                     if num_since_yield > yield_every:
                         await asyncio.sleep(0)
                         num_since_yield = 0
+                    if tp in rereading:
+                        continue  # fetched again after the seek
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
-                        gap = offset - (r_offset or 0)
-                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                            # The second change: faust acks a gap as if compacted away, but
-                            # records it dropped itself (a fetch cut short by a rebalance)
-                            # leave gaps too, and acking those commits them unprocessed. Re-read
-                            # a gap once; only a gap that comes back is real (compaction,
-                            # transaction markers) and acked as faust does.
-                            first_missing = r_offset + 1
-                            if gap_rereads.get(tp) != first_missing:
-                                gap_rereads[tp] = first_missing
+                        # The second change: faust acks a gap as if compacted away, but records
+                        # it dropped itself (a fetch cut short by a rebalance, or discarded
+                        # while flow was stopped) leave gaps too, also before a partition's
+                        # first message, where faust does not look; acking those commits them
+                        # unprocessed. Re-read a gap once; only a gap that comes back is real
+                        # (compaction, transaction markers) and acked as faust does.
+                        expected = expected_offset(r_offset, last_processed.get(tp), committed(tp))
+                        if offset > expected and acks_enabled_for(message.topic):
+                            if gap_rereads.get(tp) != expected:
+                                gap_rereads[tp] = expected
                                 self.log.warning("offsets %d..%d of %r were skipped; re-reading them",
-                                                 first_missing, offset - 1, tp)
-                                await self.seek(tp, first_missing)
-                                break
-                            await self._add_gap(tp, first_missing, offset)
+                                                 expected, offset - 1, tp)
+                                await self.seek(tp, expected)
+                                rereading.add(tp)
+                                continue
+                            await self._add_gap(tp, expected, offset)
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
@@ -112,6 +132,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                             else:
                                 await self.wait_first(_resume(coro, yielded), suspend_flow.wait())
                         set_read_offset(tp, offset)
+                        last_processed[tp] = offset
                 unset_flag(faust_consumer.CONSUMER_FETCHING)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
