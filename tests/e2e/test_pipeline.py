@@ -120,6 +120,8 @@ def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool
         _check_dead_letters(stack, names, on_time, offsets1, reasons)
         _check_late(stack, names, expected)
         _check_archive(client, names, valid_positions)
+        if redis is not None:
+            _check_outage_metrics(worker)
         if not crash and redis is None:  # counters restart with the worker; outages skew them
             _check_web(worker, expected, reasons)
             _check_metrics(worker, expected, reasons, on_time + late_phase + gt.sentinels())
@@ -262,6 +264,19 @@ def _check_metrics(worker: Worker, expected: gt.Expected, reasons: list[tuple[in
         assert samples[("pipeline_sink_retries_total", labels)] == 0
     assert samples[("pipeline_state_bytes", (("table", "partials"),))] > 0
     assert samples[("pipeline_ready", ())] == 1
+
+
+def _check_outage_metrics(worker: Worker) -> None:
+    """The Redis outage shows in /metrics: failed attempts and retries of Redis writes only."""
+    samples = {}
+    for family in text_string_to_metric_families(worker.metrics()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    redis_writes = (("operation", "windows"), ("sink", "redis"))
+    status = worker.status()
+    assert samples[("pipeline_sink_retries_total", redis_writes)] == status["sink_retries"] >= 3
+    assert samples[("pipeline_sink_errors_total", redis_writes)] >= 3
+    assert samples[("pipeline_sink_retries_total", (("operation", "aggregates"), ("sink", "s3")))] == 0
 
 
 def test_ground_truth(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
