@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         if args.command == "run":
-            ensure_free(settings.web.port, host=settings.web.bind, service="the worker's web server", setting="WEB_PORT")
+            ensure_free(settings.web.port, host=settings.web.bind, service="the worker's web server",
+                        setting="WEB_PORT")
         endpoints = stack.start()
         child_env = {**env, **endpoints.env(), "PYTHONPATH": str(PROJECT_ROOT)}
         children: list[ManagedProcess] = []
