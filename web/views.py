@@ -259,6 +259,9 @@ class WindowValueView(ApiView):
         self.require_ready()
         row = local_open_row(app, key, spec)
         state = "open"
+        low_ms = app.stats.low_watermark_ms
+        if row is not None and low_ms is not None and row.window_end_ms <= low_ms:
+            state = "closing"  # the watermark passed it; its export is in progress or retrying
         if row is None:
             row = await app.outputs.read_window(spec.name, event_type, start_ms)
             state = "closed"
