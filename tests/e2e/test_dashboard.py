@@ -51,8 +51,9 @@ BAD_RECORDS = (b"{not json", b"[1, 2, 3]")
 # second; windows close on the next 1 s frontier tick and are exported right after. 120 s
 # leaves room for a loaded 2-core CI machine without hiding a hang.
 PIPELINE_DEADLINE_S = 120.0
-# The page polls every 2 s and needs two polls for a rate: 30 s is many polls even when
-# Chromium shares the 2 cores with the worker and the stack.
+# The page polls every 2 s, needs two polls for a first rate and five idle ones for a rate
+# of 0 (it averages over 10 s): 30 s leaves room for Chromium sharing 2 cores with the
+# worker and the stack.
 PAGE_DEADLINE_MS = 30_000
 # The worker's graceful stop can take a few seconds before its port closes.
 UNREACHABLE_DEADLINE_MS = 60_000
@@ -238,7 +239,7 @@ def _check_widgets(page: Page, status: dict[str, Any]) -> None:
 def _check_throughput(page: Page) -> None:
     state = page.state()
     rate = state["rate"]
-    # Every sample is (delta consumed) / (time between polls), and the deltas add up to what
+    # Each sample holds the consumed_total delta since the previous poll: they add up to what
     # the worker reports having consumed while the page watched.
     assert sum(r["delta"] for r in rate) == state["lastTotal"]["total"] - state["firstTotal"]["total"]
     assert max(r["eps"] for r in rate) > 0, "phase 2 was consumed while the page watched"

@@ -14,6 +14,11 @@
   // default), so a healthy worker's watermark never stands still for twice that.
   const STALE_WATERMARK_MS = 60000;
   const RATE_HISTORY = 150; // samples: 5 minutes at one per poll
+  // Polls a rate is averaged over (10 s): the worker consumes in batches, so the count
+  // between two polls alone jumps up and down around the real rate.
+  const RATE_SPAN = 5;
+  // Window starts a chart lays out one by one; a wider span (old rows) gets only those with data.
+  const MAX_GRID = 5000;
   const CLOSED_LIMIT = 60; // newest closed windows per event type: an hour of tumbling_1m
   const MAX_SERIES = 12; // more lines than this are unreadable; the busiest event types are kept
   const MEASURES = ["count", "sum", "mean", "min", "max"];
@@ -31,7 +36,7 @@
     measure: "count",
     status: null, // the last /v1/status
     watermarkStale: false,
-    firstTotal: null, // {total, at}: the first consumed_total seen, for checking the rate history
+    firstTotal: null, // {total, at}: consumed_total before the first sample kept in `rate`
     lastTotal: null,
     rate: [], // {t_ms, eps, delta, lag}
     chart: { window: null, measure: null, series: [], hiddenTypes: 0, error: null },
@@ -43,6 +48,7 @@
   let valuesKey = ""; // what valuesPlot was built for: a new selection or event type rebuilds it
   let ratePlot = null;
   let refreshTimer = null;
+  let recentTotals = []; // {total, at} of the last RATE_SPAN + 1 polls
 
   const $ = (id) => document.getElementById(id);
   const intFormat = new Intl.NumberFormat("en-US");
@@ -195,15 +201,19 @@
 
   function recordRate(total, at, lag) {
     const previous = state.lastTotal;
-    state.lastTotal = { total, at };
     // A restarted worker counts from zero again: its rates start a new history.
     if (previous == null || total < previous.total) {
       state.firstTotal = { total, at };
       state.rate = [];
-      return;
+      recentTotals = [];
     }
-    const delta = total - previous.total;
-    state.rate.push({ t_ms: Date.now(), eps: delta / ((at - previous.at) / 1000), delta, lag });
+    state.lastTotal = { total, at };
+    recentTotals.push({ total, at });
+    if (recentTotals.length > RATE_SPAN + 1) recentTotals.shift();
+    if (recentTotals.length < 2) return;
+    const oldest = recentTotals[0];
+    state.rate.push({ t_ms: Date.now(), eps: (total - oldest.total) / ((at - oldest.at) / 1000),
+      delta: total - previous.total, lag });
     if (state.rate.length > RATE_HISTORY) {
       const dropped = state.rate.shift();
       state.firstTotal = { total: state.firstTotal.total + dropped.delta, at: state.firstTotal.at };
@@ -304,8 +314,21 @@
     return colors.get(type);
   }
 
+  // Every window start from the first to the last, so that a window without events breaks
+  // its line instead of being bridged by it.
+  function windowStarts(series, advance) {
+    const starts = [...new Set(series.flatMap((s) => [...s.closed, ...s.open].map((p) => p.start_ms)))]
+      .sort((a, b) => a - b);
+    const first = starts[0];
+    const last = starts[starts.length - 1];
+    if (!advance || starts.length < 2 || (last - first) / advance > MAX_GRID) return starts;
+    const grid = [];
+    for (let x = first; x <= last; x += advance) grid.push(x);
+    return grid;
+  }
+
   function valuesData(series, advance) {
-    const xs = [...new Set(series.flatMap((s) => [...s.closed, ...s.open].map((p) => p.start_ms)))].sort((a, b) => a - b);
+    const xs = windowStarts(series, advance);
     const index = new Map(xs.map((x, i) => [x, i]));
     const data = [xs.map((x) => x / 1000)];
     for (const s of series) {
