@@ -4,7 +4,8 @@ Events with event times from a few minutes ago are produced so that windows clos
 time; the page must then draw, for the selected window and measure, one line per event type
 with exactly the values computed here from the produced events (closed windows solid, open
 ones apart), and its status widgets must show what /v1/status reports. A second batch sent
-while the page is open must show up as throughput, and stopping the worker as "unreachable".
+while the page is open must show up as throughput, the watermark standing still since as
+"stale", and stopping the worker as "unreachable".
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ PIPELINE_DEADLINE_S = 120.0
 PAGE_DEADLINE_MS = 30_000
 # The worker's graceful stop can take a few seconds before its port closes.
 UNREACHABLE_DEADLINE_MS = 60_000
+# The page calls a watermark stale once it has not moved for 60 s (dashboard.js); with
+# IDLE_TIMEOUT=1h it stops moving with the last event. 60 s plus polls and slack.
+STALE_AFTER_MS = 60_000
+STALE_DEADLINE_MS = 90_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +339,16 @@ def _check_text_only(page: Page) -> None:
     assert page.page.locator("img").count() == 0
 
 
+def _check_watermark_state(page: Page) -> None:
+    """Live while the watermark moves; then, events stopped, it is flagged stale within the deadline."""
+    mode, age_ms = page.page.evaluate("() => [document.body.dataset.state, dashboardState.status.watermark.age_ms]")
+    assert mode == ("stale" if age_ms > STALE_AFTER_MS else "live")
+    page.wait("() => document.body.dataset.state === 'stale'", "the watermark flagged stale",
+              timeout_ms=STALE_DEADLINE_MS)
+    assert page.page.is_visible("#banner") and "watermark has not advanced" in page.page.text_content("#banner")
+    assert "warn" in page.page.get_attribute("#tile-watermark", "class")
+
+
 def _check_unreachable(page: Page, worker: Worker) -> None:
     worker.stop()
     try:
@@ -366,7 +381,7 @@ def test_dashboard_draws_what_the_pipeline_computed(stack: Endpoints, unique_nam
         _check_after_phase2(page, worker, expected)
         _check_other_selection(page, expected)
         _check_text_only(page)
-        assert page.page.get_attribute("body", "data-state") == "live"
+        _check_watermark_state(page)
         assert page.errors == []
         _check_unreachable(page, worker)
     finally:
