@@ -172,7 +172,8 @@ class Page:
             raise AssertionError(f"timed out after {timeout_ms / 1000:.0f}s waiting for the page to show {what}; "
                                  f"state: {json.dumps(self.state())[:2000]}") from None
 
-    def stat(self, element_id: str) -> str:
+    def stat(self, element_id: str) -> str | None:
+        """The raw number a status widget shows, from its data-value."""
         return self.page.get_attribute(f"#{element_id}", "data-value")
 
 
