@@ -107,7 +107,11 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                         # first message, where faust does not look; acking those commits them
                         # unprocessed. Re-read a gap once; only a gap that comes back is real
                         # (compaction, transaction markers) and acked as faust does.
-                        expected = expected_offset(r_offset, last_processed.get(tp), committed(tp))
+                        last = last_processed.get(tp)
+                        if last is not None and r_offset == last:
+                            expected = last + 1  # the steady state, inlined: this runs per message
+                        else:
+                            expected = expected_offset(r_offset, last, committed(tp))
                         if offset > expected and acks_enabled_for(message.topic):
                             if gap_rereads.get(tp) != expected:
                                 gap_rereads[tp] = expected
