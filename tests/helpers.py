@@ -1,4 +1,4 @@
-"""Small test utilities: deadline-bounded waits and process-tree inspection."""
+"""Small test utilities: deadline-bounded waits, process-tree inspection, Prometheus samples."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
 
@@ -61,4 +63,16 @@ def descendants(pid: int) -> set[int]:
             if child not in found:
                 found.add(child)
                 stack.append(child)
+    return found
+
+
+MetricKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def metric_samples(exposition: str) -> dict[MetricKey, float]:
+    """Prometheus text format as {(sample name, sorted label pairs): value}."""
+    found = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import groundtruth as gt
 import pytest
-from helpers import wait_for
+from helpers import metric_samples, wait_for
 from pipeline_harness import (
     Names,
     OwnRedis,
@@ -28,7 +28,6 @@ from pipeline_harness import (
     web_port,
     worker_env,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.stack import Endpoints
 from models import HEADER_MISSED, HEADER_PARTITION, HEADER_REASON, source_offset
@@ -247,10 +246,7 @@ def _check_web(worker: Worker, expected: gt.Expected, reasons: list[tuple[int, s
 
 def _check_metrics(worker: Worker, expected: gt.Expected, reasons: list[tuple[int, str]],
                    produced: list[gt.Produced]) -> None:
-    samples = {}
-    for family in text_string_to_metric_families(worker.metrics()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    samples = metric_samples(worker.metrics())
     per_partition = Counter(str(r.partition) for r in produced)
     for partition, count in per_partition.items():
         assert samples[("pipeline_events_consumed_total", (("partition", partition),))] == count
@@ -271,10 +267,7 @@ def _check_metrics(worker: Worker, expected: gt.Expected, reasons: list[tuple[in
 
 def _check_outage_metrics(worker: Worker) -> None:
     """The Redis outage shows in /metrics: failed attempts and retries of Redis writes only."""
-    samples = {}
-    for family in text_string_to_metric_families(worker.metrics()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    samples = metric_samples(worker.metrics())
     redis_writes = (("operation", "windows"), ("sink", "redis"))
     status = worker.status()
     assert samples[("pipeline_sink_retries_total", redis_writes)] == status["sink_retries"] >= 3

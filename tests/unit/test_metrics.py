@@ -9,18 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 from faust.types import TP
-from prometheus_client.parser import text_string_to_metric_families
+from helpers import MetricKey, metric_samples
 
 from agents.monitor import Monitor, describe_partitions, lag_records, recovery_percent, table_state_bytes
 from metrics import PipelineMetrics, directory_bytes
 
 
-def samples(metrics: PipelineMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    found = {}
-    for family in text_string_to_metric_families(metrics.exposition().decode()):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
+def samples(metrics: PipelineMetrics) -> dict[MetricKey, float]:
+    return metric_samples(metrics.exposition().decode())
 
 
 def test_exposition_reports_live_state_and_measurements() -> None:
