@@ -11,6 +11,12 @@ are acked to faust only a whole file at a time: those of a file just written, or
 the records an existing file covers once the last of them has come by again. Commits
 therefore land on file boundaries, and a restarted run's first file starts where an
 existing file starts, which is what makes the name check above sufficient.
+
+Records that are not archived (dead letters) pass through here too, only for their acks:
+an ack never overtakes an earlier record's. faust 0.15.3 commits the first run of
+consecutive acked offsets without checking that it starts at the committed offset (when
+that is 0 or unknown, or one short of it), so a dead letter acked at once would let a
+rebalance commit past valid records still waiting for their file.
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ class _OpenFile:
     opened_at_s: float
     records: list[tuple[int, int, Event]] = field(default_factory=list)  # (partition, offset, event)
     acks: list[Any] = field(default_factory=list)  # faust events to ack once archived
-    repeats: list[tuple[int, Any]] = field(default_factory=list)  # (offset, ack) of re-deliveries
+    # (offset, ack) of records that are not rows of this file but must not be acked before
+    # the rows preceding them: re-deliveries of buffered rows, and dead letters.
+    pending: list[tuple[int, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -79,14 +87,24 @@ class Archiver:
     async def add(self, record: Record, event: Event, ack: Any, now_s: float) -> None:
         await self.add_batch([(record.partition, record.offset, event, ack)], now_s)
 
-    async def add_batch(self, items: list[tuple[int, int, Event, Any]], now_s: float) -> None:
-        """Buffer (partition, offset, event, ack) in order; awaits only to roll a file."""
+    async def add_batch(self, items: list[tuple[int, int, Event | None, Any]], now_s: float) -> None:
+        """Buffer (partition, offset, event, ack) in offset order; awaits only to roll a file.
+
+        An item without an event (a dead letter) is not archived: its ack waits until every
+        earlier record of its partition is acked.
+        """
         partitions = self._partitions
         max_records = self.max_records
         for partition, offset, event, ack in items:
             state = partitions.get(partition)
             if state is None:
                 state = partitions[partition] = _Partition()
+            if event is None:
+                if state.open is not None:
+                    state.open.pending.append((offset, ack))
+                else:
+                    state.hold(offset, ack)  # acked now unless an existing file's records are held
+                continue
             hour = event.event_ms // HOUR_MS
             while state.open is not None and state.open.hour != hour:
                 await self._roll(partition, state)
@@ -99,7 +117,7 @@ class Archiver:
             elif offset <= current.records[-1][1]:
                 # Delivered again (a re-read after faust dropped records): the row is already
                 # buffered; the new delivery is acked with it.
-                current.repeats.append((offset, ack))
+                current.pending.append((offset, ack))
                 continue
             current.records.append((partition, offset, event))
             current.acks.append(ack)
@@ -127,7 +145,8 @@ class Archiver:
         records, acks = current.records, current.acks
         split = bisect_right(records, end, key=_offset)  # offsets ascend within a file
         covered = [(record[1], ack) for record, ack in zip(records[:split], acks[:split], strict=True)]
-        covered += [(offset, ack) for offset, ack in current.repeats if offset <= end]
+        covered += [(offset, ack) for offset, ack in current.pending if offset <= end]
+        later = [(offset, ack) for offset, ack in current.pending if offset > end]
         if outcome.written:
             self.files_written += 1
             for _, ack in covered:
@@ -139,5 +158,8 @@ class Archiver:
                 state.hold(offset, ack)
         if split < len(records):
             # Records past an existing, shorter file: the next file starts with them.
-            state.open = _OpenFile(current.hour, current.opened_at_s, records[split:], acks[split:],
-                                   [(offset, ack) for offset, ack in current.repeats if offset > end])
+            state.open = _OpenFile(current.hour, current.opened_at_s, records[split:], acks[split:], later)
+        else:
+            # Dead letters after the file's last row: every record before them is archived.
+            for offset, ack in later:
+                state.hold(offset, ack)

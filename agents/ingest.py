@@ -141,7 +141,11 @@ class Ingest:
         records = [(e.message.partition, e.message.offset, e.value) for e in batch]
         in_batch = {partition for partition, _, _ in records}
         async with self.lock:
+            new = in_batch - set(self.partitions)
             await self.ensure_loaded(in_batch)
+            for partition in sorted(new):
+                first = next(offset for p, offset, _ in records if p == partition)
+                log.info("partition %d: reading from offset %d", partition, first)
             clock_ms = now_ms()
             limits = Limits(self.settings.max_event_bytes, MIN_EVENT_MS,
                             clock_ms + self.settings.max_clock_skew_ms)
@@ -164,7 +168,9 @@ class Ingest:
                 # event times it will not see again, and which replayed records it folded.
                 self._write_progress(partition)
             # Valid records wait for the raw archive before faust may commit them; dead
-            # letters are done once sent. `valid` keeps the order and identity of `records`.
+            # letters are done once sent, but their acks go through the archiver too, so
+            # that none overtakes a valid record's. `valid` keeps the order and identity of
+            # `records`.
             archive: list[tuple[int, int, Any, Any]] = []
             valid = outcome.valid
             next_valid = 0
@@ -173,7 +179,7 @@ class Ingest:
                     archive.append((record[0], record[1], valid[next_valid][1], event))
                     next_valid += 1
                 else:
-                    event.ack()
+                    archive.append((record[0], record[1], None, event))
             await self.archiver.add_batch(archive, time.monotonic())
             stats = self.app.stats
             stats.consumed.update(Counter(partition for partition, _, _ in records))
@@ -297,8 +303,17 @@ class Ingest:
             await consumer.seek(tp, committed)
 
     async def roll_archive(self) -> None:
+        """Roll aged archive files; during a rebalance, every open file.
+
+        faust waits for every record it handed out to be acked before it gives partitions
+        away, and a buffered record is acked only once archived: writing the open files
+        lets the rebalance go on within a tick, and the new owner start after them.
+        """
         async with self.lock:
-            await self.archiver.roll_aged(time.monotonic())
+            if self.app.rebalancing:
+                await self.archiver.roll_all()
+            else:
+                await self.archiver.roll_aged(time.monotonic())
             self.app.stats.archive_buffered = self.archiver.buffered()
 
 
@@ -306,8 +321,9 @@ def register(app: PipelineApp, channels: Channels) -> Ingest:
     ingest = Ingest(app, channels)
 
     async def ingest_agent(stream: StreamT[bytes]) -> None:
-        # Acks are manual: a valid event is acked once it is in the raw archive.
-        async for batch in stream.noack().take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
+        # Acks are manual: a valid event is acked once it is in the raw archive. (faust's
+        # take_events acks every event after the batch whatever noack() says; noack_take does not.)
+        async for batch in stream.noack().noack_take(BATCH_SIZE, within=BATCH_WITHIN_S):
             await ingest.process(batch)
 
     async def frontier_tick() -> None:

@@ -1,6 +1,7 @@
-"""Two workers in one consumer group on the embedded stack: every key's view is answered
-correctly from either worker's port (routed to the owner), the open-window list is
-gathered from both, and the exported totals equal the reference."""
+"""Two workers in one consumer group on the embedded stack, the second joining in mid-stream:
+every key's view is answered correctly from either worker's port (routed to the owner), the
+open-window list is gathered from both, and the exported totals, the raw archive and the
+dead letters equal the reference."""
 
 from __future__ import annotations
 
@@ -12,9 +13,21 @@ from urllib.parse import quote
 import groundtruth as gt
 import pytest
 from helpers import wait_for
-from pipeline_harness import Worker, create_topics, names_for, produce, read_aggregates, run, web_port, worker_env
+from pipeline_harness import (
+    Worker,
+    create_topics,
+    names_for,
+    produce,
+    read_aggregates,
+    read_archive,
+    read_topic,
+    run,
+    web_port,
+    worker_env,
+)
 
 from devstack.stack import Endpoints
+from models import source_offset
 
 PER_PARTITION = 600
 # Deadlines: a second worker's join makes the group rebalance (~10-20 s on this broker,
@@ -56,13 +69,20 @@ def test_two_workers_answer_every_key_and_keep_totals_exact(stack: Endpoints, un
         env = worker_env(stack, names, tmp_path / f"state{i}", web_port())
         workers.append(Worker(env, tmp_path / f"worker{i}.log"))
     try:
-        for worker in workers:
-            worker.start()
+        on_time, reasons = gt.phase1(PER_PARTITION)
+        half = len(on_time) // 2
+        # One worker takes the first half, then a second joins in mid-stream: the group
+        # rebalances, the newcomer restores its partitions' tables from their changelogs and
+        # continues from the committed offsets.
+        workers[0].start()
+        offsets = run(produce(stack, names.events, on_time[:half]))
+        first = {str(r.partition): o for r, o in zip(on_time[:half], offsets, strict=True)}
+        wait_for(lambda: all(workers[0].status()["input_offsets"].get(p, -1) >= o for p, o in first.items()),
+                 timeout_s=STEP_DEADLINE_S, what="the first worker to process the first half")
+        workers[1].start()
         wait_for(_split(workers), timeout_s=STEP_DEADLINE_S, what="both workers to share the partitions",
                  detail=lambda: [w.status()["assigned"] for w in workers])
-
-        on_time, reasons = gt.phase1(PER_PARTITION)
-        offsets = run(produce(stack, names.events, on_time))
+        offsets += run(produce(stack, names.events, on_time[half:]))
         bad = {i for i, _ in reasons}
         valid = [gt.decode_valid(r) for i, r in enumerate(on_time) if i not in bad]
         frontier_ms = gt.frontier_after(valid)
@@ -71,8 +91,9 @@ def test_two_workers_answer_every_key_and_keep_totals_exact(stack: Endpoints, un
 
         def processed() -> bool:
             done: dict[str, int] = {}
-            for worker in workers:
-                done.update(worker.status()["input_offsets"])
+            for worker in workers:  # a revoked partition's figure on its old owner is lower
+                for p, offset in worker.status()["input_offsets"].items():
+                    done[p] = max(done.get(p, -1), offset)
             return all(done.get(p, -1) >= o for p, o in last.items())
 
         wait_for(processed, timeout_s=STEP_DEADLINE_S, what="every record to be processed by one of the workers")
@@ -108,15 +129,31 @@ def test_two_workers_answer_every_key_and_keep_totals_exact(stack: Endpoints, un
                 assert status == 200 and body["complete"] is True, body
                 assert [_without_iso(r) for r in body["open"]] == want
 
-        # The sentinels close the rest: the exported totals are exact.
-        run(produce(stack, names.events, gt.sentinels()))
+        # The sentinels close the rest: the exported totals are exact, and the raw archive and
+        # dead-letter topic hold each record once, across the rebalance.
+        sentinel_offsets = run(produce(stack, names.events, gt.sentinels()))
         wait_for(lambda: sum(len(rows) for rows in read_aggregates(client, names.bucket).values())
                  >= len(expected), timeout_s=STEP_DEADLINE_S, what="every window in S3")
         rows = [row for file_rows in read_aggregates(client, names.bucket).values() for row in file_rows]
         got = {(r.window, r.window_start_ms, r.event_type): (r.count, r.sum, r.min, r.max) for r in rows}
         assert len(rows) == len(got) and got == expected
-        consumed = sum(w.status()["consumed_total"] for w in workers)
-        assert consumed >= len(on_time) + gt.PARTITIONS
+        valid_positions = ({(r.partition, o) for i, (r, o) in enumerate(zip(on_time, offsets, strict=True))
+                            if i not in bad} | set(enumerate(sentinel_offsets)))
+
+        def archived() -> list[tuple[int, int]]:
+            return [(p, o) for file_rows in read_archive(client, names.bucket).values() for p, o, _ in file_rows]
+
+        def missing() -> str:
+            gone = sorted(valid_positions - set(archived()))
+            return f"{len(gone)} missing, first {gone[:10]}, last {gone[-3:]}"
+
+        wait_for(lambda: len(archived()) >= len(valid_positions), timeout_s=STEP_DEADLINE_S,
+                 what="every valid event in the raw archive", detail=missing)
+        positions = archived()
+        assert len(positions) == len(set(positions)) and set(positions) == valid_positions
+        dead = run(read_topic(stack, names.dlq))
+        assert sorted((r.partition, source_offset(list(r.headers))) for r in dead) == sorted(
+            (on_time[i].partition, offsets[i]) for i in bad)
     finally:
         for worker in workers:
             worker.stop()

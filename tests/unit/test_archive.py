@@ -58,6 +58,11 @@ class Harness:
         event = _event(event_ms, offset)
         asyncio.run(self.archiver.add(Record(partition, offset, b"raw"), event, ack, now_s))
 
+    def dead(self, partition: int, offset: int, now_s: float = 0.0) -> None:
+        """A dead letter: not archived, only its ack passes through."""
+        ack = self.acks[(partition, offset)] = FakeAck(partition, offset)
+        asyncio.run(self.archiver.add_batch([(partition, offset, None, ack)], now_s))
+
     def acked(self, partition: int | None = None) -> list[int]:
         """Offsets acked exactly once (fails on any double ack)."""
         assert all(ack.calls <= 1 for ack in self.acks.values()), "acked twice"
@@ -473,3 +478,70 @@ def test_redelivered_records_are_not_buffered_twice_but_acked_with_the_file() ->
     asyncio.run(deliver())
     assert h.put.offsets() == [(0, 0, [0, 1, 2])]
     assert [ack.calls for ack in first + again] == [1, 1, 1, 1, 1]
+
+
+# -- dead letters: acks in offset order ---------------------------------------------------
+
+
+def test_a_dead_letter_is_acked_at_once_when_nothing_before_it_waits() -> None:
+    h = Harness()
+    h.dead(0, 0)
+    assert h.acked() == [0]
+    assert h.put.calls == []
+
+
+def test_a_dead_letter_waits_for_the_file_of_the_rows_before_it() -> None:
+    # faust commits the first run of consecutive acks wherever it starts: acking offset 2
+    # before 0 and 1 are archived would let a rebalance commit past them.
+    h = Harness()
+    h.add(0, 0)
+    h.add(0, 1)
+    h.dead(0, 2)
+    h.add(0, 3)
+    assert h.acked() == []
+    h.roll_all()
+    assert h.put.offsets() == [(0, 0, [0, 1, 3])]
+    assert h.acked() == [0, 1, 2, 3]
+
+
+def test_dead_letters_after_the_last_row_are_acked_with_its_file() -> None:
+    h = Harness()
+    h.add(0, 0)
+    h.dead(0, 1)
+    h.dead(0, 2)
+    assert h.acked() == []
+    h.roll_aged(now_s=120.0)
+    assert h.acked() == [0, 1, 2]
+    h.dead(0, 3)  # nothing buffered any more
+    assert h.acked() == [0, 1, 2, 3]
+
+
+def test_dead_letters_wait_for_an_existing_files_rows_to_come_by() -> None:
+    # A replay: the crashed run's file holds offsets 0..5; the replay buffers 0..2 and meets it.
+    h = Harness(max_records=3, script=[(False, 5)])
+    for offset in (0, 1, 2):
+        h.add(0, offset)  # the third fills the file: it exists up to 5, so 0..2 are held, not acked
+    h.dead(0, 3)
+    h.add(0, 4)
+    assert h.acked() == []
+    h.dead(0, 5)  # the existing file's last offset has come by: everything up to it is released
+    assert h.acked() == [0, 1, 2, 3, 4, 5]
+
+
+def test_dead_letters_past_a_shorter_existing_file_move_to_the_next_file() -> None:
+    h = Harness(script=[(False, 1)])
+    for offset in (0, 1, 2):
+        h.add(0, offset)
+    h.dead(0, 3)
+    h.add(0, 4)
+    h.roll_all()  # the first file exists up to 1; 2, 4 go to a new file with 3's ack
+    assert h.put.offsets() == [(0, 0, [0, 1, 2, 4]), (0, 2, [2, 4])]
+    assert h.acked() == [0, 1, 2, 3, 4]
+
+
+def test_dead_letters_of_other_partitions_do_not_wait() -> None:
+    h = Harness()
+    h.add(0, 0)
+    h.dead(1, 0)
+    assert h.acked(1) == [0]
+    assert h.acked(0) == []
