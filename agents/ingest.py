@@ -97,8 +97,8 @@ class Ingest:
             self.processed_upto.pop(partition, None)
             self.delivered_upto.pop(partition, None)
             self.max_event_ms.pop(partition, None)
-            self.dead_letters_upto.pop(partition, None)
-            self.late_upto.pop(partition, None)
+            # dead_letters_upto and late_upto stay: what this process sent is in the topics
+            # even if the tail read after a reassignment misses it (see ensure_loaded).
             self.archiver.forget(partition)
         self.tracker.revoke([p for p in revoked if p in self.tracker.assigned])
 
@@ -114,6 +114,7 @@ class Ingest:
             if partition in values:
                 values[partition][key] = list(value)
         kafka = self.app.settings.kafka
+        await self.app.producer.flush()  # so that the tails include everything this process sent
         dead_upto = await last_source_offsets(kafka, self.channels.dead_letters.get_topic_name(), missing)
         late_upto = await last_source_offsets(kafka, self.channels.late.get_topic_name(), missing)
         clock_ms = now_ms()
@@ -126,8 +127,8 @@ class Ingest:
             # Records up to "x" are folded already; a frontier raised after the restart
             # settles them too, so their replay is not mistaken for late data.
             self.processed_upto[partition] = progress.get("x", -1)
-            self.dead_letters_upto[partition] = dead_upto[partition]
-            self.late_upto[partition] = late_upto[partition]
+            self.dead_letters_upto[partition] = max(dead_upto[partition], self.dead_letters_upto.get(partition, -1))
+            self.late_upto[partition] = max(late_upto[partition], self.late_upto.get(partition, -1))
             self.tracker.assign([partition], clock_ms)
             if progress.get("e") is not None:
                 self.max_event_ms[partition] = progress["e"]

@@ -8,6 +8,7 @@ the output topic is its own ledger, as in Kafka Connect's exactly-once sinks.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Iterable
 from typing import Any
@@ -17,8 +18,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from models import source_offset
 from settings import KafkaSettings
 
-# An empty fetch ends the scan: the broker answers one within fetch_max_wait_ms.
 FETCH_MAX_WAIT_MS = 200
+# A busy broker may answer the first fetches of a tail read slowly; past this, starting
+# would risk writing the previous run's dead letters or late records a second time.
+TAIL_DEADLINE_S = 60.0
+
+
+class TailReadError(RuntimeError):
+    """The end of an output topic could not be read in time."""
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -35,7 +42,8 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-async def last_source_offsets(kafka: KafkaSettings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+async def last_source_offsets(kafka: KafkaSettings, topic: str, partitions: Iterable[int],
+                              deadline_s: float = TAIL_DEADLINE_S) -> dict[int, int]:
     """Source offset of the last record in each partition of `topic` (-1 where it is empty)."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                                 **client_options(kafka))
@@ -47,15 +55,26 @@ async def last_source_offsets(kafka: KafkaSettings, topic: str, partitions: Iter
         found = {tp.partition: -1 for tp in tps}
         for tp in tps:
             consumer.seek(tp, max(ends[tp] - 1, 0))
-        # Read on until the partitions are drained rather than trusting the end offset:
-        # Tansu reports it as the base offset of the last record batch + 1, so the
-        # last record may lie beyond it.
-        while batches := await consumer.getmany(*tps, timeout_ms=2 * FETCH_MAX_WAIT_MS):
+        # Every non-empty partition must deliver its record at end - 1 (an empty fetch may
+        # only mean a slow broker); then read on until a fetch comes back empty, because
+        # Tansu reports the end as the base offset of the last record batch + 1, so the
+        # last records may lie beyond it.
+        waiting = {tp for tp in tps if ends[tp] > 0}
+        clock = asyncio.get_running_loop().time
+        give_up_at = clock() + deadline_s
+        while True:
+            batches = await consumer.getmany(*tps, timeout_ms=2 * FETCH_MAX_WAIT_MS)
             for tp, records in batches.items():
                 for record in records:
+                    if record.offset >= ends[tp] - 1:
+                        waiting.discard(tp)
                     offset = source_offset([(name, bytes(value)) for name, value in record.headers])
                     if offset is not None:
                         found[tp.partition] = max(found[tp.partition], offset)
-        return found
+            if not batches and not waiting:
+                return found
+            if clock() > give_up_at:
+                raise TailReadError(f"could not read the end of {topic} partitions "
+                                    f"{sorted(tp.partition for tp in waiting)} within {deadline_s:.0f}s")
     finally:
         await consumer.stop()
