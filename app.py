@@ -13,7 +13,7 @@ import os
 import ssl
 import time
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import faust
 
@@ -45,6 +45,13 @@ class PipelineApp(faust.App):
     ingest: Ingest
     exporter: Exporter
     observer: Monitor
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        # faust waits here, before a rebalance gives partitions away and before a clean
+        # stop, for every record it handed out to be acked; stage 1 acks a record only once
+        # its raw archive file is written, so the open files are written first.
+        await self.ingest.flush_archive()
+        await super()._consumer_wait_empty(consumer, logger)
 
 
 def _broker_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:

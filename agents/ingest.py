@@ -303,6 +303,12 @@ class Ingest:
             self.archiver.forget(tp.partition)
             await consumer.seek(tp, committed)
 
+    async def flush_archive(self) -> None:
+        """Write every open archive file (before faust waits for all acks)."""
+        async with self.lock:
+            await self.archiver.roll_all()
+            self.app.stats.archive_buffered = self.archiver.buffered()
+
     async def roll_archive(self) -> None:
         """Roll aged archive files; during a rebalance, every open file.
 
