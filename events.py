@@ -141,6 +141,14 @@ def _iso_to_epoch_ms(text: str) -> int | None:
     return (delta.days * 86_400 + delta.seconds) * 1_000 + delta.microseconds // 1_000
 
 
+def iso_utc(epoch_ms: int) -> str:
+    """`2026-11-26T03:00:00Z`, with milliseconds only when there are some."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, timezone.utc)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    millis = epoch_ms % 1000
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+
+
 def _check_timestamp(value: object) -> int | Rejection:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         # Floats are rejected: ms precision is ambiguous and orjson turns

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from events import iso_utc
 from models import FrontierMessage, decode_stage_message, parse_window_key, window_key
 from sinks.rows import WindowRow
 from tables.context import writing_partition
@@ -46,10 +46,6 @@ LEDGER_RETENTION_MS = 24 * 3_600_000
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _iso(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _PartitionState:
@@ -160,7 +156,7 @@ class Exporter:
             if delay_ms is not None:
                 self.app.metrics.window_close_delay.observe(delay_ms / 1000)
             log.info("exported %s window %s: %d event types to S3 %s and Redis, %s after the watermark passed",
-                     window, _iso(start_ms), len(rows), object_key,
+                     window, iso_utc(start_ms), len(rows), object_key,
                      "replayed" if delay_ms is None else f"{delay_ms} ms")
             with writing_partition(topic, q):
                 self.channels.ledger_table[f"{q}|{window}|{start_ms}"] = end_ms

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from events import iso_utc as iso
 from sinks.rows import WindowRow
 from tables.windows import WindowSpec
 
@@ -23,14 +24,6 @@ class BadParameterError(ValueError):
 
 class UnknownNameError(LookupError):
     """A name that does not exist, such as a window not configured (HTTP 404)."""
-
-
-def iso(epoch_ms: int) -> str:
-    """`2026-11-26T03:00:00Z`, with milliseconds only when there are some."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    millis = epoch_ms % 1000
-    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
 
 
 def find_window(windows: Sequence[WindowSpec], name: str) -> WindowSpec:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from events import iso_utc
 from sinks.rows import WindowRow
 from tables.windows import WindowSpec
 from web.params import (
     BadParameterError,
     UnknownNameError,
     find_window,
-    iso,
     parse_event_type,
     parse_limit,
     parse_start,
@@ -24,9 +24,9 @@ START_MS = 1_795_665_060_000  # 2026-11-26T03:51:00Z
 
 
 def test_iso_is_utc_with_milliseconds_only_when_present() -> None:
-    assert iso(START_MS) == "2026-11-26T03:51:00Z"
-    assert iso(START_MS + 7) == "2026-11-26T03:51:00.007Z"
-    assert iso(0) == "1970-01-01T00:00:00Z"
+    assert iso_utc(START_MS) == "2026-11-26T03:51:00Z"
+    assert iso_utc(START_MS + 7) == "2026-11-26T03:51:00.007Z"
+    assert iso_utc(0) == "1970-01-01T00:00:00Z"
 
 
 def test_find_window_names_the_configured_windows_when_unknown() -> None:
