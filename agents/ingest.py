@@ -313,14 +313,15 @@ class Ingest:
         """Roll aged archive files; during a rebalance, every open file.
 
         faust waits for every record it handed out to be acked before it gives partitions
-        away, and a buffered record is acked only once archived: writing the open files
-        lets the rebalance go on within a tick, and the new owner start after them.
+        away, and a buffered record is acked only once archived. `PipelineApp` flushes the
+        files before that wait; a batch that was still running then adds records, which
+        this tick writes, so the rebalance goes on and the new owner starts after them.
         """
+        if self.app.rebalancing:
+            await self.flush_archive()
+            return
         async with self.lock:
-            if self.app.rebalancing:
-                await self.archiver.roll_all()
-            else:
-                await self.archiver.roll_aged(time.monotonic())
+            await self.archiver.roll_aged(time.monotonic())
             self.app.stats.archive_buffered = self.archiver.buffered()
 
 
