@@ -1,13 +1,14 @@
-"""Small test utilities: deadline-bounded waits, process-tree inspection, Prometheus samples."""
+"""Small test utilities: deadline-bounded waits, process-tree inspection, topics, Prometheus samples."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
@@ -76,3 +77,14 @@ def metric_samples(exposition: str) -> dict[MetricKey, float]:
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
+
+
+async def create_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> None:
+    """Create topics on the embedded broker (replication 1)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)
+                                   for topic in topics])
+    finally:
+        await admin.close()

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import helpers
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from groundtruth import PARTITIONS, Produced
 
 from devstack import services
@@ -119,12 +119,7 @@ def _bootstrap(stack: Endpoints) -> str:
 
 
 async def create_topics(stack: Endpoints, names: Names) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap(stack))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (names.events, names.dlq, names.late)])
-    finally:
-        await admin.close()
+    await helpers.create_topics(_bootstrap(stack), [names.events, names.dlq, names.late], PARTITIONS)
 
 
 async def produce(stack: Endpoints, topic: str, records: list[Produced]) -> list[int]:

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from helpers import create_topics
 
 from devstack.stack import Endpoints
 
@@ -33,12 +33,7 @@ async def _read(consumer: AIOKafkaConsumer, want: int) -> list:
 
 
 async def _scenario(bootstrap: str, topic: str, group: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, [topic], PARTITIONS)
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()

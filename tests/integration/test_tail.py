@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from helpers import create_topics
 
 from agents.tail import last_source_offsets
 from devstack.stack import Endpoints
@@ -19,12 +19,7 @@ PARTITIONS = 3
 
 
 async def _produce(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, [topic], PARTITIONS)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
     await producer.start()
     try:
