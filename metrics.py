@@ -11,7 +11,7 @@ Two kinds:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -44,7 +44,6 @@ class LiveState:
     lag: Callable[[], Mapping[tuple[str, int], int]] = dict  # (topic, partition) -> records
     state_bytes: Callable[[], Mapping[str, int]] = dict  # table -> bytes on disk
     ready: Callable[[], bool] = lambda: False
-    extra: list[Callable[[], Iterator[Metric]]] = field(default_factory=list)
 
 
 class PipelineCollector(Collector):
@@ -93,8 +92,6 @@ class PipelineCollector(Collector):
         yield state
         yield GaugeMetricFamily("pipeline_ready", "1 once partitions are assigned and tables recovered.",
                                 value=1 if live.ready() else 0)
-        for extra in live.extra:
-            yield from extra()
 
 
 class PipelineMetrics:
