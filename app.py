@@ -13,45 +13,43 @@ import os
 import ssl
 import time
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
+from faust.app.base import BootStrategy
 
 from agents.stats import PipelineStats
 from settings import KafkaSettings, Settings, load_or_exit
 
 if TYPE_CHECKING:
-    from agents.export import Exporter
-    from agents.ingest import Ingest
     from agents.monitor import Monitor
-    from channels import Channels
     from metrics import PipelineMetrics
     from outputs import Outputs
+    from pipeline import Pipeline
 
 
-# Records buffered per input stream before faust pauses fetching: the bound on memory
-# when the agent falls behind (65,536 cost a quarter of the throughput in research runs).
-STREAM_BUFFER_MAXSIZE = 200_000
+class PipelineBoot(BootStrategy):
+    """faust's worker without its consumer and producer: the pipeline owns its Kafka clients
+    (stream/, NOTES.md says why); faust runs the web server, timers, CLI and this service."""
+
+    enable_kafka_consumer = False
+    enable_kafka_producer = False
+
+    def server(self) -> Any:
+        app = cast(PipelineApp, self.app)
+        return [*super().server(), app.pipeline]
 
 
 class PipelineApp(faust.App):
     """A faust.App that carries its typed settings and the pipeline's shared state."""
 
+    BootStrategy = PipelineBoot
     settings: Settings
     stats: PipelineStats
     metrics: PipelineMetrics
     outputs: Outputs
-    channels: Channels
-    ingest: Ingest
-    exporter: Exporter
+    pipeline: Pipeline
     observer: Monitor
-
-    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
-        # faust waits here, before a rebalance gives partitions away and before a clean
-        # stop, for every record it handed out to be acked; stage 1 acks a record only once
-        # its raw archive file is written, so the open files are written first.
-        await self.ingest.flush_archive()
-        await super()._consumer_wait_empty(consumer, logger)
 
 
 def _broker_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
@@ -72,14 +70,12 @@ def _broker_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT |
 def create_app(settings: Settings) -> PipelineApp:
     import commands.produce  # noqa: F401 - defining the command registers `faust -A app produce`
     import diagnostics
-    import faust_patches
-    from agents import export, ingest, monitor
-    from channels import declare
+    from agents import monitor
     from metrics import PipelineMetrics
     from outputs import Outputs
+    from pipeline import Pipeline
     from web import dashboard, views
 
-    faust_patches.install()
     tune_garbage_collector()
     set_pipeline_log_level(settings.log_level)
 
@@ -87,39 +83,22 @@ def create_app(settings: Settings) -> PipelineApp:
         settings.app_id,
         env={},  # settings.py is the only reader of the environment
         broker=settings.kafka.broker_urls,
-        broker_credentials=_broker_credentials(settings.kafka),
-        store="rocksdb://",
+        broker_credentials=_broker_credentials(settings.kafka),  # the produce command's producer
         datadir=str(settings.state_dir),
         topic_partitions=settings.kafka.topic_partitions,
         topic_replication_factor=settings.kafka.topic_replication,
         web_bind=settings.web.bind,
         web_port=settings.web.port,
         web_host=settings.web.host,
-        # Tansu answers a first JoinGroup after half the session timeout (faust's default
-        # of 60 s meant a 30 s wait); 10 s keeps a restart's rejoin short too.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
-        broker_rebalance_timeout=10.0,
-        # Brokers answer fetches with tens of thousands of records; faust's default stream
-        # buffer (4,096) then stalls the fetch loop. This bounds memory instead.
-        stream_buffer_maxsize=STREAM_BUFFER_MAXSIZE,
-        cython_optimizations=True,
-        monitor=faust_patches.LeanMonitor(),
-        # Tansu reports a partition's high watermark as the base offset of its last record
-        # batch + 1, so a changelog's persisted offset can exceed it after a clean stop;
-        # faust's check would then refuse to start. Recovery itself reads whole batches.
-        recovery_consistency_check=False,
         origin="app",
     )
-    faust_patches.skip_per_event_sensors(app)
     app.settings = settings
     app.stats = PipelineStats()
     app.metrics = PipelineMetrics()
     app.outputs = Outputs(settings, app.stats, app.metrics)
-    app.channels = channels = declare(app)
-    app.ingest = ingest.register(app, channels)
-    app.exporter = export.register(app, channels)
-    app.observer = monitor.register(app, channels)
+    app.pipeline = Pipeline(settings, stats=app.stats, metrics=app.metrics, outputs=app.outputs,
+                            url=str(app.conf.canonical_url))
+    app.observer = monitor.register(app)
     connect_metrics(app)
     views.register(app)
     dashboard.register(app)
@@ -138,7 +117,7 @@ def connect_metrics(app: PipelineApp) -> None:
     live.late = lambda: stats.late
     live.windows_exported = lambda: stats.windows_exported
     live.rows_exported = lambda: stats.rows_exported
-    live.archive_buffered = lambda: stats.archive_buffered
+    live.archive_buffered = lambda: sum(stats.archive_buffered.values())
     live.watermarks_ms = lambda: partition_watermarks(app, time.time_ns() // 1_000_000)
     live.low_watermark_ms = lambda: stats.low_watermark_ms
     live.watermark_age_s = lambda: (None if stats.low_watermark_advanced_at_ms is None
@@ -150,8 +129,8 @@ def connect_metrics(app: PipelineApp) -> None:
 
 # Top-level packages and modules of the pipeline: their loggers follow LOG_LEVEL, while
 # faust's own loggers follow `faust worker -l`.
-PIPELINE_LOGGERS = ("agents", "app", "commands", "diagnostics", "faust_patches", "metrics", "outputs", "sinks",
-                    "tables", "web")
+PIPELINE_LOGGERS = ("agents", "app", "commands", "diagnostics", "metrics", "outputs", "pipeline", "sinks",
+                    "stream", "tables", "web")
 
 
 def set_pipeline_log_level(level: str) -> None:

@@ -1,5 +1,5 @@
-"""`kill -USR1 <worker pid>` logs the consumer's flow state and the stack of every asyncio task:
-what a stuck worker is waiting for."""
+"""`kill -USR1 <worker pid>` logs each stage's partitions and positions and the stack of every
+asyncio task: what a stuck worker is waiting for."""
 
 from __future__ import annotations
 
@@ -23,42 +23,22 @@ def _await_chain(coro: Any) -> list[str]:
     return frames
 
 
-def _consumer_state(app: Any) -> str:
-    consumer = app.consumer
-
-    def names(tps: Any) -> list[str]:
-        return sorted(f"{tp.topic}[{tp.partition}]" for tp in (tps or ()))
-
-    return (f"flow_active={consumer.flow_active} assigned={names(consumer.assignment())}\n"
-            f"active={names(consumer._active_partitions)}\npaused={names(consumer._paused_partitions)}\n"
-            f"buffered={names(consumer._buffered_partitions)}\n"
-            f"queues={[(t.get_topic_name(), t.queue.qsize()) for t in app.topics._topics]}\n"
-            f"{_aiokafka_state(consumer)}")
-
-
-def _aiokafka_state(consumer: Any) -> str:
-    """Positions and fetch state of the aiokafka consumer behind faust (read racily: diagnostics only)."""
-    try:
-        client = consumer._thread._consumer
-        assignment = client._subscription.subscription.assignment
-        lines = []
-        for tp in sorted(assignment.tps, key=lambda t: (t.topic, t.partition)):
-            state = assignment.state_value(tp)
-            lines.append(f"  {tp.topic}[{tp.partition}] position={state._position} paused={state.paused} "
-                         f"reset={state._reset_strategy} has_valid={state.has_valid_position}")
-        fetcher = client._fetcher
-        lines.append(f"  fetcher records={list(fetcher._records)} in_flight={getattr(fetcher, '_in_flight', None)}")
-        return "aiokafka:\n" + "\n".join(lines) + "\n"
-    except Exception as exc:  # noqa: BLE001 - diagnostics must not raise
-        return f"aiokafka state unavailable: {exc!r}\n"
+def _pipeline_state(app: Any) -> str:
+    pipeline = app.pipeline
+    lines = []
+    for runner in (pipeline.ingest_runner, pipeline.export_runner):
+        lines.append(f"{runner.stage.name}: assigned={runner.assigned} open={sorted(runner.processors)} "
+                     f"rebalancing={runner.rebalancing} positions={runner.positions} lag={runner.lag()}")
+    lines.append(f"watermarks: {pipeline.board.marks} low={pipeline.board.low()}")
+    return "\n".join(lines) + "\n"
 
 
 def _dump_tasks(app: Any) -> None:
     out = io.StringIO()
     try:
-        out.write(_consumer_state(app))
+        out.write(_pipeline_state(app))
     except Exception as exc:  # noqa: BLE001 - diagnostics must not raise
-        out.write(f"consumer state unavailable: {exc!r}\n")
+        out.write(f"pipeline state unavailable: {exc!r}\n")
     tasks = asyncio.all_tasks()
     for task in sorted(tasks, key=lambda t: t.get_name()):
         out.write(f"--- {task.get_name()}\n")

@@ -7,18 +7,27 @@
 - `events-late`: the original record bytes with the source position and the windows it
   missed in headers.
 
-Table keys are strings built here too, so stage 1, stage 2 and the web views agree.
+- `{app_id}-watermarks` (internal): each input partition's watermark, published by its owner.
+- The stage changelogs `{app_id}-ingest-state` and `{app_id}-export-state`: the keys and
+  values of each stage's per-partition state (tables/store.py), including the position
+  record that says where the partition's input resumes.
+
+Keys are built here too, so stage 1, stage 2 and the web views agree, and the partition a
+window key's partial goes to is picked by one function.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from events import Rejection
 from keys import decode_key_part, encode_key_part
 from tables.partials import PartialKey
+from tables.watermark import Mark
 
 HEADER_REASON = "dlq.reason"
 HEADER_DETAIL = "dlq.detail"
@@ -26,6 +35,7 @@ HEADER_TOPIC = "source.topic"
 HEADER_PARTITION = "source.partition"
 HEADER_OFFSET = "source.offset"
 HEADER_MISSED = "late.windows"
+HEADER_ORIGINAL_BYTES = "dlq.original.bytes"  # only on a dead letter whose value was cut
 
 Headers = list[tuple[str, bytes]]
 
@@ -53,14 +63,10 @@ def parse_window_key(text: str) -> PartialKey:
     return PartialKey(window, int(start_ms), decode_key_part(event_type))
 
 
-def partial_table_key(partition: int, key: PartialKey) -> str:
-    """Stage-1 table key: the input partition first, so each partition owns its keys."""
-    return f"{partition}|{window_key(key)}"
-
-
-def parse_partial_table_key(text: str) -> tuple[int, PartialKey]:
-    partition, rest = text.split("|", 1)
-    return int(partition), parse_window_key(rest)
+def partial_partition(message_key: bytes, partitions: int) -> int:
+    """The partials-topic partition of a window key: Kafka's default partitioner (murmur2), so any
+    client computes the same, and the web router finds a key's stage-2 owner with it."""
+    return (murmur2(message_key) & 0x7FFFFFFF) % partitions
 
 
 def encode_partial(message: PartialMessage) -> tuple[bytes, bytes]:
@@ -90,9 +96,23 @@ def _source_headers(topic: str, partition: int, offset: int) -> Headers:
             (HEADER_OFFSET, str(offset).encode())]
 
 
+# Dead letters and late records carry the original bytes up to this size, which Kafka's
+# default broker limit (message.max.bytes, 1 MiB) accepts with their headers; a longer
+# record is cut to it, and a broker that refuses even that gets the first FALLBACK bytes.
+MAX_FORWARDED_BYTES = 900 * 1024
+FALLBACK_FORWARDED_BYTES = 1024
+
+
 def dead_letter_headers(topic: str, partition: int, offset: int, rejection: Rejection) -> Headers:
     return [(HEADER_REASON, rejection.reason.encode()), (HEADER_DETAIL, rejection.detail.encode()),
             *_source_headers(topic, partition, offset)]
+
+
+def forwarded(raw: bytes, headers: Headers, max_bytes: int) -> tuple[bytes, Headers]:
+    """The value and headers to forward an original record with: cut to max_bytes, saying its true size."""
+    if len(raw) <= max_bytes:
+        return raw, headers
+    return raw[:max_bytes], [*headers, (HEADER_ORIGINAL_BYTES, str(len(raw)).encode())]
 
 
 def late_headers(topic: str, partition: int, offset: int, missed: tuple[tuple[str, int], ...]) -> Headers:
@@ -106,3 +126,120 @@ def source_offset(headers: Headers) -> int | None:
         if name == HEADER_OFFSET:
             return int(value)
     return None
+
+
+# -- the watermarks topic ---------------------------------------------------------------
+
+
+def encode_mark(mark: Mark, published_at_ms: int) -> bytes:
+    return orjson.dumps({"w": mark.watermark_ms, "idle": mark.idle, "at": published_at_ms})
+
+
+def decode_mark(raw: bytes) -> Mark:
+    body = orjson.loads(raw)
+    watermark = body["w"]
+    return Mark(None if watermark is None else int(watermark), bool(body.get("idle", False)))
+
+
+# -- stage state (tables/store.py): keys and values ----------------------------------------
+
+POSITION_KEY = b"pos"
+_PARTIAL_PREFIX = b"k|"
+_TOTALS_PREFIX = b"t|"
+_FRONTIER_PREFIX = b"f|"
+_LEDGER_PREFIX = b"l|"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestPosition:
+    """Stage 1's progress on one input partition, written after what it covers is durable.
+
+    fold_next: the first offset not yet folded (its dead letter, late record and partials not
+      yet sent); records before it are never judged again.
+    archive_next: where the input resumes: every valid record before it is in a raw file
+      (records from here to fold_next are read again for the archive only).
+    frontier_ms: the frontier announced for this partition (windows ending at or before it closed).
+    event_ms: the partition's credited event time (tables/watermark.py).
+    """
+
+    fold_next: int | None = None  # None: from the beginning of the topic
+    archive_next: int | None = None
+    frontier_ms: int | None = None
+    event_ms: int | None = None
+
+
+def encode_ingest_position(position: IngestPosition) -> bytes:
+    return orjson.dumps({"fold": position.fold_next, "arch": position.archive_next, "f": position.frontier_ms,
+                         "e": position.event_ms})
+
+
+def decode_ingest_position(raw: bytes) -> IngestPosition:
+    body = orjson.loads(raw)
+    return IngestPosition(body["fold"], body["arch"], body["f"], body["e"])
+
+
+def partial_state_key(key: PartialKey) -> bytes:
+    return _PARTIAL_PREFIX + window_key(key).encode()
+
+
+def encode_partial_value(partial: list[float]) -> bytes:
+    return orjson.dumps(partial)
+
+
+def decode_ingest_state(items: dict[bytes, bytes]) -> tuple[IngestPosition, dict[PartialKey, list[float]]]:
+    """The position and open partials of one stage-1 partition from its stored keys."""
+    raw = items.get(POSITION_KEY)
+    position = decode_ingest_position(raw) if raw is not None else IngestPosition()
+    partials = {}
+    for key, value in items.items():
+        if key.startswith(_PARTIAL_PREFIX):
+            count, total, low, high, marker = orjson.loads(value)
+            partials[parse_window_key(key[len(_PARTIAL_PREFIX):].decode())] = [
+                int(count), float(total), float(low), float(high), int(marker)]
+    return position, partials
+
+
+def encode_export_position(next_offset: int) -> bytes:
+    return orjson.dumps({"next": next_offset})
+
+
+def totals_state_key(key: PartialKey) -> bytes:
+    return _TOTALS_PREFIX + window_key(key).encode()
+
+
+def encode_totals(parts: dict[int, list[float]]) -> bytes:
+    return orjson.dumps({str(p): partial for p, partial in parts.items()})
+
+
+def frontier_state_key(partition: int) -> bytes:
+    return _FRONTIER_PREFIX + str(partition).encode()
+
+
+def ledger_state_key(window: str, start_ms: int) -> bytes:
+    return _LEDGER_PREFIX + f"{window}|{start_ms}".encode()
+
+
+@dataclass(slots=True)
+class ExportState:
+    """Stage 2's state of one partials partition (see agents/export.py)."""
+
+    next_offset: int | None  # where its input resumes; None: from the beginning
+    totals: dict[PartialKey, dict[int, list[float]]]  # window key -> input partition -> newest partial
+    frontiers: dict[int, int]  # input partition -> frontier
+    ledger: dict[tuple[str, int], int]  # (window, start) already exported -> its end
+
+
+def decode_export_state(items: dict[bytes, bytes]) -> ExportState:
+    raw = items.get(POSITION_KEY)
+    state = ExportState(None if raw is None else int(orjson.loads(raw)["next"]), {}, {}, {})
+    for key, value in items.items():
+        if key.startswith(_TOTALS_PREFIX):
+            parts = orjson.loads(value)
+            state.totals[parse_window_key(key[len(_TOTALS_PREFIX):].decode())] = {
+                int(p): [int(c), float(s), float(lo), float(hi), int(m)] for p, (c, s, lo, hi, m) in parts.items()}
+        elif key.startswith(_FRONTIER_PREFIX):
+            state.frontiers[int(key[len(_FRONTIER_PREFIX):])] = int(orjson.loads(value))
+        elif key.startswith(_LEDGER_PREFIX):
+            window, start = key[len(_LEDGER_PREFIX):].decode().split("|")
+            state.ledger[(window, int(start))] = int(orjson.loads(value))
+    return state

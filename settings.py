@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+from faults import parse_faults
 from tables.windows import DEFAULT_WINDOWS, WindowSpec, parse_duration_ms, parse_windows
 
 T = TypeVar("T")
@@ -73,6 +74,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("ARCHIVE_MAX_RECORDS", "50000", "Raw archive files are rolled after this many records..."),
     Setting("ARCHIVE_MAX_AGE", "60s", "...or when their oldest record is this old."),
     Setting("LAG_WARNING", "100000", "Log a warning while the input consumer lag of this worker exceeds this many records."),
+    Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write). Empty in production."),
     Setting("LOG_LEVEL", "info", "Level of the pipeline's own logs: debug, info, warning or error (faust's logs follow `faust worker -l`)."),
     Setting("DEVSTACK_DIR", "var", "Embedded stack only: directory of the services' data and logs."),
     Setting("DEVSTACK_BROKER_PORT", "9092", "Embedded stack only: port of the Tansu broker."),
@@ -144,6 +146,7 @@ class PipelineSettings:
     archive_max_records: int
     archive_max_age_ms: int
     lag_warning_records: int
+    fault_injection: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +357,7 @@ def load(env: Mapping[str, str]) -> Settings:
             archive_max_records=read.parse("ARCHIVE_MAX_RECORDS", _integer(1, 10_000_000)),
             archive_max_age_ms=read.parse("ARCHIVE_MAX_AGE", _positive_duration_ms),
             lag_warning_records=read.parse("LAG_WARNING", _integer(1, 10**12)),
+            fault_injection=tuple(read.parse("FAULT_INJECTION", parse_faults).items()),
         ),
         log_level=read.parse("LOG_LEVEL", _choice(_LOG_LEVELS, lower=True)),
     )

@@ -1,193 +1,285 @@
-"""Stage 2, the export agent: merge partials, close windows, export each exactly once.
+"""Stage 2, the export stage: merge partials, close windows, export each exactly once.
 
 It consumes the partials topic, keyed by (window, window_start, event_type), so each
-window key has one owner. Per batch it keeps the newest partial of every input
-partition (tables.totals), records the input partitions' frontiers, and closes every
-window whose end all frontiers have passed:
+window key has one owner. One `ExportPartition` per owned partials partition keeps the
+newest partial of every input partition per window key (tables.totals), every input
+partition's frontier, the export ledger and its input position, all in that partition
+of one changelog (tables/store.py), written in input order. A restored state is the state
+after some prefix of the input, so replaying from its stored position rebuilds exactly
+what was lost.
 
-1. its rows go to S3 (one deterministic object per window start and stage-2 partition,
-   overwritten as a whole on replay) and to Redis (idempotent writes);
-2. only then is the window entered in the export ledger and its totals deleted, in one
-   flush. A crash before that re-exports identical content; a replayed partial for a
-   window in the ledger is ignored, so a window is never re-opened with part of its data.
+A window closes once every input partition's frontier has passed its end: every partial
+of it precedes those frontiers in the input (stage 1 sends its partials first, in order),
+so the window's totals are final and the same on every replay. Its rows go to S3 (one
+deterministic object per window start and stage-2 partition, overwritten as a whole) and
+Redis (idempotent writes); only then is it entered in the ledger and its totals deleted.
+A crash before that exports identical content again; a replayed partial of a window in
+the ledger is ignored, so a window never re-opens with part of its data.
 
-A failed export is retried with backoff and blocks this agent: partials wait in Kafka,
-not in memory.
+Exports run in the background while the partition is paused: a store outage holds the
+partials in Kafka, not in memory, and a rebalance abandons the export to the next owner.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
+
+from agents.stats import PipelineStats
+from channels import Topics
 from events import iso_utc
-from models import FrontierMessage, decode_stage_message, parse_window_key, window_key
+from faults import Faults
+from metrics import PipelineMetrics
+from models import (
+    POSITION_KEY,
+    ExportState,
+    FrontierMessage,
+    decode_export_state,
+    decode_stage_message,
+    encode_export_position,
+    encode_totals,
+    frontier_state_key,
+    ledger_state_key,
+    totals_state_key,
+)
+from outputs import Outputs
+from settings import Settings
 from sinks.rows import WindowRow
-from tables.context import writing_partition
+from stream.clients import Producer
 from tables.partials import PartialKey
-from tables.totals import PartsByPartition, apply_partial, combine, low_frontier
-
-if TYPE_CHECKING:
-    from faust import StreamT
-
-    from app import PipelineApp
-    from channels import Channels
+from tables.store import PartitionStore, changelog_send
+from tables.totals import apply_partial, combine, low_frontier
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 5_000
-BATCH_WITHIN_S = 0.2
-# Ledger entries outlive their window by this much: a replay older than that is not
-# expected (stage 2 commits every few seconds), and the ledger must not grow forever.
+TICK_INTERVAL_S = 0.5
+# Ledger entries outlive their window by this much. Only a replay of this partition's own
+# input from an older position could bring partials of an exported window again, and a
+# position is stored after every batch; a day is a wide margin.
 LEDGER_RETENTION_MS = 24 * 3_600_000
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+@dataclass(frozen=True, slots=True)
+class ExportContext:
+    settings: Settings
+    topics: Topics
+    producer: Producer
+    outputs: Outputs
+    stats: PipelineStats
+    metrics: PipelineMetrics
+    state_dir: Path
+    clock_ms: Callable[[], int]
+    faults: Faults = field(default_factory=Faults)
 
 
-class _PartitionState:
-    """Stage-2 state of one partials partition."""
+class ExportStage:
+    name = "export"
+    tick_interval_s = TICK_INTERVAL_S
 
-    __slots__ = ("totals", "frontiers", "ledger")
+    def __init__(self, ctx: ExportContext) -> None:
+        self.ctx = ctx
+        self.topic = ctx.topics.partials
+        self.partitions: dict[int, ExportPartition] = {}
 
-    def __init__(self) -> None:
-        self.totals: dict[PartialKey, PartsByPartition] = {}
-        self.frontiers: dict[int, int] = {}
-        self.ledger: dict[tuple[str, int], int] = {}  # (window, start) -> window end
+    async def open(self, partitions: Sequence[int], reader: AIOKafkaConsumer) -> dict[int, ExportPartition]:
+        ctx = self.ctx
+        stores = {q: PartitionStore(ctx.state_dir / "export" / f"{q:05d}", ctx.topics.export_state, q,
+                                    changelog_send(ctx.producer.send)) for q in partitions}
+        try:
+            states = {q: decode_export_state(await store.restore(reader)) for q, store in stores.items()}
+        except BaseException:
+            for store in stores.values():
+                store.close()
+            raise
+        self.partitions = {q: ExportPartition(ctx, q, stores[q], states[q]) for q in partitions}
+        return dict(self.partitions)
+
+    # -- for the web views ------------------------------------------------------------------------
+
+    def open_rows(self, window: str, event_type: str | None = None) -> list[WindowRow]:
+        """This worker's windows of `window` not yet exported, by start then event type."""
+        rows = [row for part in self.partitions.values() for row in part.rows(window, event_type)]
+        rows.sort(key=lambda r: (r.window_start_ms, r.event_type))
+        return rows
+
+    def open_row(self, key: PartialKey) -> WindowRow | None:
+        for part in self.partitions.values():
+            row = part.row(key)
+            if row is not None:
+                return row
+        return None
 
 
-class Exporter:
-    def __init__(self, app: PipelineApp, channels: Channels) -> None:
-        self.app = app
-        self.channels = channels
-        self.size_ms = {spec.name: spec.size_ms for spec in app.settings.pipeline.windows}
-        self.source_partitions = app.settings.kafka.topic_partitions
-        self.states: dict[int, _PartitionState] = {}
+class ExportPartition:
+    def __init__(self, ctx: ExportContext, partition: int, store: PartitionStore, state: ExportState) -> None:
+        self.ctx = ctx
+        self.partition = partition
+        self.store = store
+        self.state = state
+        self.size_ms = {spec.name: spec.size_ms for spec in ctx.settings.pipeline.windows}
+        self.source_partitions = ctx.settings.kafka.topic_partitions
+        self._job: asyncio.Task[None] | None = None
+        self._crossings: list[tuple[int, int]] = []  # (low frontier, announced at) since the last export
+        self._expired: list[tuple[str, int]] = []  # ledger entries to delete from the changelog
+        self._stale = self._drop_stale()
+        log.info("export partition %d: resuming at offset %s, %d open window keys, %d windows in the ledger",
+                 partition, state.next_offset, len(state.totals), len(state.ledger))
 
-    def on_revoked(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            self.states.pop(partition, None)
+    def _drop_stale(self) -> list[PartialKey]:
+        """Totals of windows already in the ledger (a crash between the two writes), or no longer configured."""
+        state = self.state
+        stale = [key for key in state.totals
+                 if (key.window, key.start_ms) in state.ledger or key.window not in self.size_ms]
+        unknown = sorted({key.window for key in stale if key.window not in self.size_ms})
+        if unknown:
+            log.warning("export partition %d: dropping open windows of %s, which WINDOWS no longer lists",
+                        self.partition, ", ".join(unknown))
+        for key in stale:
+            del state.totals[key]
+        return stale
 
-    def load(self, partitions: set[int]) -> None:
-        """Load the stage-2 state of newly owned partitions from their tables (after recovery)."""
-        missing = partitions - set(self.states)
-        if not missing:
-            return
-        fresh = {q: _PartitionState() for q in missing}
-        for key, value in self.channels.totals_table.items():
-            q, rest = key.split("|", 1)
-            if int(q) in fresh:
-                fresh[int(q)].totals[parse_window_key(rest)] = {int(p): list(v) for p, v in value.items()}
-        for key, value in self.channels.frontier_table.items():
-            q, p = key.split("|")
-            if int(q) in fresh:
-                fresh[int(q)].frontiers[int(p)] = int(value)
-        for key, value in self.channels.ledger_table.items():
-            q, window, start = key.split("|")
-            if int(q) in fresh:
-                fresh[int(q)].ledger[(window, int(start))] = int(value)
-        self.states.update(fresh)
+    # -- what the runner asks ---------------------------------------------------------------------
 
-    async def process(self, batch: list[Any]) -> None:
-        by_partition: dict[int, list[Any]] = defaultdict(list)
-        for event in batch:
-            by_partition[event.message.partition].append(event)
-        self.load(set(by_partition))
-        for q, events in sorted(by_partition.items()):
-            await self._process_partition(q, events)
+    def start_offset(self) -> int | None:
+        return self.state.next_offset
 
-    async def _process_partition(self, q: int, events: list[Any]) -> None:
-        state = self.states[q]
+    def committable_offset(self) -> int | None:
+        return self.state.next_offset
+
+    def accepting(self) -> bool:
+        return self._job is None or self._job.done()
+
+    async def process(self, records: Sequence[ConsumerRecord]) -> None:
+        self._raise_if_failed()
+        state, stats = self.state, self.ctx.stats
         dirty: set[PartialKey] = set()
         frontiers_changed: set[int] = set()
-        crossings: list[tuple[int, int]] = []  # (low frontier, announced at) as it rises
-        stats = self.app.stats
-        for event in events:
-            message = decode_stage_message(event.value)
+        for record in records:
+            message = decode_stage_message(record.value)
             if isinstance(message, FrontierMessage):
                 if message.frontier_ms > state.frontiers.get(message.partition, message.frontier_ms - 1):
                     state.frontiers[message.partition] = message.frontier_ms
                     frontiers_changed.add(message.partition)
                     low = low_frontier(state.frontiers, message.source_partitions)
                     if low is not None:
-                        crossings.append((low, message.announced_at_ms))
+                        self._crossings.append((low, message.announced_at_ms))
                 continue
             key = message.key
-            if (key.window, key.start_ms) in state.ledger:
+            if (key.window, key.start_ms) in state.ledger or key.window not in self.size_ms:
                 stats.partials_after_close += 1  # a replay of an exported window: already final
                 continue
             parts = state.totals.setdefault(key, {})
             if apply_partial(parts, message.partition, message.partial):
                 dirty.add(key)
-        topic = self.channels.partials.get_topic_name()
-        with writing_partition(topic, q):
-            for key in dirty:
-                self.channels.totals_table[f"{q}|{window_key(key)}"] = state.totals[key]
-            for p in frontiers_changed:
-                self.channels.frontier_table[f"{q}|{p}"] = state.frontiers[p]
-        low = low_frontier(state.frontiers, self.source_partitions)
-        if low is not None:
-            stats.observe_low_watermark(low, _now_ms())
-            await self._close(q, state, low, crossings)
+        store = self.store
+        for key in dirty:
+            await store.put(totals_state_key(key), encode_totals(state.totals[key]))
+        for p in frontiers_changed:
+            await store.put(frontier_state_key(p), orjson.dumps(state.frontiers[p]))
+        state.next_offset = records[-1].offset + 1
+        await store.put(POSITION_KEY, encode_export_position(state.next_offset))
+        self._start_exports()
 
-    async def _close(self, q: int, state: _PartitionState, low_ms: int, crossings: list[tuple[int, int]]) -> None:
+    async def tick(self, now_ms: int) -> None:
+        self._raise_if_failed()
+        if self._job is None:
+            for key in self._stale:
+                await self.store.put(totals_state_key(key), None)
+            for window, start_ms in self._expired:
+                await self.store.put(ledger_state_key(window, start_ms), None)
+            self._stale, self._expired = [], []
+            self._start_exports()
+        if self._job is None:
+            await self.store.commit()
+
+    def _raise_if_failed(self) -> None:
+        job = self._job
+        if job is not None and job.done():
+            self._job = None
+            if not job.cancelled() and job.exception() is not None:
+                raise job.exception()  # type: ignore[misc]
+
+    # -- closing windows ----------------------------------------------------------------------------
+
+    def _low(self) -> int | None:
+        return low_frontier(self.state.frontiers, self.source_partitions)
+
+    def _start_exports(self) -> None:
+        low = self._low()
+        if low is None or self._job is not None:
+            return
+        self.ctx.stats.observe_low_watermark(low, self.ctx.clock_ms())
         due: dict[tuple[str, int], list[PartialKey]] = defaultdict(list)
-        for key in state.totals:
-            size_ms = self.size_ms.get(key.window)
-            if size_ms is None:
-                continue  # a window no longer configured stays pending; logged at start
-            if key.start_ms + size_ms <= low_ms:
+        for key in self.state.totals:
+            if key.start_ms + self.size_ms[key.window] <= low:
                 due[(key.window, key.start_ms)].append(key)
-        topic = self.channels.partials.get_topic_name()
+        crossings, self._crossings = self._crossings, []
+        if due:
+            self._job = asyncio.ensure_future(self._export(due, crossings))
+        self._purge_ledger(low)
+
+    async def _export(self, due: dict[tuple[str, int], list[PartialKey]], crossings: list[tuple[int, int]]) -> None:
+        ctx, state, store = self.ctx, self.state, self.store
         for (window, start_ms), keys in sorted(due.items(), key=lambda item: (item[0][1], item[0][0])):
             end_ms = start_ms + self.size_ms[window]
-            rows = []
-            for key in sorted(keys, key=lambda k: k.event_type):
-                totals = combine(state.totals[key])
-                rows.append(WindowRow(window, start_ms, end_ms, key.event_type,
-                                      totals.count, totals.sum, totals.min, totals.max))
-            object_key = await self.app.outputs.export_window(window, start_ms, q, rows)
+            rows = [self._make_row(key) for key in sorted(keys, key=lambda k: k.event_type)]
+            ctx.faults.check("export.write")
+            object_key = await ctx.outputs.export_window(window, start_ms, self.partition, rows)
             closed_at_ms = next((at for low, at in crossings if low >= end_ms), None)
-            delay_ms = None if closed_at_ms is None else _now_ms() - closed_at_ms
-            self.app.stats.record_export(len(rows), delay_ms)
+            delay_ms = None if closed_at_ms is None else ctx.clock_ms() - closed_at_ms
+            ctx.stats.record_export(len(rows), delay_ms)
             if delay_ms is not None:
-                self.app.metrics.window_close_delay.observe(delay_ms / 1000)
+                ctx.metrics.window_close_delay.observe(delay_ms / 1000)
             log.info("exported %s window %s: %d event types to S3 %s and Redis, %s after the watermark passed",
                      window, iso_utc(start_ms), len(rows), object_key,
                      "replayed" if delay_ms is None else f"{delay_ms} ms")
-            with writing_partition(topic, q):
-                self.channels.ledger_table[f"{q}|{window}|{start_ms}"] = end_ms
-                for key in keys:
-                    del self.channels.totals_table[f"{q}|{window_key(key)}"]
+            await store.put(ledger_state_key(window, start_ms), orjson.dumps(end_ms))
+            for key in keys:
+                await store.put(totals_state_key(key), None)
             state.ledger[(window, start_ms)] = end_ms
             for key in keys:
                 del state.totals[key]
-        self._purge_ledger(q, state, low_ms)
+        await store.commit()
 
-    def _purge_ledger(self, q: int, state: _PartitionState, low_ms: int) -> None:
-        expired = [entry for entry, end_ms in state.ledger.items() if end_ms < low_ms - LEDGER_RETENTION_MS]
-        if not expired:
-            return
-        with writing_partition(self.channels.partials.get_topic_name(), q):
-            for window, start_ms in expired:
-                del self.channels.ledger_table[f"{q}|{window}|{start_ms}"]
-                del state.ledger[(window, start_ms)]
+    def _purge_ledger(self, low_ms: int) -> None:
+        ledger = self.state.ledger
+        expired = [entry for entry, end_ms in ledger.items() if end_ms < low_ms - LEDGER_RETENTION_MS]
+        for entry in expired:
+            del ledger[entry]
+        self._expired.extend(expired)
 
+    # -- rows -----------------------------------------------------------------------------------
 
-def register(app: PipelineApp, channels: Channels) -> Exporter:
-    exporter = Exporter(app, channels)
+    def _make_row(self, key: PartialKey) -> WindowRow:
+        totals = combine(self.state.totals[key])
+        return WindowRow(key.window, key.start_ms, key.start_ms + self.size_ms[key.window], key.event_type,
+                         totals.count, totals.sum, totals.min, totals.max)
 
-    async def export_agent(stream: StreamT[bytes]) -> None:
-        async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
-            await exporter.process(batch)
+    def rows(self, window: str, event_type: str | None) -> list[WindowRow]:
+        return [self._make_row(key) for key, parts in self.state.totals.items()
+                if key.window == window and (event_type is None or key.event_type == event_type) and parts]
 
-    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        topic = channels.partials.get_topic_name()
-        exporter.on_revoked({tp.partition for tp in revoked if tp.topic == topic})
+    def row(self, key: PartialKey) -> WindowRow | None:
+        return self._make_row(key) if self.state.totals.get(key) else None
 
-    app.agent(channels.partials, name="export")(export_agent)
-    app.on_partitions_revoked.connect(on_revoked)
-    return exporter
+    # -- revocation ------------------------------------------------------------------------------
+
+    async def close(self, *, graceful: bool) -> None:
+        job, self._job = self._job, None
+        if job is not None and not job.done():
+            job.cancel()  # the next owner exports it again: same content
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        with contextlib.suppress(Exception):
+            if graceful:
+                await self.store.commit()
+        self.store.close()

@@ -1,356 +1,365 @@
-"""Stage 1, the ingest agent: validate, dead-letter, archive and pre-aggregate the events topic.
+"""Stage 1, the ingest stage: validate, dead-letter, archive and pre-aggregate the events topic.
 
-Per batch of records (see tables.partials for the exactly-once rules):
-- bad records go to the dead-letter topic with the original bytes, reason and position;
-- valid records are folded into per-partition partial aggregates (one table write and
-  one partial message per changed key per batch, never per event), and buffered for the
-  raw archive; records in already-closed windows also go to the late topic.
+One `IngestPartition` per owned input partition holds that partition's whole state, and
+all of it lives in that partition of one changelog (tables/store.py): the open partial
+aggregates, and the position record (where folding and the archive stand, the frontier,
+the credited event time). The input resumes where the position says, whatever offsets
+were committed. Per batch of records, in offset order:
 
-Every FRONTIER_INTERVAL_S the worker's low watermark becomes the new frontier of its
-partitions: windows ending before it are closed for them. The frontier is written to
-the progress table and flushed *before* stage 2 hears of it, so after a crash the
-restored frontier is never behind one that was announced.
+1. records below `fold_next` were folded before a restart; they are read again only for
+   the raw archive;
+2. the others are decoded and validated (tables/partials.fold_batch): bad ones go to the
+   dead-letter topic, records in windows the frontier closed go to the late topic, and
+   the rest are folded into their partials, each carrying the highest offset folded in;
+3. the dead letters, late records and changed partials are sent, the changed partials
+   written to the changelog, and all of it awaited;
+4. only then is the position advanced past the batch.
+
+A crash anywhere leaves a changelog prefix: the next owner restores it, resumes at the
+stored position, and redoes what the prefix lacks. A partial already holding a record
+skips it (its offset marker), and the last dead-letter and late records in their topics
+say which of those were sent (agents tail reads): nothing is counted or sent twice.
+
+The frontier. Every tick the partition's own watermark is made durable and published
+(agents/watermarks.py); the low watermark over all input partitions then becomes the
+partition's frontier once written to the position record, and is announced to every
+stage-2 partition after the partials it covers. From then on a record of a window
+ending at or before it is late.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections import Counter
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-from agents.archive import Archiver
-from agents.tail import last_source_offsets
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+
+from agents.stats import PipelineStats
+from agents.watermarks import WatermarkBoard
+from channels import Topics
+from events import Event
+from faults import Faults
 from models import (
+    FALLBACK_FORWARDED_BYTES,
+    MAX_FORWARDED_BYTES,
+    POSITION_KEY,
     FrontierMessage,
+    Headers,
+    IngestPosition,
     PartialMessage,
     dead_letter_headers,
+    decode_ingest_state,
     encode_frontier,
+    encode_ingest_position,
+    encode_mark,
     encode_partial,
+    encode_partial_value,
+    forwarded,
     late_headers,
-    parse_partial_table_key,
-    partial_table_key,
+    partial_partition,
+    partial_state_key,
 )
-from tables.context import writing_partition
-from tables.partials import BatchOutcome, Limits, PartialKey, PartitionPartials, fold_batch
-from tables.watermark import WatermarkTracker
-
-if TYPE_CHECKING:
-    from faust import StreamT
-
-    from app import PipelineApp
-    from channels import Channels
+from outputs import Outputs
+from settings import Settings
+from sinks.archive import PartitionArchive
+from stream.clients import Producer
+from stream.tail import last_source_offsets
+from tables.partials import BatchOutcome, Limits, PartitionPartials, Record, fold_batch
+from tables.store import PartitionStore, changelog_send
+from tables.watermark import Mark, PartitionClock
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 10_000
-BATCH_WITHIN_S = 0.2
-FRONTIER_INTERVAL_S = 1.0
-# Ticks a partition may look stalled before it is re-read: an idle agent delivers pending
-# records within a batch window (0.2 s), so 5 s of no delivery is not a slow batch.
-STALL_TICKS = 5
-PROGRESS_EVERY_S = 5.0
 MIN_EVENT_MS = 946_684_800_000  # 2000-01-01: older timestamps are treated as absurd
+TICK_INTERVAL_S = 0.2
+# On a clean stop or a rebalance the open raw files are written for up to this long, so
+# the partition's next owner need not read them again.
+GRACEFUL_FLUSH_S = 5.0
+# A partition is paused while more valid records than this wait for their raw file (S3
+# slow or down): the bound on the archive's memory, per partition.
+BUFFERED_FILES_LIMIT = 2
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+@dataclass(frozen=True, slots=True)
+class IngestContext:
+    """What stage 1 uses, and nothing else: a test builds it with fakes."""
+
+    settings: Settings
+    topics: Topics
+    producer: Producer
+    outputs: Outputs
+    board: WatermarkBoard
+    stats: PipelineStats
+    state_dir: Path
+    clock_ms: Callable[[], int]
+    faults: Faults = dataclasses.field(default_factory=Faults)
+    monotonic: Callable[[], float] = time.monotonic
 
 
-class Ingest:
-    """Stage-1 state of the partitions this worker owns."""
+class IngestStage:
+    name = "ingest"
+    tick_interval_s = TICK_INTERVAL_S
 
-    def __init__(self, app: PipelineApp, channels: Channels) -> None:
-        self.app = app
-        self.channels = channels
-        self.settings = app.settings.pipeline
-        self.windows = self.settings.windows
-        self.tracker = WatermarkTracker(self.settings.allowed_lateness_ms, self.settings.idle_timeout_ms)
-        self.partitions: dict[int, PartitionPartials] = {}
-        self.frontiers_ms: dict[int, int | None] = {}
-        self.settled_upto: dict[int, int] = {}  # offset processed when the frontier was set
-        self.processed_upto: dict[int, int] = {}
-        self.max_event_ms: dict[int, int] = {}
-        self.dead_letters_upto: dict[int, int] = {}
-        self.late_upto: dict[int, int] = {}
-        self.lock = asyncio.Lock()  # batches and frontier ticks never interleave
-        self.delivered_upto: dict[int, int] = {}  # highest offset the agent got since assignment
-        # partition -> ((delivered, position), consecutive ticks seen unchanged)
-        self._stalled: dict[int, tuple[tuple[int, int], int]] = {}
-        self.archiver = Archiver(put_archive=app.outputs.put_archive, max_records=self.settings.archive_max_records,
-                                 max_age_s=self.settings.archive_max_age_ms / 1000)
+    def __init__(self, ctx: IngestContext) -> None:
+        self.ctx = ctx
+        self.topic = ctx.topics.events
+        self.partitions: dict[int, IngestPartition] = {}
 
-    # -- partition ownership ------------------------------------------------------------
+    async def open(self, partitions: Sequence[int], reader: AIOKafkaConsumer) -> dict[int, IngestPartition]:
+        ctx = self.ctx
+        stores = {p: PartitionStore(ctx.state_dir / "ingest" / f"{p:05d}", ctx.topics.ingest_state, p,
+                                    changelog_send(ctx.producer.send)) for p in partitions}
+        try:
+            restored = {p: decode_ingest_state(await store.restore(reader)) for p, store in stores.items()}
+            dead_upto = await last_source_offsets(reader, ctx.topics.dead_letters, partitions)
+            late_upto = await last_source_offsets(reader, ctx.topics.late, partitions)
+        except BaseException:
+            for store in stores.values():
+                store.close()
+            raise
+        self.partitions = {
+            p: IngestPartition(ctx, p, stores[p], restored[p][0], restored[p][1], dead_upto[p], late_upto[p])
+            for p in partitions}
+        return dict(self.partitions)
 
-    def owned(self) -> set[int]:
-        topic = self.channels.events.get_topic_name()
-        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
 
-    def on_revoked(self, partitions: Iterable[int]) -> None:
-        revoked = list(partitions)
-        for partition in revoked:
-            self.partitions.pop(partition, None)
-            self.frontiers_ms.pop(partition, None)
-            self.settled_upto.pop(partition, None)
-            self.processed_upto.pop(partition, None)
-            self.delivered_upto.pop(partition, None)
-            self.max_event_ms.pop(partition, None)
-            # dead_letters_upto and late_upto stay: what this process sent is in the topics
-            # even if the tail read after a reassignment misses it (see ensure_loaded).
-            self.archiver.forget(partition)
-        self.tracker.revoke([p for p in revoked if p in self.tracker.assigned])
+class IngestPartition:
+    """Stage-1 state and work of one input partition (see the module doc)."""
 
-    async def ensure_loaded(self, partitions: Iterable[int]) -> None:
-        """Load the state of newly owned partitions from their tables (after recovery)."""
-        missing = sorted(set(partitions) - set(self.partitions))
-        if not missing:
-            return
-        topic = self.channels.events.get_topic_name()
-        values: dict[int, dict[PartialKey, list[float]]] = {p: {} for p in missing}
-        for table_key, value in self.channels.partial_table.items():
-            partition, key = parse_partial_table_key(table_key)
-            if partition in values:
-                values[partition][key] = list(value)
-        kafka = self.app.settings.kafka
-        await self.app.producer.flush()  # so that the tails include everything this process sent
-        dead_upto = await last_source_offsets(kafka, self.channels.dead_letters.get_topic_name(), missing)
-        late_upto = await last_source_offsets(kafka, self.channels.late.get_topic_name(), missing)
-        clock_ms = now_ms()
-        for partition in missing:
-            with writing_partition(topic, partition):
-                progress = self.channels.progress_table.get(str(partition)) or {}
-            self.partitions[partition] = PartitionPartials(partition, values[partition])
-            self.frontiers_ms[partition] = progress.get("f")
-            self.settled_upto[partition] = progress.get("o", -1)
-            # Records up to "x" are folded already; a frontier raised after the restart
-            # settles them too, so their replay is not mistaken for late data.
-            self.processed_upto[partition] = progress.get("x", -1)
-            self.dead_letters_upto[partition] = max(dead_upto[partition], self.dead_letters_upto.get(partition, -1))
-            self.late_upto[partition] = max(late_upto[partition], self.late_upto.get(partition, -1))
-            self.tracker.assign([partition], clock_ms)
-            if progress.get("e") is not None:
-                self.max_event_ms[partition] = progress["e"]
-                self.tracker.observe(partition, progress["e"], clock_ms)
-            log.info("partition %d: %d open partials, frontier %s", partition, len(values[partition]),
-                     progress.get("f"))
+    def __init__(self, ctx: IngestContext, partition: int, store: PartitionStore, position: IngestPosition,
+                 partials: dict, dead_letters_upto: int, late_upto: int) -> None:
+        self.ctx = ctx
+        self.partition = partition
+        self.store = store
+        self.position = position
+        pipeline = ctx.settings.pipeline
+        self.windows = pipeline.windows
+        self.partials = PartitionPartials(partition, partials)
+        # A crash between a frontier and the deletes it implied leaves closed partials behind.
+        self._stale = [key for key, _ in self.partials.pop_closed(self.windows, position.frontier_ms)] \
+            if position.frontier_ms is not None else []
+        self.clock = PartitionClock(pipeline.allowed_lateness_ms, pipeline.idle_timeout_ms, position.event_ms,
+                                    ctx.clock_ms())
+        self.archive = PartitionArchive(partition, put_archive=self._put_archive,
+                                        max_records=pipeline.archive_max_records,
+                                        max_age_s=pipeline.archive_max_age_ms / 1000)
+        self.side_outputs = SideOutputs(ctx.producer, ctx.topics, partition, dead_letters_upto, late_upto)
+        self._published: Mark | None = None
+        self._announced_ms: int | None = None  # the frontier stage 2 has heard from this process
+        self._max_buffered = BUFFERED_FILES_LIMIT * pipeline.archive_max_records
+        log.info("partition %d: resuming at offset %s (folded up to %s), %d open partials, frontier %s",
+                 partition, self.start_offset(), position.fold_next, len(self.partials.values),
+                 position.frontier_ms)
 
-    # -- the hot path -------------------------------------------------------------------
+    async def _put_archive(self, partition: int, start_offset: int, records: list) -> object:  # type: ignore[type-arg]
+        self.ctx.faults.check("archive.write")
+        return await self.ctx.outputs.put_archive(partition, start_offset, records)
 
-    async def process(self, batch: list[Any]) -> None:
-        records = [(e.message.partition, e.message.offset, e.value) for e in batch]
-        in_batch = {partition for partition, _, _ in records}
-        async with self.lock:
-            new = in_batch - set(self.partitions)
-            await self.ensure_loaded(in_batch)
-            for partition in sorted(new):
-                first = next(offset for p, offset, _ in records if p == partition)
-                log.info("partition %d: reading from offset %d", partition, first)
-            clock_ms = now_ms()
-            limits = Limits(self.settings.max_event_bytes, MIN_EVENT_MS,
-                            clock_ms + self.settings.max_clock_skew_ms)
-            outcome = fold_batch(records, self.partitions, self.windows, self.frontiers_ms, self.settled_upto,
-                                 limits)
-            processed = self.processed_upto
-            for partition, offset, _ in records:
-                # Never lower: after a restart the replay starts below the restored value.
-                if offset > processed.get(partition, -1):
-                    processed[partition] = offset
-                self.delivered_upto[partition] = offset  # in this run, for refetch_dropped
-            await self._send_side_outputs(outcome)
-            await self._store_partials(outcome)
-            for partition, event_ms in outcome.max_event_ms.items():
-                if event_ms > self.max_event_ms.get(partition, event_ms - 1):
-                    self.max_event_ms[partition] = event_ms
-                self.tracker.observe(partition, event_ms, clock_ms)
-            for partition in in_batch:
-                # Durable before the batch's offsets are committed: a restart knows the
-                # event times it will not see again, and which replayed records it folded.
-                self._write_progress(partition)
-            # Valid records wait for the raw archive before faust may commit them; dead
-            # letters are done once sent, but their acks go through the archiver too, so
-            # that none overtakes a valid record's. `valid` keeps the order and identity of
-            # `records`.
-            archive: list[tuple[int, int, Any, Any]] = []
-            valid = outcome.valid
-            next_valid = 0
-            for record, event in zip(records, batch, strict=True):
-                if next_valid < len(valid) and valid[next_valid][0] is record:
-                    archive.append((record[0], record[1], valid[next_valid][1], event))
-                    next_valid += 1
-                else:
-                    archive.append((record[0], record[1], None, event))
-            await self.archiver.add_batch(archive, time.monotonic())
-            stats = self.app.stats
-            stats.consumed.update(Counter(partition for partition, _, _ in records))
-            stats.input_offsets.update(self.processed_upto)
-            stats.dead_letters += len(outcome.dead_letters)
-            stats.late += len(outcome.late)
-            stats.archive_buffered = self.archiver.buffered()
+    # -- what the runner asks ---------------------------------------------------------------
 
-    async def _send_side_outputs(self, outcome: BatchOutcome) -> None:
-        source = self.channels.events.get_topic_name()
+    def start_offset(self) -> int | None:
+        position = self.position
+        return position.archive_next if position.archive_next is not None else position.fold_next
+
+    def committable_offset(self) -> int | None:
+        return self._archive_next()
+
+    def accepting(self) -> bool:
+        return self.archive.buffered() < self._max_buffered
+
+    def _archive_next(self) -> int | None:
+        first = self.archive.first_unarchived()
+        return first if first is not None else self.position.fold_next
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    async def process(self, records: Sequence[ConsumerRecord]) -> None:
+        self.archive.raise_if_failed()
+        ctx, partition, position = self.ctx, self.partition, self.position
+        now_s = ctx.monotonic()
+        fold_next = position.fold_next if position.fold_next is not None else -1
+        fresh_from = 0
+        while fresh_from < len(records) and records[fresh_from].offset < fold_next:
+            fresh_from += 1
+        if fresh_from:
+            self._archive_again(records[:fresh_from], now_s)
+        fresh = records[fresh_from:]
+        if fresh:
+            await self._fold(fresh, now_s)
+        await self.store.put(POSITION_KEY, encode_ingest_position(self._position_now()))
+        stats = ctx.stats
+        stats.consumed[partition] += len(records)
+        stats.input_offsets[partition] = max(stats.input_offsets.get(partition, -1), records[-1].offset)
+        stats.archive_buffered[partition] = self.archive.buffered()
+
+    def _archive_again(self, records: Sequence[ConsumerRecord], now_s: float) -> None:
+        """Records folded before a restart: only the raw archive may still lack them. (Validity
+        does not depend on when a record is read: see Limits.)"""
+        limits = self._limits()
+        for record in records:
+            decoded = limits.decode(Record(self.partition, record.offset, record.value or b"", record.timestamp))
+            if isinstance(decoded, Event):
+                self.archive.add(record.offset, decoded, now_s)
+
+    def _limits(self) -> Limits:
+        pipeline = self.ctx.settings.pipeline
+        return Limits(pipeline.max_event_bytes, MIN_EVENT_MS, pipeline.max_clock_skew_ms, self.ctx.clock_ms())
+
+    async def _fold(self, records: Sequence[ConsumerRecord], now_s: float) -> None:
+        ctx, partition, topics = self.ctx, self.partition, self.ctx.topics
+        send = ctx.producer.send
+        # A record without a value (a tombstone) is dead-lettered as empty.
+        outcome = fold_batch([Record(partition, r.offset, r.value or b"", r.timestamp) for r in records],
+                             {partition: self.partials},
+                             self.windows, {partition: self.position.frontier_ms}, self._limits())
+        sent = await self.side_outputs.send(outcome)
+        values = self.partials.values
+        stage2_partitions = ctx.settings.kafka.topic_partitions
+        partials_sent = []
+        for key in outcome.dirty.get(partition, ()):
+            ctx.faults.check("ingest.send")
+            message_key, body = encode_partial(PartialMessage(partition, key, values[key]))
+            partials_sent.append(await send(topics.partials, body, key=message_key,
+                                            partition=partial_partition(message_key, stage2_partitions)))
+            await self.store.put(partial_state_key(key), encode_partial_value(values[key]))
+        # All of it durable before the position passes these records.
+        await self.store.commit()
+        await self.side_outputs.wait(sent)
+        await asyncio.gather(*partials_sent)
+        event_ms = outcome.max_event_ms.get(partition)
+        if event_ms is not None:
+            self.clock.observe(event_ms, ctx.clock_ms())
+        for record, event in outcome.valid:
+            self.archive.add(record.offset, event, now_s)
+        self.position = dataclasses.replace(self.position, fold_next=records[-1].offset + 1)
+        ctx.stats.dead_letters += len(outcome.dead_letters)
+        ctx.stats.late += len(outcome.late)
+
+    def _position_now(self) -> IngestPosition:
+        return dataclasses.replace(self.position, archive_next=self._archive_next(), event_ms=self.clock.event_ms)
+
+    # -- ticks: archive files, watermark, frontier ------------------------------------------------
+
+    async def tick(self, now_ms: int) -> None:
+        self.archive.raise_if_failed()
+        ctx = self.ctx
+        self.archive.roll_aged(ctx.monotonic())
+        self.clock.credit_idle(now_ms)
+        low = ctx.board.low()
+        frontier = self.position.frontier_ms
+        if low is not None and (frontier is None or low > frontier):
+            await self._advance_frontier(low)
+        elif self._stale:
+            await self._write_position(deletes=self._stale)
+        position = self._position_now()
+        if position != self.position:
+            await self._write_position()
+        mark = self.clock.mark(now_ms)
+        if mark != self._published:
+            await self.store.commit()  # the event time behind the mark is durable before anyone uses it
+            await ctx.producer.send(ctx.topics.watermarks, encode_mark(mark, now_ms), partition=self.partition)
+            self._published = mark
+        frontier = self.position.frontier_ms
+        if frontier is not None and frontier != self._announced_ms:
+            await self.store.commit()
+            await self._announce(frontier, now_ms)
+        ctx.stats.archive_buffered[self.partition] = self.archive.buffered()
+
+    async def _advance_frontier(self, low_ms: int) -> None:
+        closed = [key for key, _ in self.partials.pop_closed(self.windows, low_ms)]
+        self.position = dataclasses.replace(self.position, frontier_ms=low_ms)
+        await self._write_position(deletes=[*self._stale, *closed])  # frontier first, then the deletes
+        await self.store.commit()
+
+    async def _write_position(self, deletes: Sequence = ()) -> None:
+        self.position = self._position_now()
+        await self.store.put(POSITION_KEY, encode_ingest_position(self.position))
+        for key in deletes:
+            await self.store.put(partial_state_key(key), None)
+        self._stale = []
+
+    async def _announce(self, frontier_ms: int, now_ms: int) -> None:
+        """Tell every stage-2 partition, after the partials it covers (same producer, in order)."""
+        ctx = self.ctx
+        partitions = ctx.settings.kafka.topic_partitions
+        body = encode_frontier(FrontierMessage(self.partition, frontier_ms, partitions, now_ms))
+        for target in range(partitions):
+            await ctx.producer.send(ctx.topics.partials, body, partition=target)
+        self._announced_ms = frontier_ms
+        ctx.stats.frontiers_ms[self.partition] = frontier_ms
+
+    # -- revocation ------------------------------------------------------------------------------
+
+    async def close(self, *, graceful: bool) -> None:
+        try:
+            if graceful and await self.archive.flush(GRACEFUL_FLUSH_S):
+                await self._write_position()
+                await self.store.commit()
+        except Exception as exc:  # noqa: BLE001 - best effort: the next owner reads the rest again
+            log.info("partition %d: stopped without writing every raw file (%r); its next owner reads them again",
+                     self.partition, exc)
+        finally:
+            await self.archive.close()
+            self.store.close()
+            self.ctx.stats.forget_partition(self.partition)
+
+
+class SideOutputs:
+    """Dead letters and late records of one input partition: each sent once, whatever its size.
+
+    Both go to the partition of their source record, in source order, and carry its offset
+    in a header; at assignment the last record of each says up to which source offset they
+    were sent (stream.tail.last_source_offsets), so a replay sends none twice. An original
+    too large for the producer or the broker is forwarded cut (models.forwarded), never
+    left behind: a bad record must not stop the worker.
+    """
+
+    def __init__(self, producer: Producer, topics: Topics, partition: int, dead_letters_upto: int,
+                 late_upto: int) -> None:
+        self.producer = producer
+        self.topics = topics
+        self.partition = partition
+        self.dead_letters_upto = dead_letters_upto
+        self.late_upto = late_upto
+
+    async def send(self, outcome: BatchOutcome) -> list[tuple[asyncio.Future[RecordMetadata], tuple]]:
+        topics, partition = self.topics, self.partition
+        sent = []
         for record, rejection in outcome.dead_letters:
-            if record.offset > self.dead_letters_upto[record.partition]:
-                await self.channels.dead_letters.send(
-                    key=None, value=record.raw, partition=record.partition,
-                    headers=dead_letter_headers(source, record.partition, record.offset, rejection))
-                self.dead_letters_upto[record.partition] = record.offset
+            if record.offset > self.dead_letters_upto:
+                original = (topics.dead_letters, record.raw, None,
+                            dead_letter_headers(topics.events, partition, record.offset, rejection))
+                sent.append((await self._send(*original, MAX_FORWARDED_BYTES), original))
+                self.dead_letters_upto = record.offset
         for late in outcome.late:
             record = late.record
-            if record.offset > self.late_upto[record.partition]:
-                await self.channels.late.send(
-                    key=late.event.user_id.encode(), value=record.raw, partition=record.partition,
-                    headers=late_headers(source, record.partition, record.offset, late.closed))
-                self.late_upto[record.partition] = record.offset
+            if record.offset > self.late_upto:
+                original = (topics.late, record.raw, late.event.user_id.encode(),
+                            late_headers(topics.events, partition, record.offset, late.closed))
+                sent.append((await self._send(*original, MAX_FORWARDED_BYTES), original))
+                self.late_upto = record.offset
+        return sent
 
-    async def _store_partials(self, outcome: BatchOutcome) -> None:
-        topic = self.channels.events.get_topic_name()
-        table = self.channels.partial_table
-        for partition, keys in outcome.dirty.items():
-            values = self.partitions[partition].values
-            with writing_partition(topic, partition):
-                for key in keys:
-                    table[partial_table_key(partition, key)] = values[key]
-            for key in keys:
-                message_key, message = encode_partial(PartialMessage(partition, key, values[key]))
-                await self.channels.partials.send(key=message_key, value=message)
+    async def wait(self, sent: list[tuple[asyncio.Future[RecordMetadata], tuple]]) -> None:
+        """Wait for the broker to have them; one it refused as too large goes again, cut short."""
+        for future, original in sent:
+            try:
+                await future
+            except MessageSizeTooLargeError:
+                await (await self._send(*original, FALLBACK_FORWARDED_BYTES))
 
-    # -- frontier ticks -----------------------------------------------------------------
-
-    async def advance_frontier(self) -> None:
-        app = self.app
-        if app.rebalancing or not app.tables.recovery.completed.is_set():
-            return
-        async with self.lock:
-            owned = self.owned()
-            if not owned:
-                return
-            await self.ensure_loaded(owned)
-            clock_ms = now_ms()
-            low_ms = self.tracker.low_watermark(clock_ms)
-            if low_ms is None:
-                return
-            topic = self.channels.events.get_topic_name()
-            changed = []
-            for partition in sorted(owned):
-                previous = self.frontiers_ms.get(partition)
-                if previous is not None and low_ms <= previous:
-                    continue
-                closed = self.partitions[partition].pop_closed(self.windows, low_ms)
-                with writing_partition(topic, partition):
-                    for key, _ in closed:
-                        del self.channels.partial_table[partial_table_key(partition, key)]
-                self.frontiers_ms[partition] = low_ms
-                self.settled_upto[partition] = self.processed_upto.get(partition, -1)
-                self._write_progress(partition)
-                changed.append(partition)
-            if not changed:
-                return
-            await app.producer.flush()  # the frontier is durable before stage 2 can act on it
-            targets = range(self.app.settings.kafka.topic_partitions)
-            source_partitions = self.app.settings.kafka.topic_partitions
-            for partition in changed:
-                body = encode_frontier(FrontierMessage(partition, low_ms, source_partitions, clock_ms))
-                for target in targets:
-                    await self.channels.partials.send(key=None, value=body, partition=target)
-            self.app.stats.frontier_ms = low_ms
-
-    def _write_progress(self, partition: int) -> None:
-        """One record per partition: frontier, offset settled with it, highest event time, offset processed."""
-        with writing_partition(self.channels.events.get_topic_name(), partition):
-            self.channels.progress_table[str(partition)] = {
-                "f": self.frontiers_ms.get(partition), "o": self.settled_upto.get(partition, -1),
-                "e": self.max_event_ms.get(partition), "x": self.processed_upto.get(partition, -1)}
-
-    async def refetch_dropped(self) -> None:
-        """Re-read from the committed offset where faust dropped fetched records.
-
-        Seen on this stack after a restart into a group with a dead member (two
-        rebalances in a row): faust discarded a fetched batch while aiokafka's position
-        had already moved past it, so those records never reached the agent; the
-        partition stalled, or its raw archive missed them. Where a partition's fetch
-        position stays ahead of the last offset delivered to the agent, with nothing
-        delivered for STALL_TICKS ticks in a row while the agent is idle, it is sought
-        back to its committed offset and its archive buffer dropped. Every output is idempotent under replay, so a false
-        alarm costs a re-read, never a duplicate.
-        """
-        app = self.app
-        if app.rebalancing or not app.tables.recovery.completed.is_set() or self.lock.locked():
-            return
-        consumer = app.consumer
-        topic = self.channels.events.get_topic_name()
-        for tp in [tp for tp in consumer.assignment() if tp.topic == topic]:
-            committed = consumer._committed_offset.get(tp) or 0  # faust's last commit (private)
-            delivered = self.delivered_upto.get(tp.partition, committed - 1)
-            position = await consumer.position(tp)
-            if position is None or position <= delivered + 1:
-                self._stalled.pop(tp.partition, None)
-                continue
-            seen = (delivered, position)
-            sighting = self._stalled.get(tp.partition)
-            if sighting is None or sighting[0] != seen:
-                self._stalled[tp.partition] = (seen, 1)  # first sighting: maybe just in flight
-                continue
-            if sighting[1] < STALL_TICKS:
-                self._stalled[tp.partition] = (seen, sighting[1] + 1)
-                continue
-            log.warning("partition %d: fetched up to %d but delivered up to %d; re-reading from %d",
-                        tp.partition, position, delivered, committed)
-            self._stalled.pop(tp.partition, None)
-            self.delivered_upto.pop(tp.partition, None)
-            self.archiver.forget(tp.partition)
-            await consumer.seek(tp, committed)
-
-    async def flush_archive(self) -> None:
-        """Write every open archive file (before faust waits for all acks)."""
-        async with self.lock:
-            await self.archiver.roll_all()
-            self.app.stats.archive_buffered = self.archiver.buffered()
-
-    async def roll_archive(self) -> None:
-        """Roll aged archive files; during a rebalance, every open file.
-
-        faust waits for every record it handed out to be acked before it gives partitions
-        away, and a buffered record is acked only once archived. `PipelineApp` flushes the
-        files before that wait; a batch that was still running then adds records, which
-        this tick writes, so the rebalance goes on and the new owner starts after them.
-        """
-        if self.app.rebalancing:
-            await self.flush_archive()
-            return
-        async with self.lock:
-            await self.archiver.roll_aged(time.monotonic())
-            self.app.stats.archive_buffered = self.archiver.buffered()
-
-
-def register(app: PipelineApp, channels: Channels) -> Ingest:
-    ingest = Ingest(app, channels)
-
-    async def ingest_agent(stream: StreamT[bytes]) -> None:
-        # Acks are manual: a valid event is acked once it is in the raw archive. (faust's
-        # take_events acks every event after the batch whatever noack() says; noack_take does not.)
-        async for batch in stream.noack().noack_take(BATCH_SIZE, within=BATCH_WITHIN_S):
-            await ingest.process(batch)
-
-    async def frontier_tick() -> None:
-        await ingest.advance_frontier()
-        await ingest.roll_archive()
-        await ingest.refetch_dropped()
-
-    async def log_progress() -> None:
-        total, rate = app.stats.rate_since_last_call(time.monotonic())
-        if rate > 0:
-            log.info("consumed %d events (%.0f events/s), %d dead-lettered, %d late, frontier %s",
-                     total, rate, app.stats.dead_letters, app.stats.late, app.stats.frontier_ms)
-
-    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        topic = channels.events.get_topic_name()
-        ingest.on_revoked(tp.partition for tp in revoked if tp.topic == topic)
-
-    app.agent(channels.events, name="ingest")(ingest_agent)
-    app.timer(FRONTIER_INTERVAL_S, name="frontier-tick")(frontier_tick)
-    app.timer(PROGRESS_EVERY_S, name="ingest-progress")(log_progress)
-    app.on_partitions_revoked.connect(on_revoked)
-    return ingest
+    async def _send(self, topic: str, raw: bytes, key: bytes | None, headers: Headers,
+                    max_bytes: int) -> asyncio.Future[RecordMetadata]:
+        value, headers = forwarded(raw, headers, max_bytes)
+        try:
+            return await self.producer.send(topic, value, key=key, partition=self.partition, headers=headers)
+        except MessageSizeTooLargeError:  # beyond the producer's own limit
+            value, headers = forwarded(raw, headers, FALLBACK_FORWARDED_BYTES)
+            return await self.producer.send(topic, value, key=key, partition=self.partition, headers=headers)

@@ -14,7 +14,7 @@ class PipelineStats:
     input_offsets: dict[int, int] = field(default_factory=dict)  # highest input offset processed
     dead_letters: int = 0
     late: int = 0
-    frontier_ms: int | None = None  # this worker's stage-1 frontier (its partitions' low watermark)
+    frontiers_ms: dict[int, int] = field(default_factory=dict)  # announced frontier per owned input partition
     # Low watermark over *all* input partitions, as stage 2 on this worker last saw it,
     # and the wall time it last advanced (how fresh the views' answers are).
     low_watermark_ms: int | None = None
@@ -23,7 +23,7 @@ class PipelineStats:
     rows_exported: int = 0
     partials_after_close: int = 0
     sink_retries: int = 0
-    archive_buffered: int = 0  # valid events waiting for their raw archive file
+    archive_buffered: dict[int, int] = field(default_factory=dict)  # per partition: events waiting for their raw file
     export_delays_ms: deque[int] = field(default_factory=lambda: deque(maxlen=DELAY_SAMPLES))
     _reported_total: int = 0
     _reported_at_s: float | None = None
@@ -31,6 +31,16 @@ class PipelineStats:
     @property
     def total(self) -> int:
         return sum(self.consumed.values())
+
+    @property
+    def frontier_ms(self) -> int | None:
+        """The lowest frontier this worker announced for its input partitions."""
+        return min(self.frontiers_ms.values()) if self.frontiers_ms else None
+
+    def forget_partition(self, partition: int) -> None:
+        """An input partition went to another worker: its frontier and buffer are no longer ours."""
+        self.frontiers_ms.pop(partition, None)
+        self.archive_buffered.pop(partition, None)
 
     def record_export(self, rows: int, delay_ms: int | None) -> None:
         self.windows_exported += 1

@@ -24,6 +24,8 @@ from loadgen import (
     parse_type_weights,
     produce_events,
 )
+from stream.clients import client_options
+from stream.topics import TopicLayoutError, TopicSpec, ensure_topics
 
 REPORT_EVERY_S = 5.0  # a plain progress line this often when stdout is not a terminal
 REDRAW_EVERY_S = 0.2  # the in-place status line on a terminal
@@ -203,8 +205,13 @@ class produce(AppCommand):  # noqa: N801 - the class name is the subcommand name
         offset_ms = late_offset_ms(settings.pipeline.allowed_lateness_ms, settings.pipeline.windows)
         generator = EventGenerator(seed=seed, users=users, types=types, malformed=malformed, late=late,
                                    late_offset_ms=offset_ms)
-        topic = self.app.topic(settings.kafka.topic_events, key_serializer="raw", value_serializer="raw")
-        await topic.maybe_declare()
+        # The worker's layout and check: a missing topic gets TOPIC_PARTITIONS, a mismatch is refused.
+        try:
+            await ensure_topics(client_options(settings.kafka), [TopicSpec(settings.kafka.topic_events,
+                                                                           settings.kafka.topic_partitions)],
+                                settings.kafka.topic_replication)
+        except TopicLayoutError as exc:
+            raise click.UsageError(str(exc)) from None
         producer = await self.app.maybe_start_producer()
         topic_name = settings.kafka.topic_events
         deliveries = Deliveries()

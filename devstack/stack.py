@@ -124,6 +124,13 @@ class Stack:
         self._processes.append(process)
         self._stop_grace_s[process.name] = stop_grace_s
 
+    def pid(self, name_prefix: str) -> int | None:
+        """Process id of the running service whose name starts with name_prefix (tests freeze stores)."""
+        for process in self._processes:
+            if process.name.startswith(name_prefix):
+                return process.pid
+        return None
+
     def stop(self) -> None:
         while self._processes:
             process = self._processes.pop()

@@ -10,22 +10,17 @@ record; a replayed record whose offset is not above the marker of a key is alrea
 that key and is skipped. Records of one partition arrive in offset order, so this is
 exact per key.
 
-Late records. A partition's *frontier* is the low watermark this worker had announced
-for it at the start of the batch (see agents/ingest.py): every window ending at or
-before it is closed for that partition, its final partial already sent. A record in
-such a window is late for it: it goes to the late topic and still counts in its other,
-open windows.
-
-Replays across a frontier. With the frontier, the worker stores the highest offset it
-had processed (`settled_upto`). A replayed record at or below that offset was already
-settled for every window the frontier has closed (counted before it closed, or written
-to the late topic then), so those windows are skipped without a late record; its other
-windows follow the marker rule.
+Late records. A partition's *frontier* is the low watermark over all input partitions
+that its owner had announced for it when the batch began (see agents/ingest.py): every
+window ending at or before it is closed for that partition, its final partial already
+sent. A record in such a window is late for it: it goes to the late topic and still
+counts in its other, open windows. Stage 1 only folds records it has not processed
+before (it resumes from its own stored position), so a record is never judged twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -46,6 +41,7 @@ class Record(NamedTuple):
     partition: int
     offset: int
     raw: bytes
+    written_ms: int = -1  # the Kafka record's timestamp (-1: none)
 
 
 class DeadLetter(NamedTuple):
@@ -61,9 +57,21 @@ class LateEvent(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """Bounds of a valid event. The future bound is relative to when the record was written to
+    Kafka (its timestamp), not to when it is processed: a record is judged the same way
+    however late it is read again."""
+
     max_event_bytes: int
     min_event_ms: int
-    max_event_ms: int
+    max_clock_skew_ms: int
+    now_ms: int  # the reference for a record without a timestamp
+
+    def latest_event_ms(self, written_ms: int) -> int:
+        return (written_ms if written_ms >= 0 else self.now_ms) + self.max_clock_skew_ms
+
+    def decode(self, record: Record) -> Event | Rejection:
+        return decode_event(record.raw, max_bytes=self.max_event_bytes, min_event_ms=self.min_event_ms,
+                            max_event_ms=self.latest_event_ms(record.written_ms))
 
 
 @dataclass(slots=True)
@@ -95,11 +103,10 @@ class PartitionPartials:
 
 
 def fold_batch(
-    records: Iterable[Record | tuple[int, int, bytes]],
+    records: Iterable[Record],
     partitions: dict[int, PartitionPartials],
     windows: Sequence[WindowSpec],
-    frontiers_ms: dict[int, int | None],
-    settled_upto: dict[int, int],
+    frontiers_ms: Mapping[int, int | None],
     limits: Limits,
 ) -> BatchOutcome:
     """Decode, validate and fold records into their partitions' partials (mutated in place).
@@ -113,19 +120,20 @@ def fold_batch(
     max_event_ms = outcome.max_event_ms
     all_dirty = outcome.dirty
     specs = [(spec.name, spec.size_ms, spec.step_ms) for spec in windows]
-    max_bytes, min_ms, max_ms = limits.max_event_bytes, limits.min_event_ms, limits.max_event_ms
+    max_bytes, min_ms, skew_ms, now_ms = limits.max_event_bytes, limits.min_event_ms, limits.max_clock_skew_ms, \
+        limits.now_ms
     for record in records:
-        partition, offset, raw = record
-        decoded = decode_event(raw, max_bytes=max_bytes, min_event_ms=min_ms, max_event_ms=max_ms)
+        partition, offset, raw, written_ms = record
+        decoded = decode_event(raw, max_bytes=max_bytes, min_event_ms=min_ms,
+                               max_event_ms=(written_ms if written_ms >= 0 else now_ms) + skew_ms)
         if isinstance(decoded, Rejection):
-            dead_letters.append(DeadLetter(Record(partition, offset, raw), decoded))
+            dead_letters.append(DeadLetter(record, decoded))
             continue
         valid.append((record, decoded))
         event_ms, value, event_type = decoded.event_ms, decoded.value, decoded.event_type
         if event_ms > max_event_ms.get(partition, event_ms - 1):
             max_event_ms[partition] = event_ms
         frontier_ms = frontiers_ms.get(partition)
-        settled = offset <= settled_upto.get(partition, -1)
         values = partitions[partition].values
         dirty = all_dirty.get(partition)
         if dirty is None:
@@ -137,10 +145,9 @@ def fold_batch(
             last_ms = event_ms - event_ms % step_ms
             for start_ms in range(last_ms - size_ms + step_ms, last_ms + 1, step_ms):
                 if frontier_ms is not None and start_ms + size_ms <= frontier_ms:
-                    if not settled:
-                        if missed is None:
-                            missed = []
-                        missed.append((name, start_ms))
+                    if missed is None:
+                        missed = []
+                    missed.append((name, start_ms))
                     continue
                 key = (name, start_ms, event_type)
                 current = values.get(key)
@@ -159,7 +166,7 @@ def fold_batch(
                     dirty.add(key)
                 # else: a replayed record this key already holds
         if missed:
-            late.append(LateEvent(Record(partition, offset, raw), decoded, tuple(missed)))
+            late.append(LateEvent(record, decoded, tuple(missed)))
     for partition, keys in all_dirty.items():
         all_dirty[partition] = {PartialKey(*key) for key in keys}  # per changed key, not per record
     return outcome

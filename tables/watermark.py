@@ -1,221 +1,104 @@
-"""Per-partition event-time watermarks with idle-partition handling.
+"""Event-time watermarks: one input partition's, and the low watermark over all of them.
 
-Rule (all times in ms; ``clock`` is the highest ``now_ms`` ever passed in, so a
-wall clock stepping backwards cannot move anything backwards):
+All times are epoch milliseconds; the wall clock is passed in (``now_ms``).
 
-* Each assigned partition has a *credited event time* ``E`` (``None`` until its
-  first event) and ``seen``: the clock at its last event, or at assignment.
-* Its estimated event time is ``E + max(0, clock - seen - idle_timeout_ms)``:
-  while events keep arriving it is the highest event time seen, so a replay at
-  full speed advances purely by event time however old the data is; once the
-  partition has been silent for longer than the idle timeout, its event time is
-  assumed to advance at wall-clock speed *from where it stopped* (it does not
-  jump to the wall clock, so a consumer stall during a replay only advances it
-  by the stall length minus the timeout instead of closing every open window).
-* ``observe`` folds the accrued idle advance into ``E`` (``E = max(estimate,
-  event_ms)``) and resets ``seen``, so the estimate never decreases.
-* Partition watermark = estimate - lateness_ms.
-* Low watermark = min over assigned partitions that have seen an event. A
-  partition that has not seen an event yet blocks it until ``idle_timeout_ms``
-  after its assignment and is then ignored. The result is ratcheted: it never
-  drops below a previously returned value (e.g. after a new assignment), and
-  while blocked the previous value is returned (``None`` if there is none).
+One partition (``PartitionClock``), owned by the stage-1 worker of that partition:
 
-A partition that is merely slower (events still arriving, older event times)
-keeps holding the low watermark back. Known trade-off: after a replay, a
-partition whose data ends far behind the others holds the low watermark back
-until its estimate catches up at wall-clock speed; that cannot be told apart
-from a stalled consumer, and stalling output is preferred to dropping data.
+* ``event_ms`` is the partition's *credited* event time: the highest event time seen,
+  plus any idle advance already credited. It is part of the partition's durable state
+  (agents/ingest.py), so a restart or a new owner starts from it, never from another
+  partition's. ``None`` until the partition's first event.
+* While events keep arriving the estimate is ``event_ms``: a replay at full speed advances
+  purely by event time, however old the data. Once the partition has been silent for
+  longer than the idle timeout, its event time is assumed to advance at wall-clock speed
+  *from where it stopped*: ``event_ms + (now - seen - idle_timeout)``. ``observe`` and
+  ``credit_idle`` fold that advance into ``event_ms``, so the estimate never decreases.
+  Downtime is not idleness: a reopened partition starts its idle timer at open.
+* Watermark = estimate - lateness.
+
+All partitions (``low_watermark``): each partition's owner publishes its watermark
+(agents/watermarks.py). The low watermark is their minimum, and unknown until every
+partition has been heard from. A partition that has never seen an event does not count
+once its owner has waited the idle timeout for one (``Mark.idle``): an empty partition
+must not stall every window forever; its first events may then be late.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["WatermarkTracker"]
-
-_SNAPSHOT_VERSION = 1
-_PARTITION_PREFIX = "partition."
+__all__ = ["Mark", "PartitionClock", "low_watermark"]
 
 
-@dataclass(slots=True)
-class _PartitionState:
-    event_ms: int | None
-    seen_ms: int
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What a partition's owner publishes: its watermark, or None before its first event."""
+
+    watermark_ms: int | None
+    idle: bool = False  # no event yet, and none for the idle timeout: leave it out of the minimum
 
 
-def _require_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be an int, got {type(value).__name__}")
-    return value
+class PartitionClock:
+    """The event time of one input partition (see the module doc)."""
 
+    __slots__ = ("lateness_ms", "idle_timeout_ms", "event_ms", "_seen_ms", "_opened_ms", "_clock_ms")
 
-def _parse_partition_key(key: str) -> tuple[int, str]:
-    body = key[len(_PARTITION_PREFIX) :]
-    number, sep, field = body.partition(".")
-    try:
-        partition = int(number)
-    except ValueError:
-        partition = None
-    # Canonical decimal only, so every partition has exactly one spelling.
-    if not sep or partition is None or str(partition) != number:
-        raise ValueError(f"invalid watermark snapshot key {key!r}")
-    if field not in ("assigned", "event_ms"):
-        raise ValueError(f"invalid watermark snapshot key {key!r}")
-    return partition, field
-
-
-class WatermarkTracker:
-    """Deterministic watermark state for the partitions one worker owns.
-
-    ``now_ms`` is always passed in; callers should pass a wall clock in epoch
-    milliseconds (it is compared with event times only through the idle rule).
-    """
-
-    __slots__ = ("_lateness_ms", "_idle_timeout_ms", "_partitions", "_clock_ms", "_low_ms")
-
-    def __init__(self, lateness_ms: int, idle_timeout_ms: int) -> None:
-        if _require_int(lateness_ms, "lateness_ms") < 0:
-            raise ValueError(f"lateness_ms must be >= 0, got {lateness_ms}")
-        if _require_int(idle_timeout_ms, "idle_timeout_ms") < 0:
-            raise ValueError(f"idle_timeout_ms must be >= 0, got {idle_timeout_ms}")
-        self._lateness_ms = lateness_ms
-        self._idle_timeout_ms = idle_timeout_ms
-        self._partitions: dict[int, _PartitionState] = {}
-        self._clock_ms: int | None = None
-        self._low_ms: int | None = None
-
-    @property
-    def lateness_ms(self) -> int:
-        return self._lateness_ms
-
-    @property
-    def idle_timeout_ms(self) -> int:
-        return self._idle_timeout_ms
-
-    @property
-    def assigned(self) -> frozenset[int]:
-        return frozenset(self._partitions)
+    def __init__(self, lateness_ms: int, idle_timeout_ms: int, event_ms: int | None, now_ms: int) -> None:
+        if lateness_ms < 0 or idle_timeout_ms < 0:
+            raise ValueError(f"lateness and idle timeout must be >= 0, got {lateness_ms}, {idle_timeout_ms}")
+        self.lateness_ms = lateness_ms
+        self.idle_timeout_ms = idle_timeout_ms
+        self.event_ms = event_ms
+        self._seen_ms = now_ms
+        self._opened_ms = now_ms
+        self._clock_ms = now_ms
 
     def _tick(self, now_ms: int) -> int:
-        if self._clock_ms is None or now_ms > self._clock_ms:
+        # A wall clock stepping backwards must not move anything backwards.
+        if now_ms > self._clock_ms:
             self._clock_ms = now_ms
         return self._clock_ms
 
-    def _estimate_ms(self, state: _PartitionState, clock_ms: int) -> int | None:
-        if state.event_ms is None:
+    def estimate_ms(self, now_ms: int) -> int | None:
+        if self.event_ms is None:
             return None
-        idle_advance_ms = clock_ms - state.seen_ms - self._idle_timeout_ms
-        return state.event_ms + max(0, idle_advance_ms)
-
-    def assign(self, partitions: Iterable[int], now_ms: int) -> None:
-        """Start owning ``partitions``; already-owned ones keep their state."""
         clock_ms = self._tick(now_ms)
-        for partition in partitions:
-            if partition not in self._partitions:
-                self._partitions[partition] = _PartitionState(event_ms=None, seen_ms=clock_ms)
+        return self.event_ms + max(0, clock_ms - self._seen_ms - self.idle_timeout_ms)
 
-    def revoke(self, partitions: Iterable[int]) -> None:
-        """Forget ``partitions``: another worker may advance them meanwhile."""
-        for partition in partitions:
-            self._partitions.pop(partition, None)
+    def observe(self, event_ms: int, now_ms: int) -> None:
+        """The highest event time of a batch of this partition's events."""
+        estimate = self.estimate_ms(now_ms)
+        self.event_ms = event_ms if estimate is None else max(estimate, event_ms)
+        self._seen_ms = self._tick(now_ms)
 
-    def observe(self, partition: int, event_ms: int, now_ms: int) -> None:
-        """Record an event; an unknown partition is implicitly assigned."""
-        clock_ms = self._tick(now_ms)
-        state = self._partitions.get(partition)
-        if state is None:
-            self._partitions[partition] = _PartitionState(event_ms=event_ms, seen_ms=clock_ms)
-            return
-        estimate_ms = self._estimate_ms(state, clock_ms)
-        state.event_ms = event_ms if estimate_ms is None else max(estimate_ms, event_ms)
-        state.seen_ms = clock_ms
+    def credit_idle(self, now_ms: int) -> bool:
+        """Fold the idle advance into event_ms (before it is stored); True if it moved."""
+        estimate = self.estimate_ms(now_ms)
+        if estimate is None or estimate == self.event_ms:
+            return False
+        self.event_ms = estimate
+        self._seen_ms = self._tick(now_ms) - self.idle_timeout_ms  # keep advancing from here at wall speed
+        return True
 
-    def partition_watermark(self, partition: int, now_ms: int) -> int | None:
-        """Watermark of one owned partition; None before its first event.
+    def mark(self, now_ms: int) -> Mark:
+        """The partition's watermark as credited (call credit_idle first to include idle advance)."""
+        if self.event_ms is None:
+            return Mark(None, idle=self._tick(now_ms) - self._opened_ms >= self.idle_timeout_ms)
+        return Mark(self.event_ms - self.lateness_ms)
 
-        Raises KeyError for a partition that is not assigned.
-        """
-        clock_ms = self._tick(now_ms)
-        estimate_ms = self._estimate_ms(self._partitions[partition], clock_ms)
-        return None if estimate_ms is None else estimate_ms - self._lateness_ms
 
-    def low_watermark(self, now_ms: int) -> int | None:
-        """Ratcheted minimum watermark over owned partitions (see module doc)."""
-        clock_ms = self._tick(now_ms)
-        candidate_ms: int | None = None
-        for state in self._partitions.values():
-            estimate_ms = self._estimate_ms(state, clock_ms)
-            if estimate_ms is None:
-                if clock_ms - state.seen_ms < self._idle_timeout_ms:
-                    return self._low_ms  # fresh partition, may still deliver old data
-                continue  # idle and never seen: nothing to wait for
-            watermark_ms = estimate_ms - self._lateness_ms
-            if candidate_ms is None or watermark_ms < candidate_ms:
-                candidate_ms = watermark_ms
-        if candidate_ms is not None and (self._low_ms is None or candidate_ms > self._low_ms):
-            self._low_ms = candidate_ms
-        return self._low_ms
-
-    def snapshot(self) -> dict[str, int]:
-        """Plain ``dict[str, int]`` (JSON-friendly) for persistence.
-
-        Idle advance accrued up to the current clock is folded into each
-        partition's event time, so a restored tracker never reports less.
-        """
-        data: dict[str, int] = {"version": _SNAPSHOT_VERSION}
-        if self._clock_ms is not None:
-            data["clock_ms"] = self._clock_ms
-        if self._low_ms is not None:
-            data["low_watermark_ms"] = self._low_ms
-        for partition in sorted(self._partitions):
-            state = self._partitions[partition]
-            data[f"{_PARTITION_PREFIX}{partition}.assigned"] = 1
-            if self._clock_ms is not None:
-                estimate_ms = self._estimate_ms(state, self._clock_ms)
-                if estimate_ms is not None:
-                    data[f"{_PARTITION_PREFIX}{partition}.event_ms"] = estimate_ms
-        return data
-
-    def restore(self, state: Mapping[str, int], now_ms: int) -> None:
-        """Replace all state with a :meth:`snapshot`; atomic on ValueError.
-
-        Idle timers restart at ``now_ms``: downtime is not idleness, and the
-        backlog produced while down must not arrive as late data.
-        """
-        if state.get("version") != _SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported watermark snapshot version {state.get('version')!r}")
-        clock_ms: int | None = None
-        low_ms: int | None = None
-        assigned: set[int] = set()
-        event_ms_by_partition: dict[int, int] = {}
-        for key, value in state.items():
-            number = _require_int(value, f"watermark snapshot value {key!r}")
-            if key == "version":
+def low_watermark(marks: Mapping[int, Mark], partitions: int) -> int | None:
+    """The minimum watermark over partitions 0..partitions-1 (see the module doc)."""
+    low: int | None = None
+    for partition in range(partitions):
+        mark = marks.get(partition)
+        if mark is None:
+            return None  # not heard from yet
+        if mark.watermark_ms is None:
+            if mark.idle:
                 continue
-            if key == "clock_ms":
-                clock_ms = number
-            elif key == "low_watermark_ms":
-                low_ms = number
-            elif key.startswith(_PARTITION_PREFIX):
-                partition, field = _parse_partition_key(key)
-                if field == "assigned":
-                    if number != 1:
-                        raise ValueError(f"invalid watermark snapshot value for {key!r}")
-                    assigned.add(partition)
-                else:
-                    event_ms_by_partition[partition] = number
-            else:
-                raise ValueError(f"unknown watermark snapshot key {key!r}")
-        orphans = set(event_ms_by_partition) - assigned
-        if orphans:
-            raise ValueError(f"watermark snapshot has event_ms for unassigned {sorted(orphans)}")
-
-        restart_ms = now_ms if clock_ms is None else max(clock_ms, now_ms)
-        self._clock_ms = restart_ms
-        self._low_ms = low_ms
-        self._partitions = {
-            partition: _PartitionState(event_ms=event_ms_by_partition.get(partition), seen_ms=restart_ms)
-            for partition in sorted(assigned)
-        }
+            return None  # may still deliver old data
+        if low is None or mark.watermark_ms < low:
+            low = mark.watermark_ms
+    return low

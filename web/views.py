@@ -17,22 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiokafka.partitioner import DefaultPartitioner
 from faust import web
 from faust.web import exceptions
 from yarl import URL
 
-from agents.monitor import assignment, not_ready_reasons
+from agents.monitor import not_ready_reasons
 from metrics import CONTENT_TYPE_LATEST
-from models import window_key
+from models import partial_partition, window_key
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.rows import WindowRow
 from tables.partials import PartialKey
-from tables.totals import combine
 from web.params import (
     BadParameterError,
     UnknownNameError,
@@ -109,10 +106,9 @@ class ApiView(web.View):
 
 def partition_watermarks(app: PipelineApp, now_ms: int) -> dict[int, int]:
     """Watermark of each input partition this worker ingests (None before its first event is left out)."""
-    tracker = app.ingest.tracker
     marks = {}
-    for partition in sorted(tracker.assigned):
-        watermark = tracker.partition_watermark(partition, now_ms)
+    for partition, part in sorted(app.pipeline.ingest.partitions.items()):
+        watermark = part.clock.mark(now_ms).watermark_ms
         if watermark is not None:
             marks[partition] = watermark
     return marks
@@ -125,13 +121,12 @@ class StatusView(ApiView):
     async def get(self, request: web.Request) -> web.Response:
         app = self.app
         stats = app.stats
-        events_topic = app.channels.events.get_topic_name()
-        lag = {str(p): n for (topic, p), n in sorted(app.observer.state.lag.items()) if topic == events_topic}
-        assigned = assignment(app)
+        pipeline = app.pipeline
+        lag = {str(p): n for p, n in sorted(pipeline.ingest_runner.lag().items())}
         return self.json({
             "worker": str(app.conf.canonical_url),
-            "assigned": {role: sorted(tp.partition for tp in assigned if tp.topic == topic.get_topic_name())
-                         for role, topic in (("events", app.channels.events), ("partials", app.channels.partials))},
+            "assigned": {"events": list(pipeline.ingest_runner.assigned),
+                         "partials": list(pipeline.export_runner.assigned)},
             "consumed_total": stats.total,
             "consumed_by_partition": {str(p): n for p, n in sorted(stats.consumed.items())},
             "input_offsets": {str(p): n for p, n in sorted(stats.input_offsets.items())},
@@ -139,11 +134,12 @@ class StatusView(ApiView):
             "dead_letters": stats.dead_letters,
             "late": stats.late,
             "frontier_ms": stats.frontier_ms,
+            "frontiers_ms": {str(p): ms for p, ms in sorted(stats.frontiers_ms.items())},
             "watermark": self.watermark(),
             "windows_exported": stats.windows_exported,
             "rows_exported": stats.rows_exported,
             "sink_retries": stats.sink_retries,
-            "archive_buffered": stats.archive_buffered,
+            "archive_buffered": sum(stats.archive_buffered.values()),
             "export_delay_ms": {"p50": stats.delay_percentile_ms(0.5), "p99": stats.delay_percentile_ms(0.99),
                                 "samples": len(stats.export_delays_ms)},
         })
@@ -296,60 +292,32 @@ class MetricsView(ApiView):
         return self.bytes(self.app.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-# -- state lookups --------------------------------------------------------------------
-
-
-def _partials_partitions(app: PipelineApp) -> set[int]:
-    topic = app.channels.partials.get_topic_name()
-    return {tp.partition for tp in assignment(app) if tp.topic == topic}
+# -- state lookups ----------------------------------------------------------------------
 
 
 def local_open_rows(app: PipelineApp, spec: WindowSpec, event_type: str | None) -> tuple[list[WindowRow], set[int]]:
     """This worker's open windows of `spec` (stage-2 partitions it owns), by start then type."""
-    owned = _partials_partitions(app)
-    exporter = app.exporter
-    exporter.load(owned)
-    rows = []
-    for q in sorted(owned):
-        for key, parts in exporter.states[q].totals.items():
-            if key.window == spec.name and (event_type is None or key.event_type == event_type) and parts:
-                rows.append(_row(key, spec, parts))
-    rows.sort(key=lambda r: (r.window_start_ms, r.event_type))
-    return rows, owned
+    export = app.pipeline.export
+    return export.open_rows(spec.name, event_type), set(export.partitions)
 
 
 def local_open_row(app: PipelineApp, key: PartialKey, spec: WindowSpec) -> WindowRow | None:
-    owned = _partials_partitions(app)
-    app.exporter.load(owned)
-    for q in owned:
-        parts = app.exporter.states[q].totals.get(key)
-        if parts:
-            return _row(key, spec, parts)
-    return None
+    return app.pipeline.export.open_row(key)
 
 
-def _row(key: PartialKey, spec: WindowSpec, parts: Mapping[int, list[float]]) -> WindowRow:
-    totals = combine(parts)
-    return WindowRow(key.window, key.start_ms, key.start_ms + spec.size_ms, key.event_type,
-                     totals.count, totals.sum, totals.min, totals.max)
-
-
-# -- routing: like app.table_route, with the partition the partials topic uses --------
+# -- routing: the stage-2 owner of a window key, from the export group's assignment ------
 
 
 def owners(app: PipelineApp) -> list[URL]:
-    """Web URLs of the workers owning stage-2 partitions (from the group's assignment)."""
-    return [URL(url) for url in app.router.table_metadata(app.channels.totals_table.name)]
+    """Web URLs of the members of the export group (from its last assignment)."""
+    return [URL(url) for url in app.pipeline.export_runner.owners()]
 
 
 def owner_of(app: PipelineApp, key: PartialKey) -> URL | None:
-    """The worker owning this window key: stage 2 keeps it in the partition its partial was
-    sent to, which the producer picks from the message key (not faust's table key)."""
-    partitions = list(range(app.settings.kafka.topic_partitions))
-    partition = DefaultPartitioner()(window_key(key).encode(), partitions, partitions)
-    changelog = app.channels.totals_table.changelog_topic.get_topic_name()
-    for url, topics in app.router.table_metadata(app.channels.totals_table.name).items():
-        if partition in topics.get(changelog, ()):
+    """The worker owning this window key: the one whose stage 2 owns the partition its partials go to."""
+    partition = partial_partition(window_key(key).encode(), app.settings.kafka.topic_partitions)
+    for url, partitions in app.pipeline.export_runner.owners().items():
+        if partition in partitions:
             return URL(url)
     return None
 

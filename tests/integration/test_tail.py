@@ -1,19 +1,18 @@
-"""Reading where a previous run's dead-letter output stopped (agents/tail.py), on the real broker.
+"""Reading partitions to their end (stream/tail.py), on the real broker.
 
-Tansu reports a partition's end as the base offset of its last record batch + 1, so the
-records of a multi-record last batch lie beyond it: the read must find them anyway."""
+Tansu reports a partition's end (ListOffsets) as the base offset of its last record batch
++ 1, so the records of a multi-record last batch lie beyond it: the reads must find them."""
 
 from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from helpers import create_topics
 
-from agents.tail import last_source_offsets
 from devstack.stack import Endpoints
 from models import HEADER_OFFSET
-from settings import load
+from stream.tail import last_source_offsets, read_to_end, reader
 
 PARTITIONS = 3
 
@@ -37,9 +36,24 @@ async def _produce(bootstrap: str, topic: str) -> None:
         await producer.stop()
 
 
-def test_last_source_offsets_reads_past_the_reported_end(stack: Endpoints, unique_name: str) -> None:
+async def _read(bootstrap: str, topic: str) -> tuple[dict[int, int], dict[int, list[int]]]:
+    consumer = reader({"bootstrap_servers": bootstrap})
+    await consumer.start()
+    try:
+        found = await last_source_offsets(consumer, topic, range(PARTITIONS))
+        offsets: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
+        starts = {TopicPartition(topic, 0): 25, TopicPartition(topic, 1): None, TopicPartition(topic, 2): 0}
+        async for tp, records in read_to_end(consumer, starts):
+            offsets[tp.partition].extend(r.offset for r in records)
+        return found, offsets
+    finally:
+        await consumer.stop()
+
+
+def test_reads_go_past_the_reported_end(stack: Endpoints, unique_name: str) -> None:
     topic = f"{unique_name}-dlq"
-    asyncio.run(_produce(stack.broker_url.removeprefix("kafka://"), topic))
-    kafka = load({"BROKER_URL": stack.broker_url}).kafka
-    found = asyncio.run(last_source_offsets(kafka, topic, range(PARTITIONS)))
+    bootstrap = stack.broker_url.removeprefix("kafka://")
+    asyncio.run(_produce(bootstrap, topic))
+    found, offsets = asyncio.run(_read(bootstrap, topic))
     assert found == {0: 119, 1: 7, 2: -1}
+    assert offsets == {0: list(range(25, 30)), 1: [0, 1], 2: []}

@@ -44,13 +44,13 @@ NOW_MS = 1_793_574_000_000  # 2026-11-01T23:40:00Z
 def _limits(now_ms: int = NOW_MS) -> Limits:
     """What the ingest agent accepts at `now_ms` (agents/ingest.py)."""
     pipeline = SETTINGS.pipeline
-    return Limits(pipeline.max_event_bytes, MIN_EVENT_MS, now_ms + pipeline.max_clock_skew_ms)
+    return Limits(pipeline.max_event_bytes, MIN_EVENT_MS, pipeline.max_clock_skew_ms, now_ms)
 
 
 def _decode(raw: bytes) -> Event | Rejection:
     limits = _limits()
     return decode_event(raw, max_bytes=limits.max_event_bytes, min_event_ms=limits.min_event_ms,
-                        max_event_ms=limits.max_event_ms)
+                        max_event_ms=limits.latest_event_ms(-1))
 
 
 def _generator(**options: object) -> EventGenerator:
@@ -170,7 +170,7 @@ def test_late_records_miss_every_window_of_a_worker_that_keeps_up() -> None:
     records = _records(_generator(late=Fraction("0.1")), 1_000)
     frontier_ms = NOW_MS - pipeline.allowed_lateness_ms
     outcome = fold_batch([Record(0, offset, r.value) for offset, r in enumerate(records)], {0: PartitionPartials(0)},
-                         pipeline.windows, {0: frontier_ms}, {}, _limits())
+                         pipeline.windows, {0: frontier_ms}, _limits())
     late_offsets = {late.record.offset for late in outcome.late}
     assert late_offsets == {offset for offset, r in enumerate(records) if r.kind == LATE}
     assert len(late_offsets) == 100

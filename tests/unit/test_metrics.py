@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from faust.types import TP
 from helpers import MetricKey, metric_samples
 
-from agents.monitor import Monitor, describe_partitions, lag_records, recovery_percent, table_state_bytes
+from agents.monitor import Monitor
 from metrics import PipelineMetrics, directory_bytes
+from tables.store import progress_percent
 
 
 def samples(metrics: PipelineMetrics) -> dict[MetricKey, float]:
@@ -67,63 +66,34 @@ def test_a_fresh_worker_reports_not_ready_and_no_watermark() -> None:
     assert ("pipeline_low_watermark_seconds", ()) not in got
 
 
-def test_lag_is_end_minus_committed_where_both_are_known_and_never_negative() -> None:
-    a, b, c, d = (TP("events", p) for p in range(4))
-    assert lag_records({a: 100, b: 50, c: 10, d: None}, {a: 40, b: 51, c: None, d: 3}) == {a: 60, b: 0}
+def test_restore_progress_percent() -> None:
+    assert progress_percent(200, 150) == 75.0
+    assert progress_percent(200, 200) == 100.0
+    assert progress_percent(0, 0) == 100.0
+    assert progress_percent(100, 150) == 100.0
 
 
-def test_recovery_percent() -> None:
-    assert recovery_percent(200, 50) == 75.0
-    assert recovery_percent(200, 0) == 100.0
-    assert recovery_percent(0, 0) == 100.0
-    assert recovery_percent(100, 150) == 0.0
-
-
-def test_describe_partitions() -> None:
-    assert describe_partitions([TP("events", 2), TP("events", 0), TP("app-window-partials", 1)]) == (
-        "app-window-partials: 1; events: 0,2")
-    assert describe_partitions([]) == "none"
-
-
-def test_state_bytes_sums_each_tables_partition_directories(tmp_path: Path) -> None:
-    for name, size in [("partials-0.db", 100), ("partials-3.db", 50), ("window-totals-1.db", 7),
-                       ("partials-notes.txt", 999)]:
-        directory = tmp_path / name
-        if name.endswith(".db"):
-            directory.mkdir()
-            (directory / "000001.sst").write_bytes(b"x" * size)
-            (directory / "sub").mkdir()
-            (directory / "sub" / "LOG").write_bytes(b"y")
-        else:
-            directory.write_bytes(b"z" * size)
-    assert table_state_bytes(tmp_path, ["partials", "window-totals", "frontiers"]) == {
-        "partials": 152, "window-totals": 8, "frontiers": 0}
-    assert table_state_bytes(tmp_path / "missing", ["partials"]) == {"partials": 0}
+def test_directory_bytes_sums_regular_files(tmp_path: Path) -> None:
+    (tmp_path / "00000").mkdir()
+    (tmp_path / "00000" / "000001.sst").write_bytes(b"x" * 100)
+    (tmp_path / "00003").mkdir()
+    (tmp_path / "00003" / "LOG").write_bytes(b"y" * 7)
+    assert directory_bytes(tmp_path) == 107
     assert directory_bytes(tmp_path / "missing") == 0
 
 
-class _Recovery:
-    def __init__(self) -> None:
-        self.completed = asyncio.Event()
-        self.remaining = 0
-
-    def active_remaining_total(self) -> int:
-        return self.remaining
-
-
-def test_recovery_progress_is_logged_in_percent(caplog: pytest.LogCaptureFixture) -> None:
-    recovery = _Recovery()
-    monitor = Monitor(SimpleNamespace(tables=SimpleNamespace(recovery=recovery)), None)  # type: ignore[arg-type]
-    caplog.set_level(logging.INFO, logger="agents.monitor")
-    for remaining in (400, 300, 100):
-        recovery.remaining = remaining
-        monitor.log_recovery()
-    recovery.completed.set()
-    monitor.log_recovery()
-    monitor.log_recovery()  # once done, nothing more until the next recovery
-    assert [r.getMessage() for r in caplog.records] == [
-        "recovering tables: 0% (400 of 400 changelog records left)",
-        "recovering tables: 25% (300 of 400 changelog records left)",
-        "recovering tables: 75% (100 of 400 changelog records left)",
-        "recovering tables: 100% (400 changelog records restored)",
+def test_lag_warning_repeats_at_most_every_30_s_while_it_lasts(caplog: pytest.LogCaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    app = SimpleNamespace(settings=SimpleNamespace(pipeline=SimpleNamespace(lag_warning_records=100)))
+    monitor = Monitor(app)  # type: ignore[arg-type]
+    now = [1_000.0]
+    monkeypatch.setattr("agents.monitor.time.monotonic", lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="agents.monitor")
+    for at, lag in ((0, 50), (1, 101), (10, 500), (31, 500), (32, 20), (33, 200)):
+        now[0] = 1_000.0 + at
+        monitor._warn_on_lag(lag)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "input processing lag is 101 records (warning above 100)",
+        "input processing lag is 500 records (warning above 100)",
+        "input processing lag is 200 records (warning above 100)",
     ]

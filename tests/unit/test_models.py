@@ -15,23 +15,40 @@ from models import (
     HEADER_DETAIL,
     HEADER_MISSED,
     HEADER_OFFSET,
+    HEADER_ORIGINAL_BYTES,
     HEADER_PARTITION,
     HEADER_REASON,
     HEADER_TOPIC,
+    POSITION_KEY,
+    ExportState,
     FrontierMessage,
+    IngestPosition,
     PartialMessage,
     dead_letter_headers,
+    decode_export_state,
+    decode_ingest_state,
+    decode_mark,
     decode_stage_message,
+    encode_export_position,
     encode_frontier,
+    encode_ingest_position,
+    encode_mark,
     encode_partial,
+    encode_partial_value,
+    encode_totals,
+    forwarded,
+    frontier_state_key,
     late_headers,
-    parse_partial_table_key,
+    ledger_state_key,
     parse_window_key,
-    partial_table_key,
+    partial_partition,
+    partial_state_key,
     source_offset,
+    totals_state_key,
     window_key,
 )
 from tables.partials import PartialKey
+from tables.watermark import Mark
 
 HOSTILE = [
     "click",
@@ -74,7 +91,7 @@ def test_window_key_exact_format() -> None:
     assert window_key(PartialKey("tumbling_1m", 1_700_000_040_000, "click")) == "tumbling_1m|1700000040000|click"
     assert window_key(PartialKey("hopping_1m", -20_000, "a|b")) == "hopping_1m|-20000|a%7Cb"
     assert window_key(PartialKey("w", 0, "../x\n")) == "w|0|%2E.%2Fx%0A"
-    assert partial_table_key(3, PartialKey("w", 60_000, "a:b")) == "3|w|60000|a%3Ab"
+    assert partial_state_key(PartialKey("w", 60_000, "a:b")) == b"k|w|60000|a%3Ab"
 
 
 @pytest.mark.parametrize("event_type", HOSTILE)
@@ -84,10 +101,6 @@ def test_keys_round_trip_hostile_event_types(event_type: str) -> None:
         text = window_key(key)
         assert text.count("|") == 2  # nothing in the event type can add or fake a field
         assert parse_window_key(text) == key
-        for partition in (0, 7, 123):
-            table_key = partial_table_key(partition, key)
-            assert table_key == f"{partition}|{text}"
-            assert parse_partial_table_key(table_key) == (partition, key)
 
 
 def test_keys_are_injective_over_hostile_strings() -> None:
@@ -95,8 +108,8 @@ def test_keys_are_injective_over_hostile_strings() -> None:
                                                                   (-20_000, 0, 1, 60_000), HOSTILE)]
     window_keys = {window_key(key) for key in keys}
     assert len(window_keys) == len(keys)
-    table_keys = {partial_table_key(p, key) for p in (0, 1, 10, 11) for key in keys}
-    assert len(table_keys) == 4 * len(keys)
+    state_keys = {f(key) for key in keys for f in (partial_state_key, totals_state_key)}
+    assert len(state_keys) == 2 * len(keys)
 
 
 def test_random_unicode_event_types_round_trip() -> None:
@@ -118,8 +131,6 @@ def test_parse_rejects_malformed_keys() -> None:
         parse_window_key("w|0|a%7cb")  # lowercase escape: not the canonical encoding
     with pytest.raises(ValueError):
         parse_window_key("w|zero|a")
-    with pytest.raises(ValueError):
-        parse_partial_table_key("x|w|0|a")
 
 
 # -- stage messages -----------------------------------------------------------------------
@@ -230,3 +241,48 @@ def test_source_offset_of_large_offsets_and_missing_header() -> None:
     assert source_offset([(HEADER_TOPIC, b"events"), ("other", b"7")]) is None
     # Headers as a consumer returns them may carry foreign entries first.
     assert source_offset([("traceparent", b"00-ab"), *dead_letter_headers("e", 0, 77, Rejection("r", "d"))]) == 77
+
+
+def test_forwarded_originals_are_cut_with_their_true_size() -> None:
+    headers = [(HEADER_REASON, b"oversized")]
+    assert forwarded(b"abc", headers, 3) == (b"abc", headers)
+    assert forwarded(b"abcd", headers, 3) == (b"abc", [*headers, (HEADER_ORIGINAL_BYTES, b"4")])
+    assert HEADER_ORIGINAL_BYTES == "dlq.original.bytes"
+
+
+# -- partitioning and stored state ----------------------------------------------------------
+
+
+def test_partial_partition_is_kafkas_default_partitioner() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner = DefaultPartitioner()
+    rng = random.Random(3)
+    for n in (1, 4, 7, 64):
+        for event_type in HOSTILE[:10] + [str(rng.random()) for _ in range(50)]:
+            key = window_key(PartialKey("hopping_1m", 1_700_000_040_000, event_type)).encode()
+            assert partial_partition(key, n) == partitioner(key, list(range(n)), list(range(n)))
+
+
+def test_watermark_marks_round_trip() -> None:
+    for mark in (Mark(None), Mark(None, idle=True), Mark(-5), Mark(1_800_000_000_123)):
+        assert decode_mark(encode_mark(mark, 42)) == mark
+
+
+def test_ingest_state_round_trips() -> None:
+    position = IngestPosition(fold_next=10, archive_next=4, frontier_ms=-60_000, event_ms=2**53 + 1)
+    key = PartialKey("w", 60_000, "a|b")
+    items = {POSITION_KEY: encode_ingest_position(position), partial_state_key(key): encode_partial_value(
+        [3, 1.5, -2.0, 4.0, 2**62])}
+    assert decode_ingest_state(items) == (position, {key: [3, 1.5, -2.0, 4.0, 2**62]})
+    assert decode_ingest_state({}) == (IngestPosition(), {})
+
+
+def test_export_state_round_trips() -> None:
+    key = PartialKey("hopping_1m", -30_000, "../x")
+    items = {POSITION_KEY: encode_export_position(77), totals_state_key(key): encode_totals(
+        {0: [1, 1.0, 1.0, 1.0, 5], 3: [2, -0.5, -1.0, 0.5, 9]}), frontier_state_key(2): orjson.dumps(123),
+        ledger_state_key("tumbling_1m", 60_000): orjson.dumps(120_000)}
+    assert decode_export_state(items) == ExportState(
+        77, {key: {0: [1, 1.0, 1.0, 1.0, 5], 3: [2, -0.5, -1.0, 0.5, 9]}}, {2: 123}, {("tumbling_1m", 60_000): 120_000})
+    assert decode_export_state({}) == ExportState(None, {}, {}, {})

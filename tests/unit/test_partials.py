@@ -57,7 +57,7 @@ HOPPING = WindowSpec("hopping_1m", 60_000, 20_000)  # every event is in 3 hoppin
 WINDOWS = (TUMBLING, HOPPING)
 MIN_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_MS = 1_900_000_000_000
-LIMITS = Limits(max_event_bytes=4_096, min_event_ms=MIN_MS, max_event_ms=MAX_MS)
+LIMITS = Limits(max_event_bytes=4_096, min_event_ms=MIN_MS, max_clock_skew_ms=0, now_ms=MAX_MS)
 BASE_MS = 1_700_000_040_000  # a multiple of 60_000 (and so of 20_000)
 TYPES = ("click", "view", "buy|x", "a:b/..", "ü")
 
@@ -75,10 +75,9 @@ def _partials(*partitions: int) -> dict[int, PartitionPartials]:
 
 
 def _fold(records: Iterable[Record], partitions: dict[int, PartitionPartials],
-          frontiers: dict[int, int | None] | None = None, settled: dict[int, int] | None = None,
+          frontiers: dict[int, int | None] | None = None,
           limits: Limits = LIMITS, windows: tuple[WindowSpec, ...] = WINDOWS) -> BatchOutcome:
-    return fold_batch(list(records), partitions, windows, frontiers if frontiers is not None else {},
-                      settled if settled is not None else {}, limits)
+    return fold_batch(list(records), partitions, windows, frontiers if frontiers is not None else {}, limits)
 
 
 def _changed(outcome: BatchOutcome) -> dict[int, set[PartialKey]]:
@@ -94,7 +93,7 @@ def _ref_starts(spec: WindowSpec, event_ms: int) -> list[int]:
 
 def _decode(raw: bytes, limits: Limits = LIMITS) -> Event | Rejection:
     return decode_event(raw, max_bytes=limits.max_event_bytes, min_event_ms=limits.min_event_ms,
-                        max_event_ms=limits.max_event_ms)
+                        max_event_ms=limits.latest_event_ms(-1))
 
 
 class _Ref:
@@ -213,7 +212,7 @@ def test_count_sum_min_max_and_marker_accumulate_per_key() -> None:
 
 def test_pre_epoch_events_use_floor_aligned_windows() -> None:
     parts = _partials(0)
-    limits = Limits(max_event_bytes=4_096, min_event_ms=-10**12, max_event_ms=MAX_MS)
+    limits = Limits(max_event_bytes=4_096, min_event_ms=-10**12, max_clock_skew_ms=0, now_ms=MAX_MS)
     _fold([Record(0, 0, _raw("t", -1, 1.5))], parts, limits=limits)
     assert parts[0].values == {
         PartialKey("tumbling_1m", -60_000, "t"): [1, 1.5, 1.5, 1.5, 0],
@@ -382,37 +381,15 @@ def test_frontier_applies_only_to_its_partition_and_none_closes_nothing() -> Non
     assert parts[2].values == {key: [1, 1.0, 1.0, 1.0, 0]}
 
 
-def test_settled_records_skip_closed_windows_silently() -> None:
-    parts = _partials(0)
-    open_keys = (PartialKey("hopping_1m", BASE_MS + 20_000, "t"), PartialKey("hopping_1m", BASE_MS + 40_000, "t"))
-    event_ms = BASE_MS + 45_000
-    frontier = BASE_MS + 60_000
-    settled_record = Record(0, 10, _raw("t", event_ms, 1.0))
-    later_record = Record(0, 11, _raw("t", event_ms, 2.0))
-    outcome = _fold([settled_record, later_record], parts, frontiers={0: frontier}, settled={0: 10})
-    # Offset 10 <= settled_upto: no late record, but its open windows still count it.
-    assert outcome.late == [LateEvent(later_record, Event("u1", "t", event_ms, 2.0), (
-        ("tumbling_1m", BASE_MS), ("hopping_1m", BASE_MS)))]
-    assert parts[0].values == {key: [2, 3.0, 1.0, 2.0, 11] for key in open_keys}
-
-
-def test_settled_record_follows_marker_rule_in_open_windows() -> None:
-    parts = _partials(0)
-    held = PartialKey("hopping_1m", BASE_MS + 20_000, "t")
-    parts[0].values[held] = [1, 1.0, 1.0, 1.0, 10]  # restored: already holds offset 10
-    missing = PartialKey("hopping_1m", BASE_MS + 40_000, "t")  # e.g. not yet in the restored changelog
-    outcome = _fold([Record(0, 10, _raw("t", BASE_MS + 45_000, 1.0))], parts,
-                    frontiers={0: BASE_MS + 60_000}, settled={0: 12})
-    assert outcome.late == []
-    assert parts[0].values == {held: [1, 1.0, 1.0, 1.0, 10], missing: [1, 1.0, 1.0, 1.0, 10]}
-    assert outcome.dirty == {0: {missing}}
-
-
-def test_settled_upto_of_another_partition_does_not_apply() -> None:
-    parts = _partials(0, 1)
-    outcome = _fold([Record(1, 5, _raw("t", BASE_MS, 1.0))], parts, frontiers={1: BASE_MS + 60_000},
-                    settled={0: 100}, windows=(TUMBLING,))
-    assert [late.closed for late in outcome.late] == [(("tumbling_1m", BASE_MS),)]
+def test_the_future_bound_is_relative_to_when_the_record_was_written() -> None:
+    # Judged by the record's Kafka timestamp when it has one, so a re-read later judges it alike.
+    limits = Limits(max_event_bytes=4_096, min_event_ms=MIN_MS, max_clock_skew_ms=1_000, now_ms=BASE_MS + 10**9)
+    records = [Record(0, 0, _raw("t", BASE_MS + 1_000, 1.0), written_ms=BASE_MS),
+               Record(0, 1, _raw("t", BASE_MS + 1_001, 1.0), written_ms=BASE_MS),
+               Record(0, 2, _raw("t", BASE_MS + 5_000, 1.0))]  # no timestamp: the wall clock
+    outcome = _fold(records, _partials(0), limits=limits, windows=(TUMBLING,))
+    assert [dead.record.offset for dead in outcome.dead_letters] == [1]
+    assert [record.offset for record, _ in outcome.valid] == [0, 2]
 
 
 # -- dead letters and limits --------------------------------------------------------------
@@ -487,8 +464,8 @@ def test_dead_letters_only_touch_no_partition_state() -> None:
 
 def test_size_limit_is_inclusive() -> None:
     raw = _good()
-    limits = Limits(max_event_bytes=len(raw), min_event_ms=MIN_MS, max_event_ms=MAX_MS)
-    smaller = Limits(max_event_bytes=len(raw) - 1, min_event_ms=MIN_MS, max_event_ms=MAX_MS)
+    limits = Limits(max_event_bytes=len(raw), min_event_ms=MIN_MS, max_clock_skew_ms=0, now_ms=MAX_MS)
+    smaller = Limits(max_event_bytes=len(raw) - 1, min_event_ms=MIN_MS, max_clock_skew_ms=0, now_ms=MAX_MS)
     accepted = _fold([Record(0, 0, raw)], _partials(0), limits=limits)
     rejected = _fold([Record(0, 0, raw)], _partials(0), limits=smaller)
     assert [r for r, _ in accepted.valid] == [Record(0, 0, raw)]
@@ -497,7 +474,7 @@ def test_size_limit_is_inclusive() -> None:
 
 
 def test_timestamp_range_is_inclusive() -> None:
-    limits = Limits(max_event_bytes=4_096, min_event_ms=BASE_MS, max_event_ms=BASE_MS + 59_999)
+    limits = Limits(max_event_bytes=4_096, min_event_ms=BASE_MS, max_clock_skew_ms=59_999, now_ms=BASE_MS)
     records = [Record(0, i, _good(timestamp=ts))
                for i, ts in enumerate((BASE_MS - 1, BASE_MS, BASE_MS + 59_999, BASE_MS + 60_000))]
     parts = _partials(0)
@@ -549,25 +526,30 @@ _BAD_RAWS = (b"{", b"[]", _good(value="x"), _good(timestamp="nope"), _good(event
 
 
 class _Stage1:
-    """What agents/ingest.py keeps per partition, driven exactly as it drives fold_batch."""
+    """What agents/ingest.py keeps per partition, and the changelog it writes, driven as it drives
+    fold_batch: per batch the changed partials, then the position; per frontier the position, then
+    the deletes of closed partials. A crash restores any prefix of a partition's changelog."""
 
     def __init__(self, partitions: int) -> None:
         self.parts = _partials(*range(partitions))
         self.frontiers: dict[int, int | None] = {p: None for p in range(partitions)}
-        self.settled = {p: -1 for p in range(partitions)}
-        self.processed = {p: -1 for p in range(partitions)}
+        self.fold_next = {p: 0 for p in range(partitions)}
+        self.changelog: dict[int, list[tuple[str, Any]]] = {p: [] for p in range(partitions)}
         self.emitted: dict[int, list[tuple[PartialKey, list[float]]]] = defaultdict(list)
         self.late: dict[tuple[int, int], tuple[tuple[str, int], ...]] = {}
         self.dead: dict[tuple[int, int], Rejection] = {}
         self.late_records = 0
 
+    def _position(self, p: int) -> tuple[str, Any]:
+        return ("pos", (self.fold_next[p], self.frontiers[p]))
+
     def batch(self, records: list[Record]) -> None:
-        outcome = fold_batch(records, self.parts, WINDOWS, self.frontiers, self.settled, LIMITS)
-        for record in records:
-            self.processed[record.partition] = max(self.processed[record.partition], record.offset)
+        fresh = [r for r in records if r.offset >= self.fold_next[r.partition]]
+        outcome = fold_batch(fresh, self.parts, WINDOWS, self.frontiers, LIMITS)
         for p, keys in outcome.dirty.items():
             for key in sorted(keys):
                 self.emitted[p].append((key, list(self.parts[p].values[key])))
+                self.changelog[p].append(("put", (key, list(self.parts[p].values[key]))))
         for late in outcome.late:
             position = (late.record.partition, late.record.offset)
             assert self.late.setdefault(position, late.closed) == late.closed
@@ -575,25 +557,38 @@ class _Stage1:
         for dead in outcome.dead_letters:
             position = (dead.record.partition, dead.record.offset)
             assert self.dead.setdefault(position, dead.rejection) == dead.rejection
+        for p in {r.partition for r in fresh}:
+            self.fold_next[p] = max(r.offset for r in fresh if r.partition == p) + 1
+            self.changelog[p].append(self._position(p))
 
     def tick(self, low_ms: int) -> None:
         for p in sorted(self.parts):
             previous = self.frontiers[p]
             if previous is not None and low_ms <= previous:
                 continue
-            self.parts[p].pop_closed(WINDOWS, low_ms)
+            closed = self.parts[p].pop_closed(WINDOWS, low_ms)
             self.frontiers[p] = low_ms
-            self.settled[p] = self.processed[p]
+            self.changelog[p].append(self._position(p))
+            self.changelog[p].extend(("delete", key) for key, _ in closed)
 
-    def snapshot(self, p: int) -> tuple[dict[PartialKey, list[float]], int | None, int]:
-        return copy.deepcopy(self.parts[p].values), self.frontiers[p], self.settled[p]
-
-    def restore(self, p: int, snap: tuple[dict[PartialKey, list[float]], int | None, int]) -> None:
-        values, frontier, settled = copy.deepcopy(snap)
+    def restore(self, p: int, length: int) -> None:
+        """Rebuild partition p from the first `length` writes of its changelog, as a new owner would."""
+        log = self.changelog[p][:length]
+        values: dict[PartialKey, list[float]] = {}
+        fold_next, frontier = 0, None
+        for kind, item in log:
+            if kind == "put":
+                values[item[0]] = list(item[1])
+            elif kind == "delete":
+                values.pop(item, None)
+            else:
+                fold_next, frontier = item
         self.parts[p] = PartitionPartials(p, values)
+        if frontier is not None:
+            self.parts[p].pop_closed(WINDOWS, frontier)  # what ingest drops at open
         self.frontiers[p] = frontier
-        self.settled[p] = settled
-        self.processed[p] = settled  # ingest restores processed_upto from the progress table ("o")
+        self.fold_next[p] = fold_next
+        self.changelog[p] = log
 
 
 def _frontier_schedule(order: list[Record], decoded: list[Event | Rejection], partitions: int,
@@ -681,34 +676,23 @@ def test_crashes_and_replays_give_the_clean_single_pass_result(seed: int) -> Non
         clean.batch(order[position:end])
         position = end
 
-    # Crashing run: per partition, a committed position and the changelog snapshots since.
+    # Crashing run: a crash restores each partition from any prefix of its changelog, and the
+    # input resumes at the earliest position any partition restored.
     run = _Stage1(n_partitions)
-    committed = {p: 0 for p in range(n_partitions)}
-    history = {p: [(0, run.snapshot(p))] for p in range(n_partitions)}
     crashes = replayed = 0
     position = 0
     while position < total:
         if position in schedule:
             run.tick(schedule[position])
-            for p in history:
-                history[p].append((position, run.snapshot(p)))
         end = min([position + rng.randint(1, 25), total] + [t for t in ticks if t > position])
-        batch = [r for i, r in enumerate(order[position:end], position) if i >= committed[r.partition]]
-        run.batch(batch)
+        run.batch(order[position:end])
         position = end
-        for p in history:
-            history[p].append((position, run.snapshot(p)))
-            if rng.random() < 0.3:
-                committed[p] = max(committed[p], position)
         if crashes < 6 and position < total and rng.random() < 0.12:
             crashes += 1
-            for p in history:
-                # The changelog may hold any state at or after the committed offset.
-                candidates = [h for h in history[p] if h[0] >= committed[p]]
-                chosen = rng.choice(candidates)
-                run.restore(p, chosen[1])
-                history[p] = [chosen]
-            restart = min(committed.values())
+            for p in range(n_partitions):
+                run.restore(p, rng.randint(0, len(run.changelog[p])))
+            restart = min((i for i, r in enumerate(order) if r.offset >= run.fold_next[r.partition]),
+                          default=total)
             replayed += position - restart
             position = restart
     assert crashes >= 1 and replayed > 0

@@ -1,0 +1,99 @@
+"""The worker's pipeline: its clients and stages, started and stopped in order (a mode Service).
+
+Start: the store clients, the topics (created if missing, their layout checked), the
+producer, the watermark board, then stage 2 and stage 1. Stop: in reverse, each stage
+closing its partitions (writing what it can) and leaving its group before the producer
+is flushed and closed. faust's worker runs this service beside its web server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mode import Service
+
+from agents.export import ExportContext, ExportStage
+from agents.ingest import IngestContext, IngestStage
+from agents.stats import PipelineStats
+from agents.watermarks import WatermarkBoard
+from channels import Topics, topics_for
+from faults import Faults
+from metrics import PipelineMetrics
+from models import MAX_FORWARDED_BYTES
+from outputs import Outputs
+from settings import Settings
+from stream.clients import Producer, client_options
+from stream.runner import StageRunner, exit_process
+from stream.topics import TopicLayoutError, TopicSpec, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Pipeline(Service):
+    def __init__(self, settings: Settings, *, stats: PipelineStats, metrics: PipelineMetrics, outputs: Outputs,
+                 url: str) -> None:
+        super().__init__()
+        self.settings = settings
+        self.topics: Topics = topics_for(settings)
+        self.stats = stats
+        self.metrics = metrics
+        self.outputs = outputs
+        kafka = settings.kafka
+        self._options: dict[str, Any] = client_options(kafka)
+        self.producer = Producer(kafka, max_value_bytes=max(MAX_FORWARDED_BYTES, settings.pipeline.max_event_bytes))
+        self.board = WatermarkBoard(self._options, self.topics.watermarks, kafka.topic_partitions)
+        state_dir = Path(settings.state_dir)
+        faults = Faults(dict(settings.pipeline.fault_injection))
+        self.ingest = IngestStage(IngestContext(settings, self.topics, self.producer, outputs, self.board, stats,
+                                                state_dir, wall_ms, faults))
+        self.export = ExportStage(ExportContext(settings, self.topics, self.producer, outputs, stats, metrics,
+                                                state_dir, wall_ms, faults))
+        self.ingest_runner = StageRunner(self.ingest, group_id=f"{settings.app_id}-ingest",
+                                         client_options=self._options, producer=self.producer, url=url)
+        self.export_runner = StageRunner(self.export, group_id=f"{settings.app_id}-export",
+                                         client_options=self._options, producer=self.producer, url=url)
+
+    def topic_specs(self) -> list[TopicSpec]:
+        partitions = self.settings.kafka.topic_partitions
+        topics = self.topics
+        return [TopicSpec(topics.events, partitions), TopicSpec(topics.dead_letters, partitions),
+                TopicSpec(topics.late, partitions), TopicSpec(topics.partials, partitions),
+                TopicSpec(topics.watermarks, partitions), TopicSpec(topics.ingest_state, partitions, compacted=True),
+                TopicSpec(topics.export_state, partitions, compacted=True)]
+
+    async def on_start(self) -> None:
+        try:
+            await ensure_topics(self._options, self.topic_specs(), self.settings.kafka.topic_replication)
+            await self.producer.start()
+            await self.board.start()
+            await self.export_runner.start()
+            await self.ingest_runner.start()
+        except TopicLayoutError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            os._exit(2)
+        except Exception as exc:  # noqa: BLE001 - a worker that cannot start must not linger half up
+            exit_process(exc)
+
+    async def on_stop(self) -> None:
+        # Stage 1 first: its last frontiers and partials still reach stage 2's topic.
+        for service in (self.ingest_runner, self.export_runner, self.board):
+            try:
+                await service.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the rest whatever happens
+                log.warning("stopping %s failed: %r", service, exc)
+        await self.producer.flush()
+        await self.producer.stop()
+        self.outputs.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.ingest_runner.ready and self.export_runner.ready

@@ -1,0 +1,74 @@
+"""aiokafka clients built from settings, and the worker's one producer."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
+
+from settings import KafkaSettings
+
+Headers = Sequence[tuple[str, bytes]]
+# Room for headers and the record batch framing on top of the largest value sent.
+REQUEST_OVERHEAD_BYTES = 64 * 1024
+MIN_REQUEST_BYTES = 1024 * 1024
+
+
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Connection options shared by every client of the worker."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": list(kafka.bootstrap_servers),
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context()
+    if kafka.security_protocol.startswith("SASL"):
+        options.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
+                       sasl_plain_password=kafka.sasl_password)
+    return options
+
+
+class Producer:
+    """Every record the worker writes goes through this one aiokafka producer.
+
+    acks=all, because state is only as durable as the changelog records it rests on; and
+    records to one partition are delivered in the order they were sent (aiokafka keeps one
+    batch in flight per partition), which the stage changelogs and the partials topic rely on.
+    A failed send is an error for the caller: after a failure later records could land
+    with a gap before them, so the stages stop the worker instead of going on (crash-only).
+    """
+
+    def __init__(self, kafka: KafkaSettings, *, max_value_bytes: int) -> None:
+        """`max_value_bytes`: the largest value the worker sends (a forwarded original record)."""
+        self._options = {
+            "acks": "all",
+            "linger_ms": 2,
+            "max_batch_size": 256 * 1024,
+            "max_request_size": max(MIN_REQUEST_BYTES, max_value_bytes + REQUEST_OVERHEAD_BYTES),
+            "request_timeout_ms": 30_000,
+            **client_options(kafka),
+        }
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(**self._options)  # aiokafka clients need the running loop
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, partition: int | None = None,
+                   headers: Headers | None = None) -> asyncio.Future[RecordMetadata]:
+        """Queue one record; the returned future resolves once the broker has it (or fails)."""
+        assert self._producer is not None, "the producer is not started"
+        return await self._producer.send(topic, value=value, key=key, partition=partition,
+                                         headers=list(headers) if headers else None)
+
+    async def flush(self) -> None:
+        if self._producer is not None:
+            await self._producer.flush()

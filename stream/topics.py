@@ -1,0 +1,61 @@
+"""The topics the pipeline needs: created when missing, and refused when their partition count is wrong.
+
+Every stage assumes that input partitions are numbered 0..TOPIC_PARTITIONS-1: the low
+watermark is taken over exactly those, and a window closes once all of them have passed
+it. A topic with another partition count would close windows too early (data called
+late) or never, so the worker refuses to start and names both numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicLayoutError(RuntimeError):
+    """A topic exists with a partition count the pipeline cannot work with."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False  # changelogs: only the newest record per key matters
+
+
+async def ensure_topics(options: dict[str, Any], specs: Sequence[TopicSpec], replication: int) -> None:
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        # List first: describing a missing topic makes some brokers (Tansu) create it with a default layout.
+        existing = set(await admin.list_topics())
+        present = [spec for spec in specs if spec.name in existing]
+        if present:
+            described = {item["topic"]: item for item in await admin.describe_topics([s.name for s in present])}
+            for spec in present:
+                found = len(described[spec.name]["partitions"])
+                if found != spec.partitions:
+                    raise TopicLayoutError(f"topic {spec.name} has {found} partitions but TOPIC_PARTITIONS is "
+                                           f"{spec.partitions}: set TOPIC_PARTITIONS={found}, or use a topic with "
+                                           f"{spec.partitions} partitions")
+        missing = [spec for spec in specs if spec.name not in existing]
+        if not missing:
+            return
+        response = await admin.create_topics([
+            NewTopic(spec.name, spec.partitions, replication,
+                     topic_configs={"cleanup.policy": "compact"} if spec.compacted else {})
+            for spec in missing])
+        for topic, code, message in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):  # another worker may create it at the same moment
+                raise TopicLayoutError(f"could not create topic {topic}: error {code} ({message})")
+        log.info("created topics %s", ", ".join(spec.name for spec in missing))
+    finally:
+        await admin.close()

@@ -1,0 +1,159 @@
+"""Durable per-partition state: one changelog partition, materialized in a local RocksDB.
+
+Each stage keeps the whole state of one of its input partitions in one partition of one
+changelog topic, written in order by the partition's single owner. A restored state is
+therefore the state after some prefix of its writes: consistent by construction, with
+no second topic whose restored prefix could disagree with it (NOTES.md).
+
+Writes go to the changelog first. They reach the local RocksDB only once the broker has
+acknowledged them, together with the changelog offset they reached (the checkpoint), in
+one atomic write batch: the local database always holds exactly a prefix of the
+changelog, never a write that the broker may have lost. Restoring reads the local
+database, then the changelog after its checkpoint to the real end. The WAL is off: after
+a crash RocksDB comes back at an earlier flushed write batch, checkpoint included, and
+the changelog fills in the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import RecordMetadata
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+from stream.tail import read_to_end
+
+log = logging.getLogger(__name__)
+
+# Sorts before every state key: the changelog offset the local database holds up to.
+CHECKPOINT_KEY = b"\x00checkpoint"
+
+Send = Callable[[str, bytes, bytes | None, int], Awaitable["asyncio.Future[RecordMetadata]"]]
+
+
+RESTORE_LOG_EVERY_S = 1.0
+
+
+def progress_percent(total: int, done: int) -> float:
+    """Share of a restore done (100 when there was nothing to do)."""
+    if total <= 0:
+        return 100.0
+    return max(0.0, min(100.0, 100.0 * done / total))
+
+
+class StoreError(RuntimeError):
+    """The local state cannot be used (another process holds it, or the changelog disagrees)."""
+
+
+class PartitionStore:
+    """The state of one (stage, partition): `restore()` it, then `put()` and `commit()` changes."""
+
+    def __init__(self, path: Path, topic: str, partition: int, send: Send) -> None:
+        self.path = path
+        self.tp = TopicPartition(topic, partition)
+        self._send = send
+        self._db: Rdict | None = None
+        self._staged: list[tuple[bytes, bytes | None, asyncio.Future[RecordMetadata]]] = []
+        self._write_options = WriteOptions()
+        self._write_options.disable_wal = True
+        self.checkpoint = -1  # changelog offset the local database holds up to
+
+    def _open(self) -> Rdict:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return Rdict(str(self.path), Options(raw_mode=True))
+        except Exception as exc:  # rocksdict raises a plain Exception on a held lock
+            raise StoreError(f"cannot open the local state {self.path}: {exc} (does another worker use the same "
+                             "STATE_DIR?)") from None
+
+    async def restore(self, consumer: AIOKafkaConsumer) -> dict[bytes, bytes]:
+        """Every key and value of the partition's state, from the local database and the changelog."""
+        db = self._db = self._open()
+        raw = db.get(CHECKPOINT_KEY)
+        self.checkpoint = int(raw) if raw is not None else -1
+        restored = 0
+        first = self.checkpoint + 1
+        clock = asyncio.get_running_loop().time
+        log_at = clock() + RESTORE_LOG_EVERY_S
+        try:
+            async for _, records in read_to_end(consumer, {self.tp: first}):
+                if clock() >= log_at:
+                    log_at = clock() + RESTORE_LOG_EVERY_S
+                    end = consumer.highwater(self.tp) or 0
+                    log.info("restoring %s[%d]: %.0f%% (%d of %d changelog records)", self.tp.topic,
+                             self.tp.partition, progress_percent(end - first, records[-1].offset + 1 - first),
+                             records[-1].offset + 1 - first, end - first)
+                batch = WriteBatch(raw_mode=True)
+                for record in records:
+                    if record.key is None:
+                        continue
+                    if record.value is None:
+                        batch.delete(record.key)
+                    else:
+                        batch.put(record.key, record.value)
+                    restored += 1
+                batch.put(CHECKPOINT_KEY, str(records[-1].offset).encode())
+                db.write(batch, self._write_options)
+                self.checkpoint = records[-1].offset
+        except BaseException:
+            self.close()
+            raise
+        highwater = consumer.highwater(self.tp)
+        if highwater is not None and self.checkpoint >= highwater:
+            # The local state is ahead of the changelog: the topic was recreated (a broker
+            # with memory storage restarted). It cannot be trusted; start over from the topic.
+            log.warning("%s: local state at changelog offset %d is ahead of the changelog's end %d; rebuilding it "
+                        "from the changelog", self.path, self.checkpoint, highwater)
+            self.close()
+            shutil.rmtree(self.path, ignore_errors=True)
+            return await self.restore(consumer)
+        if restored:
+            log.info("%s[%d]: %d changelog records restored", self.tp.topic, self.tp.partition, restored)
+        return {key: value for key, value in db.items() if key != CHECKPOINT_KEY}
+
+    async def put(self, key: bytes, value: bytes | None) -> None:
+        """Write one key (None deletes it); durable once `commit()` returns."""
+        future = await self._send(self.tp.topic, key, value, self.tp.partition)
+        self._staged.append((key, value, future))
+
+    async def commit(self) -> None:
+        """Wait until the broker has every write so far; then apply them locally with their checkpoint."""
+        if not self._staged:
+            return
+        staged, self._staged = self._staged, []
+        metadata = await asyncio.gather(*(future for _, _, future in staged))
+        if self._db is None:
+            return  # closed meanwhile (revoked): the changelog has the writes, the next restore reads them
+        batch = WriteBatch(raw_mode=True)
+        for key, value, _ in staged:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        last = max(m.offset for m in metadata)
+        batch.put(CHECKPOINT_KEY, str(last).encode())
+        self._db.write(batch, self._write_options)
+        self.checkpoint = last
+
+    @property
+    def pending(self) -> int:
+        return len(self._staged)
+
+    def close(self) -> None:
+        """Release the local database; writes not committed are dropped here (the changelog may have them)."""
+        self._staged = []
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+
+def changelog_send(send: Callable[..., Awaitable[asyncio.Future[RecordMetadata]]]) -> Send:
+    """Adapt the producer's send to the store's (topic, key, value, partition)."""
+    async def store_send(topic: str, key: bytes, value: bytes | None, partition: int) -> asyncio.Future[RecordMetadata]:
+        return await send(topic, value, key=key, partition=partition)
+    return store_send

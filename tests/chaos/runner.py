@@ -1,0 +1,425 @@
+"""The randomized chaos suite: real worker processes on the embedded stack, faults from a seed,
+exact ground truth after every iteration.
+
+Each iteration (tests/chaos/plan.py) feeds a fresh set of topics, a bucket and a Redis prefix
+with the ground-truth event set of tests/e2e/groundtruth.py (on-time events with disorder,
+hostile and malformed records, maybe a 2 MB record; then late events once every partition's
+frontier has settled; then one sentinel per partition, which closes every window), while a
+second thread injects the plan's faults. After the last fault the pipeline must drain within
+DRAIN_DEADLINE_S (a stall loses data as surely as a wrong count); then the Parquet rows, the
+Redis values, the dead-letter and late topics and the raw archive are compared with the
+reference, and every worker must stop on SIGTERM within STOP_DEADLINE_S.
+
+    python tests/chaos/runner.py --iterations 30 --seed 7      (make chaos ITERATIONS=30 SEED=7)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+for path in (ROOT, ROOT / "tests", ROOT / "tests" / "e2e", HERE):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import checks  # noqa: E402
+import groundtruth as gt  # noqa: E402
+from pipeline_harness import (  # noqa: E402
+    Names,
+    OwnRedis,
+    Worker,
+    create_topics,
+    names_for,
+    produce,
+    read_aggregates,
+    read_archive,
+    read_topic,
+    run,
+    web_port,
+    worker_env,
+)
+from plan import Fault, Plan, make_plan  # noqa: E402
+
+from devstack.ports import free_port_block  # noqa: E402
+from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls  # noqa: E402
+from settings import load_devstack  # noqa: E402
+from sinks.redis_store import RedisWindowStore  # noqa: E402
+
+WINDOW_MS = {name: size for name, size, _ in gt.WINDOWS}
+OVERSIZED_BYTES = 2 * 1024 * 1024
+STEP_DEADLINE_S = 240.0  # a phase may wait out several restarts and rebalances
+DRAIN_DEADLINE_S = 180.0  # after the last fault
+STOP_DEADLINE_S = 30.0
+CHUNK = 300  # records per produce call; phase 1 is spread over a few seconds so faults land in it
+
+
+@dataclass
+class Slot:
+    """One worker identity: its state directory and port survive its restarts (same machine)."""
+
+    index: int
+    worker: Worker
+    expected_exit: bool = True  # False while it runs: an exit we did not cause is a bug
+
+
+@dataclass
+class Iteration:
+    plan: Plan
+    stack: Endpoints
+    redis: OwnRedis
+    s3_pid: int
+    directory: Path
+    problems: list[str] = field(default_factory=list)
+    slots: list[Slot] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    phase_started: dict[str, float] = field(default_factory=dict)
+    timers: list[threading.Thread] = field(default_factory=list)
+    last_fault_at: float = 0.0
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def env(self, index: int) -> dict[str, str]:
+        env = worker_env(self.stack, self.names, self.directory / f"state{index}", web_port())
+        env["REDIS_URL"] = self.redis.url
+        return env
+
+    def new_worker(self) -> Slot:
+        index = len(self.slots)
+        slot = Slot(index, Worker(self.env(index), self.directory / f"worker{index}.log"))
+        self.slots.append(slot)
+        self.start(slot)
+        return slot
+
+    def start(self, slot: Slot) -> None:
+        slot.worker.start()
+        slot.expected_exit = False
+
+    def alive(self) -> list[Slot]:
+        return [s for s in self.slots if s.worker.process is not None and s.worker.process.poll() is None]
+
+    def kill(self, slot: Slot) -> None:
+        slot.expected_exit = True
+        slot.worker.kill()
+
+    def terminate(self, slot: Slot) -> None:
+        """SIGTERM; the worker must be gone within STOP_DEADLINE_S."""
+        slot.expected_exit = True
+        process = slot.worker.process
+        assert process is not None
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.problems.append(f"worker{slot.index} did not stop within {STOP_DEADLINE_S:.0f}s of SIGTERM")
+            process.kill()
+            process.wait()
+
+    def watch_exits(self) -> None:
+        """A worker that exits by itself crashed: record it, and restart it as a supervisor would."""
+        with self.lock:
+            for slot in self.slots:
+                process = slot.worker.process
+                if not slot.expected_exit and process is not None and process.poll() is not None:
+                    tail = slot.worker.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                    self.problems.append(f"worker{slot.index} exited by itself with status {process.returncode}: "
+                                         + " | ".join(line.strip()[:300] for line in tail))
+                    self.start(slot)
+
+    def statuses(self) -> list[dict[str, Any]]:
+        found = []
+        for slot in self.alive():
+            with contextlib.suppress(Exception):
+                found.append(slot.worker.status())
+        return found
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def run_faults(self) -> None:
+        rng = random.Random(self.plan.seed * 7919)
+        try:
+            for fault in self.plan.faults:
+                while fault.phase not in self.phase_started:
+                    time.sleep(0.05)
+                at = self.phase_started[fault.phase] + fault.delay_s
+                time.sleep(max(0.0, at - time.monotonic()))
+                self.apply(fault, rng)
+                self.last_fault_at = time.monotonic()
+            for timer in self.timers:
+                timer.join()
+            self.last_fault_at = time.monotonic()
+        except Exception:  # noqa: BLE001 - a harness error fails the iteration with its trace
+            self.problems.append("fault thread failed: " + traceback.format_exc(limit=3).replace("\n", " | "))
+
+    def apply(self, fault: Fault, rng: random.Random) -> None:
+        if fault.kind == "kill":
+            slot = self._pick_alive(rng)
+            if slot is None:
+                self.problems.append("no live worker to kill within the deadline")
+                return
+            with self.lock:
+                self.kill(slot)
+            if fault.restart == "immediate":
+                with self.lock:
+                    self.start(slot)
+                if fault.kill_again_after_s is not None:
+                    time.sleep(fault.kill_again_after_s)
+                    with self.lock:
+                        self.kill(slot)
+                        self.start(slot)
+            elif fault.restart == "delayed":
+                self._later(fault.restart_after_s, lambda: self.start(slot))
+        elif fault.kind == "join":
+            with self.lock:
+                self.new_worker()
+        elif fault.kind == "leave":
+            slot = self._pick_alive(rng, at_least=2)
+            if slot is not None:
+                self.terminate(slot)
+        elif fault.kind in ("s3-freeze", "redis-freeze"):
+            pid = self.s3_pid if fault.kind == "s3-freeze" else self.redis.process.pid  # type: ignore[union-attr]
+            os.killpg(pid, signal.SIGSTOP)
+            try:
+                time.sleep(fault.duration_s)
+            finally:
+                os.killpg(pid, signal.SIGCONT)
+        elif fault.kind == "redis-restart":
+            self.redis.stop()
+            time.sleep(fault.duration_s)
+            self.redis.start()
+
+    def _pick_alive(self, rng: random.Random, at_least: int = 1) -> Slot | None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with self.lock:
+                alive = self.alive()
+                if len(alive) >= at_least:
+                    return rng.choice(sorted(alive, key=lambda s: s.index))
+            if at_least > 1:
+                return None
+            time.sleep(0.2)
+        return None
+
+    def _later(self, delay_s: float, action: Any) -> None:
+        def run_later() -> None:
+            time.sleep(delay_s)
+            with self.lock:
+                action()
+        thread = threading.Thread(target=run_later, daemon=True)
+        thread.start()
+        self.timers.append(thread)
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    def wait(self, condition: Any, what: str, deadline_s: float = STEP_DEADLINE_S) -> bool:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            self.watch_exits()
+            with contextlib.suppress(Exception):
+                if condition():
+                    return True
+            time.sleep(0.25)
+        self.problems.append(f"timed out after {deadline_s:.0f}s waiting for {what}")
+        return False
+
+    def processed(self, last: dict[int, int]) -> bool:
+        done: dict[int, int] = {}
+        for status in self.statuses():
+            for p, offset in status["input_offsets"].items():
+                done[int(p)] = max(done.get(int(p), -1), offset)
+        return all(done.get(p, -1) >= offset for p, offset in last.items())
+
+    def frontiers(self) -> dict[int, int]:
+        found: dict[int, int] = {}
+        for status in self.statuses():
+            for p, frontier in status["frontiers_ms"].items():
+                found[int(p)] = max(found.get(int(p), frontier), frontier)
+        return found
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> Names:
+        return names_for(f"chaos-{self.plan.seed}")
+
+    def execute(self) -> None:
+        names, plan = self.names, self.plan
+        s3 = self.stack.s3_client()
+        s3.create_bucket(Bucket=names.bucket)
+        run(create_topics(self.stack, names))
+        on_time, reasons = gt.phase1(plan.per_partition, seed=plan.seed)
+        if plan.oversized:
+            rng = random.Random(plan.seed)
+            index = rng.randrange(len(on_time))
+            big = gt.encode("u1", "click", gt.BASE_MS, 1.0) + b" " * OVERSIZED_BYTES
+            on_time.insert(index, gt.Produced(rng.randrange(gt.PARTITIONS), b"bad", big))
+            reasons = sorted([(i + (i >= index), reason) for i, reason in reasons] + [(index, "oversized")])
+        for _ in range(plan.initial_workers):
+            self.new_worker()
+        faults = threading.Thread(target=self.run_faults, daemon=True)
+        faults.start()
+
+        self.phase_started["phase1"] = time.monotonic()
+        offsets1: list[int] = []
+        for start in range(0, len(on_time), CHUNK):
+            offsets1 += run(produce(self.stack, names.events, on_time[start:start + CHUNK]))
+            self.watch_exits()
+            time.sleep(0.2)
+        bad = {i for i, _ in reasons}
+        valid1 = [(r.partition, o, gt.decode_valid(r)) for i, (r, o) in enumerate(zip(on_time, offsets1, strict=True))
+                  if i not in bad]
+        frontier_ms = gt.frontier_after([v for _, _, v in valid1])  # type: ignore[misc]
+        last = {r.partition: o for r, o in zip(on_time, offsets1, strict=True)}
+        if not (self.wait(lambda: self.processed(last), "the on-time events to be read")
+                and self.wait(lambda: self.frontiers() == dict.fromkeys(range(gt.PARTITIONS), frontier_ms),
+                              f"every partition's frontier to reach {frontier_ms}")):
+            return
+
+        self.phase_started["phase2"] = time.monotonic()
+        late_phase = gt.phase2(frontier_ms, seed=plan.seed)
+        offsets2 = run(produce(self.stack, names.events, late_phase))
+        valid2 = [(r.partition, o, gt.decode_valid(r)) for r, o in zip(late_phase, offsets2, strict=True)]
+        if not self.wait(lambda: self.processed({p: o for p, o, _ in valid2}), "the late events to be read"):
+            return
+        self.phase_started["export"] = time.monotonic()
+        sentinel_offsets = run(produce(self.stack, names.events, gt.sentinels()))
+
+        expected = gt.reference([v for _, _, v in valid1], valid2, frontier_ms)  # type: ignore[arg-type]
+        valid_positions = ({(p, o) for p, o, _ in valid1} | {(p, o) for p, o, _ in valid2}
+                           | set(enumerate(sentinel_offsets)))
+        dead = [(on_time[i].partition, offsets1[i], on_time[i].value, reason) for i, reason in reasons]
+        faults.join(timeout=STEP_DEADLINE_S)
+        with self.lock:
+            if not self.alive():
+                self.start(self.slots[0])
+
+        def drained() -> bool:
+            files = read_aggregates(s3, names.bucket)
+            if sum(len(rows) for rows in files.values()) < len(expected.rows):
+                return False
+            if sum(len(rows) for rows in read_archive(s3, names.bucket).values()) < len(valid_positions):
+                return False
+            return (len(run(read_topic(self.stack, names.dlq))) >= len(dead)
+                    and len(run(read_topic(self.stack, names.late))) >= len(expected.late))
+
+        self.wait(drained, "every output to be written after the last fault", DRAIN_DEADLINE_S)
+        self.problems += checks.aggregates(read_aggregates(s3, names.bucket), expected.rows, WINDOW_MS)
+        store = RedisWindowStore(self.redis.url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
+        store.open()
+        try:
+            self.problems += checks.redis_rows(store, expected.rows, WINDOW_MS)
+        finally:
+            store.close()
+        self.problems += checks.dead_letters(run(read_topic(self.stack, names.dlq)), dead)
+        self.problems += checks.late_records(run(read_topic(self.stack, names.late)), expected.late)
+        self.problems += checks.archive(read_archive(s3, names.bucket), valid_positions)
+
+    def stop_all(self) -> None:
+        self.watch_exits()
+        with self.lock:
+            for slot in self.alive():
+                slot.expected_exit = True
+                slot.worker.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            deadline = time.monotonic() + STOP_DEADLINE_S
+            for slot in self.slots:
+                process = slot.worker.process
+                if process is None or process.poll() is not None:
+                    continue
+                try:
+                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self.problems.append(f"worker{slot.index} did not stop within {STOP_DEADLINE_S:.0f}s of SIGTERM")
+                    process.kill()
+                    process.wait()
+
+
+@dataclass
+class ChaosStack:
+    """The embedded stack for a chaos run, with handles on the stores the faults stop."""
+
+    endpoints: Endpoints
+    redis: OwnRedis
+    s3_pid: int
+
+
+@contextlib.contextmanager
+def chaos_stack(directory: Path) -> Any:
+    env = without_service_urls(os.environ)
+    config = load_devstack({**env, **isolated_settings(str(directory / "stack"), free_port_block(ISOLATED_PORT_COUNT),
+                                                       "memory")})
+    stack = Stack(config, buckets=[], env=env)
+    with stack as endpoints:
+        s3_pid = stack.pid("s3")
+        assert s3_pid is not None
+        redis = OwnRedis(directory / "redis")
+        redis.start()
+        try:
+            yield ChaosStack(endpoints, redis, s3_pid)
+        finally:
+            redis.stop()
+
+
+def run_iteration(stack: ChaosStack, plan: Plan, directory: Path) -> tuple[list[str], float]:
+    directory.mkdir(parents=True, exist_ok=True)
+    iteration = Iteration(plan, stack.endpoints, stack.redis, stack.s3_pid, directory)
+    started = time.monotonic()
+    try:
+        iteration.execute()
+    except Exception:  # noqa: BLE001 - reported as the iteration's failure
+        iteration.problems.append("harness error: " + traceback.format_exc(limit=4).replace("\n", " | "))
+    finally:
+        iteration.stop_all()
+    return iteration.problems, time.monotonic() - started
+
+
+def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout) -> int:
+    """Run the iterations; print one line each; return how many failed."""
+    rng = random.Random(seed)
+    seeds = [rng.randrange(1, 10**6) for _ in range(iterations)]
+    print(f"chaos: {iterations} iterations, seed {seed} (iteration seeds {seeds}); logs in {directory}",
+          file=out, flush=True)
+    failed = kills = topology = 0
+    with chaos_stack(directory) as stack:
+        for index, iteration_seed in enumerate(seeds, 1):
+            plan = make_plan(iteration_seed)
+            kills += plan.kills
+            topology += plan.topology_changes > 0
+            problems, elapsed = run_iteration(stack, plan, directory / f"iteration-{index:03d}-{iteration_seed}")
+            verdict = "PASS" if not problems else "FAIL"
+            print(f"iteration {index}/{iterations} seed {iteration_seed}: {plan.describe()} -> {verdict} "
+                  f"in {elapsed:.0f}s", file=out, flush=True)
+            for problem in problems:
+                print(f"    {problem}", file=out, flush=True)
+            failed += bool(problems)
+    print(f"chaos summary: {iterations - failed} of {iterations} passed, seed {seed}, {kills} SIGKILLs, "
+          f"{topology} iterations with a worker joining or leaving", file=out, flush=True)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tests/chaos/runner.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=None, help="default: a random seed, printed")
+    parser.add_argument("--dir", type=Path, default=None, help="logs and state (default: a new temporary directory)")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
+    directory = args.dir or Path(tempfile.mkdtemp(prefix="chaos-"))
+    return 1 if run_chaos(args.iterations, seed, directory) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
