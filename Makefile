@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run stack test chromium bench clean
+.PHONY: install run stack test chaos chromium bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ stack: install
 ## test: the whole suite (unit, integration and end-to-end on the embedded stack)
 test: install chromium
 	$(BIN)/python -m pytest
+
+## chaos: the randomized fault suite, ITERATIONS iterations from SEED (random and printed when empty)
+ITERATIONS ?= 10
+SEED ?=
+chaos: install
+	$(BIN)/python tests/chaos/runner.py --iterations $(ITERATIONS) $(if $(SEED),--seed $(SEED)) --dir var/chaos/$$(date +%Y%m%d-%H%M%S)
 
 # The dashboard test drives Debian's Chromium (playwright's own browser download needs a
 # network this project does not have). Installed with apt when root, as in CI; elsewhere

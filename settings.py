@@ -69,7 +69,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("WINDOWS", DEFAULT_WINDOWS, "Windows, `name:size[:step]` separated by commas; no step means tumbling."),
     Setting("ALLOWED_LATENESS", "60s", "How far behind the highest event time an event may arrive before its window closes."),
     Setting("IDLE_TIMEOUT", "30s", "After this long without events, a partition's event time follows the wall clock."),
-    Setting("MAX_CLOCK_SKEW", "5m", "Events timestamped further than this in the future are dead-lettered (they would close every window)."),
+    Setting("MAX_CLOCK_SKEW", "5m", "Events timestamped further than this after their Kafka record timestamp are dead-lettered (they would close every window)."),
     Setting("MAX_EVENT_BYTES", "65536", "Records larger than this go to the dead-letter topic."),
     Setting("ARCHIVE_MAX_RECORDS", "50000", "Raw archive files are rolled after this many records..."),
     Setting("ARCHIVE_MAX_AGE", "60s", "...or when their oldest record is this old."),

@@ -154,6 +154,9 @@ class IngestPartition:
         self._published: Mark | None = None
         self._announced_ms: int | None = None  # the frontier stage 2 has heard from this process
         self._max_buffered = BUFFERED_FILES_LIMIT * pipeline.archive_max_records
+        if position.fold_next is not None:  # what this partition's earlier owners processed counts too
+            offsets = ctx.stats.input_offsets
+            offsets[partition] = max(offsets.get(partition, -1), position.fold_next - 1)
         log.info("partition %d: resuming at offset %s (folded up to %s), %d open partials, frontier %s",
                  partition, self.start_offset(), position.fold_next, len(self.partials.values),
                  position.frontier_ms)

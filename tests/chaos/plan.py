@@ -84,7 +84,10 @@ def make_plan(seed: int) -> Plan:
                             rng.uniform(2, 15), kill_again_after_s=again))
         kills += 1 + (again is not None)
     if rng.random() < 0.45:
+        # A store outage, with a worker killed while it lasts: the rebalance must not wait for the store.
         kind = rng.choice(("s3-freeze", "redis-freeze", "redis-restart"))
-        faults.append(Fault(rng.choice(PHASES), rng.uniform(0, 8), kind, duration_s=rng.uniform(5, 20)))
+        phase, delay, duration = rng.choice(PHASES), rng.uniform(0, 8), rng.uniform(5, 20)
+        faults.append(Fault(phase, delay, kind, duration_s=duration))
+        faults.append(Fault(phase, delay + duration * rng.uniform(0.2, 0.8), "kill", "immediate"))
     faults.sort(key=lambda f: (PHASES.index(f.phase), f.delay_s))
     return Plan(seed, rng.choice((800, 1200, 1800)), rng.random() < 0.5, initial, tuple(faults))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -26,6 +27,7 @@ import tempfile
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,6 @@ from settings import load_devstack  # noqa: E402
 from sinks.redis_store import RedisWindowStore  # noqa: E402
 
 WINDOW_MS = {name: size for name, size, _ in gt.WINDOWS}
-OVERSIZED_BYTES = 2 * 1024 * 1024
 STEP_DEADLINE_S = 240.0  # a phase may wait out several restarts and rebalances
 DRAIN_DEADLINE_S = 180.0  # after the last fault
 STOP_DEADLINE_S = 30.0
@@ -82,11 +83,13 @@ class Iteration:
     stack: Endpoints
     redis: OwnRedis
     s3_pid: int
+    service_thread: ThreadPoolExecutor
     directory: Path
     problems: list[str] = field(default_factory=list)
     slots: list[Slot] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     phase_started: dict[str, float] = field(default_factory=dict)
+    status_errors: dict[int, str] = field(default_factory=dict)
     timers: list[threading.Thread] = field(default_factory=list)
     last_fault_at: float = 0.0
 
@@ -141,9 +144,12 @@ class Iteration:
 
     def statuses(self) -> list[dict[str, Any]]:
         found = []
+        self.status_errors = {}
         for slot in self.alive():
-            with contextlib.suppress(Exception):
+            try:
                 found.append(slot.worker.status())
+            except Exception as exc:  # noqa: BLE001 - starting, stopping, or stuck: the waits say which
+                self.status_errors[slot.index] = repr(exc)[:200]
         return found
 
     # -- faults ---------------------------------------------------------------------------------
@@ -190,16 +196,15 @@ class Iteration:
             if slot is not None:
                 self.terminate(slot)
         elif fault.kind in ("s3-freeze", "redis-freeze"):
+            # The outage lasts while the next faults go on (a kill during it is planned).
             pid = self.s3_pid if fault.kind == "s3-freeze" else self.redis.process.pid  # type: ignore[union-attr]
             os.killpg(pid, signal.SIGSTOP)
-            try:
-                time.sleep(fault.duration_s)
-            finally:
-                os.killpg(pid, signal.SIGCONT)
+            self._later(fault.duration_s, lambda: os.killpg(pid, signal.SIGCONT), locked=False)
         elif fault.kind == "redis-restart":
-            self.redis.stop()
-            time.sleep(fault.duration_s)
-            self.redis.start()
+            # Started from the run's long-lived thread: a child's PR_SET_PDEATHSIG fires when the
+            # *thread* that started it ends, and this one ends with the iteration.
+            self.service_thread.submit(self.redis.stop).result()
+            self._later(fault.duration_s, lambda: self.service_thread.submit(self.redis.start).result(), locked=False)
 
     def _pick_alive(self, rng: random.Random, at_least: int = 1) -> Slot | None:
         deadline = time.monotonic() + 60
@@ -213,33 +218,56 @@ class Iteration:
             time.sleep(0.2)
         return None
 
-    def _later(self, delay_s: float, action: Any) -> None:
+    def _later(self, delay_s: float, action: Any, *, locked: bool = True) -> None:
         def run_later() -> None:
             time.sleep(delay_s)
-            with self.lock:
-                action()
+            try:
+                if locked:
+                    with self.lock:
+                        action()
+                else:
+                    action()
+            except Exception:  # noqa: BLE001 - a harness error fails the iteration with its trace
+                self.problems.append("delayed fault action failed: "
+                                     + traceback.format_exc(limit=3).replace("\n", " | "))
         thread = threading.Thread(target=run_later, daemon=True)
         thread.start()
         self.timers.append(thread)
 
     # -- waiting --------------------------------------------------------------------------------
 
-    def wait(self, condition: Any, what: str, deadline_s: float = STEP_DEADLINE_S) -> bool:
+    def wait(self, condition: Any, what: str, deadline_s: float = STEP_DEADLINE_S, detail: Any = None) -> bool:
         deadline = time.monotonic() + deadline_s
+        error: Exception | None = None
         while time.monotonic() < deadline:
             self.watch_exits()
-            with contextlib.suppress(Exception):
+            try:
                 if condition():
                     return True
+            except Exception as exc:  # noqa: BLE001 - a store or worker may be down for now
+                error = exc
             time.sleep(0.25)
-        self.problems.append(f"timed out after {deadline_s:.0f}s waiting for {what}")
+        seen = ""
+        with contextlib.suppress(Exception):
+            seen = (f" (last seen: {detail()}; last error: {error!r}; status errors: {self.status_errors})"
+                    if detail else f" (last error: {error!r})")
+        self.problems.append(f"timed out after {deadline_s:.0f}s waiting for {what}{seen}; task dumps "
+                             "(kill -USR1) in the worker logs")
+        for slot in self.alive():
+            with contextlib.suppress(Exception):
+                slot.worker.process.send_signal(signal.SIGUSR1)  # type: ignore[union-attr]
+        time.sleep(1.0)
         return False
 
-    def processed(self, last: dict[int, int]) -> bool:
+    def read_upto(self) -> dict[int, int]:
         done: dict[int, int] = {}
         for status in self.statuses():
             for p, offset in status["input_offsets"].items():
                 done[int(p)] = max(done.get(int(p), -1), offset)
+        return done
+
+    def processed(self, last: dict[int, int]) -> bool:
+        done = self.read_upto()
         return all(done.get(p, -1) >= offset for p, offset in last.items())
 
     def frontiers(self) -> dict[int, int]:
@@ -262,11 +290,7 @@ class Iteration:
         run(create_topics(self.stack, names))
         on_time, reasons = gt.phase1(plan.per_partition, seed=plan.seed)
         if plan.oversized:
-            rng = random.Random(plan.seed)
-            index = rng.randrange(len(on_time))
-            big = gt.encode("u1", "click", gt.BASE_MS, 1.0) + b" " * OVERSIZED_BYTES
-            on_time.insert(index, gt.Produced(rng.randrange(gt.PARTITIONS), b"bad", big))
-            reasons = sorted([(i + (i >= index), reason) for i, reason in reasons] + [(index, "oversized")])
+            on_time, reasons = gt.with_oversized_record(on_time, reasons, plan.seed)
         for _ in range(plan.initial_workers):
             self.new_worker()
         faults = threading.Thread(target=self.run_faults, daemon=True)
@@ -283,16 +307,19 @@ class Iteration:
                   if i not in bad]
         frontier_ms = gt.frontier_after([v for _, _, v in valid1])  # type: ignore[misc]
         last = {r.partition: o for r, o in zip(on_time, offsets1, strict=True)}
-        if not (self.wait(lambda: self.processed(last), "the on-time events to be read")
+        if not (self.wait(lambda: self.processed(last), f"the on-time events to be read up to {last}",
+                          detail=self.read_upto)
                 and self.wait(lambda: self.frontiers() == dict.fromkeys(range(gt.PARTITIONS), frontier_ms),
-                              f"every partition's frontier to reach {frontier_ms}")):
+                              f"every partition's frontier to reach {frontier_ms}", detail=self.frontiers)):
             return
 
         self.phase_started["phase2"] = time.monotonic()
         late_phase = gt.phase2(frontier_ms, seed=plan.seed)
         offsets2 = run(produce(self.stack, names.events, late_phase))
         valid2 = [(r.partition, o, gt.decode_valid(r)) for r, o in zip(late_phase, offsets2, strict=True)]
-        if not self.wait(lambda: self.processed({p: o for p, o, _ in valid2}), "the late events to be read"):
+        last2 = {p: o for p, o, _ in valid2}
+        if not self.wait(lambda: self.processed(last2), f"the late events to be read up to {last2}",
+                         detail=self.read_upto):
             return
         self.phase_started["export"] = time.monotonic()
         sentinel_offsets = run(produce(self.stack, names.events, gt.sentinels()))
@@ -327,6 +354,17 @@ class Iteration:
         self.problems += checks.late_records(run(read_topic(self.stack, names.late)), expected.late)
         self.problems += checks.archive(read_archive(s3, names.bucket), valid_positions)
 
+    def recover_stores(self) -> None:
+        """Whatever happened, the next iteration starts with S3 and Redis up."""
+        for timer in self.timers:
+            timer.join(timeout=60)
+        for pid in (self.s3_pid, self.redis.process.pid if self.redis.process else None):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGCONT)
+        if self.redis.process is None or self.redis.process.exit_code() is not None:
+            self.service_thread.submit(self.redis.start).result()
+
     def stop_all(self) -> None:
         self.watch_exits()
         with self.lock:
@@ -353,6 +391,7 @@ class ChaosStack:
     endpoints: Endpoints
     redis: OwnRedis
     s3_pid: int
+    service_thread: ThreadPoolExecutor  # lives as long as the stack: it (re)starts Redis
 
 
 @contextlib.contextmanager
@@ -365,16 +404,18 @@ def chaos_stack(directory: Path) -> Any:
         s3_pid = stack.pid("s3")
         assert s3_pid is not None
         redis = OwnRedis(directory / "redis")
-        redis.start()
+        service_thread = ThreadPoolExecutor(max_workers=1)
+        service_thread.submit(redis.start).result()
         try:
-            yield ChaosStack(endpoints, redis, s3_pid)
+            yield ChaosStack(endpoints, redis, s3_pid, service_thread)
         finally:
-            redis.stop()
+            service_thread.submit(redis.stop).result()
+            service_thread.shutdown()
 
 
 def run_iteration(stack: ChaosStack, plan: Plan, directory: Path) -> tuple[list[str], float]:
     directory.mkdir(parents=True, exist_ok=True)
-    iteration = Iteration(plan, stack.endpoints, stack.redis, stack.s3_pid, directory)
+    iteration = Iteration(plan, stack.endpoints, stack.redis, stack.s3_pid, stack.service_thread, directory)
     started = time.monotonic()
     try:
         iteration.execute()
@@ -382,13 +423,15 @@ def run_iteration(stack: ChaosStack, plan: Plan, directory: Path) -> tuple[list[
         iteration.problems.append("harness error: " + traceback.format_exc(limit=4).replace("\n", " | "))
     finally:
         iteration.stop_all()
+        iteration.recover_stores()
     return iteration.problems, time.monotonic() - started
 
 
-def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout) -> int:
+def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout,
+              seeds: list[int] | None = None) -> int:
     """Run the iterations; print one line each; return how many failed."""
     rng = random.Random(seed)
-    seeds = [rng.randrange(1, 10**6) for _ in range(iterations)]
+    seeds = seeds or [rng.randrange(1, 10**6) for _ in range(iterations)]
     print(f"chaos: {iterations} iterations, seed {seed} (iteration seeds {seeds}); logs in {directory}",
           file=out, flush=True)
     failed = kills = topology = 0
@@ -415,10 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--seed", type=int, default=None, help="default: a random seed, printed")
     parser.add_argument("--dir", type=Path, default=None, help="logs and state (default: a new temporary directory)")
+    parser.add_argument("--only", type=int, action="append", help="run this iteration seed (repeatable)")
     args = parser.parse_args(argv)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the harness's own clients: expected noise
     seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="chaos-"))
-    return 1 if run_chaos(args.iterations, seed, directory) else 0
+    iterations = len(args.only) if args.only else args.iterations
+    return 1 if run_chaos(iterations, seed, directory, seeds=args.only) else 0
 
 
 if __name__ == "__main__":

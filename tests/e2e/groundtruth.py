@@ -105,6 +105,19 @@ def phase1(per_partition: int, seed: int = 7) -> tuple[list[Produced], list[tupl
     return records, reasons
 
 
+OVERSIZED_BYTES = 2 * 1024 * 1024  # above the producer's and Kafka's default 1 MiB limits
+
+
+def with_oversized_record(records: list[Produced], reasons: list[tuple[int, str]], seed: int
+                          ) -> tuple[list[Produced], list[tuple[int, str]]]:
+    """The same records with one 2 MB record (dead-lettered as oversized) at a position chosen by seed."""
+    rng = random.Random(seed)
+    index = rng.randrange(len(records))
+    big = encode("u1", "click", BASE_MS, 1.0) + b" " * OVERSIZED_BYTES
+    records = [*records[:index], Produced(rng.randrange(PARTITIONS), b"bad", big), *records[index:]]
+    return records, sorted([(i + (i >= index), reason) for i, reason in reasons] + [(index, "oversized")])
+
+
 def frontier_after(valid: list[Valid]) -> int:
     return min(max(v.event_ms for v in valid if v.partition == p) for p in range(PARTITIONS)) - LATENESS_MS
 

@@ -100,14 +100,17 @@ class Worker:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM and wait; its exit status, or None if it had to be killed after timeout_s."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
 
 
 def web_port() -> int:
@@ -124,7 +127,7 @@ async def create_topics(stack: Endpoints, names: Names) -> None:
 
 async def produce(stack: Endpoints, topic: str, records: list[Produced]) -> list[int]:
     """Send in order with explicit partitions; return each record's offset."""
-    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(stack), linger_ms=5, max_request_size=2_000_000)
+    producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(stack), linger_ms=5, max_request_size=4_000_000)
     await producer.start()
     try:
         futures = [await producer.send(topic, key=r.key, value=r.value, partition=r.partition) for r in records]
