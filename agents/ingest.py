@@ -142,9 +142,17 @@ class IngestPartition:
         pipeline = ctx.settings.pipeline
         self.windows = pipeline.windows
         self.partials = PartitionPartials(partition, partials)
-        # A crash between a frontier and the deletes it implied leaves closed partials behind.
-        self._stale = [key for key, _ in self.partials.pop_closed(self.windows, position.frontier_ms)] \
-            if position.frontier_ms is not None else []
+        # A crash between a frontier and the deletes it implied leaves closed partials behind, and
+        # a window removed from WINDOWS leaves its open partials: both are dropped.
+        configured = {spec.name for spec in self.windows}
+        self._stale = [key for key in partials if key.window not in configured]
+        for key in self._stale:
+            del self.partials.values[key]
+        if self._stale:
+            log.warning("partition %d: dropping open partials of %s, which WINDOWS no longer lists", partition,
+                        ", ".join(sorted({key.window for key in self._stale})))
+        if position.frontier_ms is not None:
+            self._stale += [key for key, _ in self.partials.pop_closed(self.windows, position.frontier_ms)]
         self.clock = PartitionClock(pipeline.allowed_lateness_ms, pipeline.idle_timeout_ms, position.event_ms,
                                     ctx.clock_ms())
         self.archive = PartitionArchive(partition, put_archive=self._put_archive,
