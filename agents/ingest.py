@@ -275,7 +275,8 @@ class IngestPartition:
         mark = self.clock.mark(now_ms)
         if mark != self._published:
             await self.store.commit()  # the event time behind the mark is durable before anyone uses it
-            await ctx.producer.send(ctx.topics.watermarks, encode_mark(mark, now_ms), partition=self.partition)
+            await ctx.producer.send(ctx.topics.watermarks, encode_mark(mark, now_ms), key=str(self.partition).encode(),
+                                    partition=self.partition)
             self._published = mark
         frontier = self.position.frontier_ms
         if frontier is not None and frontier != self._announced_ms:

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from models import decode_mark
+from stream.runner import exit_process
 from stream.tail import last_records, reader
 from tables.watermark import Mark, low_watermark
 
@@ -68,6 +69,14 @@ class WatermarkBoard(Service):
         self.changed.set()
 
     async def _follow(self) -> None:
+        try:
+            await self._read()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - crash-only: without marks no window would close
+            exit_process(exc)
+
+    async def _read(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]

@@ -273,8 +273,8 @@ class StageRunner(Service):
     async def _close_processors(self, *, graceful: bool) -> None:
         processors, self.processors = self.processors, {}
         self.positions = {}
-        for processor in processors.values():
-            await processor.close(graceful=graceful)
+        # Together: each may spend a few seconds writing what it holds (raw files to S3).
+        await asyncio.gather(*(processor.close(graceful=graceful) for processor in processors.values()))
 
     async def _flush(self) -> None:
         try:
