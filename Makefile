@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run stack test chaos chromium bench clean
+.PHONY: install run stack test test-fast chaos chromium bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ stack: install
 ## test: the whole suite (unit, integration and end-to-end on the embedded stack)
 test: install chromium
 	$(BIN)/python -m pytest
+
+## test-fast: the unit tests only (no servers, seconds)
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration and not e2e"
 
 ## chaos: the randomized fault suite, ITERATIONS iterations from SEED (random and printed when empty)
 ITERATIONS ?= 10

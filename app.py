@@ -11,45 +11,38 @@ import gc
 import logging
 import os
 import ssl
+import sys
 import time
 from functools import cache
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import faust
-from faust.app.base import BootStrategy
 
-from agents.stats import PipelineStats
+from faust_compat import WorkerBoot, check_version
 from settings import KafkaSettings, Settings, load_or_exit
+from stats import PipelineStats
 
 if TYPE_CHECKING:
-    from agents.monitor import Monitor
     from metrics import PipelineMetrics
-    from outputs import Outputs
+    from monitor import Monitor
     from pipeline import Pipeline
-
-
-class PipelineBoot(BootStrategy):
-    """faust's worker without its consumer and producer: the pipeline owns its Kafka clients
-    (stream/, NOTES.md says why); faust runs the web server, timers, CLI and this service."""
-
-    enable_kafka_consumer = False
-    enable_kafka_producer = False
-
-    def server(self) -> Any:
-        app = cast(PipelineApp, self.app)
-        return [*super().server(), app.pipeline]
+    from sinks.outputs import Outputs
 
 
 class PipelineApp(faust.App):
-    """A faust.App that carries its typed settings and the pipeline's shared state."""
+    """A faust.App that carries its typed settings and the pipeline's shared state. faust runs the
+    web server, timers, CLI and the pipeline service (faust_compat.WorkerBoot)."""
 
-    BootStrategy = PipelineBoot
+    BootStrategy = WorkerBoot
     settings: Settings
     stats: PipelineStats
     metrics: PipelineMetrics
     outputs: Outputs
     pipeline: Pipeline
     observer: Monitor
+
+    def extra_services(self) -> list[Any]:
+        return [self.pipeline]
 
 
 def _broker_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
@@ -70,12 +63,13 @@ def _broker_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT |
 def create_app(settings: Settings) -> PipelineApp:
     import commands.produce  # noqa: F401 - defining the command registers `faust -A app produce`
     import diagnostics
-    from agents import monitor
+    import monitor
     from metrics import PipelineMetrics
-    from outputs import Outputs
     from pipeline import Pipeline
+    from sinks.outputs import Outputs
     from web import dashboard, views
 
+    check_version()
     tune_garbage_collector()
     set_pipeline_log_level(settings.log_level)
 
@@ -108,7 +102,7 @@ def create_app(settings: Settings) -> PipelineApp:
 
 def connect_metrics(app: PipelineApp) -> None:
     """Point the scrape-time metrics at the live state they report."""
-    from agents.monitor import not_ready_reasons
+    from monitor import not_ready_reasons
     from web.views import partition_watermarks
 
     stats, live = app.stats, app.metrics.live
@@ -129,8 +123,8 @@ def connect_metrics(app: PipelineApp) -> None:
 
 # Top-level packages and modules of the pipeline: their loggers follow LOG_LEVEL, while
 # faust's own loggers follow `faust worker -l`.
-PIPELINE_LOGGERS = ("agents", "app", "commands", "diagnostics", "metrics", "outputs", "pipeline", "sinks",
-                    "stream", "tables", "web")
+PIPELINE_LOGGERS = ("agents", "app", "commands", "diagnostics", "faults", "faust_compat", "metrics", "monitor",
+                    "pipeline", "sinks", "stats", "stream", "tables", "web")
 
 
 def set_pipeline_log_level(level: str) -> None:
@@ -152,7 +146,12 @@ def tune_garbage_collector() -> None:
 
 @cache
 def _default_app() -> PipelineApp:
-    return create_app(load_or_exit(os.environ))
+    settings = load_or_exit(os.environ)
+    try:
+        return create_app(settings)
+    except RuntimeError as exc:  # an untested faust version (faust_compat)
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def __getattr__(name: str) -> PipelineApp:

@@ -19,14 +19,14 @@ from mode import Service
 
 from agents.export import ExportContext, ExportStage
 from agents.ingest import IngestContext, IngestStage
-from agents.stats import PipelineStats
 from agents.watermarks import WatermarkBoard
 from channels import Topics, topics_for
 from faults import Faults
 from metrics import PipelineMetrics
 from models import MAX_FORWARDED_BYTES
-from outputs import Outputs
 from settings import Settings
+from sinks.outputs import Outputs
+from stats import PipelineStats
 from stream.clients import Producer, client_options
 from stream.runner import StageRunner, exit_process
 from stream.topics import TopicLayoutError, TopicSpec, ensure_topics

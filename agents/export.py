@@ -34,7 +34,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
-from agents.stats import PipelineStats
 from channels import Topics
 from events import iso_utc
 from faults import Faults
@@ -51,13 +50,15 @@ from models import (
     ledger_state_key,
     totals_state_key,
 )
-from outputs import Outputs
 from settings import Settings
+from sinks.outputs import Outputs
 from sinks.rows import WindowRow
+from stats import PipelineStats
 from stream.clients import Producer
 from tables.partials import PartialKey
 from tables.store import PartitionStore, changelog_send
-from tables.totals import apply_partial, combine, low_frontier
+from tables.totals import combine, low_frontier, merge_partial
+from tables.windows import is_closed, window_sizes
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class ExportPartition:
         self.partition = partition
         self.store = store
         self.state = state
-        self.size_ms = {spec.name: spec.size_ms for spec in ctx.settings.pipeline.windows}
+        self.size_ms = window_sizes(ctx.settings.pipeline.windows)
         self.source_partitions = ctx.settings.kafka.topic_partitions
         self._job: asyncio.Task[None] | None = None
         self._crossings: list[tuple[int, int]] = []  # (low frontier, announced at) since the last export
@@ -178,7 +179,7 @@ class ExportPartition:
                 stats.partials_after_close += 1  # a replay of an exported window: already final
                 continue
             parts = state.totals.setdefault(key, {})
-            if apply_partial(parts, message.partition, message.partial):
+            if merge_partial(parts, message.partition, message.partial):
                 dirty.add(key)
         store = self.store
         for key in dirty:
@@ -220,7 +221,7 @@ class ExportPartition:
         self.ctx.stats.observe_low_watermark(low, self.ctx.clock_ms())
         due: dict[tuple[str, int], list[PartialKey]] = defaultdict(list)
         for key in self.state.totals:
-            if key.start_ms + self.size_ms[key.window] <= low:
+            if is_closed(key.start_ms, self.size_ms[key.window], low):
                 due[(key.window, key.start_ms)].append(key)
         crossings, self._crossings = self._crossings, []
         if due:

@@ -41,7 +41,6 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
-from agents.stats import PipelineStats
 from agents.watermarks import WatermarkBoard
 from channels import Topics
 from events import Event
@@ -66,9 +65,10 @@ from models import (
     partial_partition,
     partial_state_key,
 )
-from outputs import Outputs
 from settings import Settings
 from sinks.archive import PartitionArchive
+from sinks.outputs import Outputs
+from stats import PipelineStats
 from stream.clients import Producer
 from stream.tail import last_source_offsets
 from tables.partials import BatchOutcome, Limits, PartitionPartials, Record, fold_batch
@@ -162,6 +162,7 @@ class IngestPartition:
         self._published: Mark | None = None
         self._announced_ms: int | None = None  # the frontier stage 2 has heard from this process
         self._max_buffered = BUFFERED_FILES_LIMIT * pipeline.archive_max_records
+        self._read_next = self.start_offset()  # every valid record before it is archived or buffered
         if position.fold_next is not None:  # what this partition's earlier owners processed counts too
             offsets = ctx.stats.input_offsets
             offsets[partition] = max(offsets.get(partition, -1), position.fold_next - 1)
@@ -186,8 +187,10 @@ class IngestPartition:
         return self.archive.buffered() < self._max_buffered
 
     def _archive_next(self) -> int | None:
+        """Where the input must resume for the archive: its first buffered record, or else the next
+        offset to read (right after a restore, records up to fold_next may still be read again)."""
         first = self.archive.first_unarchived()
-        return first if first is not None else self.position.fold_next
+        return first if first is not None else self._read_next
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -204,6 +207,7 @@ class IngestPartition:
         fresh = records[fresh_from:]
         if fresh:
             await self._fold(fresh, now_s)
+        self._read_next = records[-1].offset + 1
         await self.store.put(POSITION_KEY, encode_ingest_position(self._position_now()))
         stats = ctx.stats
         stats.consumed[partition] += len(records)

@@ -37,7 +37,7 @@ policy owns retries. The URL may carry a password: it appears in no log or error
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -48,15 +48,14 @@ from redis.retry import Retry
 
 from keys import encode_key_part
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
-from sinks.rows import WindowRow, row_from_json, row_to_json
+from sinks.rows import WindowRow, row_from_hash, row_from_json, row_to_hash, row_to_json
 
-__all__ = ["MAX_INDEXED_TYPES", "RedisWindowStore", "latest_key", "types_key", "window_key"]
+__all__ = ["MAX_INDEXED_TYPES", "RedisWindowStore", "latest_key", "types_key", "window_hash_key"]
 
 logger = logging.getLogger(__name__)
 
 # Bounds the types index when event types are many (or hostile input invents them).
 MAX_INDEXED_TYPES: Final = 1000
-_HASH_FIELDS: Final = ("window", "event_type", "window_start_ms", "window_end_ms", "count", "sum", "min", "max", "mean")
 # Subclasses of redis ConnectionError that no retry can fix.
 _PERMANENT_CONNECTION_ERRORS: Final = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 # Server replies that mean "busy or failing over": retry later.
@@ -68,7 +67,7 @@ _TRANSIENT_RESPONSE_ERRORS: Final = (
 )
 
 
-def window_key(prefix: str, window: str, event_type: str, window_start_ms: int) -> str:
+def window_hash_key(prefix: str, window: str, event_type: str, window_start_ms: int) -> str:
     """Key of the hash of one closed window."""
     return f"{prefix}win:{encode_key_part(window)}:{encode_key_part(event_type)}:{int(window_start_ms)}"
 
@@ -80,37 +79,6 @@ def latest_key(prefix: str, window: str, event_type: str) -> str:
 
 def types_key(prefix: str, window: str) -> str:
     return f"{prefix}types:{encode_key_part(window)}"
-
-
-def _hash_fields(row: WindowRow) -> dict[str, str]:
-    return {
-        "window": row.window,
-        "event_type": row.event_type,
-        "window_start_ms": str(int(row.window_start_ms)),
-        "window_end_ms": str(int(row.window_end_ms)),
-        "count": str(int(row.count)),
-        "sum": repr(float(row.sum)),
-        "min": repr(float(row.min)),
-        "max": repr(float(row.max)),
-        "mean": repr(row.mean),
-    }
-
-
-def _row_from_hash(fields: Mapping[bytes, bytes]) -> WindowRow:
-    text = {name.decode("utf-8"): value.decode("utf-8") for name, value in fields.items()}
-    missing = [name for name in _HASH_FIELDS if name not in text]
-    if missing:
-        raise ValueError(f"window hash lacks fields {missing}")
-    return WindowRow(
-        window=text["window"],
-        window_start_ms=int(text["window_start_ms"]),
-        window_end_ms=int(text["window_end_ms"]),
-        event_type=text["event_type"],
-        count=int(text["count"]),
-        sum=float(text["sum"]),
-        min=float(text["min"]),
-        max=float(text["max"]),
-    )
 
 
 def _describe(url: str) -> str:
@@ -215,8 +183,8 @@ class RedisWindowStore:
             types[row.event_type] = max(types.get(row.event_type, row.window_start_ms), row.window_start_ms)
         with self._translate_errors("write"), client.pipeline(transaction=True) as pipe:
             for row in rows:
-                key = window_key(self._prefix, row.window, row.event_type, row.window_start_ms)
-                pipe.hset(key, mapping=_hash_fields(row))
+                key = window_hash_key(self._prefix, row.window, row.event_type, row.window_start_ms)
+                pipe.hset(key, mapping=row_to_hash(row))
                 pipe.pexpire(key, self._ttl_ms)
             for index, latest in by_index.items():
                 for start_ms in latest:
@@ -234,8 +202,8 @@ class RedisWindowStore:
     def get_window(self, window: str, event_type: str, window_start_ms: int) -> WindowRow | None:
         client = self._require_client()
         with self._translate_errors("read"):
-            fields = client.hgetall(window_key(self._prefix, window, event_type, window_start_ms))
-        return _row_from_hash(fields) if fields else None
+            fields = client.hgetall(window_hash_key(self._prefix, window, event_type, window_start_ms))
+        return row_from_hash(fields) if fields else None
 
     def latest(self, window: str, event_type: str, n: int) -> list[WindowRow]:
         """Up to n latest windows, newest first, in one round trip (at most latest_n exist)."""

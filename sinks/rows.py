@@ -3,8 +3,11 @@
 * ``WindowRow``: one closed window of one event type.
 * ``rows_to_parquet`` / ``parquet_to_rows``: the lake's aggregated files (AGGREGATE_SCHEMA).
 * ``events_to_parquet`` / ``parquet_to_events``: the raw archive files (RAW_SCHEMA).
-* ``row_to_json`` / ``row_from_json``: canonical compact JSON of one row (Redis index members,
-  web views).
+* ``row_to_json`` / ``row_from_json``: canonical compact JSON of one row (Redis index members).
+* ``row_to_hash`` / ``row_from_hash``: the Redis hash of one closed window.
+* ``row_to_api``: one row in the web API's answers.
+
+This module is the one home of a closed window's encodings.
 
 Parquet output is deterministic: rows are sorted, and pyarrow writes no wall-clock
 metadata (only ``created_by`` with its own version and the ``ARROW:schema`` blob), so the
@@ -15,14 +18,14 @@ pinned explicitly so that a change of pyarrow defaults does not change the files
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Final, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, NamedTuple
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from events import Event
+from events import Event, iso_utc
 
 __all__ = [
     "AGGREGATE_SCHEMA",
@@ -32,7 +35,10 @@ __all__ = [
     "events_to_parquet",
     "parquet_to_events",
     "parquet_to_rows",
+    "row_from_hash",
     "row_from_json",
+    "row_to_api",
+    "row_to_hash",
     "row_to_json",
     "rows_to_parquet",
 ]
@@ -225,3 +231,59 @@ def row_from_json(data: bytes | str) -> WindowRow:
         min=float(obj["min"]),
         max=float(obj["max"]),
     )
+
+
+# -- Redis hash and web API: the other encodings of a closed window -------------------------
+
+HASH_FIELDS: Final = ("window", "event_type", "window_start_ms", "window_end_ms", "count", "sum", "min", "max", "mean")
+
+
+def row_to_hash(row: WindowRow) -> dict[str, str]:
+    """The Redis hash of a row: ints as str(int), floats as repr(float), so float(value) gives back the
+    exact float (also -0.0 and inf)."""
+    return {
+        "window": row.window,
+        "event_type": row.event_type,
+        "window_start_ms": str(int(row.window_start_ms)),
+        "window_end_ms": str(int(row.window_end_ms)),
+        "count": str(int(row.count)),
+        "sum": repr(float(row.sum)),
+        "min": repr(float(row.min)),
+        "max": repr(float(row.max)),
+        "mean": repr(row.mean),
+    }
+
+
+def row_from_hash(fields: Mapping[bytes, bytes]) -> WindowRow:
+    """Inverse of row_to_hash."""
+    text = {name.decode("utf-8"): value.decode("utf-8") for name, value in fields.items()}
+    missing = [name for name in HASH_FIELDS if name not in text]
+    if missing:
+        raise ValueError(f"window hash lacks fields {missing}")
+    return WindowRow(
+        window=text["window"],
+        window_start_ms=int(text["window_start_ms"]),
+        window_end_ms=int(text["window_end_ms"]),
+        event_type=text["event_type"],
+        count=int(text["count"]),
+        sum=float(text["sum"]),
+        min=float(text["min"]),
+        max=float(text["max"]),
+    )
+
+
+def row_to_api(row: WindowRow) -> dict[str, Any]:
+    """A row as the web API answers it: both time forms (epoch ms and ISO-8601) and the mean."""
+    return {
+        "window": row.window,
+        "event_type": row.event_type,
+        "window_start": iso_utc(row.window_start_ms),
+        "window_end": iso_utc(row.window_end_ms),
+        "window_start_ms": row.window_start_ms,
+        "window_end_ms": row.window_end_ms,
+        "count": row.count,
+        "sum": row.sum,
+        "min": row.min,
+        "max": row.max,
+        "mean": row.mean,
+    }

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from events import Event, Rejection, decode_event
-from tables.windows import WindowSpec
+from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
 
 # Partial value layout, a list so that it serializes compactly to the changelog:
 COUNT, SUM, MIN, MAX, MARKER = range(5)
@@ -93,10 +93,10 @@ class PartitionPartials:
         self.values: dict[PartialKey, list[float]] = values if values is not None else {}
 
     def pop_closed(self, windows: Sequence[WindowSpec], frontier_ms: int) -> list[tuple[PartialKey, list[float]]]:
-        """Remove and return the partials of windows that end at or before frontier_ms."""
-        size_ms = {spec.name: spec.size_ms for spec in windows}
+        """Remove and return the partials of (configured) windows the frontier has closed."""
+        size_ms = window_sizes(tuple(windows))
         closed = [(key, value) for key, value in self.values.items()
-                  if key.start_ms + size_ms.get(key.window, 0) <= frontier_ms]
+                  if key.window in size_ms and is_closed(key.start_ms, size_ms[key.window], frontier_ms)]
         for key, _ in closed:
             del self.values[key]
         return closed
@@ -122,6 +122,7 @@ def fold_batch(
     specs = [(spec.name, spec.size_ms, spec.step_ms) for spec in windows]
     max_bytes, min_ms, skew_ms, now_ms = limits.max_event_bytes, limits.min_event_ms, limits.max_clock_skew_ms, \
         limits.now_ms
+    closed_by_partition: dict[int, list[int | None]] = {}
     for record in records:
         partition, offset, raw, written_ms = record
         decoded = decode_event(raw, max_bytes=max_bytes, min_event_ms=min_ms,
@@ -133,18 +134,22 @@ def fold_batch(
         event_ms, value, event_type = decoded.event_ms, decoded.value, decoded.event_type
         if event_ms > max_event_ms.get(partition, event_ms - 1):
             max_event_ms[partition] = event_ms
-        frontier_ms = frontiers_ms.get(partition)
+        closed_upto = closed_by_partition.get(partition)
+        if closed_upto is None:  # once per partition and batch: the latest closed start per window
+            frontier_ms = frontiers_ms.get(partition)
+            closed_upto = closed_by_partition[partition] = [
+                None if frontier_ms is None else closed_upto_ms(size_ms, frontier_ms) for _, size_ms, _ in specs]
         values = partitions[partition].values
         dirty = all_dirty.get(partition)
         if dirty is None:
             dirty = all_dirty[partition] = set()
         missed: list[tuple[str, int]] | None = None
-        for name, size_ms, step_ms in specs:
+        for (name, size_ms, step_ms), last_closed_ms in zip(specs, closed_upto, strict=True):
             # Starts s with s <= t < s + size, multiples of step (floor, so negatives too),
             # ascending: size is a multiple of step, so there are size/step of them.
             last_ms = event_ms - event_ms % step_ms
             for start_ms in range(last_ms - size_ms + step_ms, last_ms + 1, step_ms):
-                if frontier_ms is not None and start_ms + size_ms <= frontier_ms:
+                if last_closed_ms is not None and start_ms <= last_closed_ms:
                     if missed is None:
                         missed = []
                     missed.append((name, start_ms))

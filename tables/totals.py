@@ -29,7 +29,7 @@ class Totals(NamedTuple):
     max: float
 
 
-def apply_partial(parts: PartsByPartition, partition: int, partial: list[float]) -> bool:
+def merge_partial(parts: PartsByPartition, partition: int, partial: list[float]) -> bool:
     """Keep the partial with the highest marker for `partition`; True if it changed."""
     current = parts.get(partition)
     if current is not None and current[MARKER] >= partial[MARKER]:

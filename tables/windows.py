@@ -8,10 +8,11 @@ from dataclasses import dataclass
 __all__ = [
     "DEFAULT_WINDOWS",
     "WindowSpec",
-    "is_window_closed",
+    "closed_upto_ms",
+    "is_closed",
     "parse_duration_ms",
     "parse_windows",
-    "window_end_ms",
+    "window_sizes",
     "window_starts",
 ]
 
@@ -58,10 +59,6 @@ class WindowSpec:
             raise ValueError(
                 f"window {self.name!r}: size_ms={self.size_ms} is not a multiple of step_ms={self.step_ms}"
             )
-
-    @property
-    def is_tumbling(self) -> bool:
-        return self.step_ms == self.size_ms
 
 
 def parse_duration_ms(text: str) -> int:
@@ -125,13 +122,18 @@ def window_starts(spec: WindowSpec, event_ms: int) -> tuple[int, ...]:
     return tuple(range(first_start, last_start + 1, spec.step_ms))
 
 
-def window_end_ms(spec: WindowSpec, start_ms: int) -> int:
-    """Exclusive end of the window starting at ``start_ms``."""
-    if start_ms % spec.step_ms != 0:
-        raise ValueError(f"window {spec.name!r}: start {start_ms} is not aligned to step {spec.step_ms}")
-    return start_ms + spec.size_ms
+def closed_upto_ms(size_ms: int, frontier_ms: int) -> int:
+    """The close rule, spelled once: a window [start, start + size) is closed once the frontier
+    has reached its end, i.e. for every start up to the returned one."""
+    return frontier_ms - size_ms
 
 
-def is_window_closed(spec: WindowSpec, start_ms: int, watermark_ms: int) -> bool:
-    """True once no event still accepted (event_ms >= watermark) can fall in it."""
-    return window_end_ms(spec, start_ms) <= watermark_ms
+def is_closed(start_ms: int, size_ms: int, frontier_ms: int | None) -> bool:
+    """True once no event still accepted can fall in the window (see closed_upto_ms)."""
+    return frontier_ms is not None and start_ms <= closed_upto_ms(size_ms, frontier_ms)
+
+
+def window_sizes(windows: tuple[WindowSpec, ...]) -> dict[str, int]:
+    """Size of each configured window by name. Both stages drop the state of a window that is not
+    (or no longer) in WINDOWS, with a warning: its size, hence its end, is unknown."""
+    return {spec.name: spec.size_ms for spec in windows}

@@ -14,6 +14,17 @@ from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_setti
 from settings import load_devstack
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark by folder: `integration` (the embedded servers), `e2e` (worker processes, chaos included).
+    `make test-fast` runs the rest, the unit tests, in seconds."""
+    for item in items:
+        parts = item.path.parts
+        if "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+        elif "e2e" in parts or "chaos" in parts:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
     # No test may depend on a service that happens to run on the machine.

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from faust import web
 
 if TYPE_CHECKING:
-    from app import PipelineApp
+    from web.context import WebApp
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -61,7 +61,7 @@ def _asset_view(body: bytes, content_type: str) -> type[web.View]:
     return AssetView
 
 
-def register(app: PipelineApp) -> None:
+def register(app: WebApp) -> None:
     """Serve the dashboard's files; must run before faust's own index is mounted at `/` (first route wins)."""
     for asset in ASSETS:
         body = (STATIC_DIR / asset.file).read_bytes()

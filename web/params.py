@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from events import iso_utc as iso
-from sinks.rows import WindowRow
 from tables.windows import WindowSpec
 
 DEFAULT_LIMIT = 20
@@ -84,22 +83,6 @@ def _parse_instant_ms(text: str) -> int:
     if moment.tzinfo is None:
         raise BadParameterError(f"start {text!r} has no time zone; add Z for UTC")
     return round(moment.timestamp() * 1000)
-
-
-def row_json(row: WindowRow) -> dict[str, Any]:
-    return {
-        "window": row.window,
-        "event_type": row.event_type,
-        "window_start": iso(row.window_start_ms),
-        "window_end": iso(row.window_end_ms),
-        "window_start_ms": row.window_start_ms,
-        "window_end_ms": row.window_end_ms,
-        "count": row.count,
-        "sum": row.sum,
-        "min": row.min,
-        "max": row.max,
-        "mean": row.mean,
-    }
 
 
 def watermark_json(low_ms: int | None, advanced_at_ms: int | None, now_ms: int,

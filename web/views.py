@@ -24,12 +24,13 @@ from faust import web
 from faust.web import exceptions
 from yarl import URL
 
-from agents.monitor import not_ready_reasons
 from metrics import CONTENT_TYPE_LATEST
 from models import partial_partition, window_key
+from monitor import not_ready_reasons
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
-from sinks.rows import WindowRow
+from sinks.rows import WindowRow, row_to_api
 from tables.partials import PartialKey
+from tables.windows import is_closed
 from web.params import (
     BadParameterError,
     UnknownNameError,
@@ -37,13 +38,12 @@ from web.params import (
     parse_event_type,
     parse_limit,
     parse_start,
-    row_json,
     watermark_json,
 )
 
 if TYPE_CHECKING:
-    from app import PipelineApp
     from tables.windows import WindowSpec
+    from web.context import WebApp
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _now_ms() -> int:
 class ApiView(web.View):
     """JSON errors for every failure, including faust's own (405 and others)."""
 
-    app: PipelineApp
+    app: WebApp
 
     def get_methods(self) -> set[str]:
         # Route every method here, so an unsupported one gets faust's MethodNotAllowed as a
@@ -104,7 +104,7 @@ class ApiView(web.View):
         return find_window(self.app.settings.pipeline.windows, name)
 
 
-def partition_watermarks(app: PipelineApp, now_ms: int) -> dict[int, int]:
+def partition_watermarks(app: WebApp, now_ms: int) -> dict[int, int]:
     """Watermark of each input partition this worker ingests (None before its first event is left out)."""
     marks = {}
     for partition, part in sorted(app.pipeline.ingest.partitions.items()):
@@ -185,10 +185,10 @@ class OpenWindowsView(ApiView):
         rows, partitions = local_open_rows(self.app, spec, event_type)
         answer: dict[str, Any] = {"window": spec.name, "watermark": self.watermark()}
         if scope == "local":
-            answer.update(open=[row_json(r) for r in rows], partitions=sorted(partitions))
+            answer.update(open=[row_to_api(r) for r in rows], partitions=sorted(partitions))
             return self.json(answer)
         listed, covered, missing = await self._gather(request, partitions)
-        listed.extend(row_json(r) for r in rows)
+        listed.extend(row_to_api(r) for r in rows)
         listed.sort(key=lambda r: (r["window_start_ms"], r["event_type"]))
         total = self.app.settings.kafka.topic_partitions
         answer.update(open=listed, complete=not missing and covered >= set(range(total)), missing_peers=missing)
@@ -234,7 +234,7 @@ class ClosedWindowsView(ApiView):
         types = [event_type] if event_type else await outputs.read_event_types(spec.name, MAX_LISTED_TYPES)
         closed = {}
         for name in types:
-            closed[name] = [row_json(r) for r in await outputs.read_latest(spec.name, name, limit)]
+            closed[name] = [row_to_api(r) for r in await outputs.read_latest(spec.name, name, limit)]
         return self.json({"window": spec.name, "watermark": self.watermark(), "closed": closed})
 
 
@@ -256,7 +256,7 @@ class WindowValueView(ApiView):
         row = local_open_row(app, key, spec)
         state = "open"
         low_ms = app.stats.low_watermark_ms
-        if row is not None and low_ms is not None and row.window_end_ms <= low_ms:
+        if row is not None and is_closed(row.window_start_ms, spec.size_ms, low_ms):
             state = "closing"  # the watermark passed it; its export is in progress or retrying
         if row is None:
             row = await app.outputs.read_window(spec.name, event_type, start_ms)
@@ -265,7 +265,7 @@ class WindowValueView(ApiView):
             raise UnknownNameError(f"no window {spec.name!r} starting at {start_ms} for event_type {event_type!r} "
                               "(no events, or expired from Redis)")
         return self.json({"window": spec.name, "watermark": self.watermark(), "state": state,
-                          "row": row_json(row), "served_by": str(app.conf.canonical_url)})
+                          "row": row_to_api(row), "served_by": str(app.conf.canonical_url)})
 
     async def _route(self, request: web.Request, owner: URL) -> web.Response:
         target = owner.with_path(request.url.path).with_query({**request.query, HOP_PARAM: "1"})
@@ -295,25 +295,25 @@ class MetricsView(ApiView):
 # -- state lookups ----------------------------------------------------------------------
 
 
-def local_open_rows(app: PipelineApp, spec: WindowSpec, event_type: str | None) -> tuple[list[WindowRow], set[int]]:
+def local_open_rows(app: WebApp, spec: WindowSpec, event_type: str | None) -> tuple[list[WindowRow], set[int]]:
     """This worker's open windows of `spec` (stage-2 partitions it owns), by start then type."""
     export = app.pipeline.export
     return export.open_rows(spec.name, event_type), set(export.partitions)
 
 
-def local_open_row(app: PipelineApp, key: PartialKey, spec: WindowSpec) -> WindowRow | None:
+def local_open_row(app: WebApp, key: PartialKey, spec: WindowSpec) -> WindowRow | None:
     return app.pipeline.export.open_row(key)
 
 
 # -- routing: the stage-2 owner of a window key, from the export group's assignment ------
 
 
-def owners(app: PipelineApp) -> list[URL]:
+def owners(app: WebApp) -> list[URL]:
     """Web URLs of the members of the export group (from its last assignment)."""
     return [URL(url) for url in app.pipeline.export_runner.owners()]
 
 
-def owner_of(app: PipelineApp, key: PartialKey) -> URL | None:
+def owner_of(app: WebApp, key: PartialKey) -> URL | None:
     """The worker owning this window key: the one whose stage 2 owns the partition its partials go to."""
     partition = partial_partition(window_key(key).encode(), app.settings.kafka.topic_partitions)
     for url, partitions in app.pipeline.export_runner.owners().items():
@@ -322,11 +322,11 @@ def owner_of(app: PipelineApp, key: PartialKey) -> URL | None:
     return None
 
 
-def same_node(app: PipelineApp, url: URL) -> bool:
+def same_node(app: WebApp, url: URL) -> bool:
     canonical = URL(str(app.conf.canonical_url))
     return (url.host, url.port) == (canonical.host, canonical.port)
 
 
-def register(app: PipelineApp) -> None:
+def register(app: WebApp) -> None:
     blueprint.register(app, url_prefix=API_PREFIX)
     app.page("/metrics", name="metrics")(MetricsView)

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from helpers import MetricKey, metric_samples
 
-from agents.monitor import Monitor
 from metrics import PipelineMetrics, directory_bytes
+from monitor import Monitor
 from tables.store import progress_percent
 
 
@@ -87,8 +87,8 @@ def test_lag_warning_repeats_at_most_every_30_s_while_it_lasts(caplog: pytest.Lo
     app = SimpleNamespace(settings=SimpleNamespace(pipeline=SimpleNamespace(lag_warning_records=100)))
     monitor = Monitor(app)  # type: ignore[arg-type]
     now = [1_000.0]
-    monkeypatch.setattr("agents.monitor.time.monotonic", lambda: now[0])
-    caplog.set_level(logging.WARNING, logger="agents.monitor")
+    monkeypatch.setattr("monitor.time.monotonic", lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="monitor")
     for at, lag in ((0, 50), (1, 101), (10, 500), (31, 500), (32, 20), (33, 200)):
         now[0] = 1_000.0 + at
         monitor._warn_on_lag(lag)

@@ -49,7 +49,7 @@ from tables.partials import (
     Record,
     fold_batch,
 )
-from tables.totals import Totals, apply_partial, combine
+from tables.totals import Totals, combine, merge_partial
 from tables.windows import WindowSpec
 
 TUMBLING = WindowSpec("tumbling_1m", 60_000, 60_000)
@@ -624,7 +624,7 @@ def _stage2(rng: random.Random, emitted: dict[int, list[tuple[PartialKey, list[f
         _, body = encode_partial(PartialMessage(p, key, partial))
         message = decode_stage_message(body)
         assert isinstance(message, PartialMessage)
-        apply_partial(parts[message.key], message.partition, message.partial)
+        merge_partial(parts[message.key], message.partition, message.partial)
     return {key: combine(by_partition) for key, by_partition in parts.items()}
 
 

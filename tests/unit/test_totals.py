@@ -6,15 +6,15 @@ import random
 
 import pytest
 
-from tables.totals import Totals, apply_partial, combine, low_frontier
+from tables.totals import Totals, combine, low_frontier, merge_partial
 
-# -- apply_partial ------------------------------------------------------------------------
+# -- merge_partial ------------------------------------------------------------------------
 
 
 def test_first_partial_of_a_partition_is_stored_as_a_copy() -> None:
     parts: dict[int, list[float]] = {}
     partial = [2, 3.5, 1.0, 2.5, 40]
-    assert apply_partial(parts, 0, partial) is True
+    assert merge_partial(parts, 0, partial) is True
     assert parts == {0: [2, 3.5, 1.0, 2.5, 40]}
     partial[0] = 99  # the caller's list (e.g. the stage-1 table value) keeps changing
     assert parts == {0: [2, 3.5, 1.0, 2.5, 40]}
@@ -23,8 +23,8 @@ def test_first_partial_of_a_partition_is_stored_as_a_copy() -> None:
 
 def test_higher_marker_replaces_instead_of_adding() -> None:
     parts: dict[int, list[float]] = {}
-    apply_partial(parts, 1, [1, 5.0, 5.0, 5.0, 10])
-    assert apply_partial(parts, 1, [3, 6.0, -1.0, 5.0, 14]) is True
+    merge_partial(parts, 1, [1, 5.0, 5.0, 5.0, 10])
+    assert merge_partial(parts, 1, [3, 6.0, -1.0, 5.0, 14]) is True
     assert parts == {1: [3, 6.0, -1.0, 5.0, 14]}
     assert combine(parts) == Totals(3, 6.0, -1.0, 5.0)
 
@@ -32,23 +32,23 @@ def test_higher_marker_replaces_instead_of_adding() -> None:
 @pytest.mark.parametrize("marker", [14, 13, 0, -1])
 def test_stale_or_duplicate_partial_is_ignored(marker: int) -> None:
     parts: dict[int, list[float]] = {2: [3, 6.0, -1.0, 5.0, 14]}
-    assert apply_partial(parts, 2, [7, 70.0, -7.0, 7.0, marker]) is False
+    assert merge_partial(parts, 2, [7, 70.0, -7.0, 7.0, marker]) is False
     assert parts == {2: [3, 6.0, -1.0, 5.0, 14]}
 
 
 def test_partitions_are_kept_apart() -> None:
     parts: dict[int, list[float]] = {}
-    assert apply_partial(parts, 0, [1, 1.0, 1.0, 1.0, 100]) is True
+    assert merge_partial(parts, 0, [1, 1.0, 1.0, 1.0, 100]) is True
     # A lower marker is not stale for another partition: markers are per input partition.
-    assert apply_partial(parts, 1, [1, 2.0, 2.0, 2.0, 5]) is True
-    assert apply_partial(parts, 0, [1, 9.0, 9.0, 9.0, 50]) is False
+    assert merge_partial(parts, 1, [1, 2.0, 2.0, 2.0, 5]) is True
+    assert merge_partial(parts, 0, [1, 9.0, 9.0, 9.0, 50]) is False
     assert parts == {0: [1, 1.0, 1.0, 1.0, 100], 1: [1, 2.0, 2.0, 2.0, 5]}
 
 
 def test_float_markers_from_the_wire_compare_like_ints() -> None:
     parts: dict[int, list[float]] = {0: [1.0, 1.0, 1.0, 1.0, 7.0]}
-    assert apply_partial(parts, 0, [1, 1.0, 1.0, 1.0, 7]) is False
-    assert apply_partial(parts, 0, [2, 3.0, 1.0, 2.0, 8]) is True
+    assert merge_partial(parts, 0, [1, 1.0, 1.0, 1.0, 7]) is False
+    assert merge_partial(parts, 0, [2, 3.0, 1.0, 2.0, 8]) is True
     assert parts == {0: [2, 3.0, 1.0, 2.0, 8]}
 
 
@@ -74,7 +74,7 @@ def test_duplicated_and_reordered_delivery_keeps_the_newest_per_partition() -> N
             deliveries.append((p, sequences[p][rng.randint(0, cursors[p] - 1)]))  # a late duplicate
         cursors[p] += 1
     parts: dict[int, list[float]] = {}
-    changed = [apply_partial(parts, p, partial) for p, partial in deliveries]
+    changed = [merge_partial(parts, p, partial) for p, partial in deliveries]
     assert parts == {p: sequence[-1] for p, sequence in sequences.items()}
     assert sum(changed) == sum(len(sequence) for sequence in sequences.values())
     last = [sequences[p][-1] for p in sorted(sequences)]

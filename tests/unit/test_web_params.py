@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from events import iso_utc
-from sinks.rows import WindowRow
+from sinks.rows import WindowRow, row_to_api
 from tables.windows import WindowSpec
 from web.params import (
     BadParameterError,
@@ -14,7 +14,6 @@ from web.params import (
     parse_event_type,
     parse_limit,
     parse_start,
-    row_json,
     watermark_json,
 )
 
@@ -84,9 +83,9 @@ def test_bad_start(text: str | None, message: str) -> None:
         parse_start(query, TUMBLING)
 
 
-def test_row_json_carries_both_time_forms_and_the_mean() -> None:
+def test_the_api_row_carries_both_time_forms_and_the_mean() -> None:
     row = WindowRow("tumbling_1m", START_MS, START_MS + 60_000, "click", 4, 10.0, 1.0, 4.0)
-    assert row_json(row) == {
+    assert row_to_api(row) == {
         "window": "tumbling_1m", "event_type": "click",
         "window_start": "2026-11-26T03:51:00Z", "window_end": "2026-11-26T03:52:00Z",
         "window_start_ms": START_MS, "window_end_ms": START_MS + 60_000,

@@ -7,69 +7,26 @@ import pytest
 from tables.windows import (
     DEFAULT_WINDOWS,
     WindowSpec,
-    is_window_closed,
+    closed_upto_ms,
+    is_closed,
     parse_duration_ms,
     parse_windows,
-    window_end_ms,
-    window_starts,
+    window_sizes,
 )
 
 
-def _brute_force_starts(spec: WindowSpec, event_ms: int) -> tuple[int, ...]:
-    # Independent definition: scan every aligned start that could contain the event.
-    lo = event_ms - spec.size_ms - spec.step_ms
-    hi = event_ms + spec.step_ms
-    first = lo - (lo % spec.step_ms)  # Python % is non-negative for positive step
-    return tuple(start for start in range(first, hi + 1, spec.step_ms) if start <= event_ms < start + spec.size_ms)
+def test_a_window_closes_once_the_frontier_reaches_its_end() -> None:
+    assert not is_closed(30_000, 60_000, 89_999)
+    assert is_closed(30_000, 60_000, 90_000)
+    assert is_closed(30_000, 60_000, 10**12)
+    assert is_closed(-60_000, 60_000, 0)
+    assert not is_closed(30_000, 60_000, None)  # no frontier yet: nothing is closed
+    assert closed_upto_ms(60_000, 90_000) == 30_000
+    assert window_sizes(parse_windows("a:1m,b:2m:1m")) == {"a": 60_000, "b": 120_000}
 
 
-@pytest.mark.parametrize(
-    ("size_ms", "step_ms"),
-    [(1, 1), (2, 1), (6, 2), (6, 3), (6, 6), (60_000, 30_000), (60_000, 60_000), (10, 5)],
-)
-def test_window_starts_match_brute_force_including_negative_times(size_ms: int, step_ms: int) -> None:
-    spec = WindowSpec("w", size_ms, step_ms)
-    span = 3 * size_ms
-    # Every ms for small windows; for large ones a stride plus both sides of
-    # every step boundary, where off-by-one errors live.
-    stride = max(1, size_ms // 500)
-    events = set(range(-span, span + 1, stride)) | {10**15, -(10**15) - 7}
-    for boundary in range(-span, span + 1, step_ms):
-        events |= {boundary - 1, boundary, boundary + 1}
-    for event_ms in sorted(events):
-        expected = _brute_force_starts(spec, event_ms)
-        assert window_starts(spec, event_ms) == expected, event_ms
-        assert len(expected) == size_ms // step_ms
-
-
-def test_window_starts_examples_at_boundaries() -> None:
-    tumbling = WindowSpec("tumbling_1m", 60_000, 60_000)
-    hopping = WindowSpec("hopping_1m", 60_000, 30_000)
-    assert window_starts(tumbling, 0) == (0,)
-    assert window_starts(tumbling, 59_999) == (0,)
-    assert window_starts(tumbling, 60_000) == (60_000,)
-    assert window_starts(tumbling, -1) == (-60_000,)
-    assert window_starts(hopping, 0) == (-30_000, 0)
-    assert window_starts(hopping, 29_999) == (-30_000, 0)
-    assert window_starts(hopping, 30_000) == (0, 30_000)
-    assert window_starts(hopping, -30_001) == (-90_000, -60_000)
-
-
-def test_window_end_and_closed() -> None:
-    spec = WindowSpec("hopping_1m", 60_000, 30_000)
-    assert window_end_ms(spec, 30_000) == 90_000
-    assert window_end_ms(spec, -60_000) == 0
-    assert not is_window_closed(spec, 30_000, 89_999)
-    assert is_window_closed(spec, 30_000, 90_000)
-    assert is_window_closed(spec, 30_000, 10**12)
-    with pytest.raises(ValueError, match="not aligned"):
-        window_end_ms(spec, 15_000)
-
-
-def test_window_spec_properties_and_immutability() -> None:
+def test_window_spec_is_immutable() -> None:
     spec = WindowSpec("tumbling_1m", 60_000, 60_000)
-    assert spec.is_tumbling
-    assert not WindowSpec("h", 60_000, 30_000).is_tumbling
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.size_ms = 1  # type: ignore[misc]
     assert not hasattr(spec, "__dict__")

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from agents.stats import PipelineStats
 from metrics import PipelineMetrics
 from settings import Settings
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
 from sinks.redis_store import RedisWindowStore
 from sinks.retry import RetryPolicy, retry_forever
 from sinks.rows import WindowRow
+from stats import PipelineStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

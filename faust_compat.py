@@ -1,0 +1,31 @@
+"""Where the pipeline leans on faust-streaming beyond what its docs promise: one place to re-read on
+an upgrade.
+
+- `WorkerBoot`: faust's worker without its Kafka consumer and producer (the stages own their Kafka
+  path, NOTES.md says why), with the pipeline service started and stopped beside faust's web server.
+  It overrides `BootStrategy`, a class attribute faust documents only in its source.
+- `check_version`: the app refuses to start on a faust version it was not tested with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.app.base import BootStrategy
+
+TESTED_VERSION = "0.15.3"
+
+
+def check_version(found: str = faust.__version__) -> None:
+    if found != TESTED_VERSION:
+        raise RuntimeError(f"faust-streaming {found} is installed, but this pipeline is tested with {TESTED_VERSION} "
+                           "only (see faust_compat.py before changing the pin in requirements.txt)")
+
+
+class WorkerBoot(BootStrategy):
+    enable_kafka_consumer = False
+    enable_kafka_producer = False
+
+    def server(self) -> Any:
+        return [*super().server(), *self.app.extra_services()]  # type: ignore[attr-defined]

@@ -1,0 +1,142 @@
+"""In-memory stand-ins for what the stages use: a broker, a state store over its changelog, the
+lake and Redis, and the watermark board. A send can be made to fail at its Nth call, which is how
+the stage tests crash a stage at every step of a batch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from models import partial_partition, source_offset
+from sinks.lake import ArchiveOutcome
+from sinks.rows import WindowRow
+
+
+class CrashError(Exception):
+    """The simulated crash: raised by the Nth send."""
+
+
+@dataclass
+class Sent:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    offset: int
+
+
+@dataclass
+class FakeBroker:
+    """Every send lands at once (acks=all and ordered), until the one asked to fail."""
+
+    partitions: int = 2
+    logs: dict[tuple[str, int], list[Sent]] = field(default_factory=lambda: defaultdict(list))
+    sends: int = 0
+    fail_at: int | None = None
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, partition: int | None = None,
+                   headers: Any = None) -> asyncio.Future[Any]:
+        self.sends += 1
+        if self.fail_at is not None and self.sends >= self.fail_at:
+            raise CrashError(f"crash at send {self.sends}")
+        if partition is None:
+            assert key is not None
+            partition = partial_partition(key, self.partitions)
+        log = self.logs[(topic, partition)]
+        log.append(Sent(key, value, list(headers or []), len(log)))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(SimpleNamespace(offset=len(log) - 1))
+        return future
+
+    async def flush(self) -> None:
+        return None
+
+    def log(self, topic: str, partition: int) -> list[Sent]:
+        return self.logs[(topic, partition)]
+
+
+class FakeStore:
+    """A PartitionStore over the fake broker's changelog partition."""
+
+    def __init__(self, broker: FakeBroker, topic: str, partition: int) -> None:
+        self.broker, self.topic, self.partition = broker, topic, partition
+
+    def restore(self) -> dict[bytes, bytes]:
+        items: dict[bytes, bytes] = {}
+        for record in self.broker.log(self.topic, self.partition):
+            assert record.key is not None
+            if record.value is None:
+                items.pop(record.key, None)
+            else:
+                items[record.key] = record.value
+        return items
+
+    async def put(self, key: bytes, value: bytes | None) -> None:
+        await self.broker.send(self.topic, value, key=key, partition=self.partition)
+
+    async def commit(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def last_source_offset(broker: FakeBroker, topic: str, partition: int) -> int:
+    offsets = [source_offset(record.headers) for record in broker.log(topic, partition)]
+    return max((o for o in offsets if o is not None), default=-1)
+
+
+class FakeLake:
+    """S3 for the archive (written only if absent) and the aggregates (overwritten)."""
+
+    def __init__(self) -> None:
+        self.files: dict[int, list[int]] = {}
+        self.aggregates: dict[tuple[str, int, int], list[WindowRow]] = {}
+
+    async def put_archive(self, partition: int, start_offset: int, records: list[Any]) -> ArchiveOutcome:
+        existing = self.files.get(start_offset)
+        if existing is not None:
+            return ArchiveOutcome(str(start_offset), existing[-1], written=False)
+        self.files[start_offset] = [offset for _, offset, _ in records]
+        return ArchiveOutcome(str(start_offset), records[-1][1], written=True)
+
+
+@dataclass
+class FakeOutputs:
+    lake: FakeLake = field(default_factory=FakeLake)
+    redis: dict[tuple[str, int, str], WindowRow] = field(default_factory=dict)
+    exports: int = 0
+    fail_at: int | None = None  # the Nth export raises
+
+    async def put_archive(self, partition: int, start_offset: int, records: list[Any]) -> ArchiveOutcome:
+        return await self.lake.put_archive(partition, start_offset, records)
+
+    async def export_window(self, window: str, start_ms: int, part: int, rows: list[WindowRow]) -> str:
+        self.exports += 1
+        if self.fail_at is not None and self.exports >= self.fail_at:
+            raise CrashError(f"crash at export {self.exports}")
+        self.lake.aggregates[(window, start_ms, part)] = list(rows)
+        for row in rows:
+            self.redis[(row.window, row.window_start_ms, row.event_type)] = row
+        return f"aggregated/{window}/{start_ms}-{part}"
+
+
+@dataclass
+class FakeBoard:
+    low_ms: int | None = None
+
+    def low(self) -> int | None:
+        return self.low_ms
+
+
+@dataclass
+class FakeClock:
+    now_ms: int = 1_800_000_000_000
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def monotonic(self) -> float:
+        return self.now_ms / 1000

@@ -1,0 +1,149 @@
+"""Stage 2 in-process (agents/export.py), with an in-memory broker, store, lake and Redis: a clean
+run over partials and frontiers of two input partitions, then the same input with the stage crashed
+at every changelog write and at every export, restored from what the broker held. Every window is
+exported with the same rows in every run, and never with other rows in between."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore
+
+from agents.export import ExportContext, ExportPartition
+from channels import topics_for
+from metrics import PipelineMetrics
+from models import FrontierMessage, PartialMessage, decode_export_state, encode_frontier, encode_partial
+from settings import load
+from stats import PipelineStats
+from tables.partials import PartialKey
+
+SETTINGS = load({"TOPIC_PARTITIONS": "2", "WINDOWS": "tumbling_1m:60s"})
+TOPICS = topics_for(SETTINGS)
+Q = 0
+BASE_MS = 1_793_574_000_000
+SIZE_MS = 60_000
+
+
+def _messages(seed: int) -> list[bytes]:
+    """What stage 1 of input partitions 0 and 1 sends: cumulative partials with rising markers, and
+    frontiers; no partial of a window after its partition's frontier has passed it."""
+    rng = random.Random(seed)
+    now = {0: BASE_MS, 1: BASE_MS}
+    partials: dict[int, dict[PartialKey, list[float]]] = {0: {}, 1: {}}
+    frontiers: dict[int, int] = {}
+    messages = []
+    for offset in range(400):
+        p = rng.choice((0, 1))
+        now[p] += rng.randint(0, 8_000)
+        low = min(now.values()) - 20_000
+        event_ms = max(now[p] - rng.randint(0, 15_000), frontiers.get(p, -10**15) + 1)
+        start = event_ms - event_ms % SIZE_MS
+        key = PartialKey("tumbling_1m", start, rng.choice(("click", "view")))
+        value = rng.randrange(-20, 20) / 4
+        partial = partials[p].get(key)
+        if partial is None:
+            partial = partials[p][key] = [0, 0.0, value, value, 0]
+        partial[0] += 1
+        partial[1] += value
+        partial[2], partial[3], partial[4] = min(partial[2], value), max(partial[3], value), offset
+        messages.append(encode_partial(PartialMessage(p, key, list(partial)))[1])
+        if rng.random() < 0.15 and low > frontiers.get(p, low - 1):
+            frontiers[p] = low
+            messages.append(encode_frontier(FrontierMessage(p, low, 2, BASE_MS)))
+    for p in (0, 1):  # the sentinels' frontiers: every window closes
+        messages.append(encode_frontier(FrontierMessage(p, BASE_MS + 10 * 3_600_000, 2, BASE_MS)))
+    return messages
+
+
+@dataclass
+class Run:
+    broker: FakeBroker
+    outputs: FakeOutputs
+    crashes: int = 0
+
+
+class RecordingOutputs(FakeOutputs):
+    """Remembers every version of every exported object."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__(fail_at=fail_at)
+        self.versions: dict[tuple[str, int, int], list[list[Any]]] = {}
+
+    async def export_window(self, window: str, start_ms: int, part: int, rows: list[Any]) -> str:
+        key = await super().export_window(window, start_ms, part, rows)
+        self.versions.setdefault((window, start_ms, part), []).append(list(rows))
+        return key
+
+
+def _open(run: Run, clock: FakeClock) -> ExportPartition:
+    ctx = ExportContext(SETTINGS, TOPICS, run.broker, run.outputs, PipelineStats(), PipelineMetrics(),  # type: ignore[arg-type]
+                        Path("/nonexistent"), clock)
+    store = FakeStore(run.broker, TOPICS.export_state, Q)
+    return ExportPartition(ctx, Q, store, decode_export_state(store.restore()))  # type: ignore[arg-type]
+
+
+async def _drive(run: Run, messages: list[bytes], seed: int) -> None:
+    rng = random.Random(seed)
+    clock = FakeClock()
+    records = [SimpleNamespace(offset=i, value=m) for i, m in enumerate(messages)]
+    part = _open(run, clock)
+    while True:
+        try:
+            index = part.start_offset() or 0
+            while True:
+                await part.tick(clock())
+                while not part.accepting():  # an export in the background: the runner pauses the partition
+                    await asyncio.sleep(0)
+                    await part.tick(clock())
+                if index >= len(records):
+                    break
+                batch = records[index:index + rng.randint(1, 12)]
+                await part.process(batch)
+                index += len(batch)
+                clock.now_ms += 500
+            return
+        except CrashError:
+            run.crashes += 1
+            await part.close(graceful=False)
+            run.broker.fail_at = run.outputs.fail_at = None
+            part = _open(run, clock)
+
+
+MESSAGES = _messages(4)
+CLEAN = Run(FakeBroker(), RecordingOutputs())
+asyncio.run(_drive(CLEAN, MESSAGES, seed=1))
+
+
+def test_the_clean_run_exports_every_window_once() -> None:
+    assert len(CLEAN.outputs.lake.aggregates) >= 10
+    assert all(len(versions) == 1 for versions in CLEAN.outputs.versions.values())  # type: ignore[attr-defined]
+    assert CLEAN.outputs.exports == len(CLEAN.outputs.lake.aggregates)
+
+
+def _assert_same_as_clean(run: Run) -> None:
+    assert run.outputs.lake.aggregates == CLEAN.outputs.lake.aggregates
+    assert run.outputs.redis == CLEAN.outputs.redis
+    for key, versions in run.outputs.versions.items():  # type: ignore[attr-defined]
+        assert all(rows == CLEAN.outputs.lake.aggregates[key] for rows in versions), f"{key} exported short"
+
+
+@pytest.mark.parametrize("crash_at", range(1, CLEAN.broker.sends + 1))
+def test_a_crash_at_any_changelog_write_exports_the_same_windows(crash_at: int) -> None:
+    run = Run(FakeBroker(fail_at=crash_at), RecordingOutputs())
+    asyncio.run(_drive(run, MESSAGES, seed=1))
+    assert run.crashes == 1
+    _assert_same_as_clean(run)
+
+
+@pytest.mark.parametrize("crash_at", range(1, CLEAN.outputs.exports + 1))
+def test_a_crash_at_any_export_exports_the_same_windows(crash_at: int) -> None:
+    run = Run(FakeBroker(), RecordingOutputs(fail_at=crash_at))
+    asyncio.run(_drive(run, MESSAGES, seed=crash_at))
+    assert run.crashes == 1
+    _assert_same_as_clean(run)

@@ -1,0 +1,166 @@
+"""Stage 1 in-process (agents/ingest.py), with an in-memory broker, store, lake and a fake clock:
+a clean run, then the same input with the stage crashed at every single send of the run (dead
+letters, late records, partials, changelog writes, watermarks, frontiers) and restored from what
+the broker held, as a new owner would. Every crash run ends with the clean run's outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from stage_fakes import CrashError, FakeBoard, FakeBroker, FakeClock, FakeOutputs, FakeStore, last_source_offset
+
+from agents.ingest import IngestContext, IngestPartition
+from channels import topics_for
+from models import decode_ingest_state, decode_stage_message, source_offset
+from settings import load
+from stats import PipelineStats
+
+SETTINGS = load({"TOPIC_PARTITIONS": "2", "ALLOWED_LATENESS": "10s", "IDLE_TIMEOUT": "1h",
+                 "ARCHIVE_MAX_RECORDS": "7", "ARCHIVE_MAX_AGE": "3s"})
+TOPICS = topics_for(SETTINGS)
+P = 1
+BASE_MS = 1_793_574_000_000  # a minute boundary
+TYPES = ("click", "view", "a/b")
+
+
+def _records(seed: int, n: int) -> list[Any]:
+    """Partition P's input: events 1 s apart with disorder, malformed ones, and late ones."""
+    rng = random.Random(seed)
+    records = []
+    for offset in range(n):
+        event_ms = BASE_MS + offset * 1_000 - rng.choice((0, 0, 2_000, 7_000))
+        if offset % 11 == 5:
+            value = b"{not json"
+        elif offset % 17 == 9 and offset > 60:
+            value = orjson.dumps({"user_id": "u", "event_type": "click", "timestamp": BASE_MS, "value": 1.0})  # late
+        else:
+            value = orjson.dumps({"user_id": f"u{offset % 5}", "event_type": rng.choice(TYPES),
+                                  "timestamp": event_ms, "value": rng.randrange(-40, 40) / 4})
+        records.append(SimpleNamespace(offset=offset, value=value, timestamp=-1))
+    return records
+
+
+def _low_before(records: list[Any], index: int) -> int | None:
+    """The board's low watermark once records[:index] are in: their highest event time - 15 s."""
+    times = [orjson.loads(r.value)["timestamp"] for r in records[:index] if r.value.startswith(b'{"')]
+    return max(times) - 15_000 if times else None
+
+
+@dataclass
+class Run:
+    broker: FakeBroker
+    outputs: FakeOutputs
+    crashes: int = 0
+
+
+def _open(run: Run, board: FakeBoard, clock: FakeClock) -> IngestPartition:
+    """A new owner: the partition's state, and its dead-letter and late positions, from the broker."""
+    ctx = IngestContext(SETTINGS, TOPICS, run.broker, run.outputs, board, PipelineStats(),  # type: ignore[arg-type]
+                        Path("/nonexistent"), clock, monotonic=clock.monotonic)
+    store = FakeStore(run.broker, TOPICS.ingest_state, P)
+    position, partials = decode_ingest_state(store.restore())
+    return IngestPartition(ctx, P, store, position, partials,  # type: ignore[arg-type]
+                           last_source_offset(run.broker, TOPICS.dead_letters, P),
+                           last_source_offset(run.broker, TOPICS.late, P))
+
+
+async def _drive(run: Run, records: list[Any], batch_seed: int) -> None:
+    """Feed the input from where the stage says it resumes, crash-restoring whenever a send fails."""
+    board, clock = FakeBoard(), FakeClock()
+    rng = random.Random(batch_seed)
+    part = _open(run, board, clock)
+    while True:
+        try:
+            index = part.start_offset() or 0
+            while index < len(records):
+                board.low_ms = _low_before(records, index)
+                await part.tick(clock())
+                batch = records[index:index + rng.randint(1, 9)]
+                await part.process(batch)
+                await part.archive.settle(1)
+                clock.now_ms += 700
+                index += len(batch)
+            board.low_ms = _low_before(records, len(records))
+            await part.tick(clock())
+            assert await part.archive.flush(1)
+            await part.tick(clock())
+            return
+        except CrashError:
+            run.crashes += 1
+            await part.archive.close()  # the process is gone, its writes in flight with it
+            run.broker.fail_at = None
+            part = _open(run, board, clock)
+
+
+def _outputs(run: Run) -> dict[str, Any]:
+    broker = run.broker
+    newest: dict[Any, list[float]] = {}
+    frontier = None
+    for q in range(2):
+        for record in broker.log(TOPICS.partials, q):
+            message = decode_stage_message(record.value)  # type: ignore[arg-type]
+            if hasattr(message, "key"):
+                current = newest.get(message.key)
+                if current is None or message.partial[4] > current[4]:
+                    newest[message.key] = message.partial
+            else:
+                frontier = max(frontier or message.frontier_ms, message.frontier_ms)
+    def once(topic: str) -> list[tuple[int | None, bytes | None]]:
+        return [(source_offset(r.headers), r.value) for r in broker.log(topic, P)]
+    archived = sorted(offset for offsets in run.outputs.lake.files.values() for offset in offsets)
+    return {"partials": newest, "frontier": frontier, "dead": once(TOPICS.dead_letters), "late": once(TOPICS.late),
+            "archive": archived}
+
+
+def _clean(records: list[Any]) -> tuple[dict[str, Any], int]:
+    run = Run(FakeBroker(), FakeOutputs())
+    asyncio.run(_drive(run, records, batch_seed=1))
+    return _outputs(run), run.broker.sends
+
+
+RECORDS = _records(3, 140)
+CLEAN, CLEAN_SENDS = _clean(RECORDS)
+
+
+def test_the_clean_run_has_every_kind_of_output() -> None:
+    assert CLEAN["dead"] and CLEAN["late"] and CLEAN["partials"] and CLEAN["frontier"] is not None
+    valid = [r.offset for r in RECORDS if r.value.startswith(b'{"')]
+    assert CLEAN["archive"] == valid
+    assert [offset for offset, _ in CLEAN["dead"]] == [r.offset for r in RECORDS if r.value == b"{not json"]
+
+
+@pytest.mark.parametrize("crash_at", range(1, CLEAN_SENDS + 1))
+def test_a_crash_at_any_send_ends_with_the_clean_outputs(crash_at: int) -> None:
+    run = Run(FakeBroker(fail_at=crash_at), FakeOutputs())
+    asyncio.run(_drive(run, RECORDS, batch_seed=1))  # the clean run's batches up to the crash, then others
+    assert run.crashes == 1
+    assert _outputs(run) == CLEAN
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_repeated_crashes_end_with_the_clean_outputs(seed: int) -> None:
+    rng = random.Random(seed)
+    run = Run(FakeBroker(), FakeOutputs())
+
+    async def crash_often() -> None:
+        # Arm a new crash point after every restore, a few times.
+        original = run.broker.send
+
+        async def send(*args: Any, **kwargs: Any) -> Any:
+            if run.crashes < 4 and rng.random() < 0.02:
+                raise CrashError("random crash")
+            return await original(*args, **kwargs)
+
+        run.broker.send = send  # type: ignore[method-assign]
+        await _drive(run, RECORDS, batch_seed=seed)
+
+    asyncio.run(crash_often())
+    assert run.crashes >= 1
+    assert _outputs(run) == CLEAN
