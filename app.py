@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import ssl
 import sys
 import time
 from functools import cache
@@ -18,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
-from faust_compat import WorkerBoot, check_version
-from settings import KafkaSettings, Settings, load_or_exit
+from faust_compat import WorkerBoot, check_version, refuse_worker_overrides
+from settings import Settings, SettingsError, load, load_or_exit
 from stats import PipelineStats
 
 if TYPE_CHECKING:
@@ -42,22 +41,15 @@ class PipelineApp(faust.App):
     observer: Monitor
 
     def extra_services(self) -> list[Any]:
+        """Called by the worker once its command line is applied: the place to refuse flags."""
+        web = self.settings.web
+        error = refuse_worker_overrides(self.conf, {
+            "broker": [f"kafka://{server}" for server in self.settings.kafka.bootstrap_servers],
+            "web_port": web.port, "web_bind": web.bind, "web_host": web.host, "web_enabled": True})
+        if error is not None:
+            print(error, file=sys.stderr, flush=True)
+            raise SystemExit(2)
         return [self.pipeline]
-
-
-def _broker_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
-    protocol = kafka.security_protocol
-    context = ssl.create_default_context() if protocol in ("SSL", "SASL_SSL") else None
-    if protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password,
-            mechanism=kafka.sasl_mechanism,
-            ssl_context=context,
-        )
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
 
 
 def create_app(settings: Settings) -> PipelineApp:
@@ -76,14 +68,20 @@ def create_app(settings: Settings) -> PipelineApp:
     app = PipelineApp(
         settings.app_id,
         env={},  # settings.py is the only reader of the environment
-        broker=settings.kafka.broker_urls,
-        broker_credentials=_broker_credentials(settings.kafka),  # the produce command's producer
+        broker=settings.kafka.broker_urls,  # informational: every Kafka client is the pipeline's own (stream/)
         datadir=str(settings.state_dir),
         topic_partitions=settings.kafka.topic_partitions,
         topic_replication_factor=settings.kafka.topic_replication,
         web_bind=settings.web.bind,
         web_port=settings.web.port,
         web_host=settings.web.host,
+        # faust's own /router and /table endpoints (and its debug pages) expose table contents and the
+        # cluster layout without authentication; the pipeline's routing does not use them.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         origin="app",
     )
     app.settings = settings
@@ -146,7 +144,14 @@ def tune_garbage_collector() -> None:
 
 @cache
 def _default_app() -> PipelineApp:
-    settings = load_or_exit(os.environ)
+    if "--help" in sys.argv[1:]:
+        # Help must work whatever the environment says: build it from the defaults if need be.
+        try:
+            settings = load(os.environ)
+        except SettingsError:
+            settings = load({})
+    else:
+        settings = load_or_exit(os.environ)
     try:
         return create_app(settings)
     except RuntimeError as exc:  # an untested faust version (faust_compat)

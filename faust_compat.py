@@ -5,6 +5,8 @@ an upgrade.
   path, NOTES.md says why), with the pipeline service started and stopped beside faust's web server.
   It overrides `BootStrategy`, a class attribute faust documents only in its source.
 - `check_version`: the app refuses to start on a faust version it was not tested with.
+- `refuse_worker_overrides`: `faust worker -b/-p/-h/--web-bind/--without-web` would bypass settings.py
+  (and the pipeline's own clients would not follow them): they are refused with one line.
 """
 
 from __future__ import annotations
@@ -29,3 +31,19 @@ class WorkerBoot(BootStrategy):
 
     def server(self) -> Any:
         return [*super().server(), *self.app.extra_services()]  # type: ignore[attr-defined]
+
+
+def refuse_worker_overrides(conf: Any, expected: dict[str, Any]) -> str | None:
+    """The first faust setting a command-line flag changed from what settings.py gave, as an error line."""
+    flags = {"broker": ("-b/--broker", "BROKER_URL"), "web_port": ("-p/--web-port", "WEB_PORT"),
+             "web_bind": ("--web-bind", "WEB_BIND"), "web_host": ("-h/--web-host", "WEB_HOST"),
+             "web_enabled": ("--without-web", "the web server (it serves health, metrics and the API)")}
+    for name, want in expected.items():
+        got = getattr(conf, name)
+        if name == "broker":
+            got = [str(url) for url in got]
+        if got != want:
+            flag, setting = flags[name]
+            return (f"error: faust's {flag} is not supported here: it bypasses the pipeline's settings; "
+                    f"set {setting} instead")
+    return None

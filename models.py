@@ -36,6 +36,7 @@ HEADER_PARTITION = "source.partition"
 HEADER_OFFSET = "source.offset"
 HEADER_MISSED = "late.windows"
 HEADER_ORIGINAL_BYTES = "dlq.original.bytes"  # only on a dead letter whose value was cut
+SOURCE_HEADER_PREFIX = "source.header."  # the source record's own headers, renamed
 
 Headers = list[tuple[str, bytes]]
 

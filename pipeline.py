@@ -57,9 +57,10 @@ class Pipeline(Service):
                                                 state_dir, wall_ms, faults))
         self.export = ExportStage(ExportContext(settings, self.topics, self.producer, outputs, stats, metrics,
                                                 state_dir, wall_ms, faults))
-        self.ingest_runner = StageRunner(self.ingest, group_id=f"{settings.app_id}-ingest",
+        partitions = kafka.topic_partitions
+        self.ingest_runner = StageRunner(self.ingest, group_id=f"{settings.app_id}-ingest", partitions=partitions,
                                          client_options=self._options, producer=self.producer, url=url)
-        self.export_runner = StageRunner(self.export, group_id=f"{settings.app_id}-export",
+        self.export_runner = StageRunner(self.export, group_id=f"{settings.app_id}-export", partitions=partitions,
                                          client_options=self._options, producer=self.producer, url=url)
 
     def topic_specs(self) -> list[TopicSpec]:

@@ -47,9 +47,13 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("APP_ID", "events-pipeline", "Faust app id: consumer group and prefix of changelog topics."),
     Setting("BROKER_URL", "kafka://127.0.0.1:9092", "Kafka bootstrap servers, `kafka://host:port`, several separated by `,` or `;`."),
     Setting("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."),
-    Setting("KAFKA_SASL_MECHANISM", "PLAIN", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols only)."),
-    Setting("KAFKA_SASL_USERNAME", "", "SASL user name (required with a SASL protocol)."),
-    Setting("KAFKA_SASL_PASSWORD", "", "SASL password (required with a SASL protocol; never logged).", secret=True),
+    Setting("KAFKA_SSL_CAFILE", "", "CA bundle (PEM) that verifies the brokers (SSL protocols); empty means the system's."),
+    Setting("KAFKA_SSL_CERTFILE", "", "Client certificate (PEM) for mutual TLS (SSL protocols); needs KAFKA_SSL_KEYFILE."),
+    Setting("KAFKA_SSL_KEYFILE", "", "Private key (PEM) of the client certificate."),
+    Setting("KAFKA_SASL_MECHANISM", "PLAIN", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (SASL protocols only)."),
+    Setting("KAFKA_SASL_USERNAME", "", "SASL user name (required with PLAIN and SCRAM)."),
+    Setting("KAFKA_SASL_PASSWORD", "", "SASL password (required with PLAIN and SCRAM; never logged).", secret=True),
+    Setting("KAFKA_SASL_OAUTH_TOKEN_FILE", "", "OAUTHBEARER: a file holding the current token, read at every authentication, so that a sidecar can refresh it (e.g. an MSK IAM or OIDC token)."),
     Setting("TOPIC_EVENTS", "events", "Input topic of JSON events, keyed by user_id."),
     Setting("TOPIC_DLQ", "events-dlq", "Dead-letter topic for records that fail validation."),
     Setting("TOPIC_LATE", "events-late", "Topic for events whose window had already closed."),
@@ -58,6 +62,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("WEB_BIND", "127.0.0.1", "Address the web server binds to (`0.0.0.0` to expose it)."),
     Setting("WEB_PORT", "6066", "Port of the web server (views, metrics, health)."),
     Setting("WEB_HOST", "127.0.0.1", "Host name other workers use to reach this one (table routing)."),
+    Setting("WEB_AUTH_TOKEN", "", "If set, every `/v1` request needs `Authorization: Bearer <token>` (the dashboard asks for it); `/metrics` and `/` stay open. Set it whenever the port is reachable from outside.", secret=True),
     Setting("STATE_DIR", "var/state", "Directory of the worker's local state (RocksDB tables)."),
     Setting("LAKE_URL", "s3://lake/", "Data lake root, `s3://bucket/prefix`."),
     Setting("S3_ENDPOINT_URL", "", "S3 API endpoint (`http(s)://host:port`); empty means AWS S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, profile, instance role)."),
@@ -73,6 +78,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("MAX_EVENT_BYTES", "65536", "Records larger than this go to the dead-letter topic."),
     Setting("ARCHIVE_MAX_RECORDS", "50000", "Raw archive files are rolled after this many records..."),
     Setting("ARCHIVE_MAX_AGE", "60s", "...or when their oldest record is this old."),
+    Setting("EXPORT_LEDGER_RETENTION", "24h", "How long stage 2 remembers that a window was exported, after the window's end: a replay of its partials within this horizon cannot re-open it (stage 2 replays at most a batch of its own input after a crash)."),
     Setting("LAG_WARNING", "100000", "Log a warning while the input consumer lag of this worker exceeds this many records."),
     Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write). Empty in production."),
     Setting("LOG_LEVEL", "info", "Level of the pipeline's own logs: debug, info, warning or error (faust's logs follow `faust worker -l`)."),
@@ -86,7 +92,7 @@ _DEFAULTS = {s.name: s.default for s in SETTINGS_DOC}
 _SECRETS = frozenset(s.name for s in SETTINGS_DOC if s.secret)
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -102,6 +108,10 @@ class KafkaSettings:
     sasl_mechanism: str
     sasl_username: str
     sasl_password: str = field(repr=False)
+    ssl_cafile: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    sasl_oauth_token_file: str | None
     topic_events: str
     topic_dlq: str
     topic_late: str
@@ -118,6 +128,7 @@ class WebSettings:
     bind: str
     port: int
     host: str
+    auth_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +157,7 @@ class PipelineSettings:
     archive_max_records: int
     archive_max_age_ms: int
     lag_warning_records: int
+    ledger_retention_ms: int = 24 * 3_600_000
     fault_injection: tuple[tuple[str, int], ...] = ()
 
 
@@ -294,6 +306,17 @@ def _redis_url(text: str) -> str:
     return text
 
 
+def _readable_file(text: str) -> str:
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError("expected the path of a readable file")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise ValueError(f"expected the path of a readable file ({exc.strerror})") from None
+    return text
+
+
 def _optional_url(reader: _Reader, name: str, parser: Callable[[str], T]) -> T | None:
     return reader.parse(name, parser) if reader.is_set(name) else None
 
@@ -302,20 +325,36 @@ def load(env: Mapping[str, str]) -> Settings:
     """Parse the worker's settings from `env`; raise SettingsError on a bad value."""
     read = _Reader(env)
     protocol = read.parse("KAFKA_SECURITY_PROTOCOL", _choice(_SECURITY_PROTOCOLS))
+    mechanism = read.parse("KAFKA_SASL_MECHANISM", _choice(_SASL_MECHANISMS))
     username = read.raw("KAFKA_SASL_USERNAME")
     password = read.raw("KAFKA_SASL_PASSWORD")
-    if protocol.startswith("SASL"):
+    files = {name: _optional_url(read, name, _readable_file) for name in (
+        "KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE", "KAFKA_SASL_OAUTH_TOKEN_FILE")}
+    if protocol.startswith("SASL") and mechanism == "OAUTHBEARER":
+        if not files["KAFKA_SASL_OAUTH_TOKEN_FILE"]:
+            raise SettingsError("KAFKA_SASL_OAUTH_TOKEN_FILE", "required with KAFKA_SASL_MECHANISM=OAUTHBEARER")
+    elif protocol.startswith("SASL"):
         if not username:
             raise SettingsError("KAFKA_SASL_USERNAME", f"required with KAFKA_SECURITY_PROTOCOL={protocol}")
         if not password:
             raise SettingsError("KAFKA_SASL_PASSWORD", f"required with KAFKA_SECURITY_PROTOCOL={protocol}")
+    if bool(files["KAFKA_SSL_CERTFILE"]) != bool(files["KAFKA_SSL_KEYFILE"]):
+        missing = "KAFKA_SSL_KEYFILE" if files["KAFKA_SSL_CERTFILE"] else "KAFKA_SSL_CERTFILE"
+        raise SettingsError(missing, "KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (mutual TLS)")
+    for name in ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE"):
+        if files[name] and protocol not in ("SSL", "SASL_SSL"):
+            raise SettingsError(name, f"needs KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL (got {protocol})")
     topic = _matching(_TOPIC_NAME, "a topic name of letters, digits, '.', '_' or '-'")
     kafka = KafkaSettings(
         bootstrap_servers=read.parse("BROKER_URL", _bootstrap_servers),
         security_protocol=protocol,
-        sasl_mechanism=read.parse("KAFKA_SASL_MECHANISM", _choice(_SASL_MECHANISMS)),
+        sasl_mechanism=mechanism,
         sasl_username=username,
         sasl_password=password,
+        ssl_cafile=files["KAFKA_SSL_CAFILE"],
+        ssl_certfile=files["KAFKA_SSL_CERTFILE"],
+        ssl_keyfile=files["KAFKA_SSL_KEYFILE"],
+        sasl_oauth_token_file=files["KAFKA_SASL_OAUTH_TOKEN_FILE"],
         topic_events=read.parse("TOPIC_EVENTS", topic),
         topic_dlq=read.parse("TOPIC_DLQ", topic),
         topic_late=read.parse("TOPIC_LATE", topic),
@@ -334,6 +373,8 @@ def load(env: Mapping[str, str]) -> Settings:
             bind=read.parse("WEB_BIND", _matching(_HOST, "an IP address or host name")),
             port=read.parse("WEB_PORT", _port),
             host=read.parse("WEB_HOST", _matching(_HOST, "a host name")),
+            auth_token=read.parse("WEB_AUTH_TOKEN", _matching(re.compile(r"^(|[!-~]{16,256})$"),
+                                                              "empty, or 16 to 256 printable ASCII characters")),
         ),
         state_dir=Path(read.raw("STATE_DIR") or _DEFAULTS["STATE_DIR"]),
         lake=LakeSettings(
@@ -357,6 +398,7 @@ def load(env: Mapping[str, str]) -> Settings:
             archive_max_records=read.parse("ARCHIVE_MAX_RECORDS", _integer(1, 10_000_000)),
             archive_max_age_ms=read.parse("ARCHIVE_MAX_AGE", _positive_duration_ms),
             lag_warning_records=read.parse("LAG_WARNING", _integer(1, 10**12)),
+            ledger_retention_ms=read.parse("EXPORT_LEDGER_RETENTION", _positive_duration_ms),
             fault_injection=tuple(read.parse("FAULT_INJECTION", parse_faults).items()),
         ),
         log_level=read.parse("LOG_LEVEL", _choice(_LOG_LEVELS, lower=True)),

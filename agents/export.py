@@ -63,10 +63,6 @@ from tables.windows import is_closed, window_sizes
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 0.5
-# Ledger entries outlive their window by this much. Only a replay of this partition's own
-# input from an older position could bring partials of an exported window again, and a
-# position is stored after every batch; a day is a wide margin.
-LEDGER_RETENTION_MS = 24 * 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +249,10 @@ class ExportPartition:
 
     def _purge_ledger(self, low_ms: int) -> None:
         ledger = self.state.ledger
-        expired = [entry for entry, end_ms in ledger.items() if end_ms < low_ms - LEDGER_RETENTION_MS]
+        # Only a replay of this partition's own input from an older position could bring partials of
+        # an exported window again, and a position is stored after every batch (EXPORT_LEDGER_RETENTION).
+        retention_ms = self.ctx.settings.pipeline.ledger_retention_ms
+        expired = [entry for entry, end_ms in ledger.items() if end_ms < low_ms - retention_ms]
         for entry in expired:
             del ledger[entry]
         self._expired.extend(expired)

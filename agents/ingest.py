@@ -33,7 +33,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,7 @@ from models import (
     FALLBACK_FORWARDED_BYTES,
     MAX_FORWARDED_BYTES,
     POSITION_KEY,
+    SOURCE_HEADER_PREFIX,
     FrontierMessage,
     Headers,
     IngestPosition,
@@ -234,7 +235,8 @@ class IngestPartition:
         outcome = fold_batch([Record(partition, r.offset, r.value or b"", r.timestamp) for r in records],
                              {partition: self.partials},
                              self.windows, {partition: self.position.frontier_ms}, self._limits())
-        sent = await self.side_outputs.send(outcome)
+        sent = await self.side_outputs.send(outcome, {r.offset: r for r in records}
+                                            if outcome.dead_letters or outcome.late else {})
         values = self.partials.values
         stage2_partitions = ctx.settings.kafka.topic_partitions
         partials_sent = []
@@ -327,14 +329,26 @@ class IngestPartition:
             self.ctx.stats.forget_partition(self.partition)
 
 
+@dataclass(frozen=True, slots=True)
+class _Forward:
+    """An original record on its way to the dead-letter or late topic."""
+
+    topic: str
+    raw: bytes
+    key: bytes | None
+    timestamp_ms: int | None
+    headers: Headers
+
+
 class SideOutputs:
     """Dead letters and late records of one input partition: each sent once, whatever its size.
 
-    Both go to the partition of their source record, in source order, and carry its offset
-    in a header; at assignment the last record of each says up to which source offset they
-    were sent (stream.tail.last_source_offsets), so a replay sends none twice. An original
-    too large for the producer or the broker is forwarded cut (models.forwarded), never
-    left behind: a bad record must not stop the worker.
+    Both go to the partition of their source record, in source order, with its key, its
+    timestamp and its headers (renamed `source.header.<name>`, so they cannot collide with
+    ours), and carry its offset in a header; at assignment the last record of each says up to
+    which source offset they were sent (stream.tail.last_source_offsets), so a replay sends
+    none twice. An original too large for the producer or the broker is forwarded cut
+    (models.forwarded), never left behind: a bad record must not stop the worker.
     """
 
     def __init__(self, producer: Producer, topics: Topics, partition: int, dead_letters_upto: int,
@@ -345,37 +359,46 @@ class SideOutputs:
         self.dead_letters_upto = dead_letters_upto
         self.late_upto = late_upto
 
-    async def send(self, outcome: BatchOutcome) -> list[tuple[asyncio.Future[RecordMetadata], tuple]]:
+    async def send(self, outcome: BatchOutcome, originals: Mapping[int, ConsumerRecord]
+                   ) -> list[tuple[asyncio.Future[RecordMetadata], _Forward]]:
         topics, partition = self.topics, self.partition
         sent = []
         for record, rejection in outcome.dead_letters:
             if record.offset > self.dead_letters_upto:
-                original = (topics.dead_letters, record.raw, None,
-                            dead_letter_headers(topics.events, partition, record.offset, rejection))
-                sent.append((await self._send(*original, MAX_FORWARDED_BYTES), original))
+                headers = dead_letter_headers(topics.events, partition, record.offset, rejection)
+                forward = self._forward(topics.dead_letters, record.raw, originals[record.offset], headers)
+                sent.append((await self._send(forward, MAX_FORWARDED_BYTES), forward))
                 self.dead_letters_upto = record.offset
         for late in outcome.late:
             record = late.record
             if record.offset > self.late_upto:
-                original = (topics.late, record.raw, late.event.user_id.encode(),
-                            late_headers(topics.events, partition, record.offset, late.closed))
-                sent.append((await self._send(*original, MAX_FORWARDED_BYTES), original))
+                headers = late_headers(topics.events, partition, record.offset, late.closed)
+                forward = self._forward(topics.late, record.raw, originals[record.offset], headers)
+                sent.append((await self._send(forward, MAX_FORWARDED_BYTES), forward))
                 self.late_upto = record.offset
         return sent
 
-    async def wait(self, sent: list[tuple[asyncio.Future[RecordMetadata], tuple]]) -> None:
+    @staticmethod
+    def _forward(topic: str, raw: bytes, original: ConsumerRecord, headers: Headers) -> _Forward:
+        extra = [(f"{SOURCE_HEADER_PREFIX}{name}", bytes(value)) for name, value in original.headers or ()]
+        timestamp = original.timestamp if original.timestamp is not None and original.timestamp >= 0 else None
+        return _Forward(topic, raw, original.key, timestamp, [*headers, *extra])
+
+    async def wait(self, sent: list[tuple[asyncio.Future[RecordMetadata], _Forward]]) -> None:
         """Wait for the broker to have them; one it refused as too large goes again, cut short."""
-        for future, original in sent:
+        for future, forward in sent:
             try:
                 await future
             except MessageSizeTooLargeError:
-                await (await self._send(*original, FALLBACK_FORWARDED_BYTES))
+                await (await self._send(forward, FALLBACK_FORWARDED_BYTES))
 
-    async def _send(self, topic: str, raw: bytes, key: bytes | None, headers: Headers,
-                    max_bytes: int) -> asyncio.Future[RecordMetadata]:
-        value, headers = forwarded(raw, headers, max_bytes)
-        try:
-            return await self.producer.send(topic, value, key=key, partition=self.partition, headers=headers)
-        except MessageSizeTooLargeError:  # beyond the producer's own limit
-            value, headers = forwarded(raw, headers, FALLBACK_FORWARDED_BYTES)
-            return await self.producer.send(topic, value, key=key, partition=self.partition, headers=headers)
+    async def _send(self, forward: _Forward, max_bytes: int) -> asyncio.Future[RecordMetadata]:
+        for limit in (max_bytes, FALLBACK_FORWARDED_BYTES):
+            value, headers = forwarded(forward.raw, forward.headers, limit)
+            try:
+                return await self.producer.send(forward.topic, value, key=forward.key, partition=self.partition,
+                                                headers=headers, timestamp_ms=forward.timestamp_ms)
+            except MessageSizeTooLargeError:  # beyond the producer's own limit: cut it further
+                if limit == FALLBACK_FORWARDED_BYTES:
+                    raise
+        raise AssertionError("unreachable")

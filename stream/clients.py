@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.abc import AbstractTokenProvider
 from aiokafka.structs import RecordMetadata
 
 from settings import KafkaSettings
@@ -18,17 +20,44 @@ REQUEST_OVERHEAD_BYTES = 64 * 1024
 MIN_REQUEST_BYTES = 1024 * 1024
 
 
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """TLS for the SSL protocols: the brokers verified against KAFKA_SSL_CAFILE (or the system's CAs),
+    and a client certificate when KAFKA_SSL_CERTFILE is set (mutual TLS)."""
+    if kafka.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+    if kafka.ssl_certfile:
+        context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+    return context
+
+
+class FileTokenProvider(AbstractTokenProvider):
+    """OAUTHBEARER: the token in a file, read at every authentication, so that whatever refreshes
+    it (a sidecar, a cron job, an MSK IAM signer) needs no restart of the worker."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    async def token(self) -> str:
+        return Path(self.path).read_text().strip()
+
+
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """Connection options shared by every client of the worker."""
+    """Connection options shared by every Kafka client of the pipeline (one home for TLS and SASL)."""
     options: dict[str, Any] = {
         "bootstrap_servers": list(kafka.bootstrap_servers),
         "security_protocol": kafka.security_protocol,
     }
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context()
+    context = ssl_context(kafka)
+    if context is not None:
+        options["ssl_context"] = context
     if kafka.security_protocol.startswith("SASL"):
-        options.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
-                       sasl_plain_password=kafka.sasl_password)
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        if kafka.sasl_mechanism == "OAUTHBEARER":
+            assert kafka.sasl_oauth_token_file is not None  # settings require it
+            options["sasl_oauth_token_provider"] = FileTokenProvider(kafka.sasl_oauth_token_file)
+        else:
+            options.update(sasl_plain_username=kafka.sasl_username, sasl_plain_password=kafka.sasl_password)
     return options
 
 
@@ -63,11 +92,11 @@ class Producer:
             await self._producer.stop()
 
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, partition: int | None = None,
-                   headers: Headers | None = None) -> asyncio.Future[RecordMetadata]:
+                   headers: Headers | None = None, timestamp_ms: int | None = None) -> asyncio.Future[RecordMetadata]:
         """Queue one record; the returned future resolves once the broker has it (or fails)."""
         assert self._producer is not None, "the producer is not started"
         return await self._producer.send(topic, value=value, key=key, partition=partition,
-                                         headers=list(headers) if headers else None)
+                                         headers=list(headers) if headers else None, timestamp_ms=timestamp_ms)
 
     async def flush(self) -> None:
         if self._producer is not None:

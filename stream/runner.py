@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -84,20 +85,27 @@ def exit_process(exc: BaseException) -> None:
     os._exit(CRASH_EXIT_STATUS)
 
 
+def exit_on_layout_error(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+    os._exit(2)
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
 class StageRunner(Service):
     def __init__(self, stage: Stage, *, group_id: str, client_options: dict[str, object], producer: Producer,
-                 url: str, on_crash: Callable[[BaseException], None] = exit_process,
+                 url: str, partitions: int, on_crash: Callable[[BaseException], None] = exit_process,
                  clock_ms: Callable[[], int] = wall_ms) -> None:
         super().__init__()
         self.stage = stage
+        self.partitions = partitions
         self.group_id = group_id
         self._options = client_options
         self._producer = producer
         self._on_crash = on_crash
+        self._on_layout_error = exit_on_layout_error
         self._clock_ms = clock_ms
         self.assignor = StickyAssignor(url, self._owned_partitions)
         self.processors: dict[int, PartitionProcessor] = {}
@@ -262,6 +270,11 @@ class StageRunner(Service):
     def _assigned(self, assigned: set[TopicPartition]) -> None:
         consumer = self._consumer
         assert consumer is not None
+        found = consumer.partitions_for_topic(self.stage.topic)
+        if found is not None and len(found) != self.partitions:
+            # Someone changed the topic under a running group: windows would close on the wrong partitions.
+            self._on_layout_error(f"error: topic {self.stage.topic} now has {len(found)} partitions but "
+                                  f"TOPIC_PARTITIONS is {self.partitions}; the worker stops")
         partitions = sorted(tp.partition for tp in assigned if tp.topic == self.stage.topic)
         self.assigned = partitions
         self._to_open = partitions

@@ -15,8 +15,10 @@ parameter, 404 for an unknown name, 503 while the worker is not ready.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -72,7 +74,14 @@ class ApiView(web.View):
         # JSON 405 (below) instead of aiohttp's plain-text page.
         return {"HEAD", "GET", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"}
 
+    #: Readable without WEB_AUTH_TOKEN: health probes and Prometheus must not need it.
+    open_to_all = False
+
     async def dispatch(self, request: Any) -> Any:
+        if not self.open_to_all and not authorized(self.app.settings.web.auth_token, request.headers):
+            response = self.api_error(401, "this endpoint needs the header 'Authorization: Bearer <WEB_AUTH_TOKEN>'")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="pipeline"'
+            return response
         try:
             return await super().dispatch(request)
         except BadParameterError as exc:
@@ -102,6 +111,20 @@ class ApiView(web.View):
 
     def window(self, name: str) -> WindowSpec:
         return find_window(self.app.settings.pipeline.windows, name)
+
+
+def authorized(token: str, headers: Mapping[str, str]) -> bool:
+    """True without a token configured, else when the request carries it (compared in constant time)."""
+    if not token:
+        return True
+    scheme, _, given = headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def peer_headers(app: WebApp) -> dict[str, str]:
+    """Headers of a request to another worker of the group (routed lookups, gathered lists)."""
+    token = app.settings.web.auth_token
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def partition_watermarks(app: WebApp, now_ms: int) -> dict[int, int]:
@@ -147,6 +170,8 @@ class StatusView(ApiView):
 
 @blueprint.route("/health/live", name="live")
 class LiveView(ApiView):
+    open_to_all = True
+
     async def get(self, request: web.Request) -> web.Response:
         return self.json({"status": "ok"})
 
@@ -154,6 +179,8 @@ class LiveView(ApiView):
 @blueprint.route("/health/ready", name="ready")
 class ReadyView(ApiView):
     """200 once partitions are assigned and tables recovered; 503 with the reasons before."""
+
+    open_to_all = True
 
     async def get(self, request: web.Request) -> web.Response:
         reasons = not_ready_reasons(self.app)
@@ -203,7 +230,7 @@ class OpenWindowsView(ApiView):
         async def ask(url: URL) -> dict[str, Any]:
             target = url.with_path(request.url.path).with_query(query)
             timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
-            async with app.http_client.get(target, timeout=timeout) as response:
+            async with app.http_client.get(target, timeout=timeout, headers=peer_headers(app)) as response:
                 response.raise_for_status()
                 result: dict[str, Any] = await response.json()
                 return result
@@ -271,7 +298,7 @@ class WindowValueView(ApiView):
         target = owner.with_path(request.url.path).with_query({**request.query, HOP_PARAM: "1"})
         timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S * 2)
         try:
-            async with self.app.http_client.get(target, timeout=timeout) as response:
+            async with self.app.http_client.get(target, timeout=timeout, headers=peer_headers(self.app)) as response:
                 body = await response.text()
                 return self.text(body, content_type="application/json", status=response.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -287,6 +314,8 @@ class NotFoundView(ApiView):
 
 
 class MetricsView(ApiView):
+    open_to_all = True
+
     async def get(self, request: web.Request) -> web.Response:
         # Prometheus' content type carries a version parameter, hence bytes + explicit header.
         return self.bytes(self.app.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -90,4 +90,24 @@ def make_plan(seed: int) -> Plan:
         faults.append(Fault(phase, delay, kind, duration_s=duration))
         faults.append(Fault(phase, delay + duration * rng.uniform(0.2, 0.8), "kill", "immediate"))
     faults.sort(key=lambda f: (PHASES.index(f.phase), f.delay_s))
+    faults = _keep_one_worker(faults, initial)
     return Plan(seed, rng.choice((800, 1200, 1800)), rng.random() < 0.5, initial, tuple(faults))
+
+
+def _keep_one_worker(faults: list[Fault], initial: int) -> list[Fault]:
+    """In the order they strike, a kill that would leave no worker restarts it after a delay instead."""
+    alive, kept = initial, []
+    for fault in faults:
+        if fault.kind == "join":
+            alive += 1
+        elif fault.kind == "leave":
+            if alive < 2:
+                continue  # the harness only stops a worker while another runs
+            alive -= 1
+        elif fault.kind == "kill" and fault.restart == "never":
+            if alive < 2:
+                fault = Fault(fault.phase, fault.delay_s, "kill", "delayed", fault.restart_after_s)
+            else:
+                alive -= 1
+        kept.append(fault)
+    return kept

@@ -37,7 +37,7 @@ class FakeBroker:
     fail_at: int | None = None
 
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, partition: int | None = None,
-                   headers: Any = None) -> asyncio.Future[Any]:
+                   headers: Any = None, timestamp_ms: int | None = None) -> asyncio.Future[Any]:
         self.sends += 1
         if self.fail_at is not None and self.sends >= self.fail_at:
             raise CrashError(f"crash at send {self.sends}")

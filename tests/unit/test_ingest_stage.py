@@ -43,7 +43,7 @@ def _records(seed: int, n: int) -> list[Any]:
         else:
             value = orjson.dumps({"user_id": f"u{offset % 5}", "event_type": rng.choice(TYPES),
                                   "timestamp": event_ms, "value": rng.randrange(-40, 40) / 4})
-        records.append(SimpleNamespace(offset=offset, value=value, timestamp=-1))
+        records.append(SimpleNamespace(offset=offset, value=value, timestamp=-1, key=b"k", headers=[("h", b"v")]))
     return records
 
 

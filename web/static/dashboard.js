@@ -92,12 +92,32 @@
     }
   }
 
+  // The worker's WEB_AUTH_TOKEN, when it has one: asked for once, kept for this tab only.
+  const TOKEN_KEY = "pipeline-web-token";
+
+  function authHeaders() {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    return token ? { Authorization: `Bearer ${token}` } : {};
+  }
+
+  function askForToken() {
+    const form = $("auth");
+    if (!form.hidden) return;
+    form.hidden = false;
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      sessionStorage.setItem(TOKEN_KEY, $("auth-token").value.trim());
+      form.hidden = true;
+    }, { once: true });
+  }
+
   async function getJSON(path) {
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), FETCH_TIMEOUT_MS);
     try {
       const response = await fetch(path, { signal: abort.signal, cache: "no-store",
-        headers: { Accept: "application/json" } });
+        headers: { Accept: "application/json", ...authHeaders() } });
+      if (response.status === 401) askForToken();
       const body = await response.json().catch(() => null);
       if (!response.ok) {
         throw new ApiError(response.status, (body && body.error && body.error.message) || response.statusText);
