@@ -8,7 +8,11 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run stack test test-fast chaos chromium bench clean
+.PHONY: help install run stack test test-fast chaos chromium bench clean
+
+## help: this list
+help:
+	@sed -n 's/^## \([a-z-]*\): /\1\t/p' $(MAKEFILE_LIST) | expand -t 12
 
 install: $(STAMP)
 
@@ -44,6 +48,7 @@ chaos: install
 # network this project does not have). Installed with apt when root, as in CI; elsewhere
 # that one test is skipped and says why.
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -qq -o=Dpkg::Use-Pty=0
+## chromium: Debian's Chromium for the dashboard test (apt-get, as root)
 chromium:
 	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
 	  { $(APT_GET) install -y --no-install-recommends chromium >/dev/null || \
@@ -56,5 +61,6 @@ RUNS ?= 3
 bench: install
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS)
 
+## clean: remove var/ (the embedded stack's data, state and logs)
 clean:
 	rm -rf var .pytest_cache

@@ -12,14 +12,17 @@ import logging
 import os
 import sys
 import time
+import warnings
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import faust
+from faust.exceptions import AlreadyConfiguredWarning
 
 from faust_compat import WorkerBoot, check_version, refuse_worker_overrides
 from settings import Settings, SettingsError, load, load_or_exit
 from stats import PipelineStats
+from stream.runner import exit_with_line
 
 if TYPE_CHECKING:
     from metrics import PipelineMetrics
@@ -47,8 +50,7 @@ class PipelineApp(faust.App):
             "broker": [f"kafka://{server}" for server in self.settings.kafka.bootstrap_servers],
             "web_port": web.port, "web_bind": web.bind, "web_host": web.host, "web_enabled": True})
         if error is not None:
-            print(error, file=sys.stderr, flush=True)
-            raise SystemExit(2)
+            exit_with_line(error)
         return [self.pipeline]
 
 
@@ -62,6 +64,8 @@ def create_app(settings: Settings) -> PipelineApp:
     from web import dashboard, views
 
     check_version()
+    # The worker's -p/-h flags set faust's canonical_url late and warn about it; they are refused anyway.
+    warnings.filterwarnings("ignore", category=AlreadyConfiguredWarning)
     tune_garbage_collector()
     set_pipeline_log_level(settings.log_level)
 

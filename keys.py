@@ -1,5 +1,9 @@
 """Reversible encoding of untrusted strings into S3 path segments and Redis key parts.
 
+The encoding is percent-encoding of UTF-8 with nothing kept but unreserved characters,
+``urllib.parse.quote(s, safe="")``, and one more rule: a leading ``.`` or ``_`` is escaped
+as well. A reader in any language computes the same keys with those two steps.
+
 Output alphabet: ``[A-Za-z0-9._~-]`` plus ``%XX`` escapes (uppercase hex) of
 UTF-8 bytes. Everything else is escaped, in particular:
 
@@ -24,63 +28,44 @@ unless the caller bounds them further (e.g. by UTF-8 byte length).
 from __future__ import annotations
 
 from typing import Final
+from urllib.parse import quote, unquote
 
 __all__ = ["MAX_ENCODED_PART_CHARS", "MAX_PART_CHARS", "decode_key_part", "encode_key_part"]
 
 MAX_PART_CHARS: Final = 256
 MAX_ENCODED_PART_CHARS: Final = MAX_PART_CHARS * 4 * 3
 
-_SAFE_BYTES: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
-_HIDDEN_PREFIX_BYTES: Final = frozenset(b"._")
-_HEX_DIGITS: Final = "0123456789ABCDEF"
+_HIDDEN_PREFIXES: Final = {".": "%2E", "_": "%5F"}
 
 
 def encode_key_part(text: str) -> str:
     """Encode ``text`` (1..MAX_PART_CHARS code points) as a safe key part.
 
-    Raises ValueError for empty or too long text and for lone surrogates
-    (UnicodeEncodeError is a ValueError). The result is non-empty, at most
-    MAX_ENCODED_PART_CHARS long, uses only ``[A-Za-z0-9._~%-]``, never
-    starts with ``.`` or ``_``, and ``decode_key_part`` inverts it.
+    It is ``urllib.parse.quote(text, safe="")`` (UTF-8, uppercase hex, nothing but
+    ``[A-Za-z0-9._~-]`` left as is), with a leading ``.`` or ``_`` escaped too: any language's
+    percent-encoding plus that one rule computes the same keys. Raises ValueError for empty or
+    too long text and for lone surrogates. The result is non-empty, at most
+    MAX_ENCODED_PART_CHARS long, and ``decode_key_part`` inverts it.
     """
     if not text:
         raise ValueError("cannot encode an empty key part: it would vanish from the path")
     if len(text) > MAX_PART_CHARS:
         raise ValueError(f"key part has {len(text)} characters, max {MAX_PART_CHARS}")
-    out: list[str] = []
-    for index, byte in enumerate(text.encode("utf-8")):
-        if byte in _SAFE_BYTES and not (index == 0 and byte in _HIDDEN_PREFIX_BYTES):
-            out.append(chr(byte))
-        else:
-            out.append(f"%{_HEX_DIGITS[byte >> 4]}{_HEX_DIGITS[byte & 0xF]}")
-    return "".join(out)
+    text.encode("utf-8")  # UnicodeEncodeError (a ValueError) for lone surrogates
+    part = quote(text, safe="")
+    return _HIDDEN_PREFIXES.get(part[0], part[0]) + part[1:]
 
 
 def decode_key_part(part: str) -> str:
     """Inverse of :func:`encode_key_part`.
 
-    Strict: only the exact output of encode_key_part is accepted (no lowercase
-    hex, no needless escapes, valid UTF-8), so each string has one encoding.
+    Strict: only the exact output of encode_key_part is accepted (no lowercase hex, no
+    needless escapes, valid UTF-8), so each string has one encoding.
     """
-    data = bytearray()
-    index = 0
-    while index < len(part):
-        char = part[index]
-        if char == "%":
-            hex_text = part[index + 1 : index + 3]
-            if len(hex_text) != 2 or any(digit not in _HEX_DIGITS for digit in hex_text):
-                raise ValueError(f"invalid escape at index {index} in key part")
-            data.append(int(hex_text, 16))
-            index += 3
-        else:
-            if not char.isascii() or ord(char) not in _SAFE_BYTES:
-                raise ValueError(f"invalid character {char!r} at index {index} in key part")
-            data.append(ord(char))
-            index += 1
     try:
-        text = data.decode("utf-8")
+        text = unquote(part, errors="strict")
     except UnicodeDecodeError as exc:
         raise ValueError(f"key part does not decode to UTF-8: {exc.reason}") from exc
-    if encode_key_part(text) != part:
+    if not text or encode_key_part(text) != part:
         raise ValueError("key part is not in canonical encoded form")
     return text

@@ -9,8 +9,6 @@ is flushed and closed. faust's worker runs this service beside its web server.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from settings import Settings
 from sinks.outputs import Outputs
 from stats import PipelineStats
 from stream.clients import Producer, client_options
-from stream.runner import StageRunner, exit_process
+from stream.runner import StageRunner, exit_process, exit_with_line
 from stream.topics import TopicLayoutError, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -80,8 +78,7 @@ class Pipeline(Service):
             await self.export_runner.start()
             await self.ingest_runner.start()
         except TopicLayoutError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            os._exit(2)
+            exit_with_line(f"error: {exc}")
         except Exception as exc:  # noqa: BLE001 - a worker that cannot start must not linger half up
             exit_process(exc)
 

@@ -321,8 +321,22 @@ def _optional_url(reader: _Reader, name: str, parser: Callable[[str], T]) -> T |
     return reader.parse(name, parser) if reader.is_set(name) else None
 
 
+# Set by faust's own CLI for its --workdir/--datadir options: not the user's configuration.
+_FAUST_CLI_VARIABLES = frozenset({"F_WORKDIR", "F_DATADIR"})
+
+
+def _refuse_faust_variables(env: Mapping[str, str]) -> None:
+    """faust reads F_*/FAUST_* variables into its settings in other setups; here they would bypass
+    this module (and the pipeline's own clients would not follow them): refused, naming the one to use."""
+    for name in sorted(env):
+        if (name.startswith("FAUST_") or name.startswith("F_")) and name not in _FAUST_CLI_VARIABLES:
+            raise SettingsError(name, "faust's own variables are not read; the settings are the variables in "
+                                      "the README's table (e.g. BROKER_URL, WEB_PORT)")
+
+
 def load(env: Mapping[str, str]) -> Settings:
     """Parse the worker's settings from `env`; raise SettingsError on a bad value."""
+    _refuse_faust_variables(env)
     read = _Reader(env)
     protocol = read.parse("KAFKA_SECURITY_PROTOCOL", _choice(_SECURITY_PROTOCOLS))
     mechanism = read.parse("KAFKA_SASL_MECHANISM", _choice(_SASL_MECHANISMS))

@@ -29,6 +29,13 @@ def _faust(*args: str) -> list[str]:
     return [sys.executable, "-m", "faust", "-A", "app", *args]
 
 
+def _rate(text: str) -> int:
+    """Checked here so a bad value fails before the stack starts (0 means as fast as possible)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected events per second as an integer >= 0, got {text!r}")
+    return int(text)
+
+
 def _fraction(text: str) -> str:
     """Checked here so a bad value fails before the stack starts; passed on as typed."""
     try:
@@ -86,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the broker, S3 and Redis and wait for Ctrl-C")
     run = sub.add_parser("run", help="start the stack, the Faust worker and a demo producer")
-    run.add_argument("--rate", type=int, default=2000, help="demo events per second (default 2000)")
+    run.add_argument("--rate", type=_rate, default=2000,
+                     help="demo events per second (default 2000, 0: as fast as possible)")
     run.add_argument("--malformed", type=_fraction, default="0.001",
                      help="fraction of demo records that are malformed, for the dead-letter topic (default 0.001)")
     run.add_argument("--late", type=_fraction, default="0.001",

