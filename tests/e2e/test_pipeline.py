@@ -169,8 +169,12 @@ def _check_redis(redis_url: str, names: Names, expected: gt.Expected) -> None:
 def _check_dead_letters(stack: Endpoints, names: Names, on_time: list[gt.Produced], offsets: list[int],
                         reasons: list[tuple[int, str]]) -> None:
     want = [(on_time[i].partition, offsets[i], on_time[i].value, reason) for i, reason in reasons]
-    problems = checks.dead_letters(run(read_topic(stack, names.dlq)), want)
+    records = run(read_topic(stack, names.dlq))
+    problems = checks.dead_letters(records, want)
     assert not problems, "\n".join(problems)
+    # The source record's key and timestamp travel with it.
+    assert {bytes(r.key) for r in records} == {on_time[i].key for i, _ in reasons}
+    assert all(r.timestamp > 0 for r in records)
 
 
 def _check_late(stack: Endpoints, names: Names, expected: gt.Expected) -> None:
