@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -66,6 +67,7 @@ STEP_DEADLINE_S = 240.0  # a phase may wait out several restarts and rebalances
 DRAIN_DEADLINE_S = 180.0  # after the last fault
 STOP_DEADLINE_S = 30.0
 CHUNK = 300  # records per produce call; phase 1 is spread over a few seconds so faults land in it
+MAX_CHUNKS_WITH_PAUSES = 60  # a larger event set is sent at full speed after the first chunks
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Iteration:
     lock: threading.Lock = field(default_factory=threading.Lock)
     phase_started: dict[str, float] = field(default_factory=dict)
     status_errors: dict[int, str] = field(default_factory=dict)
+    flood: bool = False  # a malformed record after every record
     timers: list[threading.Thread] = field(default_factory=list)
     last_fault_at: float = 0.0
 
@@ -291,6 +294,8 @@ class Iteration:
         on_time, reasons = gt.phase1(plan.per_partition, seed=plan.seed)
         if plan.oversized:
             on_time, reasons = gt.with_oversized_record(on_time, reasons, plan.seed)
+        if self.flood:
+            on_time, reasons = gt.with_malformed_flood(on_time, reasons)
         for _ in range(plan.initial_workers):
             self.new_worker()
         faults = threading.Thread(target=self.run_faults, daemon=True)
@@ -298,10 +303,13 @@ class Iteration:
 
         self.phase_started["phase1"] = time.monotonic()
         offsets1: list[int] = []
-        for start in range(0, len(on_time), CHUNK):
+        paced = CHUNK * MAX_CHUNKS_WITH_PAUSES
+        for start in range(0, min(len(on_time), paced), CHUNK):
             offsets1 += run(produce(self.stack, names.events, on_time[start:start + CHUNK]))
             self.watch_exits()
             time.sleep(0.2)
+        if len(on_time) > paced:
+            offsets1 += run(produce(self.stack, names.events, on_time[paced:]))
         bad = {i for i, _ in reasons}
         valid1 = [(r.partition, o, gt.decode_valid(r)) for i, (r, o) in enumerate(zip(on_time, offsets1, strict=True))
                   if i not in bad]
@@ -413,9 +421,10 @@ def chaos_stack(directory: Path) -> Any:
             service_thread.shutdown()
 
 
-def run_iteration(stack: ChaosStack, plan: Plan, directory: Path) -> tuple[list[str], float]:
+def run_iteration(stack: ChaosStack, plan: Plan, directory: Path, flood: bool = False) -> tuple[list[str], float]:
     directory.mkdir(parents=True, exist_ok=True)
-    iteration = Iteration(plan, stack.endpoints, stack.redis, stack.s3_pid, stack.service_thread, directory)
+    iteration = Iteration(plan, stack.endpoints, stack.redis, stack.s3_pid, stack.service_thread, directory,
+                          flood=flood)
     started = time.monotonic()
     try:
         iteration.execute()
@@ -428,7 +437,7 @@ def run_iteration(stack: ChaosStack, plan: Plan, directory: Path) -> tuple[list[
 
 
 def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout,
-              seeds: list[int] | None = None) -> int:
+              seeds: list[int] | None = None, per_partition: int | None = None, flood: bool = False) -> int:
     """Run the iterations; print one line each; return how many failed."""
     rng = random.Random(seed)
     seeds = seeds or [rng.randrange(1, 10**6) for _ in range(iterations)]
@@ -438,9 +447,12 @@ def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout
     with chaos_stack(directory) as stack:
         for index, iteration_seed in enumerate(seeds, 1):
             plan = make_plan(iteration_seed)
+            if per_partition:
+                plan = dataclasses.replace(plan, per_partition=per_partition)
             kills += plan.kills
             topology += plan.topology_changes > 0
-            problems, elapsed = run_iteration(stack, plan, directory / f"iteration-{index:03d}-{iteration_seed}")
+            problems, elapsed = run_iteration(stack, plan, directory / f"iteration-{index:03d}-{iteration_seed}",
+                                              flood)
             verdict = "PASS" if not problems else "FAIL"
             print(f"iteration {index}/{iterations} seed {iteration_seed}: {plan.describe()} -> {verdict} "
                   f"in {elapsed:.0f}s", file=out, flush=True)
@@ -459,12 +471,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="default: a random seed, printed")
     parser.add_argument("--dir", type=Path, default=None, help="logs and state (default: a new temporary directory)")
     parser.add_argument("--only", type=int, action="append", help="run this iteration seed (repeatable)")
+    parser.add_argument("--per-partition", type=int, help="on-time events per partition (default: from the seed)")
+    parser.add_argument("--flood", action="store_true", help="a malformed record after every record")
     args = parser.parse_args(argv)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the harness's own clients: expected noise
     seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="chaos-"))
     iterations = len(args.only) if args.only else args.iterations
-    return 1 if run_chaos(iterations, seed, directory, seeds=args.only) else 0
+    return 1 if run_chaos(iterations, seed, directory, seeds=args.only, per_partition=args.per_partition,
+                          flood=args.flood) else 0
 
 
 if __name__ == "__main__":

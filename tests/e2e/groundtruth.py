@@ -118,6 +118,21 @@ def with_oversized_record(records: list[Produced], reasons: list[tuple[int, str]
     return records, sorted([(i + (i >= index), reason) for i, reason in reasons] + [(index, "oversized")])
 
 
+def with_malformed_flood(records: list[Produced], reasons: list[tuple[int, str]]
+                         ) -> tuple[list[Produced], list[tuple[int, str]]]:
+    """A malformed record (invalid JSON) after every record, in the same partition."""
+    flooded: list[Produced] = []
+    flooded_reasons = []
+    bad = {i: reason for i, reason in reasons}
+    for i, record in enumerate(records):
+        if i in bad:
+            flooded_reasons.append((len(flooded), bad[i]))
+        flooded.append(record)
+        flooded_reasons.append((len(flooded), "invalid_json"))
+        flooded.append(Produced(record.partition, b"bad", b'{"flood": ' + str(i).encode()))
+    return flooded, flooded_reasons
+
+
 def frontier_after(valid: list[Valid]) -> int:
     return min(max(v.event_ms for v in valid if v.partition == p) for p in range(PARTITIONS)) - LATENESS_MS
 
@@ -134,11 +149,12 @@ def windows_of(event_ms: int) -> list[tuple[str, int, int]]:
 
 
 def phase2(frontier_ms: int, seed: int = 11) -> list[Produced]:
-    """Late records (some partly, some wholly) and a few still on time, none raising a maximum."""
+    """Late records (some partly, some wholly, one a day late) and a few still on time, none raising a
+    maximum."""
     rng = random.Random(seed)
     records = []
     for partition in range(PARTITIONS):
-        for offset_ms in (-50_000, -40_000, -31_000, -29_000, -5_000, -125_000, 5_000, 9_000):
+        for offset_ms in (-50_000, -40_000, -31_000, -29_000, -5_000, -125_000, -86_400_000, 5_000, 9_000):
             event_ms = frontier_ms + offset_ms
             user = rng.choice(USERS)
             value = rng.randrange(-400, 400) / 4
