@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install run stack test test-fast chaos chromium bench clean
+.PHONY: help install run stack test test-fast chaos chromium bench soak clean
 
 ## help: this list
 help:
@@ -62,5 +62,11 @@ bench: install
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS)
 
 ## clean: remove var/ (the embedded stack's data, state and logs)
+## soak: the load generator at SOAK_RATE events/s for SOAK_DURATION s against one worker: RSS, lag, close delay
+SOAK_RATE ?= 50000
+SOAK_DURATION ?= 600
+soak: install
+	$(BIN)/python -m bench.soak --rate $(SOAK_RATE) --duration $(SOAK_DURATION)
+
 clean:
 	rm -rf var .pytest_cache

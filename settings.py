@@ -54,6 +54,10 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("KAFKA_SASL_USERNAME", "", "SASL user name (required with PLAIN and SCRAM)."),
     Setting("KAFKA_SASL_PASSWORD", "", "SASL password (required with PLAIN and SCRAM; never logged).", secret=True),
     Setting("KAFKA_SASL_OAUTH_TOKEN_FILE", "", "OAUTHBEARER: a file holding the current token, read at every authentication, so that a sidecar can refresh it (e.g. an MSK IAM or OIDC token)."),
+    Setting("KAFKA_COMPRESSION", "none", "Compression of what the worker and the produce command write: none, gzip, snappy, lz4 or zstd."),
+    Setting("KAFKA_LINGER", "5ms", "How long a producer waits to fill a batch (the article's producer: 10ms)."),
+    Setting("KAFKA_BATCH_BYTES", "262144", "Largest record batch a producer builds, in bytes (the article's: 32768)."),
+    Setting("PRODUCE_ACKS", "all", "Acknowledgements the produce command waits for: all, 1 or 0 (the worker always uses all: its exactly-once rests on it)."),
     Setting("TOPIC_EVENTS", "events", "Input topic of JSON events, keyed by user_id."),
     Setting("TOPIC_DLQ", "events-dlq", "Dead-letter topic for records that fail validation."),
     Setting("TOPIC_LATE", "events-late", "Topic for events whose window had already closed."),
@@ -112,6 +116,10 @@ class KafkaSettings:
     ssl_certfile: str | None
     ssl_keyfile: str | None
     sasl_oauth_token_file: str | None
+    compression: str  # aiokafka's compression_type: "none" is None
+    linger_ms: int
+    batch_bytes: int
+    produce_acks: str
     topic_events: str
     topic_dlq: str
     topic_late: str
@@ -369,6 +377,10 @@ def load(env: Mapping[str, str]) -> Settings:
         ssl_certfile=files["KAFKA_SSL_CERTFILE"],
         ssl_keyfile=files["KAFKA_SSL_KEYFILE"],
         sasl_oauth_token_file=files["KAFKA_SASL_OAUTH_TOKEN_FILE"],
+        compression=read.parse("KAFKA_COMPRESSION", _choice(("none", "gzip", "snappy", "lz4", "zstd"), lower=True)),
+        linger_ms=read.parse("KAFKA_LINGER", parse_duration_ms),
+        batch_bytes=read.parse("KAFKA_BATCH_BYTES", _integer(1024, 64 * 1024 * 1024)),
+        produce_acks=read.parse("PRODUCE_ACKS", _choice(("all", "1", "0"), lower=True)),
         topic_events=read.parse("TOPIC_EVENTS", topic),
         topic_dlq=read.parse("TOPIC_DLQ", topic),
         topic_late=read.parse("TOPIC_LATE", topic),

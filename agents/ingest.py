@@ -86,6 +86,10 @@ GRACEFUL_FLUSH_S = 5.0
 # A partition is paused while more valid records than this wait for their raw file (S3
 # slow or down): the bound on the archive's memory, per partition.
 BUFFERED_FILES_LIMIT = 2
+# A flush comes at every tick, and sooner once this many partials changed, or this many dead
+# letters and late records wait for their acknowledgement.
+DIRTY_KEYS_LIMIT = 20_000
+SIDE_OUTPUTS_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +168,9 @@ class IngestPartition:
         self._announced_ms: int | None = None  # the frontier stage 2 has heard from this process
         self._max_buffered = BUFFERED_FILES_LIMIT * pipeline.archive_max_records
         self._read_next = self.start_offset()  # every valid record before it is archived or buffered
+        self._folded_next = position.fold_next if position.fold_next is not None else -1  # in memory
+        self._dirty: set = set()  # partials changed since the last flush
+        self._side_sent: list = []  # dead letters and late records sent since the last flush
         if position.fold_next is not None:  # what this partition's earlier owners processed counts too
             offsets = ctx.stats.input_offsets
             offsets[partition] = max(offsets.get(partition, -1), position.fold_next - 1)
@@ -197,11 +204,10 @@ class IngestPartition:
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         self.archive.raise_if_failed()
-        ctx, partition, position = self.ctx, self.partition, self.position
+        ctx, partition = self.ctx, self.partition
         now_s = ctx.monotonic()
-        fold_next = position.fold_next if position.fold_next is not None else -1
         fresh_from = 0
-        while fresh_from < len(records) and records[fresh_from].offset < fold_next:
+        while fresh_from < len(records) and records[fresh_from].offset < self._folded_next:
             fresh_from += 1
         if fresh_from:
             self._archive_again(records[:fresh_from], now_s)
@@ -209,7 +215,8 @@ class IngestPartition:
         if fresh:
             await self._fold(fresh, now_s)
         self._read_next = records[-1].offset + 1
-        await self.store.put(POSITION_KEY, encode_ingest_position(self._position_now()))
+        if len(self._dirty) >= DIRTY_KEYS_LIMIT or len(self._side_sent) >= SIDE_OUTPUTS_LIMIT:
+            await self.flush()
         stats = ctx.stats
         stats.consumed[partition] += len(records)
         stats.input_offsets[partition] = max(stats.input_offsets.get(partition, -1), records[-1].offset)
@@ -229,38 +236,54 @@ class IngestPartition:
         return Limits(pipeline.max_event_bytes, MIN_EVENT_MS, pipeline.max_clock_skew_ms, self.ctx.clock_ms())
 
     async def _fold(self, records: Sequence[ConsumerRecord], now_s: float) -> None:
-        ctx, partition, topics = self.ctx, self.partition, self.ctx.topics
-        send = ctx.producer.send
+        ctx, partition = self.ctx, self.partition
         # A record without a value (a tombstone) is dead-lettered as empty.
         outcome = fold_batch([Record(partition, r.offset, r.value or b"", r.timestamp) for r in records],
                              {partition: self.partials},
                              self.windows, {partition: self.position.frontier_ms}, self._limits())
-        sent = await self.side_outputs.send(outcome, {r.offset: r for r in records}
-                                            if outcome.dead_letters or outcome.late else {})
-        values = self.partials.values
-        stage2_partitions = ctx.settings.kafka.topic_partitions
-        partials_sent = []
-        for key in outcome.dirty.get(partition, ()):
-            ctx.faults.check("ingest.send")
-            message_key, body = encode_partial(PartialMessage(partition, key, values[key]))
-            partials_sent.append(await send(topics.partials, body, key=message_key,
-                                            partition=partial_partition(message_key, stage2_partitions)))
-            await self.store.put(partial_state_key(key), encode_partial_value(values[key]))
-        # All of it durable before the position passes these records.
-        await self.store.commit()
-        await self.side_outputs.wait(sent)
-        await asyncio.gather(*partials_sent)
+        if outcome.dead_letters or outcome.late:
+            self._side_sent += await self.side_outputs.send(outcome, {r.offset: r for r in records})
+        self._dirty.update(outcome.dirty.get(partition, ()))
         event_ms = outcome.max_event_ms.get(partition)
         if event_ms is not None:
             self.clock.observe(event_ms, ctx.clock_ms())
         for record, event in outcome.valid:
             self.archive.add(record.offset, event, now_s)
-        self.position = dataclasses.replace(self.position, fold_next=records[-1].offset + 1)
+        self._folded_next = records[-1].offset + 1
         ctx.stats.dead_letters += len(outcome.dead_letters)
         ctx.stats.late += len(outcome.late)
 
+    async def flush(self) -> None:
+        """Send the changed partials, make them and the side outputs durable, then move the position.
+
+        Once per tick (or sooner when many keys changed), not per batch: a key changed by every
+        batch is sent once per flush, which is what bounds the partials of many event types.
+        """
+        ctx, partition, topics = self.ctx, self.partition, self.ctx.topics
+        values = self.partials.values
+        stage2_partitions = ctx.settings.kafka.topic_partitions
+        partials_sent = []
+        for key in self._dirty:
+            ctx.faults.check("ingest.send")
+            message_key, body = encode_partial(PartialMessage(partition, key, values[key]))
+            partials_sent.append(await ctx.producer.send(topics.partials, body, key=message_key,
+                                                         partition=partial_partition(message_key, stage2_partitions)))
+            await self.store.put(partial_state_key(key), encode_partial_value(values[key]))
+        self._dirty = set()
+        # All of it durable before the position passes the records it covers.
+        await self.store.commit()
+        side_sent, self._side_sent = self._side_sent, []
+        await self.side_outputs.wait(side_sent)
+        await asyncio.gather(*partials_sent)
+        position = self._position_now()
+        if position != self.position:
+            self.position = position
+            await self.store.put(POSITION_KEY, encode_ingest_position(position))
+
     def _position_now(self) -> IngestPosition:
-        return dataclasses.replace(self.position, archive_next=self._archive_next(), event_ms=self.clock.event_ms)
+        folded = self._folded_next if self._folded_next >= 0 else None  # None: nothing folded yet
+        return dataclasses.replace(self.position, fold_next=folded, archive_next=self._archive_next(),
+                                   event_ms=self.clock.event_ms)
 
     # -- ticks: archive files, watermark, frontier ------------------------------------------------
 
@@ -269,15 +292,13 @@ class IngestPartition:
         ctx = self.ctx
         self.archive.roll_aged(ctx.monotonic())
         self.clock.credit_idle(now_ms)
+        await self.flush()  # partials first: no partial of a window may follow its frontier
         low = ctx.board.low()
         frontier = self.position.frontier_ms
         if low is not None and (frontier is None or low > frontier):
             await self._advance_frontier(low)
         elif self._stale:
             await self._write_position(deletes=self._stale)
-        position = self._position_now()
-        if position != self.position:
-            await self._write_position()
         mark = self.clock.mark(now_ms)
         if mark != self._published:
             await self.store.commit()  # the event time behind the mark is durable before anyone uses it
@@ -317,8 +338,10 @@ class IngestPartition:
 
     async def close(self, *, graceful: bool) -> None:
         try:
-            if graceful and await self.archive.flush(GRACEFUL_FLUSH_S):
-                await self._write_position()
+            if graceful:
+                await self.flush()
+                if await self.archive.flush(GRACEFUL_FLUSH_S):
+                    await self._write_position()
                 await self.store.commit()
         except Exception as exc:  # noqa: BLE001 - best effort: the next owner reads the rest again
             log.info("partition %d: stopped without writing every raw file (%r); its next owner reads them again",

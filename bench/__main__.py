@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -99,7 +100,8 @@ def _status(port: int) -> dict[str, Any] | None:
         return None
 
 
-def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path) -> dict[str, Any]:
+def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path,
+             py_spy: str | None = None) -> dict[str, Any]:
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"{run_id}-events"
     bootstrap = endpoints.broker_url.removeprefix("kafka://")
@@ -122,9 +124,12 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path) -
         "ARCHIVE_MAX_AGE": "1s",
     }
     total = events + PARTITIONS
+    command = [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "warn"]
+    if py_spy:  # profile the worker: a collapsed-stack file per run, for a flame graph or a top list
+        command = [py_spy, "record", "--format", "raw", "--rate", "200", "-o", str(log_dir / f"{run_id}.pyspy"),
+                   "--", *command]
     with open(log_dir / f"{run_id}.log", "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "warn"],
-                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + RUN_DEADLINE_S
         first_s = None
@@ -158,7 +163,7 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path) -
             "export_delay_p99_ms": status["export_delay_ms"]["p99"],
         }
     finally:
-        worker.terminate()
+        worker.send_signal(signal.SIGINT if py_spy else signal.SIGTERM)  # py-spy writes its profile on SIGINT
         try:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -171,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000, help="events preloaded per run (default 200000)")
     parser.add_argument("--runs", type=int, default=3, help="runs; the summary is their median (default 3)")
+    parser.add_argument("--py-spy", metavar="PATH", help="profile the worker with this py-spy binary")
     args = parser.parse_args(argv)
     if args.events < 1 or args.runs < 1:
         parser.error("--events and --runs must be at least 1")
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         with Stack(config, buckets=[], env=env) as endpoints:
             for i in range(args.runs):
-                result = run_once(endpoints, args.events, work_dir, log_dir)
+                result = run_once(endpoints, args.events, work_dir, log_dir, args.py_spy)
                 results.append(result)
                 print(f"run {i + 1}: {json.dumps(result)}", flush=True)
     summary = {

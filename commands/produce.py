@@ -209,7 +209,8 @@ class produce(AppCommand):  # noqa: N801 - the class name is the subcommand name
                                 settings.kafka.topic_replication)
         except TopicLayoutError as exc:
             raise click.UsageError(str(exc)) from None
-        producer = Producer(settings.kafka, max_value_bytes=settings.pipeline.max_event_bytes)
+        producer = Producer(settings.kafka, max_value_bytes=settings.pipeline.max_event_bytes,
+                            acks=settings.kafka.produce_acks)
         await producer.start()
         topic_name = settings.kafka.topic_events
         deliveries = Deliveries()

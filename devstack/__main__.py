@@ -7,12 +7,11 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from types import FrameType
 
 from devstack.ports import PortInUseError, ensure_free
-from devstack.process import ManagedProcess, ServiceFailedError
+from devstack.process import ManagedProcess, ServiceFailedError, supervise
 from devstack.stack import Endpoints, Stack
 from loadgen import parse_fraction
 from settings import Settings, exit_on_error, load, load_devstack
@@ -58,34 +57,6 @@ def _banner(settings: Settings, endpoints: Endpoints, stack: Stack, *, with_work
         lines.insert(1, f"  web         http://{settings.web.host}:{settings.web.port}/")
     lines.append("Ctrl-C stops everything.")
     return "\n".join(lines)
-
-
-RESTART_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-STABLE_AFTER_S = 60.0  # a worker up this long that exits again restarts after the first delay
-
-
-def _supervise(children: list[ManagedProcess], restart: set[str]) -> None:
-    """Block until Ctrl-C/SIGTERM, restarting the processes named in `restart` whenever they exit.
-
-    The worker is crash-only: after an unexpected error it stops, and its state in Kafka makes
-    the restart exact. A platform's supervisor (the Procfile's) does the same in production.
-    """
-    started = {child.name: time.monotonic() for child in children}
-    failures = dict.fromkeys(restart, 0)
-    while True:
-        for child in children:
-            code = child.exit_code()
-            if code is None or child.name not in restart:
-                continue
-            if time.monotonic() - started[child.name] >= STABLE_AFTER_S:
-                failures[child.name] = 0
-            delay = RESTART_DELAYS_S[min(failures[child.name], len(RESTART_DELAYS_S) - 1)]
-            failures[child.name] += 1
-            log.error("%s exited with status %s; restarting it in %.0fs", child.name, code, delay)
-            time.sleep(delay)
-            child.start()
-            started[child.name] = time.monotonic()
-        time.sleep(0.2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("\n".join(f"export {name}={value}" for name, value in endpoints.env().items()))
         print(_banner(settings, endpoints, stack, with_worker=args.command == "run"), flush=True)
-        _supervise(children, restart={"worker"})
+        supervise(children, restart={"worker"})
     except KeyboardInterrupt:
         log.info("stopping")
     except (PortInUseError, ServiceFailedError, FileNotFoundError) as exc:

@@ -71,12 +71,14 @@ class Producer:
     with a gap before them, so the stages stop the worker instead of going on (crash-only).
     """
 
-    def __init__(self, kafka: KafkaSettings, *, max_value_bytes: int) -> None:
-        """`max_value_bytes`: the largest value the worker sends (a forwarded original record)."""
+    def __init__(self, kafka: KafkaSettings, *, max_value_bytes: int, acks: str = "all") -> None:
+        """`max_value_bytes`: the largest value sent (a forwarded original record); `acks` other than
+        all only for the produce command (a worker's state rests on acks=all)."""
         self._options = {
-            "acks": "all",
-            "linger_ms": 2,
-            "max_batch_size": 256 * 1024,
+            "acks": "all" if acks == "all" else int(acks),
+            "linger_ms": kafka.linger_ms,
+            "max_batch_size": kafka.batch_bytes,
+            "compression_type": None if kafka.compression == "none" else kafka.compression,
             "max_request_size": max(MIN_REQUEST_BYTES, max_value_bytes + REQUEST_OVERHEAD_BYTES),
             "request_timeout_ms": 30_000,
             **client_options(kafka),

@@ -122,6 +122,7 @@ class StageRunner(Service):
         self._reader: AIOKafkaConsumer | None = None
         self._next_tick_s = 0.0
         self._next_commit_s = 0.0
+        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -138,6 +139,7 @@ class StageRunner(Service):
         await self._consumer.start()  # the loop starts with the first assignment
 
     async def on_stop(self) -> None:
+        self._stopping = True  # an assignment that completes while the consumer leaves starts nothing
         await self._stop_loop()
         await self._close_processors(graceful=True)
         await self._flush()
@@ -192,6 +194,9 @@ class StageRunner(Service):
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - crash-only: whatever it was, stop the worker
+            if self._stopping:
+                log.debug("%s: loop ended while stopping: %r", self.stage.name, exc)
+                return
             self._on_crash(exc)
 
     async def _run(self) -> None:
@@ -201,12 +206,13 @@ class StageRunner(Service):
             await self._open(self._to_open)
         while True:
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_POLL_RECORDS)
-            for tp, records in batches.items():
-                processor = self.processors.get(tp.partition)
-                if processor is None or not records:
-                    continue
-                await processor.process(records)
-                self.positions[tp.partition] = records[-1].offset + 1
+            work = [(tp.partition, processor, records) for tp, records in batches.items()
+                    if records and (processor := self.processors.get(tp.partition)) is not None]
+            # Partitions are independent: their batches run together, so that their waits for the
+            # broker's acknowledgements overlap.
+            await asyncio.gather(*(processor.process(records) for _, processor, records in work))
+            for partition, _, records in work:
+                self.positions[partition] = records[-1].offset + 1
             now_s = time.monotonic()
             if now_s >= self._next_tick_s:
                 self._next_tick_s = now_s + self.stage.tick_interval_s
@@ -281,6 +287,8 @@ class StageRunner(Service):
                                   f"TOPIC_PARTITIONS is {self.partitions}; the worker stops")
         partitions = sorted(tp.partition for tp in assigned if tp.topic == self.stage.topic)
         self.assigned = partitions
+        if self._stopping:
+            return
         self._to_open = partitions
         if assigned:
             consumer.pause(*assigned)  # until their processors are restored and have sought

@@ -128,11 +128,14 @@ class Iteration:
         assert process is not None
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=STOP_DEADLINE_S)
+            status = process.wait(timeout=STOP_DEADLINE_S)
         except subprocess.TimeoutExpired:
             self.problems.append(f"worker{slot.index} did not stop within {STOP_DEADLINE_S:.0f}s of SIGTERM")
             process.kill()
             process.wait()
+            return
+        if status != 0:
+            self.problems.append(f"worker{slot.index} stopped on SIGTERM with status {status}, not 0")
 
     def watch_exits(self) -> None:
         """A worker that exits by itself crashed: record it, and restart it as a supervisor would."""
@@ -385,11 +388,14 @@ class Iteration:
                 if process is None or process.poll() is not None:
                     continue
                 try:
-                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                    status = process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     self.problems.append(f"worker{slot.index} did not stop within {STOP_DEADLINE_S:.0f}s of SIGTERM")
                     process.kill()
                     process.wait()
+                    continue
+                if status != 0:
+                    self.problems.append(f"worker{slot.index} stopped on SIGTERM with status {status}, not 0")
 
 
 @dataclass
