@@ -247,8 +247,7 @@ class IngestPartition:
         event_ms = outcome.max_event_ms.get(partition)
         if event_ms is not None:
             self.clock.observe(event_ms, ctx.clock_ms())
-        for record, event in outcome.valid:
-            self.archive.add(record.offset, event, now_s)
+        self.archive.add_all(outcome.valid, now_s)
         self._folded_next = records[-1].offset + 1
         ctx.stats.dead_letters += len(outcome.dead_letters)
         ctx.stats.late += len(outcome.late)

@@ -74,6 +74,12 @@ class PartitionArchive:
         if len(current.records) >= self.max_records:
             self._seal()
 
+    def add_all(self, events: list[tuple[Any, Event]], now_s: float) -> None:
+        """add() for (record, event) pairs in offset order, where record.offset is the offset."""
+        add = self.add
+        for record, event in events:
+            add(record[1], event, now_s)
+
     def roll_aged(self, now_s: float) -> None:
         if self._open is not None and now_s - self._open.opened_at_s >= self.max_age_s:
             self._seal()

@@ -29,6 +29,7 @@ from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
 
 # Partial value layout, a list so that it serializes compactly to the changelog:
 COUNT, SUM, MIN, MAX, MARKER = range(5)
+NONE_CLOSED = -(2**63)  # no window closed yet (no frontier): below every start
 
 
 class PartialKey(NamedTuple):
@@ -122,7 +123,9 @@ def fold_batch(
     specs = [(spec.name, spec.size_ms, spec.step_ms) for spec in windows]
     max_bytes, min_ms, skew_ms, now_ms = limits.max_event_bytes, limits.min_event_ms, limits.max_clock_skew_ms, \
         limits.now_ms
-    closed_by_partition: dict[int, list[int | None]] = {}
+    # Per partition and batch: each window with the latest start the frontier has closed (NONE_CLOSED
+    # if none), so the close rule is evaluated once per window, not per record.
+    windows_by_partition: dict[int, list[tuple[str, int, int, int]]] = {}
     for record in records:
         partition, offset, raw, written_ms = record
         decoded = decode_event(raw, max_bytes=max_bytes, min_event_ms=min_ms,
@@ -134,22 +137,24 @@ def fold_batch(
         event_ms, value, event_type = decoded.event_ms, decoded.value, decoded.event_type
         if event_ms > max_event_ms.get(partition, event_ms - 1):
             max_event_ms[partition] = event_ms
-        closed_upto = closed_by_partition.get(partition)
-        if closed_upto is None:  # once per partition and batch: the latest closed start per window
+        partition_windows = windows_by_partition.get(partition)
+        if partition_windows is None:
             frontier_ms = frontiers_ms.get(partition)
-            closed_upto = closed_by_partition[partition] = [
-                None if frontier_ms is None else closed_upto_ms(size_ms, frontier_ms) for _, size_ms, _ in specs]
+            partition_windows = windows_by_partition[partition] = [
+                (name, size_ms, step_ms, NONE_CLOSED if frontier_ms is None else closed_upto_ms(size_ms, frontier_ms))
+                for name, size_ms, step_ms in specs]
         values = partitions[partition].values
         dirty = all_dirty.get(partition)
         if dirty is None:
             dirty = all_dirty[partition] = set()
         missed: list[tuple[str, int]] | None = None
-        for (name, size_ms, step_ms), last_closed_ms in zip(specs, closed_upto, strict=True):
+        for name, size_ms, step_ms, last_closed_ms in partition_windows:
             # Starts s with s <= t < s + size, multiples of step (floor, so negatives too),
             # ascending: size is a multiple of step, so there are size/step of them.
             last_ms = event_ms - event_ms % step_ms
-            for start_ms in range(last_ms - size_ms + step_ms, last_ms + 1, step_ms):
-                if last_closed_ms is not None and start_ms <= last_closed_ms:
+            for start_ms in (last_ms,) if size_ms == step_ms else range(last_ms - size_ms + step_ms, last_ms + 1,
+                                                                          step_ms):
+                if start_ms <= last_closed_ms:
                     if missed is None:
                         missed = []
                     missed.append((name, start_ms))
