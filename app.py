@@ -43,6 +43,14 @@ class PipelineApp(faust.App):
     pipeline: Pipeline
     observer: Monitor
 
+    async def on_first_start(self) -> None:
+        # faust creates only the last level of its datadir; STATE_DIR may name a path not made yet.
+        try:
+            self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            exit_with_line(f"error: STATE_DIR {self.settings.state_dir} cannot be created: {exc.strerror}")
+        await super().on_first_start()
+
     def extra_services(self) -> list[Any]:
         """Called by the worker once its command line is applied: the place to refuse flags."""
         web = self.settings.web

@@ -89,6 +89,15 @@ def test_a_partition_count_unlike_the_input_topics_stops_the_worker_with_one_lin
                          f"TOPIC_PARTITIONS=8, or use a topic with 4 partitions")
 
 
+def test_a_state_dir_that_cannot_be_made_stops_the_worker_with_one_line(stack: Endpoints, unique_name: str,
+                                                                      tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    state_dir = tmp_path / "a-file" / "state"
+    result = _faust(worker_env(stack, names_for(unique_name), state_dir, web_port()), "worker", "-l", "warn")
+    assert (result.returncode, result.stderr.strip()) == (
+        2, f"error: STATE_DIR {state_dir} cannot be created: Not a directory")
+
+
 def test_fausts_own_flags_and_variables_are_refused_with_one_line(stack: Endpoints, unique_name: str,
                                                                  tmp_path: Path) -> None:
     env = worker_env(stack, names_for(unique_name), tmp_path / "state", web_port())
