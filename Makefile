@@ -61,12 +61,12 @@ RUNS ?= 3
 bench: install
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS)
 
-## clean: remove var/ (the embedded stack's data, state and logs)
 ## soak: the load generator at SOAK_RATE events/s for SOAK_DURATION s against one worker: RSS, lag, close delay
 SOAK_RATE ?= 50000
 SOAK_DURATION ?= 600
 soak: install
 	$(BIN)/python -m bench.soak --rate $(SOAK_RATE) --duration $(SOAK_DURATION)
 
+## clean: remove var/ (the embedded stack's data, state and logs)
 clean:
 	rm -rf var .pytest_cache
