@@ -217,8 +217,9 @@ class StageRunner(Service):
             if now_s >= self._next_tick_s:
                 self._next_tick_s = now_s + self.stage.tick_interval_s
                 now_ms = self._clock_ms()
-                for processor in list(self.processors.values()):
-                    await processor.tick(now_ms)
+                # Together, like batches: a tick waits for acknowledgements (partials, changelog), and
+                # one partition after another would leave the loop idle for each round trip in turn.
+                await asyncio.gather(*(processor.tick(now_ms) for processor in list(self.processors.values())))
             self._apply_flow(consumer)
             if now_s >= self._next_commit_s:
                 self._next_commit_s = now_s + COMMIT_EVERY_S
