@@ -28,8 +28,6 @@ from prometheus_server import RULES, PrometheusServer, requires_prometheus, with
 
 from devstack.stack import Endpoints
 
-pytestmark = requires_prometheus
-
 LAG_THRESHOLD = 5_000  # records per input partition; shipped: 1,000,000
 # The rules under test, with their shipped `for:` (1m, 2m) shortened. Prometheus scrapes and
 # evaluates every second, so 2 s is two failed scrapes, and 1 s two evaluations in a row.
@@ -95,6 +93,7 @@ def test_test_rules_change_only_the_numbers() -> None:
                     ("for: 2m", "for: 1s")]
 
 
+@requires_prometheus
 @pytest.mark.timeout(240)
 def test_lag_and_worker_down_alerts_fire_and_resolve(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
     started = time.monotonic()

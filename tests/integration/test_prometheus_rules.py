@@ -1,7 +1,7 @@
 """The shipped operator alerting (deploy/) against Debian's real promtool and Prometheus:
-the rules and scrape config pass `promtool check`, the rules' unit tests pass and cover every
-alert both firing and not, and every PromQL expression of the rules and of the Grafana
-dashboard parses (a real Prometheus answers 400 to one that does not)."""
+the rules and scrape config pass `promtool check`, the rules' unit tests pass, and every
+PromQL expression of the rules and of the Grafana dashboard parses (a real Prometheus answers
+400 to one that does not)."""
 
 from __future__ import annotations
 
@@ -46,20 +46,6 @@ def test_promtool_runs_the_rules_unit_tests() -> None:
     result = _promtool("test", "rules", str(RULES_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
-
-
-def test_the_unit_tests_cover_every_alert_firing_and_not() -> None:
-    firing, quiet = set(), set()
-    alertname = None
-    for line in RULES_TESTS.read_text().splitlines():
-        if found := re.match(r"\s+alertname: (\w+)", line):
-            alertname = found.group(1)
-        elif found := re.match(r"\s+exp_alerts:(.*)", line):
-            assert alertname is not None
-            (quiet if found.group(1).strip() == "[]" else firing).add(alertname)
-            alertname = None
-    assert firing == set(ALERT_NAMES)
-    assert quiet == set(ALERT_NAMES)
 
 
 def _dashboard_queries(node: Any) -> list[str]:

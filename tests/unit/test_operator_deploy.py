@@ -1,6 +1,7 @@
-"""deploy/: the Grafana dashboard is importable JSON on a `DS_PROMETHEUS` input, and the
-dashboard and the alert rules read only metrics the worker exports (or Prometheus' own).
-Whether their PromQL parses is for a real Prometheus: tests/integration/test_prometheus_rules.py."""
+"""deploy/: the Grafana dashboard is importable JSON on a `DS_PROMETHEUS` input, the
+dashboard and the alert rules read only metrics the worker exports (or Prometheus' own), and
+the rules' unit tests have every alert both firing and not. Whether the PromQL parses and the
+unit tests pass is for the real Prometheus and promtool: tests/integration/test_prometheus_rules.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_server import DASHBOARD, RULES
+from prometheus_server import DASHBOARD, RULES, RULES_TESTS
 
 from metrics import PipelineMetrics
 
@@ -81,3 +82,19 @@ def test_dashboard_and_rules_read_only_exported_metrics() -> None:
     used = set().union(*(_names_in(expr) for expr in exprs))
     assert used - exported == set()
     assert len(used) >= 14  # the scan found the expressions
+
+
+def test_the_unit_tests_cover_every_alert_firing_and_not() -> None:
+    firing, quiet = set(), set()
+    alertname = None
+    for line in RULES_TESTS.read_text().splitlines():
+        if found := re.match(r"\s+alertname: (\w+)", line):
+            alertname = found.group(1)
+        elif found := re.match(r"\s+exp_alerts:(.*)", line):
+            assert alertname is not None
+            (quiet if found.group(1).strip() == "[]" else firing).add(alertname)
+            alertname = None
+    alerts = set(re.findall(r"(?m)^\s*- alert: (\w+)$", RULES.read_text()))
+    assert len(alerts) == 6
+    assert firing == alerts
+    assert quiet == alerts
