@@ -130,8 +130,8 @@ def test_lag_and_worker_down_alerts_fire_and_resolve(stack: Endpoints, unique_na
         assert down[0]["annotations"]["summary"] == f"Pipeline worker 127.0.0.1:{port} is down"
         run(_send(stack, names.events, WARMUP, BURST, base_ms))
 
-        # Started again, it is BURST records behind: the lag alert fires for each input partition,
-        # then resolves as it catches up; the worker-down alert has resolved.
+        # Started again, it is BURST records behind: the lag alert fires (one per input partition
+        # behind), then resolves once it has caught up; the worker-down alert has resolved.
         worker.start()
         lagging = wait_for(lambda: _active(prometheus, "PipelineInputLagHigh"), timeout_s=READY_DEADLINE_S,
                            what="PipelineInputLagHigh to fire while the restarted worker works off the burst",
