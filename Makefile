@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install run stack test test-fast chaos chromium bench soak clean
+.PHONY: help install run stack test test-fast chaos chromium prometheus bench soak clean
 
 ## help: this list
 help:
@@ -31,7 +31,7 @@ stack: install
 	$(BIN)/python -m devstack up
 
 ## test: the whole suite (unit, integration and end-to-end on the embedded stack)
-test: install chromium
+test: install chromium prometheus
 	$(BIN)/python -m pytest
 
 ## test-fast: the unit tests only (no servers, seconds)
@@ -54,6 +54,15 @@ chromium:
 	  { $(APT_GET) install -y --no-install-recommends chromium >/dev/null || \
 	    { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends chromium >/dev/null; }; }; } || \
 	  echo "chromium is not installed and cannot be (needs root and apt-get): the dashboard test will be skipped"
+
+# The operator alert tests run Debian's prometheus and promtool (deploy/prometheus/), installed
+# the same way; the package's own service is not needed: each test starts its own server.
+## prometheus: Debian's prometheus and promtool for the alert rule tests (apt-get, as root)
+prometheus:
+	@{ command -v prometheus && command -v promtool; } >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+	  { $(APT_GET) install -y --no-install-recommends prometheus >/dev/null || \
+	    { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends prometheus >/dev/null; }; }; } || \
+	  echo "prometheus is not installed and cannot be (needs root and apt-get): the alert rule tests will be skipped"
 
 ## bench: whole-pipeline events/s and export latency, median of RUNS runs of EVENTS preloaded events
 EVENTS ?= 200000
