@@ -223,12 +223,14 @@ def make_s3_client_factory(
     *,
     connect_timeout_s: float = 5.0,
     read_timeout_s: float = 30.0,
+    max_attempts: int = 1,
 ) -> Callable[[], Any]:
-    """A factory of boto3 S3 clients: credentials from the default AWS chain, no retries.
+    """A factory of boto3 S3 clients: credentials from the default AWS chain, no retries by default.
 
     botocore's own retries are disabled (``total_max_attempts=1``; note that botocore's
     ``max_attempts`` counts *retries*, so ``max_attempts=1`` would still retry once): the
-    caller's retry policy owns retries. Each call builds its own boto3 Session, because the
+    caller's retry policy owns retries. A caller without one (the batch command) asks for
+    ``max_attempts`` > 1. Each call builds its own boto3 Session, because the
     default session is shared mutable state and not thread-safe.
     """
 
@@ -236,7 +238,7 @@ def make_s3_client_factory(
         config = Config(
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
-            retries={"total_max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
         )
         session = boto3.session.Session(region_name=region)
         return session.client("s3", endpoint_url=endpoint_url or None, config=config)
