@@ -102,6 +102,11 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
         finally:
             lake.close()
         hours = sum(1 for period in report.processed if period.kind == "hourly")
-        _say(f"batch: {hours} hours and {len(report.processed) - hours} days computed, {report.up_to_date} up to "
-             f"date, {len(report.not_sealed)} not sealed yet; {report.objects_written} objects written, "
-             f"{report.skipped_objects} foreign objects skipped")
+        _say(f"batch: {_count(hours, 'hour')} and {_count(len(report.processed) - hours, 'day')} computed, "
+             f"{report.up_to_date} up to date, {len(report.not_sealed)} not sealed yet; "
+             f"{_count(report.objects_written, 'object')} written, "
+             f"{_count(report.skipped_objects, 'foreign object')} skipped")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"

@@ -248,7 +248,7 @@ def test_batch_rollups_equal_the_reference_with_late_data_and_a_sigkill(stack: E
         client.put_object(Bucket=names.bucket, Key=f"{hour23}notes.txt", Body=b"not a raw file")
         out = run_batch(env, batch_log)
         assert f"skipped s3://{names.bucket}/{hour23}notes.txt: foreign name" in out, out
-        assert "1 hours and 1 days computed" in out, out
+        assert "1 hour and 1 day computed" in out, out
         assert lake_rows(client, names.bucket) == expected
 
         # A sealed hour whose only raw file cannot be read: one line, a non-zero exit.
