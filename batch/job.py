@@ -74,7 +74,11 @@ class RunReport:
     up_to_date: int = 0
     not_sealed: list[Period] = field(default_factory=list)
     objects_written: int = 0
-    skipped_objects: int = 0  # foreign or unreadable objects met while computing (per period)
+    skipped: set[str] = field(default_factory=set)  # keys of foreign or unreadable objects met
+
+    @property
+    def skipped_objects(self) -> int:
+        return len(self.skipped)
 
 
 def run_batch(lake: BatchLake, *, sealed_until_ms: int | None, plan: Plan, say: Callable[[str], None]) -> RunReport:
@@ -110,7 +114,7 @@ def _raw_listing(lake: BatchLake, say: Callable[[str], None], report: RunReport)
         if hour is None:
             say(f"warning: skipped s3://{lake.bucket}/{key}: foreign object, not in an hour folder "
                 "events/year=YYYY/month=MM/day=DD/hour=HH/")
-            report.skipped_objects += 1
+            report.skipped.add(key)
             continue
         hours.setdefault(hour, {})[key] = etag
     return hours
@@ -130,7 +134,7 @@ def _process(lake: BatchLake, period: Period, listing: Mapping[str, str], reason
     rows = rollup(period, inputs.reader())
     for key, why in sorted(inputs.skipped.items()):
         say(f"warning: {period.label()}: skipped s3://{lake.bucket}/{key}: {why}")
-    report.skipped_objects += len(inputs.skipped)
+    report.skipped.update(inputs.skipped)
     if inputs.archive_files and not inputs.events:
         first = min(inputs.skipped)
         raise UnreadableHourError(
