@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install run stack test test-fast chaos chromium bench soak clean
+.PHONY: help install run stack test test-fast chaos chromium bench bench-batch soak clean
 
 ## help: this list
 help:
@@ -60,6 +60,11 @@ EVENTS ?= 200000
 RUNS ?= 3
 bench: install
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS)
+
+## bench-batch: the batch layer's rollup throughput, raw events/s for an hour of BATCH_EVENTS raw events (median of RUNS)
+BATCH_EVENTS ?= 5000000
+bench-batch: install
+	$(BIN)/python -m bench.batch --events $(BATCH_EVENTS) --runs $(RUNS)
 
 ## clean: remove var/ (the embedded stack's data, state and logs)
 ## soak: the load generator at SOAK_RATE events/s for SOAK_DURATION s against one worker: RSS, lag, close delay
