@@ -11,7 +11,6 @@ Blocking (S3 calls): run it in a thread, not on an event loop.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -33,7 +32,6 @@ from sinks.rows import (
 
 __all__ = ["BatchLake", "Plan", "RunReport", "UnreadableHourError", "run_batch"]
 
-log = logging.getLogger(__name__)
 
 
 class BatchLake(Protocol):
