@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install run stack test test-fast chaos chromium prometheus bench soak clean
+.PHONY: help install run stack test test-fast chaos chromium prometheus bench bench-batch soak clean
 
 ## help: this list
 help:
@@ -69,6 +69,11 @@ EVENTS ?= 200000
 RUNS ?= 3
 bench: install
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS)
+
+## bench-batch: the batch layer's rollup throughput, raw events/s for an hour of BATCH_EVENTS raw events (median of RUNS)
+BATCH_EVENTS ?= 5000000
+bench-batch: install
+	$(BIN)/python -m bench.batch --events $(BATCH_EVENTS) --runs $(RUNS)
 
 ## soak: the load generator at SOAK_RATE events/s for SOAK_DURATION s against one worker: RSS, lag, close delay
 SOAK_RATE ?= 50000

@@ -63,6 +63,7 @@ class PipelineApp(faust.App):
 
 
 def create_app(settings: Settings) -> PipelineApp:
+    import commands.batch  # noqa: F401 - defining the command registers `faust -A app batch`
     import commands.produce  # noqa: F401 - defining the command registers `faust -A app produce`
     import diagnostics
     import monitor
@@ -133,7 +134,7 @@ def connect_metrics(app: PipelineApp) -> None:
 
 # Top-level packages and modules of the pipeline: their loggers follow LOG_LEVEL, while
 # faust's own loggers follow `faust worker -l`.
-PIPELINE_LOGGERS = ("agents", "app", "commands", "diagnostics", "faults", "faust_compat", "metrics", "monitor",
+PIPELINE_LOGGERS = ("agents", "app", "batch", "commands", "diagnostics", "faults", "faust_compat", "metrics", "monitor",
                     "pipeline", "sinks", "stats", "stream", "tables", "web")
 
 

@@ -75,7 +75,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("REDIS_KEY_PREFIX", "events:", "Prefix of every Redis key the app writes."),
     Setting("REDIS_TTL", "168h", "Time to live of exported windows in Redis."),
     Setting("REDIS_LATEST_N", "60", "How many latest windows per (window, event_type) the Redis index keeps."),
-    Setting("WINDOWS", DEFAULT_WINDOWS, "Windows, `name:size[:step]` separated by commas; no step means tumbling."),
+    Setting("WINDOWS", DEFAULT_WINDOWS, "Windows, `name:size[:step]` separated by commas; no step means tumbling. `hourly` and `daily` are reserved (the batch layer's rollups)."),
     Setting("ALLOWED_LATENESS", "60s", "How far behind the highest event time an event may arrive before its window closes."),
     Setting("IDLE_TIMEOUT", "30s", "After this long without events, a partition's event time follows the wall clock."),
     Setting("MAX_CLOCK_SKEW", "5m", "Events timestamped further than this after their Kafka record timestamp are dead-lettered (they would close every window)."),

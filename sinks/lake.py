@@ -4,13 +4,21 @@ Layout under ``s3://{bucket}/{prefix}``::
 
     aggregated/{window}/year=YYYY/month=MM/day=DD/hour=HH/{window}-{window_start_ms}-part{part:04d}.parquet
     events/year=YYYY/month=MM/day=DD/hour=HH/part-{partition:05d}-{start_offset:020d}.parquet
+    aggregated/hourly/year=YYYY/month=MM/day=DD/hour=HH/hourly-{hour_start_ms}.parquet   (batch layer)
+    aggregated/daily/year=YYYY/month=MM/day=DD/daily-{day_start_ms}.parquet
+    batch/manifests/hourly/year=YYYY/month=MM/day=DD/hour=HH/hourly-{hour_start_ms}.json
+    batch/manifests/daily/year=YYYY/month=MM/day=DD/daily-{day_start_ms}.json
 
 Hours are UTC. Names are pure functions of their inputs, so a replay writes the same keys:
 
 * aggregates are overwritten with a plain put: same key and same (deterministic) content
   make a replay idempotent;
 * raw archive files are written with ``If-None-Match: *`` and never overwritten; see
-  ``S3Lake.put_archive`` for the offset contract that keeps replays from duplicating rows.
+  ``S3Lake.put_archive`` for the offset contract that keeps replays from duplicating rows;
+* rollups and manifests are overwritten whole, the manifest last (batch/job.py).
+
+``hourly`` and ``daily`` are reserved window names (tables/windows.py), so the rollup
+datasets never share a folder with a window's.
 
 The writer is blocking (boto3): call it from a thread executor. Retries belong to the
 caller (``sinks.retry``); clients built by ``make_s3_client_factory`` do not retry.
@@ -19,6 +27,7 @@ caller (``sinks.retry``); clients built by ``make_s3_client_factory`` do not ret
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,13 +59,20 @@ from sinks.rows import PARQUET_CONTENT_TYPE, WindowRow, events_to_parquet, rows_
 
 __all__ = [
     "END_OFFSET_METADATA",
+    "RAW_DIR",
     "RECORDS_METADATA",
+    "ROLLUP_PERIODS",
     "ArchiveOutcome",
+    "RawKey",
     "S3Client",
     "S3Lake",
     "aggregate_key",
     "archive_key",
     "make_s3_client_factory",
+    "manifest_key",
+    "parse_raw_key",
+    "raw_hour_prefix",
+    "rollup_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,6 +81,10 @@ END_OFFSET_METADATA: Final = "end-offset"
 RECORDS_METADATA: Final = "records"
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+RAW_DIR: Final = "events/"
+ROLLUP_PERIODS: Final = ("hourly", "daily")
+_RAW_HOUR_DIR = re.compile(r"year=([0-9]{4})/month=([0-9]{2})/day=([0-9]{2})/hour=([0-9]{2})/", re.ASCII)
+_RAW_NAME = re.compile(r"part-([0-9]{5})-([0-9]{20})\.parquet", re.ASCII)
 # Error codes that mean "the service is busy or briefly broken": retry later.
 _TRANSIENT_CODES: Final = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
@@ -80,6 +100,10 @@ class S3Client(Protocol):
     """The part of a boto3 S3 client the lake uses."""
 
     def put_object(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def get_object(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def list_objects_v2(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
     def head_object(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
@@ -106,6 +130,68 @@ def _hour_dirs(epoch_ms: int) -> str:
     # Integer arithmetic: no float rounding across an hour boundary.
     at = _EPOCH + timedelta(milliseconds=epoch_ms)
     return f"year={at.year:04d}/month={at.month:02d}/day={at.day:02d}/hour={at.hour:02d}"
+
+
+def _day_dirs(epoch_ms: int) -> str:
+    at = _EPOCH + timedelta(milliseconds=epoch_ms)
+    return f"year={at.year:04d}/month={at.month:02d}/day={at.day:02d}"
+
+
+def _period_dirs(period: str, start_ms: int) -> str:
+    if period == "hourly":
+        return _hour_dirs(start_ms)
+    if period == "daily":
+        return _day_dirs(start_ms)
+    raise ValueError(f"unknown rollup period {period!r}: expected one of {ROLLUP_PERIODS}")
+
+
+def rollup_key(prefix: str, period: str, start_ms: int) -> str:
+    """Key of the hourly or daily rollup of the period starting at ``start_ms`` (UTC)."""
+    _check_prefix(prefix)
+    return f"{prefix}aggregated/{period}/{_period_dirs(period, start_ms)}/{period}-{start_ms}.parquet"
+
+
+def manifest_key(prefix: str, period: str, start_ms: int) -> str:
+    """Key of the batch manifest of the period starting at ``start_ms``."""
+    _check_prefix(prefix)
+    return f"{prefix}batch/manifests/{period}/{_period_dirs(period, start_ms)}/{period}-{start_ms}.json"
+
+
+def raw_hour_prefix(prefix: str, hour_start_ms: int) -> str:
+    """The folder of the raw files of one UTC hour."""
+    _check_prefix(prefix)
+    return f"{prefix}{RAW_DIR}{_hour_dirs(hour_start_ms)}/"
+
+
+@dataclass(frozen=True, slots=True)
+class RawKey:
+    """What the name of an object under events/ says: its hour folder, and whether the file name
+    is one the archiver writes (then its partition and first offset)."""
+
+    hour_start_ms: int | None  # None: not in a canonical hour folder
+    partition: int | None = None
+    start_offset: int | None = None
+
+    @property
+    def archive_name(self) -> bool:
+        return self.partition is not None
+
+
+def parse_raw_key(prefix: str, key: str) -> RawKey:
+    """Inverse of archive_key, tolerant: anything under events/ parses, foreign names included."""
+    rest = key.removeprefix(prefix).removeprefix(RAW_DIR)
+    folder = _RAW_HOUR_DIR.match(rest)
+    if folder is None:
+        return RawKey(None)
+    year, month, day, hour = (int(part) for part in folder.groups())
+    try:
+        hour_ms = (datetime(year, month, day, hour, tzinfo=timezone.utc) - _EPOCH) // timedelta(milliseconds=1)
+    except ValueError:  # month=13, day=31 of a short month, hour=24
+        return RawKey(None)
+    name = _RAW_NAME.fullmatch(rest[folder.end():])
+    if name is None:
+        return RawKey(hour_ms)
+    return RawKey(hour_ms, int(name.group(1)), int(name.group(2)))
 
 
 def aggregate_key(prefix: str, window: str, window_start_ms: int, part: int) -> str:
@@ -137,12 +223,14 @@ def make_s3_client_factory(
     *,
     connect_timeout_s: float = 5.0,
     read_timeout_s: float = 30.0,
+    max_attempts: int = 1,
 ) -> Callable[[], Any]:
-    """A factory of boto3 S3 clients: credentials from the default AWS chain, no retries.
+    """A factory of boto3 S3 clients: credentials from the default AWS chain, no retries by default.
 
     botocore's own retries are disabled (``total_max_attempts=1``; note that botocore's
     ``max_attempts`` counts *retries*, so ``max_attempts=1`` would still retry once): the
-    caller's retry policy owns retries. Each call builds its own boto3 Session, because the
+    caller's retry policy owns retries. A caller without one (the batch command) asks for
+    ``max_attempts`` > 1. Each call builds its own boto3 Session, because the
     default session is shared mutable state and not thread-safe.
     """
 
@@ -150,7 +238,7 @@ def make_s3_client_factory(
         config = Config(
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
-            retries={"total_max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
         )
         session = boto3.session.Session(region_name=region)
         return session.client("s3", endpoint_url=endpoint_url or None, config=config)
@@ -282,6 +370,40 @@ class S3Lake:
         logger.debug("archived offsets %d..%d of partition %d to s3://%s/%s",
                      records[0][1], end_offset, partition, self._bucket, key)
         return ArchiveOutcome(key=key, end_offset=end_offset, written=True)
+
+    # -- the batch layer: listing with ETags, whole-object reads and writes -------------------
+
+    def list_etags(self, prefix: str) -> dict[str, str]:
+        """Every object whose key starts with ``prefix`` (absolute: include the lake prefix), key -> ETag."""
+        client = self._require_client()
+        found: dict[str, str] = {}
+        token: str | None = None
+        while True:
+            request: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+            if token is not None:
+                request["ContinuationToken"] = token
+            with self._translate_errors("list", prefix):
+                page = client.list_objects_v2(**request)
+            for item in page.get("Contents", []):
+                found[str(item["Key"])] = str(item["ETag"]).strip('"')
+            if not page.get("IsTruncated"):
+                return found
+            token = str(page["NextContinuationToken"])
+
+    def get_bytes(self, key: str) -> bytes:
+        client = self._require_client()
+        with self._translate_errors("get", key):
+            body = client.get_object(Bucket=self._bucket, Key=key)["Body"]
+            try:
+                return bytes(body.read())
+            finally:
+                body.close()
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
+        """Write (overwrite) one whole object."""
+        client = self._require_client()
+        with self._translate_errors("put", key):
+            client.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type)
 
     def _existing_end_offset(self, client: S3Client, key: str, start_offset: int) -> int:
         try:

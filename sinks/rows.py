@@ -6,8 +6,12 @@
 * ``row_to_json`` / ``row_from_json``: canonical compact JSON of one row (Redis index members).
 * ``row_to_hash`` / ``row_from_hash``: the Redis hash of one closed window.
 * ``row_to_api``: one row in the web API's answers.
+* ``RollupRow`` and ``rollups_to_parquet`` / ``parquet_to_rollups``: the batch layer's hourly
+  and daily rollups (ROLLUP_SCHEMA).
+* ``Manifest`` and ``manifest_to_json`` / ``manifest_from_json``: what the batch layer read
+  for one period, stored beside its output.
 
-This module is the one home of a closed window's encodings.
+This module is the one home of a closed window's encodings, and of the batch layer's.
 
 Parquet output is deterministic: rows are sorted, and pyarrow writes no wall-clock
 metadata (only ``created_by`` with its own version and the ``ARROW:schema`` blob), so the
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -29,10 +34,20 @@ from events import Event, iso_utc
 
 __all__ = [
     "AGGREGATE_SCHEMA",
+    "JSON_CONTENT_TYPE",
+    "MANIFEST_FORMAT",
     "PARQUET_CONTENT_TYPE",
     "RAW_SCHEMA",
+    "ROLLUP_SCHEMA",
+    "Manifest",
+    "RollupRow",
     "WindowRow",
     "events_to_parquet",
+    "manifest_from_json",
+    "manifest_to_json",
+    "parquet_to_rollups",
+    "read_raw_table",
+    "rollups_to_parquet",
     "parquet_to_events",
     "parquet_to_rows",
     "row_from_hash",
@@ -44,6 +59,7 @@ __all__ = [
 ]
 
 PARQUET_CONTENT_TYPE: Final = "application/vnd.apache.parquet"
+JSON_CONTENT_TYPE: Final = "application/json"
 
 _TIMESTAMP_MS_UTC: Final = pa.timestamp("ms", tz="UTC")
 
@@ -66,6 +82,23 @@ RAW_SCHEMA: Final = pa.schema([
     ("event_type", pa.string()),
     ("timestamp", _TIMESTAMP_MS_UTC),
     ("value", pa.float64()),
+])
+
+# One row per (period, event_type); `period` is "hourly" or "daily" (its dataset's name).
+ROLLUP_SCHEMA: Final = pa.schema([
+    ("period_start", _TIMESTAMP_MS_UTC),
+    ("period_end", _TIMESTAMP_MS_UTC),
+    ("period", pa.string()),
+    ("event_type", pa.string()),
+    ("count", pa.int64()),
+    ("sum", pa.float64()),
+    ("min", pa.float64()),
+    ("max", pa.float64()),
+    ("mean", pa.float64()),
+    ("distinct_users", pa.int64()),
+    ("p50", pa.float64()),
+    ("p95", pa.float64()),
+    ("p99", pa.float64()),
 ])
 
 _JSON_OPTIONS: Final = orjson.OPT_SORT_KEYS
@@ -176,9 +209,15 @@ def events_to_parquet(records: Sequence[tuple[int, int, Event]]) -> bytes:
     return _write_parquet(table, [pq.SortingColumn(0), pq.SortingColumn(1)])
 
 
+def read_raw_table(data: bytes) -> pa.Table:
+    """A raw archive file as a table of RAW_SCHEMA; ValueError (or pyarrow's ArrowException) if it is
+    not one."""
+    return _read_parquet(data, RAW_SCHEMA, "raw event archive")
+
+
 def parquet_to_events(data: bytes) -> list[tuple[int, int, Event]]:
     """Inverse of events_to_parquet."""
-    table = _read_parquet(data, RAW_SCHEMA, "raw event archive")
+    table = read_raw_table(data)
     column = table.column
     return [
         (partition, offset, Event(user_id=user_id, event_type=event_type, event_ms=event_ms, value=value))
@@ -287,3 +326,123 @@ def row_to_api(row: WindowRow) -> dict[str, Any]:
         "max": row.max,
         "mean": row.mean,
     }
+
+
+# -- the batch layer: rollups and manifests -----------------------------------------------
+
+
+class RollupRow(NamedTuple):
+    """One (period, event_type) of the hourly or daily rollups. ``sum`` is compensated summation
+    in the lake's order; percentiles are nearest-rank (batch/rollup.py)."""
+
+    period: str
+    period_start_ms: int
+    period_end_ms: int
+    event_type: str
+    count: int
+    sum: float
+    min: float
+    max: float
+    distinct_users: int
+    p50: float
+    p95: float
+    p99: float
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count
+
+
+def rollups_to_parquet(rows: Sequence[RollupRow]) -> bytes:
+    """A Parquet file of ROLLUP_SCHEMA, rows sorted by (period_start, event_type)."""
+    ordered = sorted(rows, key=lambda r: (r.period_start_ms, r.event_type, r.period))
+    table = pa.Table.from_arrays(
+        [
+            pa.array([r.period_start_ms for r in ordered], type=_TIMESTAMP_MS_UTC),
+            pa.array([r.period_end_ms for r in ordered], type=_TIMESTAMP_MS_UTC),
+            pa.array([r.period for r in ordered], type=pa.string()),
+            pa.array([r.event_type for r in ordered], type=pa.string()),
+            pa.array([r.count for r in ordered], type=pa.int64()),
+            pa.array([float(r.sum) for r in ordered], type=pa.float64()),
+            pa.array([float(r.min) for r in ordered], type=pa.float64()),
+            pa.array([float(r.max) for r in ordered], type=pa.float64()),
+            pa.array([r.mean for r in ordered], type=pa.float64()),
+            pa.array([r.distinct_users for r in ordered], type=pa.int64()),
+            pa.array([float(r.p50) for r in ordered], type=pa.float64()),
+            pa.array([float(r.p95) for r in ordered], type=pa.float64()),
+            pa.array([float(r.p99) for r in ordered], type=pa.float64()),
+        ],
+        schema=ROLLUP_SCHEMA,
+    )
+    return _write_parquet(table, [pq.SortingColumn(0), pq.SortingColumn(3)])
+
+
+def parquet_to_rollups(data: bytes) -> list[RollupRow]:
+    """Inverse of rollups_to_parquet (``mean`` is derived, so it is not read back)."""
+    table = _read_parquet(data, ROLLUP_SCHEMA, "rollup")
+    column = table.column
+    return [
+        RollupRow(*values)
+        for values in zip(
+            column("period").to_pylist(),
+            column("period_start").cast(pa.int64()).to_pylist(),
+            column("period_end").cast(pa.int64()).to_pylist(),
+            *(column(name).to_pylist() for name in (
+                "event_type", "count", "sum", "min", "max", "distinct_users", "p50", "p95", "p99")),
+            strict=True,
+        )
+    ]
+
+
+MANIFEST_FORMAT: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What the batch layer read for one period, written after the period's output.
+
+    inputs: every object listed in the period's raw folders, key -> ETag (skipped ones included,
+      so that an unchanged listing is recognised whole);
+    skipped: key -> why it was not counted (a foreign name, not a raw archive file, ...);
+    output: the rollup object written, None when no event was counted.
+    No wall-clock time: the same inputs give the same bytes.
+    """
+
+    period: str
+    start_ms: int
+    end_ms: int
+    inputs: Mapping[str, str]
+    skipped: Mapping[str, str]
+    events: int
+    rows: int
+    output: str | None
+
+
+def manifest_to_json(manifest: Manifest) -> bytes:
+    return orjson.dumps({
+        "format": MANIFEST_FORMAT,
+        "period": manifest.period,
+        "start_ms": manifest.start_ms,
+        "end_ms": manifest.end_ms,
+        "start": iso_utc(manifest.start_ms),
+        "inputs": dict(manifest.inputs),
+        "skipped": dict(manifest.skipped),
+        "events": manifest.events,
+        "rows": manifest.rows,
+        "output": manifest.output,
+    }, option=_JSON_OPTIONS | orjson.OPT_INDENT_2)
+
+
+def manifest_from_json(data: bytes) -> Manifest:
+    """Inverse of manifest_to_json; ValueError if it is not a manifest of this format."""
+    try:
+        obj = orjson.loads(data)
+        if obj.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"unknown manifest format {obj.get('format')!r}")
+        return Manifest(period=str(obj["period"]), start_ms=int(obj["start_ms"]), end_ms=int(obj["end_ms"]),
+                        inputs={str(k): str(v) for k, v in obj["inputs"].items()},
+                        skipped={str(k): str(v) for k, v in obj["skipped"].items()},
+                        events=int(obj["events"]), rows=int(obj["rows"]),
+                        output=None if obj["output"] is None else str(obj["output"]))
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a batch manifest: {exc}") from None

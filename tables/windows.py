@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_WINDOWS",
+    "RESERVED_NAMES",
     "WindowSpec",
     "closed_upto_ms",
     "is_closed",
@@ -17,6 +18,8 @@ __all__ = [
 ]
 
 DEFAULT_WINDOWS = "tumbling_1m:60s,hopping_1m:60s:30s"
+# The batch layer's rollup datasets live beside the windows' under aggregated/ (sinks/lake.py).
+RESERVED_NAMES = frozenset({"hourly", "daily"})
 
 # Window names end up in S3 paths and Redis keys verbatim, so they are
 # restricted to a charset that needs no escaping anywhere.
@@ -105,6 +108,8 @@ def parse_windows(text: str) -> tuple[WindowSpec, ...]:
             spec = _parse_window_item(item)
         except ValueError as exc:
             raise ValueError(f"invalid window {item!r}: {exc}") from exc
+        if spec.name in RESERVED_NAMES:
+            raise ValueError(f"invalid window {item!r}: {spec.name!r} is reserved for the batch layer's rollups")
         if spec.name in seen:
             # Names key the tables and export paths; duplicates would merge data.
             raise ValueError(f"invalid window {item!r}: duplicate name {spec.name!r}")

@@ -123,6 +123,8 @@ def test_parse_windows_mixed_units_and_whitespace() -> None:
         ("a:60s,", "empty item"),
         ("a:60s,,b:60s", "empty item"),
         ("a:60s,a:30s", "'a:30s'.*duplicate name"),
+        ("a:60s,hourly:1h", "'hourly:1h'.*reserved for the batch layer"),
+        ("daily:24h", "'daily:24h'.*reserved"),
         ("a", "'a'.*name:size"),
         ("a:1s:1s:1s", "'a:1s:1s:1s'"),
         ("a:1s,b:xyz", "'b:xyz'.*invalid duration"),

@@ -1,0 +1,83 @@
+"""Reading a period's raw files: what is counted, and what is skipped and why.
+
+An object under a period's hour folders is counted only if its name is one the archiver
+writes (sinks.lake.archive_key), it is a Parquet file of RAW_SCHEMA (sinks.rows), and its
+rows belong to it: the partition of its name, offsets from its first offset on, event times
+within its hour. Anything else is foreign: skipped with a reason, never counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batch.periods import HOUR_MS
+from sinks.lake import RawKey, parse_raw_key
+from sinks.rows import read_raw_table
+
+__all__ = ["ROLLUP_INPUT_SCHEMA", "PeriodInputs", "check_raw_table"]
+
+# The columns the rollups read.
+ROLLUP_INPUT_SCHEMA: Final = pa.schema([("user_id", pa.string()), ("event_type", pa.string()),
+                                        ("value", pa.float64())])
+
+FOREIGN_NAME: Final = "foreign name: not part-PPPPP-OOOOOOOOOOOOOOOOOOOO.parquet"
+
+
+def check_raw_table(table: pa.Table, name: RawKey) -> str | None:
+    """Why a raw table does not belong where its name puts it, or None if it does."""
+    assert name.hour_start_ms is not None and name.partition is not None and name.start_offset is not None
+    if table.num_rows == 0:
+        return "an empty file (the archiver never writes one)"
+    partitions = pc.min_max(table.column("partition"))
+    if partitions["min"].as_py() != name.partition or partitions["max"].as_py() != name.partition:
+        return f"rows of another partition than {name.partition}"
+    if pc.min(table.column("offset")).as_py() < name.start_offset:
+        return f"offsets before the file's first offset {name.start_offset}"
+    times = pc.min_max(table.column("timestamp").cast(pa.int64()))
+    low, high = times["min"].as_py(), times["max"].as_py()
+    if low is None or low < name.hour_start_ms or high >= name.hour_start_ms + HOUR_MS:
+        return "event times outside its hour folder"
+    return None
+
+
+@dataclass(slots=True)
+class PeriodInputs:
+    """Streams the counted rows of a period's raw objects, one file in memory at a time.
+
+    `read(key)` returns an object's bytes (S3 errors propagate: the hour cannot be read).
+    After the stream: `events` counted, `skipped` key -> reason, `archive_files` objects with an
+    archiver's name (counted or not)."""
+
+    prefix: str
+    listing: Mapping[str, str]
+    read: Callable[[str], bytes]
+    events: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    archive_files: int = 0
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        for key in sorted(self.listing):  # the lake's order: the same input, the same sums bit for bit
+            name = parse_raw_key(self.prefix, key)
+            if not name.archive_name:
+                self.skipped[key] = FOREIGN_NAME
+                continue
+            self.archive_files += 1
+            try:
+                table = read_raw_table(self.read(key))
+            except (ValueError, pa.ArrowException) as exc:
+                self.skipped[key] = f"not a raw archive file: {str(exc)[:200]}"
+                continue
+            reason = check_raw_table(table, name)
+            if reason is not None:
+                self.skipped[key] = reason
+                continue
+            self.events += table.num_rows
+            yield from table.select(ROLLUP_INPUT_SCHEMA.names).to_batches()
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(ROLLUP_INPUT_SCHEMA, self.batches())

@@ -1,0 +1,153 @@
+"""One run of the batch layer: every sealed period whose inputs changed, hours first, then days.
+
+Per period: list its raw folders (key -> ETag), compare with its manifest, and if they differ
+(or it has none) compute its rollup, write it, and only then write the manifest. A crash at any
+point leaves either an old manifest (the period is computed again, its output replaced whole) or
+a new one whose output is already in place. Days are computed after their hours, from the raw
+files (exact distinct counts and percentiles cannot be merged from hourly rows).
+
+Blocking (S3 calls): run it in a thread, not on an event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from batch.inputs import PeriodInputs
+from batch.manifest import reason_to_process
+from batch.periods import Period, day_of, periods_overlapping
+from batch.rollup import rollup
+from batch.sealing import is_sealed
+from sinks.lake import RAW_DIR, manifest_key, parse_raw_key, rollup_key
+from sinks.rows import (
+    JSON_CONTENT_TYPE,
+    PARQUET_CONTENT_TYPE,
+    Manifest,
+    manifest_from_json,
+    manifest_to_json,
+    rollups_to_parquet,
+)
+
+__all__ = ["BatchLake", "Plan", "RunReport", "UnreadableHourError", "run_batch"]
+
+
+
+class BatchLake(Protocol):
+    """The lake as the batch job uses it (sinks.lake.S3Lake; a dict in unit tests)."""
+
+    @property
+    def bucket(self) -> str: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    def list_etags(self, prefix: str) -> dict[str, str]: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> None: ...
+
+
+class UnreadableHourError(RuntimeError):
+    """A sealed period has raw files and none of them could be read: its rollup would be wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """--from/--to: recompute the hours overlapping [from_ms, to_ms) and their days, even when up to date."""
+
+    from_ms: int | None = None
+    to_ms: int | None = None
+
+    @property
+    def backfill(self) -> bool:
+        return self.from_ms is not None or self.to_ms is not None
+
+
+@dataclass(slots=True)
+class RunReport:
+    processed: list[Period] = field(default_factory=list)
+    up_to_date: int = 0
+    not_sealed: list[Period] = field(default_factory=list)
+    objects_written: int = 0
+    skipped: set[str] = field(default_factory=set)  # keys of foreign or unreadable objects met
+
+    @property
+    def skipped_objects(self) -> int:
+        return len(self.skipped)
+
+
+def run_batch(lake: BatchLake, *, sealed_until_ms: int | None, plan: Plan, say: Callable[[str], None]) -> RunReport:
+    report = RunReport()
+    hours = _raw_listing(lake, say, report)
+    selected = periods_overlapping(sorted(hours), plan.from_ms, plan.to_ms)
+    periods = [Period.hourly(h) for h in selected] + [Period.daily(d) for d in sorted({day_of(h) for h in selected})]
+    prefix = lake.prefix
+    manifests = lake.list_etags(f"{prefix}batch/manifests/")
+    outputs = {*lake.list_etags(f"{prefix}aggregated/hourly/"), *lake.list_etags(f"{prefix}aggregated/daily/")}
+    for period in periods:
+        listing = {key: etag for hour in period.hours() for key, etag in hours.get(hour, {}).items()}
+        key = manifest_key(prefix, period.kind, period.start_ms)
+        old = _read_manifest(lake, key, say) if key in manifests else None
+        if not is_sealed(period, sealed_until_ms, processed_before=old is not None):
+            report.not_sealed.append(period)
+            continue
+        reason = reason_to_process(old, listing, output_present=old is not None and old.output in outputs)
+        if reason is None and plan.backfill:
+            reason = "backfill (--from/--to)"
+        if reason is None:
+            report.up_to_date += 1
+            continue
+        _process(lake, period, listing, reason, say, report)
+    return report
+
+
+def _raw_listing(lake: BatchLake, say: Callable[[str], None], report: RunReport) -> dict[int, dict[str, str]]:
+    """Every object under events/, by hour folder; objects outside any hour folder are reported."""
+    hours: dict[int, dict[str, str]] = {}
+    for key, etag in sorted(lake.list_etags(f"{lake.prefix}{RAW_DIR}").items()):
+        hour = parse_raw_key(lake.prefix, key).hour_start_ms
+        if hour is None:
+            say(f"warning: skipped s3://{lake.bucket}/{key}: foreign object, not in an hour folder "
+                "events/year=YYYY/month=MM/day=DD/hour=HH/")
+            report.skipped.add(key)
+            continue
+        hours.setdefault(hour, {})[key] = etag
+    return hours
+
+
+def _read_manifest(lake: BatchLake, key: str, say: Callable[[str], None]) -> Manifest | None:
+    try:
+        return manifest_from_json(lake.get_bytes(key))
+    except ValueError as exc:
+        say(f"warning: s3://{lake.bucket}/{key} is not a readable manifest ({exc}): its period is computed again")
+        return None
+
+
+def _process(lake: BatchLake, period: Period, listing: Mapping[str, str], reason: str, say: Callable[[str], None],
+             report: RunReport) -> None:
+    inputs = PeriodInputs(lake.prefix, listing, lake.get_bytes)
+    rows = rollup(period, inputs.reader())
+    for key, why in sorted(inputs.skipped.items()):
+        say(f"warning: {period.label()}: skipped s3://{lake.bucket}/{key}: {why}")
+    report.skipped.update(inputs.skipped)
+    if inputs.archive_files and not inputs.events:
+        first = min(inputs.skipped)
+        raise UnreadableHourError(
+            f"error: {period.label()} is sealed but cannot be read: none of its {inputs.archive_files} raw files "
+            f"could be counted (s3://{lake.bucket}/{first}: {inputs.skipped[first]})")
+    output = None
+    if rows:
+        output = rollup_key(lake.prefix, period.kind, period.start_ms)
+        lake.put_bytes(output, rollups_to_parquet(rows), PARQUET_CONTENT_TYPE)
+        report.objects_written += 1
+    where = f"s3://{lake.bucket}/{output}" if output else "no output (no event counted)"
+    say(f"{period.label()}: {len(rows)} rows from {inputs.events} events ({reason}): {where}")
+    manifest = Manifest(period=period.kind, start_ms=period.start_ms, end_ms=period.end_ms, inputs=dict(listing),
+                        skipped=dict(inputs.skipped), events=inputs.events, rows=len(rows), output=output)
+    lake.put_bytes(manifest_key(lake.prefix, period.kind, period.start_ms), manifest_to_json(manifest),
+                   JSON_CONTENT_TYPE)
+    report.objects_written += 1
+    report.processed.append(period)

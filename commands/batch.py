@@ -1,0 +1,112 @@
+"""`faust -A app batch [--from T] [--to T]`: the batch layer's hourly and daily rollups (batch/)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+from faust.cli import AppCommand, option
+
+from batch.job import Plan, UnreadableHourError, run_batch
+from batch.periods import parse_time
+from batch.sealing import sealed_until, uncovered
+from batch.stage1 import Stage1Reader
+from channels import topics_for
+from events import iso_utc
+from settings import Settings
+from sinks.errors import SinkConfigurationError, SinkUnavailableError
+from sinks.lake import S3Lake, make_s3_client_factory
+from stream.clients import client_options
+from stream.runner import exit_with_line
+
+KAFKA_DEADLINE_S = 120.0  # reading stage 1's topics; past it the broker is not answering
+ARCHIVE_WAIT_EXTRA_S = 30.0  # on top of ARCHIVE_MAX_AGE, for the archive to catch up with an observation
+S3_ATTEMPTS = 5  # botocore's own retries with backoff: a CLI run has no retry loop of its own
+
+
+def _say(line: str) -> None:
+    # The real stdout: the command runs inside a mode Worker, which may redirect sys.stdout to its log.
+    stream = sys.__stdout__ or sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def _time_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """One line naming the option and exit status 2, rather than click's three-line usage error."""
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        exit_with_line(f"error: invalid {param.opts[0]}: {exc}", 2)
+        raise  # not reached: exit_with_line ends the process
+
+
+async def sealed_until_now(settings: Settings) -> int | None:
+    """The sealing bound (batch/sealing.py): observe stage 1, then wait for its archive to catch up."""
+    topics = topics_for(settings)
+    stage1 = Stage1Reader(client_options(settings.kafka), watermarks=topics.watermarks,
+                          ingest_state=topics.ingest_state, partitions=settings.kafka.topic_partitions)
+    await stage1.start()
+    try:
+        view = await stage1.observe()
+        if view.low_watermark_ms is None:
+            _say(f"no low watermark yet on {topics.watermarks} (not every input partition has published one): "
+                 "only hours processed before are checked")
+            return None
+        archive_next = dict(view.archive_next)
+        if uncovered(view.fold_next, archive_next):
+            timeout_s = settings.pipeline.archive_max_age_ms / 1000 + ARCHIVE_WAIT_EXTRA_S
+            archive_next = await stage1.wait_for_archive(view.fold_next, timeout_s=timeout_s)
+        behind = uncovered(view.fold_next, archive_next)
+        if behind:
+            _say(f"the raw archive of input partitions {behind} has not caught up with stage 1: hours after the last "
+                 "processed ones wait for the next run")
+        return sealed_until(view.low_watermark_ms, behind)
+    finally:
+        await stage1.stop()
+
+
+class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
+    """Compute the hourly and daily rollups of every sealed hour whose raw files changed (the batch layer)."""
+
+    options = [
+        option("--from", "from_", metavar="T", callback=_time_option,
+               help="Recompute the hours overlapping [--from, --to) and their days, even if up to date. "
+                    "ISO-8601 (no zone means UTC) or epoch milliseconds."),
+        option("--to", "to", metavar="T", callback=_time_option, help="End of the range (exclusive)."),
+    ]
+
+    async def run(self, from_: int | None, to: int | None) -> None:
+        settings: Settings = self.app.settings  # type: ignore[attr-defined]
+        if from_ is not None and to is not None and to <= from_:
+            exit_with_line(f"error: invalid --to: {iso_utc(to)} is not after --from {iso_utc(from_)}", 2)
+        try:
+            bound = await asyncio.wait_for(sealed_until_now(settings), KAFKA_DEADLINE_S)
+        except Exception as exc:  # noqa: BLE001 - any failure to read stage 1 ends the run in one line
+            exit_with_line(f"error: cannot read stage 1's watermarks and positions from Kafka: {exc!r}", 1)
+        if bound is not None:
+            _say(f"sealed: every hour ending by {iso_utc(bound)}")
+        lake_settings = settings.lake
+        lake = S3Lake(lake_settings.bucket, lake_settings.prefix,
+                      make_s3_client_factory(lake_settings.endpoint_url, lake_settings.region,
+                                             max_attempts=S3_ATTEMPTS))
+        lake.open()
+        try:
+            report = await asyncio.to_thread(run_batch, lake, sealed_until_ms=bound, plan=Plan(from_, to), say=_say)
+        except UnreadableHourError as exc:
+            exit_with_line(str(exc), 1)
+        except (SinkUnavailableError, SinkConfigurationError) as exc:
+            exit_with_line(f"error: {exc}", 1)
+        finally:
+            lake.close()
+        hours = sum(1 for period in report.processed if period.kind == "hourly")
+        _say(f"batch: {_count(hours, 'hour')} and {_count(len(report.processed) - hours, 'day')} computed, "
+             f"{report.up_to_date} up to date, {len(report.not_sealed)} not sealed yet; "
+             f"{_count(report.objects_written, 'object')} written, "
+             f"{_count(report.skipped_objects, 'foreign object')} skipped")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"

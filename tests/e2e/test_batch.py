@@ -1,0 +1,279 @@
+"""The batch layer end to end: a real worker on the embedded stack archives an event set spanning
+several hours and a day boundary; `faust -A app batch` (a subprocess) computes the hourly and daily
+rollups, which must equal a plain-Python reference exactly (distinct counts and nearest-rank
+percentiles included). Late events then arrive for hours already sealed and processed; a batch run
+is SIGKILLed in its middle, and the next run recomputes exactly the touched hours and their days.
+A run after that writes no object at all."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import groundtruth as gt
+import orjson
+import pyarrow.dataset as ds
+from helpers import wait_for
+from pipeline_harness import (
+    ROOT,
+    Names,
+    Worker,
+    create_topics,
+    list_keys,
+    names_for,
+    produce,
+    read_archive,
+    run,
+    web_port,
+    worker_env,
+)
+from pyarrow import fs
+
+from devstack.stack import Endpoints
+from sinks.lake import manifest_key, rollup_key
+from sinks.rows import parquet_to_rollups
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+START_MS = int(datetime(2026, 11, 1, 21, 30, tzinfo=timezone.utc).timestamp() * 1000)
+SPAN_MS = 4 * HOUR_MS  # 21:30 on Nov 1 to 01:30 on Nov 2: five hour folders, two days
+# Past the end of Nov 2 by more than the lateness: every hour and both days are sealed.
+SENTINEL_MS = int(datetime(2026, 11, 3, 0, 30, tzinfo=timezone.utc).timestamp() * 1000)
+PER_PARTITION = 500
+STEP_DEADLINE_S = 120.0
+BATCH_DEADLINE_S = 120.0
+
+Event = tuple[str, str, int, float]  # user_id, event_type, event_ms, value
+
+
+def on_time_events() -> list[gt.Produced]:
+    """In event-time order per partition, disorder within the lateness, hostile strings included."""
+    rng = random.Random(5)
+    records = []
+    for i in range(PER_PARTITION):
+        for partition in range(gt.PARTITIONS):
+            event_ms = START_MS + i * (SPAN_MS // PER_PARTITION) + partition * 11 - rng.choice((0, 0, 2_000, 7_000))
+            user = rng.choice(gt.USERS + ("u4", "u5", "u6"))
+            value = rng.randrange(-400, 400) / 4
+            records.append(gt.Produced(partition, user.encode(), gt.encode(user, rng.choice(gt.EVENT_TYPES), event_ms,
+                                                                          value)))
+    return records
+
+
+def late_events() -> list[gt.Produced]:
+    """For hours already sealed and processed: 22:xx and 00:xx, a day late for 21:xx, a new event type
+    and new users (the distinct counts change), on every partition."""
+    rng = random.Random(9)
+    records = []
+    hours = (START_MS + 40 * 60_000, START_MS + 60 * 60_000, START_MS + 170 * 60_000)  # 22:10, 22:30, 00:20
+    for partition in range(gt.PARTITIONS):
+        for n, at in enumerate(hours):
+            user = f"late-{partition}-{n}"
+            event_type = "refund" if n == 2 else rng.choice(gt.EVENT_TYPES)
+            records.append(gt.Produced(partition, user.encode(), gt.encode(user, event_type, at + partition, 99.75)))
+    # A day-late event of 21:xx (Nov 1): stage 1 judges it like the others; the batch layer counts it.
+    records.append(gt.Produced(1, b"u1", gt.encode("u1", "click", START_MS + 5 * 60_000, -100.0)))
+    return records
+
+
+def sentinels() -> list[gt.Produced]:
+    return [gt.Produced(p, b"sentinel", gt.encode("sentinel", "sentinel", SENTINEL_MS, 0.0))
+            for p in range(gt.PARTITIONS)]
+
+
+# -- the reference, in plain Python ----------------------------------------------------------
+
+
+def decode(records: Iterable[gt.Produced]) -> list[Event]:
+    found = []
+    for record in records:
+        valid = gt.decode_valid(record)
+        assert valid is not None
+        user = orjson.loads(record.value)["user_id"]
+        found.append((user, valid.event_type, valid.event_ms, valid.value))
+    return found
+
+
+def nearest_rank(ordered: list[float], percent: int) -> float:
+    """The smallest value with at least percent% of the values at or below it: v[ceil(p·n/100)]."""
+    rank = -(-percent * len(ordered) // 100)
+    return ordered[max(rank, 1) - 1]
+
+
+Row = tuple[str, int, int, str, int, float, float, float, float, int, float, float, float]
+
+
+def reference(events: list[Event]) -> dict[str, list[Row]]:
+    """Object key -> rows, for every hour and day holding events (sentinels excluded)."""
+    periods: dict[tuple[str, int], dict[str, list[tuple[str, float]]]] = {}
+    for user, event_type, event_ms, value in events:
+        for kind, length in (("hourly", HOUR_MS), ("daily", DAY_MS)):
+            start = event_ms - event_ms % length
+            periods.setdefault((kind, start), {}).setdefault(event_type, []).append((user, value))
+    expected: dict[str, list[Row]] = {}
+    for (kind, start), by_type in periods.items():
+        length = HOUR_MS if kind == "hourly" else DAY_MS
+        rows = []
+        for event_type in sorted(by_type):
+            items = by_type[event_type]
+            values = sorted(value for _, value in items)
+            total = math.fsum(values)
+            rows.append((kind, start, start + length, event_type, len(values), total, values[0], values[-1],
+                         total / len(values), len({user for user, _ in items}), nearest_rank(values, 50),
+                         nearest_rank(values, 95), nearest_rank(values, 99)))
+        expected[rollup_key("", kind, start)] = rows
+    return expected
+
+
+def lake_rows(client: object, bucket: str) -> dict[str, list[Row]]:
+    found = {}
+    for prefix in ("aggregated/hourly/", "aggregated/daily/"):
+        for key in list_keys(client, bucket, prefix):
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
+            found[key] = [(*row[:8], row.mean, *row[8:]) for row in parquet_to_rollups(body)]
+    return found
+
+
+def etags(client: object, bucket: str) -> dict[str, str]:
+    found = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):  # type: ignore[attr-defined]
+        found.update({obj["Key"]: obj["ETag"] for obj in page.get("Contents", [])})
+    return found
+
+
+# -- the batch command as a process -------------------------------------------------------
+
+
+BATCH_COMMAND = [sys.executable, "-m", "faust", "-A", "app", "batch"]
+
+
+def run_batch(env: dict[str, str], log: Path) -> str:
+    result = subprocess.run(BATCH_COMMAND, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=BATCH_DEADLINE_S)
+    with open(log, "a") as out:
+        out.write(result.stdout + result.stderr)
+    assert result.returncode == 0, f"batch failed ({result.returncode}): {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def kill_batch_mid_run(env: dict[str, str], log: Path) -> list[str]:
+    """SIGKILL the run as soon as it reports its first period written (its output is in S3, its
+    manifest not yet, and the other periods are still to do)."""
+    process = subprocess.Popen(BATCH_COMMAND, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    seen = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        seen.append(line)
+        if " rows from " in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=30)
+    with open(log, "a") as out:
+        out.write("".join(seen) + "[SIGKILL]\n")
+    assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {''.join(seen)}"
+    return seen
+
+
+# -- the test -------------------------------------------------------------------------------
+
+
+def _archived(client: object, names: Names) -> int:
+    return sum(len(rows) for rows in read_archive(client, names.bucket).values())
+
+
+def test_batch_rollups_equal_the_reference_with_late_data_and_a_sigkill(stack: Endpoints, unique_name: str,
+                                                                        tmp_path: Path) -> None:
+    names = names_for(unique_name)
+    client = stack.s3_client()
+    client.create_bucket(Bucket=names.bucket)
+    run(create_topics(stack, names))
+    env = worker_env(stack, names, tmp_path / "state", web_port())
+    worker = Worker(env, tmp_path / "worker.log")
+    batch_log = tmp_path / "batch.log"
+    worker.start()
+    try:
+        phase1 = on_time_events()
+        run(produce(stack, names.events, phase1 + sentinels()))
+        wait_for(lambda: worker.status()["frontier_ms"] == SENTINEL_MS - gt.LATENESS_MS, timeout_s=STEP_DEADLINE_S,
+                 what="the frontier to pass both days", detail=worker.status)
+        wait_for(lambda: _archived(client, names) == len(phase1) + gt.PARTITIONS, timeout_s=STEP_DEADLINE_S,
+                 what="every event in the raw archive")
+
+        # Run 1: every hour and both days, sealed.
+        out = run_batch(env, batch_log)
+        expected = reference(decode(phase1))
+        assert len([k for k in expected if "/hourly/" in k]) == 5 and len([k for k in expected if "/daily/" in k]) == 2
+        assert "5 hours and 2 days computed" in out and "14 objects written" in out, out
+        assert lake_rows(client, names.bucket) == expected
+        first = etags(client, names.bucket)
+
+        # Late events for sealed, processed hours: new raw files in their hour folders.
+        phase2 = late_events()
+        run(produce(stack, names.events, phase2))
+        wait_for(lambda: _archived(client, names) == len(phase1) + len(phase2) + gt.PARTITIONS,
+                 timeout_s=STEP_DEADLINE_S, what="the late events in the raw archive")
+
+        # Run 2 is killed after its first period's output; run 3 completes it exactly.
+        kill_batch_mid_run(env, batch_log)
+        out = run_batch(env, batch_log)
+        assert not re.search(r"\b0 objects written", out), f"the killed run had left nothing to do: {out}"
+        expected = reference(decode(phase1 + phase2))
+        assert lake_rows(client, names.bucket) == expected
+        touched = {rollup_key("", "hourly", START_MS - START_MS % HOUR_MS + h * HOUR_MS) for h in (0, 1, 3)} | {
+            rollup_key("", "daily", START_MS - START_MS % DAY_MS + d * DAY_MS) for d in (0, 1)}
+        now = etags(client, names.bucket)
+        changed = {key for key in first if key.startswith("aggregated/") and now[key] != first[key]}
+        assert changed == touched, "only the hours with late files and their days are recomputed"
+        for key in touched:
+            kind, start = ("hourly" if "/hourly/" in key else "daily"), int(key.rsplit("-", 1)[1].split(".")[0])
+            assert manifest_key("", kind, start) in now
+
+        # Run 4: nothing new, nothing written.
+        out = run_batch(env, batch_log)
+        assert re.search(r"\b0 hours and 0 days computed, 7 up to date, 2 not sealed yet; 0 objects written", out), out
+        assert etags(client, names.bucket) == now
+        _check_hive_readers(stack, names, expected)
+
+        # A foreign object in a processed hour: reported, skipped, recorded; the rows stay exact.
+        hour23 = "events/year=2026/month=11/day=01/hour=23/"
+        client.put_object(Bucket=names.bucket, Key=f"{hour23}notes.txt", Body=b"not a raw file")
+        out = run_batch(env, batch_log)
+        assert f"skipped s3://{names.bucket}/{hour23}notes.txt: foreign name" in out, out
+        assert "1 hour and 1 day computed" in out, out
+        assert lake_rows(client, names.bucket) == expected
+
+        # A sealed hour whose only raw file cannot be read: one line, a non-zero exit.
+        key = "events/year=2026/month=11/day=02/hour=05/part-00000-00000000000000000000.parquet"
+        client.put_object(Bucket=names.bucket, Key=key, Body=b"garbage")
+        result = subprocess.run(BATCH_COMMAND, cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=BATCH_DEADLINE_S)
+        assert result.returncode == 1, result.stdout + result.stderr
+        line, = result.stderr.splitlines()
+        assert line.startswith(f"error: hour 2026-11-02T05Z is sealed but cannot be read: none of its 1 raw files "
+                               f"could be counted (s3://{names.bucket}/{key}: not a raw archive file"), line
+    finally:
+        worker.stop()
+
+
+def _check_hive_readers(stack: Endpoints, names: Names, expected: dict[str, list[Row]]) -> None:
+    """Both datasets read as Hive-partitioned Parquet by pyarrow, and queried by DuckDB."""
+    s3 = fs.S3FileSystem(endpoint_override=stack.s3_endpoint, access_key=stack.credentials["AWS_ACCESS_KEY_ID"],
+                         secret_key=stack.credentials["AWS_SECRET_ACCESS_KEY"], region="us-east-1")
+    for kind, columns in (("hourly", {"year", "month", "day", "hour"}), ("daily", {"year", "month", "day"})):
+        dataset = ds.dataset(f"{names.bucket}/aggregated/{kind}", filesystem=s3, format="parquet", partitioning="hive")
+        table = dataset.to_table()
+        assert columns <= set(table.column_names)
+        want = sorted(row for key, rows in expected.items() if f"/{kind}/" in key for row in rows)
+        assert table.num_rows == len(want)
+        got = duckdb.sql('SELECT event_type, "count", distinct_users, p99 FROM dataset '
+                         "ORDER BY period_start, event_type").fetchall()
+        assert got == [(r[3], r[4], r[9], r[12]) for r in sorted(want, key=lambda r: (r[1], r[3]))]
