@@ -65,10 +65,12 @@ prometheus:
 	  echo "prometheus is not installed and cannot be (needs root and apt-get): the alert rule tests will be skipped"
 
 ## bench: whole-pipeline events/s and export latency, median of RUNS runs of EVENTS preloaded events
+## (EVENT_TYPES=N: N distinct event types instead of 3)
 EVENTS ?= 200000
 RUNS ?= 3
+EVENT_TYPES ?=
 bench: install
-	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS)
+	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES))
 
 ## bench-batch: the batch layer's rollup throughput, raw events/s for an hour of BATCH_EVENTS raw events (median of RUNS)
 BATCH_EVENTS ?= 5000000

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 from faust.exceptions import AlreadyConfiguredWarning
 
-from faust_compat import WorkerBoot, check_version, refuse_worker_overrides
+from faust_compat import QuietWorker, WorkerBoot, check_version, refuse_worker_overrides
 from settings import Settings, SettingsError, load, load_or_exit
 from stats import PipelineStats
 from stream.runner import exit_with_line
@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> PipelineApp:
         web_stats_enabled=False,
         web_metrics_enabled=False,
         origin="app",
+        Worker=QuietWorker,
     )
     app.settings = settings
     app.stats = PipelineStats()

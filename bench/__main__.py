@@ -39,7 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls
 from events import Event, encode_event
-from loadgen import EventGenerator, produce_events
+from loadgen import DEFAULT_TYPES, EventGenerator, produce_events
 from settings import load_devstack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,14 @@ def _event_ms(index: int) -> int:
     return BASE_MS + index * 1000 // EVENTS_PER_EVENT_SECOND
 
 
-async def _preload(bootstrap: str, topic: str, count: int) -> int:
+def _types(event_types: int | None) -> str:
+    """The generator's default types, or N equally likely ones (high cardinality: N keys per window)."""
+    if event_types is None:
+        return DEFAULT_TYPES
+    return ",".join(f"type{i:05d}" for i in range(event_types))
+
+
+async def _preload(bootstrap: str, topic: str, count: int, event_types: int | None = None) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -80,7 +87,7 @@ async def _preload(bootstrap: str, topic: str, count: int) -> int:
             await producer.send(topic, key=key, value=value)
 
         # The produce command's generator and loop at --rate 0, with event time from BASE_MS.
-        await produce_events(send, EventGenerator(seed=1, users=10_000), rate=0, count=count,
+        await produce_events(send, EventGenerator(seed=1, users=10_000, types=_types(event_types)), rate=0, count=count,
                              event_ms=_event_ms)
         last_ms = BASE_MS + count * 1000 // EVENTS_PER_EVENT_SECOND
         for partition in range(PARTITIONS):
@@ -101,12 +108,12 @@ def _status(port: int) -> dict[str, Any] | None:
 
 
 def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path,
-             py_spy: str | None = None) -> dict[str, Any]:
+             py_spy: str | None = None, event_types: int | None = None) -> dict[str, Any]:
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"{run_id}-events"
     bootstrap = endpoints.broker_url.removeprefix("kafka://")
     started = time.monotonic()
-    asyncio.run(_preload(bootstrap, topic, events))
+    asyncio.run(_preload(bootstrap, topic, events, event_types))
     preload_s = time.monotonic() - started
 
     s3 = endpoints.s3_client()
@@ -177,9 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000, help="events preloaded per run (default 200000)")
     parser.add_argument("--runs", type=int, default=3, help="runs; the summary is their median (default 3)")
     parser.add_argument("--py-spy", metavar="PATH", help="profile the worker with this py-spy binary")
+    parser.add_argument("--event-types", type=int, metavar="N",
+                        help="N equally likely event types instead of the generator's 3 (high cardinality)")
     args = parser.parse_args(argv)
     if args.events < 1 or args.runs < 1:
         parser.error("--events and --runs must be at least 1")
+    if args.event_types is not None and not 1 <= args.event_types <= 100_000:
+        parser.error("--event-types must be between 1 and 100000")
 
     # Readiness probes connect before a server listens; their clients' errors are expected noise.
     for noisy in ("aiokafka", "botocore", "urllib3"):
@@ -195,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         with Stack(config, buckets=[], env=env) as endpoints:
             for i in range(args.runs):
-                result = run_once(endpoints, args.events, work_dir, log_dir, args.py_spy)
+                result = run_once(endpoints, args.events, work_dir, log_dir, args.py_spy, args.event_types)
                 results.append(result)
                 print(f"run {i + 1}: {json.dumps(result)}", flush=True)
     summary = {
-        "machine": _machine(), "events": args.events, "runs": args.runs,
+        "machine": _machine(), "events": args.events, "runs": args.runs, "event_types": args.event_types or 3,
         "median_events_per_s": statistics.median(r["events_per_s"] for r in results),
         "median_export_delay_p50_ms": statistics.median(r["export_delay_p50_ms"] or 0 for r in results),
         "median_export_delay_p99_ms": statistics.median(r["export_delay_p99_ms"] or 0 for r in results),

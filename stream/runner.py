@@ -40,7 +40,10 @@ from stream.tail import reader
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 100
-MAX_POLL_RECORDS = 20_000
+# A batch runs to its end before the loop does anything else (stage 2's exports, ticks, web):
+# 5,000 records keep that under ~100 ms at full speed. Measured with 1M events: 20,000 gave the same
+# throughput with twice the export delay (p50 930 ms against 500 ms).
+MAX_POLL_RECORDS = 5_000
 COMMIT_EVERY_S = 5.0  # committed offsets are for monitoring tools only; positions live in the state
 REVOKE_FLUSH_TIMEOUT_S = 20.0
 CRASH_EXIT_STATUS = 70  # EX_SOFTWARE
