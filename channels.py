@@ -12,7 +12,7 @@ class Topics:
     events: str  # input, keyed by user_id
     dead_letters: str
     late: str
-    partials: str  # stage 1 -> stage 2, keyed by (window, window_start, event_type)
+    partials: str  # stage 1 -> stage 2, keyed by (window, window_start, event_type), partitioned by type
     watermarks: str  # each input partition's watermark, published by its owner
     ingest_state: str  # stage 1's changelog: per input partition, partials and position
     export_state: str  # stage 2's changelog: per partials partition, totals, frontiers, ledger, position

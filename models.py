@@ -13,7 +13,7 @@
   record that says where the partition's input resumes.
 
 Keys are built here too, so stage 1, stage 2 and the web views agree, and the partition a
-window key's partial goes to is picked by one function.
+window key's partial goes to is picked by one function (by its event type).
 """
 
 from __future__ import annotations
@@ -64,10 +64,16 @@ def parse_window_key(text: str) -> PartialKey:
     return PartialKey(window, int(start_ms), decode_key_part(event_type))
 
 
-def partial_partition(message_key: bytes, partitions: int) -> int:
-    """The partials-topic partition of a window key: Kafka's default partitioner (murmur2), so any
-    client computes the same, and the web router finds a key's stage-2 owner with it."""
-    return (murmur2(message_key) & 0x7FFFFFFF) % partitions
+def partial_partition(event_type: str, partitions: int) -> int:
+    """The partials-topic partition of every window key of `event_type`: Kafka's default partitioner
+    (murmur2) of the encoded event type, so any client computes the same, and the web router finds a
+    key's stage-2 owner with it.
+
+    By event type alone, not by the whole window key: one stage-2 partition then exports every window
+    of a type, in start order, which is what per-type alert rules (trailing windows, `for` counts,
+    absence) need as their single home. Changing it changes the topic's layout (README, "Upgrading").
+    """
+    return (murmur2(encode_key_part(event_type).encode()) & 0x7FFFFFFF) % partitions
 
 
 def encode_partial(message: PartialMessage) -> tuple[bytes, bytes]:

@@ -1,7 +1,8 @@
 """Stage 2, the export stage: merge partials, close windows, export each exactly once.
 
-It consumes the partials topic, keyed by (window, window_start, event_type), so each
-window key has one owner. One `ExportPartition` per owned partials partition keeps the
+It consumes the partials topic, keyed by (window, window_start, event_type) and partitioned
+by event type (models.partial_partition), so each window key has one owner, and every window
+of an event type the same one. One `ExportPartition` per owned partials partition keeps the
 newest partial of every input partition per window key (tables.totals), every input
 partition's frontier, the export ledger and its input position, all in that partition
 of one changelog (tables/store.py), written in input order. A restored state is the state

@@ -27,7 +27,7 @@ from faust.web import exceptions
 from yarl import URL
 
 from metrics import CONTENT_TYPE_LATEST
-from models import partial_partition, window_key
+from models import partial_partition
 from monitor import not_ready_reasons
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.rows import WindowRow, row_to_api
@@ -344,7 +344,7 @@ def owners(app: WebApp) -> list[URL]:
 
 def owner_of(app: WebApp, key: PartialKey) -> URL | None:
     """The worker owning this window key: the one whose stage 2 owns the partition its partials go to."""
-    partition = partial_partition(window_key(key).encode(), app.settings.kafka.topic_partitions)
+    partition = partial_partition(key.event_type, app.settings.kafka.topic_partitions)
     for url, partitions in app.pipeline.export_runner.owners().items():
         if partition in partitions:
             return URL(url)

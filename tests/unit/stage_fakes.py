@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from models import partial_partition, source_offset
+from models import parse_window_key, partial_partition, source_offset
 from sinks.lake import ArchiveOutcome
 from sinks.rows import WindowRow
 
@@ -43,7 +43,7 @@ class FakeBroker:
             raise CrashError(f"crash at send {self.sends}")
         if partition is None:
             assert key is not None
-            partition = partial_partition(key, self.partitions)
+            partition = partial_partition(parse_window_key(key.decode()).event_type, self.partitions)
         log = self.logs[(topic, partition)]
         log.append(Sent(key, value, list(headers or []), len(log)))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
