@@ -87,7 +87,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("EXPORT_LEDGER_RETENTION", "24h", "How long stage 2 remembers that a window was exported, after the window's end: a replay of its partials within this horizon cannot re-open it (stage 2 replays at most a batch of its own input after a crash)."),
     Setting("ALERT_RULES", "", "Path of the alert rules file (TOML, see [Alert rules](#alert-rules)); empty means no rules. A bad rule stops startup with one line naming the rule and the field."),
     Setting("LAG_WARNING", "100000", "Log a warning while the input consumer lag of this worker exceeds this many records."),
-    Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write). Empty in production."),
+    Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write, alerts.send). Empty in production."),
     Setting("LOG_LEVEL", "info", "Level of the pipeline's own logs: debug, info, warning or error (faust's logs follow `faust worker -l`)."),
     Setting("DEVSTACK_DIR", "var", "Embedded stack only: directory of the services' data and logs."),
     Setting("DEVSTACK_BROKER_PORT", "9092", "Embedded stack only: port of the Tansu broker."),

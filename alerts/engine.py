@@ -82,6 +82,12 @@ def track_key(rule: str, event_type: str) -> str:
     return f"{rule}:{encode_key_part(event_type)}"
 
 
+def parse_track_key(key: str) -> tuple[str, str]:
+    """(rule, event_type) of a track_key."""
+    rule, _, event_type = key.partition(":")
+    return rule, decode_key_part(event_type)
+
+
 def measure_of(row: Observed | None, measure: str) -> float | None:
     if row is None:
         return 0.0 if measure in ("count", "sum") else None

@@ -109,6 +109,16 @@ class FakeOutputs:
     redis: dict[tuple[str, int, str], WindowRow] = field(default_factory=dict)
     exports: int = 0
     fail_at: int | None = None  # the Nth export raises
+    alerts_active: dict[str, bytes] = field(default_factory=dict)  # Redis' alerts:active hash
+    alerts_recent: dict[bytes, int] = field(default_factory=dict)  # Redis' alerts:recent sorted set
+
+    async def write_alerts(self, alerts: list[tuple[str, str, int, bytes]]) -> None:
+        for state, name, end_ms, body in alerts:
+            if state == "firing":
+                self.alerts_active[name] = body
+            else:
+                self.alerts_active.pop(name, None)
+            self.alerts_recent[body] = end_ms
 
     async def put_archive(self, partition: int, start_offset: int, records: list[Any]) -> ArchiveOutcome:
         return await self.lake.put_archive(partition, start_offset, records)
