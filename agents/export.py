@@ -73,6 +73,7 @@ from models import (
     encode_track,
     frontier_state_key,
     ledger_state_key,
+    partial_partition,
     totals_state_key,
     track_state_key,
 )
@@ -207,6 +208,9 @@ class ExportPartition:
         self.rules: tuple[Rule, ...] = ctx.settings.pipeline.alert_rules
         self.quiet = {w: quiet_limit([r for r in self.rules if r.window == w]) for w in {r.window for r in self.rules}}
         self.alerts_sent_upto = alerts_sent_upto  # the highest sequence number in the alerts topic
+        partitions = ctx.settings.kafka.topic_partitions
+        self._owned_types = {t for rule in self.rules for t in rule.event_types
+                             if partial_partition(t, partitions) == partition}
         self.source_partitions = ctx.settings.kafka.topic_partitions
         self._job: asyncio.Task[None] | None = None
         self._crossings: list[tuple[int, int]] = []  # (low frontier, announced at) since the last export
@@ -370,7 +374,8 @@ class ExportPartition:
     async def _judge(self, step: Step, rows: dict[str, WindowRow]) -> None:
         """The rules of one closed window: alerts sent and awaited, then to Redis, then the state."""
         ctx, state = self.ctx, self.state
-        alerts, changed = evaluate_window(self.rules, state.tracks, step.window, step.start_ms, step.end_ms, rows)
+        alerts, changed = evaluate_window(self.rules, state.tracks, step.window, step.start_ms, step.end_ms, rows,
+                                          self._owned_types.__contains__)
         first_seq = state.alert_seq
         sent = []
         for seq, alert in enumerate(alerts, start=first_seq):

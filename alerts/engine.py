@@ -154,8 +154,12 @@ def step(rule: Rule, track: Track, row: Observed | None) -> tuple[str | None, fl
 
 
 def evaluate_window(rules: Sequence[Rule], tracks: dict[str, Track], window: str, start_ms: int, end_ms: int,
-                    rows: Mapping[str, Observed]) -> tuple[list[Alert], set[str]]:
+                    rows: Mapping[str, Observed], owns: Callable[[str], bool] = lambda _: True
+                    ) -> tuple[list[Alert], set[str]]:
     """Every rule of `window` over one closed window; mutates `tracks` (keyed by track_key).
+
+    `owns` says which listed types are judged here: each stage-2 partition judges the types routed
+    to it (models.partial_partition), so a listed type is judged once, not on every partition.
 
     Returns the alerts, rule by rule in file order and types in sorted order, and the keys of
     the tracks that changed (created, updated or forgotten)."""
@@ -165,7 +169,7 @@ def evaluate_window(rules: Sequence[Rule], tracks: dict[str, Track], window: str
         if rule.window != window:
             continue
         if rule.event_types:
-            types = set(rule.event_types)
+            types = {t for t in rule.event_types if owns(t)}
         else:
             prefix = f"{rule.name}:"
             types = set(rows) | set(_tracked_types(tracks, prefix))

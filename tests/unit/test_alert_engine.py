@@ -189,3 +189,11 @@ def test_a_quiet_stretch_reaches_a_fixed_point_within_quiet_limit() -> None:
         alerts, changed = evaluate_window(rules, tracks, "tumbling_1m", (8 + limit + i) * SIZE,
                                           (9 + limit + i) * SIZE, {})
         assert (alerts, changed) == ([], set())
+
+
+def test_a_listed_type_is_judged_only_where_it_is_owned() -> None:
+    """Each stage-2 partition judges the listed types routed to it: an absence fires once, not per partition."""
+    r = rule(ABSENCE.replace("for = 3", "for = 1"))
+    here, _ = evaluate_window([r], {}, "tumbling_1m", 0, SIZE, {}, owns=lambda t: t == "heartbeat")
+    elsewhere, changed = evaluate_window([r], {}, "tumbling_1m", 0, SIZE, {}, owns=lambda t: False)
+    assert ([a.event_type for a in here], elsewhere, changed) == (["heartbeat"], [], set())

@@ -30,6 +30,7 @@ from models import (
     encode_alert,
     encode_frontier,
     encode_partial,
+    partial_partition,
 )
 from settings import load
 from sinks.rows import WindowRow
@@ -41,7 +42,7 @@ RULES_TEXT = """
 name = "error_spike"
 kind = "threshold"
 window = "tumbling_1m"
-event_types = ["error"]
+event_types = ["errors"]
 measure = "count"
 op = ">="
 threshold = 6
@@ -69,7 +70,7 @@ trailing = 4
 name = "silent"
 kind = "absence"
 window = "tumbling_1m"
-event_types = ["heartbeat", "purchase"]
+event_types = ["pulse", "purchase"]
 for = 3
 resolve_for = 2
 severity = "critical"
@@ -106,7 +107,7 @@ def _input(seed: int) -> Input:
     events: list[tuple[int, str, float]] = []
     for i, (errors, purchases, beats) in enumerate(zip(ERRORS, PURCHASES, HEARTBEAT, strict=True)):
         start = BASE_MS + i * SIZE_MS
-        for event_type, n in (("error", errors), ("purchase", purchases), ("heartbeat", beats)):
+        for event_type, n in (("errors", errors), ("purchase", purchases), ("pulse", beats)):
             for _ in range(n):
                 value = 50.0 if (event_type, i) == ("purchase", 12) else rng.randrange(0, 8) / 4
                 events.append((start + rng.randrange(SIZE_MS), event_type, value))
@@ -210,6 +211,8 @@ def _topic(run: Run) -> list[tuple[int | None, Alert]]:
             if r.value is not None]
 
 
+# Every type the rules list is routed to partition Q, as stage 1 would route it.
+assert {partial_partition(t, 2) for t in ("errors", "purchase", "pulse")} == {Q}
 DATA = _input(5)
 REFERENCE = _reference(DATA)
 CLEAN = Run(FakeBroker(), FakeOutputs())
