@@ -131,12 +131,14 @@ def connect_metrics(app: PipelineApp) -> None:
     live.lag = lambda: app.observer.state.lag
     live.state_bytes = lambda: app.observer.state.state_bytes
     live.ready = lambda: not not_ready_reasons(app)
+    live.active_alerts = app.pipeline.export.active_alerts
+    app.metrics.declare_rules((rule.name, rule.severity) for rule in app.settings.pipeline.alert_rules)
 
 
 # Top-level packages and modules of the pipeline: their loggers follow LOG_LEVEL, while
 # faust's own loggers follow `faust worker -l`.
-PIPELINE_LOGGERS = ("agents", "app", "batch", "commands", "diagnostics", "faults", "faust_compat", "metrics", "monitor",
-                    "pipeline", "sinks", "stats", "stream", "tables", "web")
+PIPELINE_LOGGERS = ("agents", "alerts", "app", "batch", "commands", "diagnostics", "faults", "faust_compat", "metrics",
+                    "monitor", "pipeline", "sinks", "stats", "stream", "tables", "web")
 
 
 def set_pipeline_log_level(level: str) -> None:

@@ -12,7 +12,8 @@ class Topics:
     events: str  # input, keyed by user_id
     dead_letters: str
     late: str
-    partials: str  # stage 1 -> stage 2, keyed by (window, window_start, event_type)
+    alerts: str  # alerts fired and resolved by stage 2's rules, one partition per stage-2 partition
+    partials: str  # stage 1 -> stage 2, keyed by (window, window_start, event_type), partitioned by type
     watermarks: str  # each input partition's watermark, published by its owner
     ingest_state: str  # stage 1's changelog: per input partition, partials and position
     export_state: str  # stage 2's changelog: per partials partition, totals, frontiers, ledger, position
@@ -30,6 +31,7 @@ def topics_for(settings: Settings) -> Topics:
         events=kafka.topic_events,
         dead_letters=kafka.topic_dlq,
         late=kafka.topic_late,
+        alerts=kafka.topic_alerts,
         partials=f"{app_id}-window-partials",
         watermarks=f"{app_id}-watermarks",
         ingest_state=f"{app_id}-ingest-state",

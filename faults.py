@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-POINTS = ("ingest.send", "export.write", "archive.write")
+POINTS = ("ingest.send", "export.write", "archive.write", "alerts.send")
 
 
 class InjectedFaultError(RuntimeError):

@@ -10,7 +10,7 @@ Two kinds:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "LiveState", "PipelineMetrics", "directory_byt
 CLOSE_DELAY_BUCKETS_S = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # Every (sink, operation) the pipeline writes, listed up front so that their series exist
 # (at 0) before the first failure: a dashboard can tell "no errors" from "no data".
-SINK_OPERATIONS = (("s3", "archive"), ("s3", "aggregates"), ("redis", "windows"))
+SINK_OPERATIONS = (("s3", "archive"), ("s3", "aggregates"), ("redis", "windows"), ("redis", "alerts"))
 SINK_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -44,6 +44,7 @@ class LiveState:
     lag: Callable[[], Mapping[tuple[str, int], int]] = dict  # (topic, partition) -> records
     state_bytes: Callable[[], Mapping[str, int]] = dict  # table -> bytes on disk
     ready: Callable[[], bool] = lambda: False
+    active_alerts: Callable[[], Iterable[tuple[str, str]]] = list  # (rule, event_type) firing in this worker
 
 
 class PipelineCollector(Collector):
@@ -90,6 +91,11 @@ class PipelineCollector(Collector):
         for table, size in sorted(live.state_bytes().items()):
             state.add_metric([table], size)
         yield state
+        active = GaugeMetricFamily("pipeline_alert_active", "1 per alert firing now in this worker's stage-2 "
+                                   "partitions (a resolved alert's series disappears).", labels=["rule", "event_type"])
+        for rule, event_type in sorted(live.active_alerts()):
+            active.add_metric([rule, event_type], 1)
+        yield active
         yield GaugeMetricFamily("pipeline_ready", "1 once partitions are assigned and tables recovered.",
                                 value=1 if live.ready() else 0)
 
@@ -111,9 +117,18 @@ class PipelineMetrics:
         self.sink_retries = Counter(
             "pipeline_sink_retries", "Sink writes retried after a transient failure.", ["sink", "operation"],
             registry=self.registry)
+        self.alerts = Counter(
+            "pipeline_alerts", "Alerts sent to the alerts topic by this worker, per rule, severity and state.",
+            ["rule", "severity", "state"], registry=self.registry)
         for sink, operation in SINK_OPERATIONS:
             for family in (self.sink_write_seconds, self.sink_errors, self.sink_retries):
                 family.labels(sink, operation)
+
+    def declare_rules(self, rules: Iterable[tuple[str, str]]) -> None:
+        """Create each (rule, severity)'s series at 0, so that "no alert" is not "no data"."""
+        for rule, severity in rules:
+            for state in ("firing", "resolved"):
+                self.alerts.labels(rule, severity, state)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,6 +6,8 @@
   position in headers (the Kafka Connect convention, so existing tooling can read them).
 - `events-late`: the original record bytes with the source position and the windows it
   missed in headers.
+- `events-alerts`: one alert fired or resolved by a rule (JSON, `encode_alert`), in the
+  partition of the stage-2 partition that judged it, with its sequence number there in a header.
 
 - `{app_id}-watermarks` (internal): each input partition's watermark, published by its owner.
 - The stage changelogs `{app_id}-ingest-state` and `{app_id}-export-state`: the keys and
@@ -13,18 +15,20 @@
   record that says where the partition's input resumes.
 
 Keys are built here too, so stage 1, stage 2 and the web views agree, and the partition a
-window key's partial goes to is picked by one function.
+window key's partial goes to is picked by one function (by its event type).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka.partitioner import murmur2
 
-from events import Rejection
+from alerts.engine import Alert, Track
+from events import Rejection, iso_utc
 from keys import decode_key_part, encode_key_part
 from tables.partials import PartialKey
 from tables.watermark import Mark
@@ -35,6 +39,7 @@ HEADER_TOPIC = "source.topic"
 HEADER_PARTITION = "source.partition"
 HEADER_OFFSET = "source.offset"
 HEADER_MISSED = "late.windows"
+HEADER_ALERT_SEQ = "alert.seq"  # an alert's position among its stage-2 partition's alerts
 HEADER_ORIGINAL_BYTES = "dlq.original.bytes"  # only on a dead letter whose value was cut
 SOURCE_HEADER_PREFIX = "source.header."  # the source record's own headers, renamed
 
@@ -64,10 +69,16 @@ def parse_window_key(text: str) -> PartialKey:
     return PartialKey(window, int(start_ms), decode_key_part(event_type))
 
 
-def partial_partition(message_key: bytes, partitions: int) -> int:
-    """The partials-topic partition of a window key: Kafka's default partitioner (murmur2), so any
-    client computes the same, and the web router finds a key's stage-2 owner with it."""
-    return (murmur2(message_key) & 0x7FFFFFFF) % partitions
+def partial_partition(event_type: str, partitions: int) -> int:
+    """The partials-topic partition of every window key of `event_type`: Kafka's default partitioner
+    (murmur2) of the encoded event type, so any client computes the same, and the web router finds a
+    key's stage-2 owner with it.
+
+    By event type alone, not by the whole window key: one stage-2 partition then exports every window
+    of a type, in start order, which is what per-type alert rules (trailing windows, `for` counts,
+    absence) need as their single home. Changing it changes the topic's layout (README, "Upgrading").
+    """
+    return (murmur2(encode_key_part(event_type).encode()) & 0x7FFFFFFF) % partitions
 
 
 def encode_partial(message: PartialMessage) -> tuple[bytes, bytes]:
@@ -129,6 +140,43 @@ def source_offset(headers: Headers) -> int | None:
     return None
 
 
+# -- the alerts topic (and the alerts in Redis and the web API: the same JSON) -------------------
+
+
+def alert_to_api(alert: Alert) -> dict[str, object]:
+    return {"id": alert.id, "rule": alert.rule, "kind": alert.kind, "severity": alert.severity,
+            "state": alert.state, "event_type": alert.event_type, "window": alert.window,
+            "window_start_ms": alert.window_start_ms, "window_end_ms": alert.window_end_ms,
+            "window_start": iso_utc(alert.window_start_ms), "window_end": iso_utc(alert.window_end_ms),
+            "value": alert.value, "threshold": alert.threshold, "labels": dict(alert.labels)}
+
+
+def encode_alert(alert: Alert) -> bytes:
+    """Canonical JSON (sorted keys): the same alert always gives the same bytes, so a Redis member
+    written again by a replay is the same member."""
+    return orjson.dumps(alert_to_api(alert), option=orjson.OPT_SORT_KEYS)
+
+
+def decode_alert(raw: bytes) -> Alert:
+    body = orjson.loads(raw)
+    return Alert(str(body["id"]), str(body["rule"]), str(body["kind"]), str(body["severity"]), str(body["state"]),
+                 str(body["event_type"]), str(body["window"]), int(body["window_start_ms"]),
+                 int(body["window_end_ms"]), float(body["value"]), float(body["threshold"]),
+                 tuple(sorted((str(k), str(v)) for k, v in body["labels"].items())))
+
+
+def alert_headers(seq: int) -> Headers:
+    return [(HEADER_ALERT_SEQ, str(seq).encode())]
+
+
+def alert_seq(headers: Headers) -> int | None:
+    """The sequence number of an alerts-topic record, or None if absent."""
+    for name, value in headers:
+        if name == HEADER_ALERT_SEQ:
+            return int(value)
+    return None
+
+
 # -- the watermarks topic ---------------------------------------------------------------
 
 
@@ -149,6 +197,9 @@ _PARTIAL_PREFIX = b"k|"
 _TOTALS_PREFIX = b"t|"
 _FRONTIER_PREFIX = b"f|"
 _LEDGER_PREFIX = b"l|"
+_TRACK_PREFIX = b"a|t|"  # alert rule state of one (rule, event type): alerts.engine.Track
+_CURSOR_PREFIX = b"a|c|"  # per window with rules: the next window start to judge, and the quiet run
+ALERT_SEQ_KEY = b"a|seq"  # the next alert's sequence number (also in every cursor record: the larger counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +271,37 @@ def ledger_state_key(window: str, start_ms: int) -> bytes:
     return _LEDGER_PREFIX + f"{window}|{start_ms}".encode()
 
 
+def track_state_key(key: str) -> bytes:
+    """`key` is alerts.engine.track_key: the rule name and the encoded event type."""
+    return _TRACK_PREFIX + key.encode()
+
+
+def encode_track(track: Track) -> bytes:
+    return orjson.dumps(_track_body(track))
+
+
+def _track_body(track: Track) -> dict[str, object]:
+    return {"b": track.breaching, "n": track.normal, "f": track.firing, "h": track.history, "i": track.idle}
+
+
+def _decode_track(body: dict[str, Any]) -> Track:
+    return Track(int(body["b"]), int(body["n"]), bool(body["f"]), [float(x) for x in body["h"]], int(body["i"]))
+
+
+def cursor_state_key(window: str) -> bytes:
+    return _CURSOR_PREFIX + window.encode()
+
+
+def encode_cursor(cursor: tuple[int, int], alert_seq: int, changed: Mapping[str, Track | None]) -> bytes:
+    """A window's rule cursor after one judgement, with the partition's next alert number and every
+    track that judgement changed: one record, so that a restore that has it has the whole judgement
+    (the tracks' own keys, written after it, may be cut off by a crash; `decode_export_state` lays
+    the newest cursor record's tracks over them)."""
+    return orjson.dumps({"next": cursor[0], "quiet": cursor[1], "seq": alert_seq,
+                         "tracks": {key: None if track is None else _track_body(track)
+                                    for key, track in sorted(changed.items())}})
+
+
 @dataclass(slots=True)
 class ExportState:
     """Stage 2's state of one partials partition (see agents/export.py)."""
@@ -228,11 +310,18 @@ class ExportState:
     totals: dict[PartialKey, dict[int, list[float]]]  # window key -> input partition -> newest partial
     frontiers: dict[int, int]  # input partition -> frontier
     ledger: dict[tuple[str, int], int]  # (window, start) already exported -> its end
+    tracks: dict[str, Track] = field(default_factory=dict)  # alerts.engine.track_key -> its rule state
+    cursors: dict[str, tuple[int, int]] = field(default_factory=dict)  # window -> (next start to judge, quiet run)
+    alert_seq: int = 0  # the next alert's sequence number
 
 
 def decode_export_state(items: dict[bytes, bytes]) -> ExportState:
     raw = items.get(POSITION_KEY)
     state = ExportState(None if raw is None else int(orjson.loads(raw)["next"]), {}, {}, {})
+    raw_seq = items.get(ALERT_SEQ_KEY)
+    if raw_seq is not None:
+        state.alert_seq = int(orjson.loads(raw_seq))
+    judged: dict[str, Track | None] = {}
     for key, value in items.items():
         if key.startswith(_TOTALS_PREFIX):
             parts = orjson.loads(value)
@@ -243,4 +332,16 @@ def decode_export_state(items: dict[bytes, bytes]) -> ExportState:
         elif key.startswith(_LEDGER_PREFIX):
             window, start = key[len(_LEDGER_PREFIX):].decode().split("|")
             state.ledger[(window, int(start))] = int(orjson.loads(value))
+        elif key.startswith(_TRACK_PREFIX):
+            state.tracks[key[len(_TRACK_PREFIX):].decode()] = _decode_track(orjson.loads(value))
+        elif key.startswith(_CURSOR_PREFIX):
+            body = orjson.loads(value)
+            state.cursors[key[len(_CURSOR_PREFIX):].decode()] = (int(body["next"]), int(body["quiet"]))
+            state.alert_seq = max(state.alert_seq, int(body["seq"]))
+            judged.update({k: None if t is None else _decode_track(t) for k, t in body["tracks"].items()})
+    for key, track in judged.items():  # the last judgement of each window, whole
+        if track is None:
+            state.tracks.pop(key, None)
+        else:
+            state.tracks[key] = track
     return state

@@ -65,7 +65,8 @@ class Pipeline(Service):
         partitions = self.settings.kafka.topic_partitions
         topics = self.topics
         return [TopicSpec(topics.events, partitions), TopicSpec(topics.dead_letters, partitions),
-                TopicSpec(topics.late, partitions), TopicSpec(topics.partials, partitions),
+                TopicSpec(topics.late, partitions), TopicSpec(topics.alerts, partitions),
+                TopicSpec(topics.partials, partitions),
                 TopicSpec(topics.watermarks, partitions, compacted=True),  # keyed by partition: the last mark counts
                 TopicSpec(topics.ingest_state, partitions, compacted=True),
                 TopicSpec(topics.export_state, partitions, compacted=True)]

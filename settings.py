@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+from alerts.rules import Rule, RuleError, parse_rules
 from faults import parse_faults
 from tables.windows import DEFAULT_WINDOWS, WindowSpec, parse_duration_ms, parse_windows
 
@@ -61,6 +62,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("TOPIC_EVENTS", "events", "Input topic of JSON events, keyed by user_id."),
     Setting("TOPIC_DLQ", "events-dlq", "Dead-letter topic for records that fail validation."),
     Setting("TOPIC_LATE", "events-late", "Topic for events whose window had already closed."),
+    Setting("TOPIC_ALERTS", "events-alerts", "Topic of the alerts the rules of ALERT_RULES fire and resolve (JSON)."),
     Setting("TOPIC_PARTITIONS", "4", "Partitions of topics the app creates (input, changelogs); bounds parallelism."),
     Setting("TOPIC_REPLICATION", "1", "Replication factor of topics the app creates (3 on a production cluster)."),
     Setting("WEB_BIND", "127.0.0.1", "Address the web server binds to (`0.0.0.0` to expose it)."),
@@ -83,8 +85,9 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("ARCHIVE_MAX_RECORDS", "50000", "Raw archive files are rolled after this many records..."),
     Setting("ARCHIVE_MAX_AGE", "60s", "...or when their oldest record is this old."),
     Setting("EXPORT_LEDGER_RETENTION", "24h", "How long stage 2 remembers that a window was exported, after the window's end: a replay of its partials within this horizon cannot re-open it (stage 2 replays at most a batch of its own input after a crash)."),
+    Setting("ALERT_RULES", "", "Path of the alert rules file (TOML, see [Alert rules](#alert-rules)); empty means no rules. A bad rule stops startup with one line naming the rule and the field."),
     Setting("LAG_WARNING", "100000", "Log a warning while the input consumer lag of this worker exceeds this many records."),
-    Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write). Empty in production."),
+    Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write, alerts.send). Empty in production."),
     Setting("LOG_LEVEL", "info", "Level of the pipeline's own logs: debug, info, warning or error (faust's logs follow `faust worker -l`)."),
     Setting("DEVSTACK_DIR", "var", "Embedded stack only: directory of the services' data and logs."),
     Setting("DEVSTACK_BROKER_PORT", "9092", "Embedded stack only: port of the Tansu broker."),
@@ -123,6 +126,7 @@ class KafkaSettings:
     topic_events: str
     topic_dlq: str
     topic_late: str
+    topic_alerts: str
     topic_partitions: int
     topic_replication: int
 
@@ -167,6 +171,7 @@ class PipelineSettings:
     lag_warning_records: int
     ledger_retention_ms: int = 24 * 3_600_000
     fault_injection: tuple[tuple[str, int], ...] = ()
+    alert_rules: tuple[Rule, ...] = ()  # from the ALERT_RULES file
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +330,21 @@ def _readable_file(text: str) -> str:
     return text
 
 
+def _alert_rules(path: str, windows: tuple[WindowSpec, ...]) -> tuple[Rule, ...]:
+    """The rules of the ALERT_RULES file: its problem, if any, named with the rule and the field."""
+    if not path:
+        return ()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError("ALERT_RULES", f"cannot read the rules file {path!r}: "
+                                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return parse_rules(text, windows)
+    except RuleError as exc:
+        raise SettingsError("ALERT_RULES", f"{path}: {exc}") from None
+
+
 def _optional_url(reader: _Reader, name: str, parser: Callable[[str], T]) -> T | None:
     return reader.parse(name, parser) if reader.is_set(name) else None
 
@@ -384,12 +404,14 @@ def load(env: Mapping[str, str]) -> Settings:
         topic_events=read.parse("TOPIC_EVENTS", topic),
         topic_dlq=read.parse("TOPIC_DLQ", topic),
         topic_late=read.parse("TOPIC_LATE", topic),
+        topic_alerts=read.parse("TOPIC_ALERTS", topic),
         topic_partitions=read.parse("TOPIC_PARTITIONS", _integer(1, 10_000)),
         topic_replication=read.parse("TOPIC_REPLICATION", _integer(1, 100)),
     )
-    topics = [kafka.topic_events, kafka.topic_dlq, kafka.topic_late]
+    topics = [kafka.topic_events, kafka.topic_dlq, kafka.topic_late, kafka.topic_alerts]
     if len(set(topics)) != len(topics):
-        raise SettingsError("TOPIC_DLQ", "TOPIC_EVENTS, TOPIC_DLQ and TOPIC_LATE must differ")
+        raise SettingsError("TOPIC_DLQ", "TOPIC_EVENTS, TOPIC_DLQ, TOPIC_LATE and TOPIC_ALERTS must differ")
+    windows = read.parse("WINDOWS", parse_windows)
     bucket, prefix = read.parse("LAKE_URL", _lake_url)
     lateness_ms = read.parse("ALLOWED_LATENESS", parse_duration_ms)
     return Settings(
@@ -416,7 +438,7 @@ def load(env: Mapping[str, str]) -> Settings:
             latest_n=read.parse("REDIS_LATEST_N", _integer(1, 100_000)),
         ),
         pipeline=PipelineSettings(
-            windows=read.parse("WINDOWS", parse_windows),
+            windows=windows,
             allowed_lateness_ms=lateness_ms,
             idle_timeout_ms=read.parse("IDLE_TIMEOUT", _positive_duration_ms),
             max_event_bytes=read.parse("MAX_EVENT_BYTES", _integer(64, 16 * 1024 * 1024)),
@@ -426,6 +448,7 @@ def load(env: Mapping[str, str]) -> Settings:
             lag_warning_records=read.parse("LAG_WARNING", _integer(1, 10**12)),
             ledger_retention_ms=read.parse("EXPORT_LEDGER_RETENTION", _positive_duration_ms),
             fault_injection=tuple(read.parse("FAULT_INJECTION", parse_faults).items()),
+            alert_rules=_alert_rules(read.raw("ALERT_RULES"), windows),
         ),
         log_level=read.parse("LOG_LEVEL", _choice(_LOG_LEVELS, lower=True)),
     )

@@ -1,7 +1,8 @@
 """Stage 2, the export stage: merge partials, close windows, export each exactly once.
 
-It consumes the partials topic, keyed by (window, window_start, event_type), so each
-window key has one owner. One `ExportPartition` per owned partials partition keeps the
+It consumes the partials topic, keyed by (window, window_start, event_type) and partitioned
+by event type (models.partial_partition), so each window key has one owner, and every window
+of an event type the same one. One `ExportPartition` per owned partials partition keeps the
 newest partial of every input partition per window key (tables.totals), every input
 partition's frontier, the export ledger and its input position, all in that partition
 of one changelog (tables/store.py), written in input order. A restored state is the state
@@ -18,6 +19,21 @@ the ledger is ignored, so a window never re-opens with part of its data.
 
 Exports run in the background while the partition is paused: a store outage holds the
 partials in Kafka, not in memory, and a rebalance abandons the export to the next owner.
+
+Alert rules (alerts/) are judged in the same job, window by window in (end, window) order,
+right after a window's rows are written and before its ledger entry: the alerts are sent to
+the alerts topic (this partition's partition of it, each with its sequence number) and
+awaited, written to Redis, and only then is the rules' state (tracks, the window's cursor,
+the next sequence number) written. Every window of an event type comes to this partition
+(models.partial_partition), so its state has one home, restored with the ledger. A job whose
+low frontier is L judges every window ending at or before L, so whatever the jobs' sizes,
+the windows are judged in one order, each once from the state the previous one left: a
+replay from a restored prefix makes the same alerts with the same numbers, and at
+assignment the last record of the alerts partition says which of them were sent (the
+dead letters' pattern, agents/ingest.SideOutputs). Windows closed with no row at all are
+judged too (absence fires when traffic stops); after a quiet stretch long enough that no
+rule state can change any more (alerts.engine.quiet_limit) the cursor jumps to the next
+window with rows.
 """
 
 from __future__ import annotations
@@ -34,35 +50,93 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
+from alerts.engine import Alert, evaluate_window, parse_track_key, quiet_limit, track_key
+from alerts.rules import Rule
 from channels import Topics
 from events import iso_utc
 from faults import Faults
 from metrics import PipelineMetrics
 from models import (
+    ALERT_SEQ_KEY,
     POSITION_KEY,
     ExportState,
     FrontierMessage,
+    alert_headers,
+    alert_seq,
+    cursor_state_key,
     decode_export_state,
     decode_stage_message,
+    encode_alert,
+    encode_cursor,
     encode_export_position,
     encode_totals,
+    encode_track,
     frontier_state_key,
     ledger_state_key,
+    partial_partition,
     totals_state_key,
+    track_state_key,
 )
 from settings import Settings
 from sinks.outputs import Outputs
 from sinks.rows import WindowRow
 from stats import PipelineStats
 from stream.clients import Producer
+from stream.tail import last_source_offsets
 from tables.partials import PartialKey
 from tables.store import PartitionStore, changelog_send
 from tables.totals import combine, low_frontier, merge_partial
-from tables.windows import is_closed, window_sizes
+from tables.windows import WindowSpec, is_closed, window_sizes
 
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One closed window of the export job: its rows to export (keys), and whether rules judge it."""
+
+    end_ms: int
+    window: str
+    start_ms: int
+    keys: list[PartialKey]
+    judge: bool
+    cursor_after: tuple[int, int] | None  # the window's rule cursor once judged
+
+
+def plan_steps(due: dict[tuple[str, int], list[PartialKey]], cursors: dict[str, tuple[int, int]],
+               specs: dict[str, WindowSpec], quiet: dict[str, int], low_ms: int) -> list[Step]:
+    """The job's windows in (end, window, start) order: every due window, and every closed window of a
+    window with rules from its cursor on, except the rest of a quiet stretch (see the module doc)."""
+    steps = []
+    judged: set[tuple[str, int]] = set()
+    for window, (start, run) in cursors.items():
+        spec = specs[window]
+        with_rows = sorted(s for (w, s) in due if w == window and s >= start)
+        while start + spec.size_ms <= low_ms:
+            if (window, start) in due:
+                run = 0
+            elif run >= quiet[window]:  # nothing can change until the next window with rows
+                following = next((s for s in with_rows if s > start), None)
+                start = closed_after(spec, low_ms) if following is None else following
+                continue
+            else:
+                run += 1
+            judged.add((window, start))
+            steps.append(Step(start + spec.size_ms, window, start, due.get((window, start), []), True,
+                              (start + spec.step_ms, run)))
+            start += spec.step_ms
+    for (window, start), keys in due.items():
+        if (window, start) not in judged:
+            steps.append(Step(start + specs[window].size_ms, window, start, keys, False, None))
+    steps.sort(key=lambda step: (step.end_ms, step.window, step.start_ms))
+    return steps
+
+
+def closed_after(spec: WindowSpec, low_ms: int) -> int:
+    """The first start of `spec` whose window is not closed at `low_ms`."""
+    return (low_ms - spec.size_ms) // spec.step_ms * spec.step_ms + spec.step_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +167,18 @@ class ExportStage:
                                     changelog_send(ctx.producer.send)) for q in partitions}
         try:
             states = {q: decode_export_state(await store.restore(reader)) for q, store in stores.items()}
+            sent = await last_source_offsets(reader, ctx.topics.alerts, partitions, position=alert_seq)
         except BaseException:
             for store in stores.values():
                 store.close()
             raise
-        self.partitions = {q: ExportPartition(ctx, q, stores[q], states[q]) for q in partitions}
+        self.partitions = {q: ExportPartition(ctx, q, stores[q], states[q], sent[q]) for q in partitions}
         return dict(self.partitions)
+
+    def active_alerts(self) -> list[tuple[str, str]]:
+        """(rule, event_type) of every alert firing in this worker's partitions."""
+        return [parse_track_key(key) for part in self.partitions.values()
+                for key, track in part.state.tracks.items() if track.firing]
 
     # -- for the web views ------------------------------------------------------------------------
 
@@ -117,17 +197,29 @@ class ExportStage:
 
 
 class ExportPartition:
-    def __init__(self, ctx: ExportContext, partition: int, store: PartitionStore, state: ExportState) -> None:
+    def __init__(self, ctx: ExportContext, partition: int, store: PartitionStore, state: ExportState,
+                 alerts_sent_upto: int = -1) -> None:
         self.ctx = ctx
         self.partition = partition
         self.store = store
         self.state = state
         self.size_ms = window_sizes(ctx.settings.pipeline.windows)
+        self.specs = {spec.name: spec for spec in ctx.settings.pipeline.windows}
+        self.rules: tuple[Rule, ...] = ctx.settings.pipeline.alert_rules
+        self.quiet = {w: quiet_limit([r for r in self.rules if r.window == w]) for w in {r.window for r in self.rules}}
+        self.alerts_sent_upto = alerts_sent_upto  # the highest sequence number in the alerts topic
+        partitions = ctx.settings.kafka.topic_partitions
+        self._owned_types = {t for rule in self.rules for t in rule.event_types
+                             if partial_partition(t, partitions) == partition}
         self.source_partitions = ctx.settings.kafka.topic_partitions
         self._job: asyncio.Task[None] | None = None
         self._crossings: list[tuple[int, int]] = []  # (low frontier, announced at) since the last export
         self._expired: list[tuple[str, int]] = []  # ledger entries to delete from the changelog
         self._stale = self._drop_stale()
+        self._stale_rule_keys = self._drop_stale_rules()
+        low = self._low()
+        if low is not None:
+            self._stale_rule_keys += [cursor_state_key(window) for window in self._start_cursors(low)]
         log.info("export partition %d: resuming at offset %s, %d open window keys, %d windows in the ledger",
                  partition, state.next_offset, len(state.totals), len(state.ledger))
 
@@ -143,6 +235,26 @@ class ExportPartition:
         for key in stale:
             del state.totals[key]
         return stale
+
+    def _drop_stale_rules(self) -> list[bytes]:
+        """State of rules no longer in the file, and cursors of windows no rule uses any more."""
+        state, names = self.state, {rule.name for rule in self.rules}
+        tracks = [key for key in state.tracks if parse_track_key(key)[0] not in names]
+        cursors = [window for window in state.cursors if window not in self.quiet]
+        for key in tracks:
+            del state.tracks[key]
+        for window in cursors:
+            del state.cursors[window]
+        return [track_state_key(key) for key in tracks] + [cursor_state_key(window) for window in cursors]
+
+    def _start_cursors(self, low_ms: int) -> list[str]:
+        """Rules judge the windows that close after the low frontier is first known, at the input message
+        that makes it known (so a replay starts at the same window), or, for a window whose first rule
+        is new, after this restart: windows closed earlier are not judged."""
+        started = [window for window in self.quiet if window not in self.state.cursors]
+        for window in started:
+            self.state.cursors[window] = (closed_after(self.specs[window], low_ms), 0)
+        return started
 
     # -- what the runner asks ---------------------------------------------------------------------
 
@@ -160,6 +272,7 @@ class ExportPartition:
         state, stats = self.state, self.ctx.stats
         dirty: set[PartialKey] = set()
         frontiers_changed: set[int] = set()
+        cursors_started: list[str] = []
         for record in records:
             message = decode_stage_message(record.value)
             if isinstance(message, FrontierMessage):
@@ -169,6 +282,8 @@ class ExportPartition:
                     low = low_frontier(state.frontiers, message.source_partitions)
                     if low is not None:
                         self._crossings.append((low, message.announced_at_ms))
+                        if len(state.cursors) < len(self.quiet):
+                            cursors_started += self._start_cursors(low)
                 continue
             key = message.key
             if (key.window, key.start_ms) in state.ledger or key.window not in self.size_ms:
@@ -182,6 +297,8 @@ class ExportPartition:
             await store.put(totals_state_key(key), encode_totals(state.totals[key]))
         for p in frontiers_changed:
             await store.put(frontier_state_key(p), orjson.dumps(state.frontiers[p]))
+        for window in cursors_started:
+            await store.put(cursor_state_key(window), encode_cursor(state.cursors[window], state.alert_seq, {}))
         state.next_offset = records[-1].offset + 1
         await store.put(POSITION_KEY, encode_export_position(state.next_offset))
         self._start_exports()
@@ -193,7 +310,9 @@ class ExportPartition:
                 await self.store.put(totals_state_key(key), None)
             for window, start_ms in self._expired:
                 await self.store.put(ledger_state_key(window, start_ms), None)
-            self._stale, self._expired = [], []
+            for key in self._stale_rule_keys:
+                await self._put_rule_key(key)
+            self._stale, self._expired, self._stale_rule_keys = [], [], []
             self._start_exports()
         if self._job is None:
             await self.store.commit()
@@ -219,33 +338,79 @@ class ExportPartition:
         for key in self.state.totals:
             if is_closed(key.start_ms, self.size_ms[key.window], low):
                 due[(key.window, key.start_ms)].append(key)
-        crossings, self._crossings = self._crossings, []
-        if due:
-            self._job = asyncio.ensure_future(self._export(due, crossings))
+        steps = plan_steps(due, self.state.cursors, self.specs, self.quiet, low)
+        if steps:
+            crossings, self._crossings = self._crossings, []
+            self._job = asyncio.ensure_future(self._export(steps, crossings))
         self._purge_ledger(low)
 
-    async def _export(self, due: dict[tuple[str, int], list[PartialKey]], crossings: list[tuple[int, int]]) -> None:
+    async def _export(self, steps: list[Step], crossings: list[tuple[int, int]]) -> None:
         ctx, state, store = self.ctx, self.state, self.store
-        for (window, start_ms), keys in sorted(due.items(), key=lambda item: (item[0][1], item[0][0])):
-            end_ms = start_ms + self.size_ms[window]
+        for step in steps:
+            window, start_ms, end_ms, keys = step.window, step.start_ms, step.end_ms, step.keys
             rows = [self._make_row(key) for key in sorted(keys, key=lambda k: k.event_type)]
-            ctx.faults.check("export.write")
-            object_key = await ctx.outputs.export_window(window, start_ms, self.partition, rows)
-            closed_at_ms = next((at for low, at in crossings if low >= end_ms), None)
-            delay_ms = None if closed_at_ms is None else ctx.clock_ms() - closed_at_ms
-            ctx.stats.record_export(len(rows), delay_ms)
-            if delay_ms is not None:
-                ctx.metrics.window_close_delay.observe(delay_ms / 1000)
-            log.info("exported %s window %s: %d event types to S3 %s and Redis, %s after the watermark passed",
-                     window, iso_utc(start_ms), len(rows), object_key,
-                     "replayed" if delay_ms is None else f"{delay_ms} ms")
-            await store.put(ledger_state_key(window, start_ms), orjson.dumps(end_ms))
-            for key in keys:
-                await store.put(totals_state_key(key), None)
-            state.ledger[(window, start_ms)] = end_ms
-            for key in keys:
-                del state.totals[key]
+            if rows:
+                ctx.faults.check("export.write")
+                object_key = await ctx.outputs.export_window(window, start_ms, self.partition, rows)
+                closed_at_ms = next((at for low, at in crossings if low >= end_ms), None)
+                delay_ms = None if closed_at_ms is None else ctx.clock_ms() - closed_at_ms
+                ctx.stats.record_export(len(rows), delay_ms)
+                if delay_ms is not None:
+                    ctx.metrics.window_close_delay.observe(delay_ms / 1000)
+                log.info("exported %s window %s: %d event types to S3 %s and Redis, %s after the watermark passed",
+                         window, iso_utc(start_ms), len(rows), object_key,
+                         "replayed" if delay_ms is None else f"{delay_ms} ms")
+            if step.judge:
+                await self._judge(step, {row.event_type: row for row in rows})
+            if keys:
+                await store.put(ledger_state_key(window, start_ms), orjson.dumps(end_ms))
+                for key in keys:
+                    await store.put(totals_state_key(key), None)
+                state.ledger[(window, start_ms)] = end_ms
+                for key in keys:
+                    del state.totals[key]
         await store.commit()
+
+    async def _judge(self, step: Step, rows: dict[str, WindowRow]) -> None:
+        """The rules of one closed window: alerts sent and awaited, then to Redis, then the state."""
+        ctx, state = self.ctx, self.state
+        alerts, changed = evaluate_window(self.rules, state.tracks, step.window, step.start_ms, step.end_ms, rows,
+                                          self._owned_types.__contains__)
+        first_seq = state.alert_seq
+        sent = []
+        for seq, alert in enumerate(alerts, start=first_seq):
+            if seq > self.alerts_sent_upto:  # not in the topic yet (a replay skips what was sent)
+                ctx.faults.check("alerts.send")
+                sent.append(await ctx.producer.send(ctx.topics.alerts, encode_alert(alert), key=alert.id.encode(),
+                                                    partition=self.partition, headers=alert_headers(seq)))
+                self.alerts_sent_upto = seq
+                ctx.metrics.alerts.labels(alert.rule, alert.severity, alert.state).inc()
+                log.info("alert %s %s: rule %s, %s %s window %s, value %r (threshold %r)", alert.state,
+                         alert.severity, alert.rule, alert.event_type, alert.window, iso_utc(alert.window_start_ms),
+                         alert.value, alert.threshold)
+        await asyncio.gather(*sent)  # in the topic before the state says they were made
+        if alerts:
+            await ctx.outputs.write_alerts([_redis_alert(alert) for alert in alerts])
+        assert step.cursor_after is not None
+        state.cursors[step.window] = step.cursor_after
+        state.alert_seq = first_seq + len(alerts)
+        # The whole judgement in one record first (a crash cannot keep half of it), then the tracks' keys.
+        await self.store.put(cursor_state_key(step.window), encode_cursor(
+            step.cursor_after, state.alert_seq, {key: state.tracks.get(key) for key in changed}))
+        for key in changed:
+            await self._put_rule_key(track_state_key(key))
+        if alerts:
+            await self.store.put(ALERT_SEQ_KEY, orjson.dumps(state.alert_seq))
+
+    async def _put_rule_key(self, key: bytes) -> None:
+        """Write a track or cursor key as the state holds it now (deleted if it holds none)."""
+        state = self.state
+        if key.startswith(track_state_key("")):
+            track = state.tracks.get(key[len(track_state_key("")):].decode())
+            await self.store.put(key, None if track is None else encode_track(track))
+        else:
+            cursor = state.cursors.get(key[len(cursor_state_key("")):].decode())
+            await self.store.put(key, None if cursor is None else encode_cursor(cursor, state.alert_seq, {}))
 
     def _purge_ledger(self, low_ms: int) -> None:
         ledger = self.state.ledger
@@ -283,3 +448,7 @@ class ExportPartition:
             if graceful:
                 await self.store.commit()
         self.store.close()
+
+
+def _redis_alert(alert: Alert) -> tuple[str, str, int, bytes]:
+    return alert.state, track_key(alert.rule, alert.event_type), alert.window_end_ms, encode_alert(alert)

@@ -265,8 +265,8 @@ class IngestPartition:
         for key in self._dirty:
             ctx.faults.check("ingest.send")
             message_key, body = encode_partial(PartialMessage(partition, key, values[key]))
-            partials_sent.append(await ctx.producer.send(topics.partials, body, key=message_key,
-                                                         partition=partial_partition(message_key, stage2_partitions)))
+            target = partial_partition(key.event_type, stage2_partitions)
+            partials_sent.append(await ctx.producer.send(topics.partials, body, key=message_key, partition=target))
             await self.store.put(partial_state_key(key), encode_partial_value(values[key]))
         self._dirty = set()
         # All of it durable before the position passes the records it covers.

@@ -87,6 +87,13 @@ class Outputs:
         await self.call("redis", "windows", self.redis.write, rows)
         return key
 
+    async def write_alerts(self, alerts: Sequence[tuple[str, str, int, bytes]]) -> None:
+        """Alerts to Redis (sinks.redis_store.RedisWindowStore.write_alerts), retried like the windows."""
+        await self.call("redis", "alerts", self.redis.write_alerts, alerts)
+
+    async def read_alerts(self, n: int) -> tuple[list[bytes], list[bytes]]:
+        return await self.call_once("redis", "read", self.redis.read_alerts, n)
+
     async def read_window(self, window: str, event_type: str, start_ms: int) -> WindowRow | None:
         """One closed window from Redis (None if unknown or expired); not retried: callers are readers."""
         return await self.call_once("redis", "read", self.redis.get_window, window, event_type, start_ms)

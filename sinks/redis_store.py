@@ -18,6 +18,14 @@ Keys (``P`` is the configured key prefix, ``enc`` is ``keys.encode_key_part``)::
         reader list the most recently active event types without a SCAN. Capped at
         ``MAX_INDEXED_TYPES`` members (the least recently active are dropped).
 
+    P alerts:active
+        hash of the alerts firing now: field = ``{rule}:{enc(event_type)}``, value = the
+        alert's canonical JSON (models.encode_alert); a resolution deletes its field. No TTL:
+        an alert fires until it resolves.
+    P alerts:recent
+        sorted set of the latest ``MAX_RECENT_ALERTS`` alerts, fired and resolved: score =
+        window_end_ms, member = the alert's JSON. TTL ``ttl_ms``, refreshed by every write.
+
 (no space between ``P`` and the rest: ``events:win:tumbling_1m:click:1763251140000``).
 Both keys get a TTL of ``ttl_ms``, refreshed by every write.
 
@@ -50,12 +58,15 @@ from keys import encode_key_part
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.rows import WindowRow, row_from_hash, row_from_json, row_to_hash, row_to_json
 
-__all__ = ["MAX_INDEXED_TYPES", "RedisWindowStore", "latest_key", "types_key", "window_hash_key"]
+__all__ = ["MAX_INDEXED_TYPES", "MAX_RECENT_ALERTS", "RedisWindowStore", "alerts_active_key", "alerts_recent_key",
+           "latest_key", "types_key", "window_hash_key"]
 
 logger = logging.getLogger(__name__)
 
 # Bounds the types index when event types are many (or hostile input invents them).
 MAX_INDEXED_TYPES: Final = 1000
+# Bounds the alert history (a rule that flaps fires and resolves every window).
+MAX_RECENT_ALERTS: Final = 1000
 # Subclasses of redis ConnectionError that no retry can fix.
 _PERMANENT_CONNECTION_ERRORS: Final = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 # Server replies that mean "busy or failing over": retry later.
@@ -79,6 +90,14 @@ def latest_key(prefix: str, window: str, event_type: str) -> str:
 
 def types_key(prefix: str, window: str) -> str:
     return f"{prefix}types:{encode_key_part(window)}"
+
+
+def alerts_active_key(prefix: str) -> str:
+    return f"{prefix}alerts:active"
+
+
+def alerts_recent_key(prefix: str) -> str:
+    return f"{prefix}alerts:recent"
 
 
 def _describe(url: str) -> str:
@@ -198,6 +217,35 @@ class RedisWindowStore:
                 pipe.pexpire(index, self._ttl_ms)
             pipe.execute()
         logger.debug("wrote %d window rows to %s", len(rows), self._target)
+
+    def write_alerts(self, alerts: Sequence[tuple[str, str, int, bytes]]) -> None:
+        """Alerts as (state, field, window_end_ms, JSON), in order, in ONE transactional pipeline. Idempotent:
+        a replay writes the same members and repeats the same sets and deletes in the same order."""
+        if not alerts:
+            return
+        client = self._require_client()
+        active, recent = alerts_active_key(self._prefix), alerts_recent_key(self._prefix)
+        with self._translate_errors("write"), client.pipeline(transaction=True) as pipe:
+            for state, field_name, end_ms, body in alerts:
+                if state == "firing":
+                    pipe.hset(active, field_name, body)
+                else:
+                    pipe.hdel(active, field_name)
+                pipe.zadd(recent, {body: end_ms})
+            pipe.zremrangebyrank(recent, 0, -(MAX_RECENT_ALERTS + 1))
+            pipe.pexpire(recent, self._ttl_ms)
+            pipe.execute()
+
+    def read_alerts(self, n: int) -> tuple[list[bytes], list[bytes]]:
+        """The active alerts (unordered) and up to n recent ones, newest first, in one round trip."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        client = self._require_client()
+        with self._translate_errors("read"), client.pipeline(transaction=False) as pipe:
+            pipe.hvals(alerts_active_key(self._prefix))
+            pipe.zrevrange(alerts_recent_key(self._prefix), 0, n - 1)
+            active, recent = pipe.execute()
+        return list(active), list(recent)
 
     def get_window(self, window: str, event_type: str, window_start_ms: int) -> WindowRow | None:
         client = self._require_client()

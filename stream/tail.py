@@ -9,13 +9,13 @@ responses carry the right high watermark. A read is over once the position reach
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from models import source_offset
+from models import Headers, source_offset
 
 FETCH_MAX_WAIT_MS = 100
 # A read of a quiet partition ends within a few fetches; past this, something is wrong with
@@ -73,17 +73,19 @@ async def last_records(consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition]
         yield item
 
 
-async def last_source_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+async def last_source_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: Iterable[int], *,
+                              position: Callable[[Headers], int | None] = source_offset) -> dict[int, int]:
     """Source offset of the last record in each partition of an output topic (-1 where there is none).
 
     Dead-letter and late records go to the partition of their source record and carry its
     offset in a header, so the last one says which source offsets already have their output:
-    the output topic is its own ledger, as in Kafka Connect's exactly-once sinks.
+    the output topic is its own ledger, as in Kafka Connect's exactly-once sinks. Alerts carry
+    their sequence number instead (`position=models.alert_seq`).
     """
     found = dict.fromkeys(partitions, -1)
     async for tp, records in last_records(consumer, [TopicPartition(topic, p) for p in found]):
         for record in records:
-            offset = source_offset([(name, bytes(value)) for name, value in record.headers])
+            offset = position([(name, bytes(value)) for name, value in record.headers])
             if offset is not None:
                 found[tp.partition] = max(found[tp.partition], offset)
     return found

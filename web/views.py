@@ -6,7 +6,8 @@ every worker can read:
 
 - `/v1/windows/{window}/open` gathers the open windows from every worker of the group;
 - `/v1/windows/{window}/value` is answered by the worker that owns the key, or routed to it;
-- `/v1/windows/{window}/closed` reads the latest closed windows from Redis.
+- `/v1/windows/{window}/closed` reads the latest closed windows from Redis;
+- `/v1/alerts` reads the alerts firing now and the recent ones from Redis.
 
 Errors are JSON, `{"error": {"status": 404, "message": "..."}}`: 400 for a bad
 parameter, 404 for an unknown name, 503 while the worker is not ready.
@@ -22,14 +23,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 from faust import web
 from faust.web import exceptions
 from yarl import URL
 
 from metrics import CONTENT_TYPE_LATEST
-from models import partial_partition, window_key
+from models import partial_partition
 from monitor import not_ready_reasons
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
+from sinks.redis_store import MAX_RECENT_ALERTS
 from sinks.rows import WindowRow, row_to_api
 from tables.partials import PartialKey
 from tables.windows import is_closed
@@ -305,6 +308,34 @@ class WindowValueView(ApiView):
             raise exceptions.ServiceUnavailable(f"owner {owner} of this key did not answer: {exc!r}") from None
 
 
+ALERT_STATES = ("firing", "resolved")
+
+
+@blueprint.route("/alerts", name="alerts")
+class AlertsView(ApiView):
+    """Alerts from Redis (any worker answers, as for closed windows): those firing now, and the recent
+    history newest first; `state` and `rule` filter both, `limit` bounds the history."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        state = request.query.get("state") or None
+        if state is not None and state not in ALERT_STATES:
+            raise BadParameterError(f"state must be 'firing' or 'resolved', got {state!r}")
+        rule = request.query.get("rule") or None
+        rules = [r.name for r in self.app.settings.pipeline.alert_rules]
+        if rule is not None and rule not in rules:
+            raise UnknownNameError(f"unknown rule {rule!r}; rules: {', '.join(rules) or 'none (ALERT_RULES)'}")
+        limit = parse_limit(request.query, default=100)
+        active, recent = await self.app.outputs.read_alerts(MAX_RECENT_ALERTS)
+
+        def keep(alert: dict[str, Any]) -> bool:
+            return rule is None or alert["rule"] == rule
+
+        firing = sorted((a for a in map(orjson.loads, active) if keep(a) and state != "resolved"),
+                        key=lambda a: (-a["window_start_ms"], a["rule"], a["event_type"]))
+        history = [a for a in map(orjson.loads, recent) if keep(a) and (state is None or a["state"] == state)]
+        return self.json({"active": firing, "recent": history[:limit], "rules": rules})
+
+
 @blueprint.route("/{tail:.*}", name="not-found")
 class NotFoundView(ApiView):
     """Unknown paths under the prefix: a JSON 404 instead of aiohttp's text page."""
@@ -344,7 +375,7 @@ def owners(app: WebApp) -> list[URL]:
 
 def owner_of(app: WebApp, key: PartialKey) -> URL | None:
     """The worker owning this window key: the one whose stage 2 owns the partition its partials go to."""
-    partition = partial_partition(window_key(key).encode(), app.settings.kafka.topic_partitions)
+    partition = partial_partition(key.event_type, app.settings.kafka.topic_partitions)
     for url, partitions in app.pipeline.export_runner.owners().items():
         if partition in partitions:
             return URL(url)

@@ -33,13 +33,14 @@ class Names:
     events: str
     dlq: str
     late: str
+    alerts: str
     bucket: str
     redis_prefix: str
 
 
 def names_for(unique: str) -> Names:
     return Names(app_id=unique, events=f"{unique}-events", dlq=f"{unique}-dlq", late=f"{unique}-late",
-                 bucket=unique, redis_prefix=f"{unique}:")
+                 alerts=f"{unique}-alerts", bucket=unique, redis_prefix=f"{unique}:")
 
 
 def worker_env(stack: Endpoints, names: Names, state_dir: Path, web_port: int) -> dict[str, str]:
@@ -51,6 +52,7 @@ def worker_env(stack: Endpoints, names: Names, state_dir: Path, web_port: int) -
         "TOPIC_EVENTS": names.events,
         "TOPIC_DLQ": names.dlq,
         "TOPIC_LATE": names.late,
+        "TOPIC_ALERTS": names.alerts,
         "TOPIC_PARTITIONS": str(PARTITIONS),
         "LAKE_URL": f"s3://{names.bucket}/",
         "REDIS_KEY_PREFIX": names.redis_prefix,

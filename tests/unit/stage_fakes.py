@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from models import partial_partition, source_offset
+from models import parse_window_key, partial_partition, source_offset
 from sinks.lake import ArchiveOutcome
 from sinks.rows import WindowRow
 
@@ -43,7 +43,7 @@ class FakeBroker:
             raise CrashError(f"crash at send {self.sends}")
         if partition is None:
             assert key is not None
-            partition = partial_partition(key, self.partitions)
+            partition = partial_partition(parse_window_key(key.decode()).event_type, self.partitions)
         log = self.logs[(topic, partition)]
         log.append(Sent(key, value, list(headers or []), len(log)))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -109,6 +109,16 @@ class FakeOutputs:
     redis: dict[tuple[str, int, str], WindowRow] = field(default_factory=dict)
     exports: int = 0
     fail_at: int | None = None  # the Nth export raises
+    alerts_active: dict[str, bytes] = field(default_factory=dict)  # Redis' alerts:active hash
+    alerts_recent: dict[bytes, int] = field(default_factory=dict)  # Redis' alerts:recent sorted set
+
+    async def write_alerts(self, alerts: list[tuple[str, str, int, bytes]]) -> None:
+        for state, name, end_ms, body in alerts:
+            if state == "firing":
+                self.alerts_active[name] = body
+            else:
+                self.alerts_active.pop(name, None)
+            self.alerts_recent[body] = end_ms
 
     async def put_archive(self, partition: int, start_offset: int, records: list[Any]) -> ArchiveOutcome:
         return await self.lake.put_archive(partition, start_offset, records)

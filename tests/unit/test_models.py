@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from events import Rejection
+from keys import encode_key_part
 from models import (
     HEADER_DETAIL,
     HEADER_MISSED,
@@ -253,15 +254,23 @@ def test_forwarded_originals_are_cut_with_their_true_size() -> None:
 # -- partitioning and stored state ----------------------------------------------------------
 
 
-def test_partial_partition_is_kafkas_default_partitioner() -> None:
+def test_partial_partition_is_kafkas_default_partitioner_of_the_encoded_event_type() -> None:
     from aiokafka.partitioner import DefaultPartitioner
 
     partitioner = DefaultPartitioner()
     rng = random.Random(3)
     for n in (1, 4, 7, 64):
         for event_type in HOSTILE[:10] + [str(rng.random()) for _ in range(50)]:
-            key = window_key(PartialKey("hopping_1m", 1_700_000_040_000, event_type)).encode()
-            assert partial_partition(key, n) == partitioner(key, list(range(n)), list(range(n)))
+            key = encode_key_part(event_type).encode()
+            assert partial_partition(event_type, n) == partitioner(key, list(range(n)), list(range(n)))
+
+
+def test_every_window_of_an_event_type_goes_to_one_partition() -> None:
+    """Alert rules keep per-type state in one stage-2 partition: windows and starts must not spread it."""
+    for event_type in ["click", *HOSTILE[:10]]:
+        owners = {partial_partition(PartialKey(w, s, event_type).event_type, 4)
+                  for w in ("tumbling_1m", "hopping_1m") for s in range(0, 3_600_000, 30_000)}
+        assert len(owners) == 1
 
 
 def test_watermark_marks_round_trip() -> None:
