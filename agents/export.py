@@ -86,7 +86,7 @@ from stream.tail import last_source_offsets
 from tables.partials import PartialKey
 from tables.store import PartitionStore, changelog_send
 from tables.totals import combine, low_frontier, merge_partial
-from tables.windows import WindowSpec, is_closed, window_sizes
+from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def plan_steps(due: dict[tuple[str, int], list[PartialKey]], cursors: dict[str, 
     for window, (start, run) in cursors.items():
         spec = specs[window]
         with_rows = sorted(s for (w, s) in due if w == window and s >= start)
-        while start + spec.size_ms <= low_ms:
+        while is_closed(start, spec.size_ms, low_ms):
             if (window, start) in due:
                 run = 0
             elif run >= quiet[window]:  # nothing can change until the next window with rows
@@ -136,7 +136,7 @@ def plan_steps(due: dict[tuple[str, int], list[PartialKey]], cursors: dict[str, 
 
 def closed_after(spec: WindowSpec, low_ms: int) -> int:
     """The first start of `spec` whose window is not closed at `low_ms`."""
-    return (low_ms - spec.size_ms) // spec.step_ms * spec.step_ms + spec.step_ms
+    return closed_upto_ms(spec.size_ms, low_ms) // spec.step_ms * spec.step_ms + spec.step_ms
 
 
 @dataclass(frozen=True, slots=True)
