@@ -34,6 +34,7 @@ from events import Event, iso_utc
 
 __all__ = [
     "AGGREGATE_SCHEMA",
+    "AGGREGATE_SCHEMA_V1",
     "JSON_CONTENT_TYPE",
     "MANIFEST_FORMAT",
     "PARQUET_CONTENT_TYPE",
@@ -73,7 +74,13 @@ AGGREGATE_SCHEMA: Final = pa.schema([
     ("min", pa.float64()),
     ("max", pa.float64()),
     ("mean", pa.float64()),
+    ("revision", pa.int64()),
+    ("late_count", pa.int64()),
 ])
+# The closed windows' files before the batch layer's restatement (no revision, no late_count):
+# still read, as revision 0 with no late events.
+AGGREGATE_SCHEMA_V1: Final = pa.schema([field for field in AGGREGATE_SCHEMA if field.name not in
+                                        ("revision", "late_count")])
 
 RAW_SCHEMA: Final = pa.schema([
     ("partition", pa.int32()),
@@ -105,7 +112,11 @@ _JSON_OPTIONS: Final = orjson.OPT_SORT_KEYS
 
 
 class WindowRow(NamedTuple):
-    """One closed window of one event type; ``window`` is the window spec's name."""
+    """One closed window of one event type; ``window`` is the window spec's name.
+
+    ``revision`` 0 is the speed layer's row (stage 2); 1 and up, a row the batch layer restated
+    from the raw archive. ``late_count`` is how many of ``count``'s events the speed layer's row
+    did not count (late events, or events before the window was configured)."""
 
     window: str
     window_start_ms: int
@@ -115,17 +126,19 @@ class WindowRow(NamedTuple):
     sum: float
     min: float
     max: float
+    revision: int = 0
+    late_count: int = 0
 
     @property
     def mean(self) -> float:
         return self.sum / self.count
 
 
-def _sort_key(row: WindowRow) -> tuple[int, str, str, int, int, float, float, float]:
+def _sort_key(row: WindowRow) -> tuple[int, str, str, int, int, float, float, float, int, int]:
     # (window_start, event_type) first, as promised to readers; the rest only makes the
     # order total, so even duplicate (start, type) pairs serialize deterministically.
     return (row.window_start_ms, row.event_type, row.window, row.window_end_ms, row.count, row.sum, row.min,
-            row.max)
+            row.max, row.revision, row.late_count)
 
 
 def _write_parquet(table: pa.Table, sorting_columns: Sequence[pq.SortingColumn]) -> bytes:
@@ -165,6 +178,8 @@ def rows_to_parquet(rows: Sequence[WindowRow]) -> bytes:
             pa.array([float(r.min) for r in ordered], type=pa.float64()),
             pa.array([float(r.max) for r in ordered], type=pa.float64()),
             pa.array([r.mean for r in ordered], type=pa.float64()),
+            pa.array([r.revision for r in ordered], type=pa.int64()),
+            pa.array([r.late_count for r in ordered], type=pa.int64()),
         ],
         schema=AGGREGATE_SCHEMA,
     )
@@ -172,8 +187,15 @@ def rows_to_parquet(rows: Sequence[WindowRow]) -> bytes:
 
 
 def parquet_to_rows(data: bytes) -> list[WindowRow]:
-    """Inverse of rows_to_parquet (``mean`` is derived, so it is not read back)."""
-    table = _read_parquet(data, AGGREGATE_SCHEMA, "window aggregate")
+    """Inverse of rows_to_parquet (``mean`` is derived, so it is not read back). Also reads the files
+    of AGGREGATE_SCHEMA_V1, written before restatement, as revision 0 without late events."""
+    table = pq.read_table(pa.BufferReader(data))
+    if table.schema.equals(AGGREGATE_SCHEMA_V1, check_metadata=False):
+        zeros = pa.array([0] * table.num_rows, type=pa.int64())
+        table = table.append_column("revision", zeros).append_column("late_count", zeros)
+    elif not table.schema.equals(AGGREGATE_SCHEMA, check_metadata=False):
+        raise ValueError("not a window aggregate file: schema is "
+                         f"{table.schema.to_string(show_schema_metadata=False)!r}")
     column = table.column
     return [
         WindowRow(*values)
@@ -186,6 +208,8 @@ def parquet_to_rows(data: bytes) -> list[WindowRow]:
             column("sum").to_pylist(),
             column("min").to_pylist(),
             column("max").to_pylist(),
+            column("revision").to_pylist(),
+            column("late_count").to_pylist(),
             strict=True,
         )
     ]
@@ -252,13 +276,16 @@ def row_to_json(row: WindowRow) -> bytes:
             "min": _json_float(float(row.min)),
             "max": _json_float(float(row.max)),
             "mean": _json_float(row.mean),
+            "revision": row.revision,
+            "late_count": row.late_count,
         },
         option=_JSON_OPTIONS,
     )
 
 
 def row_from_json(data: bytes | str) -> WindowRow:
-    """Inverse of row_to_json; floats come back bit for bit (orjson writes shortest repr)."""
+    """Inverse of row_to_json; floats come back bit for bit (orjson writes shortest repr). A member
+    written before restatement (no revision, no late_count) reads as revision 0."""
     obj = orjson.loads(data)
     return WindowRow(
         window=obj["window"],
@@ -269,11 +296,14 @@ def row_from_json(data: bytes | str) -> WindowRow:
         sum=float(obj["sum"]),
         min=float(obj["min"]),
         max=float(obj["max"]),
+        revision=int(obj.get("revision", 0)),
+        late_count=int(obj.get("late_count", 0)),
     )
 
 
 # -- Redis hash and web API: the other encodings of a closed window -------------------------
 
+# Required in a hash; ``revision`` and ``late_count`` came later and default to 0 (speed layer).
 HASH_FIELDS: Final = ("window", "event_type", "window_start_ms", "window_end_ms", "count", "sum", "min", "max", "mean")
 
 
@@ -290,6 +320,8 @@ def row_to_hash(row: WindowRow) -> dict[str, str]:
         "min": repr(float(row.min)),
         "max": repr(float(row.max)),
         "mean": repr(row.mean),
+        "revision": str(int(row.revision)),
+        "late_count": str(int(row.late_count)),
     }
 
 
@@ -308,6 +340,8 @@ def row_from_hash(fields: Mapping[bytes, bytes]) -> WindowRow:
         sum=float(text["sum"]),
         min=float(text["min"]),
         max=float(text["max"]),
+        revision=int(text.get("revision", "0")),
+        late_count=int(text.get("late_count", "0")),
     )
 
 
@@ -325,6 +359,8 @@ def row_to_api(row: WindowRow) -> dict[str, Any]:
         "min": row.min,
         "max": row.max,
         "mean": row.mean,
+        "revision": row.revision,
+        "late_count": row.late_count,
     }
 
 
