@@ -9,7 +9,8 @@
 * ``RollupRow`` and ``rollups_to_parquet`` / ``parquet_to_rollups``: the batch layer's hourly
   and daily rollups (ROLLUP_SCHEMA).
 * ``Manifest`` and ``manifest_to_json`` / ``manifest_from_json``: what the batch layer read
-  for one period, stored beside its output.
+  for one period, stored beside its output; ``RestateManifest`` likewise for the restatement of
+  the windows starting in one hour.
 
 This module is the one home of a closed window's encodings, and of the batch layer's.
 
@@ -41,6 +42,7 @@ __all__ = [
     "RAW_SCHEMA",
     "ROLLUP_SCHEMA",
     "Manifest",
+    "RestateManifest",
     "RollupRow",
     "WindowRow",
     "events_to_parquet",
@@ -48,6 +50,8 @@ __all__ = [
     "manifest_to_json",
     "parquet_to_rollups",
     "read_raw_table",
+    "restate_manifest_from_json",
+    "restate_manifest_to_json",
     "rollups_to_parquet",
     "parquet_to_events",
     "parquet_to_rows",
@@ -482,3 +486,52 @@ def manifest_from_json(data: bytes) -> Manifest:
                         output=None if obj["output"] is None else str(obj["output"]))
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
         raise ValueError(f"not a batch manifest: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RestateManifest:
+    """What the batch layer read to restate the windows starting in one hour, written after their rows.
+
+    end_ms: the end of the last of those windows (raw files of every hour up to it were read);
+    windows: the window specs restated, as name:size_ms:step_ms;
+    inputs, skipped, events: as in Manifest, over all those hours;
+    restated: rows rewritten by the run that wrote the manifest (0 when nothing differed).
+    """
+
+    start_ms: int
+    end_ms: int
+    windows: Sequence[str]
+    inputs: Mapping[str, str]
+    skipped: Mapping[str, str]
+    events: int
+    restated: int
+
+
+def restate_manifest_to_json(manifest: RestateManifest) -> bytes:
+    return orjson.dumps({
+        "format": MANIFEST_FORMAT,
+        "period": "restated",
+        "start_ms": manifest.start_ms,
+        "end_ms": manifest.end_ms,
+        "start": iso_utc(manifest.start_ms),
+        "windows": list(manifest.windows),
+        "inputs": dict(manifest.inputs),
+        "skipped": dict(manifest.skipped),
+        "events": manifest.events,
+        "restated": manifest.restated,
+    }, option=_JSON_OPTIONS | orjson.OPT_INDENT_2)
+
+
+def restate_manifest_from_json(data: bytes) -> RestateManifest:
+    """Inverse of restate_manifest_to_json; ValueError if it is not one of this format."""
+    try:
+        obj = orjson.loads(data)
+        if obj.get("format") != MANIFEST_FORMAT or obj.get("period") != "restated":
+            raise ValueError(f"not a restatement manifest of format {MANIFEST_FORMAT}")
+        return RestateManifest(start_ms=int(obj["start_ms"]), end_ms=int(obj["end_ms"]),
+                               windows=[str(w) for w in obj["windows"]],
+                               inputs={str(k): str(v) for k, v in obj["inputs"].items()},
+                               skipped={str(k): str(v) for k, v in obj["skipped"].items()},
+                               events=int(obj["events"]), restated=int(obj["restated"]))
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a restatement manifest: {exc}") from None
