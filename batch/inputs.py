@@ -19,11 +19,15 @@ from batch.periods import HOUR_MS
 from sinks.lake import RawKey, parse_raw_key
 from sinks.rows import read_raw_table
 
-__all__ = ["ROLLUP_INPUT_SCHEMA", "PeriodInputs", "check_raw_table"]
+__all__ = ["RESTATE_INPUT_SCHEMA", "ROLLUP_INPUT_SCHEMA", "PeriodInputs", "check_raw_table"]
 
 # The columns the rollups read.
 ROLLUP_INPUT_SCHEMA: Final = pa.schema([("user_id", pa.string()), ("event_type", pa.string()),
                                         ("value", pa.float64())])
+# The columns restatement reads (batch/restate.py folds in stage 1's order: partition, then offset).
+RESTATE_INPUT_SCHEMA: Final = pa.schema([("partition", pa.int32()), ("offset", pa.int64()),
+                                         ("event_type", pa.string()), ("timestamp", pa.timestamp("ms", tz="UTC")),
+                                         ("value", pa.float64())])
 
 FOREIGN_NAME: Final = "foreign name: not part-PPPPP-OOOOOOOOOOOOOOOOOOOO.parquet"
 
@@ -59,6 +63,7 @@ class PeriodInputs:
     events: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
     archive_files: int = 0
+    schema: pa.Schema = ROLLUP_INPUT_SCHEMA  # the columns streamed
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         for key in sorted(self.listing):  # the lake's order: the same input, the same sums bit for bit
@@ -77,7 +82,7 @@ class PeriodInputs:
                 self.skipped[key] = reason
                 continue
             self.events += table.num_rows
-            yield from table.select(ROLLUP_INPUT_SCHEMA.names).to_batches()
+            yield from table.select(self.schema.names).to_batches()
 
     def reader(self) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(ROLLUP_INPUT_SCHEMA, self.batches())
+        return pa.RecordBatchReader.from_batches(self.schema, self.batches())

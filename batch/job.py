@@ -1,4 +1,5 @@
-"""One run of the batch layer: every sealed period whose inputs changed, hours first, then days.
+"""One run of the batch layer: every sealed period whose inputs changed, hours first, then days;
+then, given a Restatement, the windows of every sealed hour whose inputs changed (batch/restating.py).
 
 Per period: list its raw folders (key -> ETag), compare with its manifest, and if they differ
 (or it has none) compute its rollup, write it, and only then write the manifest. A crash at any
@@ -18,6 +19,7 @@ from typing import Protocol
 from batch.inputs import PeriodInputs
 from batch.manifest import reason_to_process
 from batch.periods import Period, day_of, periods_overlapping
+from batch.restating import Restatement, restate_hours
 from batch.rollup import rollup
 from batch.sealing import is_sealed
 from sinks.lake import RAW_DIR, manifest_key, parse_raw_key, rollup_key
@@ -31,8 +33,6 @@ from sinks.rows import (
 )
 
 __all__ = ["BatchLake", "Plan", "RunReport", "UnreadableHourError", "run_batch"]
-
-
 
 class BatchLake(Protocol):
     """The lake as the batch job uses it (sinks.lake.S3Lake; a dict in unit tests)."""
@@ -73,13 +73,23 @@ class RunReport:
     not_sealed: list[Period] = field(default_factory=list)
     objects_written: int = 0
     skipped: set[str] = field(default_factory=set)  # keys of foreign or unreadable objects met
+    # Restatement of the speed layer's windows, per hour of window starts:
+    restated_hours: int = 0
+    restate_up_to_date: int = 0
+    restate_not_sealed: int = 0
+    restate_waiting: int = 0  # sealed, but stage 2 has not exported all of the hour's windows yet
+    windows_restated: int = 0
+    rows_restated: int = 0
+    restate_problems: int = 0  # stored rows the raw archive cannot account for (left as they are)
+    redis_rows_written: int = 0  # by a backfill's repopulation
 
     @property
     def skipped_objects(self) -> int:
         return len(self.skipped)
 
 
-def run_batch(lake: BatchLake, *, sealed_until_ms: int | None, plan: Plan, say: Callable[[str], None]) -> RunReport:
+def run_batch(lake: BatchLake, *, sealed_until_ms: int | None, plan: Plan, say: Callable[[str], None],
+              restatement: Restatement | None = None) -> RunReport:
     report = RunReport()
     hours = _raw_listing(lake, say, report)
     selected = periods_overlapping(sorted(hours), plan.from_ms, plan.to_ms)
@@ -101,6 +111,8 @@ def run_batch(lake: BatchLake, *, sealed_until_ms: int | None, plan: Plan, say: 
             report.up_to_date += 1
             continue
         _process(lake, period, listing, reason, say, report)
+    if restatement is not None:
+        restate_hours(lake, hours, selected, sealed_until_ms, plan.backfill, restatement, say, report)
     return report
 
 

@@ -8,15 +8,18 @@ import sys
 import click
 from faust.cli import AppCommand, option
 
-from batch.job import Plan, UnreadableHourError, run_batch
+from batch.job import Plan, RunReport, UnreadableHourError, run_batch
 from batch.periods import parse_time
+from batch.restating import Restatement
 from batch.sealing import sealed_until, uncovered
 from batch.stage1 import Stage1Reader
+from batch.stage2 import Stage2View, read_stage2
 from channels import topics_for
 from events import iso_utc
 from settings import Settings
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.lake import S3Lake, make_s3_client_factory
+from sinks.redis_store import RedisWindowStore
 from stream.clients import client_options
 from stream.runner import exit_with_line
 
@@ -68,12 +71,21 @@ async def sealed_until_now(settings: Settings) -> int | None:
         await stage1.stop()
 
 
+async def stage2_now(settings: Settings) -> Stage2View:
+    """What stage 2 has exported (batch/stage2.py), read after the sealing bound: it only goes further."""
+    partitions = settings.kafka.topic_partitions
+    return await read_stage2(client_options(settings.kafka), export_state=topics_for(settings).export_state,
+                             partitions=partitions, source_partitions=partitions)
+
+
 class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
-    """Compute the hourly and daily rollups of every sealed hour whose raw files changed (the batch layer)."""
+    """Compute the hourly and daily rollups of every sealed hour whose raw files changed, and restate the
+    speed layer's windows of those hours in S3 and Redis (the batch layer)."""
 
     options = [
         option("--from", "from_", metavar="T", callback=_time_option,
-               help="Recompute the hours overlapping [--from, --to) and their days, even if up to date. "
+               help="Recompute the hours overlapping [--from, --to) and their days, restate the windows "
+                    "starting in them and write those windows to Redis, even if up to date. "
                     "ISO-8601 (no zone means UTC) or epoch milliseconds."),
         option("--to", "to", metavar="T", callback=_time_option, help="End of the range (exclusive)."),
     ]
@@ -86,26 +98,49 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
             bound = await asyncio.wait_for(sealed_until_now(settings), KAFKA_DEADLINE_S)
         except Exception as exc:  # noqa: BLE001 - any failure to read stage 1 ends the run in one line
             exit_with_line(f"error: cannot read stage 1's watermarks and positions from Kafka: {exc!r}", 1)
+        try:
+            stage2 = await asyncio.wait_for(stage2_now(settings), KAFKA_DEADLINE_S)
+        except Exception as exc:  # noqa: BLE001
+            exit_with_line(f"error: cannot read stage 2's export state from Kafka: {exc!r}", 1)
         if bound is not None:
             _say(f"sealed: every hour ending by {iso_utc(bound)}")
         lake_settings = settings.lake
         lake = S3Lake(lake_settings.bucket, lake_settings.prefix,
                       make_s3_client_factory(lake_settings.endpoint_url, lake_settings.region,
                                              max_attempts=S3_ATTEMPTS))
+        redis_settings = settings.redis
+        redis = RedisWindowStore(redis_settings.url, redis_settings.key_prefix, redis_settings.ttl_ms,
+                                 redis_settings.latest_n)
+        restatement = Restatement(settings.pipeline.windows, settings.kafka.topic_partitions, stage2, redis)
         lake.open()
+        redis.open()
         try:
-            report = await asyncio.to_thread(run_batch, lake, sealed_until_ms=bound, plan=Plan(from_, to), say=_say)
+            report = await asyncio.to_thread(run_batch, lake, sealed_until_ms=bound, plan=Plan(from_, to), say=_say,
+                                             restatement=restatement)
         except UnreadableHourError as exc:
             exit_with_line(str(exc), 1)
         except (SinkUnavailableError, SinkConfigurationError) as exc:
             exit_with_line(f"error: {exc}", 1)
         finally:
             lake.close()
-        hours = sum(1 for period in report.processed if period.kind == "hourly")
-        _say(f"batch: {_count(hours, 'hour')} and {_count(len(report.processed) - hours, 'day')} computed, "
-             f"{report.up_to_date} up to date, {len(report.not_sealed)} not sealed yet; "
-             f"{_count(report.objects_written, 'object')} written, "
-             f"{_count(report.skipped_objects, 'foreign object')} skipped")
+            redis.close()
+        _say(summary(report))
+
+
+def summary(report: RunReport) -> str:
+    hours = sum(1 for period in report.processed if period.kind == "hourly")
+    line = (f"batch: {_count(hours, 'hour')} and {_count(len(report.processed) - hours, 'day')} computed, "
+            f"{report.up_to_date} up to date, {len(report.not_sealed)} not sealed yet; "
+            f"{_count(report.objects_written, 'object')} written, "
+            f"{_count(report.skipped_objects, 'foreign object')} skipped; "
+            f"windows of {_count(report.restated_hours, 'hour')} checked: {_count(report.rows_restated, 'row')} "
+            f"restated in {_count(report.windows_restated, 'window')}, {report.restate_up_to_date} up to date, "
+            f"{report.restate_not_sealed} not sealed yet, {report.restate_waiting} waiting for stage 2")
+    if report.redis_rows_written:
+        line += f"; {_count(report.redis_rows_written, 'row')} written to Redis"
+    if report.restate_problems:
+        line += f"; {_count(report.restate_problems, 'stored row')} the raw archive cannot account for"
+    return line
 
 
 def _count(n: int, what: str) -> str:

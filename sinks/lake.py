@@ -8,6 +8,7 @@ Layout under ``s3://{bucket}/{prefix}``::
     aggregated/daily/year=YYYY/month=MM/day=DD/daily-{day_start_ms}.parquet
     batch/manifests/hourly/year=YYYY/month=MM/day=DD/hour=HH/hourly-{hour_start_ms}.json
     batch/manifests/daily/year=YYYY/month=MM/day=DD/daily-{day_start_ms}.json
+    batch/manifests/restated/year=YYYY/month=MM/day=DD/hour=HH/restated-{hour_start_ms}.json
 
 Hours are UTC. Names are pure functions of their inputs, so a replay writes the same keys:
 
@@ -48,7 +49,7 @@ from botocore.exceptions import (
 )
 
 from events import Event
-from keys import encode_key_part
+from keys import decode_key_part, encode_key_part
 from sinks.errors import (
     ArchiveMetadataError,
     S3BucketNotFoundError,
@@ -66,12 +67,16 @@ __all__ = [
     "RawKey",
     "S3Client",
     "S3Lake",
+    "AggregateKey",
+    "aggregate_hour_prefix",
     "aggregate_key",
     "archive_key",
     "make_s3_client_factory",
     "manifest_key",
+    "parse_aggregate_key",
     "parse_raw_key",
     "raw_hour_prefix",
+    "restate_manifest_key",
     "rollup_key",
 ]
 
@@ -85,6 +90,7 @@ RAW_DIR: Final = "events/"
 ROLLUP_PERIODS: Final = ("hourly", "daily")
 _RAW_HOUR_DIR = re.compile(r"year=([0-9]{4})/month=([0-9]{2})/day=([0-9]{2})/hour=([0-9]{2})/", re.ASCII)
 _RAW_NAME = re.compile(r"part-([0-9]{5})-([0-9]{20})\.parquet", re.ASCII)
+_AGGREGATE_NAME = re.compile(r"(.+)-(-?[0-9]{1,19})-part([0-9]{4,})\.parquet", re.ASCII)
 # Error codes that mean "the service is busy or briefly broken": retry later.
 _TRANSIENT_CODES: Final = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
@@ -155,6 +161,41 @@ def manifest_key(prefix: str, period: str, start_ms: int) -> str:
     """Key of the batch manifest of the period starting at ``start_ms``."""
     _check_prefix(prefix)
     return f"{prefix}batch/manifests/{period}/{_period_dirs(period, start_ms)}/{period}-{start_ms}.json"
+
+
+def restate_manifest_key(prefix: str, hour_start_ms: int) -> str:
+    """Key of the manifest of the batch layer's restatement of the windows starting in one hour."""
+    _check_prefix(prefix)
+    return f"{prefix}batch/manifests/restated/{_hour_dirs(hour_start_ms)}/restated-{hour_start_ms}.json"
+
+
+def aggregate_hour_prefix(prefix: str, window: str, hour_start_ms: int) -> str:
+    """The folder of one window's objects whose window_start is in one UTC hour."""
+    _check_prefix(prefix)
+    return f"{prefix}aggregated/{encode_key_part(window)}/{_hour_dirs(hour_start_ms)}/"
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateKey:
+    window: str
+    window_start_ms: int
+    part: int
+
+
+def parse_aggregate_key(prefix: str, key: str) -> AggregateKey | None:
+    """Inverse of aggregate_key, or None for any other name (the key must be exactly what aggregate_key
+    gives back for what it parses to)."""
+    name = _AGGREGATE_NAME.fullmatch(key.rsplit("/", 1)[-1])
+    if name is None:
+        return None
+    start_ms, part = int(name.group(2)), int(name.group(3))
+    try:
+        window = decode_key_part(name.group(1))
+        if aggregate_key(prefix, window, start_ms, part) != key:
+            return None
+    except (ValueError, OverflowError):
+        return None
+    return AggregateKey(window, start_ms, part)
 
 
 def raw_hour_prefix(prefix: str, hour_start_ms: int) -> str:

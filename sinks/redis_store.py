@@ -4,7 +4,8 @@ Keys (``P`` is the configured key prefix, ``enc`` is ``keys.encode_key_part``)::
 
     P win:{enc(window)}:{enc(event_type)}:{window_start_ms}
         hash of one closed window: fields window, event_type, window_start_ms,
-        window_end_ms, count, sum, min, max, mean. Values are strings: ints as str(int),
+        window_end_ms, count, sum, min, max, mean, revision, late_count (sinks/rows.py;
+        a hash without the last two reads as revision 0). Values are strings: ints as str(int),
         floats as repr(float), so float(value) gives back the exact float (also -0.0, inf).
     P latest:{enc(window)}:{enc(event_type)}
         sorted set indexing the latest windows: score = window_start_ms, member = the

@@ -9,7 +9,8 @@
 * ``RollupRow`` and ``rollups_to_parquet`` / ``parquet_to_rollups``: the batch layer's hourly
   and daily rollups (ROLLUP_SCHEMA).
 * ``Manifest`` and ``manifest_to_json`` / ``manifest_from_json``: what the batch layer read
-  for one period, stored beside its output.
+  for one period, stored beside its output; ``RestateManifest`` likewise for the restatement of
+  the windows starting in one hour.
 
 This module is the one home of a closed window's encodings, and of the batch layer's.
 
@@ -34,12 +35,14 @@ from events import Event, iso_utc
 
 __all__ = [
     "AGGREGATE_SCHEMA",
+    "AGGREGATE_SCHEMA_V1",
     "JSON_CONTENT_TYPE",
     "MANIFEST_FORMAT",
     "PARQUET_CONTENT_TYPE",
     "RAW_SCHEMA",
     "ROLLUP_SCHEMA",
     "Manifest",
+    "RestateManifest",
     "RollupRow",
     "WindowRow",
     "events_to_parquet",
@@ -47,6 +50,8 @@ __all__ = [
     "manifest_to_json",
     "parquet_to_rollups",
     "read_raw_table",
+    "restate_manifest_from_json",
+    "restate_manifest_to_json",
     "rollups_to_parquet",
     "parquet_to_events",
     "parquet_to_rows",
@@ -73,7 +78,13 @@ AGGREGATE_SCHEMA: Final = pa.schema([
     ("min", pa.float64()),
     ("max", pa.float64()),
     ("mean", pa.float64()),
+    ("revision", pa.int64()),
+    ("late_count", pa.int64()),
 ])
+# The closed windows' files before the batch layer's restatement (no revision, no late_count):
+# still read, as revision 0 with no late events.
+AGGREGATE_SCHEMA_V1: Final = pa.schema([field for field in AGGREGATE_SCHEMA if field.name not in
+                                        ("revision", "late_count")])
 
 RAW_SCHEMA: Final = pa.schema([
     ("partition", pa.int32()),
@@ -105,7 +116,11 @@ _JSON_OPTIONS: Final = orjson.OPT_SORT_KEYS
 
 
 class WindowRow(NamedTuple):
-    """One closed window of one event type; ``window`` is the window spec's name."""
+    """One closed window of one event type; ``window`` is the window spec's name.
+
+    ``revision`` 0 is the speed layer's row (stage 2); 1 and up, a row the batch layer restated
+    from the raw archive. ``late_count`` is how many of ``count``'s events the speed layer's row
+    did not count (late events, or events before the window was configured)."""
 
     window: str
     window_start_ms: int
@@ -115,17 +130,19 @@ class WindowRow(NamedTuple):
     sum: float
     min: float
     max: float
+    revision: int = 0
+    late_count: int = 0
 
     @property
     def mean(self) -> float:
         return self.sum / self.count
 
 
-def _sort_key(row: WindowRow) -> tuple[int, str, str, int, int, float, float, float]:
+def _sort_key(row: WindowRow) -> tuple[int, str, str, int, int, float, float, float, int, int]:
     # (window_start, event_type) first, as promised to readers; the rest only makes the
     # order total, so even duplicate (start, type) pairs serialize deterministically.
     return (row.window_start_ms, row.event_type, row.window, row.window_end_ms, row.count, row.sum, row.min,
-            row.max)
+            row.max, row.revision, row.late_count)
 
 
 def _write_parquet(table: pa.Table, sorting_columns: Sequence[pq.SortingColumn]) -> bytes:
@@ -165,6 +182,8 @@ def rows_to_parquet(rows: Sequence[WindowRow]) -> bytes:
             pa.array([float(r.min) for r in ordered], type=pa.float64()),
             pa.array([float(r.max) for r in ordered], type=pa.float64()),
             pa.array([r.mean for r in ordered], type=pa.float64()),
+            pa.array([r.revision for r in ordered], type=pa.int64()),
+            pa.array([r.late_count for r in ordered], type=pa.int64()),
         ],
         schema=AGGREGATE_SCHEMA,
     )
@@ -172,8 +191,15 @@ def rows_to_parquet(rows: Sequence[WindowRow]) -> bytes:
 
 
 def parquet_to_rows(data: bytes) -> list[WindowRow]:
-    """Inverse of rows_to_parquet (``mean`` is derived, so it is not read back)."""
-    table = _read_parquet(data, AGGREGATE_SCHEMA, "window aggregate")
+    """Inverse of rows_to_parquet (``mean`` is derived, so it is not read back). Also reads the files
+    of AGGREGATE_SCHEMA_V1, written before restatement, as revision 0 without late events."""
+    table = pq.read_table(pa.BufferReader(data))
+    if table.schema.equals(AGGREGATE_SCHEMA_V1, check_metadata=False):
+        zeros = pa.array([0] * table.num_rows, type=pa.int64())
+        table = table.append_column("revision", zeros).append_column("late_count", zeros)
+    elif not table.schema.equals(AGGREGATE_SCHEMA, check_metadata=False):
+        raise ValueError("not a window aggregate file: schema is "
+                         f"{table.schema.to_string(show_schema_metadata=False)!r}")
     column = table.column
     return [
         WindowRow(*values)
@@ -186,6 +212,8 @@ def parquet_to_rows(data: bytes) -> list[WindowRow]:
             column("sum").to_pylist(),
             column("min").to_pylist(),
             column("max").to_pylist(),
+            column("revision").to_pylist(),
+            column("late_count").to_pylist(),
             strict=True,
         )
     ]
@@ -252,13 +280,16 @@ def row_to_json(row: WindowRow) -> bytes:
             "min": _json_float(float(row.min)),
             "max": _json_float(float(row.max)),
             "mean": _json_float(row.mean),
+            "revision": row.revision,
+            "late_count": row.late_count,
         },
         option=_JSON_OPTIONS,
     )
 
 
 def row_from_json(data: bytes | str) -> WindowRow:
-    """Inverse of row_to_json; floats come back bit for bit (orjson writes shortest repr)."""
+    """Inverse of row_to_json; floats come back bit for bit (orjson writes shortest repr). A member
+    written before restatement (no revision, no late_count) reads as revision 0."""
     obj = orjson.loads(data)
     return WindowRow(
         window=obj["window"],
@@ -269,11 +300,14 @@ def row_from_json(data: bytes | str) -> WindowRow:
         sum=float(obj["sum"]),
         min=float(obj["min"]),
         max=float(obj["max"]),
+        revision=int(obj.get("revision", 0)),
+        late_count=int(obj.get("late_count", 0)),
     )
 
 
 # -- Redis hash and web API: the other encodings of a closed window -------------------------
 
+# Required in a hash; ``revision`` and ``late_count`` came later and default to 0 (speed layer).
 HASH_FIELDS: Final = ("window", "event_type", "window_start_ms", "window_end_ms", "count", "sum", "min", "max", "mean")
 
 
@@ -290,6 +324,8 @@ def row_to_hash(row: WindowRow) -> dict[str, str]:
         "min": repr(float(row.min)),
         "max": repr(float(row.max)),
         "mean": repr(row.mean),
+        "revision": str(int(row.revision)),
+        "late_count": str(int(row.late_count)),
     }
 
 
@@ -308,6 +344,8 @@ def row_from_hash(fields: Mapping[bytes, bytes]) -> WindowRow:
         sum=float(text["sum"]),
         min=float(text["min"]),
         max=float(text["max"]),
+        revision=int(text.get("revision", "0")),
+        late_count=int(text.get("late_count", "0")),
     )
 
 
@@ -325,6 +363,8 @@ def row_to_api(row: WindowRow) -> dict[str, Any]:
         "min": row.min,
         "max": row.max,
         "mean": row.mean,
+        "revision": row.revision,
+        "late_count": row.late_count,
     }
 
 
@@ -446,3 +486,52 @@ def manifest_from_json(data: bytes) -> Manifest:
                         output=None if obj["output"] is None else str(obj["output"]))
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
         raise ValueError(f"not a batch manifest: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RestateManifest:
+    """What the batch layer read to restate the windows starting in one hour, written after their rows.
+
+    end_ms: the end of the last of those windows (raw files of every hour up to it were read);
+    windows: the window specs restated, as name:size_ms:step_ms;
+    inputs, skipped, events: as in Manifest, over all those hours;
+    restated: rows rewritten by the run that wrote the manifest (0 when nothing differed).
+    """
+
+    start_ms: int
+    end_ms: int
+    windows: Sequence[str]
+    inputs: Mapping[str, str]
+    skipped: Mapping[str, str]
+    events: int
+    restated: int
+
+
+def restate_manifest_to_json(manifest: RestateManifest) -> bytes:
+    return orjson.dumps({
+        "format": MANIFEST_FORMAT,
+        "period": "restated",
+        "start_ms": manifest.start_ms,
+        "end_ms": manifest.end_ms,
+        "start": iso_utc(manifest.start_ms),
+        "windows": list(manifest.windows),
+        "inputs": dict(manifest.inputs),
+        "skipped": dict(manifest.skipped),
+        "events": manifest.events,
+        "restated": manifest.restated,
+    }, option=_JSON_OPTIONS | orjson.OPT_INDENT_2)
+
+
+def restate_manifest_from_json(data: bytes) -> RestateManifest:
+    """Inverse of restate_manifest_to_json; ValueError if it is not one of this format."""
+    try:
+        obj = orjson.loads(data)
+        if obj.get("format") != MANIFEST_FORMAT or obj.get("period") != "restated":
+            raise ValueError(f"not a restatement manifest of format {MANIFEST_FORMAT}")
+        return RestateManifest(start_ms=int(obj["start_ms"]), end_ms=int(obj["end_ms"]),
+                               windows=[str(w) for w in obj["windows"]],
+                               inputs={str(k): str(v) for k, v in obj["inputs"].items()},
+                               skipped={str(k): str(v) for k, v in obj["skipped"].items()},
+                               events=int(obj["events"]), restated=int(obj["restated"]))
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a restatement manifest: {exc}") from None

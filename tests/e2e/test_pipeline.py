@@ -193,7 +193,8 @@ def _row_json(window: str, start: int, event_type: str, values: tuple[int, float
     end = start + 60_000
     return {"window": window, "event_type": event_type, "window_start_ms": start, "window_end_ms": end,
             "window_start": _iso(start), "window_end": _iso(end),
-            "count": count, "sum": total, "min": low, "max": high, "mean": total / count}
+            "count": count, "sum": total, "min": low, "max": high, "mean": total / count,
+            "revision": 0, "late_count": 0}  # the speed layer's rows
 
 
 def _iso(epoch_ms: int) -> str:

@@ -39,7 +39,8 @@ STEP_DEADLINE_S = 180.0
 def _row(window: str, start: int, event_type: str, values: tuple[int, float, float, float]) -> dict[str, Any]:
     count, total, low, high = values
     return {"window": window, "event_type": event_type, "window_start_ms": start, "window_end_ms": start + 60_000,
-            "count": count, "sum": total, "min": low, "max": high, "mean": total / count}
+            "count": count, "sum": total, "min": low, "max": high, "mean": total / count,
+            "revision": 0, "late_count": 0}  # the speed layer's rows
 
 
 def _without_iso(row: dict[str, Any]) -> dict[str, Any]:

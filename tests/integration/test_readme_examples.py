@@ -68,5 +68,5 @@ def test_the_redis_example_reads_the_latest_windows_and_one_window(stack: Endpoi
                                 "window_start_ms": str(newest.window_start_ms),
                                 "window_end_ms": str(newest.window_end_ms), "count": str(newest.count),
                                 "sum": repr(newest.sum), "min": repr(newest.min), "max": repr(newest.max),
-                                "mean": repr(newest.mean)}
+                                "mean": repr(newest.mean), "revision": "0", "late_count": "0"}
     assert os.environ["REDIS_KEY_PREFIX"] == prefix

@@ -84,13 +84,15 @@ def test_rows_read_back_exactly(store: RedisWindowStore, raw: redis.Redis, prefi
         b"min": b"0.1",
         b"max": b"0.2",
         b"mean": b"0.10000000000000002",
+        b"revision": b"0",
+        b"late_count": b"0",
     }
     assert raw.hget(f"{prefix}win:tumbling_1m:click:{START_MS}", "sum") == b"-0.0"
     assert raw.hget(f"{prefix}win:tumbling_1m:boom:{START_MS}", "mean") == b"inf"
     assert exact(store.latest("tumbling_1m", "view", 1)) == exact([rows[1]])
     assert raw.zrange(f"{prefix}latest:tumbling_1m:buy", 0, -1, withscores=True) == [(
-        b'{"count":3,"event_type":"buy","max":0.2,"mean":0.10000000000000002,"min":0.1,'
-        b'"sum":0.30000000000000004,"window":"tumbling_1m","window_end_ms":1763251200000,'
+        b'{"count":3,"event_type":"buy","late_count":0,"max":0.2,"mean":0.10000000000000002,"min":0.1,'
+        b'"revision":0,"sum":0.30000000000000004,"window":"tumbling_1m","window_end_ms":1763251200000,'
         b'"window_start_ms":1763251140000}',
         float(START_MS),
     )]

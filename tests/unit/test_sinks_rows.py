@@ -7,6 +7,7 @@ import json
 import random
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,12 +16,16 @@ from events import Event
 from sinks.lake import aggregate_key, archive_key
 from sinks.rows import (
     AGGREGATE_SCHEMA,
+    AGGREGATE_SCHEMA_V1,
     RAW_SCHEMA,
     WindowRow,
     events_to_parquet,
     parquet_to_events,
     parquet_to_rows,
+    row_from_hash,
     row_from_json,
+    row_to_api,
+    row_to_hash,
     row_to_json,
     rows_to_parquet,
 )
@@ -59,6 +64,8 @@ def test_aggregate_schema_is_exact() -> None:
         ("min", "double"),
         ("max", "double"),
         ("mean", "double"),
+        ("revision", "int64"),
+        ("late_count", "int64"),
     ]
     assert schema.equals(AGGREGATE_SCHEMA, check_metadata=False)
     # What non-Arrow readers (Spark, Trino, DuckDB) see: INT64 milliseconds adjusted to UTC.
@@ -139,6 +146,27 @@ def test_wrong_file_kind_is_rejected() -> None:
         parquet_to_events(rows_to_parquet([row("x")]))
 
 
+def test_restated_rows_round_trip_and_files_of_the_first_format_read_as_revision_0() -> None:
+    restated = row("click")._replace(revision=2, late_count=1)
+    assert parquet_to_rows(rows_to_parquet([restated])) == [restated]
+    assert row_from_json(row_to_json(restated)) == restated
+    as_hash = row_to_hash(restated)
+    assert (as_hash["revision"], as_hash["late_count"]) == ("2", "1")
+    assert row_from_hash({k.encode(): v.encode() for k, v in as_hash.items()}) == restated
+    assert (row_to_api(restated)["revision"], row_to_api(restated)["late_count"]) == (2, 1)
+    # What stage 2 wrote before the format change: 9 columns, a hash and a JSON member without the two fields.
+    table = pq.read_table(io.BytesIO(rows_to_parquet([row("click")]))).select(AGGREGATE_SCHEMA_V1.names)
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    assert parquet_to_rows(sink.getvalue()) == [row("click")]
+    old_hash = {k.encode(): v.encode() for k, v in row_to_hash(row("click")).items()
+                if k not in ("revision", "late_count")}
+    assert row_from_hash(old_hash) == row("click")
+    old_json = orjson.loads(row_to_json(row("click")))
+    del old_json["revision"], old_json["late_count"]
+    assert row_from_json(orjson.dumps(old_json)) == row("click")
+
+
 def test_events_round_trip_in_offset_order() -> None:
     records = [
         (3, 12, Event("u2", "buy", START_MS + 5, -0.0)),
@@ -157,7 +185,7 @@ def test_events_round_trip_in_offset_order() -> None:
 def test_json_is_canonical_and_exact() -> None:
     original = row("a:b", count=3, total=-0.0, low=-0.0, high=0.0)
     assert row_to_json(original) == (
-        b'{"count":3,"event_type":"a:b","max":0.0,"mean":-0.0,"min":-0.0,"sum":-0.0,'
+        b'{"count":3,"event_type":"a:b","late_count":0,"max":0.0,"mean":-0.0,"min":-0.0,"revision":0,"sum":-0.0,'
         b'"window":"tumbling_1m","window_end_ms":1763251200000,"window_start_ms":1763251140000}'
     )
     for value in (0.1 + 0.2, 1.7976931348623157e308, 5e-324, float("inf")):

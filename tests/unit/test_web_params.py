@@ -90,6 +90,7 @@ def test_the_api_row_carries_both_time_forms_and_the_mean() -> None:
         "window_start": "2026-11-26T03:51:00Z", "window_end": "2026-11-26T03:52:00Z",
         "window_start_ms": START_MS, "window_end_ms": START_MS + 60_000,
         "count": 4, "sum": 10.0, "min": 1.0, "max": 4.0, "mean": 2.5,
+        "revision": 0, "late_count": 0,
     }
 
 

@@ -304,8 +304,9 @@
     renderNote();
   }
 
+  // revision: 0 from the speed layer, 1 and up once the batch layer restated the row with late events.
   const point = (row, measure) => ({ start_ms: row.window_start_ms, end_ms: row.window_end_ms,
-    value: row[measure], count: row.count });
+    value: row[measure], count: row.count, revision: row.revision || 0, late_count: row.late_count || 0 });
   const byStart = (a, b) => a.start_ms - b.start_ms;
 
   function buildSeries(closedByType, openRows, measure) {
@@ -413,6 +414,7 @@
     el.dataset.points = String(series.reduce((a, s) => a + s.closed.length + s.open.length, 0));
     el.dataset.closedPoints = String(series.reduce((a, s) => a + s.closed.length, 0));
     el.dataset.openPoints = String(series.reduce((a, s) => a + s.open.length, 0));
+    el.dataset.restatedPoints = String(series.reduce((a, s) => a + s.closed.filter((p) => p.revision > 0).length, 0));
   }
 
   function renderLatest() {
@@ -423,6 +425,8 @@
       const tr = row([
         [s.event_type, "type"],
         [lastClosed ? fmtTime(lastClosed.start_ms) : "—"], [fmtNum(lastClosed && lastClosed.value), "num"],
+        [lastClosed && lastClosed.revision ? `${lastClosed.revision} (${fmtNum(lastClosed.late_count)} late)` : "—",
+          "num"],
         [lastOpen ? fmtTime(lastOpen.start_ms) : "—"], [fmtNum(lastOpen && lastOpen.value), "num"],
       ]);
       tr.firstChild.style.setProperty("--swatch", colorOf(s.event_type));
