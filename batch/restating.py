@@ -29,7 +29,7 @@ from batch.inputs import RESTATE_INPUT_SCHEMA, PeriodInputs
 from batch.periods import HOUR_MS, Period, hour_of
 from batch.restate import Change, compare, key_of, place, recompute, span_end_ms
 from events import iso_utc
-from models import partial_partition, window_key
+from models import partial_partition
 from sinks.lake import aggregate_hour_prefix, aggregate_key, parse_aggregate_key, restate_manifest_key
 from sinks.rows import (
     JSON_CONTENT_TYPE,
@@ -74,7 +74,7 @@ class Restatement:
 
     def home(self, prefix: str, key: PartialKey) -> str:
         """The object of the stage-2 partition that owns the key (the one that would have written it)."""
-        part = partial_partition(window_key(key).encode(), self.stage2_partitions)
+        part = partial_partition(key.event_type, self.stage2_partitions)
         return aggregate_key(prefix, key.window, key.start_ms, part)
 
     def specs_text(self) -> list[str]:
