@@ -6,6 +6,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -41,3 +42,18 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     """A name no other test uses: valid as a topic, a bucket, a group id and a key prefix."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
     return f"t-{slug}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by playwright (the dashboard tests skip before this without it)."""
+    from dashboard_page import CHROMIUM, sync_api  # tests/e2e: playwright is imported only where a test needs it
+
+    assert CHROMIUM is not None
+    with sync_api.sync_playwright() as playwright:
+        # The distribution's Chromium, not a downloaded build: the machine is offline.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -12,11 +12,8 @@ Phases, as in groundtruth.py, so that what the rules judge does not depend on th
 
 from __future__ import annotations
 
-import math
 import random
-import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,24 +21,23 @@ from urllib.parse import quote
 import groundtruth as gt
 import orjson
 import pytest
+from alertref import Ev, active_of, frontier_of, recent_of, records, reference, rules_toml, web_active_of
 from helpers import metric_samples, wait_for
 from pipeline_harness import Names, Worker, create_topics, names_for, produce, read_topic, run, web_port, worker_env
 
 from devstack.stack import Endpoints
-from keys import encode_key_part
 from models import alert_seq, partial_partition
 
 STEP_DEADLINE_S = 120.0
 MINUTE = 60_000
 BASE_MS = gt.BASE_MS
 SENTINEL_MS = gt.SENTINEL_MS
-LATENESS_MS = gt.LATENESS_MS
 HOSTILE = "a:b/../é<x>*"
 ERRORS = [1, 2, 7, 8, 9, 1, 6, 6, 0, 0, 7, 7, 7, 1, 2, 3, 2, 1, 0, 0, 1, 1, 1, 8, 8, 8]
 PURCHASES = [10, 9, 10, 4, 4, 8, 8, 0, 0, 0, 0, 5, 6, 6, 2, 6, 6, 6, 0, 6, 6, 6, 6, 6, 6, 6]
 HEARTBEAT = [1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 1, 1]
 
-# The rules, as data for the reference and as the TOML the worker reads.
+# The rules, as data for the reference (alertref.py) and as the TOML the worker reads.
 RULES: list[dict[str, Any]] = [
     {"name": "error_spike", "kind": "threshold", "window": "tumbling_1m", "event_types": ["error"],
      "measure": "count", "op": ">=", "threshold": 6, "for": 2, "severity": "critical", "labels": {"team": "web"}},
@@ -56,32 +52,9 @@ RULES: list[dict[str, Any]] = [
     {"name": "big_value", "kind": "threshold", "window": "tumbling_1m", "measure": "max", "op": ">=",
      "threshold": 90},
 ]
-WINDOWS = {"tumbling_1m": (60_000, 60_000), "hopping_1m": (60_000, 30_000)}  # the default WINDOWS
-
-
-def rules_toml() -> str:
-    out = []
-    for rule in RULES:
-        out.append("[[rule]]")
-        for key, value in rule.items():
-            if key == "labels":
-                value = "{ " + ", ".join(f"{k} = {orjson.dumps(v).decode()}" for k, v in value.items()) + " }"
-                out.append(f"labels = {value}")
-            else:
-                out.append(f"{key} = {orjson.dumps(value).decode()}")
-        out.append("")
-    return "\n".join(out)
 
 
 # -- the event set -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Ev:
-    partition: int
-    event_type: str
-    event_ms: int
-    value: float
 
 
 def warmup() -> list[Ev]:
@@ -104,139 +77,14 @@ def phase1(seed: int = 5) -> list[Ev]:
     return sorted(events, key=lambda e: (e.event_ms, e.partition))
 
 
-def records(events: list[Ev]) -> list[gt.Produced]:
-    return [gt.Produced(e.partition, b"u", gt.encode("u", e.event_type, e.event_ms, e.value)) for e in events]
-
-
-# -- the reference: plain Python, written from the README's rules, not from alerts/engine.py -----
-
-
-def window_rows(events: list[Ev]) -> dict[tuple[str, int], dict[str, list[float]]]:
-    """(window, start) -> event type -> the values in it."""
-    rows: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for e in events:
-        for window, (size, step) in WINDOWS.items():
-            start = e.event_ms - e.event_ms % step
-            while start > e.event_ms - size:
-                rows[(window, start)][e.event_type].append(e.value)
-                start -= step
-    return rows
-
-
-def measure(values: list[float] | None, name: str) -> float | None:
-    if not values:
-        return {"count": 0.0, "sum": 0.0}.get(name)
-    return {"count": float(len(values)), "sum": sum(values), "min": min(values), "max": max(values),
-            "mean": sum(values) / len(values)}[name]
-
-
-OPS = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b}
-
-
-@dataclass
-class RefTrack:
-    breach: int = 0
-    normal: int = 0
-    firing: bool = False
-    past: list[float] = field(default_factory=list)
-    idle: int = 0
-
-
-def reference(events: list[Ev], first_low_ms: int, last_low_ms: int) -> list[dict[str, Any]]:
-    """Every alert, in the order the windows are judged: by window end, then window name, rule order
-    and event type."""
-    rows = window_rows(events)
-    judged = []
-    for window, (size, step) in WINDOWS.items():
-        start = first_low_ms - first_low_ms % step
-        while start + size <= first_low_ms:
-            start += step
-        while start + size <= last_low_ms:
-            judged.append((start + size, window, start))
-            start += step
-    tracks: dict[tuple[str, str], RefTrack] = {}
-    alerts = []
-    for end, window, start in sorted(judged):
-        here = rows.get((window, start), {})
-        for rule in (r for r in RULES if r["window"] == window):
-            name = rule["name"]
-            listed = rule.get("event_types", [])
-            types = listed or set(here) | {t for (r, t) in tracks if r == name}
-            for event_type in sorted(types):
-                track = tracks.setdefault((name, event_type), RefTrack())
-                values = here.get(event_type)
-                value = judged_value(rule, track, values)
-                track.idle = 0 if values else min(track.idle + 1, 10)
-                state = None
-                if value is not None:
-                    breach = not values if rule["kind"] == "absence" else OPS[rule["op"]](value, rule["threshold"])
-                    if breach:
-                        track.normal, track.breach = 0, min(track.breach + 1, rule.get("for", 1))
-                        if not track.firing and track.breach >= rule.get("for", 1):
-                            track.firing, state = True, "firing"
-                    else:
-                        track.breach = 0
-                        if track.firing:
-                            track.normal += 1
-                            if track.normal >= rule.get("resolve_for", 1):
-                                track.firing, track.normal, state = False, 0, "resolved"
-                if not listed and track.idle >= 10 and not track.firing:
-                    del tracks[(name, event_type)]
-                if state is not None:
-                    assert value is not None
-                    alerts.append(alert_json(rule, event_type, window, start, end, state, value))
-    return alerts
-
-
-def judged_value(rule: dict[str, Any], track: RefTrack, values: list[float] | None) -> float | None:
-    current = measure(values, rule.get("measure", "count"))
-    kind = rule["kind"]
-    if kind in ("threshold", "absence"):
-        return current
-    if kind == "change":
-        previous = track.past[0] if track.past else None
-        track.past = [] if current is None else [current]
-        return current / previous if current is not None and previous else None
-    n = rule["trailing"]
-    value = None
-    if current is not None and len(track.past) == n:
-        mean = sum(track.past) / n
-        sd = math.sqrt(sum((x - mean) ** 2 for x in track.past) / n)
-        value = (current - mean) / sd if sd > 0 else None
-    if current is not None:
-        track.past = [*track.past, current][-n:]
-    return value
-
-
-def alert_json(rule: dict[str, Any], event_type: str, window: str, start: int, end: int, state: str,
-               value: float) -> dict[str, Any]:
-    return {"id": f"{rule['name']}:{quote_type(event_type)}:{start}:{state}", "rule": rule["name"],
-            "kind": rule["kind"], "severity": rule.get("severity", "warning"), "state": state,
-            "event_type": event_type, "window": window, "window_start_ms": start, "window_end_ms": end,
-            "window_start": gt_iso(start), "window_end": gt_iso(end), "value": value,
-            "threshold": float(rule.get("threshold", 1)), "labels": rule.get("labels", {})}
-
-
-def quote_type(event_type: str) -> str:
-    return encode_key_part(event_type)  # the README's enc(): percent-encoding, a leading . or _ escaped
-
-
-def gt_iso(epoch_ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_ms // 1000))
-
-
 # -- the scenario --------------------------------------------------------------------------------
-
-
-def frontier_of(events: list[Ev]) -> int:
-    return min(max(e.event_ms for e in events if e.partition == p) for p in range(gt.PARTITIONS)) - LATENESS_MS
 
 
 def run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool) -> None:
     stack.s3_client().create_bucket(Bucket=names.bucket)
     run(create_topics(stack, names))
     rules_path = tmp_path / "rules.toml"
-    rules_path.write_text(rules_toml())
+    rules_path.write_text(rules_toml(RULES))
     env = worker_env(stack, names, tmp_path / "state", web_port())
     env["ALERT_RULES"] = str(rules_path)
     worker = Worker(env, tmp_path / "worker.log")
@@ -262,9 +110,9 @@ def run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool)
         wait_for(lambda: worker.status()["frontier_ms"] == frontier_of(first + events), timeout_s=STEP_DEADLINE_S,
                  what="the frontier after phase 1", detail=worker.status)
         run(produce(stack, names.events, gt.sentinels()))
-        sentinel_low = SENTINEL_MS - LATENESS_MS
-        expected = reference(first + events + [Ev(p, "sentinel", SENTINEL_MS, 0.0) for p in range(gt.PARTITIONS)],
-                             first_low, sentinel_low)
+        sentinel_low = SENTINEL_MS - gt.LATENESS_MS
+        sentinels = [Ev(p, "sentinel", SENTINEL_MS, 0.0) for p in range(gt.PARTITIONS)]
+        expected = reference(RULES, first + events + sentinels, first_low, sentinel_low)
         check_reference_covers_every_kind(expected)
         wait_for(lambda: len(run(read_topic(stack, names.alerts))) >= len(expected), timeout_s=STEP_DEADLINE_S,
                  what=f"{len(expected)} alerts in {names.alerts}",
@@ -301,24 +149,6 @@ def check_topic(records_: list[Any], expected: list[dict[str, Any]]) -> None:
         assert [orjson.loads(r.value) for r in by_partition.get(partition, [])] == want
 
 
-def active_of(expected: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    active: dict[str, dict[str, Any]] = {}
-    for alert in expected:
-        key = f"{alert['rule']}:{quote_type(alert['event_type'])}"
-        if alert["state"] == "firing":
-            active[key] = alert
-        else:
-            active.pop(key, None)
-    return active
-
-
-def recent_of(expected: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Newest window first; equal ends in reverse order of their JSON (Redis' ZREVRANGE)."""
-    encoded = [orjson.dumps(a, option=orjson.OPT_SORT_KEYS) for a in expected]
-    return [orjson.loads(b) for b in sorted(encoded, key=lambda b: (orjson.loads(b)["window_end_ms"], b),
-                                            reverse=True)]
-
-
 def check_redis(stack: Endpoints, names: Names, expected: list[dict[str, Any]]) -> None:
     import redis
 
@@ -335,8 +165,7 @@ def check_redis(stack: Endpoints, names: Names, expected: list[dict[str, Any]]) 
 def check_web(worker: Worker, expected: list[dict[str, Any]]) -> None:
     status, body = worker.get("/v1/alerts?limit=1000")
     assert status == 200, body
-    want_active = sorted(active_of(expected).values(),
-                         key=lambda a: (-a["window_start_ms"], a["rule"], a["event_type"]))
+    want_active = web_active_of(expected)
     assert body["active"] == want_active and want_active
     assert body["recent"] == recent_of(expected)
     assert body["rules"] == [r["name"] for r in RULES]

@@ -12,29 +12,22 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 import urllib.request
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import groundtruth as gt
 import pytest
+from dashboard_page import CHROMIUM, NO_CHROMIUM, PAGE_DEADLINE_MS, Page, run_in_thread, sync_api
 from helpers import wait_for
-from pipeline_harness import Names, Worker, create_topics, names_for, produce, run, web_port, worker_env
+from pipeline_harness import Names, Worker, create_topics, names_for, produce, web_port, worker_env
 
 from devstack.stack import Endpoints
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-test.txt)")
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Checked before any fixture runs, so a machine without Chromium does not start a stack for nothing.
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=(
-    "chromium is not installed: `make test` installs it with apt-get when run as root "
-    "(apt-get install chromium); without a browser the dashboard cannot be loaded"))
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 LATENESS_MS = gt.LATENESS_MS  # worker_env sets ALLOWED_LATENESS=10s
 WINDOWS = {"tumbling_1m": (60_000, 60_000), "hopping_1m": (60_000, 30_000)}  # the default WINDOWS setting
 # Event types as untrusted as the contract allows: markup, quotes, a path, non-ASCII.
@@ -52,10 +45,6 @@ BAD_RECORDS = (b"{not json", b"[1, 2, 3]")
 # second; windows close on the next 1 s frontier tick and are exported right after. 120 s
 # leaves room for a loaded 2-core CI machine without hiding a hang.
 PIPELINE_DEADLINE_S = 120.0
-# The page polls every 2 s, needs two polls for a first rate and five idle ones for a rate
-# of 0 (it averages over 10 s): 30 s leaves room for Chromium sharing 2 cores with the
-# worker and the stack.
-PAGE_DEADLINE_MS = 30_000
 # The worker's graceful stop can take a few seconds before its port closes.
 UNREACHABLE_DEADLINE_MS = 60_000
 # The page calls a watermark stale once it has not moved for 60 s (dashboard.js); with
@@ -121,12 +110,6 @@ def _expected(window: str, events: list[Event], late: list[Event], frontier_ms: 
     return Expected(rows, {k for k in rows if k[1] + size_ms <= frontier_ms})
 
 
-def _run(coro: Any) -> Any:
-    """asyncio.run in a thread of its own: playwright's sync API keeps an event loop on this one."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(run, coro).result()
-
-
 def _get(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return json.loads(response.read())
@@ -135,46 +118,6 @@ def _get(port: int, path: str) -> Any:
 def _api_closed(port: int, window: str) -> set[tuple[str, int]]:
     closed = _get(port, f"/v1/windows/{window}/closed?limit=100")["closed"]
     return {(event_type, row["window_start_ms"]) for event_type, rows in closed.items() for row in rows}
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    assert CHROMIUM is not None
-    with sync_api.sync_playwright() as playwright:
-        # The distribution's Chromium, not a downloaded build: the machine is offline.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-class Page:
-    """A dashboard tab, with every console error and uncaught exception it produced."""
-
-    def __init__(self, browser: Any, url: str) -> None:
-        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
-        self.errors: list[str] = []
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text}"))
-        self.page.on("pageerror", lambda e: self.errors.append(f"exception: {e}"))
-        self.page.goto(url)
-
-    def state(self) -> dict[str, Any]:
-        return self.page.evaluate("() => window.dashboardState")
-
-    def wait(self, predicate: str, what: str, arg: Any = None, timeout_ms: int = PAGE_DEADLINE_MS) -> None:
-        """Wait for a JS predicate `(s, arg) => bool` over window.dashboardState."""
-        try:
-            self.page.wait_for_function(
-                f"(arg) => {{ const s = window.dashboardState; return !!s && ({predicate})(s, arg); }}",
-                arg=arg, timeout=timeout_ms)
-        except sync_api.TimeoutError:
-            raise AssertionError(f"timed out after {timeout_ms / 1000:.0f}s waiting for the page to show {what}; "
-                                 f"state: {json.dumps(self.state())[:2000]}") from None
-
-    def stat(self, element_id: str) -> str | None:
-        """The raw number a status widget shows, from its data-value."""
-        return self.page.get_attribute(f"#{element_id}", "data-value")
 
 
 # The chart shows `points` closed points for `window`/`measure`, and all four event types.
@@ -291,7 +234,7 @@ class Scenario:
         records = _records(events) + _records(late)
         records += [gt.Produced(i % gt.PARTITIONS, b"bad", raw) for i, raw in enumerate(BAD_RECORDS)]
         self.bad += len(BAD_RECORDS)
-        offsets = _run(produce(self.stack, self.names.events, records))
+        offsets = run_in_thread(produce(self.stack, self.names.events, records))
         frontier = _frontier(self.events)
         expected = {w: _expected(w, self.events, self.late, frontier) for w in WINDOWS}
         _wait_pipeline(self.worker, offsets, records, expected, {"dead_letters": self.bad, "late": len(self.late)})
@@ -365,7 +308,7 @@ def test_dashboard_draws_what_the_pipeline_computed(stack: Endpoints, unique_nam
                                                     browser: Any) -> None:
     names = names_for(unique_name)
     stack.s3_client().create_bucket(Bucket=names.bucket)
-    _run(create_topics(stack, names))
+    run_in_thread(create_topics(stack, names))
     worker = Worker(worker_env(stack, names, tmp_path / "state", web_port()), tmp_path / "worker.log")
     worker.start()
     page: Page | None = None

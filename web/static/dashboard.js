@@ -21,6 +21,9 @@
   const MAX_GRID = 5000;
   const CLOSED_LIMIT = 60; // newest closed windows per event type: an hour of tumbling_1m
   const MAX_SERIES = 12; // more lines than this are unreadable; the busiest event types are kept
+  // Recent alerts asked for per poll (the API's default): the panel's history and the chart's markers.
+  const ALERTS_LIMIT = 100;
+  const MARK_COLORS = { firing: "#b91c1c", resolved: "#15803d" };
   const MEASURES = ["count", "sum", "mean", "min", "max"];
   const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2",
     "#db2777", "#65a30d", "#475569", "#ea580c", "#4f46e5", "#0d9488"];
@@ -39,7 +42,8 @@
     firstTotal: null, // {total, at}: consumed_total before the first sample kept in `rate`
     lastTotal: null,
     rate: [], // {t_ms, eps, delta, lag}
-    chart: { window: null, measure: null, series: [], hiddenTypes: 0, error: null },
+    chart: { window: null, measure: null, series: [], hiddenTypes: 0, error: null, markers: [], markersDrawn: 0 },
+    alerts: { rules: [], active: [], recent: [], error: null }, // from /v1/alerts
   };
   window.dashboardState = state;
 
@@ -157,17 +161,19 @@
   }
 
   async function fetchAll(selection) {
-    const [status, closed, open] = await Promise.allSettled([
+    const [status, closed, open, alerts] = await Promise.allSettled([
       getJSON("/v1/status"),
       selection.window ? getJSON(windowPath(selection.window, "closed", `limit=${CLOSED_LIMIT}`)) : null,
       selection.window ? getJSON(windowPath(selection.window, "open")) : null,
+      getJSON(`/v1/alerts?limit=${ALERTS_LIMIT}`),
     ]);
     if (status.status === "rejected") throw status.reason;
-    return { selection, status: status.value, closed, open };
+    return { selection, status: status.value, closed, open, alerts };
   }
 
-  function draw({ selection, status, closed, open }, requestedAt) {
+  function draw({ selection, status, closed, open, alerts }, requestedAt) {
     onStatus(status, requestedAt);
+    onAlerts(alerts); // before the chart: its markers come from these alerts
     // A selection changed while the requests were out: their answer is for the old one.
     if (selection.window === state.window && selection.measure === state.measure) {
       onWindowValues(selection, closed, open);
@@ -298,7 +304,8 @@
     const advance = (state.windows.find((w) => w.name === selection.window) || {}).advance_ms;
     const { series, hiddenTypes } = buildSeries(closedRows, openRows, selection.measure);
     state.chart = { window: selection.window, measure: selection.measure, series, hiddenTypes,
-      error: errors.length ? errors.join("; ") : null };
+      error: errors.length ? errors.join("; ") : null, markers: chartMarkers(selection.window, series),
+      markersDrawn: 0 };
     drawValues(advance);
     renderLatest();
     renderNote();
@@ -386,7 +393,7 @@
       legend: { live: true },
       cursor: { focus: { prox: 24 } },
       focus: { alpha: 0.35 },
-      hooks: { setSeries: [syncOpenTwin] },
+      hooks: { setSeries: [syncOpenTwin], draw: [drawMarkers] },
     };
   }
 
@@ -415,6 +422,7 @@
     el.dataset.closedPoints = String(series.reduce((a, s) => a + s.closed.length, 0));
     el.dataset.openPoints = String(series.reduce((a, s) => a + s.open.length, 0));
     el.dataset.restatedPoints = String(series.reduce((a, s) => a + s.closed.filter((p) => p.revision > 0).length, 0));
+    el.dataset.markers = String(state.chart.markers.length);
   }
 
   function renderLatest() {
@@ -445,6 +453,107 @@
     const el = $("window-note");
     el.textContent = notes.join(" ");
     el.hidden = notes.length === 0;
+  }
+
+  // ---- alerts ------------------------------------------------------------------------
+
+  function onAlerts(result) {
+    if (result.status === "rejected") {
+      // The last lists stay on screen, marked as old; the worker itself may be fine (Redis down).
+      state.alerts = { ...state.alerts, error: result.reason.message };
+    } else {
+      const body = result.value || {};
+      state.alerts = { rules: body.rules || [], active: body.active || [], recent: body.recent || [], error: null };
+    }
+    renderAlerts();
+  }
+
+  const ALERT_COLUMNS = (a) => [
+    [a.rule, "rule"], [a.severity, `sev-${a.severity}`], [a.state, a.state], [a.event_type, "type"], [a.window],
+    [fmtTime(a.window_start_ms)], [fmtNum(a.value), "num"], [fmtNum(a.threshold), "num"], [fmtTime(a.window_end_ms)],
+  ];
+
+  function alertRow(a) {
+    // row() sets textContent only: rule names, event types and labels stay text.
+    const tr = row(ALERT_COLUMNS(a));
+    Object.assign(tr.dataset, { id: a.id, rule: a.rule, severity: a.severity, state: a.state,
+      eventType: a.event_type, window: a.window, startMs: String(a.window_start_ms),
+      endMs: String(a.window_end_ms), value: String(a.value), threshold: String(a.threshold) });
+    const type = tr.children[3];
+    type.style.setProperty("--swatch", colorOf(a.event_type));
+    type.title = a.event_type;
+    tr.children[5].title = a.window_start;
+    tr.children[8].title = a.window_end;
+    const labels = Object.entries(a.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+    if (labels) tr.firstChild.title = `labels: ${labels}`;
+    return tr;
+  }
+
+  function renderAlerts() {
+    const { rules, active, recent, error } = state.alerts;
+    $("alerts-active").tBodies[0].replaceChildren(...active.map(alertRow));
+    $("alerts-recent").tBodies[0].replaceChildren(...recent.map(alertRow));
+    setStat("stat-alerts", error && state.alerts.rules.length === 0 ? null : active.length);
+    $("tile-alerts").classList.toggle("firing", active.length > 0);
+    $("alerts-summary").textContent = rules.length
+      ? `${fmtInt(rules.length)} rules · ${fmtInt(active.length)} firing · ${fmtInt(recent.length)} recent` : "";
+    const notes = [];
+    if (error) notes.push(`Alerts unavailable: ${error}; showing the last answer.`);
+    else if (rules.length === 0) notes.push("No alert rules: set ALERT_RULES to a rules file (see the README).");
+    else if (recent.length === 0) notes.push("No alert has fired yet.");
+    const note = $("alerts-note");
+    note.textContent = notes.join(" ");
+    note.hidden = notes.length === 0;
+  }
+
+  // Every alert of the drawn window and event types, once (a firing one is in both lists).
+  function chartMarkers(windowName, series) {
+    const drawn = new Set(series.map((s) => s.event_type));
+    const seen = new Set();
+    const markers = [];
+    for (const a of [...state.alerts.recent, ...state.alerts.active]) {
+      if (a.window !== windowName || !drawn.has(a.event_type) || seen.has(a.id)) continue;
+      seen.add(a.id);
+      markers.push({ id: a.id, rule: a.rule, state: a.state, event_type: a.event_type, start_ms: a.window_start_ms });
+    }
+    return markers;
+  }
+
+  // uPlot draw hook: a triangle on the type's line at each alert's window start, in canvas pixels.
+  function drawMarkers(u) {
+    const { markers, series } = state.chart;
+    const index = new Map(series.map((s, i) => [s.event_type, 1 + 2 * i])); // the closed line's uPlot index
+    const xs = u.data[0];
+    const size = 6 * uPlot.pxRatio;
+    const ctx = u.ctx;
+    let drawn = 0;
+    ctx.save();
+    for (const m of markers) {
+      const i = index.get(m.event_type);
+      const at = xs.indexOf(m.start_ms / 1000);
+      if (i == null || at < 0 || !u.series[i].show) continue;
+      const value = u.data[i][at] != null ? u.data[i][at] : u.data[i + 1][at];
+      const dir = m.state === "firing" ? -1 : 1; // fired: points up, above the point; resolved: below, down
+      const x = u.valToPos(m.start_ms / 1000, "x", true);
+      const foot = u.bbox.top + u.bbox.height - (dir < 0 ? size : size * 3.5); // inside the plot either way
+      const y = value != null ? u.valToPos(value, "y", true) : foot;
+      const tip = y + dir * size * 2.6;
+      const base = y + dir * size * 0.9;
+      ctx.beginPath();
+      ctx.moveTo(x, tip);
+      ctx.lineTo(x - size, base);
+      ctx.lineTo(x + size, base);
+      ctx.closePath();
+      ctx.fillStyle = MARK_COLORS[m.state] || "#475569";
+      ctx.strokeStyle = colorOf(m.event_type);
+      ctx.lineWidth = uPlot.pxRatio;
+      ctx.fill();
+      ctx.stroke();
+      drawn += 1;
+    }
+    ctx.restore();
+    state.chart.markersDrawn = drawn;
+    u.root.parentElement.dataset.markersDrawn = String(drawn);
   }
 
   // ---- throughput and lag ------------------------------------------------------------
@@ -527,7 +636,8 @@
     Object.assign(state, changes);
     writeHash();
     // Redraw from nothing now rather than show the old selection for up to a poll.
-    state.chart = { window: state.window, measure: state.measure, series: [], hiddenTypes: 0, error: null };
+    state.chart = { window: state.window, measure: state.measure, series: [], hiddenTypes: 0, error: null,
+      markers: [], markersDrawn: 0 };
     const el = $("window-chart");
     el.dataset.series = "0";
     el.dataset.points = "0";
