@@ -1,4 +1,4 @@
-"""The event set of the batch layer's end-to-end tests (test_batch_rollups.py, test_batch_restate.py), its
+"""The event set of the batch layer's end-to-end tests (test_batch_rollups.py, test_restated_windows.py), its
 plain-Python window reference, and helpers to run the batch command and read the lake."""
 
 from __future__ import annotations
