@@ -99,7 +99,8 @@ async def _preload(bootstrap: str, topic: str, count: int, event_types: int | No
         await producer.stop()
 
 
-def _status(port: int) -> dict[str, Any] | None:
+def worker_status(port: int) -> dict[str, Any] | None:
+    """The worker's /v1/status, or None while it does not answer (the soak reads it too)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as response:
             return json.loads(response.read())
@@ -146,7 +147,7 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path,
         while time.monotonic() < deadline:
             if worker.poll() is not None:
                 raise RuntimeError(f"worker exited with {worker.returncode}; see {log.name}")
-            status = _status(port)
+            status = worker_status(port)
             now = time.monotonic()
             if status:
                 if first_s is None and status["consumed_total"] > 0:

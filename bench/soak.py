@@ -24,11 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.__main__ import worker_status
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Stack, isolated_settings, without_service_urls
 from settings import load_devstack
@@ -37,14 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_S = 5.0
 WARMUP_SHARE = 0.2
 PARTITIONS = 4
-
-
-def _status(port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as response:
-            return json.loads(response.read())
-    except OSError:
-        return None
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -91,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 def _soak(args: argparse.Namespace, worker: subprocess.Popen[bytes], env: dict[str, str], port: int, log_dir: Path,
           run_id: str) -> int:
     deadline = time.monotonic() + 120
-    while _status(port) is None or not _status(port)["assigned"]["events"]:  # type: ignore[index]
+    while worker_status(port) is None or not worker_status(port)["assigned"]["events"]:  # type: ignore[index]
         if time.monotonic() > deadline or worker.poll() is not None:
             raise SystemExit(f"the worker did not start; see {log_dir}/{run_id}-worker.log")
         time.sleep(0.5)
@@ -103,7 +95,7 @@ def _soak(args: argparse.Namespace, worker: subprocess.Popen[bytes], env: dict[s
     samples: list[tuple[float, float, int, dict[str, Any]]] = []
     while producer.poll() is None:
         time.sleep(SAMPLE_S)
-        status, rss = _status(port), _rss_mb(worker.pid)
+        status, rss = worker_status(port), _rss_mb(worker.pid)
         if status is None or rss is None:
             continue
         elapsed = time.monotonic() - started
@@ -113,7 +105,7 @@ def _soak(args: argparse.Namespace, worker: subprocess.Popen[bytes], env: dict[s
               f"windows={status['windows_exported']:6d} delay p99={status['export_delay_ms']['p99']} ms", flush=True)
     # Let the last windows close (IDLE_TIMEOUT=5s advances the watermark once the input stops).
     time.sleep(20)
-    final = _status(port) or {}
+    final = worker_status(port) or {}
     steady = [s for s in samples if s[0] >= args.duration * WARMUP_SHARE]
     problems = []
     if not steady:
