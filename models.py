@@ -1,7 +1,8 @@
 """Every message shape the pipeline writes to Kafka, with its one serialization path.
 
-- `window-partials` (internal, stage 1 -> stage 2): a cumulative partial aggregate of one
-  input partition for one (window, window_start, event_type), or a frontier marker.
+- `window-partials` (internal, stage 1 -> stage 2): the cumulative partial aggregates of one
+  input partition for many (window, window_start, event_type) keys, all of one stage-2 partition
+  (one message per flush and target, cut at PARTIALS_BYTES), or a frontier marker.
 - `events-dlq`: the original record bytes, untouched, with the reason and the source
   position in headers (the Kafka Connect convention, so existing tooling can read them).
 - `events-late`: the original record bytes with the source position and the windows it
@@ -12,7 +13,8 @@
 - `{app_id}-watermarks` (internal): each input partition's watermark, published by its owner.
 - The stage changelogs `{app_id}-ingest-state` and `{app_id}-export-state`: the keys and
   values of each stage's per-partition state (tables/store.py), including the position
-  record that says where the partition's input resumes.
+  record that says where the partition's input resumes; the window keys (stage 1's partials,
+  stage 2's totals) are stored many to a record, in packs (tables/packed.py).
 
 Keys are built here too, so stage 1, stage 2 and the web views agree, and the partition a
 window key's partial goes to is picked by one function (by its event type).
@@ -20,7 +22,7 @@ window key's partial goes to is picked by one function (by its event type).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -30,6 +32,7 @@ from aiokafka.partitioner import murmur2
 from alerts.engine import Alert, Track
 from events import Rejection, iso_utc
 from keys import decode_key_part, encode_key_part
+from tables.packed import Packs
 from tables.partials import PartialKey
 from tables.watermark import Mark
 
@@ -46,10 +49,9 @@ SOURCE_HEADER_PREFIX = "source.header."  # the source record's own headers, rena
 Headers = list[tuple[str, bytes]]
 
 
-class PartialMessage(NamedTuple):
-    partition: int  # input partition the partial covers
-    key: PartialKey
-    partial: list[float]  # [count, sum, min, max, marker]
+class PartialsMessage(NamedTuple):
+    partition: int  # input partition the partials cover
+    entries: list[tuple[PartialKey, list[float]]]  # each key's [count, sum, min, max, marker]
 
 
 class FrontierMessage(NamedTuple):
@@ -81,11 +83,27 @@ def partial_partition(event_type: str, partitions: int) -> int:
     return (murmur2(encode_key_part(event_type).encode()) & 0x7FFFFFFF) % partitions
 
 
-def encode_partial(message: PartialMessage) -> tuple[bytes, bytes]:
-    key = message.key
-    body = {"p": message.partition, "w": key.window, "s": key.start_ms, "t": key.event_type,
-            "a": message.partial}
-    return window_key(key).encode(), orjson.dumps(body)
+# A partials message stays well below Kafka's default 1 MiB record limit.
+PARTIALS_BYTES = 256 * 1024
+
+
+def encode_partials(partition: int, entries: Iterable[tuple[PartialKey, list[float]]]) -> list[bytes]:
+    """The bodies of the partials messages carrying `entries` of input partition `partition`: as few
+    as PARTIALS_BYTES allows (the messages have no key: stage 2 reads them in order, whole)."""
+    head = b'{"p":' + str(partition).encode() + b',"e":['
+    bodies: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for key, partial in entries:
+        entry = orjson.dumps([key.window, key.start_ms, key.event_type, partial])
+        if chunk and size + len(entry) > PARTIALS_BYTES:
+            bodies.append(head + b",".join(chunk) + b"]}")
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += len(entry) + 1
+    if chunk:
+        bodies.append(head + b",".join(chunk) + b"]}")
+    return bodies
 
 
 def encode_frontier(message: FrontierMessage) -> bytes:
@@ -93,14 +111,20 @@ def encode_frontier(message: FrontierMessage) -> bytes:
                          "at": message.announced_at_ms})
 
 
-def decode_stage_message(raw: bytes) -> PartialMessage | FrontierMessage:
+def _partial(count: Any, total: Any, low: Any, high: Any, marker: Any) -> list[float]:
+    # Count and marker stay integers: an offset beyond 2**53 must not lose precision.
+    return [int(count), float(total), float(low), float(high), int(marker)]
+
+
+def decode_stage_message(raw: bytes) -> PartialsMessage | FrontierMessage:
     body = orjson.loads(raw)
     if "f" in body:
         return FrontierMessage(int(body["p"]), int(body["f"]), int(body["n"]), int(body["at"]))
-    key = PartialKey(str(body["w"]), int(body["s"]), str(body["t"]))
-    count, total, low, high, marker = body["a"]
-    # Count and marker stay integers: an offset beyond 2**53 must not lose precision.
-    return PartialMessage(int(body["p"]), key, [int(count), float(total), float(low), float(high), int(marker)])
+    if "e" not in body:  # the previous version's message: one key
+        key = PartialKey(str(body["w"]), int(body["s"]), str(body["t"]))
+        return PartialsMessage(int(body["p"]), [(key, _partial(*body["a"]))])
+    return PartialsMessage(int(body["p"]), [(PartialKey(str(window), int(start), str(event_type)), _partial(*partial))
+                                            for window, start, event_type, partial in body["e"]])
 
 
 def _source_headers(topic: str, partition: int, offset: int) -> Headers:
@@ -193,8 +217,9 @@ def decode_mark(raw: bytes) -> Mark:
 # -- stage state (tables/store.py): keys and values ----------------------------------------
 
 POSITION_KEY = b"pos"
-_PARTIAL_PREFIX = b"k|"
-_TOTALS_PREFIX = b"t|"
+PARTIALS_PACK_PREFIX = b"kp|"  # stage 1's open partials, in packs (tables/packed.py)
+TOTALS_PACK_PREFIX = b"tp|"  # stage 2's totals, in packs
+_PER_KEY_PREFIXES = (b"k|", b"t|")  # the previous version's one record per window key
 _FRONTIER_PREFIX = b"f|"
 _LEDGER_PREFIX = b"l|"
 _TRACK_PREFIX = b"a|t|"  # alert rule state of one (rule, event type): alerts.engine.Track
@@ -230,37 +255,34 @@ def decode_ingest_position(raw: bytes) -> IngestPosition:
     return IngestPosition(body["fold"], body["arch"], body["f"], body["e"])
 
 
-def partial_state_key(key: PartialKey) -> bytes:
-    return _PARTIAL_PREFIX + window_key(key).encode()
+class StateFormatError(RuntimeError):
+    """A changelog written in a state format this version does not read."""
 
 
-def encode_partial_value(partial: list[float]) -> bytes:
-    return orjson.dumps(partial)
+def _refuse_per_key_records(items: Mapping[bytes, bytes], changelog: str) -> None:
+    if any(key.startswith(_PER_KEY_PREFIXES) for key in items):
+        raise StateFormatError(f"{changelog} holds window keys stored one per record, by an earlier version: this "
+                               "version stores them in packs, and the upgrade is a reset (README, \"Upgrading and "
+                               "resetting\")")
 
 
-def decode_ingest_state(items: dict[bytes, bytes]) -> tuple[IngestPosition, dict[PartialKey, list[float]]]:
-    """The position and open partials of one stage-1 partition from its stored keys."""
+def decode_ingest_state(items: dict[bytes, bytes]
+                        ) -> tuple[IngestPosition, dict[PartialKey, list[float]], Packs]:
+    """The position, open partials and their packs of one stage-1 partition from its stored keys."""
+    _refuse_per_key_records(items, "the ingest changelog")
     raw = items.get(POSITION_KEY)
     position = decode_ingest_position(raw) if raw is not None else IngestPosition()
-    partials = {}
-    for key, value in items.items():
-        if key.startswith(_PARTIAL_PREFIX):
-            count, total, low, high, marker = orjson.loads(value)
-            partials[parse_window_key(key[len(_PARTIAL_PREFIX):].decode())] = [
-                int(count), float(total), float(low), float(high), int(marker)]
-    return position, partials
+    packs, values = Packs.restored(PARTIALS_PACK_PREFIX, items)
+    return position, {key: _partial(*value) for key, value in values.items()}, packs
 
 
 def encode_export_position(next_offset: int) -> bytes:
     return orjson.dumps({"next": next_offset})
 
 
-def totals_state_key(key: PartialKey) -> bytes:
-    return _TOTALS_PREFIX + window_key(key).encode()
-
-
-def encode_totals(parts: dict[int, list[float]]) -> bytes:
-    return orjson.dumps({str(p): partial for p, partial in parts.items()})
+def totals_value(parts: dict[int, list[float]]) -> dict[str, list[float]]:
+    """A window key's totals as stored in its pack (JSON objects have string keys)."""
+    return {str(p): partial for p, partial in parts.items()}
 
 
 def frontier_state_key(partition: int) -> bytes:
@@ -313,21 +335,21 @@ class ExportState:
     tracks: dict[str, Track] = field(default_factory=dict)  # alerts.engine.track_key -> its rule state
     cursors: dict[str, tuple[int, int]] = field(default_factory=dict)  # window -> (next start to judge, quiet run)
     alert_seq: int = 0  # the next alert's sequence number
+    packs: Packs = field(default_factory=lambda: Packs(TOTALS_PACK_PREFIX), compare=False)  # where the totals are
 
 
 def decode_export_state(items: dict[bytes, bytes]) -> ExportState:
+    _refuse_per_key_records(items, "the export changelog")
     raw = items.get(POSITION_KEY)
-    state = ExportState(None if raw is None else int(orjson.loads(raw)["next"]), {}, {}, {})
+    packs, values = Packs.restored(TOTALS_PACK_PREFIX, items)
+    totals = {key: {int(p): _partial(*partial) for p, partial in parts.items()} for key, parts in values.items()}
+    state = ExportState(None if raw is None else int(orjson.loads(raw)["next"]), totals, {}, {}, packs=packs)
     raw_seq = items.get(ALERT_SEQ_KEY)
     if raw_seq is not None:
         state.alert_seq = int(orjson.loads(raw_seq))
     judged: dict[str, Track | None] = {}
     for key, value in items.items():
-        if key.startswith(_TOTALS_PREFIX):
-            parts = orjson.loads(value)
-            state.totals[parse_window_key(key[len(_TOTALS_PREFIX):].decode())] = {
-                int(p): [int(c), float(s), float(lo), float(hi), int(m)] for p, (c, s, lo, hi, m) in parts.items()}
-        elif key.startswith(_FRONTIER_PREFIX):
+        if key.startswith(_FRONTIER_PREFIX):
             state.frontiers[int(key[len(_FRONTIER_PREFIX):])] = int(orjson.loads(value))
         elif key.startswith(_LEDGER_PREFIX):
             window, start = key[len(_LEDGER_PREFIX):].decode().split("|")

@@ -69,12 +69,11 @@ from models import (
     encode_alert,
     encode_cursor,
     encode_export_position,
-    encode_totals,
     encode_track,
     frontier_state_key,
     ledger_state_key,
     partial_partition,
-    totals_state_key,
+    totals_value,
     track_state_key,
 )
 from settings import Settings
@@ -285,16 +284,16 @@ class ExportPartition:
                         if len(state.cursors) < len(self.quiet):
                             cursors_started += self._start_cursors(low)
                 continue
-            key = message.key
-            if (key.window, key.start_ms) in state.ledger or key.window not in self.size_ms:
-                stats.partials_after_close += 1  # a replay of an exported window: already final
-                continue
-            parts = state.totals.setdefault(key, {})
-            if merge_partial(parts, message.partition, message.partial):
-                dirty.add(key)
+            source = message.partition
+            for key, partial in message.entries:
+                if (key.window, key.start_ms) in state.ledger or key.window not in self.size_ms:
+                    stats.partials_after_close += 1  # a replay of an exported window: already final
+                    continue
+                parts = state.totals.setdefault(key, {})
+                if merge_partial(parts, source, partial):
+                    dirty.add(key)
         store = self.store
-        for key in dirty:
-            await store.put(totals_state_key(key), encode_totals(state.totals[key]))
+        await state.packs.write(store.put, ((key, totals_value(state.totals[key])) for key in dirty))
         for p in frontiers_changed:
             await store.put(frontier_state_key(p), orjson.dumps(state.frontiers[p]))
         for window in cursors_started:
@@ -306,8 +305,7 @@ class ExportPartition:
     async def tick(self, now_ms: int) -> None:
         self._raise_if_failed()
         if self._job is None:
-            for key in self._stale:
-                await self.store.put(totals_state_key(key), None)
+            await self.state.packs.forget(self.store.put, self._stale)
             for window, start_ms in self._expired:
                 await self.store.put(ledger_state_key(window, start_ms), None)
             for key in self._stale_rule_keys:
@@ -364,8 +362,7 @@ class ExportPartition:
                 await self._judge(step, {row.event_type: row for row in rows})
             if keys:
                 await store.put(ledger_state_key(window, start_ms), orjson.dumps(end_ms))
-                for key in keys:
-                    await store.put(totals_state_key(key), None)
+                await state.packs.forget(store.put, keys)
                 state.ledger[(window, start_ms)] = end_ms
                 for key in keys:
                     del state.totals[key]

@@ -53,18 +53,15 @@ from models import (
     FrontierMessage,
     Headers,
     IngestPosition,
-    PartialMessage,
     dead_letter_headers,
     decode_ingest_state,
     encode_frontier,
     encode_ingest_position,
     encode_mark,
-    encode_partial,
-    encode_partial_value,
+    encode_partials,
     forwarded,
     late_headers,
     partial_partition,
-    partial_state_key,
 )
 from settings import Settings
 from sinks.archive import PartitionArchive
@@ -72,7 +69,8 @@ from sinks.outputs import Outputs
 from stats import PipelineStats
 from stream.clients import Producer
 from stream.tail import last_source_offsets
-from tables.partials import BatchOutcome, Limits, PartitionPartials, Record, fold_batch
+from tables.packed import Packs
+from tables.partials import BatchOutcome, Limits, PartialKey, PartitionPartials, Record, fold_batch
 from tables.store import PartitionStore, changelog_send
 from tables.watermark import Mark, PartitionClock
 
@@ -90,6 +88,7 @@ BUFFERED_FILES_LIMIT = 2
 # letters and late records wait for their acknowledgement.
 DIRTY_KEYS_LIMIT = 20_000
 SIDE_OUTPUTS_LIMIT = 10_000
+TARGET_CACHE_LIMIT = 100_000  # event types whose stage-2 partition is remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +129,7 @@ class IngestStage:
                 store.close()
             raise
         self.partitions = {
-            p: IngestPartition(ctx, p, stores[p], restored[p][0], restored[p][1], dead_upto[p], late_upto[p])
-            for p in partitions}
+            p: IngestPartition(ctx, p, stores[p], *restored[p], dead_upto[p], late_upto[p]) for p in partitions}
         return dict(self.partitions)
 
 
@@ -139,10 +137,11 @@ class IngestPartition:
     """Stage-1 state and work of one input partition (see the module doc)."""
 
     def __init__(self, ctx: IngestContext, partition: int, store: PartitionStore, position: IngestPosition,
-                 partials: dict, dead_letters_upto: int, late_upto: int) -> None:
+                 partials: dict, packs: Packs, dead_letters_upto: int, late_upto: int) -> None:
         self.ctx = ctx
         self.partition = partition
         self.store = store
+        self.packs = packs
         self.position = position
         pipeline = ctx.settings.pipeline
         self.windows = pipeline.windows
@@ -170,6 +169,7 @@ class IngestPartition:
         self._read_next = self.start_offset()  # every valid record before it is archived or buffered
         self._folded_next = position.fold_next if position.fold_next is not None else -1  # in memory
         self._dirty: set = set()  # partials changed since the last flush
+        self._target_of: dict[str, int] = {}  # event type -> its stage-2 partition (murmur2 is slow)
         self._side_sent: list = []  # dead letters and late records sent since the last flush
         if position.fold_next is not None:  # what this partition's earlier owners processed counts too
             offsets = ctx.stats.input_offsets
@@ -260,14 +260,22 @@ class IngestPartition:
         """
         ctx, partition, topics = self.ctx, self.partition, self.ctx.topics
         values = self.partials.values
-        stage2_partitions = ctx.settings.kafka.topic_partitions
         partials_sent = []
+        by_target: dict[int, list[tuple[PartialKey, list[float]]]] = {}
+        target_of = self._target_of
         for key in self._dirty:
-            ctx.faults.check("ingest.send")
-            message_key, body = encode_partial(PartialMessage(partition, key, values[key]))
-            target = partial_partition(key.event_type, stage2_partitions)
-            partials_sent.append(await ctx.producer.send(topics.partials, body, key=message_key, partition=target))
-            await self.store.put(partial_state_key(key), encode_partial_value(values[key]))
+            target = target_of.get(key.event_type)
+            if target is None:
+                if len(target_of) >= TARGET_CACHE_LIMIT:
+                    target_of.clear()
+                target = target_of[key.event_type] = partial_partition(key.event_type,
+                                                                       ctx.settings.kafka.topic_partitions)
+            by_target.setdefault(target, []).append((key, values[key]))
+        for target, entries in by_target.items():
+            for body in encode_partials(partition, entries):
+                ctx.faults.check("ingest.send")
+                partials_sent.append(await ctx.producer.send(topics.partials, body, partition=target))
+        await self.packs.write(self.store.put, ((key, values[key]) for key in self._dirty))
         self._dirty = set()
         # All of it durable before the position passes the records it covers.
         await self.store.commit()
@@ -319,8 +327,7 @@ class IngestPartition:
     async def _write_position(self, deletes: Sequence = ()) -> None:
         self.position = self._position_now()
         await self.store.put(POSITION_KEY, encode_ingest_position(self.position))
-        for key in deletes:
-            await self.store.put(partial_state_key(key), None)
+        await self.packs.forget(self.store.put, deletes)
         self._stale = []
 
     async def _announce(self, frontier_ms: int, now_ms: int) -> None:

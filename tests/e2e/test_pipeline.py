@@ -298,6 +298,7 @@ def test_ground_truth_with_a_2mb_record_among_20k(stack: Endpoints, unique_name:
 @pytest.mark.timeout(600)
 def test_a_send_failing_in_mid_batch_stops_the_worker_and_a_restart_is_exact(stack: Endpoints, unique_name: str,
                                                                              tmp_path: Path) -> None:
-    """A fault injected into the 40th partial sent (in the middle of the first batches): the
-    worker stops itself, and restarted it resumes from its durable state with exact results."""
-    _run_scenario(stack, names_for(unique_name), tmp_path, fault="ingest.send@40")
+    """A fault injected into the 5th partials message sent (a flush sends one per stage-2 partition
+    with partials, so this is in the middle of an early flush): the worker stops itself, and
+    restarted it resumes from its durable state with exact results."""
+    _run_scenario(stack, names_for(unique_name), tmp_path, fault="ingest.send@5")

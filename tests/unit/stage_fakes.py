@@ -13,6 +13,8 @@ from typing import Any
 from models import parse_window_key, partial_partition, source_offset
 from sinks.lake import ArchiveOutcome
 from sinks.rows import WindowRow
+from tables.packed import Packs
+from tables.partials import PartialKey
 
 
 class CrashError(Exception):
@@ -81,6 +83,20 @@ class FakeStore:
 
     def close(self) -> None:
         return None
+
+
+def stored_packs(prefix: bytes, entries: list[tuple[PartialKey, Any]]) -> dict[bytes, bytes]:
+    """The stored items of a fresh stage state holding `entries` in packs (for sync tests)."""
+    items: dict[bytes, bytes] = {}
+
+    async def put(key: bytes, value: bytes | None) -> None:
+        if value is None:
+            items.pop(key, None)
+        else:
+            items[key] = value
+
+    asyncio.run(Packs(prefix).write(put, entries))
+    return items
 
 
 def last_source_offset(broker: FakeBroker, topic: str, partition: int) -> int:

@@ -23,13 +23,12 @@ from channels import topics_for
 from metrics import PipelineMetrics
 from models import (
     FrontierMessage,
-    PartialMessage,
     alert_seq,
     decode_alert,
     decode_export_state,
     encode_alert,
     encode_frontier,
-    encode_partial,
+    encode_partials,
     partial_partition,
 )
 from settings import load
@@ -125,7 +124,7 @@ def _input(seed: int) -> Input:
         partial[0] += 1
         partial[1] += value
         partial[2], partial[3], partial[4] = min(partial[2], value), max(partial[3], value), offset
-        messages.append(encode_partial(PartialMessage(p, key, list(partial)))[1])
+        messages.append(encode_partials(p, [(key, list(partial))])[0])
         low = min(now.values()) - 20_000
         if rng.random() < 0.2 and low > frontiers.get(p, low - 1):
             frontiers[p] = low

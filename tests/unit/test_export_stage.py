@@ -18,7 +18,7 @@ from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStor
 from agents.export import ExportContext, ExportPartition
 from channels import topics_for
 from metrics import PipelineMetrics
-from models import FrontierMessage, PartialMessage, decode_export_state, encode_frontier, encode_partial
+from models import FrontierMessage, decode_export_state, encode_frontier, encode_partials
 from settings import load
 from stats import PipelineStats
 from tables.partials import PartialKey
@@ -52,7 +52,7 @@ def _messages(seed: int) -> list[bytes]:
         partial[0] += 1
         partial[1] += value
         partial[2], partial[3], partial[4] = min(partial[2], value), max(partial[3], value), offset
-        messages.append(encode_partial(PartialMessage(p, key, list(partial)))[1])
+        messages.append(encode_partials(p, [(key, list(partial))])[0])
         if rng.random() < 0.15 and low > frontiers.get(p, low - 1):
             frontiers[p] = low
             messages.append(encode_frontier(FrontierMessage(p, low, 2, BASE_MS)))

@@ -65,8 +65,8 @@ def _open(run: Run, board: FakeBoard, clock: FakeClock) -> IngestPartition:
     ctx = IngestContext(SETTINGS, TOPICS, run.broker, run.outputs, board, PipelineStats(),  # type: ignore[arg-type]
                         Path("/nonexistent"), clock, monotonic=clock.monotonic)
     store = FakeStore(run.broker, TOPICS.ingest_state, P)
-    position, partials = decode_ingest_state(store.restore())
-    return IngestPartition(ctx, P, store, position, partials,  # type: ignore[arg-type]
+    position, partials, packs = decode_ingest_state(store.restore())
+    return IngestPartition(ctx, P, store, position, partials, packs,  # type: ignore[arg-type]
                            last_source_offset(run.broker, TOPICS.dead_letters, P),
                            last_source_offset(run.broker, TOPICS.late, P))
 
@@ -106,10 +106,11 @@ def _outputs(run: Run) -> dict[str, Any]:
     for q in range(2):
         for record in broker.log(TOPICS.partials, q):
             message = decode_stage_message(record.value)  # type: ignore[arg-type]
-            if hasattr(message, "key"):
-                current = newest.get(message.key)
-                if current is None or message.partial[4] > current[4]:
-                    newest[message.key] = message.partial
+            if hasattr(message, "entries"):
+                for key, partial in message.entries:
+                    current = newest.get(key)
+                    if current is None or partial[4] > current[4]:
+                        newest[key] = partial
             else:
                 frontier = max(frontier or message.frontier_ms, message.frontier_ms)
     def once(topic: str) -> list[tuple[int | None, bytes | None]]:

@@ -9,6 +9,7 @@ import struct
 
 import orjson
 import pytest
+from stage_fakes import stored_packs
 
 from events import Rejection
 from keys import encode_key_part
@@ -24,7 +25,11 @@ from models import (
     ExportState,
     FrontierMessage,
     IngestPosition,
-    PartialMessage,
+    PARTIALS_BYTES,
+    PARTIALS_PACK_PREFIX,
+    TOTALS_PACK_PREFIX,
+    PartialsMessage,
+    StateFormatError,
     dead_letter_headers,
     decode_export_state,
     decode_ingest_state,
@@ -34,18 +39,15 @@ from models import (
     encode_frontier,
     encode_ingest_position,
     encode_mark,
-    encode_partial,
-    encode_partial_value,
-    encode_totals,
+    encode_partials,
     forwarded,
     frontier_state_key,
     late_headers,
     ledger_state_key,
     parse_window_key,
     partial_partition,
-    partial_state_key,
     source_offset,
-    totals_state_key,
+    totals_value,
     window_key,
 )
 from tables.partials import PartialKey
@@ -92,7 +94,6 @@ def test_window_key_exact_format() -> None:
     assert window_key(PartialKey("tumbling_1m", 1_700_000_040_000, "click")) == "tumbling_1m|1700000040000|click"
     assert window_key(PartialKey("hopping_1m", -20_000, "a|b")) == "hopping_1m|-20000|a%7Cb"
     assert window_key(PartialKey("w", 0, "../x\n")) == "w|0|%2E.%2Fx%0A"
-    assert partial_state_key(PartialKey("w", 60_000, "a:b")) == b"k|w|60000|a%3Ab"
 
 
 @pytest.mark.parametrize("event_type", HOSTILE)
@@ -109,8 +110,6 @@ def test_keys_are_injective_over_hostile_strings() -> None:
                                                                   (-20_000, 0, 1, 60_000), HOSTILE)]
     window_keys = {window_key(key) for key in keys}
     assert len(window_keys) == len(keys)
-    state_keys = {f(key) for key in keys for f in (partial_state_key, totals_state_key)}
-    assert len(state_keys) == 2 * len(keys)
 
 
 def test_random_unicode_event_types_round_trip() -> None:
@@ -150,34 +149,46 @@ def test_parse_rejects_malformed_keys() -> None:
 )
 def test_partial_message_round_trips_bit_exactly(partial: list[float]) -> None:
     key = PartialKey("hopping_1m", 1_700_000_020_000, "a|b\n..")
-    message = PartialMessage(2, key, partial)
-    message_key, body = encode_partial(message)
-    assert message_key == b"hopping_1m|1700000020000|a%7Cb%0A.."
+    [body] = encode_partials(2, [(key, partial)])
     decoded = decode_stage_message(body)
-    assert decoded == message
-    assert isinstance(decoded, PartialMessage)
-    assert _bits(decoded.partial) == _bits(partial)
-    assert [math.copysign(1.0, x) for x in decoded.partial] == [math.copysign(1.0, x) for x in partial]
+    assert decoded == PartialsMessage(2, [(key, partial)])
+    assert isinstance(decoded, PartialsMessage)
+    [(_, got)] = decoded.entries
+    assert _bits(got) == _bits(partial)
+    assert [math.copysign(1.0, x) for x in got] == [math.copysign(1.0, x) for x in partial]
 
 
 @pytest.mark.parametrize("event_type", HOSTILE)
 def test_partial_message_body_keeps_hostile_event_types(event_type: str) -> None:
-    message = PartialMessage(0, PartialKey("tumbling_1m", 0, event_type), [1, 1.0, 1.0, 1.0, 9])
-    message_key, body = encode_partial(message)
-    assert decode_stage_message(body) == message
-    assert parse_window_key(message_key.decode()) == message.key
+    entries = [(PartialKey("tumbling_1m", 0, event_type), [1, 1.0, 1.0, 1.0, 9])]
+    assert decode_stage_message(encode_partials(0, entries)[0]) == PartialsMessage(0, entries)
 
 
 def test_partial_message_body_is_compact_json() -> None:
-    _, body = encode_partial(PartialMessage(1, PartialKey("w", 60_000, "t"), [2, 1.5, 0.5, 1.0, 42]))
-    assert orjson.loads(body) == {"p": 1, "w": "w", "s": 60_000, "t": "t", "a": [2, 1.5, 0.5, 1.0, 42]}
+    [body] = encode_partials(1, [(PartialKey("w", 60_000, "t"), [2, 1.5, 0.5, 1.0, 42]),
+                                 (PartialKey("v", 0, "u"), [1, 1.0, 1.0, 1.0, 43])])
+    assert orjson.loads(body) == {"p": 1, "e": [["w", 60_000, "t", [2, 1.5, 0.5, 1.0, 42]],
+                                                ["v", 0, "u", [1, 1.0, 1.0, 1.0, 43]]]}
+
+
+def test_partials_are_cut_into_messages_below_the_limit_in_order() -> None:
+    entries = [(PartialKey("tumbling_1m", 60_000 * i, "t" * 200), [i + 1, 1.0, 1.0, 1.0, i]) for i in range(5_000)]
+    bodies = encode_partials(3, entries)
+    assert len(bodies) > 1 and all(len(body) <= PARTIALS_BYTES for body in bodies)
+    decoded = [decode_stage_message(body) for body in bodies]
+    assert [entry for message in decoded for entry in message.entries] == entries  # type: ignore[union-attr]
+    assert encode_partials(0, []) == []
+
+
+def test_the_previous_versions_one_key_message_still_decodes() -> None:
+    body = orjson.dumps({"p": 1, "w": "w", "s": 60_000, "t": "t", "a": [2, 1.5, 0.5, 1.0, 42]})
+    assert decode_stage_message(body) == PartialsMessage(1, [(PartialKey("w", 60_000, "t"), [2, 1.5, 0.5, 1.0, 42])])
 
 
 def test_partial_marker_beyond_float_precision_round_trips() -> None:
-    message = PartialMessage(0, PartialKey("w", 0, "t"), [1, 1.0, 1.0, 1.0, 2**53 + 1])
-    decoded = decode_stage_message(encode_partial(message)[1])
-    assert isinstance(decoded, PartialMessage)
-    assert decoded.partial[4] == 2**53 + 1
+    decoded = decode_stage_message(encode_partials(0, [(PartialKey("w", 0, "t"), [1, 1.0, 1.0, 1.0, 2**53 + 1])])[0])
+    assert isinstance(decoded, PartialsMessage)
+    assert decoded.entries[0][1][4] == 2**53 + 1
 
 
 @pytest.mark.parametrize(
@@ -201,8 +212,8 @@ def test_frontier_body_is_compact_json() -> None:
 
 
 def test_partial_with_event_type_f_is_not_taken_for_a_frontier() -> None:
-    message = PartialMessage(0, PartialKey("f", 0, "f"), [1, 1.0, 1.0, 1.0, 0])
-    assert decode_stage_message(encode_partial(message)[1]) == message
+    entries = [(PartialKey("f", 0, "f"), [1, 1.0, 1.0, 1.0, 0])]
+    assert decode_stage_message(encode_partials(0, entries)[0]) == PartialsMessage(0, entries)
 
 
 # -- dead-letter and late headers ---------------------------------------------------------
@@ -281,17 +292,24 @@ def test_watermark_marks_round_trip() -> None:
 def test_ingest_state_round_trips() -> None:
     position = IngestPosition(fold_next=10, archive_next=4, frontier_ms=-60_000, event_ms=2**53 + 1)
     key = PartialKey("w", 60_000, "a|b")
-    items = {POSITION_KEY: encode_ingest_position(position), partial_state_key(key): encode_partial_value(
-        [3, 1.5, -2.0, 4.0, 2**62])}
-    assert decode_ingest_state(items) == (position, {key: [3, 1.5, -2.0, 4.0, 2**62]})
-    assert decode_ingest_state({}) == (IngestPosition(), {})
+    items = {POSITION_KEY: encode_ingest_position(position),
+             **stored_packs(PARTIALS_PACK_PREFIX, [(key, [3, 1.5, -2.0, 4.0, 2**62])])}
+    restored_position, partials, _ = decode_ingest_state(items)
+    assert (restored_position, partials) == (position, {key: [3, 1.5, -2.0, 4.0, 2**62]})
+    assert decode_ingest_state({})[:2] == (IngestPosition(), {})
 
 
 def test_export_state_round_trips() -> None:
     key = PartialKey("hopping_1m", -30_000, "../x")
-    items = {POSITION_KEY: encode_export_position(77), totals_state_key(key): encode_totals(
-        {0: [1, 1.0, 1.0, 1.0, 5], 3: [2, -0.5, -1.0, 0.5, 9]}), frontier_state_key(2): orjson.dumps(123),
-        ledger_state_key("tumbling_1m", 60_000): orjson.dumps(120_000)}
-    assert decode_export_state(items) == ExportState(
-        77, {key: {0: [1, 1.0, 1.0, 1.0, 5], 3: [2, -0.5, -1.0, 0.5, 9]}}, {2: 123}, {("tumbling_1m", 60_000): 120_000})
+    totals = {0: [1, 1.0, 1.0, 1.0, 5], 3: [2, -0.5, -1.0, 0.5, 9]}
+    items = {POSITION_KEY: encode_export_position(77), **stored_packs(TOTALS_PACK_PREFIX, [(key, totals_value(totals))]),
+             frontier_state_key(2): orjson.dumps(123), ledger_state_key("tumbling_1m", 60_000): orjson.dumps(120_000)}
+    assert decode_export_state(items) == ExportState(77, {key: totals}, {2: 123}, {("tumbling_1m", 60_000): 120_000})
     assert decode_export_state({}) == ExportState(None, {}, {}, {})
+
+
+@pytest.mark.parametrize("key", [b"k|w|0|t", b"t|w|0|t"])
+def test_a_state_of_one_record_per_key_is_refused_with_the_upgrade_note(key: bytes) -> None:
+    for decode in (decode_ingest_state, decode_export_state):
+        with pytest.raises(StateFormatError, match="earlier version.*reset"):
+            decode({key: b"[1, 1.0, 1.0, 1.0, 0]"})  # type: ignore[operator]

@@ -33,7 +33,7 @@ from events import (
     decode_event,
     encode_event,
 )
-from models import PartialMessage, decode_stage_message, encode_partial
+from models import PartialsMessage, decode_stage_message, encode_partials
 from tables.partials import (
     COUNT,
     MARKER,
@@ -621,10 +621,11 @@ def _stage2(rng: random.Random, emitted: dict[int, list[tuple[PartialKey, list[f
         streams[p] = [(p, key, partial) for key, partial in stream]
     parts: dict[PartialKey, dict[int, list[float]]] = defaultdict(dict)
     for p, key, partial in _interleave(rng, streams):
-        _, body = encode_partial(PartialMessage(p, key, partial))
+        [body] = encode_partials(p, [(key, partial)])
         message = decode_stage_message(body)
-        assert isinstance(message, PartialMessage)
-        merge_partial(parts[message.key], message.partition, message.partial)
+        assert isinstance(message, PartialsMessage)
+        [(decoded_key, decoded)] = message.entries
+        merge_partial(parts[decoded_key], message.partition, decoded)
     return {key: combine(by_partition) for key, by_partition in parts.items()}
 
 

@@ -1,0 +1,150 @@
+"""Many window keys of a stage's state in few changelog records: packs.
+
+With one changelog record per window key, a flush that changed 10,000 keys (one per event
+type) costs 10,000 sends, which is what capped the pipeline with many event types. A
+flush instead writes the keys it changed as packs: records of the keys of one window
+instance (window, start), up to PACK_BYTES each, under a new sequence number. A key's
+value is the one in the newest pack holding it. A pack whose keys are all current in newer
+packs, or forgotten, is deleted (a tombstone), so that compaction still bounds the
+changelog by the open keys. Packs hold one window instance each because a stage drops
+whole windows (closed, exported, or no longer configured): forgetting a window's keys then
+empties its packs, and no pack of a dropped window outlives it to bring it back.
+
+Restoring reads the packs in sequence order, each over the older: a prefix of the writes
+gives each key its newest value in the prefix. A stage writes its position only after the
+packs of the records it covers are acknowledged (tables/store.py), so what a cut-off flush
+lacks is redone from the position, as with one record per key. A key forgotten whose pack
+survives a crash comes back at restore only if a pack tombstone was cut off: the stages
+drop such keys again by the rule that dropped them (the frontier, the export ledger, the
+configured windows), whose record precedes the forget. Packs are deleted oldest first, so a key
+never comes back with a value older than its newest.
+
+The pack record: key `prefix + 16 hex digits of the sequence number` (sorted as written),
+value the JSON object `{"w": window, "s": start_ms, "e": [[event_type, value], ...]}`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from tables.partials import PartialKey
+
+__all__ = ["PACK_BYTES", "Packs"]
+
+# A pack's value stays well below Kafka's default 1 MiB record limit (event types are at most
+# 256 characters, so an entry is a few KB at most).
+PACK_BYTES = 256 * 1024
+
+Put = Callable[[bytes, bytes | None], Awaitable[None]]
+
+
+class Packs:
+    """Which pack holds each key's newest value, and how many current keys each pack holds."""
+
+    __slots__ = ("prefix", "_holder", "_live", "_next_seq", "_empty")
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self._holder: dict[PartialKey, int] = {}  # key -> sequence number of its newest pack
+        self._live: dict[int, int] = {}  # pack -> how many keys it holds the newest value of
+        self._next_seq = 0
+        self._empty: list[int] = []  # packs restored with no current key: deleted at the next write
+
+    @classmethod
+    def restored(cls, prefix: bytes, items: Mapping[bytes, bytes]) -> tuple[Packs, dict[PartialKey, Any]]:
+        """The packs among a stage's stored items, and every key's newest value."""
+        packs = cls(prefix)
+        found = sorted((int(key[len(prefix):], 16), value) for key, value in items.items() if key.startswith(prefix))
+        values: dict[PartialKey, Any] = {}
+        for seq, raw in found:
+            body = orjson.loads(raw)
+            window, start_ms = str(body["w"]), int(body["s"])
+            packs._live[seq] = 0
+            for event_type, value in body["e"]:
+                key = PartialKey(window, start_ms, str(event_type))
+                packs._take(key, seq)
+                values[key] = value
+        packs._next_seq = found[-1][0] + 1 if found else 0
+        packs._empty = [seq for seq, live in packs._live.items() if live == 0]
+        for seq in packs._empty:
+            del packs._live[seq]
+        return packs, values
+
+    def __len__(self) -> int:
+        """The number of packs stored."""
+        return len(self._live) + len(self._empty)
+
+    def _take(self, key: PartialKey, seq: int) -> int | None:
+        """Make `seq` the holder of `key`; the pack that held it before, if that one is now empty."""
+        old = self._holder.get(key)
+        self._holder[key] = seq
+        self._live[seq] += 1
+        if old is None:
+            return None
+        left = self._live[old] - 1
+        if left:
+            self._live[old] = left
+            return None
+        del self._live[old]
+        return old
+
+    def _pack_key(self, seq: int) -> bytes:
+        return self.prefix + b"%016x" % seq
+
+    async def write(self, put: Put, changed: Iterable[tuple[PartialKey, Any]]) -> None:
+        """Write the new values of `changed` keys in packs, then delete the packs they emptied."""
+        by_window: dict[tuple[str, int], list[tuple[PartialKey, bytes]]] = defaultdict(list)
+        for key, value in changed:
+            by_window[(key.window, key.start_ms)].append((key, orjson.dumps([key.event_type, value])))
+        emptied, self._empty = self._empty, []
+        for (window, start_ms), entries in by_window.items():
+            head = b'{"w":' + orjson.dumps(window) + b',"s":' + str(start_ms).encode() + b',"e":['
+            chunk: list[bytes] = []
+            size = 0
+            keys: list[PartialKey] = []
+            for key, entry in entries:
+                if chunk and size + len(entry) > PACK_BYTES:
+                    emptied += await self._put_pack(put, head, chunk, keys)
+                    chunk, size, keys = [], 0, []
+                chunk.append(entry)
+                size += len(entry) + 1
+                keys.append(key)
+            emptied += await self._put_pack(put, head, chunk, keys)
+        await self._delete(put, emptied)
+
+    async def _put_pack(self, put: Put, head: bytes, chunk: list[bytes], keys: list[PartialKey]) -> list[int]:
+        seq = self._next_seq
+        self._next_seq += 1
+        await put(self._pack_key(seq), head + b",".join(chunk) + b"]}")
+        self._live[seq] = 0
+        emptied = []
+        for key in keys:
+            old = self._take(key, seq)
+            if old is not None:
+                emptied.append(old)
+        return emptied
+
+    async def forget(self, put: Put, keys: Iterable[PartialKey]) -> None:
+        """Drop keys from the state: the packs they leave empty are deleted."""
+        emptied, self._empty = self._empty, []
+        for key in keys:
+            seq = self._holder.pop(key, None)
+            if seq is None:
+                continue
+            left = self._live[seq] - 1
+            if left:
+                self._live[seq] = left
+            else:
+                del self._live[seq]
+                emptied.append(seq)
+        await self._delete(put, emptied)
+
+    async def _delete(self, put: Put, emptied: list[int]) -> None:
+        """Oldest first: a crash part way leaves each key of a dropped window with its newest value or
+        none, never an older one that the deleted newer pack had replaced."""
+        for seq in sorted(emptied):
+            await put(self._pack_key(seq), None)
