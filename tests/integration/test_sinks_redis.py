@@ -14,7 +14,7 @@ from devstack.ports import free_port_block
 from devstack.stack import Endpoints
 from keys import decode_key_part
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
-from sinks.redis_store import RedisWindowStore
+from sinks.redis_store import MAX_INDEXED_TYPES, RedisWindowStore
 from sinks.rows import WindowRow
 
 START_MS = 1763251140000  # 2025-11-15T23:59:00Z
@@ -241,3 +241,13 @@ def test_wrong_password_is_a_configuration_error_without_the_password(stack: End
     assert PASSWORD not in text
     assert PASSWORD_IN_URL not in text
     assert "s3cr3t" not in text
+
+
+def test_a_window_of_ten_thousand_event_types_is_written_whole(store: RedisWindowStore, raw: redis.Redis,
+                                                               prefix: str) -> None:
+    rows = [row(f"type-{i}", count=i + 1, total=i / 4) for i in range(10_000)]
+    store.write(rows)
+    assert len(scan(raw, f"{prefix}win:*")) == 10_000
+    assert exact([store.get_window("tumbling_1m", "type-9999", START_MS)]) == exact([rows[-1]])
+    assert exact(store.latest("tumbling_1m", "type-1234", 3)) == exact([rows[1234]])
+    assert raw.zcard(f"{prefix}types:tumbling_1m") == MAX_INDEXED_TYPES
