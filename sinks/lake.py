@@ -33,8 +33,8 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from typing import Any, Final, Protocol
 
 import boto3
