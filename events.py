@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Final, NamedTuple
+from typing import Annotated, Final, NamedTuple
 
+import msgspec
 import orjson
 
 __all__ = [
@@ -23,7 +25,10 @@ __all__ = [
     "TIMESTAMP_OUT_OF_RANGE",
     "WRONG_TYPE",
     "Event",
+    "EventColumns",
+    "EventFields",
     "Rejection",
+    "decode_common",
     "decode_event",
     "encode_event",
 ]
@@ -72,6 +77,59 @@ class Event(NamedTuple):
     event_type: str
     event_ms: int
     value: float
+
+
+class EventColumns:
+    """Valid events of one partition in offset order, column by column (the raw archive's rows).
+
+    The hot path appends to the lists; the Parquet writer takes them as they are. As a
+    Sequence it reads as the (partition, offset, Event) records the lake's writer also takes.
+    """
+
+    __slots__ = ("event_ms", "event_types", "offsets", "partition", "user_ids", "values")
+
+    def __init__(self, partition: int, offsets: list[int] | None = None, user_ids: list[str] | None = None,
+                 event_types: list[str] | None = None, event_ms: list[int] | None = None,
+                 values: list[float] | None = None) -> None:
+        self.partition = partition
+        self.offsets: list[int] = offsets if offsets is not None else []
+        self.user_ids: list[str] = user_ids if user_ids is not None else []
+        self.event_types: list[str] = event_types if event_types is not None else []
+        self.event_ms: list[int] = event_ms if event_ms is not None else []
+        self.values: list[float] = values if values is not None else []
+
+    def append(self, offset: int, event: Event) -> None:
+        self.offsets.append(offset)
+        self.user_ids.append(event.user_id)
+        self.event_types.append(event.event_type)
+        self.event_ms.append(event.event_ms)
+        self.values.append(event.value)
+
+    def extend(self, other: EventColumns, start: int = 0, stop: int | None = None) -> None:
+        """Append other's rows [start, stop)."""
+        self.offsets += other.offsets[start:stop]
+        self.user_ids += other.user_ids[start:stop]
+        self.event_types += other.event_types[start:stop]
+        self.event_ms += other.event_ms[start:stop]
+        self.values += other.values[start:stop]
+
+    def tail(self, start: int) -> EventColumns:
+        """Rows [start, end) as new columns."""
+        return EventColumns(self.partition, self.offsets[start:], self.user_ids[start:], self.event_types[start:],
+                            self.event_ms[start:], self.values[start:])
+
+    def event(self, index: int) -> Event:
+        return Event(self.user_ids[index], self.event_types[index], self.event_ms[index], self.values[index])
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, index: int) -> tuple[int, int, Event]:
+        return self.partition, self.offsets[index], self.event(index)
+
+    def __iter__(self) -> Iterator[tuple[int, int, Event]]:
+        for index in range(len(self.offsets)):
+            yield self[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +221,59 @@ def _check_timestamp(value: object) -> int | Rejection:
     return event_ms
 
 
+_BoundedStr = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STRING_CHARS)]
+
+
+class EventFields(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The common record exactly: these four fields and no other, as msgspec decodes them.
+
+    No unknown field, so nothing of the record goes unparsed (orjson rejects a bad escape or
+    a NaN anywhere in the document, and so must whatever accepts it). msgspec's typing is
+    strict: a bool is neither an int nor a float, a float is not an int, and the length
+    bounds count code points, as len() does.
+    """
+
+    user_id: _BoundedStr
+    event_type: _BoundedStr
+    timestamp: int
+    value: int | float  # msgspec keeps integers beyond 64 bits exact; orjson makes them floats
+
+
+_decode_fields: Final = msgspec.json.Decoder(EventFields).decode
+_FIELDS_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
+
+
+def decode_common(raw: bytes, max_bytes: int, min_event_ms: int, max_event_ms: int) -> EventFields | None:
+    """The fast path: the fields of a common valid record (value made a float), or None.
+
+    None says nothing about validity: decode_event then decides, and has every rejection. What
+    this accepts, decode_event accepts with the same values (tests/unit/test_events.py); the
+    hot path (tables/partials.fold_records) uses the fields without building an Event.
+    """
+    if len(raw) > max_bytes:
+        return None
+    try:
+        fields = _decode_fields(raw)
+    except _FIELDS_ERRORS:
+        return None
+    user_id, event_type, value = fields.user_id, fields.event_type, fields.value
+    # For ASCII, isprintable() is exactly "no code point below U+0020 and not U+007F".
+    if not (user_id.isascii() and user_id.isprintable() and event_type.isascii() and event_type.isprintable()
+            and min_event_ms <= fields.timestamp <= max_event_ms):
+        return None
+    if type(value) is float:
+        if not math.isfinite(value):  # msgspec rejects inf and nan itself; this keeps the rule here
+            return None
+    elif -_EXACT_INT < value < _EXACT_INT:
+        fields.value = float(value)
+    else:
+        return None  # an int a float cannot hold exactly: the full checks decide
+    return fields
+
+
+_new_event: Final = tuple.__new__  # Event(...) runs a Python-level __new__; this skips it
+
+
 def decode_event(raw: bytes, *, max_bytes: int, min_event_ms: int, max_event_ms: int) -> Event | Rejection:
     """Decode one record; unknown fields are ignored.
 
@@ -171,8 +282,12 @@ def decode_event(raw: bytes, *, max_bytes: int, min_event_ms: int, max_event_ms:
 
     The common record (ASCII strings, a float or int value, an epoch-ms timestamp) takes a fast
     path that accepts exactly what the full checks below accept; anything else, and every
-    rejection, goes through them, so the reasons have one home.
+    rejection, goes through them, so the reasons have one home. In front of it, decode_common
+    takes the record that has exactly the four fields.
     """
+    fields = decode_common(raw, max_bytes, min_event_ms, max_event_ms)
+    if fields is not None:
+        return _new_event(Event, (fields.user_id, fields.event_type, fields.timestamp, fields.value))
     if len(raw) <= max_bytes:
         try:
             obj = orjson.loads(raw)

@@ -8,7 +8,7 @@ were committed. Per batch of records, in offset order:
 
 1. records below `fold_next` were folded before a restart; they are read again only for
    the raw archive;
-2. the others are decoded and validated (tables/partials.fold_batch): bad ones go to the
+2. the others are decoded and validated (tables/partials.fold_records): bad ones go to the
    dead-letter topic, records in windows the frontier closed go to the late topic, and
    the rest are folded into their partials, each carrying the highest offset folded in;
 3. the dead letters, late records and changed partials are sent, the changed partials
@@ -70,7 +70,7 @@ from stats import PipelineStats
 from stream.clients import Producer
 from stream.tail import last_source_offsets
 from tables.packed import Packs
-from tables.partials import BatchOutcome, Limits, PartialKey, PartitionPartials, Record, fold_batch
+from tables.partials import BatchOutcome, Limits, PartialKey, PartitionPartials, Record, fold_records
 from tables.store import PartitionStore, changelog_send
 from tables.watermark import Mark, PartitionClock
 
@@ -237,17 +237,18 @@ class IngestPartition:
 
     async def _fold(self, records: Sequence[ConsumerRecord], now_s: float) -> None:
         ctx, partition = self.ctx, self.partition
-        # A record without a value (a tombstone) is dead-lettered as empty.
-        outcome = fold_batch([Record(partition, r.offset, r.value or b"", r.timestamp) for r in records],
-                             {partition: self.partials},
-                             self.windows, {partition: self.position.frontier_ms}, self._limits())
+        outcome = BatchOutcome()
+        fold_records(partition, records, self.partials, self.windows, self.position.frontier_ms, self._limits(),
+                     outcome)
         if outcome.dead_letters or outcome.late:
             self._side_sent += await self.side_outputs.send(outcome, {r.offset: r for r in records})
         self._dirty.update(outcome.dirty.get(partition, ()))
         event_ms = outcome.max_event_ms.get(partition)
         if event_ms is not None:
             self.clock.observe(event_ms, ctx.clock_ms())
-        self.archive.add_all(outcome.valid, now_s)
+        columns = outcome.columns.get(partition)
+        if columns:
+            self.archive.add_columns(columns, now_s)
         self._folded_next = records[-1].offset + 1
         ctx.stats.dead_letters += len(outcome.dead_letters)
         ctx.stats.late += len(outcome.late)

@@ -19,25 +19,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from events import Event
+from events import Event, EventColumns
 
 log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
 
-Record = tuple[int, int, Event]  # (partition, offset, event), as the lake's writer takes them
-PutArchive = Callable[[int, int, list[Record]], Awaitable[Any]]  # -> sinks.lake.ArchiveOutcome
+# (partition, start_offset, the file's events) -> sinks.lake.ArchiveOutcome; EventColumns reads as the
+# (partition, offset, Event) records the lake's writer takes.
+PutArchive = Callable[[int, int, EventColumns], Awaitable[Any]]
 
 
 @dataclass(slots=True)
 class _File:
     hour: int
     opened_at_s: float
-    records: list[Record] = field(default_factory=list)
+    records: EventColumns  # built as records are added, so the writer encodes them as they are
 
 
 class PartitionArchive:
@@ -63,22 +65,44 @@ class PartitionArchive:
         if offset < self._next_offset or offset <= self._covered:
             return
         self._next_offset = offset + 1
-        hour = event.event_ms // HOUR_MS
+        current = self._file_for(event.event_ms // HOUR_MS, now_s)
+        current.records.append(offset, event)
+        if len(current.records) >= self.max_records:
+            self._seal()
+
+    def add_columns(self, events: EventColumns, now_s: float) -> None:
+        """add() for each of a batch's valid events (in offset order), by slices of its columns."""
+        offsets, event_ms = events.offsets, events.event_ms
+        start = bisect_right(offsets, max(self._next_offset - 1, self._covered))  # a re-read adds nothing twice
+        end = len(offsets)
+        if start >= end:
+            return
+        self._next_offset = offsets[-1] + 1
+        if min(event_ms) // HOUR_MS == max(event_ms) // HOUR_MS:  # the common batch: one hour
+            runs = [(start, end)]
+        else:
+            hours = [ms // HOUR_MS for ms in event_ms]
+            cuts = [i for i in range(start + 1, end) if hours[i] != hours[i - 1]]
+            runs = list(zip([start, *cuts], [*cuts, end], strict=True))
+        for run_start, run_end in runs:
+            hour = event_ms[run_start] // HOUR_MS
+            while run_start < run_end:
+                current = self._file_for(hour, now_s)
+                stop = min(run_end, run_start + self.max_records - len(current.records))
+                current.records.extend(events, run_start, stop)
+                run_start = stop
+                if len(current.records) >= self.max_records:
+                    self._seal()
+
+    def _file_for(self, hour: int, now_s: float) -> _File:
+        """The open file, sealed first if it holds another hour."""
         current = self._open
         if current is not None and current.hour != hour:
             self._seal()
             current = None
         if current is None:
-            current = self._open = _File(hour, now_s)
-        current.records.append((self.partition, offset, event))
-        if len(current.records) >= self.max_records:
-            self._seal()
-
-    def add_all(self, events: list[tuple[Any, Event]], now_s: float) -> None:
-        """add() for (record, event) pairs in offset order, where record.offset is the offset."""
-        add = self.add
-        for record, event in events:
-            add(record[1], event, now_s)
+            current = self._open = _File(hour, now_s, EventColumns(self.partition))
+        return current
 
     def roll_aged(self, now_s: float) -> None:
         if self._open is not None and now_s - self._open.opened_at_s >= self.max_age_s:
@@ -91,9 +115,9 @@ class PartitionArchive:
     def first_unarchived(self) -> int | None:
         """Offset of the first buffered record, None when nothing is buffered."""
         if self._sealed:
-            return self._sealed[0].records[0][1]
+            return self._sealed[0].records.offsets[0]
         if self._open is not None:
-            return self._open.records[0][1]
+            return self._open.records.offsets[0]
         return None
 
     def raise_if_failed(self) -> None:
@@ -141,7 +165,7 @@ class PartitionArchive:
                     await self._wake.wait()
                 file = self._sealed[0]
                 records = file.records
-                outcome = await self._put(self.partition, records[0][1], records)
+                outcome = await self._put(self.partition, records.offsets[0], records)
                 if outcome.written:
                     self.files_written += 1
                 else:
@@ -160,14 +184,14 @@ class PartitionArchive:
         covered = self._covered
         while self._sealed:
             head = self._sealed[0]
-            rest = [record for record in head.records if record[1] > covered]
-            if rest:
-                head.records = rest  # an existing, shorter file: the rest is the next file
+            keep = bisect_right(head.records.offsets, covered)
+            if keep < len(head.records):
+                head.records = head.records.tail(keep)  # an existing, shorter file: the rest is the next file
                 return
             self._sealed.popleft()
         if self._open is not None:
-            rest = [record for record in self._open.records if record[1] > covered]
-            if rest:
-                self._open.records = rest
+            keep = bisect_right(self._open.records.offsets, covered)
+            if keep < len(self._open.records):
+                self._open.records = self._open.records.tail(keep)
             else:
                 self._open = None

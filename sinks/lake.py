@@ -28,11 +28,13 @@ caller (``sinks.retry``); clients built by ``make_s3_client_factory`` do not ret
 from __future__ import annotations
 
 import logging
+import operator
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from typing import Any, Final, Protocol
 
 import boto3
@@ -48,7 +50,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from events import Event
+from events import Event, EventColumns
 from keys import decode_key_part, encode_key_part
 from sinks.errors import (
     ArchiveMetadataError,
@@ -287,6 +289,21 @@ def make_s3_client_factory(
     return factory
 
 
+def _check_archive_records(partition: int, records: Sequence[tuple[int, int, Event]]) -> None:
+    """put_archive's precondition: records of ``partition`` in strictly increasing offset order."""
+    if isinstance(records, EventColumns):  # the archive's own columns: one C-level pass over the offsets
+        offsets = records.offsets
+        if records.partition == partition and all(map(operator.lt, offsets, islice(offsets, 1, None))):
+            return
+    previous: int | None = None
+    for record_partition, offset, _event in records:
+        if record_partition != partition:
+            raise ValueError(f"record of partition {record_partition} in a file of partition {partition}")
+        if previous is not None and offset <= previous:
+            raise ValueError(f"offsets must strictly increase: {offset} after {previous}")
+        previous = offset
+
+
 def _parse_offset(metadata: Mapping[str, str], name: str) -> int | None:
     text = metadata.get(name)
     if text is None or not text.isascii() or not text.isdigit():
@@ -380,15 +397,10 @@ class S3Lake:
             raise ValueError("cannot archive an empty batch: it has no offsets")
         if records[0][1] < start_offset:
             raise ValueError(f"first offset {records[0][1]} is before the file's start offset {start_offset}")
-        previous: int | None = None
-        for record_partition, offset, _event in records:
-            if record_partition != partition:
-                raise ValueError(f"record of partition {record_partition} in a file of partition {partition}")
-            if previous is not None and offset <= previous:
-                raise ValueError(f"offsets must strictly increase: {offset} after {previous}")
-            previous = offset
+        _check_archive_records(partition, records)
         client = self._require_client()
-        key = archive_key(self._prefix, records[0][2].event_ms, partition, start_offset)
+        first_event_ms = records.event_ms[0] if isinstance(records, EventColumns) else records[0][2].event_ms
+        key = archive_key(self._prefix, first_event_ms, partition, start_offset)
         end_offset = records[-1][1]
         body = events_to_parquet(records)
         with self._translate_errors("conditional put", key):

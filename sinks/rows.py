@@ -2,7 +2,8 @@
 
 * ``WindowRow``: one closed window of one event type.
 * ``rows_to_parquet`` / ``parquet_to_rows``: the lake's aggregated files (AGGREGATE_SCHEMA).
-* ``events_to_parquet`` / ``parquet_to_events``: the raw archive files (RAW_SCHEMA).
+* ``events_to_parquet`` (``event_columns_to_parquet``) / ``parquet_to_events``: the raw archive files
+  (RAW_SCHEMA).
 * ``row_to_json`` / ``row_from_json``: canonical compact JSON of one row (Redis index members).
 * ``row_to_hash`` / ``row_from_hash``: the Redis hash of one closed window.
 * ``row_to_api``: one row in the web API's answers.
@@ -31,7 +32,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from events import Event, iso_utc
+from events import Event, EventColumns, iso_utc
 
 __all__ = [
     "AGGREGATE_SCHEMA",
@@ -45,6 +46,7 @@ __all__ = [
     "RestateManifest",
     "RollupRow",
     "WindowRow",
+    "event_columns_to_parquet",
     "events_to_parquet",
     "manifest_from_json",
     "manifest_to_json",
@@ -221,16 +223,33 @@ def parquet_to_rows(data: bytes) -> list[WindowRow]:
 
 def events_to_parquet(records: Sequence[tuple[int, int, Event]]) -> bytes:
     """A Parquet file of RAW_SCHEMA from (partition, offset, Event) records, in offset order."""
+    if isinstance(records, EventColumns):
+        return event_columns_to_parquet(records)
     ordered = sorted(records, key=lambda record: (record[0], record[1]))
     events = [record[2] for record in ordered]
+    return _raw_parquet(pa.array([record[0] for record in ordered], type=pa.int32()),
+                        [record[1] for record in ordered], [e.user_id for e in events],
+                        [e.event_type for e in events], [e.event_ms for e in events],
+                        [float(e.value) for e in events])
+
+
+def event_columns_to_parquet(columns: EventColumns) -> bytes:
+    """events_to_parquet of one partition's valid events, in increasing offset order, as columns
+    (the raw archive builds them as records arrive, so no Python loop runs here)."""
+    return _raw_parquet(pa.repeat(pa.scalar(columns.partition, type=pa.int32()), len(columns)), columns.offsets,
+                        columns.user_ids, columns.event_types, columns.event_ms, columns.values)
+
+
+def _raw_parquet(partitions: pa.Array, offsets: list[int], user_ids: list[str], event_types: list[str],
+                 event_ms: list[int], values: list[float]) -> bytes:
     table = pa.Table.from_arrays(
         [
-            pa.array([record[0] for record in ordered], type=pa.int32()),
-            pa.array([record[1] for record in ordered], type=pa.int64()),
-            pa.array([e.user_id for e in events], type=pa.string()),
-            pa.array([e.event_type for e in events], type=pa.string()),
-            pa.array([e.event_ms for e in events], type=_TIMESTAMP_MS_UTC),
-            pa.array([float(e.value) for e in events], type=pa.float64()),
+            partitions,
+            pa.array(offsets, type=pa.int64()),
+            pa.array(user_ids, type=pa.string()),
+            pa.array(event_types, type=pa.string()),
+            pa.array(event_ms, type=_TIMESTAMP_MS_UTC),
+            pa.array(values, type=pa.float64()),
         ],
         schema=RAW_SCHEMA,
     )

@@ -22,9 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from functools import reduce
+from itertools import groupby
+from math import gcd
+from operator import attrgetter
+from typing import NamedTuple, Protocol
 
-from events import Event, Rejection, decode_event
+from events import Event, EventColumns, Rejection, decode_common, decode_event
 from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
 
 # Partial value layout, a list so that it serializes compactly to the changelog:
@@ -43,6 +47,15 @@ class Record(NamedTuple):
     offset: int
     raw: bytes
     written_ms: int = -1  # the Kafka record's timestamp (-1: none)
+
+    # Read as the ConsumerRecord it stands for (RawRecord):
+    @property
+    def value(self) -> bytes:
+        return self.raw
+
+    @property
+    def timestamp(self) -> int:
+        return self.written_ms
 
 
 class DeadLetter(NamedTuple):
@@ -79,7 +92,8 @@ class Limits:
 class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     late: list[LateEvent] = field(default_factory=list)
-    valid: list[tuple[Record, Event]] = field(default_factory=list)
+    valid: list[tuple[Record, Event]] = field(default_factory=list)  # fold_batch's only
+    columns: dict[int, EventColumns] = field(default_factory=dict)  # partition -> valid events, for the archive
     dirty: dict[int, set[PartialKey]] = field(default_factory=dict)  # partition -> changed keys
     max_event_ms: dict[int, int] = field(default_factory=dict)  # partition -> highest valid event time
 
@@ -103,6 +117,17 @@ class PartitionPartials:
         return closed
 
 
+class RawRecord(Protocol):
+    """What folding reads of a record: aiokafka's ConsumerRecord, or a Record."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...
+
+
 def fold_batch(
     records: Iterable[Record],
     partitions: dict[int, PartitionPartials],
@@ -110,62 +135,81 @@ def fold_batch(
     frontiers_ms: Mapping[int, int | None],
     limits: Limits,
 ) -> BatchOutcome:
-    """Decode, validate and fold records into their partitions' partials (mutated in place).
-
-    The hot path of the pipeline: plain tuples and inlined window arithmetic, so that
-    no object is created per record beyond the decoded Event (keys are looked up as
-    plain tuples, which equal and hash like PartialKey).
-    """
+    """fold_records for Records of any partitions, in their order; also lists the valid (Record, Event)."""
     outcome = BatchOutcome()
-    dead_letters, late, valid = outcome.dead_letters, outcome.late, outcome.valid
-    max_event_ms = outcome.max_event_ms
-    all_dirty = outcome.dirty
-    specs = [(spec.name, spec.size_ms, spec.step_ms) for spec in windows]
+    for partition, run in groupby(records, key=attrgetter("partition")):
+        batch = list(run)
+        fold_records(partition, batch, partitions[partition], windows, frontiers_ms.get(partition), limits, outcome)
+        for record in batch:
+            decoded = limits.decode(record)
+            if isinstance(decoded, Event):
+                outcome.valid.append((record, decoded))
+    return outcome
+
+
+def fold_records(
+    partition: int,
+    records: Iterable[RawRecord],
+    partials: PartitionPartials,
+    windows: Sequence[WindowSpec],
+    frontier_ms: int | None,
+    limits: Limits,
+    outcome: BatchOutcome,
+) -> None:
+    """Decode, validate and fold one partition's records, in offset order, into its partials (mutated
+    in place); what else they give is added to ``outcome``: dead letters, late records, the valid
+    events' columns (for the raw archive), the changed keys and the highest event time.
+
+    The hot path of the pipeline. No object is made per valid record beyond what msgspec decodes:
+    a record's window keys depend only on its event type and on its event time's slot of the
+    windows' common step (every start it falls in, and whether the frontier closed it, is the
+    same for the whole slot), so the partials a slot and type folds into are looked up once per
+    batch, and each record updates them in place, in offset order (the sums stay sequential).
+    """
+    dead_letters, late = outcome.dead_letters, outcome.late
+    columns = outcome.columns.get(partition)
+    if columns is None:
+        columns = outcome.columns[partition] = EventColumns(partition)
+    add_offset, add_user_id, add_event_type = columns.offsets.append, columns.user_ids.append, \
+        columns.event_types.append
+    add_event_ms, add_value = columns.event_ms.append, columns.values.append
+    slot_ms = reduce(gcd, (spec.step_ms for spec in windows), 0) or 1
+    # Each window with the latest start the frontier has closed (NONE_CLOSED if none): the close
+    # rule is evaluated once per window and batch, not per record.
+    specs = [(spec.name, spec.size_ms, spec.step_ms,
+              NONE_CLOSED if frontier_ms is None else closed_upto_ms(spec.size_ms, frontier_ms)) for spec in windows]
+    values = partials.values
+    slots: dict[tuple[str, int], _Slot] = {}
     max_bytes, min_ms, skew_ms, now_ms = limits.max_event_bytes, limits.min_event_ms, limits.max_clock_skew_ms, \
         limits.now_ms
-    # Per partition and batch: each window with the latest start the frontier has closed (NONE_CLOSED
-    # if none), so the close rule is evaluated once per window, not per record.
-    windows_by_partition: dict[int, list[tuple[str, int, int, int]]] = {}
+    max_event_ms = outcome.max_event_ms.get(partition, NONE_CLOSED)
     for record in records:
-        partition, offset, raw, written_ms = record
-        decoded = decode_event(raw, max_bytes=max_bytes, min_event_ms=min_ms,
-                               max_event_ms=(written_ms if written_ms >= 0 else now_ms) + skew_ms)
-        if isinstance(decoded, Rejection):
-            dead_letters.append(DeadLetter(record, decoded))
-            continue
-        valid.append((record, decoded))
-        event_ms, value, event_type = decoded.event_ms, decoded.value, decoded.event_type
-        if event_ms > max_event_ms.get(partition, event_ms - 1):
-            max_event_ms[partition] = event_ms
-        partition_windows = windows_by_partition.get(partition)
-        if partition_windows is None:
-            frontier_ms = frontiers_ms.get(partition)
-            partition_windows = windows_by_partition[partition] = [
-                (name, size_ms, step_ms, NONE_CLOSED if frontier_ms is None else closed_upto_ms(size_ms, frontier_ms))
-                for name, size_ms, step_ms in specs]
-        values = partitions[partition].values
-        dirty = all_dirty.get(partition)
-        if dirty is None:
-            dirty = all_dirty[partition] = set()
-        missed: list[tuple[str, int]] | None = None
-        for name, size_ms, step_ms, last_closed_ms in partition_windows:
-            # Starts s with s <= t < s + size, multiples of step (floor, so negatives too),
-            # ascending: size is a multiple of step, so there are size/step of them.
-            last_ms = event_ms - event_ms % step_ms
-            for start_ms in (last_ms,) if size_ms == step_ms else range(last_ms - size_ms + step_ms, last_ms + 1,
-                                                                          step_ms):
-                if start_ms <= last_closed_ms:
-                    if missed is None:
-                        missed = []
-                    missed.append((name, start_ms))
-                    continue
-                key = (name, start_ms, event_type)
-                current = values.get(key)
-                if current is None:
-                    key = PartialKey(name, start_ms, event_type)
-                    values[key] = [1, value, value, value, offset]
-                    dirty.add(key)
-                elif offset > current[MARKER]:
+        offset, written_ms = record.offset, record.timestamp
+        raw = record.value or b""  # a record without a value (a tombstone) is dead-lettered as empty
+        latest_ms = (written_ms if written_ms >= 0 else now_ms) + skew_ms
+        fields = decode_common(raw, max_bytes, min_ms, latest_ms)
+        if fields is not None:
+            user_id, event_type, event_ms, value = fields.user_id, fields.event_type, fields.timestamp, fields.value
+        else:
+            decoded = decode_event(raw, max_bytes=max_bytes, min_event_ms=min_ms, max_event_ms=latest_ms)
+            if isinstance(decoded, Rejection):
+                dead_letters.append(DeadLetter(Record(partition, offset, raw, written_ms), decoded))
+                continue
+            user_id, event_type, event_ms, value = decoded
+        add_offset(offset)
+        add_user_id(user_id)
+        add_event_type(event_type)
+        add_event_ms(event_ms)
+        add_value(value)
+        if event_ms > max_event_ms:
+            max_event_ms = event_ms
+        slot_key = (event_type, event_ms - event_ms % slot_ms)
+        slot = slots.get(slot_key)
+        if slot is None:
+            slot = slots[slot_key] = _open_slot(values, specs, event_type, event_ms, value, offset)
+        else:
+            for current in slot.partials:
+                if offset > current[MARKER]:
                     current[COUNT] += 1
                     current[SUM] += value
                     if value < current[MIN]:
@@ -173,11 +217,60 @@ def fold_batch(
                     if value > current[MAX]:
                         current[MAX] = value
                     current[MARKER] = offset
-                    dirty.add(key)
                 # else: a replayed record this key already holds
-        if missed:
-            late.append(LateEvent(record, decoded, tuple(missed)))
-    for partition, keys in all_dirty.items():
-        all_dirty[partition] = {PartialKey(*key) for key in keys}  # per changed key, not per record
-    return outcome
+        if slot.missed:
+            late.append(LateEvent(Record(partition, offset, raw, written_ms),
+                                  Event(user_id, event_type, event_ms, value), slot.missed))
+    if max_event_ms != NONE_CLOSED:
+        outcome.max_event_ms[partition] = max_event_ms
+    dirty = outcome.dirty.get(partition)
+    if dirty is None:
+        dirty = outcome.dirty[partition] = set()
+    for slot in slots.values():  # per changed key, not per record
+        dirty.update(key for key, current, marker in zip(slot.keys, slot.partials, slot.markers, strict=True)
+                     if current[MARKER] != marker)
+    if not dirty:
+        del outcome.dirty[partition]
 
+
+class _Slot(NamedTuple):
+    """The open partials one (event type, slot of event time) folds into, within one batch."""
+
+    keys: list[PartialKey]
+    partials: list[list[float]]
+    markers: list[float | None]  # each partial's marker when the slot opened (None: created then)
+    missed: tuple[tuple[str, int], ...]  # (window, start_ms) the frontier had closed
+
+
+def _open_slot(values: dict[PartialKey, list[float]], specs: Sequence[tuple[str, int, int, int]], event_type: str,
+               event_ms: int, value: float, offset: int) -> _Slot:
+    """The slot of a batch's first record in it, with that record folded in."""
+    slot = _Slot([], [], [], ())
+    missed = []
+    for name, size_ms, step_ms, last_closed_ms in specs:
+        # Starts s with s <= t < s + size, multiples of step (floor, so negatives too),
+        # ascending: size is a multiple of step, so there are size/step of them.
+        last_ms = event_ms - event_ms % step_ms
+        for start_ms in range(last_ms - size_ms + step_ms, last_ms + 1, step_ms):
+            if start_ms <= last_closed_ms:
+                missed.append((name, start_ms))
+                continue
+            key = PartialKey(name, start_ms, event_type)
+            current = values.get(key)
+            if current is None:
+                current = values[key] = [1, value, value, value, offset]
+                marker = None
+            else:
+                marker = current[MARKER]
+                if offset > marker:
+                    current[COUNT] += 1
+                    current[SUM] += value
+                    if value < current[MIN]:
+                        current[MIN] = value
+                    if value > current[MAX]:
+                        current[MAX] = value
+                    current[MARKER] = offset
+            slot.keys.append(key)
+            slot.partials.append(current)
+            slot.markers.append(marker)
+    return slot._replace(missed=tuple(missed))

@@ -258,3 +258,40 @@ def test_resuming_after_a_crash_archives_every_record_exactly_once(seed: int) ->
         assert offsets[0] == start and len(offsets) <= max_records
         events = {offset: event for offset, event in stream}
         assert len({events[o].event_ms // HOUR_MS for o in offsets}) == 1  # type: ignore[union-attr]
+
+
+def test_adding_a_batch_of_columns_cuts_the_same_files_as_adding_each_event() -> None:
+    """add_columns (the hot path's) against add per event: hour changes, full files, re-reads."""
+    from events import EventColumns
+
+    rng = random.Random(31)
+
+    async def go(by_columns: bool, batches: list[list[tuple[int, Event]]], max_records: int) -> list:  # type: ignore[type-arg]
+        put = FakePut()
+        archive = PartitionArchive(P, put_archive=put, max_records=max_records, max_age_s=60)
+        for batch in batches:
+            if by_columns:
+                columns = EventColumns(P)
+                for offset, event in batch:
+                    columns.append(offset, event)
+                archive.add_columns(columns, 0.0)
+            else:
+                for offset, event in batch:
+                    archive.add(offset, event, 0.0)
+        await archive.flush(5)
+        return put.calls
+
+    for _ in range(200):
+        offset, batches = 0, []
+        for _ in range(rng.randint(1, 6)):
+            if rng.random() < 0.3 and offset:
+                offset = rng.randrange(offset)  # read again from an earlier offset
+            batch = []
+            for _ in range(rng.randint(1, 12)):
+                batch.append((offset, _event(H0 + rng.choice((0, 1, 1, HOUR_MS, -1)) * rng.randint(1, 9), offset)))
+                offset += rng.randint(1, 2)
+            batches.append(batch)
+        max_records = rng.randint(1, 8)
+        per_event = _run(lambda: go(False, batches, max_records))  # noqa: B023 - run at once
+        assert _run(lambda: go(True, batches, max_records)) == per_event  # noqa: B023
+        assert per_event

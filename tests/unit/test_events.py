@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
+import math
 import random
 import time
 import types
@@ -341,3 +342,58 @@ def test_the_fast_path_accepts_exactly_what_the_full_checks_accept() -> None:
             limits = {"max_bytes": rng.choice((len(candidate), len(candidate) - 1, 4096)),
                       "min_event_ms": 0, "max_event_ms": T_MS}
             assert decode_event(candidate, **limits) == _decode_checked(candidate, **limits), candidate
+
+
+def test_decode_common_accepts_only_what_the_full_checks_accept_with_the_same_values() -> None:
+    """msgspec's fast path (decode_common) against _decode_checked, on the documents where the
+    two parsers could disagree: big integers, duplicate keys, escapes, literals orjson refuses,
+    unknown fields, and numbers written in every JSON form."""
+    from events import _decode_checked, decode_common
+
+    limits = {"max_bytes": 4_096, "min_event_ms": 0, "max_event_ms": 2**63}
+    head = b'{"user_id":"u","event_type":"e",'
+    documents = [
+        head + b'"timestamp":18446744073709551615,"value":1}',
+        head + b'"timestamp":18446744073709551616,"value":1}',
+        head + b'"timestamp":5.0,"value":1}', head + b'"timestamp":1e3,"value":1}',
+        head + b'"timestamp":true,"value":1}', head + b'"timestamp":5,"value":true}',
+        head + b'"timestamp":5,"value":18446744073709551616}', head + b'"timestamp":5,"value":-9007199254740993}',
+        head + b'"timestamp":5,"value":9007199254740991}', head + b'"timestamp":5,"value":-0}',
+        head + b'"timestamp":5,"value":-0.0}', head + b'"timestamp":5,"value":4.9e-325}',
+        head + b'"timestamp":5,"value":1.7976931348623157e308}', head + b'"timestamp":5,"value":1.8e308}',
+        head + b'"timestamp":5,"value":NaN}', head + b'"timestamp":5,"value":Infinity}',
+        head + b'"timestamp":5,"value":1e999}', head + b'"timestamp":5,"value":1.}',
+        head + b'"timestamp":5,"value":+1}', head + b'"timestamp":05,"value":1}',
+        head + b'"timestamp":5,"value":1,"value":"x"}', head + b'"timestamp":5,"value":"x","value":2}',
+        b'{"user_id":"a","user_id":"b","event_type":"e","timestamp":5,"value":1}',
+        head + b'"timestamp":5,"value":1,"extra":"\\ud800"}', head + b'"timestamp":5,"value":1,"extra":NaN}',
+        head + b'"timestamp":5,"value":1,"extra":"\xff"}', head + b'"timestamp":5,"value":1,"x":' + b"[" * 2000
+        + b"]" * 2000 + b"}",
+        b'{"user_\\u0069d":"u","event_type":"e","timestamp":5,"value":1}',
+        b'{"user_id":"\\u0041","event_type":"\\u0000","timestamp":5,"value":1}',
+        b'{"user_id":"\\ud83d\\ude00","event_type":"e","timestamp":5,"value":1}',
+        b'{"user_id":"a\tb","event_type":"e","timestamp":5,"value":1}',
+        b'{"user_id":"\xc3\xa9","event_type":"e","timestamp":5,"value":1}',
+        b'\xef\xbb\xbf' + head + b'"timestamp":5,"value":1}', b" \n" + head + b'"timestamp":5,"value":1}\r\n\t',
+        head + b'"timestamp":5,"value":1}\x00', head + b'"timestamp":5,"value":1,}',
+        head + b'"timestamp":"2024-01-01T00:00:00Z","value":1}', b"[]", b"{}", b"",
+    ]
+    rng = random.Random(12)
+    for _ in range(3_000):  # numbers in every written form: digits, fractions, exponents
+        mantissa = str(rng.randrange(10 ** rng.randint(1, 25)))
+        if rng.random() < 0.5:
+            cut = rng.randint(1, len(mantissa))
+            mantissa = mantissa[:cut] + "." + (mantissa[cut:] or "0")
+        if rng.random() < 0.5:
+            mantissa += rng.choice("eE") + rng.choice(["", "-", "+"]) + str(rng.randint(0, 330))
+        sign = rng.choice(["", "-"])
+        documents.append(head + b'"timestamp":5,"value":' + (sign + mantissa).encode() + b"}")
+    for raw in documents:
+        expected = _decode_checked(raw, **limits)
+        fields = decode_common(raw, limits["max_bytes"], limits["min_event_ms"], limits["max_event_ms"])
+        assert decode_event(raw, **limits) == expected, raw
+        if fields is not None:
+            assert isinstance(expected, Event), raw
+            got = (fields.user_id, fields.event_type, fields.timestamp, fields.value)
+            assert got == tuple(expected) and type(fields.value) is float, raw
+            assert math.copysign(1.0, fields.value) == math.copysign(1.0, expected.value), raw
