@@ -231,6 +231,10 @@ def test_late_events_restate_their_windows_in_s3_and_redis_then_nothing_is_writt
     assert {k: redis.rows[k] for k in restated} == restated
     assert any(line.startswith("restated tumbling_1m 2026-11-01T22:59:00Z: 'only-late' new -> 1 (revision 1, 1 late)")
                for line in lines), lines
+    # One line per restated window, naming each of its restated rows (event type, revision, late count).
+    restated_lines = [line for line in lines if line.startswith("restated ")]
+    assert len(restated_lines) == report.windows_restated == len({(k.window, k.start_ms) for k in restated})
+    assert sum(line.count(" late)") for line in restated_lines) == report.rows_restated
     assert restate_manifest_key("", HOUR) in lake.objects
     writes = redis.writes
     again, _ = _run(lake, config)
