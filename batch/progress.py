@@ -4,8 +4,9 @@ a Progress callback after each step (batch/job.py says what a step is), and this
 On a terminal, one line on stderr redrawn in place (steps done of all, elapsed time, ETA); the
 job's own lines (stdout) clear it first and it is drawn again after them. Elsewhere (a log file,
 the Procfile's `batch:` process) it is a line through the job's `say` each time another tenth
-of the steps is done, and nothing for runs shorter than MIN_LOGGED_STEPS, whose per-period lines
-say enough. Time comes from an injected clock; the rendering functions take it as data.
+of the steps is done, once the run has lasted QUIET_FOR_S: a scheduled run over a lake that is
+up to date considers every period and finishes in seconds, and should not log ten lines. Time
+comes from an injected clock; the rendering functions take it as data.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import math
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["MIN_LOGGED_STEPS", "ProgressReporter", "eta_s", "format_duration", "progress_line", "render_bar"]
+__all__ = ["QUIET_FOR_S", "ProgressReporter", "eta_s", "format_duration", "progress_line", "render_bar"]
 
 BAR_WIDTH: Final = 30
-MIN_LOGGED_STEPS: Final = 20
+QUIET_FOR_S: Final = 10.0
 REDRAW_EVERY_S: Final = 0.2  # a terminal redraw at most this often (the last step is always drawn)
 _CLEAR_LINE: Final = "\r\x1b[K"
 
@@ -82,7 +83,7 @@ class ProgressReporter:
                 self._drawn_at_s = now_s
             return
         tenths = 10 * min(done, total) // total if total else 10
-        if total >= MIN_LOGGED_STEPS and tenths > self._logged_tenths:
+        if elapsed_s >= QUIET_FOR_S and tenths > self._logged_tenths:
             self._logged_tenths = tenths
             self._say(progress_line(done, total, elapsed_s))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from batch.progress import MIN_LOGGED_STEPS, ProgressReporter, eta_s, format_duration, progress_line, render_bar
+from batch.progress import QUIET_FOR_S, ProgressReporter, eta_s, format_duration, progress_line, render_bar
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0, "0:00"), (59.9, "0:59"), (61, "1:01"), (3_600, "1:00:00"),
@@ -58,19 +58,22 @@ def test_a_terminal_gets_one_line_redrawn_in_place_and_the_jobs_lines_around_it(
     assert said == ["hour 2026-11-01T22Z: 3 rows"]
 
 
-def test_elsewhere_a_line_per_tenth_and_nothing_for_short_runs() -> None:
+def test_elsewhere_a_line_per_tenth_once_the_run_has_lasted_a_while() -> None:
     clock, said = Clock(), []
     reporter = ProgressReporter(tty=False, draw=lambda text: pytest.fail(f"drew {text!r}"), say=said.append,
                                 clock=clock)
     for done in range(1, 51):
-        clock.now_s += 2.0
+        clock.now_s += 0.5
         reporter(done, 50)
     reporter.finish()
-    assert said == [progress_line(done, 50, done * 2.0) for done in range(5, 51, 5)]
+    # Quiet for the first QUIET_FOR_S (10 s: 20 steps), then the tenth reached, then each further tenth.
+    assert QUIET_FOR_S == 10.0
+    assert said == [progress_line(done, 50, done * 0.5) for done in (20, 25, 30, 35, 40, 45, 50)]
 
-    short: list[str] = []
-    reporter = ProgressReporter(tty=False, draw=lambda text: None, say=short.append, clock=clock)
-    for done in range(1, MIN_LOGGED_STEPS):
-        reporter(done, MIN_LOGGED_STEPS - 1)
+    quick: list[str] = []
+    reporter = ProgressReporter(tty=False, draw=lambda text: None, say=quick.append, clock=clock)
+    for done in range(1, 501):
+        clock.now_s += 0.01  # 500 up-to-date periods in 5 s
+        reporter(done, 500)
     reporter.line("a job line")
-    assert short == ["a job line"]
+    assert quick == ["a job line"]
