@@ -132,6 +132,7 @@ def connect_metrics(app: PipelineApp) -> None:
     live.state_bytes = lambda: app.observer.state.state_bytes
     live.ready = lambda: not not_ready_reasons(app)
     live.active_alerts = app.pipeline.export.active_alerts
+    live.batch_status = lambda: app.observer.state.batch_status
     app.metrics.declare_rules((rule.name, rule.severity) for rule in app.settings.pipeline.alert_rules)
 
 

@@ -6,6 +6,11 @@ Two kinds:
 - read at scrape time from the pipeline's live state (`PipelineCollector`): events
   consumed, dead letters, late events, watermarks, consumer lag, RocksDB state size.
   Reading at scrape time keeps the hot path free of metric calls.
+
+The batch job (`faust -A app batch`) is a process of its own that Prometheus does not scrape:
+it adds each run to a status hash in Redis (sinks/redis_store.py `batch:status`), which every
+worker reads on a timer (monitor.py) and exports as `pipeline_batch_*`. Every worker reports
+the same values: aggregate them with max(), not sum().
 """
 
 from __future__ import annotations
@@ -13,10 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from sinks.rows import BatchStatus
 
 __all__ = ["CONTENT_TYPE_LATEST", "LiveState", "PipelineMetrics", "directory_bytes"]
 
@@ -45,6 +54,20 @@ class LiveState:
     state_bytes: Callable[[], Mapping[str, int]] = dict  # table -> bytes on disk
     ready: Callable[[], bool] = lambda: False
     active_alerts: Callable[[], Iterable[tuple[str, str]]] = list  # (rule, event_type) firing in this worker
+    batch_status: Callable[[], BatchStatus | None] = lambda: None  # the batch job's, last read from Redis
+
+
+# The batch status hash's counters (sinks/rows.py BATCH_COUNTERS) as exported, with their help.
+BATCH_COUNTER_FAMILIES = (
+    ("periods_computed", "pipeline_batch_periods_computed", "Hourly and daily rollups computed by the batch job."),
+    ("windows_restated", "pipeline_batch_windows_restated", "Speed-layer windows the batch job restated with "
+                                                            "late events."),
+    ("rows_restated", "pipeline_batch_rows_restated", "Window rows (one per event type) the batch job restated."),
+    ("objects_written", "pipeline_batch_objects_written", "Objects the batch job wrote to S3 (rollups, restated "
+                                                          "windows, manifests)."),
+    ("objects_skipped", "pipeline_batch_objects_skipped", "Foreign or unreadable objects under events/ the batch "
+                                                          "job skipped (counted by each run that meets them)."),
+)
 
 
 class PipelineCollector(Collector):
@@ -98,6 +121,31 @@ class PipelineCollector(Collector):
         yield active
         yield GaugeMetricFamily("pipeline_ready", "1 once partitions are assigned and tables recovered.",
                                 value=1 if live.ready() else 0)
+        status = live.batch_status()
+        if status is not None:
+            yield from batch_families(status)
+
+
+def batch_families(status: BatchStatus) -> Iterator[Metric]:
+    """The batch job's status hash as metrics; a time no run has set yet has no series."""
+    for value_ms, name, help_text in (
+            (status.last_sealed_hour_ms, "pipeline_batch_last_sealed_hour_seconds",
+             "Start of the newest hour the batch job found sealed (Unix time)."),
+            (status.last_success_ms, "pipeline_batch_last_success_seconds",
+             "End of the batch job's last successful run (Unix time)."),
+            (status.last_failure_ms, "pipeline_batch_last_failure_seconds",
+             "End of the batch job's last failed run (Unix time)."),
+            (status.duration_ms, "pipeline_batch_duration_seconds", "Wall duration of the batch job's last "
+                                                                   "successful run.")):
+        if value_ms is not None:
+            yield GaugeMetricFamily(name, help_text, value=value_ms / 1000)
+    runs = CounterMetricFamily("pipeline_batch_runs", "Runs of the batch job that ended, by outcome.",
+                               labels=["outcome"])
+    runs.add_metric(["ok"], status.counters.get("runs", 0))
+    runs.add_metric(["failed"], status.counters.get("runs_failed", 0))
+    yield runs
+    for field, name, help_text in BATCH_COUNTER_FAMILIES:
+        yield CounterMetricFamily(name, help_text, value=status.counters.get(field, 0))
 
 
 class PipelineMetrics:

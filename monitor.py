@@ -2,7 +2,8 @@
 
 A timer samples the slow figures (state size needs a directory walk) so that a
 `/metrics` scrape only reads memory. Lag is processing lag: the partition's high
-watermark (from the last fetch) minus the next offset the stage will process.
+watermark (from the last fetch) minus the next offset the stage will process. Another timer
+reads the batch job's status hash from Redis (metrics.py says why).
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from metrics import directory_bytes
+from sinks.errors import SinkConfigurationError, SinkUnavailableError
 
 if TYPE_CHECKING:
     from app import PipelineApp
+    from sinks.rows import BatchStatus
 
 log = logging.getLogger(__name__)
 
 LAG_SAMPLE_S = 5.0
+# One HGETALL per worker every 5 s: cheap, and the batch metrics are never more than a scrape behind.
+BATCH_STATUS_SAMPLE_S = 5.0
 PROGRESS_EVERY_S = 5.0
 # A lag warning repeats at most this often while the lag stays high.
 LAG_WARNING_EVERY_S = 30.0
@@ -31,6 +36,7 @@ class MonitorState:
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     state_bytes: dict[str, int] = field(default_factory=dict)
     lag_warned_at_s: float | None = None
+    batch_status: BatchStatus | None = None  # kept while Redis cannot be read
 
 
 def not_ready_reasons(app: PipelineApp) -> list[str]:
@@ -112,7 +118,17 @@ def register(app: PipelineApp) -> Monitor:
             log.info("consumed %d events (%.0f events/s), %d dead-lettered, %d late, frontier %s",
                      total, rate, stats.dead_letters, stats.late, stats.frontier_ms)
 
+    async def read_batch_status() -> None:
+        try:
+            status = await app.outputs.read_batch_status()
+        except (SinkUnavailableError, SinkConfigurationError, ValueError) as exc:
+            log.debug("batch status not read from Redis: %s", exc)  # Redis outages show in the sink metrics
+            return
+        monitor.state.batch_status = status
+
     app.task(announce)
+    app.task(read_batch_status)  # at start too, so a new worker exports it before its first tick
     app.timer(LAG_SAMPLE_S, name="lag-sample")(sample)
+    app.timer(BATCH_STATUS_SAMPLE_S, name="batch-status")(read_batch_status)
     app.timer(PROGRESS_EVERY_S, name="progress")(log_progress)
     return monitor

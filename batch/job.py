@@ -32,7 +32,7 @@ from sinks.rows import (
     rollups_to_parquet,
 )
 
-__all__ = ["BatchLake", "Plan", "RunReport", "UnreadableHourError", "run_batch"]
+__all__ = ["BatchLake", "Plan", "Progress", "RunReport", "UnreadableHourError", "run_batch"]
 
 class BatchLake(Protocol):
     """The lake as the batch job uses it (sinks.lake.S3Lake; a dict in unit tests)."""
@@ -88,12 +88,26 @@ class RunReport:
         return len(self.skipped)
 
 
+# Called after each step of a run with (steps done, steps in all): one step per period considered,
+# computed or not, then one per hour whose windows are considered for restatement.
+Progress = Callable[[int, int], None]
+
+
 def run_batch(lake: BatchLake, *, sealed_until_ms: int | None, plan: Plan, say: Callable[[str], None],
-              restatement: Restatement | None = None) -> RunReport:
+              restatement: Restatement | None = None, progress: Progress | None = None) -> RunReport:
     report = RunReport()
     hours = _raw_listing(lake, say, report)
     selected = periods_overlapping(sorted(hours), plan.from_ms, plan.to_ms)
     periods = [Period.hourly(h) for h in selected] + [Period.daily(d) for d in sorted({day_of(h) for h in selected})]
+    total = len(periods) + (len(selected) if restatement is not None else 0)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     prefix = lake.prefix
     manifests = lake.list_etags(f"{prefix}batch/manifests/")
     outputs = {*lake.list_etags(f"{prefix}aggregated/hourly/"), *lake.list_etags(f"{prefix}aggregated/daily/")}
@@ -103,16 +117,17 @@ def run_batch(lake: BatchLake, *, sealed_until_ms: int | None, plan: Plan, say: 
         old = _read_manifest(lake, key, say) if key in manifests else None
         if not is_sealed(period, sealed_until_ms, processed_before=old is not None):
             report.not_sealed.append(period)
-            continue
-        reason = reason_to_process(old, listing, output_present=old is not None and old.output in outputs)
-        if reason is None and plan.backfill:
-            reason = "backfill (--from/--to)"
-        if reason is None:
-            report.up_to_date += 1
-            continue
-        _process(lake, period, listing, reason, say, report)
+        else:
+            reason = reason_to_process(old, listing, output_present=old is not None and old.output in outputs)
+            if reason is None and plan.backfill:
+                reason = "backfill (--from/--to)"
+            if reason is None:
+                report.up_to_date += 1
+            else:
+                _process(lake, period, listing, reason, say, report)
+        step()
     if restatement is not None:
-        restate_hours(lake, hours, selected, sealed_until_ms, plan.backfill, restatement, say, report)
+        restate_hours(lake, hours, selected, sealed_until_ms, plan.backfill, restatement, say, report, step)
     return report
 
 

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Final
 
-__all__ = ["DAY_MS", "HOUR_MS", "Period", "day_of", "hour_of", "parse_time", "periods_overlapping"]
+__all__ = ["DAY_MS", "HOUR_MS", "PERIOD_MS", "Period", "day_of", "hour_of", "last_sealed_hour", "parse_time",
+           "periods_overlapping"]
 
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 24 * HOUR_MS
-_LENGTH_MS: Final = {"hourly": HOUR_MS, "daily": DAY_MS}
+PERIOD_MS: Final = {"hourly": HOUR_MS, "daily": DAY_MS}  # the rollup periods and their lengths
+_LENGTH_MS: Final = PERIOD_MS
 _EPOCH_MS = re.compile(r"[0-9]{1,15}", re.ASCII)
 # Dates from 2000 (the pipeline refuses older events) to 9999.
 _MIN_MS: Final = 946_684_800_000
@@ -78,6 +80,11 @@ def parse_time(text: str) -> int:
     if epoch_ms < _MIN_MS:
         raise ValueError(f"expected a time from 2000-01-01 on (got {text!r})")
     return epoch_ms
+
+
+def last_sealed_hour(sealed_until_ms: int) -> int:
+    """The start of the newest hour ending at or before the sealing bound."""
+    return hour_of(sealed_until_ms) - HOUR_MS
 
 
 def periods_overlapping(hours: list[int], from_ms: int | None, to_ms: int | None) -> list[int]:

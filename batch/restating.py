@@ -83,29 +83,36 @@ class Restatement:
 
 def restate_hours(lake: BatchLake, hours: Mapping[int, Mapping[str, str]], selected: Sequence[int],
                   sealed_until_ms: int | None, backfill: bool, config: Restatement, say: Callable[[str], None],
-                  report: RunReport) -> None:
-    prefix = lake.prefix
-    manifests = lake.list_etags(f"{prefix}batch/manifests/restated/")
+                  report: RunReport, step: Callable[[], None] = lambda: None) -> None:
+    """`step` is called once per hour of `selected`, done or skipped (the run's progress)."""
+    manifests = lake.list_etags(f"{lake.prefix}batch/manifests/restated/")
     for hour in selected:
-        end_ms = span_end_ms(config.windows, hour)
-        if end_ms is None:
-            continue
-        label = Period.hourly(hour).label()
-        key = restate_manifest_key(prefix, hour)
-        old = _read_manifest(lake, key, say) if key in manifests else None
-        if old is None and (sealed_until_ms is None or end_ms > sealed_until_ms):
-            report.restate_not_sealed += 1
-            continue
-        listing = {k: etag for h in range(hour, hour_of(end_ms - 1) + HOUR_MS, HOUR_MS)
-                   for k, etag in hours.get(h, {}).items()}
-        if old is not None and dict(old.inputs) == listing and not backfill:
-            report.restate_up_to_date += 1
-            continue
-        if not config.stage2.exported(hour, end_ms):
-            say(f"{label}: windows not all exported by stage 2 yet: restated by a later run")
-            report.restate_waiting += 1
-            continue
-        _restate_hour(lake, hour, end_ms, listing, backfill, config, say, report, label)
+        _restate_if_needed(lake, hours, hour, manifests, sealed_until_ms, backfill, config, say, report)
+        step()
+
+
+def _restate_if_needed(lake: BatchLake, hours: Mapping[int, Mapping[str, str]], hour: int,
+                       manifests: Mapping[str, str], sealed_until_ms: int | None, backfill: bool,
+                       config: Restatement, say: Callable[[str], None], report: RunReport) -> None:
+    end_ms = span_end_ms(config.windows, hour)
+    if end_ms is None:
+        return
+    label = Period.hourly(hour).label()
+    key = restate_manifest_key(lake.prefix, hour)
+    old = _read_manifest(lake, key, say) if key in manifests else None
+    if old is None and (sealed_until_ms is None or end_ms > sealed_until_ms):
+        report.restate_not_sealed += 1
+        return
+    listing = {k: etag for h in range(hour, hour_of(end_ms - 1) + HOUR_MS, HOUR_MS)
+               for k, etag in hours.get(h, {}).items()}
+    if old is not None and dict(old.inputs) == listing and not backfill:
+        report.restate_up_to_date += 1
+        return
+    if not config.stage2.exported(hour, end_ms):
+        say(f"{label}: windows not all exported by stage 2 yet: restated by a later run")
+        report.restate_waiting += 1
+        return
+    _restate_hour(lake, hour, end_ms, listing, backfill, config, say, report, label)
 
 
 def _read_manifest(lake: BatchLake, key: str, say: Callable[[str], None]) -> RestateManifest | None:

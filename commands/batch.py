@@ -1,15 +1,22 @@
-"""`faust -A app batch [--from T] [--to T]`: the batch layer's hourly and daily rollups (batch/)."""
+"""`faust -A app batch [--from T] [--to T]`: the batch layer's hourly and daily rollups (batch/).
+
+Each run, successful or not, adds itself to the batch status hash in Redis (RunStatus), which the
+workers export as `pipeline_batch_*` metrics; a long run shows its progress (batch/progress.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
+from typing import Any, NoReturn, TextIO
 
 import click
 from faust.cli import AppCommand, option
 
 from batch.job import Plan, RunReport, UnreadableHourError, run_batch
-from batch.periods import parse_time
+from batch.periods import last_sealed_hour, parse_time
+from batch.progress import ProgressReporter
 from batch.restating import Restatement
 from batch.sealing import sealed_until, uncovered
 from batch.stage1 import Stage1Reader
@@ -20,6 +27,7 @@ from settings import Settings
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.lake import S3Lake, make_s3_client_factory
 from sinks.redis_store import RedisWindowStore
+from sinks.rows import BatchRun
 from stream.clients import client_options
 from stream.runner import exit_with_line
 
@@ -91,40 +99,87 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
     ]
 
     async def run(self, from_: int | None, to: int | None) -> None:
+        started_s = time.monotonic()
         settings: Settings = self.app.settings  # type: ignore[attr-defined]
         if from_ is not None and to is not None and to <= from_:
             exit_with_line(f"error: invalid --to: {iso_utc(to)} is not after --from {iso_utc(from_)}", 2)
+        redis_settings = settings.redis
+        redis = RedisWindowStore(redis_settings.url, redis_settings.key_prefix, redis_settings.ttl_ms,
+                                 redis_settings.latest_n)
+        status = RunStatus(redis, started_s)
         try:
             bound = await asyncio.wait_for(sealed_until_now(settings), KAFKA_DEADLINE_S)
         except Exception as exc:  # noqa: BLE001 - any failure to read stage 1 ends the run in one line
-            exit_with_line(f"error: cannot read stage 1's watermarks and positions from Kafka: {exc!r}", 1)
+            status.fail(f"error: cannot read stage 1's watermarks and positions from Kafka: {exc!r}")
         try:
             stage2 = await asyncio.wait_for(stage2_now(settings), KAFKA_DEADLINE_S)
         except Exception as exc:  # noqa: BLE001
-            exit_with_line(f"error: cannot read stage 2's export state from Kafka: {exc!r}", 1)
+            status.fail(f"error: cannot read stage 2's export state from Kafka: {exc!r}", bound)
         if bound is not None:
             _say(f"sealed: every hour ending by {iso_utc(bound)}")
         lake_settings = settings.lake
         lake = S3Lake(lake_settings.bucket, lake_settings.prefix,
                       make_s3_client_factory(lake_settings.endpoint_url, lake_settings.region,
                                              max_attempts=S3_ATTEMPTS))
-        redis_settings = settings.redis
-        redis = RedisWindowStore(redis_settings.url, redis_settings.key_prefix, redis_settings.ttl_ms,
-                                 redis_settings.latest_n)
         restatement = Restatement(settings.pipeline.windows, settings.kafka.topic_partitions, stage2, redis)
+        stderr = sys.__stderr__ or sys.stderr
+        progress = ProgressReporter(tty=stderr.isatty(), draw=lambda text: _draw(stderr, text), say=_say,
+                                    clock=time.monotonic)
         lake.open()
         redis.open()
         try:
-            report = await asyncio.to_thread(run_batch, lake, sealed_until_ms=bound, plan=Plan(from_, to), say=_say,
-                                             restatement=restatement)
+            report = await asyncio.to_thread(run_batch, lake, sealed_until_ms=bound, plan=Plan(from_, to),
+                                             say=progress.line, restatement=restatement, progress=progress)
         except UnreadableHourError as exc:
-            exit_with_line(str(exc), 1)
+            progress.finish()
+            status.fail(str(exc), bound)
         except (SinkUnavailableError, SinkConfigurationError) as exc:
-            exit_with_line(f"error: {exc}", 1)
+            progress.finish()
+            status.fail(f"error: {exc}", bound)
         finally:
             lake.close()
-            redis.close()
+        progress.finish()
+        status.succeed(report, bound)
+        redis.close()
         _say(summary(report))
+
+
+def _draw(stream: TextIO, text: str) -> None:
+    stream.write(text)
+    stream.flush()
+
+
+class RunStatus:
+    """Adds the run to the batch status hash in Redis (sinks/redis_store.py), which the workers export
+    as metrics. Best effort: a run whose status cannot be written says so and keeps its outcome."""
+
+    def __init__(self, redis: RedisWindowStore, started_s: float) -> None:
+        self.redis = redis
+        self.started_s = started_s
+
+    def succeed(self, report: RunReport, bound: int | None) -> None:
+        self._record(BatchRun(**self._times(bound), ok=True, periods_computed=len(report.processed),
+                              windows_restated=report.windows_restated, rows_restated=report.rows_restated,
+                              objects_written=report.objects_written, objects_skipped=report.skipped_objects))
+
+    def fail(self, line: str, bound: int | None = None) -> NoReturn:
+        """Record a failed run, then end the process with `line` (status 1)."""
+        self._record(BatchRun(**self._times(bound), ok=False))
+        self.redis.close()
+        exit_with_line(line, 1)
+        raise AssertionError("not reached: exit_with_line ends the process")
+
+    def _times(self, bound: int | None) -> dict[str, Any]:
+        return {"finished_at_ms": time.time_ns() // 1_000_000,
+                "duration_ms": round((time.monotonic() - self.started_s) * 1000),
+                "last_sealed_hour_ms": None if bound is None else last_sealed_hour(bound)}
+
+    def _record(self, run: BatchRun) -> None:
+        try:
+            self.redis.open()
+            self.redis.record_batch_run(run)
+        except (SinkUnavailableError, SinkConfigurationError) as exc:
+            _say(f"warning: the run's status was not written to Redis ({exc}): the batch metrics miss this run")
 
 
 def summary(report: RunReport) -> str:

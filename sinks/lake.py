@@ -79,6 +79,7 @@ __all__ = [
     "parse_raw_key",
     "raw_hour_prefix",
     "restate_manifest_key",
+    "rollup_folders",
     "rollup_key",
 ]
 
@@ -157,6 +158,25 @@ def rollup_key(prefix: str, period: str, start_ms: int) -> str:
     """Key of the hourly or daily rollup of the period starting at ``start_ms`` (UTC)."""
     _check_prefix(prefix)
     return f"{prefix}aggregated/{period}/{_period_dirs(period, start_ms)}/{period}-{start_ms}.parquet"
+
+
+def rollup_folders(prefix: str, period: str, first_start_ms: int, last_start_ms: int) -> list[str]:
+    """The folders to list for the rollups of the periods starting in [first_start_ms, last_start_ms]:
+    one per UTC day for hourly rollups, one per UTC month for daily ones."""
+    _check_prefix(prefix)
+    if period not in ROLLUP_PERIODS:
+        raise ValueError(f"unknown rollup period {period!r}: expected one of {ROLLUP_PERIODS}")
+    folders: list[str] = []
+    at = _EPOCH + timedelta(milliseconds=first_start_ms)
+    last = _EPOCH + timedelta(milliseconds=last_start_ms)
+    while at <= last:
+        if period == "hourly":
+            folders.append(f"{prefix}aggregated/hourly/{at:year=%Y/month=%m/day=%d}/")
+            at = datetime(at.year, at.month, at.day, tzinfo=timezone.utc) + timedelta(days=1)
+        else:
+            folders.append(f"{prefix}aggregated/daily/{at:year=%Y/month=%m}/")
+            at = datetime(at.year + at.month // 12, at.month % 12 + 1, 1, tzinfo=timezone.utc)
+    return folders
 
 
 def manifest_key(prefix: str, period: str, start_ms: int) -> str:

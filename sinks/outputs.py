@@ -22,7 +22,8 @@ from settings import Settings
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
 from sinks.redis_store import RedisWindowStore
 from sinks.retry import RetryPolicy, retry_forever
-from sinks.rows import WindowRow
+from sinks.rollups import RollupRead, read_rollups
+from sinks.rows import BatchStatus, WindowRow
 from stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,13 @@ class Outputs:
 
     async def read_event_types(self, window: str, n: int) -> list[str]:
         return await self.call_once("redis", "read", self.redis.event_types, window, n)
+
+    async def read_batch_status(self) -> BatchStatus | None:
+        return await self.call_once("redis", "read", self.redis.read_batch_status)
+
+    async def read_rollups(self, period: str, from_ms: int, to_ms: int) -> RollupRead:
+        """The batch layer's rollup rows of [from_ms, to_ms) from the lake (sinks/rollups.py); not retried."""
+        return await self.call_once("s3", "read", read_rollups, self.lake, period, from_ms, to_ms)
 
     async def call_once(self, sink: str, operation: str, fn: Callable[..., T], *args: Any) -> T:
         """A read for the web views: one attempt, so a store outage answers 503 at once."""

@@ -27,6 +27,12 @@ Keys (``P`` is the configured key prefix, ``enc`` is ``keys.encode_key_part``)::
         sorted set of the latest ``MAX_RECENT_ALERTS`` alerts, fired and resolved: score =
         window_end_ms, member = the alert's JSON. TTL ``ttl_ms``, refreshed by every write.
 
+    P batch:status
+        hash of the batch job's status (``faust -A app batch`` writes it at the end of each
+        run; every worker's /metrics exports it): ``last_success_ms``, ``last_failure_ms``,
+        ``duration_ms``, ``last_sealed_hour_ms`` and counters summed over runs
+        (sinks/rows.py ``BatchRun``, ``BATCH_COUNTERS``). No TTL: runs may be a day apart.
+
 (no space between ``P`` and the rest: ``events:win:tumbling_1m:click:1763251140000``).
 Both keys get a TTL of ``ttl_ms``, refreshed by every write.
 
@@ -57,10 +63,20 @@ from redis.retry import Retry
 
 from keys import encode_key_part
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
-from sinks.rows import WindowRow, row_from_hash, row_from_json, row_to_hash, row_to_json
+from sinks.rows import (
+    BatchRun,
+    BatchStatus,
+    WindowRow,
+    batch_run_to_hash,
+    batch_status_from_hash,
+    row_from_hash,
+    row_from_json,
+    row_to_hash,
+    row_to_json,
+)
 
 __all__ = ["MAX_INDEXED_TYPES", "MAX_RECENT_ALERTS", "RedisWindowStore", "alerts_active_key", "alerts_recent_key",
-           "latest_key", "types_key", "window_hash_key"]
+           "batch_status_key", "latest_key", "types_key", "window_hash_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +171,10 @@ def alerts_active_key(prefix: str) -> str:
 
 def alerts_recent_key(prefix: str) -> str:
     return f"{prefix}alerts:recent"
+
+
+def batch_status_key(prefix: str) -> str:
+    return f"{prefix}batch:status"
 
 
 def _describe(url: str) -> str:
@@ -305,6 +325,24 @@ class RedisWindowStore:
             pipe.zrevrange(alerts_recent_key(self._prefix), 0, n - 1)
             active, recent = pipe.execute()
         return list(active), list(recent)
+
+    def record_batch_run(self, run: BatchRun) -> None:
+        """Add one batch run to the status hash, in ONE transaction (its times set, its counts added)."""
+        fields, counters = batch_run_to_hash(run)
+        key = batch_status_key(self._prefix)
+        client = self._require_client()
+        with self._translate_errors("write"), client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
+            for name, amount in counters.items():
+                pipe.hincrby(key, name, amount)
+            pipe.execute()
+
+    def read_batch_status(self) -> BatchStatus | None:
+        """The batch job's status, or None before its first run."""
+        client = self._require_client()
+        with self._translate_errors("read"):
+            fields = client.hgetall(batch_status_key(self._prefix))
+        return batch_status_from_hash(fields)
 
     def get_window(self, window: str, event_type: str, window_start_ms: int) -> WindowRow | None:
         client = self._require_client()

@@ -9,9 +9,12 @@
 * ``row_to_api``: one row in the web API's answers.
 * ``RollupRow`` and ``rollups_to_parquet`` / ``parquet_to_rollups``: the batch layer's hourly
   and daily rollups (ROLLUP_SCHEMA).
+* ``rollup_to_api``: one rollup row in the web API's answers (GET /v1/rollups/...).
 * ``Manifest`` and ``manifest_to_json`` / ``manifest_from_json``: what the batch layer read
   for one period, stored beside its output; ``RestateManifest`` likewise for the restatement of
   the windows starting in one hour.
+* ``BatchRun`` / ``batch_run_to_hash`` and ``BatchStatus`` / ``batch_status_from_hash``: the batch
+  job's status hash in Redis (what each run adds to it, and what the workers' /metrics read back).
 
 This module is the one home of a closed window's encodings, and of the batch layer's.
 
@@ -36,16 +39,21 @@ from events import Event, EventColumns, iso_utc
 
 __all__ = [
     "AGGREGATE_SCHEMA",
+    "BATCH_COUNTERS",
     "AGGREGATE_SCHEMA_V1",
     "JSON_CONTENT_TYPE",
     "MANIFEST_FORMAT",
     "PARQUET_CONTENT_TYPE",
     "RAW_SCHEMA",
     "ROLLUP_SCHEMA",
+    "BatchRun",
+    "BatchStatus",
     "Manifest",
     "RestateManifest",
     "RollupRow",
     "WindowRow",
+    "batch_run_to_hash",
+    "batch_status_from_hash",
     "event_columns_to_parquet",
     "events_to_parquet",
     "manifest_from_json",
@@ -54,6 +62,7 @@ __all__ = [
     "read_raw_table",
     "restate_manifest_from_json",
     "restate_manifest_to_json",
+    "rollup_to_api",
     "rollups_to_parquet",
     "parquet_to_events",
     "parquet_to_rows",
@@ -453,6 +462,28 @@ def parquet_to_rollups(data: bytes) -> list[RollupRow]:
     ]
 
 
+def rollup_to_api(row: RollupRow) -> dict[str, Any]:
+    """A rollup row as the web API answers it: both time forms, the mean, and non-finite floats as
+    their repr string (as in row_to_json: JSON has no inf)."""
+    return {
+        "period": row.period,
+        "event_type": row.event_type,
+        "period_start": iso_utc(row.period_start_ms),
+        "period_end": iso_utc(row.period_end_ms),
+        "period_start_ms": row.period_start_ms,
+        "period_end_ms": row.period_end_ms,
+        "count": row.count,
+        "sum": _json_float(row.sum),
+        "min": _json_float(row.min),
+        "max": _json_float(row.max),
+        "mean": _json_float(row.mean),
+        "distinct_users": row.distinct_users,
+        "p50": _json_float(row.p50),
+        "p95": _json_float(row.p95),
+        "p99": _json_float(row.p99),
+    }
+
+
 MANIFEST_FORMAT: Final = 1
 
 
@@ -554,3 +585,66 @@ def restate_manifest_from_json(data: bytes) -> RestateManifest:
                                events=int(obj["events"]), restated=int(obj["restated"]))
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
         raise ValueError(f"not a restatement manifest: {exc}") from None
+
+
+# -- the batch job's status in Redis (sinks/redis_store.py has its key) ---------------------
+
+# Counted over every run since the hash was created; each run adds its own figures (HINCRBY).
+BATCH_COUNTERS: Final = ("runs", "runs_failed", "periods_computed", "windows_restated", "rows_restated",
+                         "objects_written", "objects_skipped")
+_BATCH_TIMES: Final = ("last_success_ms", "last_failure_ms", "duration_ms", "last_sealed_hour_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRun:
+    """What one run of `faust -A app batch` adds to the status hash.
+
+    finished_at_ms: wall time at the run's end; duration_ms: its wall duration (a successful run's
+    becomes the hash's ``duration_ms``); last_sealed_hour_ms: the start of the newest hour the run
+    found sealed (None when it could not establish the bound: the hash keeps the previous one).
+    The counts are the run's RunReport figures (0 for a failed run, whose report is lost)."""
+
+    finished_at_ms: int
+    duration_ms: int
+    ok: bool
+    last_sealed_hour_ms: int | None
+    periods_computed: int = 0
+    windows_restated: int = 0
+    rows_restated: int = 0
+    objects_written: int = 0
+    objects_skipped: int = 0
+
+
+def batch_run_to_hash(run: BatchRun) -> tuple[dict[str, str], dict[str, int]]:
+    """(fields to set, counters to increment by) for one run."""
+    fields = {"last_success_ms" if run.ok else "last_failure_ms": str(int(run.finished_at_ms))}
+    if run.ok:
+        fields["duration_ms"] = str(int(run.duration_ms))
+    if run.last_sealed_hour_ms is not None:
+        fields["last_sealed_hour_ms"] = str(int(run.last_sealed_hour_ms))
+    counters = {"runs": 1 if run.ok else 0, "runs_failed": 0 if run.ok else 1,
+                "periods_computed": run.periods_computed, "windows_restated": run.windows_restated,
+                "rows_restated": run.rows_restated, "objects_written": run.objects_written,
+                "objects_skipped": run.objects_skipped}
+    return fields, counters
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """The status hash as read back: None for a time no run has set yet; counters by BATCH_COUNTERS name."""
+
+    last_success_ms: int | None
+    last_failure_ms: int | None
+    duration_ms: int | None
+    last_sealed_hour_ms: int | None
+    counters: Mapping[str, int]
+
+
+def batch_status_from_hash(fields: Mapping[bytes, bytes]) -> BatchStatus | None:
+    """Inverse of what batch_run_to_hash writes (summed over runs); None for an empty hash. Unknown
+    fields are ignored and malformed ones raise ValueError."""
+    if not fields:
+        return None
+    text = {name.decode("utf-8"): value.decode("utf-8") for name, value in fields.items()}
+    times = {name: int(text[name]) if name in text else None for name in _BATCH_TIMES}
+    return BatchStatus(**times, counters={name: int(text.get(name, "0")) for name in BATCH_COUNTERS})

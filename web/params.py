@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
+from batch.periods import PERIOD_MS, parse_time
 from events import iso_utc as iso
 from tables.windows import WindowSpec
 
@@ -15,6 +17,10 @@ MAX_EVENT_TYPE_CHARS = 1000
 # Window starts from 2000-01-01 to 2100-01-01 (ms): anything else is a typo, not a window.
 MIN_START_MS = 946_684_800_000
 MAX_START_MS = 4_102_444_800_000
+
+# /v1/rollups: periods per answer by default and at most (each period is one S3 object read).
+ROLLUP_DEFAULT_PERIODS: Final = {"hourly": 48, "daily": 31}
+ROLLUP_MAX_PERIODS: Final = {"hourly": 7 * 24, "daily": 92}
 
 
 class BadParameterError(ValueError):
@@ -93,3 +99,54 @@ def watermark_json(low_ms: int | None, advanced_at_ms: int | None, now_ms: int,
         "age_ms": None if advanced_at_ms is None else max(0, now_ms - advanced_at_ms),
         "by_partition": {str(p): ms for p, ms in sorted(by_partition.items())},
     }
+
+
+@dataclass(frozen=True, slots=True)
+class RollupRange:
+    """What /v1/rollups/{period} reads: the periods overlapping [from_ms, to_ms), of one event type or all."""
+
+    period: str
+    from_ms: int  # the start of the first period
+    to_ms: int
+    event_type: str | None
+
+
+def parse_rollup_range(period: str, query: Mapping[str, str], now_ms: int) -> RollupRange:
+    """`from` and `to` as --from/--to take them (batch/periods.py parse_time: ISO-8601, no zone
+    meaning UTC, or epoch ms). Either missing is derived from the other with the default span; both
+    missing is the default span up to the end of the current period. `from` is rounded down to its
+    period's start; at most ROLLUP_MAX_PERIODS periods."""
+    if period not in PERIOD_MS:
+        raise BadParameterError(f"unknown rollup period {period!r}; periods: {', '.join(PERIOD_MS)}")
+    length = PERIOD_MS[period]
+    span_ms = ROLLUP_DEFAULT_PERIODS[period] * length
+    from_ms, to_ms = _rollup_instant(query, "from"), _rollup_instant(query, "to")
+    if from_ms is None and to_ms is None:
+        to_ms = now_ms - now_ms % length + length
+    if from_ms is None:
+        assert to_ms is not None
+        from_ms = to_ms - span_ms
+    elif to_ms is None:
+        to_ms = from_ms + span_ms
+    if to_ms <= from_ms:
+        raise BadParameterError(f"to ({iso(to_ms)}) must be after from ({iso(from_ms)})")
+    first = from_ms - from_ms % length
+    periods = -(-(to_ms - first) // length)
+    maximum = ROLLUP_MAX_PERIODS[period]
+    if periods > maximum:
+        raise BadParameterError(f"from {iso(from_ms)} to {iso(to_ms)} spans {periods} {period} periods; at most "
+                                f"{maximum} per request")
+    return RollupRange(period, first, to_ms, parse_event_type(query, required=False))
+
+
+def _rollup_instant(query: Mapping[str, str], name: str) -> int | None:
+    text = query.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        epoch_ms = parse_time(text)
+    except (ValueError, OverflowError) as exc:
+        raise BadParameterError(f"{name}: {exc}") from None
+    if epoch_ms >= MAX_START_MS:
+        raise BadParameterError(f"{name} {text!r} is outside 2000-01-01..2100-01-01")
+    return epoch_ms

@@ -7,7 +7,8 @@ every worker can read:
 - `/v1/windows/{window}/open` gathers the open windows from every worker of the group;
 - `/v1/windows/{window}/value` is answered by the worker that owns the key, or routed to it;
 - `/v1/windows/{window}/closed` reads the latest closed windows from Redis;
-- `/v1/alerts` reads the alerts firing now and the recent ones from Redis.
+- `/v1/alerts` reads the alerts firing now and the recent ones from Redis;
+- `/v1/rollups/{hourly|daily}` reads the batch layer's rollups of a range from the lake.
 
 Errors are JSON, `{"error": {"status": 404, "message": "..."}}`: 400 for a bad
 parameter, 404 for an unknown name, 503 while the worker is not ready.
@@ -28,12 +29,13 @@ from faust import web
 from faust.web import exceptions
 from yarl import URL
 
+from events import iso_utc
 from metrics import CONTENT_TYPE_LATEST
 from models import partial_partition
 from monitor import not_ready_reasons
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import MAX_RECENT_ALERTS
-from sinks.rows import WindowRow, row_to_api
+from sinks.rows import WindowRow, rollup_to_api, row_to_api
 from tables.partials import PartialKey
 from tables.windows import is_closed
 from web.params import (
@@ -42,6 +44,7 @@ from web.params import (
     find_window,
     parse_event_type,
     parse_limit,
+    parse_rollup_range,
     parse_start,
     watermark_json,
 )
@@ -334,6 +337,21 @@ class AlertsView(ApiView):
                         key=lambda a: (-a["window_start_ms"], a["rule"], a["event_type"]))
         history = [a for a in map(orjson.loads, recent) if keep(a) and (state is None or a["state"] == state)]
         return self.json({"active": firing, "recent": history[:limit], "rules": rules})
+
+
+@blueprint.route("/rollups/{period}", name="rollups")
+class RollupsView(ApiView):
+    """The batch layer's hourly or daily rollup rows of a range, from the lake (any worker answers; S3
+    errors answer 503). Periods with no object yet are simply absent."""
+
+    async def get(self, request: web.Request, period: str) -> web.Response:
+        wanted = parse_rollup_range(period, request.query, _now_ms())
+        read = await self.app.outputs.read_rollups(wanted.period, wanted.from_ms, wanted.to_ms)
+        rows = [rollup_to_api(row) for row in read.rows
+                if wanted.event_type is None or row.event_type == wanted.event_type]
+        return self.json({"period": wanted.period, "from_ms": wanted.from_ms, "to_ms": wanted.to_ms,
+                          "from": iso_utc(wanted.from_ms), "to": iso_utc(wanted.to_ms),
+                          "event_type": wanted.event_type, "rollups": rows, "skipped": read.skipped})
 
 
 @blueprint.route("/{tail:.*}", name="not-found")

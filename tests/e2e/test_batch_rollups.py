@@ -3,7 +3,9 @@ several hours and a day boundary; `faust -A app batch` (a subprocess) computes t
 rollups, which must equal a plain-Python reference exactly (distinct counts and nearest-rank
 percentiles included). Late events then arrive for hours already sealed and processed; a batch run
 is SIGKILLed in its middle, and the next run recomputes exactly the touched hours and their days.
-A run after that writes no object at all."""
+A run after that writes no object at all. The worker's GET /v1/rollups answers the same rows as the
+reference, and its /metrics the batch job's status summed over the runs, as their own summaries
+report them."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import math
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import duckdb
@@ -34,7 +37,7 @@ from batch_events import (
     sentinels,
     window_reference,
 )
-from helpers import wait_for
+from helpers import metric_samples, wait_for
 from pipeline_harness import (
     ROOT,
     Names,
@@ -49,6 +52,7 @@ from pipeline_harness import (
 )
 from pyarrow import fs
 
+from batch.periods import last_sealed_hour, parse_time
 from devstack.stack import Endpoints
 from sinks.lake import manifest_key, rollup_key
 from sinks.rows import parquet_to_rollups
@@ -99,13 +103,30 @@ def lake_rows(client: object, bucket: str) -> dict[str, list[Row]]:
 # -- the batch command as a process -------------------------------------------------------
 
 
-def run_batch(env: dict[str, str], log: Path) -> str:
+def run_batch(env: dict[str, str], log: Path, runs: list[Run] | None = None) -> str:
+    started_ms = time.time_ns() // 1_000_000
     result = subprocess.run(BATCH_COMMAND, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=BATCH_DEADLINE_S)
     with open(log, "a") as out:
         out.write(result.stdout + result.stderr)
     assert result.returncode == 0, f"batch failed ({result.returncode}): {result.stdout}{result.stderr}"
+    if runs is not None:
+        runs.append(Run(started_ms, time.time_ns() // 1_000_000, result.stdout))
     return result.stdout
+
+
+class Run:
+    """A finished run: its wall-clock span and its output."""
+
+    def __init__(self, started_ms: int, ended_ms: int, out: str) -> None:
+        self.started_ms, self.ended_ms, self.out = started_ms, ended_ms, out
+
+    def figure(self, pattern: str) -> int:
+        """The number its summary line gives for `pattern` (a regex with one group)."""
+        summary, = (line for line in self.out.splitlines() if line.startswith("batch: "))
+        found = re.search(pattern, summary)
+        assert found, f"{pattern!r} not in {summary!r}"
+        return int(found.group(1))
 
 
 def kill_batch_mid_run(env: dict[str, str], log: Path) -> list[str]:
@@ -152,7 +173,8 @@ def test_batch_rollups_equal_the_reference_with_late_data_and_a_sigkill(stack: E
                  what="stage 2 to export every window")
 
         # Run 1: every hour and both days, sealed.
-        out = run_batch(env, batch_log)
+        runs: list[Run] = []  # those that ended well
+        out = run_batch(env, batch_log, runs)
         expected = reference(decode(phase1))
         assert len([k for k in expected if "/hourly/" in k]) == 5 and len([k for k in expected if "/daily/" in k]) == 2
         # 14 for the rollups (an output and a manifest per period), 5 restatement manifests (nothing to restate).
@@ -168,7 +190,7 @@ def test_batch_rollups_equal_the_reference_with_late_data_and_a_sigkill(stack: E
 
         # Run 2 is killed after its first period's output; run 3 completes it exactly.
         kill_batch_mid_run(env, batch_log)
-        out = run_batch(env, batch_log)
+        out = run_batch(env, batch_log, runs)
         assert not re.search(r"\b0 objects written", out), f"the killed run had left nothing to do: {out}"
         expected = reference(decode(phase1 + phase2))
         assert lake_rows(client, names.bucket) == expected
@@ -183,15 +205,16 @@ def test_batch_rollups_equal_the_reference_with_late_data_and_a_sigkill(stack: E
             assert manifest_key("", kind, start) in now
 
         # Run 4: nothing new, nothing written.
-        out = run_batch(env, batch_log)
+        out = run_batch(env, batch_log, runs)
         assert re.search(r"\b0 hours and 0 days computed, 7 up to date, 2 not sealed yet; 0 objects written", out), out
         assert etags(client, names.bucket) == now
         _check_hive_readers(stack, names, expected)
+        _check_rollups_api(worker, expected)
 
         # A foreign object in a processed hour: reported, skipped, recorded; the rows stay exact.
         hour23 = "events/year=2026/month=11/day=01/hour=23/"
         client.put_object(Bucket=names.bucket, Key=f"{hour23}notes.txt", Body=b"not a raw file")
-        out = run_batch(env, batch_log)
+        out = run_batch(env, batch_log, runs)
         assert f"skipped s3://{names.bucket}/{hour23}notes.txt: foreign name" in out, out
         assert "1 hour and 1 day computed" in out, out
         assert lake_rows(client, names.bucket) == expected
@@ -199,12 +222,15 @@ def test_batch_rollups_equal_the_reference_with_late_data_and_a_sigkill(stack: E
         # A sealed hour whose only raw file cannot be read: one line, a non-zero exit.
         key = "events/year=2026/month=11/day=02/hour=05/part-00000-00000000000000000000.parquet"
         client.put_object(Bucket=names.bucket, Key=key, Body=b"garbage")
+        failed_from_ms = time.time_ns() // 1_000_000
         result = subprocess.run(BATCH_COMMAND, cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=BATCH_DEADLINE_S)
+        failed = Run(failed_from_ms, time.time_ns() // 1_000_000, result.stdout)
         assert result.returncode == 1, result.stdout + result.stderr
         line, = result.stderr.splitlines()
         assert line.startswith(f"error: hour 2026-11-02T05Z is sealed but cannot be read: none of its 1 raw files "
                                f"could be counted (s3://{names.bucket}/{key}: not a raw archive file"), line
+        _check_batch_metrics(worker, runs, failed)
     finally:
         worker.stop()
 
@@ -222,3 +248,58 @@ def _check_hive_readers(stack: Endpoints, names: Names, expected: dict[str, list
         got = duckdb.sql('SELECT event_type, "count", distinct_users, p99 FROM dataset '
                          "ORDER BY period_start, event_type").fetchall()
         assert got == [(r[3], r[4], r[9], r[12]) for r in sorted(want, key=lambda r: (r[1], r[3]))]
+
+
+def _check_rollups_api(worker: Worker, expected: dict[str, list[Row]]) -> None:
+    """GET /v1/rollups answers the reference's rows of its range, by type too, and 400 for a bad range."""
+    def api_rows(period: str, query: str) -> list[Row]:
+        status, body = worker.get(f"/v1/rollups/{period}?{query}")
+        assert status == 200 and body["skipped"] == [], body
+        return [(r["period"], r["period_start_ms"], r["period_end_ms"], r["event_type"], r["count"], r["sum"], r["min"],
+                 r["max"], r["mean"], r["distinct_users"], r["p50"], r["p95"], r["p99"]) for r in body["rollups"]]
+
+    def want(kind: str, event_type: str | None = None) -> list[Row]:
+        return sorted((row for key, rows in expected.items() if f"/{kind}/" in key for row in rows
+                       if event_type is None or row[3] == event_type), key=lambda r: (r[1], r[3]))
+
+    assert api_rows("hourly", "from=2026-11-01T21:00Z&to=2026-11-02T02:00Z") == want("hourly")
+    assert api_rows("daily", "from=2026-11-01&to=2026-11-03") == want("daily")
+    refunds = api_rows("hourly", "from=2026-11-01T21:30Z&to=2026-11-02T02:00Z&event_type=refund")
+    assert refunds == want("hourly", "refund") and refunds
+    # Half-open, from rounded down to its hour: 22:xx alone.
+    assert api_rows("hourly", "from=2026-11-01T22:59Z&to=2026-11-01T23:00Z") == [
+        r for r in want("hourly") if r[1] == parse_time("2026-11-01T22:00Z")]
+    status, body = worker.get("/v1/rollups/hourly?from=2026-11-02&to=2026-11-01")
+    assert (status, body["error"]["status"]) == (400, 400), body
+
+
+def _check_batch_metrics(worker: Worker, runs: list[Run], failed: Run) -> None:
+    """The worker exports the batch status hash: each count the sum of what the runs that ended well said,
+    their times within the runs' wall-clock spans, and the newest sealed hour the bound they found."""
+    def exported() -> dict[str, float] | None:
+        got = {}
+        for (name, labels), value in metric_samples(worker.metrics()).items():
+            if name.startswith("pipeline_batch_"):  # labels as {value}: runs_total{ok}
+                got[name + "".join(f"{{{label_value}}}" for _, label_value in labels)] = value
+        return got if got.get("pipeline_batch_runs_total{failed}") == 1 else None
+
+    got = wait_for(exported, timeout_s=STEP_DEADLINE_S, what="the worker to export the batch status")
+    bound = re.search(r"sealed: every hour ending by (\S+)", failed.out)
+    assert bound, failed.out
+    last = runs[-1]
+    assert last.started_ms / 1000 <= got["pipeline_batch_last_success_seconds"] <= last.ended_ms / 1000
+    assert 0 < got["pipeline_batch_duration_seconds"] <= (last.ended_ms - last.started_ms) / 1000
+    assert failed.started_ms / 1000 <= got["pipeline_batch_last_failure_seconds"] <= failed.ended_ms / 1000
+    counts = {name: value for name, value in got.items() if "_total" in name}
+    assert counts == {
+        "pipeline_batch_runs_total{ok}": len(runs),
+        "pipeline_batch_runs_total{failed}": 1,
+        "pipeline_batch_periods_computed_total": sum(
+            r.figure(r"(\d+) hours? and") + r.figure(r"(\d+) days? computed") for r in runs),
+        "pipeline_batch_windows_restated_total": sum(r.figure(r"restated in (\d+) windows?") for r in runs),
+        "pipeline_batch_rows_restated_total": sum(r.figure(r"(\d+) rows? restated") for r in runs),
+        "pipeline_batch_objects_written_total": sum(r.figure(r"(\d+) objects? written") for r in runs),
+        "pipeline_batch_objects_skipped_total": sum(r.figure(r"(\d+) foreign objects? skipped") for r in runs),
+    }
+    assert counts["pipeline_batch_rows_restated_total"] > 0  # the late events were restated
+    assert got["pipeline_batch_last_sealed_hour_seconds"] * 1000 == last_sealed_hour(parse_time(bound.group(1)))

@@ -5,7 +5,9 @@ time; the page must then draw, for the selected window and measure, one line per
 with exactly the values computed here from the produced events (closed windows solid, open
 ones apart), and its status widgets must show what /v1/status reports. A second batch sent
 while the page is open must show up as throughput, the watermark standing still since as
-"stale", and stopping the worker as "unreachable".
+"stale", and stopping the worker as "unreachable". The batch rollups panel draws the rollup rows
+put in the worker's lake (no batch job runs here: the objects are written as it writes them),
+exactly, for two measures, and none outside its default range.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from helpers import wait_for
 from pipeline_harness import Names, Worker, create_topics, names_for, produce, web_port, worker_env
 
 from devstack.stack import Endpoints
+from sinks.lake import rollup_key
+from sinks.rows import PARQUET_CONTENT_TYPE, RollupRow, rollups_to_parquet
 
 # Checked before any fixture runs, so a machine without Chromium does not start a stack for nothing.
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
@@ -304,10 +308,58 @@ def _check_unreachable(page: Page, worker: Worker) -> None:
     assert [e for e in page.errors if "net::ERR_CONNECTION_REFUSED" not in e] == []
 
 
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+
+
+def _put_rollups(client: Any, bucket: str, now_ms: int) -> list[RollupRow]:
+    """Rollup objects of two hours and two days inside the panel's default ranges (48 hours, 31 days) and
+    one of each outside them, as the batch job writes them; returns the rows inside."""
+    hour, day = now_ms - now_ms % HOUR_MS, now_ms - now_ms % DAY_MS
+    rng = random.Random(3)
+    inside = []
+    for period, length, starts, outside in (
+            ("hourly", HOUR_MS, (hour - HOUR_MS, hour - 5 * HOUR_MS), hour - 48 * HOUR_MS),
+            ("daily", DAY_MS, (day, day - 3 * DAY_MS), day - 31 * DAY_MS)):
+        for start in (*starts, outside):
+            rows = [RollupRow(period, start, start + length, t, rng.randrange(1, 900), rng.randrange(-800, 800) / 4,
+                              -100.0, 99.75, rng.randrange(1, 50), -1.5, 80.25, 99.5) for t in ("click", HOSTILE_TYPE)]
+            client.put_object(Bucket=bucket, Key=rollup_key("", period, start), Body=rollups_to_parquet(rows),
+                              ContentType=PARQUET_CONTENT_TYPE)
+            if start != outside:
+                inside += rows
+    return inside
+
+
+def _rollup_series(rows: list[RollupRow], period: str, measure: str) -> list[dict[str, Any]]:
+    """The series the panel must draw: per event type, its points by period start."""
+    value = (lambda r: r.mean) if measure == "mean" else (lambda r: getattr(r, measure))
+    return [{"event_type": t, "points": [{"start_ms": r.period_start_ms, "value": value(r), "count": r.count}
+                                         for r in sorted(rows, key=lambda r: r.period_start_ms)
+                                         if r.period == period and r.event_type == t]}
+            for t in sorted({r.event_type for r in rows})]
+
+
+def _check_rollups(page: Page, rows: list[RollupRow]) -> None:
+    for measure in ("count", "p95"):
+        if measure != "count":
+            page.page.select_option("#rollup-measure-select", measure)
+        page.wait("(s, m) => s.rollups.polls >= 1 && s.rollups.measure === m", f"the rollups panel's {measure}",
+                  measure)
+        rollups = page.state()["rollups"]
+        for period in ("hourly", "daily"):
+            assert rollups[period]["error"] is None
+            assert rollups[period]["series"] == _rollup_series(rows, period, measure), period
+            element = page.page.locator(f"#rollup-{period}-chart")
+            assert (element.get_attribute("data-measure"), element.get_attribute("data-series"),
+                    element.get_attribute("data-points")) == (measure, "2", "4")
+
+
 def test_dashboard_draws_what_the_pipeline_computed(stack: Endpoints, unique_name: str, tmp_path: Path,
                                                     browser: Any) -> None:
     names = names_for(unique_name)
-    stack.s3_client().create_bucket(Bucket=names.bucket)
+    client = stack.s3_client()
+    client.create_bucket(Bucket=names.bucket)
+    rollups = _put_rollups(client, names.bucket, int(time.time() * 1000))
     run_in_thread(create_topics(stack, names))
     worker = Worker(worker_env(stack, names, tmp_path / "state", web_port()), tmp_path / "worker.log")
     worker.start()
@@ -320,6 +372,7 @@ def test_dashboard_draws_what_the_pipeline_computed(stack: Endpoints, unique_nam
         page.wait(CHART_READY, "the phase 1 windows", _chart("tumbling_1m", "count", expected["tumbling_1m"]))
         page.wait("(s) => s.rate.length >= 1", "a first throughput sample")
         _check_chart(page, expected["tumbling_1m"], "tumbling_1m", "count")
+        _check_rollups(page, rollups)
 
         expected = scenario.phase2()  # while the page watches
         _check_after_phase2(page, worker, expected)

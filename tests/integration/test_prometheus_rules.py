@@ -34,7 +34,7 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_promtool_checks_the_rules_and_the_scrape_config() -> None:
-    assert len(ALERT_NAMES) == 6
+    assert len(ALERT_NAMES) == 7
     rules = _promtool("check", "rules", str(RULES))
     assert rules.returncode == 0, rules.stdout + rules.stderr
     assert f"SUCCESS: {len(ALERT_NAMES)} rules found" in rules.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from devstack.stack import Endpoints
 from keys import decode_key_part
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import MAX_INDEXED_TYPES, RedisWindowStore
-from sinks.rows import WindowRow
+from sinks.rows import BATCH_COUNTERS, BatchRun, WindowRow
 
 START_MS = 1763251140000  # 2025-11-15T23:59:00Z
 TTL_MS = 3_600_000
@@ -251,3 +252,21 @@ def test_a_window_of_ten_thousand_event_types_is_written_whole(store: RedisWindo
     assert exact([store.get_window("tumbling_1m", "type-9999", START_MS)]) == exact([rows[-1]])
     assert exact(store.latest("tumbling_1m", "type-1234", 3)) == exact([rows[1234]])
     assert raw.zcard(f"{prefix}types:tumbling_1m") == MAX_INDEXED_TYPES
+
+
+def test_batch_runs_add_up_in_the_status_hash_without_a_ttl(store: RedisWindowStore, raw: redis.Redis,
+                                                             prefix: str) -> None:
+    assert store.read_batch_status() is None
+    run = BatchRun(finished_at_ms=1_000, duration_ms=250, ok=True, last_sealed_hour_ms=3_600_000, periods_computed=2,
+                   rows_restated=4, objects_written=6)
+    store.record_batch_run(run)
+    store.record_batch_run(BatchRun(finished_at_ms=2_000, duration_ms=7, ok=False, last_sealed_hour_ms=None))
+    store.record_batch_run(dataclasses.replace(run, finished_at_ms=3_000, last_sealed_hour_ms=7_200_000))
+    status = store.read_batch_status()
+    assert status is not None
+    assert (status.last_success_ms, status.last_failure_ms, status.duration_ms, status.last_sealed_hour_ms) == (
+        3_000, 2_000, 250, 7_200_000)
+    assert dict(status.counters) == {**dict.fromkeys(BATCH_COUNTERS, 0), "runs": 2, "runs_failed": 1,
+                                     "periods_computed": 4, "rows_restated": 8, "objects_written": 12}
+    assert scan(raw, f"{prefix}*") == {f"{prefix}batch:status"}
+    assert raw.pttl(f"{prefix}batch:status") == -1  # runs may be a day apart

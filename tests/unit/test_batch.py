@@ -1,5 +1,6 @@
 """The batch layer's pure logic with time as data: periods, sealing, manifest diff, rollup math,
-reading raw files, and whole runs against an in-memory lake (crashes at every write included)."""
+reading raw files, and whole runs against an in-memory lake (crashes at every write included);
+the rollups read back as the web API reads them (sinks/rollups.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import pytest
 from batch.inputs import FOREIGN_NAME, ROLLUP_INPUT_SCHEMA, PeriodInputs
 from batch.job import Plan, RunReport, UnreadableHourError, run_batch
 from batch.manifest import reason_to_process
-from batch.periods import DAY_MS, HOUR_MS, Period, parse_time, periods_overlapping
+from batch.periods import DAY_MS, HOUR_MS, Period, last_sealed_hour, parse_time, periods_overlapping
 from batch.rollup import rollup
 from batch.sealing import is_sealed, sealed_until, uncovered
 from events import Event
-from sinks.lake import archive_key, manifest_key, parse_raw_key, rollup_key
+from sinks.lake import archive_key, manifest_key, parse_raw_key, rollup_folders, rollup_key
+from sinks.rollups import read_rollups
 from sinks.rows import (
     Manifest,
     RollupRow,
@@ -279,6 +281,52 @@ def test_a_run_computes_sealed_hours_and_days_then_writes_nothing() -> None:
     again, _ = _run(lake)
     assert (again.objects_written, again.up_to_date, again.processed) == (0, 5, [])
     assert lake.objects == before
+
+
+def test_a_run_reports_its_progress_one_step_per_period() -> None:
+    lake, _ = _lake_with_two_days()
+    steps: list[tuple[int, int]] = []
+    run_batch(lake, sealed_until_ms=DAY + 3 * DAY_MS, plan=Plan(), say=lambda line: None,
+              progress=lambda *step: steps.append(step))
+    assert steps == [(n, 5) for n in range(1, 6)]  # three hours, two days
+
+
+def test_the_rollups_read_back_by_range() -> None:
+    lake, files = _lake_with_two_days()
+    _run(lake)
+    lake.raw_put("aggregated/hourly/year=2026/month=11/day=01/hour=23/notes.txt", b"foreign: never read")
+    everything = sorted((row for rows in _expected(files).values() for row in rows if row.period == "hourly"),
+                        key=lambda r: (r.period_start_ms, r.event_type))
+    got = read_rollups(lake, "hourly", DAY, DAY + 2 * DAY_MS)
+    assert (got.rows, got.skipped) == (everything, [])
+    # Half-open, from rounded down to its hour: 22:30 to 24:00 is hours 22 and 23.
+    got = read_rollups(lake, "hourly", DAY + 22 * HOUR_MS + 1_800_000, DAY + 24 * HOUR_MS)
+    assert got.rows == [r for r in everything if r.period_start_ms < DAY + 24 * HOUR_MS]
+    days = read_rollups(lake, "daily", DAY - 40 * DAY_MS, DAY + DAY_MS)
+    assert [(r.period_start_ms, r.event_type) for r in days.rows] == sorted(
+        (r.period_start_ms, r.event_type) for r in _expected(files)[rollup_key("", "daily", DAY)])
+    assert read_rollups(lake, "daily", DAY + 2 * DAY_MS, DAY + 9 * DAY_MS).rows == []
+    # An object in a rollup's place that is not one: left out and named, the others still read.
+    broken = rollup_key("", "hourly", DAY + 23 * HOUR_MS)
+    lake.raw_put(broken, b"garbage")
+    got = read_rollups(lake, "hourly", DAY, DAY + 2 * DAY_MS)
+    assert (got.rows, got.skipped) == ([r for r in everything if r.period_start_ms != DAY + 23 * HOUR_MS], [broken])
+
+
+def test_rollup_folders_span_days_or_months() -> None:
+    assert rollup_folders("p/", "hourly", DAY + 22 * HOUR_MS, DAY + DAY_MS + HOUR_MS) == [
+        "p/aggregated/hourly/year=2026/month=11/day=01/", "p/aggregated/hourly/year=2026/month=11/day=02/"]
+    assert rollup_folders("", "daily", parse_time("2026-11-30"), parse_time("2027-01-01")) == [
+        "aggregated/daily/year=2026/month=11/", "aggregated/daily/year=2026/month=12/",
+        "aggregated/daily/year=2027/month=01/"]
+    assert rollup_folders("", "hourly", DAY, DAY) == ["aggregated/hourly/year=2026/month=11/day=01/"]
+    with pytest.raises(ValueError, match="unknown rollup period"):
+        rollup_folders("", "weekly", DAY, DAY)
+
+
+def test_the_last_sealed_hour_ends_by_the_bound() -> None:
+    assert last_sealed_hour(DAY + 23 * HOUR_MS) == DAY + 22 * HOUR_MS
+    assert last_sealed_hour(DAY + 23 * HOUR_MS + 59_999) == DAY + 22 * HOUR_MS
 
 
 def test_only_sealed_periods_are_computed() -> None:

@@ -232,7 +232,15 @@ def test_late_events_restate_their_windows_in_s3_and_redis_then_nothing_is_writt
     assert {k: redis.rows[k] for k in restated} == restated
     assert any(line.startswith("restated tumbling_1m 2026-11-01T22:59:00Z: 'only-late' new -> 1 (revision 1, 1 late)")
                for line in lines), lines
+    # One line per restated window, naming each of its restated rows (event type, revision, late count).
+    restated_lines = [line for line in lines if line.startswith("restated ")]
+    assert len(restated_lines) == report.windows_restated == len({(k.window, k.start_ms) for k in restated})
+    assert sum(line.count(" late)") for line in restated_lines) == report.rows_restated
     assert restate_manifest_key("", HOUR) in lake.objects
+    steps: list[tuple[int, int]] = []
+    run_batch(lake, sealed_until_ms=HOUR + 3 * HOUR_MS, plan=Plan(), say=lambda line: None, restatement=config,
+              progress=lambda *step: steps.append(step))
+    assert steps == [(n, 5) for n in range(1, 6)]  # two hours and their day, then the two hours' windows
     writes = redis.writes
     again, _ = _run(lake, config)
     assert (again.objects_written, again.rows_restated, again.restate_up_to_date) == (0, 0, 2)

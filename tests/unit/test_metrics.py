@@ -11,6 +11,7 @@ from helpers import MetricKey, metric_samples
 
 from metrics import PipelineMetrics, directory_bytes
 from monitor import Monitor
+from sinks.rows import BatchStatus
 from tables.store import progress_percent
 
 
@@ -64,6 +65,29 @@ def test_a_fresh_worker_reports_not_ready_and_no_watermark() -> None:
     got = samples(PipelineMetrics())
     assert got[("pipeline_ready", ())] == 0
     assert ("pipeline_low_watermark_seconds", ()) not in got
+
+
+def test_the_batch_jobs_status_is_exported_once_read() -> None:
+    metrics = PipelineMetrics()
+    assert not [key for key in samples(metrics) if key[0].startswith("pipeline_batch_")]  # before any run
+    counters = {"runs": 4, "runs_failed": 1, "periods_computed": 9, "windows_restated": 2, "rows_restated": 3,
+                "objects_written": 30, "objects_skipped": 1}
+    status = BatchStatus(last_success_ms=1_700_000_123_000, last_failure_ms=None, duration_ms=2_500,
+                         last_sealed_hour_ms=1_699_999_200_000, counters=counters)
+    metrics.live.batch_status = lambda: status
+    got = {key: value for key, value in samples(metrics).items() if key[0].startswith("pipeline_batch_")}
+    assert got == {
+        ("pipeline_batch_last_sealed_hour_seconds", ()): 1_699_999_200.0,
+        ("pipeline_batch_last_success_seconds", ()): 1_700_000_123.0,
+        ("pipeline_batch_duration_seconds", ()): 2.5,  # no failure yet: no last-failure series
+        ("pipeline_batch_runs_total", (("outcome", "ok"),)): 4,
+        ("pipeline_batch_runs_total", (("outcome", "failed"),)): 1,
+        ("pipeline_batch_periods_computed_total", ()): 9,
+        ("pipeline_batch_windows_restated_total", ()): 2,
+        ("pipeline_batch_rows_restated_total", ()): 3,
+        ("pipeline_batch_objects_written_total", ()): 30,
+        ("pipeline_batch_objects_skipped_total", ()): 1,
+    }
 
 
 def test_restore_progress_percent() -> None:

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import DASHBOARD, RULES, RULES_TESTS
 
 from metrics import PipelineMetrics
+from sinks.rows import BATCH_COUNTERS, BatchStatus
 
 PROMETHEUS_OWN = {"up", "ALERTS"}
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
@@ -28,6 +29,9 @@ def _exported_series_names() -> set[str]:
     live.watermark_age_s = lambda: 0.0
     live.lag = lambda: {("events", 0): 1}
     live.state_bytes = lambda: {"ingest": 1}
+    status = BatchStatus(last_success_ms=1, last_failure_ms=1, duration_ms=1, last_sealed_hour_ms=1,
+                         counters=dict.fromkeys(BATCH_COUNTERS, 1))
+    live.batch_status = lambda: status
     return {sample.name for family in text_string_to_metric_families(metrics.exposition().decode())
             for sample in family.samples}
 
@@ -68,7 +72,9 @@ def test_the_dashboard_shows_what_an_operator_needs() -> None:
                    "pipeline_window_close_delay_seconds_bucket", "histogram_quantile(0.99, sum by (le) (rate("
                    "pipeline_window_close_delay_seconds_bucket", "rate(pipeline_dead_letters_total",
                    "rate(pipeline_late_events_total", "rate(pipeline_sink_errors_total",
-                   "rate(pipeline_sink_retries_total", "pipeline_state_bytes", 'ALERTS{alertstate="firing"'):
+                   "rate(pipeline_sink_retries_total", "pipeline_state_bytes", 'ALERTS{alertstate="firing"',
+                   "time() - max(pipeline_batch_last_sealed_hour_seconds", "pipeline_batch_runs_total",
+                   "pipeline_batch_rows_restated_total"):
         assert needed in exprs, needed
 
 
@@ -95,6 +101,6 @@ def test_the_unit_tests_cover_every_alert_firing_and_not() -> None:
             (quiet if found.group(1).strip() == "[]" else firing).add(alertname)
             alertname = None
     alerts = set(re.findall(r"(?m)^\s*- alert: (\w+)$", RULES.read_text()))
-    assert len(alerts) == 6
+    assert len(alerts) == 7
     assert firing == alerts
     assert quiet == alerts

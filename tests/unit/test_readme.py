@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from metrics import PipelineMetrics
 from settings import markdown_table
+from sinks.rows import BATCH_COUNTERS, BatchStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -37,6 +38,9 @@ def test_metrics_table_lists_exactly_what_metrics_exposes() -> None:
     live = metrics.live
     live.low_watermark_ms = lambda: 1  # present only once known
     live.watermark_age_s = lambda: 0.0
+    status = BatchStatus(last_success_ms=1, last_failure_ms=1, duration_ms=1, last_sealed_hour_ms=1,
+                         counters=dict.fromkeys(BATCH_COUNTERS, 1))
+    live.batch_status = lambda: status  # present once the batch job has run
     exposed = set()
     for family in text_string_to_metric_families(metrics.exposition().decode()):
         suffix = {"counter": "_total"}.get(family.type, "")

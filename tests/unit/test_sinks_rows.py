@@ -17,11 +17,18 @@ from sinks.lake import aggregate_key, archive_key
 from sinks.rows import (
     AGGREGATE_SCHEMA,
     AGGREGATE_SCHEMA_V1,
+    BATCH_COUNTERS,
     RAW_SCHEMA,
+    BatchRun,
+    BatchStatus,
+    RollupRow,
     WindowRow,
+    batch_run_to_hash,
+    batch_status_from_hash,
     events_to_parquet,
     parquet_to_events,
     parquet_to_rows,
+    rollup_to_api,
     row_from_hash,
     row_from_json,
     row_to_api,
@@ -238,3 +245,51 @@ def test_archive_key_uses_first_event_hour_and_zero_padding() -> None:
         archive_key("", first, -1, 0)
     with pytest.raises(ValueError, match="end with '/'"):
         archive_key("raw", first, 0, 0)
+
+
+# -- the rollups in the web API, and the batch job's status hash -----------------------------
+
+
+def test_rollup_rows_in_the_api_carry_both_time_forms_and_survive_json() -> None:
+    row = RollupRow("hourly", 1_793_570_400_000, 1_793_574_000_000, "é/../x", 3, 0.1 + 0.2, -1.5, float("inf"), 2,
+                    0.25, 5.0, 5.0)
+    api = rollup_to_api(row)
+    assert api == {"period": "hourly", "event_type": "é/../x", "period_start": "2026-11-01T22:00:00Z",
+                   "period_end": "2026-11-01T23:00:00Z", "period_start_ms": 1_793_570_400_000,
+                   "period_end_ms": 1_793_574_000_000, "count": 3, "sum": 0.30000000000000004, "min": -1.5,
+                   "max": "inf", "mean": 0.30000000000000004 / 3, "distinct_users": 2, "p50": 0.25, "p95": 5.0,
+                   "p99": 5.0}
+    assert orjson.loads(orjson.dumps(api)) == api  # floats exactly, inf as its repr
+
+
+def _as_redis(fields: dict[str, str], counters: dict[str, int], into: dict[bytes, bytes]) -> None:
+    """What HSET and HINCRBY do to a hash, for the encoding's round trip."""
+    for name, value in fields.items():
+        into[name.encode()] = value.encode()
+    for name, amount in counters.items():
+        into[name.encode()] = str(int(into.get(name.encode(), b"0")) + amount).encode()
+
+
+def test_batch_runs_add_up_in_the_status_hash() -> None:
+    first = BatchRun(finished_at_ms=2_000_500, duration_ms=1_500, ok=True, last_sealed_hour_ms=1_793_570_400_000,
+                     periods_computed=7, windows_restated=3, rows_restated=5, objects_written=19, objects_skipped=1)
+    fields, counters = batch_run_to_hash(first)
+    assert fields == {"last_success_ms": "2000500", "duration_ms": "1500", "last_sealed_hour_ms": "1793570400000"}
+    assert counters == {"runs": 1, "runs_failed": 0, "periods_computed": 7, "windows_restated": 3, "rows_restated": 5,
+                        "objects_written": 19, "objects_skipped": 1}
+    stored: dict[bytes, bytes] = {}
+    assert batch_status_from_hash(stored) is None
+    _as_redis(fields, counters, stored)
+    # A failed run without a sealing bound: its time, a failure, and the last sealed hour and duration kept.
+    failed = BatchRun(finished_at_ms=3_000_000, duration_ms=99, ok=False, last_sealed_hour_ms=None)
+    _as_redis(*batch_run_to_hash(failed), stored)
+    _as_redis(*batch_run_to_hash(first), stored)
+    stored[b"from_a_later_version"] = b"ignored"
+    status = batch_status_from_hash(stored)
+    assert status == BatchStatus(last_success_ms=2_000_500, last_failure_ms=3_000_000, duration_ms=1_500,
+                                 last_sealed_hour_ms=1_793_570_400_000,
+                                 counters={"runs": 2, "runs_failed": 1, "periods_computed": 14, "windows_restated": 6,
+                                           "rows_restated": 10, "objects_written": 38, "objects_skipped": 2})
+    assert set(status.counters) == set(BATCH_COUNTERS)
+    with pytest.raises(ValueError):
+        batch_status_from_hash({b"runs": b"many"})

@@ -13,6 +13,7 @@ from web.params import (
     find_window,
     parse_event_type,
     parse_limit,
+    parse_rollup_range,
     parse_start,
     watermark_json,
 )
@@ -99,3 +100,60 @@ def test_watermark_json_reports_age_from_the_last_advance() -> None:
         "low_ms": START_MS, "low": "2026-11-26T03:51:00Z", "age_ms": 250, "by_partition": {"0": 7, "1": 5}}
     assert watermark_json(None, None, 1_250, {}) == {"low_ms": None, "low": None, "age_ms": None,
                                                       "by_partition": {}}
+
+
+# -- /v1/rollups/{period}: the range ---------------------------------------------------------
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+NOV1_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z
+NOW_MS = NOV1_MS + 22 * HOUR_MS + 1_234  # 22:00:01.234
+
+
+def test_rollup_range_defaults_to_the_periods_before_now() -> None:
+    hourly = parse_rollup_range("hourly", {}, NOW_MS)
+    assert (hourly.from_ms, hourly.to_ms, hourly.event_type) == (NOV1_MS - 25 * HOUR_MS, NOV1_MS + 23 * HOUR_MS, None)
+    daily = parse_rollup_range("daily", {"event_type": "click"}, NOW_MS)
+    assert (daily.from_ms, daily.to_ms, daily.event_type) == (NOV1_MS - 30 * DAY_MS, NOV1_MS + DAY_MS, "click")
+
+
+@pytest.mark.parametrize(("query", "start", "end"), [
+    ({"from": "2026-11-01", "to": "2026-11-02"}, NOV1_MS, NOV1_MS + DAY_MS),
+    ({"from": "2026-11-01T22:30Z", "to": "2026-11-01T23:00:00+00:00"}, NOV1_MS + 22 * HOUR_MS, NOV1_MS + 23 * HOUR_MS),
+    ({"from": "2026-11-01T22:30"}, NOV1_MS + 22 * HOUR_MS, NOV1_MS + 22 * HOUR_MS + 1_800_000 + 48 * HOUR_MS),
+    ({"to": str(NOV1_MS)}, NOV1_MS - 48 * HOUR_MS, NOV1_MS),
+    ({"from": "", "to": ""}, NOV1_MS - 25 * HOUR_MS, NOV1_MS + 23 * HOUR_MS),  # empty is absent
+])
+def test_rollup_range_from_and_to(query: dict[str, str], start: int, end: int) -> None:
+    got = parse_rollup_range("hourly", query, NOW_MS)
+    assert (got.period, got.from_ms, got.to_ms) == ("hourly", start, end)
+
+
+@pytest.mark.parametrize(("period", "query", "message"), [
+    ("weekly", {}, "unknown rollup period 'weekly'; periods: hourly, daily"),
+    ("hourly", {"from": "yesterday"}, "from: expected ISO-8601 such as 2026-11-01T22:00Z or 2026-11-01, or epoch "
+                                      "milliseconds (got 'yesterday')"),
+    ("hourly", {"to": "2026-11-31"}, "to: expected ISO-8601"),
+    ("hourly", {"from": "1999-12-31"}, "from: expected a time from 2000-01-01 on (got '1999-12-31')"),
+    ("daily", {"to": "2100-01-02"}, "to '2100-01-02' is outside 2000-01-01..2100-01-01"),
+    ("hourly", {"from": "2026-11-02", "to": "2026-11-01"},
+     "to (2026-11-01T00:00:00Z) must be after from (2026-11-02T00:00:00Z)"),
+    ("hourly", {"from": "2026-11-01", "to": "2026-11-01"},
+     "to (2026-11-01T00:00:00Z) must be after from (2026-11-01T00:00:00Z)"),
+    ("hourly", {"from": "2026-11-01", "to": "2026-11-08T00:00:01Z"},
+     "from 2026-11-01T00:00:00Z to 2026-11-08T00:00:01Z spans 169 hourly periods; at most 168 per request"),
+    ("daily", {"from": "2026-01-01", "to": "2026-12-01"},
+     "from 2026-01-01T00:00:00Z to 2026-12-01T00:00:00Z spans 334 daily periods; at most 92 per request"),
+    ("hourly", {"event_type": "x" * 1001}, "event_type is longer than 1000 characters"),
+])
+def test_rollup_range_refuses(period: str, query: dict[str, str], message: str) -> None:
+    with pytest.raises(BadParameterError) as raised:
+        parse_rollup_range(period, query, NOW_MS)
+    assert str(raised.value).startswith(message), str(raised.value)
+
+
+def test_rollup_range_at_its_bounds() -> None:
+    week = parse_rollup_range("hourly", {"from": "2026-11-01", "to": "2026-11-08"}, NOW_MS)
+    assert week.to_ms == NOV1_MS + 7 * DAY_MS
+    assert parse_rollup_range("daily", {"from": "2026-11-01T23:59Z", "to": "2027-01-31T00:00:01Z"},
+                              NOW_MS).from_ms == NOV1_MS  # 92 days from Nov 1, the last one entered by a second

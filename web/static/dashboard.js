@@ -24,6 +24,12 @@
   // Recent alerts asked for per poll (the API's default): the panel's history and the chart's markers.
   const ALERTS_LIMIT = 100;
   const MARK_COLORS = { firing: "#b91c1c", resolved: "#15803d" };
+  // The batch layer's rollups change once an hour at most: read every minute, with more time to
+  // answer (one S3 object per period), over the API's default ranges (48 hours, 31 days).
+  const ROLLUP_POLL_MS = 60000;
+  const ROLLUP_TIMEOUT_MS = 10000;
+  const ROLLUP_PERIODS = { hourly: 3600000, daily: 86400000 };
+  const ROLLUP_MEASURES = ["count", "distinct_users", "sum", "mean", "p50", "p95", "p99", "min", "max"];
   const MEASURES = ["count", "sum", "mean", "min", "max"];
   const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2",
     "#db2777", "#65a30d", "#475569", "#ea580c", "#4f46e5", "#0d9488"];
@@ -44,6 +50,10 @@
     rate: [], // {t_ms, eps, delta, lag}
     chart: { window: null, measure: null, series: [], hiddenTypes: 0, error: null, markers: [], markersDrawn: 0 },
     alerts: { rules: [], active: [], recent: [], error: null }, // from /v1/alerts
+    // From /v1/rollups/{period}: the rows, and the series drawn for the selected measure.
+    rollups: { measure: "count", polls: 0,
+      hourly: { rows: [], from_ms: null, to_ms: null, error: null, series: [], hiddenTypes: 0 },
+      daily: { rows: [], from_ms: null, to_ms: null, error: null, series: [], hiddenTypes: 0 } },
   };
   window.dashboardState = state;
 
@@ -51,6 +61,8 @@
   let valuesPlot = null;
   let valuesKey = ""; // what valuesPlot was built for: a new selection or event type rebuilds it
   let ratePlot = null;
+  const rollupPlots = { hourly: null, daily: null };
+  const rollupKeys = { hourly: "", daily: "" }; // what each plot was built for, as valuesKey
   let refreshTimer = null;
   let recentTotals = []; // {total, at} of the last RATE_SPAN + 1 polls
 
@@ -115,9 +127,9 @@
     }, { once: true });
   }
 
-  async function getJSON(path) {
+  async function getJSON(path, timeoutMs = FETCH_TIMEOUT_MS) {
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), FETCH_TIMEOUT_MS);
+    const timer = setTimeout(() => abort.abort(), timeoutMs);
     try {
       const response = await fetch(path, { signal: abort.signal, cache: "no-store",
         headers: { Accept: "application/json", ...authHeaders() } });
@@ -128,7 +140,7 @@
       }
       return body;
     } catch (err) {
-      if (err.name === "AbortError") throw new Error(`no answer within ${FETCH_TIMEOUT_MS} ms`);
+      if (err.name === "AbortError") throw new Error(`no answer within ${timeoutMs} ms`);
       throw err;
     } finally {
       clearTimeout(timer);
@@ -556,6 +568,111 @@
     u.root.parentElement.dataset.markersDrawn = String(drawn);
   }
 
+  // ---- batch rollups -----------------------------------------------------------------
+
+  async function pollRollups() {
+    const answers = await Promise.allSettled(Object.keys(ROLLUP_PERIODS).map(
+      (period) => getJSON(`/v1/rollups/${period}`, ROLLUP_TIMEOUT_MS)));
+    Object.keys(ROLLUP_PERIODS).forEach((period, i) => {
+      const answer = answers[i];
+      const old = state.rollups[period];
+      if (answer.status === "rejected") {
+        // The last rows stay on screen, marked as old: the worker may be fine and S3 not.
+        state.rollups[period] = { ...old, error: answer.reason.message };
+      } else {
+        const body = answer.value || {};
+        state.rollups[period] = { ...old, rows: body.rollups || [], from_ms: body.from_ms, to_ms: body.to_ms,
+          error: null };
+      }
+    });
+    state.rollups.polls += 1;
+    renderRollups();
+    setTimeout(pollRollups, ROLLUP_POLL_MS);
+  }
+
+  // One line per event type (the busiest MAX_SERIES by count), a point per period with a row.
+  function rollupSeries(rows, measure) {
+    const byType = new Map();
+    for (const r of rows) {
+      if (!byType.has(r.event_type)) byType.set(r.event_type, { event_type: r.event_type, points: [], total: 0 });
+      const s = byType.get(r.event_type);
+      // A non-finite value travels as its repr string ("inf"): no point for it.
+      s.points.push({ start_ms: r.period_start_ms, value: typeof r[measure] === "number" ? r[measure] : null,
+        count: r.count });
+      s.total += r.count;
+    }
+    const all = [...byType.values()].sort((a, b) => b.total - a.total);
+    const series = all.slice(0, MAX_SERIES).sort((a, b) => (a.event_type < b.event_type ? -1 : 1))
+      .map(({ event_type, points }) => ({ event_type, points: points.sort(byStart) }));
+    return { series, hiddenTypes: all.length - series.length };
+  }
+
+  function renderRollups() {
+    const { measure } = state.rollups;
+    const notes = [];
+    for (const [period, step] of Object.entries(ROLLUP_PERIODS)) {
+      const view = state.rollups[period];
+      Object.assign(view, rollupSeries(view.rows, measure));
+      drawRollup(period, step, view, measure);
+      if (view.error) notes.push(`${period} rollups unavailable: ${view.error}; showing the last answer.`);
+      if (view.hiddenTypes) notes.push(`${period}: showing the ${view.series.length} busiest event types; ` +
+        `${view.hiddenTypes} more not drawn.`);
+    }
+    const { hourly, daily } = state.rollups;
+    if (!hourly.error && !daily.error && hourly.rows.length + daily.rows.length === 0) {
+      notes.push("No rollups in this range yet: `faust -A app batch` computes each hour once it is sealed.");
+    }
+    const note = $("rollups-note");
+    note.textContent = notes.join(" ");
+    note.hidden = notes.length === 0;
+    $("rollups-summary").textContent = `${fmtInt(hourly.rows.length)} hourly · ${fmtInt(daily.rows.length)} daily rows`;
+  }
+
+  function drawRollup(period, step, view, measure) {
+    const el = $(`rollup-${period}-chart`);
+    // Every period of the range, so that one without a row breaks its line.
+    const xs = [];
+    if (view.from_ms != null && view.to_ms != null) {
+      for (let x = view.from_ms; x < view.to_ms; x += step) xs.push(x);
+    }
+    const index = new Map(xs.map((x, i) => [x, i]));
+    const data = [xs.map((x) => x / 1000)];
+    for (const s of view.series) {
+      const ys = new Array(xs.length).fill(null);
+      for (const p of s.points) if (index.has(p.start_ms)) ys[index.get(p.start_ms)] = p.value;
+      data.push(ys);
+    }
+    const key = JSON.stringify([measure, view.series.map((s) => s.event_type)]);
+    if (rollupPlots[period] && key === rollupKeys[period]) {
+      rollupPlots[period].setData(data);
+    } else {
+      if (rollupPlots[period]) rollupPlots[period].destroy();
+      rollupPlots[period] = new uPlot({
+        width: chartWidth(el), height: 260,
+        padding: [null, 28, null, null],
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+        scales: { x: { time: true } },
+        series: [{ label: period === "hourly" ? "hour" : "day" }, ...view.series.map((s) => ({
+          label: s.event_type, stroke: colorOf(s.event_type), width: 2,
+          points: { show: true, size: 5, fill: colorOf(s.event_type) } }))],
+        axes: [period === "hourly" ? { values: timeTicks, incrs: HOUR_INCRS } : { values: dateTicks, incrs: DAY_INCRS },
+          { label: measure, size: 70, values: (u, ticks) => ticks.map(fmtNum) }],
+        legend: { live: true },
+      }, data, el);
+      rollupKeys[period] = key;
+    }
+    el.dataset.measure = measure;
+    el.dataset.series = String(view.series.length);
+    el.dataset.points = String(view.series.reduce((a, s) => a + s.points.length, 0));
+  }
+
+  const HOUR_INCRS = [3600, 7200, 10800, 21600, 43200, 86400];
+  const DAY_INCRS = [86400, 172800, 604800, 1209600];
+  const dateTicks = (u, ticks) => ticks.map((t) => {
+    const d = new Date(t * 1000);
+    return `${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+  });
+
   // ---- throughput and lag ------------------------------------------------------------
 
   function renderRate() {
@@ -616,9 +733,14 @@
     const observer = new ResizeObserver(() => {
       if (valuesPlot) valuesPlot.setSize({ width: chartWidth($("window-chart")), height: 340 });
       if (ratePlot) ratePlot.setSize({ width: chartWidth($("rate-chart")), height: 220 });
+      for (const [period, plot] of Object.entries(rollupPlots)) {
+        if (plot) plot.setSize({ width: chartWidth($(`rollup-${period}-chart`)), height: 260 });
+      }
     });
     observer.observe($("window-chart"));
     observer.observe($("rate-chart"));
+    observer.observe($("rollup-hourly-chart"));
+    observer.observe($("rollup-daily-chart"));
   }
 
   // ---- selection ---------------------------------------------------------------------
@@ -663,8 +785,14 @@
     $("measure-select").value = state.measure;
     $("window-select").addEventListener("change", (e) => select({ window: e.target.value }));
     $("measure-select").addEventListener("change", (e) => select({ measure: e.target.value }));
+    $("rollup-measure-select").addEventListener("change", (e) => {
+      if (!ROLLUP_MEASURES.includes(e.target.value)) return;
+      state.rollups.measure = e.target.value;
+      renderRollups();
+    });
     watchSize();
     poll();
+    pollRollups();
   }
 
   start();

@@ -1,0 +1,71 @@
+"""Reading the batch layer's hourly and daily rollups back from the lake (GET /v1/rollups/...).
+
+One object per period (sinks/lake.py ``rollup_key``), so a range is read as: list the folders
+it spans (a day of hourly objects, a month of daily ones), then GET the objects of its periods
+that exist, several at a time. A period without an object has no event (or is not computed
+yet). An object that does not decode as a rollup file is left out and named in ``skipped``,
+so one bad object does not hide the others.
+
+Blocking (S3 calls): run it in a thread, not on an event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from batch.periods import PERIOD_MS
+from sinks.lake import rollup_folders, rollup_key
+from sinks.rows import RollupRow, parquet_to_rollups
+
+__all__ = ["READ_THREADS", "RollupRead", "read_rollups"]
+
+log = logging.getLogger(__name__)
+
+READ_THREADS = 8  # parallel GETs: one small object per period
+
+
+class RollupLake(Protocol):
+    """The lake as this reader uses it (sinks.lake.S3Lake)."""
+
+    @property
+    def bucket(self) -> str: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    def list_etags(self, prefix: str) -> dict[str, str]: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RollupRead:
+    rows: list[RollupRow]  # by (period_start, event_type)
+    skipped: list[str] = field(default_factory=list)  # keys of objects that are not rollup files
+
+
+def read_rollups(lake: RollupLake, period: str, from_ms: int, to_ms: int) -> RollupRead:
+    """The rows of the `period` ("hourly" or "daily") periods overlapping [from_ms, to_ms)."""
+    length = PERIOD_MS[period]
+    starts = range(from_ms - from_ms % length, to_ms, length)
+    if not starts:
+        return RollupRead([])
+    listed: set[str] = set()
+    for folder in rollup_folders(lake.prefix, period, starts[0], starts[-1]):
+        listed.update(lake.list_etags(folder))
+    keys = [key for key in (rollup_key(lake.prefix, period, start) for start in starts) if key in listed]
+    with ThreadPoolExecutor(min(READ_THREADS, max(1, len(keys)))) as pool:
+        bodies = list(pool.map(lake.get_bytes, keys))
+    rows: list[RollupRow] = []
+    skipped = []
+    for key, body in zip(keys, bodies, strict=True):
+        try:
+            rows.extend(parquet_to_rollups(body))
+        except ValueError as exc:
+            log.warning("rollups: s3://%s/%s is not a rollup file (%s): left out", lake.bucket, key, exc)
+            skipped.append(key)
+    rows.sort(key=lambda row: (row.period_start_ms, row.event_type))
+    return RollupRead(rows, skipped)
