@@ -7,6 +7,7 @@ import math
 import orjson
 
 from bench.peers.job import HOPPING, SENTINEL_TYPE, TUMBLING, WindowRow
+from bench.peers.project import job_window_names
 from bench.peers.totals import Totals, check, reference, window_starts
 
 
@@ -89,3 +90,8 @@ def test_a_window_twice_or_one_not_in_the_input_is_wrong() -> None:
 def test_min_and_max_must_match_exactly() -> None:
     expected = {(TUMBLING, 0, "click"): Totals(2, 3.0, 1.0, 2.0)}
     assert not check(expected, [WindowRow(TUMBLING, 0, "click", 2, 3.0, math.nextafter(1.0, 0), 2.0, 1.5)]).exact
+
+
+def test_the_workers_default_windows_are_the_peers_job() -> None:
+    # The bench compares the worker's rows with the peers': its default windows must be the same job.
+    assert sorted(job_window_names().values()) == sorted([TUMBLING, HOPPING])
