@@ -74,9 +74,12 @@ bench: install
 
 ## bench-peers: the same windowed job in Bytewax and Quix Streams (each in its venv under var/peers), interleaved
 ## with this project over one topic of EVENTS preloaded events, RUNS rounds: events/s, ratios, checked totals
+## (GRACE_MS: the peers' grace instead of the input's whole event-time span)
 PEERS := var/peers
+GRACE_MS ?=
 bench-peers: install $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed
-	$(BIN)/python -m bench.peers --events $(EVENTS) --rounds $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES))
+	$(BIN)/python -m bench.peers --events $(EVENTS) --rounds $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
+	  $(if $(GRACE_MS),--grace-ms $(GRACE_MS))
 
 # A peer's own venv, pinned by bench/peers/requirements-<peer>.txt (never this project's requirements).
 $(PEERS)/%/.installed: bench/peers/requirements-%.txt

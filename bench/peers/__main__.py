@@ -67,10 +67,10 @@ NOTES = (
     "(Tansu's DescribeConfigs returns no entries): its app here (bench/peers/quix_app.py) treats a missing "
     "retention as infinite.",
     "Grace: Quix Streams closes windows per key by that key's latest event time, and with Quix's default grace (0) "
-    "a preloaded topic, whose partitions are read in any order, has most events dropped as late. Both peers get a "
-    "grace (Bytewax: the EventClock's wait) of the input's whole event-time span plus one window, so that none is "
-    "late; once every partition's closing sentinel is read, Quix's app fans the last one out to every event type, "
-    "so that every key's windows close.",
+    "a preloaded topic, whose partitions are read in any order, has events dropped as late (--grace-ms 0 shows how "
+    "many). By default both peers get a grace (Bytewax: the EventClock's wait) of the input's whole event-time span "
+    "plus one window, so that none is late; once every partition's closing sentinel is read, Quix's app fans the "
+    "last one out to every event type, so that every key's windows close.",
 )
 
 
@@ -115,13 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000, help="events preloaded (default 200000)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--event-types", type=int, metavar="N", help="N equally likely event types instead of 3")
+    parser.add_argument("--grace-ms", type=int, metavar="MS",
+                        help="the peers' grace (default: the input's event-time span plus a window, so none is late)")
     args = parser.parse_args(argv)
     if args.events < 1 or args.rounds < 1:
         parser.error("--events and --rounds must be at least 1")
     # Every event is late for no window, whatever the order partitions are read in; the sentinels still close all.
-    grace_ms = last_event_ms(args.events) - BASE_MS + SIZE_MS
-    if grace_ms + 2 * SIZE_MS > SENTINEL_AFTER_MS:
-        parser.error("--events too large: the grace would reach the sentinels' event time")
+    grace_ms = last_event_ms(args.events) - BASE_MS + SIZE_MS if args.grace_ms is None else args.grace_ms
+    if not 0 <= grace_ms <= SENTINEL_AFTER_MS - 2 * SIZE_MS:
+        parser.error(f"grace {grace_ms} ms: it must be at least 0 and end a window before the sentinels' event time "
+                     "(fewer --events)")
     pythons = {name: VENVS / venv / "bin" / "python" for name, venv in ((BYTEWAX, "bytewax"), (QUIX, "quix"))}
     for name, python in pythons.items():
         if not python.exists():
@@ -173,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                 result["round"] = round_no
                 results.append(result)
                 print(f"round {round_no}: {json.dumps(result)}", flush=True)
-    return _report(args, started, results)
+    return _report(args, grace_ms, started, results)
 
 
-def _report(args: argparse.Namespace, started: datetime, results: list[dict[str, Any]]) -> int:
+def _report(args: argparse.Namespace, grace_ms: int, started: datetime, results: list[dict[str, Any]]) -> int:
     names = list(dict.fromkeys(r["contender"] for r in results))
     contenders = []
     for name in names:
@@ -184,7 +187,8 @@ def _report(args: argparse.Namespace, started: datetime, results: list[dict[str,
         contenders.append(Contender(name, rates, *_summaries(results, name)))
     table = format_table(contenders)
     heading = (f"{args.events:,} preloaded events, {args.event_types or 3} event types, 4 partitions, Tansu memory "
-               f"storage; {args.rounds} interleaved rounds; {machine()}; {started:%Y-%m-%d}")
+               f"storage; {args.rounds} interleaved rounds; peers' grace {grace_ms:,} ms; {machine()}; "
+               f"{started:%Y-%m-%d}")
     print("\nevents/s: input events / wall time from the contender's first consumed record until its last window "
           "is out (this project: every window exported to S3 and Redis and the raw archive written; a peer: the "
           "last closed window emitted, timed in its process).")

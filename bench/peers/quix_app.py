@@ -9,8 +9,8 @@ Two adjustments to the preloaded topic and the embedded broker, both said in the
   `KeyError: 'retention.ms'` when it derives the repartition and changelog topics: `shim_tansu`
   treats a missing retention as infinite (-1).
 - Quix closes windows per key, by that key's latest event time, and the preloaded topic's partitions
-  are read in any order: with the default grace (0) most events arrive after their window closed and
-  are dropped as late. `--grace-ms` covers the input's whole event-time span, so none is late; once
+  are read in any order: with the default grace (0) events arrive after their window closed and are
+  dropped as late. The harness's grace covers the input's whole event-time span, so none is late; once
   the sentinel that ends each input partition has been read, the last one is fanned out to every
   event type, so that every key's event time passes its last window's end + grace and each window
   closes (the sentinels' own windows, an hour later, never close and are never emitted).
