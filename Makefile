@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install run stack test test-fast chaos chromium prometheus bench bench-batch soak clean
+.PHONY: help install run stack test test-fast chaos chromium prometheus bench bench-peers bench-batch soak clean
 
 ## help: this list
 help:
@@ -71,6 +71,21 @@ RUNS ?= 3
 EVENT_TYPES ?=
 bench: install
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES))
+
+## bench-peers: the same windowed job in Bytewax and Quix Streams (each in its venv under var/peers), interleaved
+## with this project over one topic of EVENTS preloaded events, RUNS rounds: events/s, ratios, checked totals
+## (GRACE_MS: the peers' grace instead of the input's whole event-time span)
+PEERS := var/peers
+GRACE_MS ?=
+bench-peers: install $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed
+	$(BIN)/python -m bench.peers --events $(EVENTS) --rounds $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
+	  $(if $(GRACE_MS),--grace-ms $(GRACE_MS))
+
+# A peer's own venv, pinned by bench/peers/requirements-<peer>.txt (never this project's requirements).
+$(PEERS)/%/.installed: bench/peers/requirements-%.txt
+	test -x $(PEERS)/$*/bin/python || $(PYTHON) -m venv $(PEERS)/$*
+	$(PEERS)/$*/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
 
 ## bench-batch: the batch layer's rollup throughput, raw events/s for an hour of BATCH_EVENTS raw events (median of RUNS)
 BATCH_EVENTS ?= 5000000

@@ -30,6 +30,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +48,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
 EVENTS_PER_EVENT_SECOND = 1_000
 BASE_MS = 1_793_574_000_000  # 2026-11-01T23:40:00Z: a backfill of past data
+# The sentinels that end each partition come this much event time after the last event.
+SENTINEL_AFTER_MS = 3_600_000
 # Generous bound on one run: 200k events at 5k/s would take 40 s.
 RUN_DEADLINE_S = 600.0
 
 
-def _machine() -> str:
+def machine() -> str:
     model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -62,18 +66,30 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
-def _event_ms(index: int) -> int:
-    return BASE_MS + index * 1000 // EVENTS_PER_EVENT_SECOND
-
-
-def _types(event_types: int | None) -> str:
+def type_weights(event_types: int | None) -> str:
     """The generator's default types, or N equally likely ones (high cardinality: N keys per window)."""
     if event_types is None:
         return DEFAULT_TYPES
     return ",".join(f"type{i:05d}" for i in range(event_types))
 
 
-async def _preload(bootstrap: str, topic: str, count: int, event_types: int | None = None) -> int:
+def generator(event_types: int | None = None) -> EventGenerator:
+    """The preload's generator: the same records again for a reference computed from them (bench.peers)."""
+    return EventGenerator(seed=1, users=10_000, types=type_weights(event_types))
+
+
+def event_ms(index: int) -> int:
+    """Event time of the index-th preloaded event: 1 s per 1,000 events from BASE_MS."""
+    return BASE_MS + index * 1000 // EVENTS_PER_EVENT_SECOND
+
+
+def last_event_ms(count: int) -> int:
+    """Where event time ends after `count` events; the sentinels come SENTINEL_AFTER_MS later."""
+    return BASE_MS + count * 1000 // EVENTS_PER_EVENT_SECOND
+
+
+async def preload(bootstrap: str, topic: str, count: int, event_types: int | None = None) -> int:
+    """Create `topic` (PARTITIONS partitions) and fill it: `count` events, then one sentinel per partition."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -87,16 +103,28 @@ async def _preload(bootstrap: str, topic: str, count: int, event_types: int | No
             await producer.send(topic, key=key, value=value)
 
         # The produce command's generator and loop at --rate 0, with event time from BASE_MS.
-        await produce_events(send, EventGenerator(seed=1, users=10_000, types=_types(event_types)), rate=0, count=count,
-                             event_ms=_event_ms)
-        last_ms = BASE_MS + count * 1000 // EVENTS_PER_EVENT_SECOND
+        await produce_events(send, generator(event_types), rate=0, count=count, event_ms=event_ms)
+        last_ms = last_event_ms(count)
         for partition in range(PARTITIONS):
-            sentinel = Event("bench", "sentinel", last_ms + 3_600_000, 0.0)
+            sentinel = Event("bench", "sentinel", last_ms + SENTINEL_AFTER_MS, 0.0)
             await producer.send(topic, key=b"bench", value=encode_event(sentinel), partition=partition)
         await producer.flush()
         return last_ms
     finally:
         await producer.stop()
+
+
+@contextmanager
+def embedded_stack(work_dir: Path) -> Iterator[Endpoints]:
+    """The embedded broker (memory storage), S3 and Redis on free ports, state under `work_dir`."""
+    # Readiness probes connect before a server listens; their clients' errors are expected noise.
+    for noisy in ("aiokafka", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    env = without_service_urls(os.environ)
+    ports = free_port_block(ISOLATED_PORT_COUNT)
+    config = load_devstack({**env, **isolated_settings(str(work_dir / "stack"), ports, "memory")})
+    with Stack(config, buckets=[], env=env) as endpoints:
+        yield endpoints
 
 
 def worker_status(port: int) -> dict[str, Any] | None:
@@ -112,11 +140,16 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path,
              py_spy: str | None = None, event_types: int | None = None) -> dict[str, Any]:
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"{run_id}-events"
-    bootstrap = endpoints.broker_url.removeprefix("kafka://")
     started = time.monotonic()
-    asyncio.run(_preload(bootstrap, topic, events, event_types))
+    asyncio.run(preload(endpoints.broker_url.removeprefix("kafka://"), topic, events, event_types))
     preload_s = time.monotonic() - started
+    return {"events": events, "preload_s": round(preload_s, 1),
+            **measure_worker(endpoints, topic, events, work_dir, log_dir, run_id, py_spy)}
 
+
+def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path, log_dir: Path, run_id: str,
+                   py_spy: str | None = None) -> dict[str, Any]:
+    """One worker (APP_ID `run_id`) over the preloaded `topic`, from its first consumed event until done."""
     s3 = endpoints.s3_client()
     s3.create_bucket(Bucket=run_id)
     port = free_port_block(1)
@@ -165,7 +198,7 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path,
             raise RuntimeError(f"run did not finish within {RUN_DEADLINE_S:.0f}s; see {log.name}")
         elapsed = done_s - first_s
         return {
-            "events": events, "preload_s": round(preload_s, 1), "elapsed_s": round(elapsed, 2),
+            "elapsed_s": round(elapsed, 2),
             "events_per_s": round(events / elapsed), "windows_exported": status["windows_exported"],
             "export_delay_p50_ms": status["export_delay_ms"]["p50"],
             "export_delay_p99_ms": status["export_delay_ms"]["p99"],
@@ -193,25 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.event_types is not None and not 1 <= args.event_types <= 100_000:
         parser.error("--event-types must be between 1 and 100000")
 
-    # Readiness probes connect before a server listens; their clients' errors are expected noise.
-    for noisy in ("aiokafka", "botocore", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work_dir = Path(tmp)
         log_dir = ROOT / "var" / "bench"
         log_dir.mkdir(parents=True, exist_ok=True)
-        env = without_service_urls(os.environ)
-        ports = free_port_block(ISOLATED_PORT_COUNT)
-        config = load_devstack({**env, **isolated_settings(str(work_dir / "stack"), ports, "memory")})
-        print(f"machine: {_machine()}", flush=True)
+        print(f"machine: {machine()}", flush=True)
         results = []
-        with Stack(config, buckets=[], env=env) as endpoints:
+        with embedded_stack(work_dir) as endpoints:
             for i in range(args.runs):
                 result = run_once(endpoints, args.events, work_dir, log_dir, args.py_spy, args.event_types)
                 results.append(result)
                 print(f"run {i + 1}: {json.dumps(result)}", flush=True)
     summary = {
-        "machine": _machine(), "events": args.events, "runs": args.runs, "event_types": args.event_types or 3,
+        "machine": machine(), "events": args.events, "runs": args.runs, "event_types": args.event_types or 3,
         "median_events_per_s": statistics.median(r["events_per_s"] for r in results),
         "median_export_delay_p50_ms": statistics.median(r["export_delay_p50_ms"] or 0 for r in results),
         "median_export_delay_p99_ms": statistics.median(r["export_delay_p99_ms"] or 0 for r in results),
