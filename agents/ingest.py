@@ -149,9 +149,7 @@ class IngestPartition:
         # A crash between a frontier and the deletes it implied leaves closed partials behind, and
         # a window removed from WINDOWS leaves its open partials: both are dropped.
         configured = {spec.name for spec in self.windows}
-        self._stale = [key for key in partials if key.window not in configured]
-        for key in self._stale:
-            del self.partials.values[key]
+        self._stale = self.partials.drop_windows({key.window for key in partials} - configured)
         if self._stale:
             log.warning("partition %d: dropping open partials of %s, which WINDOWS no longer lists", partition,
                         ", ".join(sorted({key.window for key in self._stale})))

@@ -99,22 +99,47 @@ class BatchOutcome:
 
 
 class PartitionPartials:
-    """The open partial aggregates of one input partition."""
+    """The open partial aggregates of one input partition, and their keys by window instance
+    (window, start), so that closing a window does not scan every key."""
 
-    __slots__ = ("partition", "values")
+    __slots__ = ("groups", "partition", "values")
 
     def __init__(self, partition: int, values: dict[PartialKey, list[float]] | None = None) -> None:
         self.partition = partition
         self.values: dict[PartialKey, list[float]] = values if values is not None else {}
+        self.groups: dict[tuple[str, int], list[PartialKey]] = {}
+        for key in self.values:
+            self.groups.setdefault((key.window, key.start_ms), []).append(key)
+
+    def add(self, key: PartialKey, partial: list[float]) -> None:
+        """A new key (the fold's way in: it must not be present)."""
+        self.values[key] = partial
+        group = self.groups.get((key.window, key.start_ms))
+        if group is None:
+            self.groups[(key.window, key.start_ms)] = [key]
+        else:
+            group.append(key)
+
+    def drop_windows(self, windows: set[str]) -> list[PartialKey]:
+        """Remove every key of these windows; their keys."""
+        dropped = [key for (window, _), keys in self.groups.items() if window in windows for key in keys]
+        self._remove([group for group in self.groups if group[0] in windows])
+        return dropped
 
     def pop_closed(self, windows: Sequence[WindowSpec], frontier_ms: int) -> list[tuple[PartialKey, list[float]]]:
         """Remove and return the partials of (configured) windows the frontier has closed."""
         size_ms = window_sizes(tuple(windows))
-        closed = [(key, value) for key, value in self.values.items()
-                  if key.window in size_ms and is_closed(key.start_ms, size_ms[key.window], frontier_ms)]
-        for key, _ in closed:
-            del self.values[key]
+        closed_groups = [(window, start) for window, start in self.groups
+                         if window in size_ms and is_closed(start, size_ms[window], frontier_ms)]
+        closed = [(key, self.values[key]) for group in closed_groups for key in self.groups[group]]
+        self._remove(closed_groups)
         return closed
+
+    def _remove(self, groups: list[tuple[str, int]]) -> None:
+        values = self.values
+        for group in groups:
+            for key in self.groups.pop(group):
+                del values[key]
 
 
 class RawRecord(Protocol):
@@ -206,7 +231,7 @@ def fold_records(
         slot_key = (event_type, event_ms - event_ms % slot_ms)
         slot = slots.get(slot_key)
         if slot is None:
-            slot = slots[slot_key] = _open_slot(values, specs, event_type, event_ms, value, offset)
+            slot = slots[slot_key] = _open_slot(partials, specs, event_type, event_ms, value, offset)
         else:
             for current in slot.partials:
                 if offset > current[MARKER]:
@@ -242,9 +267,10 @@ class _Slot(NamedTuple):
     missed: tuple[tuple[str, int], ...]  # (window, start_ms) the frontier had closed
 
 
-def _open_slot(values: dict[PartialKey, list[float]], specs: Sequence[tuple[str, int, int, int]], event_type: str,
+def _open_slot(partials: PartitionPartials, specs: Sequence[tuple[str, int, int, int]], event_type: str,
                event_ms: int, value: float, offset: int) -> _Slot:
     """The slot of a batch's first record in it, with that record folded in."""
+    values = partials.values
     slot = _Slot([], [], [], ())
     missed = []
     for name, size_ms, step_ms, last_closed_ms in specs:
@@ -258,7 +284,8 @@ def _open_slot(values: dict[PartialKey, list[float]], specs: Sequence[tuple[str,
             key = PartialKey(name, start_ms, event_type)
             current = values.get(key)
             if current is None:
-                current = values[key] = [1, value, value, value, offset]
+                current = [1, value, value, value, offset]
+                partials.add(key, current)
                 marker = None
             else:
                 marker = current[MARKER]
