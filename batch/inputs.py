@@ -43,6 +43,7 @@ class RawFileStats:
     min_offset: int | None
     min_event_ms: int | None
     max_event_ms: int | None
+    nulls: int = 0  # null values over its columns (Spark reads a missing column as nulls)
 
 
 def raw_file_problem(stats: RawFileStats, name: RawKey) -> str | None:
@@ -52,6 +53,8 @@ def raw_file_problem(stats: RawFileStats, name: RawKey) -> str | None:
     assert name.hour_start_ms is not None and name.partition is not None and name.start_offset is not None
     if stats.rows == 0:
         return "an empty file (the archiver never writes one)"
+    if stats.nulls:
+        return f"null values, which the archiver never writes ({stats.nulls})"
     if stats.min_partition != name.partition or stats.max_partition != name.partition:
         return f"rows of another partition than {name.partition}"
     if stats.min_offset is None or stats.min_offset < name.start_offset:
@@ -67,7 +70,8 @@ def check_raw_table(table: pa.Table, name: RawKey) -> str | None:
     partitions = pc.min_max(table.column("partition"))
     times = pc.min_max(table.column("timestamp").cast(pa.int64()))
     stats = RawFileStats(table.num_rows, partitions["min"].as_py(), partitions["max"].as_py(),
-                         pc.min(table.column("offset")).as_py(), times["min"].as_py(), times["max"].as_py())
+                         pc.min(table.column("offset")).as_py(), times["min"].as_py(), times["max"].as_py(),
+                         sum(column.null_count for column in table.columns))
     return raw_file_problem(stats, name)
 
 

@@ -44,10 +44,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+import pyarrow as pa
+
 from batch.inputs import FOREIGN_NAME, RawFileStats, raw_file_problem
 from batch.periods import DAY_MS, Period, day_of, parse_time, periods_overlapping
 from sinks.lake import RAW_DIR, RawKey, parse_raw_key, rollup_key
-from sinks.rows import PARQUET_CONTENT_TYPE, RollupRow, rollups_to_parquet
+from sinks.rows import PARQUET_CONTENT_TYPE, RAW_SCHEMA, RollupRow, rollups_to_parquet
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -55,9 +57,10 @@ if TYPE_CHECKING:
 __all__ = ["HadoopLake", "SparkReport", "SparkRollupError", "plan_inputs", "run_spark_rollups"]
 
 PERCENTS: Final = (50, 95, 99)
-# The raw archive's columns (sinks.rows.RAW_SCHEMA) in Spark's DDL; timestamp[ms, tz=UTC] reads as TIMESTAMP.
-RAW_DDL: Final = ("`partition` INT, `offset` BIGINT, `user_id` STRING, `event_type` STRING, `timestamp` TIMESTAMP, "
-                  "`value` DOUBLE")
+# The raw archive's columns (sinks.rows.RAW_SCHEMA) as Spark reads them: timestamp[ms, tz=UTC] is a TIMESTAMP.
+_SPARK_TYPES: Final = {pa.int32(): "INT", pa.int64(): "BIGINT", pa.string(): "STRING",
+                       pa.timestamp("ms", tz="UTC"): "TIMESTAMP", pa.float64(): "DOUBLE"}
+RAW_DDL: Final = ", ".join(f"`{column.name}` {_SPARK_TYPES[column.type]}" for column in RAW_SCHEMA)
 # A raw file's key below the lake root, found in the path Spark reports (an archiver's name: ASCII only).
 RAW_KEY_PATTERN: Final = (r"events/year=[0-9]{4}/month=[0-9]{2}/day=[0-9]{2}/hour=[0-9]{2}/"
                           r"part-[0-9]{5}-[0-9]{20}\.parquet$")
@@ -208,9 +211,10 @@ def _file_stats(raw: DataFrame, files: Mapping[str, RawKey]) -> dict[str, RawFil
     from pyspark.sql import functions as F  # noqa: N812
 
     found = {key: RawFileStats(0, None, None, None, None, None) for key in files}
-    for row in raw.groupBy("key").agg(F.count(F.lit(1)).alias("rows"), F.min("partition"), F.max("partition"),
-                                      F.min("offset"), F.min("event_ms"), F.max("event_ms")).collect():
-        found[row["key"]] = RawFileStats(*(row[i] for i in range(1, 7)))
+    nulls = sum((F.col(name).isNull().cast("long") for name in RAW_SCHEMA.names), F.lit(0))
+    for row in raw.groupBy("key").agg(F.count(F.lit(1)), F.min("partition"), F.max("partition"), F.min("offset"),
+                                      F.min("event_ms"), F.max("event_ms"), F.sum(nulls)).collect():
+        found[row[0]] = RawFileStats(*(row[i] for i in range(1, 8)))
     return found
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -120,7 +121,13 @@ def on_time(lakes: Lakes) -> set[str]:
     lakes.put(early_offset, events_to_parquet([(2, 9_999, Event("u1", "click", HOURS[3] + 5, 1.0))]))
     empty = archive_key("", HOURS[4], 0, 20_000)
     lakes.put(empty, events_to_parquet([]))
-    return skipped | {wrong_hour, other_partition, early_offset, empty}
+    # No `value` column: not the raw schema for the embedded engine, null values for Spark.
+    no_value = archive_key("", HOURS[4], 1, 20_000)
+    table = pq.read_table(pa.BufferReader(events_to_parquet([(1, 20_000, Event("u1", "click", HOURS[4] + 5, 1.0))])))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.drop_columns(["value"]), sink)
+    lakes.put(no_value, sink.getvalue().to_pybytes())
+    return skipped | {wrong_hour, other_partition, early_offset, empty, no_value}
 
 
 def late(lakes: Lakes) -> None:
