@@ -20,14 +20,17 @@ value, a running sum over them in value order, and the smallest value whose runn
 rank ceil(P*n/100) (integer arithmetic). Not the same: `sum` is Spark's plain sum in the order its
 tasks meet the rows, where the embedded engine sums with compensation in the lake's order, so for
 arbitrary values the two may differ in the last bits (values exact in binary, such as the tests'
-multiples of 0.25, give equal sums); and grouping by value makes a -0.0 percentile read 0.0.
+multiples of 0.25, give equal sums); and a zero's sign in min, max and the percentiles may differ
+(-0.0 or 0.0, equal as numbers: Spark groups -0.0 with 0.0, and the two engines pick differently
+between them).
 
 Scope: a recompute of the hours overlapping [--from, --to) (default: every hour in the lake) and of
 their days, like `faust -A app batch --from --to`. It does not decide sealing (it reads no Kafka:
 give it hours that `faust -A app batch` reports sealed), writes no manifests (the embedded job
 then recomputes those periods once, to the same rows), and does not restate the 1-minute windows.
-It does not check each file's Parquet schema: a raw column of another type stops the job with
-Spark's error, where the embedded engine skips the file.
+It reads every file with the raw schema instead of checking each file's own: a missing column reads
+as nulls, and the file is skipped as in the embedded engine, but a raw column of another type stops
+the job with Spark's error naming the file, where the embedded engine skips the file.
 
 On a cluster the lake is an `s3a://` URI and the hadoop-aws connector must be on Spark's classpath
 (`--packages org.apache.hadoop:hadoop-aws:<Spark's Hadoop version>`); the driver needs this
