@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install run stack test test-fast chaos chromium prometheus bench bench-peers bench-batch soak clean
+.PHONY: help install run stack test test-fast test-spark chaos chromium prometheus bench bench-peers bench-batch soak clean
 
 ## help: this list
 help:
@@ -37,6 +37,19 @@ test: install chromium prometheus
 ## test-fast: the unit tests only (no servers, seconds)
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration and not e2e"
+
+# The Spark job's test needs PySpark (about 500 MB, 1.1 GB with the project's requirements): its own
+# venv under var/, never .venv, so `make install` and `make test` stay without it. Java 17 runs it.
+SPARK_VENV := var/spark-venv
+SPARK_STAMP := $(SPARK_VENV)/.installed
+$(SPARK_STAMP): requirements.txt requirements-spark.txt constraints.txt
+	test -x $(SPARK_VENV)/bin/python || $(PYTHON) -m venv $(SPARK_VENV)
+	$(SPARK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-spark.txt
+	touch $(SPARK_STAMP)
+
+## test-spark: the batch layer's Spark job against the embedded engine, in Spark local mode (venv var/spark-venv)
+test-spark: $(SPARK_STAMP)
+	$(SPARK_VENV)/bin/python -m pytest tests/spark
 
 ## chaos: the randomized fault suite, ITERATIONS iterations from SEED (random and printed when empty)
 ITERATIONS ?= 10

@@ -19,7 +19,8 @@ from batch.periods import HOUR_MS
 from sinks.lake import RawKey, parse_raw_key
 from sinks.rows import read_raw_table
 
-__all__ = ["RESTATE_INPUT_SCHEMA", "ROLLUP_INPUT_SCHEMA", "PeriodInputs", "check_raw_table"]
+__all__ = ["FOREIGN_NAME", "RESTATE_INPUT_SCHEMA", "ROLLUP_INPUT_SCHEMA", "PeriodInputs", "RawFileStats",
+           "check_raw_table", "raw_file_problem"]
 
 # The columns the rollups read.
 ROLLUP_INPUT_SCHEMA: Final = pa.schema([("user_id", pa.string()), ("event_type", pa.string()),
@@ -32,21 +33,46 @@ RESTATE_INPUT_SCHEMA: Final = pa.schema([("partition", pa.int32()), ("offset", p
 FOREIGN_NAME: Final = "foreign name: not part-PPPPP-OOOOOOOOOOOOOOOOOOOO.parquet"
 
 
-def check_raw_table(table: pa.Table, name: RawKey) -> str | None:
-    """Why a raw table does not belong where its name puts it, or None if it does."""
+@dataclass(frozen=True, slots=True)
+class RawFileStats:
+    """What the rule of check_raw_table looks at in one raw file (None: no non-null value)."""
+
+    rows: int
+    min_partition: int | None
+    max_partition: int | None
+    min_offset: int | None
+    min_event_ms: int | None
+    max_event_ms: int | None
+    nulls: int = 0  # null values over its columns (Spark reads a missing column as nulls)
+
+
+def raw_file_problem(stats: RawFileStats, name: RawKey) -> str | None:
+    """Why a raw file does not belong where its name puts it, or None if it does. The one home of
+    the rule: the embedded engine (check_raw_table) and the Spark job (batch/spark_job.py) compute
+    the stats each their own way and ask this."""
     assert name.hour_start_ms is not None and name.partition is not None and name.start_offset is not None
-    if table.num_rows == 0:
+    if stats.rows == 0:
         return "an empty file (the archiver never writes one)"
-    partitions = pc.min_max(table.column("partition"))
-    if partitions["min"].as_py() != name.partition or partitions["max"].as_py() != name.partition:
+    if stats.nulls:
+        return f"null values, which the archiver never writes ({stats.nulls})"
+    if stats.min_partition != name.partition or stats.max_partition != name.partition:
         return f"rows of another partition than {name.partition}"
-    if pc.min(table.column("offset")).as_py() < name.start_offset:
+    if stats.min_offset is None or stats.min_offset < name.start_offset:
         return f"offsets before the file's first offset {name.start_offset}"
-    times = pc.min_max(table.column("timestamp").cast(pa.int64()))
-    low, high = times["min"].as_py(), times["max"].as_py()
-    if low is None or low < name.hour_start_ms or high >= name.hour_start_ms + HOUR_MS:
+    low, high = stats.min_event_ms, stats.max_event_ms
+    if low is None or high is None or low < name.hour_start_ms or high >= name.hour_start_ms + HOUR_MS:
         return "event times outside its hour folder"
     return None
+
+
+def check_raw_table(table: pa.Table, name: RawKey) -> str | None:
+    """Why a raw table does not belong where its name puts it, or None if it does."""
+    partitions = pc.min_max(table.column("partition"))
+    times = pc.min_max(table.column("timestamp").cast(pa.int64()))
+    stats = RawFileStats(table.num_rows, partitions["min"].as_py(), partitions["max"].as_py(),
+                         pc.min(table.column("offset")).as_py(), times["min"].as_py(), times["max"].as_py(),
+                         sum(column.null_count for column in table.columns))
+    return raw_file_problem(stats, name)
 
 
 @dataclass(slots=True)

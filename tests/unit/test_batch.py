@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from batch.inputs import FOREIGN_NAME, ROLLUP_INPUT_SCHEMA, PeriodInputs
@@ -21,6 +22,7 @@ from batch.manifest import reason_to_process
 from batch.periods import DAY_MS, HOUR_MS, Period, last_sealed_hour, parse_time, periods_overlapping
 from batch.rollup import rollup
 from batch.sealing import is_sealed, sealed_until, uncovered
+from batch.spark_job import plan_inputs
 from events import Event
 from sinks.lake import archive_key, manifest_key, parse_raw_key, rollup_folders, rollup_key
 from sinks.rollups import read_rollups
@@ -412,6 +414,36 @@ def test_check_raw_table_partition() -> None:
     inputs = PeriodInputs("", {moved: "e"}, lambda _k: lake.objects[key][0])
     assert list(inputs.batches()) == []
     assert inputs.skipped == {moved: "rows of another partition than 2"}
+
+
+def test_check_raw_table_nulls() -> None:
+    lake = MemoryLake()
+    key = lake.archive(1, 7, _events(3, 2, 1))
+    table = pq.read_table(pa.BufferReader(lake.objects[key][0]))
+    values = pa.array([None, *table.column("value").to_pylist()[1:]], type=pa.float64())
+    with_null = table.set_column(table.schema.get_field_index("value"), "value", values)
+    sink = pa.BufferOutputStream()
+    pq.write_table(with_null, sink)
+    inputs = PeriodInputs("", {key: "e"}, lambda _k: sink.getvalue().to_pybytes())
+    assert list(inputs.batches()) == []
+    assert inputs.skipped == {key: "null values, which the archiver never writes (1)"}
+
+
+def test_spark_job_selects_the_embedded_jobs_periods_and_files() -> None:
+    """batch/spark_job.plan_inputs: the hours overlapping the range, their whole days, foreign names skipped."""
+    hour = DAY + 23 * HOUR_MS
+    keys = [archive_key("", DAY + 5 * HOUR_MS, 0, 0), archive_key("", hour, 0, 9),
+            archive_key("", hour + HOUR_MS, 1, 0),
+            "events/year=2026/month=11/day=01/hour=23/notes.txt", "events/README"]
+    plan = plan_inputs(sorted(keys), hour, hour + HOUR_MS)
+    assert (list(plan.hours), list(plan.days)) == ([hour], [DAY])
+    assert sorted(plan.files) == sorted(keys[:2])  # the whole day is read; the next day is not
+    assert plan.files[keys[1]] == parse_raw_key("", keys[1])
+    assert plan.skipped == {keys[3]: FOREIGN_NAME, keys[4]: "foreign object, not in an hour folder "
+                                                            "events/year=YYYY/month=MM/day=DD/hour=HH/"}
+    everything = plan_inputs(sorted(keys), None, None)
+    assert (list(everything.hours), list(everything.days)) == ([DAY + 5 * HOUR_MS, hour, hour + HOUR_MS],
+                                                                [DAY, DAY + DAY_MS])
 
 
 @pytest.mark.parametrize(("args", "line"), [
