@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +214,9 @@ class ExportPartition:
         self._crossings: list[tuple[int, int]] = []  # (low frontier, announced at) since the last export
         self._expired: list[tuple[str, int]] = []  # ledger entries to delete from the changelog
         self._stale = self._drop_stale()
+        self._groups: dict[tuple[str, int], list[PartialKey]] = {}  # open totals by window instance
+        for key in state.totals:
+            self._groups.setdefault((key.window, key.start_ms), []).append(key)
         self._stale_rule_keys = self._drop_stale_rules()
         low = self._low()
         if low is not None:
@@ -289,7 +291,10 @@ class ExportPartition:
                 if (key.window, key.start_ms) in state.ledger or key.window not in self.size_ms:
                     stats.partials_after_close += 1  # a replay of an exported window: already final
                     continue
-                parts = state.totals.setdefault(key, {})
+                parts = state.totals.get(key)
+                if parts is None:
+                    parts = state.totals[key] = {}
+                    self._groups.setdefault((key.window, key.start_ms), []).append(key)
                 if merge_partial(parts, source, partial):
                     dirty.add(key)
         store = self.store
@@ -332,10 +337,8 @@ class ExportPartition:
         if low is None or self._job is not None:
             return
         self.ctx.stats.observe_low_watermark(low, self.ctx.clock_ms())
-        due: dict[tuple[str, int], list[PartialKey]] = defaultdict(list)
-        for key in self.state.totals:
-            if is_closed(key.start_ms, self.size_ms[key.window], low):
-                due[(key.window, key.start_ms)].append(key)
+        due = {(window, start): list(keys) for (window, start), keys in self._groups.items()
+               if is_closed(start, self.size_ms[window], low)}
         steps = plan_steps(due, self.state.cursors, self.specs, self.quiet, low)
         if steps:
             crossings, self._crossings = self._crossings, []
@@ -366,6 +369,7 @@ class ExportPartition:
                 state.ledger[(window, start_ms)] = end_ms
                 for key in keys:
                     del state.totals[key]
+                self._groups.pop((window, start_ms), None)
         await store.commit()
 
     async def _judge(self, step: Step, rows: dict[str, WindowRow]) -> None:
