@@ -86,12 +86,14 @@ bench: install
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES))
 
 ## bench-peers: the same windowed job in Bytewax and Quix Streams (each in its venv under var/peers), interleaved
-## with this project over one topic of EVENTS preloaded events, RUNS rounds: events/s, ratios, checked totals
+## with this project over one topic of PEER_EVENTS preloaded events, RUNS rounds: events/s, ratios, checked totals
 ## (GRACE_MS: the peers' grace instead of the input's whole event-time span)
 PEERS := var/peers
 GRACE_MS ?=
+# A million events, so that what every run pays once (the last files and windows, a start) weighs little.
+PEER_EVENTS ?= 1000000
 bench-peers: install $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed
-	$(BIN)/python -m bench.peers --events $(EVENTS) --rounds $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
+	$(BIN)/python -m bench.peers --events $(PEER_EVENTS) --rounds $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
 	  $(if $(GRACE_MS),--grace-ms $(GRACE_MS))
 
 # A peer's own venv, pinned by bench/peers/requirements-<peer>.txt (never this project's requirements).
