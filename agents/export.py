@@ -89,6 +89,8 @@ from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 0.5
+# The input's changes are written at every tick, and sooner once this many window keys changed.
+PERSIST_KEYS_LIMIT = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,11 @@ class ExportPartition:
         self._crossings: list[tuple[int, int]] = []  # (low frontier, announced at) since the last export
         self._expired: list[tuple[str, int]] = []  # ledger entries to delete from the changelog
         self._stale = self._drop_stale()
+        # Read from the input, not yet written (see _persist):
+        self._dirty: set[PartialKey] = set()
+        self._frontiers_changed: set[int] = set()
+        self._cursors_started: list[str] = []
+        self._stored_offset = state.next_offset
         self._groups: dict[tuple[str, int], list[PartialKey]] = {}  # open totals by window instance
         for key in state.totals:
             self._groups.setdefault((key.window, key.start_ms), []).append(key)
@@ -271,20 +278,18 @@ class ExportPartition:
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         self._raise_if_failed()
         state, stats = self.state, self.ctx.stats
-        dirty: set[PartialKey] = set()
-        frontiers_changed: set[int] = set()
-        cursors_started: list[str] = []
+        dirty = self._dirty
         for record in records:
             message = decode_stage_message(record.value)
             if isinstance(message, FrontierMessage):
                 if message.frontier_ms > state.frontiers.get(message.partition, message.frontier_ms - 1):
                     state.frontiers[message.partition] = message.frontier_ms
-                    frontiers_changed.add(message.partition)
+                    self._frontiers_changed.add(message.partition)
                     low = low_frontier(state.frontiers, message.source_partitions)
                     if low is not None:
                         self._crossings.append((low, message.announced_at_ms))
                         if len(state.cursors) < len(self.quiet):
-                            cursors_started += self._start_cursors(low)
+                            self._cursors_started += self._start_cursors(low)
                 continue
             source = message.partition
             for key, partial in message.entries:
@@ -297,19 +302,35 @@ class ExportPartition:
                     self._groups.setdefault((key.window, key.start_ms), []).append(key)
                 if merge_partial(parts, source, partial):
                     dirty.add(key)
-        store = self.store
-        await state.packs.write(store.put, ((key, totals_value(state.totals[key])) for key in dirty))
-        for p in frontiers_changed:
-            await store.put(frontier_state_key(p), orjson.dumps(state.frontiers[p]))
-        for window in cursors_started:
-            await store.put(cursor_state_key(window), encode_cursor(state.cursors[window], state.alert_seq, {}))
         state.next_offset = records[-1].offset + 1
-        await store.put(POSITION_KEY, encode_export_position(state.next_offset))
+        if len(dirty) >= PERSIST_KEYS_LIMIT:
+            await self._persist()
         self._start_exports()
+
+    async def _persist(self) -> None:
+        """Write what the input read since the last time changed, then the position past it.
+
+        Once per tick, before an export job, and sooner when many keys changed, not per batch:
+        a key gets a partial from every input partition, mostly in different batches, and is
+        written once for all of them. What a crash loses of it is read again from the stored
+        position (merging a partial again changes nothing)."""
+        state, store = self.state, self.store
+        if self._dirty:
+            await state.packs.write(store.put, ((key, totals_value(state.totals[key])) for key in self._dirty))
+            self._dirty = set()
+        for p in self._frontiers_changed:
+            await store.put(frontier_state_key(p), orjson.dumps(state.frontiers[p]))
+        for window in self._cursors_started:
+            await store.put(cursor_state_key(window), encode_cursor(state.cursors[window], state.alert_seq, {}))
+        self._frontiers_changed, self._cursors_started = set(), []
+        if state.next_offset is not None and state.next_offset != self._stored_offset:
+            await store.put(POSITION_KEY, encode_export_position(state.next_offset))
+            self._stored_offset = state.next_offset
 
     async def tick(self, now_ms: int) -> None:
         self._raise_if_failed()
         if self._job is None:
+            await self._persist()
             await self.state.packs.forget(self.store.put, self._stale)
             for window, start_ms in self._expired:
                 await self.store.put(ledger_state_key(window, start_ms), None)
@@ -347,6 +368,9 @@ class ExportPartition:
 
     async def _export(self, steps: list[Step], crossings: list[tuple[int, int]]) -> None:
         ctx, state, store = self.ctx, self.state, self.store
+        # First what the input brought: rule cursors written now must not be overwritten by older ones,
+        # and the totals exported are stored before the ledger says they were.
+        await self._persist()
         for step in steps:
             window, start_ms, end_ms, keys = step.window, step.start_ms, step.end_ms, step.keys
             rows = [self._make_row(key) for key in sorted(keys, key=lambda k: k.event_type)]
@@ -447,6 +471,7 @@ class ExportPartition:
                 await job
         with contextlib.suppress(Exception):
             if graceful:
+                await self._persist()
                 await self.store.commit()
         self.store.close()
 
