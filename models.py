@@ -90,20 +90,16 @@ PARTIALS_BYTES = 256 * 1024
 def encode_partials(partition: int, entries: Iterable[tuple[PartialKey, list[float]]]) -> list[bytes]:
     """The bodies of the partials messages carrying `entries` of input partition `partition`: as few
     as PARTIALS_BYTES allows (the messages have no key: stage 2 reads them in order, whole)."""
-    head = b'{"p":' + str(partition).encode() + b',"e":['
-    bodies: list[bytes] = []
-    chunk: list[bytes] = []
-    size = 0
-    for key, partial in entries:
-        entry = orjson.dumps([key.window, key.start_ms, key.event_type, partial])
-        if chunk and size + len(entry) > PARTIALS_BYTES:
-            bodies.append(head + b",".join(chunk) + b"]}")
-            chunk, size = [], 0
-        chunk.append(entry)
-        size += len(entry) + 1
-    if chunk:
-        bodies.append(head + b",".join(chunk) + b"]}")
-    return bodies
+    rows = [[key.window, key.start_ms, key.event_type, partial] for key, partial in entries]
+    return _partials_bodies(partition, rows) if rows else []
+
+
+def _partials_bodies(partition: int, rows: list[list[Any]]) -> list[bytes]:
+    body = orjson.dumps({"p": partition, "e": rows})
+    if len(body) > PARTIALS_BYTES and len(rows) > 1:  # halves, in order, until each fits
+        half = len(rows) // 2
+        return _partials_bodies(partition, rows[:half]) + _partials_bodies(partition, rows[half:])
+    return [body]
 
 
 def encode_frontier(message: FrontierMessage) -> bytes:

@@ -25,7 +25,7 @@ value the JSON object `{"w": window, "s": start_ms, "e": [[event_type, value], .
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -97,34 +97,42 @@ class Packs:
 
     async def write(self, put: Put, changed: Iterable[tuple[PartialKey, Any]]) -> None:
         """Write the new values of `changed` keys in packs, then delete the packs they emptied."""
-        by_window: dict[tuple[str, int], list[tuple[PartialKey, bytes]]] = defaultdict(list)
+        by_window: dict[tuple[str, int], tuple[list[PartialKey], list[list[Any]]]] = {}
         for key, value in changed:
-            by_window[(key.window, key.start_ms)].append((key, orjson.dumps([key.event_type, value])))
+            group = by_window.get((key.window, key.start_ms))
+            if group is None:
+                group = by_window[(key.window, key.start_ms)] = ([], [])
+            group[0].append(key)
+            group[1].append([key.event_type, value])
         emptied, self._empty = self._empty, []
-        for (window, start_ms), entries in by_window.items():
-            head = b'{"w":' + orjson.dumps(window) + b',"s":' + str(start_ms).encode() + b',"e":['
-            chunk: list[bytes] = []
-            size = 0
-            keys: list[PartialKey] = []
-            for key, entry in entries:
-                if chunk and size + len(entry) > PACK_BYTES:
-                    emptied += await self._put_pack(put, head, chunk, keys)
-                    chunk, size, keys = [], 0, []
-                chunk.append(entry)
-                size += len(entry) + 1
-                keys.append(key)
-            emptied += await self._put_pack(put, head, chunk, keys)
+        for (window, start_ms), (keys, entries) in by_window.items():
+            emptied += await self._put_packs(put, window, start_ms, keys, entries)
         await self._delete(put, emptied)
 
-    async def _put_pack(self, put: Put, head: bytes, chunk: list[bytes], keys: list[PartialKey]) -> list[int]:
+    async def _put_packs(self, put: Put, window: str, start_ms: int, keys: list[PartialKey],
+                         entries: list[list[Any]]) -> list[int]:
+        """One pack of these entries, or halves of them until each is below PACK_BYTES."""
+        body = orjson.dumps({"w": window, "s": start_ms, "e": entries})
+        if len(body) > PACK_BYTES and len(entries) > 1:
+            half = len(entries) // 2
+            return [*await self._put_packs(put, window, start_ms, keys[:half], entries[:half]),
+                    *await self._put_packs(put, window, start_ms, keys[half:], entries[half:])]
         seq = self._next_seq
         self._next_seq += 1
-        await put(self._pack_key(seq), head + b",".join(chunk) + b"]}")
-        self._live[seq] = 0
+        await put(self._pack_key(seq), body)
+        holder, live = self._holder, self._live
+        before = Counter(holder.get(key) for key in keys)
+        holder.update(dict.fromkeys(keys, seq))
+        live[seq] = len(keys)
         emptied = []
-        for key in keys:
-            old = self._take(key, seq)
-            if old is not None:
+        for old, taken in before.items():
+            if old is None:
+                continue
+            left = live[old] - taken
+            if left:
+                live[old] = left
+            else:
+                del live[old]
                 emptied.append(old)
         return emptied
 

@@ -203,7 +203,6 @@ def fold_records(
     # rule is evaluated once per window and batch, not per record.
     specs = [(spec.name, spec.size_ms, spec.step_ms,
               NONE_CLOSED if frontier_ms is None else closed_upto_ms(spec.size_ms, frontier_ms)) for spec in windows]
-    values = partials.values
     slots: dict[tuple[str, int], _Slot] = {}
     max_bytes, min_ms, skew_ms, now_ms = limits.max_event_bytes, limits.min_event_ms, limits.max_clock_skew_ms, \
         limits.now_ms
@@ -271,7 +270,9 @@ def _open_slot(partials: PartitionPartials, specs: Sequence[tuple[str, int, int,
                event_ms: int, value: float, offset: int) -> _Slot:
     """The slot of a batch's first record in it, with that record folded in."""
     values = partials.values
-    slot = _Slot([], [], [], ())
+    keys: list[PartialKey] = []
+    currents: list[list[float]] = []
+    markers: list[float | None] = []
     missed = []
     for name, size_ms, step_ms, last_closed_ms in specs:
         # Starts s with s <= t < s + size, multiples of step (floor, so negatives too),
@@ -281,7 +282,7 @@ def _open_slot(partials: PartitionPartials, specs: Sequence[tuple[str, int, int,
             if start_ms <= last_closed_ms:
                 missed.append((name, start_ms))
                 continue
-            key = PartialKey(name, start_ms, event_type)
+            key = _new_key(PartialKey, (name, start_ms, event_type))
             current = values.get(key)
             if current is None:
                 current = [1, value, value, value, offset]
@@ -297,7 +298,12 @@ def _open_slot(partials: PartitionPartials, specs: Sequence[tuple[str, int, int,
                     if value > current[MAX]:
                         current[MAX] = value
                     current[MARKER] = offset
-            slot.keys.append(key)
-            slot.partials.append(current)
-            slot.markers.append(marker)
-    return slot._replace(missed=tuple(missed))
+            keys.append(key)
+            currents.append(current)
+            markers.append(marker)
+    return _new_key(_Slot, (keys, currents, markers, tuple(missed)))
+
+
+# A NamedTuple built without its constructor's argument handling (one per new slot and key: with many
+# event types, one per record).
+_new_key = tuple.__new__
