@@ -22,7 +22,7 @@ from batch.periods import Period, day_of, periods_overlapping
 from batch.restating import Restatement, restate_hours
 from batch.rollup import rollup
 from batch.sealing import is_sealed
-from sinks.lake import RAW_DIR, manifest_key, parse_raw_key, rollup_key
+from sinks.lake import RAW_DIR, LakeReader, manifest_key, parse_raw_key, rollup_key
 from sinks.rows import (
     JSON_CONTENT_TYPE,
     PARQUET_CONTENT_TYPE,
@@ -34,18 +34,8 @@ from sinks.rows import (
 
 __all__ = ["BatchLake", "Plan", "Progress", "RunReport", "UnreadableHourError", "run_batch"]
 
-class BatchLake(Protocol):
+class BatchLake(LakeReader, Protocol):
     """The lake as the batch job uses it (sinks.lake.S3Lake; a dict in unit tests)."""
-
-    @property
-    def bucket(self) -> str: ...
-
-    @property
-    def prefix(self) -> str: ...
-
-    def list_etags(self, prefix: str) -> dict[str, str]: ...
-
-    def get_bytes(self, key: str) -> bytes: ...
 
     def put_bytes(self, key: str, body: bytes, content_type: str) -> None: ...
 

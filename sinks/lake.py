@@ -331,6 +331,20 @@ def _parse_offset(metadata: Mapping[str, str], name: str) -> int | None:
     return int(text)
 
 
+class LakeReader(Protocol):
+    """What the lake's readers use of it (S3Lake; a dict in unit tests)."""
+
+    @property
+    def bucket(self) -> str: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    def list_etags(self, prefix: str) -> dict[str, str]: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+
 class S3Lake:
     """Writes aggregated windows and raw archive files to ``s3://{bucket}/{prefix}``.
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from batch.periods import PERIOD_MS
-from sinks.lake import rollup_folders, rollup_key
+from sinks.lake import LakeReader, rollup_folders, rollup_key
 from sinks.rows import RollupRow, parquet_to_rollups
 
 __all__ = ["READ_THREADS", "RollupRead", "read_rollups"]
@@ -27,27 +26,13 @@ log = logging.getLogger(__name__)
 READ_THREADS = 8  # parallel GETs: one small object per period
 
 
-class RollupLake(Protocol):
-    """The lake as this reader uses it (sinks.lake.S3Lake)."""
-
-    @property
-    def bucket(self) -> str: ...
-
-    @property
-    def prefix(self) -> str: ...
-
-    def list_etags(self, prefix: str) -> dict[str, str]: ...
-
-    def get_bytes(self, key: str) -> bytes: ...
-
-
 @dataclass(frozen=True, slots=True)
 class RollupRead:
     rows: list[RollupRow]  # by (period_start, event_type)
     skipped: list[str] = field(default_factory=list)  # keys of objects that are not rollup files
 
 
-def read_rollups(lake: RollupLake, period: str, from_ms: int, to_ms: int) -> RollupRead:
+def read_rollups(lake: LakeReader, period: str, from_ms: int, to_ms: int) -> RollupRead:
     """The rows of the `period` ("hourly" or "daily") periods overlapping [from_ms, to_ms)."""
     length = PERIOD_MS[period]
     starts = range(from_ms - from_ms % length, to_ms, length)
