@@ -91,6 +91,8 @@ log = logging.getLogger(__name__)
 TICK_INTERVAL_S = 0.5
 # The input's changes are written at every tick, and sooner once this many window keys changed.
 PERSIST_KEYS_LIMIT = 50_000
+# How many of an export job's windows are written to S3 and Redis at once.
+EXPORT_CONCURRENCY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,34 +369,49 @@ class ExportPartition:
         self._purge_ledger(low)
 
     async def _export(self, steps: list[Step], crossings: list[tuple[int, int]]) -> None:
-        ctx, state, store = self.ctx, self.state, self.store
+        state, store = self.state, self.store
         # First what the input brought: rule cursors written now must not be overwritten by older ones,
         # and the totals exported are stored before the ledger says they were.
         await self._persist()
-        for step in steps:
-            window, start_ms, end_ms, keys = step.window, step.start_ms, step.end_ms, step.keys
-            rows = [self._make_row(key) for key in sorted(keys, key=lambda k: k.event_type)]
-            if rows:
-                ctx.faults.check("export.write")
-                object_key = await ctx.outputs.export_window(window, start_ms, self.partition, rows)
-                closed_at_ms = next((at for low, at in crossings if low >= end_ms), None)
-                delay_ms = None if closed_at_ms is None else ctx.clock_ms() - closed_at_ms
-                ctx.stats.record_export(len(rows), delay_ms)
-                if delay_ms is not None:
-                    ctx.metrics.window_close_delay.observe(delay_ms / 1000)
-                log.info("exported %s window %s: %d event types to S3 %s and Redis, %s after the watermark passed",
-                         window, iso_utc(start_ms), len(rows), object_key,
-                         "replayed" if delay_ms is None else f"{delay_ms} ms")
-            if step.judge:
-                await self._judge(step, {row.event_type: row for row in rows})
-            if keys:
-                await store.put(ledger_state_key(window, start_ms), orjson.dumps(end_ms))
-                await state.packs.forget(store.put, keys)
-                state.ledger[(window, start_ms)] = end_ms
-                for key in keys:
-                    del state.totals[key]
-                self._groups.pop((window, start_ms), None)
+        rows_of = [[self._make_row(key) for key in sorted(step.keys, key=lambda k: k.event_type)] for step in steps]
+        # A backlog closes many windows at once: their rows are written side by side (each write is
+        # idempotent), while judging and the ledger follow the steps' order, each window after its rows.
+        limit = asyncio.Semaphore(EXPORT_CONCURRENCY)
+        try:
+            async with asyncio.TaskGroup() as group:
+                writes = [group.create_task(self._write_window(step, rows, crossings, limit)) if rows else None
+                          for step, rows in zip(steps, rows_of, strict=True)]
+                for step, rows, write in zip(steps, rows_of, writes, strict=True):
+                    if write is not None:
+                        await write
+                    if step.judge:
+                        await self._judge(step, {row.event_type: row for row in rows})
+                    if step.keys:
+                        window, start_ms, keys = step.window, step.start_ms, step.keys
+                        await store.put(ledger_state_key(window, start_ms), orjson.dumps(step.end_ms))
+                        await state.packs.forget(store.put, keys)
+                        state.ledger[(window, start_ms)] = step.end_ms
+                        for key in keys:
+                            del state.totals[key]
+                        self._groups.pop((window, start_ms), None)
+        except BaseExceptionGroup as group_error:
+            raise _first_error(group_error) from None
         await store.commit()
+
+    async def _write_window(self, step: Step, rows: list[WindowRow], crossings: list[tuple[int, int]],
+                            limit: asyncio.Semaphore) -> None:
+        ctx = self.ctx
+        async with limit:
+            ctx.faults.check("export.write")
+            object_key = await ctx.outputs.export_window(step.window, step.start_ms, self.partition, rows)
+        closed_at_ms = next((at for low, at in crossings if low >= step.end_ms), None)
+        delay_ms = None if closed_at_ms is None else ctx.clock_ms() - closed_at_ms
+        ctx.stats.record_export(len(rows), delay_ms)
+        if delay_ms is not None:
+            ctx.metrics.window_close_delay.observe(delay_ms / 1000)
+        log.info("exported %s window %s: %d event types to S3 %s and Redis, %s after the watermark passed",
+                 step.window, iso_utc(step.start_ms), len(rows), object_key,
+                 "replayed" if delay_ms is None else f"{delay_ms} ms")
 
     async def _judge(self, step: Step, rows: dict[str, WindowRow]) -> None:
         """The rules of one closed window: alerts sent and awaited, then to Redis, then the state."""
@@ -474,6 +491,14 @@ class ExportPartition:
                 await self._persist()
                 await self.store.commit()
         self.store.close()
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error that failed an export job's task group, as if the job had run in one task."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _redis_alert(alert: Alert) -> tuple[str, str, int, bytes]:
