@@ -27,6 +27,7 @@ unless the caller bounds them further (e.g. by UTF-8 byte length).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
 from urllib.parse import quote, unquote
 
@@ -38,6 +39,9 @@ MAX_ENCODED_PART_CHARS: Final = MAX_PART_CHARS * 4 * 3
 _HIDDEN_PREFIXES: Final = {".": "%2E", "_": "%5F"}
 
 
+# A window's rows encode every event type several times (Redis keys, S3 paths), and the same types
+# come back window after window: a bounded cache (a few MB) makes that one encoding per type.
+@lru_cache(maxsize=32_768)
 def encode_key_part(text: str) -> str:
     """Encode ``text`` (1..MAX_PART_CHARS code points) as a safe key part.
 
