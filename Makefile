@@ -78,12 +78,16 @@ prometheus:
 	  echo "prometheus is not installed and cannot be (needs root and apt-get): the alert rule tests will be skipped"
 
 ## bench: whole-pipeline events/s and export latency, median of RUNS runs of EVENTS preloaded events
-## (EVENT_TYPES=N: N distinct event types instead of 3)
+## (EVENT_TYPES=N: N distinct event types instead of 3; COMPRESSION=snappy etc.: the events' and the worker's
+## codec, with the events' bytes per record on the wire; WORKERS=N: N processes under python -m workers)
 EVENTS ?= 200000
 RUNS ?= 3
 EVENT_TYPES ?=
+COMPRESSION ?= none
+WORKERS ?= 1
 bench: install
-	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES))
+	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
+	  --compression $(COMPRESSION) --workers $(WORKERS)
 
 ## bench-peers: the same windowed job in Bytewax and Quix Streams (each in its venv under var/peers), interleaved
 ## with this project over one topic of PEER_EVENTS preloaded events, RUNS rounds: events/s, ratios, checked totals

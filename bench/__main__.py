@@ -32,11 +32,13 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls
@@ -50,6 +52,10 @@ EVENTS_PER_EVENT_SECOND = 1_000
 BASE_MS = 1_793_574_000_000  # 2026-11-01T23:40:00Z: a backfill of past data
 # The sentinels that end each partition come this much event time after the last event.
 SENTINEL_AFTER_MS = 3_600_000
+PRELOAD_BATCH_BYTES = 256 * 1024
+CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}  # Kafka's record batch attribute
+# The events whose record batches are built to measure a codec's size on the wire.
+WIRE_SAMPLE_EVENTS = 200_000
 # Generous bound on one run: 200k events at 5k/s would take 40 s.
 RUN_DEADLINE_S = 600.0
 
@@ -88,7 +94,8 @@ def last_event_ms(count: int) -> int:
     return BASE_MS + count * 1000 // EVENTS_PER_EVENT_SECOND
 
 
-async def preload(bootstrap: str, topic: str, count: int, event_types: int | None = None) -> int:
+async def preload(bootstrap: str, topic: str, count: int, event_types: int | None = None,
+                  compression: str = "none") -> int:
     """Create `topic` (PARTITIONS partitions) and fill it: `count` events, then one sentinel per partition."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -96,7 +103,8 @@ async def preload(bootstrap: str, topic: str, count: int, event_types: int | Non
         await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=PRELOAD_BATCH_BYTES,
+                                compression_type=None if compression == "none" else compression)
     await producer.start()
     try:
         async def send(key: bytes, value: bytes) -> None:
@@ -112,6 +120,24 @@ async def preload(bootstrap: str, topic: str, count: int, event_types: int | Non
         return last_ms
     finally:
         await producer.stop()
+
+
+def wire_bytes_per_event(compression: str, count: int, event_types: int | None = None) -> float:
+    """Bytes per event of the preloaded events (the first WIRE_SAMPLE_EVENTS) in record batches as
+    the preload's producer builds them with `compression`: what the broker stores and sends."""
+    builder_of = partial(DefaultRecordBatchBuilder, 2, CODECS[compression], 0, -1, -1, -1, PRELOAD_BATCH_BYTES)
+    source, sample = generator(event_types), min(count, WIRE_SAMPLE_EVENTS)
+    builders = [builder_of() for _ in range(PARTITIONS)]
+    total = 0
+    for index in range(sample):
+        key, value, _, _ = source.record(event_ms(index))
+        partition = index % PARTITIONS  # batches of one partition each, as the producer's
+        if builders[partition].append(index, event_ms(index), key, value, []) is None:
+            total += len(builders[partition].build())
+            builders[partition] = builder_of()
+            builders[partition].append(index, event_ms(index), key, value, [])
+    total += sum(len(builder.build()) for builder in builders)
+    return total / sample
 
 
 @contextmanager
@@ -136,40 +162,46 @@ def worker_status(port: int) -> dict[str, Any] | None:
         return None
 
 
-def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path,
-             py_spy: str | None = None, event_types: int | None = None) -> dict[str, Any]:
+def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path, py_spy: str | None = None,
+             event_types: int | None = None, compression: str = "none", workers: int = 1) -> dict[str, Any]:
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"{run_id}-events"
     started = time.monotonic()
-    asyncio.run(preload(endpoints.broker_url.removeprefix("kafka://"), topic, events, event_types))
+    asyncio.run(preload(endpoints.broker_url.removeprefix("kafka://"), topic, events, event_types, compression))
     preload_s = time.monotonic() - started
     return {"events": events, "preload_s": round(preload_s, 1),
-            **measure_worker(endpoints, topic, events, work_dir, log_dir, run_id, py_spy)}
+            **measure_worker(endpoints, topic, events, work_dir, log_dir, run_id, py_spy, compression=compression,
+                             workers=workers)}
 
 
 def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path, log_dir: Path, run_id: str,
-                   py_spy: str | None = None) -> dict[str, Any]:
-    """One worker (APP_ID `run_id`) over the preloaded `topic`, from its first consumed event until done."""
+                   py_spy: str | None = None, *, compression: str = "none", workers: int = 1) -> dict[str, Any]:
+    """The pipeline (APP_ID `run_id`) over the preloaded `topic`, from its first consumed event until done:
+    one worker, or `workers` processes under `python -m workers` (web ports in a row)."""
     s3 = endpoints.s3_client()
     s3.create_bucket(Bucket=run_id)
-    port = free_port_block(1)
+    port = free_port_block(workers)
     env = {
         **without_service_urls(os.environ),
         **endpoints.env(),
         "PYTHONPATH": str(ROOT), "APP_ID": run_id, "TOPIC_EVENTS": topic, "TOPIC_DLQ": f"{run_id}-dlq",
         "TOPIC_LATE": f"{run_id}-late", "TOPIC_PARTITIONS": str(PARTITIONS), "LAKE_URL": f"s3://{run_id}/",
         "REDIS_KEY_PREFIX": f"{run_id}:", "WEB_PORT": str(port), "STATE_DIR": str(work_dir / run_id),
-        "LOG_LEVEL": "warning", "IDLE_TIMEOUT": "1h",
+        "LOG_LEVEL": "warning", "IDLE_TIMEOUT": "1h", "KAFKA_COMPRESSION": compression,
         # The last, partly filled archive files roll by age: keep that tail short so the run
         # measures throughput, not the configured file age (with 1s, 200k events took ~0.75 s
         # more: the four sentinels spill into files of their own, which wait out the age).
         "ARCHIVE_MAX_AGE": "250ms",
     }
     total = events + PARTITIONS
-    command = [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "warn"]
+    if workers == 1:
+        command = [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "warn"]
+    else:
+        command = [sys.executable, "-m", "workers", "--count", str(workers), "--loglevel", "warn"]
     if py_spy:  # profile the worker: a collapsed-stack file per run, for a flame graph or a top list
         command = [py_spy, "record", "--format", "raw", "--rate", "200", "-o", str(log_dir / f"{run_id}.pyspy"),
-                   "--", *command]
+                   *(["--subprocesses"] if workers > 1 else []), "--", *command]
+    ports = [port + i for i in range(workers)]
     with open(log_dir / f"{run_id}.log", "wb") as log:
         worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -178,12 +210,14 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
         done_s = None
         stable_since = None
         last_exported = -1
+        status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             if worker.poll() is not None:
                 raise RuntimeError(f"worker exited with {worker.returncode}; see {log.name}")
-            status = worker_status(port)
+            statuses = [worker_status(p) for p in ports]
             now = time.monotonic()
-            if status:
+            if all(statuses):
+                status = combined_status(statuses)  # type: ignore[arg-type]
                 if first_s is None and status["consumed_total"] > 0:
                     first_s = now
                 # Done when everything is consumed, the archive buffer is empty, and the
@@ -207,10 +241,22 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
     finally:
         worker.send_signal(signal.SIGINT if py_spy else signal.SIGTERM)  # py-spy writes its profile on SIGINT
         try:
-            worker.wait(timeout=30)
+            worker.wait(timeout=30 + 30 * workers)
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+
+
+def combined_status(statuses: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the run's end is judged by, over every worker: counts summed, export delays the worst."""
+    def worst(quantile: str) -> int | None:
+        values = [s["export_delay_ms"][quantile] for s in statuses if s["export_delay_ms"][quantile] is not None]
+        return max(values) if values else None
+
+    return {"consumed_total": sum(s["consumed_total"] for s in statuses),
+            "archive_buffered": sum(s["archive_buffered"] for s in statuses),
+            "windows_exported": sum(s["windows_exported"] for s in statuses),
+            "export_delay_ms": {"p50": worst("p50"), "p99": worst("p99")}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", metavar="PATH", help="profile the worker with this py-spy binary")
     parser.add_argument("--event-types", type=int, metavar="N",
                         help="N equally likely event types instead of the generator's 3 (high cardinality)")
+    parser.add_argument("--compression", choices=sorted(CODECS), default="none",
+                        help="codec of the preloaded events and of the worker's own producer (KAFKA_COMPRESSION)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (python -m workers --count N; default 1)")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.events < 1 or args.runs < 1:
         parser.error("--events and --runs must be at least 1")
     if args.event_types is not None and not 1 <= args.event_types <= 100_000:
@@ -235,11 +287,14 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         with embedded_stack(work_dir) as endpoints:
             for i in range(args.runs):
-                result = run_once(endpoints, args.events, work_dir, log_dir, args.py_spy, args.event_types)
+                result = run_once(endpoints, args.events, work_dir, log_dir, args.py_spy, args.event_types,
+                                  args.compression, args.workers)
                 results.append(result)
                 print(f"run {i + 1}: {json.dumps(result)}", flush=True)
     summary = {
         "machine": machine(), "events": args.events, "runs": args.runs, "event_types": args.event_types or 3,
+        "compression": args.compression, "workers": args.workers,
+        "wire_bytes_per_event": round(wire_bytes_per_event(args.compression, args.events, args.event_types), 1),
         "median_events_per_s": statistics.median(r["events_per_s"] for r in results),
         "median_export_delay_p50_ms": statistics.median(r["export_delay_p50_ms"] or 0 for r in results),
         "median_export_delay_p99_ms": statistics.median(r["export_delay_p99_ms"] or 0 for r in results),
