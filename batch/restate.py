@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from batch.periods import HOUR_MS
 from sinks.rows import WindowRow
-from tables.partials import COUNT, MAX, MIN, SUM, PartialKey
+from tables.partials import PartialKey, fold_value, new_partial
 from tables.totals import combine
 from tables.windows import WindowSpec, window_starts
 
@@ -59,14 +59,9 @@ def recompute(windows: Sequence[WindowSpec], hour_ms: int, events: Iterable[RawE
                 by_partition = parts.setdefault(PartialKey(spec.name, start_ms, event_type), {})
                 current = by_partition.get(partition)
                 if current is None:
-                    by_partition[partition] = [1, value, value, value, offset]
-                    continue
-                current[COUNT] += 1
-                current[SUM] += value
-                if value < current[MIN]:
-                    current[MIN] = value
-                if value > current[MAX]:
-                    current[MAX] = value
+                    by_partition[partition] = new_partial(value, offset)
+                else:
+                    fold_value(current, value, offset)
     size_ms = {spec.name: spec.size_ms for spec in windows}
     rows = {}
     for key, by_partition in parts.items():

@@ -36,6 +36,24 @@ COUNT, SUM, MIN, MAX, MARKER = range(5)
 NONE_CLOSED = -(2**63)  # no window closed yet (no frontier): below every start
 
 
+def new_partial(value: float, offset: int) -> list[float]:
+    """The partial of one record: [count, sum, min, max, marker]."""
+    return [1, value, value, value, offset]
+
+
+def fold_value(current: list[float], value: float, offset: int) -> None:
+    """Fold one more record into a partial, in offset order (the sum stays sequential). The rule of
+    every fold: fold_records and _open_slot write it out inline, a call per record and key being
+    what they cannot afford."""
+    current[COUNT] += 1
+    current[SUM] += value
+    if value < current[MIN]:
+        current[MIN] = value
+    if value > current[MAX]:
+        current[MAX] = value
+    current[MARKER] = offset
+
+
 class PartialKey(NamedTuple):
     window: str
     start_ms: int
@@ -233,7 +251,7 @@ def fold_records(
             slot = slots[slot_key] = _open_slot(partials, specs, event_type, event_ms, value, offset)
         else:
             for current in slot.partials:
-                if offset > current[MARKER]:
+                if offset > current[MARKER]:  # fold_value, inline
                     current[COUNT] += 1
                     current[SUM] += value
                     if value < current[MIN]:
@@ -285,12 +303,12 @@ def _open_slot(partials: PartitionPartials, specs: Sequence[tuple[str, int, int,
             key = _new_key(PartialKey, (name, start_ms, event_type))
             current = values.get(key)
             if current is None:
-                current = [1, value, value, value, offset]
+                current = [1, value, value, value, offset]  # new_partial, inline
                 partials.add(key, current)
                 marker = None
             else:
                 marker = current[MARKER]
-                if offset > marker:
+                if offset > marker:  # fold_value, inline
                     current[COUNT] += 1
                     current[SUM] += value
                     if value < current[MIN]:

@@ -48,6 +48,8 @@ from tables.partials import (
     PartitionPartials,
     Record,
     fold_batch,
+    fold_value,
+    new_partial,
 )
 from tables.totals import Totals, combine, merge_partial
 from tables.windows import WindowSpec
@@ -251,6 +253,28 @@ def test_matches_brute_force_reference_across_partitions(seed: int) -> None:
     assert outcome.valid == expected_valid
     assert outcome.max_event_ms == expected_max
     assert outcome.dead_letters == [] and outcome.late == []
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_the_folds_inline_updates_are_the_shared_rule(seed: int) -> None:
+    """fold_records writes fold_value and new_partial out inline; batch.restate calls them."""
+    rng = random.Random(seed)
+    records = _interleave(rng, _random_records(rng, partitions=2, per_partition=150))
+    by_rule: dict[int, dict[PartialKey, list[float]]] = {0: {}, 1: {}}
+    for record in records:
+        event = _decode(record.raw)
+        assert isinstance(event, Event)
+        for spec in WINDOWS:
+            for start in _ref_starts(spec, event.event_ms):
+                key = PartialKey(spec.name, start, event.event_type)
+                current = by_rule[record.partition].get(key)
+                if current is None:
+                    by_rule[record.partition][key] = new_partial(event.value, record.offset)
+                else:
+                    fold_value(current, event.value, record.offset)
+    parts = _partials(0, 1)
+    _fold(records, parts)
+    assert {p: parts[p].values for p in parts} == by_rule
 
 
 @pytest.mark.parametrize("seed", [4, 5])
