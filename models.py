@@ -30,6 +30,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from alerts.engine import Alert, Track
+from chunks import encode_in_runs
 from events import Rejection, iso_utc
 from keys import decode_key_part, encode_key_part
 from tables.packed import Packs
@@ -91,15 +92,10 @@ def encode_partials(partition: int, entries: Iterable[tuple[PartialKey, list[flo
     """The bodies of the partials messages carrying `entries` of input partition `partition`: as few
     as PARTIALS_BYTES allows (the messages have no key: stage 2 reads them in order, whole)."""
     rows = [[key.window, key.start_ms, key.event_type, partial] for key, partial in entries]
-    return _partials_bodies(partition, rows) if rows else []
-
-
-def _partials_bodies(partition: int, rows: list[list[Any]]) -> list[bytes]:
-    body = orjson.dumps({"p": partition, "e": rows})
-    if len(body) > PARTIALS_BYTES and len(rows) > 1:  # halves, in order, until each fits
-        half = len(rows) // 2
-        return _partials_bodies(partition, rows[:half]) + _partials_bodies(partition, rows[half:])
-    return [body]
+    if not rows:
+        return []
+    return [body for _, _, body in encode_in_runs(rows, lambda run: orjson.dumps({"p": partition, "e": run}),
+                                                  PARTIALS_BYTES)]
 
 
 def encode_frontier(message: FrontierMessage) -> bytes:

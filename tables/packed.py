@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from chunks import encode_in_runs
 from tables.partials import PartialKey
 
 __all__ = ["PACK_BYTES", "Packs"]
@@ -111,17 +112,19 @@ class Packs:
 
     async def _put_packs(self, put: Put, window: str, start_ms: int, keys: list[PartialKey],
                          entries: list[list[Any]]) -> list[int]:
-        """One pack of these entries, or halves of them until each is below PACK_BYTES."""
-        body = orjson.dumps({"w": window, "s": start_ms, "e": entries})
-        if len(body) > PACK_BYTES and len(entries) > 1:
-            half = len(entries) // 2
-            return [*await self._put_packs(put, window, start_ms, keys[:half], entries[:half]),
-                    *await self._put_packs(put, window, start_ms, keys[half:], entries[half:])]
+        """These entries in as few packs as PACK_BYTES allows; the packs they emptied."""
+        emptied = []
+        runs = encode_in_runs(entries, lambda run: orjson.dumps({"w": window, "s": start_ms, "e": run}), PACK_BYTES)
+        for start, stop, body in runs:
+            emptied += await self._put_pack(put, keys[start:stop], body)
+        return emptied
+
+    async def _put_pack(self, put: Put, keys: list[PartialKey], body: bytes) -> list[int]:
         seq = self._next_seq
         self._next_seq += 1
         await put(self._pack_key(seq), body)
         holder, live = self._holder, self._live
-        before = Counter(holder.get(key) for key in keys)
+        before = Counter(map(holder.get, keys))
         holder.update(dict.fromkeys(keys, seq))
         live[seq] = len(keys)
         emptied = []
