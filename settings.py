@@ -101,6 +101,8 @@ _SECRETS = frozenset(s.name for s in SETTINGS_DOC if s.secret)
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+# The codecs KAFKA_COMPRESSION offers (aiokafka's compression_type, "none" for None).
+KAFKA_COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -397,7 +399,7 @@ def load(env: Mapping[str, str]) -> Settings:
         ssl_certfile=files["KAFKA_SSL_CERTFILE"],
         ssl_keyfile=files["KAFKA_SSL_KEYFILE"],
         sasl_oauth_token_file=files["KAFKA_SASL_OAUTH_TOKEN_FILE"],
-        compression=read.parse("KAFKA_COMPRESSION", _choice(("none", "gzip", "snappy", "lz4", "zstd"), lower=True)),
+        compression=read.parse("KAFKA_COMPRESSION", _choice(KAFKA_COMPRESSIONS, lower=True)),
         linger_ms=read.parse("KAFKA_LINGER", parse_duration_ms),
         batch_bytes=read.parse("KAFKA_BATCH_BYTES", _integer(1024, 64 * 1024 * 1024)),
         produce_acks=read.parse("PRODUCE_ACKS", _choice(("all", "1", "0"), lower=True)),

@@ -38,13 +38,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls
 from events import Event, encode_event
 from loadgen import DEFAULT_TYPES, EventGenerator, produce_events
-from settings import load_devstack
+from settings import KAFKA_COMPRESSIONS, load_devstack
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
@@ -53,7 +53,8 @@ BASE_MS = 1_793_574_000_000  # 2026-11-01T23:40:00Z: a backfill of past data
 # The sentinels that end each partition come this much event time after the last event.
 SENTINEL_AFTER_MS = 3_600_000
 PRELOAD_BATCH_BYTES = 256 * 1024
-CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}  # Kafka's record batch attribute
+# Each codec the settings offer, as the record batch attribute that names it.
+CODECS = {name: getattr(DefaultRecordBatch, f"CODEC_{name.upper()}") for name in KAFKA_COMPRESSIONS}
 # The events whose record batches are built to measure a codec's size on the wire.
 WIRE_SAMPLE_EVENTS = 200_000
 # Generous bound on one run: 200k events at 5k/s would take 40 s.
@@ -130,12 +131,14 @@ def wire_bytes_per_event(compression: str, count: int, event_types: int | None =
     builders = [builder_of() for _ in range(PARTITIONS)]
     total = 0
     for index in range(sample):
-        key, value, _, _ = source.record(event_ms(index))
-        partition = index % PARTITIONS  # batches of one partition each, as the producer's
-        if builders[partition].append(index, event_ms(index), key, value, []) is None:
+        timestamp = event_ms(index)
+        key, value, _, _ = source.record(timestamp)
+        # Round robin stands in for the key's hash: each batch holds one partition's records, as the producer's.
+        partition = index % PARTITIONS
+        if builders[partition].append(index, timestamp, key, value, []) is None:  # full: the record starts the next
             total += len(builders[partition].build())
             builders[partition] = builder_of()
-            builders[partition].append(index, event_ms(index), key, value, [])
+            builders[partition].append(index, timestamp, key, value, [])
     total += sum(len(builder.build()) for builder in builders)
     return total / sample
 
