@@ -351,20 +351,23 @@ class Iteration:
             if not self.alive():
                 self.start(self.slots[0])
 
+        store = RedisWindowStore(self.redis.url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
+
         def drained() -> bool:
             files = read_aggregates(s3, names.bucket)
             if sum(len(rows) for rows in files.values()) < len(expected.rows):
+                return False
+            if checks.redis_windows_written(store, expected.rows) < len(expected.rows):
                 return False
             if sum(len(rows) for rows in read_archive(s3, names.bucket).values()) < len(valid_positions):
                 return False
             return (len(run(read_topic(self.stack, names.dlq))) >= len(dead)
                     and len(run(read_topic(self.stack, names.late))) >= len(expected.late))
 
-        self.wait(drained, "every output to be written after the last fault", DRAIN_DEADLINE_S)
-        self.problems += checks.aggregates(read_aggregates(s3, names.bucket), expected.rows, WINDOW_MS)
-        store = RedisWindowStore(self.redis.url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
         store.open()
         try:
+            self.wait(drained, "every output to be written after the last fault", DRAIN_DEADLINE_S)
+            self.problems += checks.aggregates(read_aggregates(s3, names.bucket), expected.rows, WINDOW_MS)
             self.problems += checks.redis_rows(store, expected.rows, WINDOW_MS)
         finally:
             store.close()

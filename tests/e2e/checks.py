@@ -66,6 +66,12 @@ def aggregates(files: Mapping[str, list[WindowRow]], expected: Rows, window_ms: 
     return problems
 
 
+def redis_windows_written(store: RedisWindowStore, expected: Rows) -> int:
+    """How many reference windows Redis holds, whatever their values: what to wait for before redis_rows.
+    S3 is written before Redis, so a window in S3 is not yet one in Redis (a store outage can hold it)."""
+    return sum(store.get_window(window, event_type, start) is not None for (window, start, event_type) in expected)
+
+
 def redis_rows(store: RedisWindowStore, expected: Rows, window_ms: Mapping[str, int]) -> list[str]:
     """Every reference window in Redis with its values, and each latest-N index newest first."""
     got: dict[tuple[str, int, str], tuple[int, float, float, float]] = {}

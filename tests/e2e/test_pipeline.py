@@ -160,6 +160,8 @@ def _check_redis(redis_url: str, names: Names, expected: gt.Expected) -> None:
     store = RedisWindowStore(redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
     store.open()
     try:
+        wait_for(lambda: checks.redis_windows_written(store, expected.rows) >= len(expected.rows),
+                 timeout_s=STEP_DEADLINE_S, what="every closed window in Redis")
         problems = checks.redis_rows(store, expected.rows, WINDOW_MS)
     finally:
         store.close()

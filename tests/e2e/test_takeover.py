@@ -117,6 +117,8 @@ def _run(stack: Endpoints, names: Names, tmp_path: Path, *, far_apart: bool) -> 
         store = RedisWindowStore(stack.redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
         store.open()
         try:
+            wait_for(lambda: checks.redis_windows_written(store, expected.rows) >= len(expected.rows),
+                     timeout_s=STEP_DEADLINE_S, what="every window in Redis")
             problems += checks.redis_rows(store, expected.rows, WINDOW_MS)
         finally:
             store.close()
