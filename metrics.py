@@ -106,7 +106,8 @@ class PipelineCollector(Collector):
                                     "Wall time since the low watermark last advanced.", value=age_s)
         lag = GaugeMetricFamily("pipeline_consumer_lag", "Records not yet processed (processing lag): the high "
                                 "watermark of the last fetch minus the next offset to process, per assigned partition "
-                                "(sampled every few seconds; commit lag is the consumer group's).", labels=["topic", "partition"])
+                                "(sampled every few seconds; commit lag is the consumer group's).",
+                                labels=["topic", "partition"])
         for (topic, partition), records in sorted(live.lag().items()):
             lag.add_metric([topic, str(partition)], records)
         yield lag

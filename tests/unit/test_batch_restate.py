@@ -115,8 +115,9 @@ def test_place_keeps_one_row_per_key() -> None:
 def test_stage2_view() -> None:
     def state(frontiers: dict[int, int], open_starts: Sequence[int] = ()) -> dict[bytes, bytes]:
         items = {frontier_state_key(p): orjson.dumps(f) for p, f in frontiers.items()}
-        items.update(stored_packs(TOTALS_PACK_PREFIX, [(PartialKey("tumbling_1m", s, "x"),
-                                                        totals_value({0: [1, 1.0, 1.0, 1.0, 5]})) for s in open_starts]))
+        totals = totals_value({0: [1, 1.0, 1.0, 1.0, 5]})
+        keys = [PartialKey("tumbling_1m", start, "x") for start in open_starts]
+        items.update(stored_packs(TOTALS_PACK_PREFIX, [(key, totals) for key in keys]))
         items[ledger_state_key("tumbling_1m", HOUR)] = orjson.dumps(HOUR + 60_000)
         return items
 

@@ -21,13 +21,13 @@ from models import (
     HEADER_PARTITION,
     HEADER_REASON,
     HEADER_TOPIC,
+    PARTIALS_BYTES,
+    PARTIALS_PACK_PREFIX,
     POSITION_KEY,
+    TOTALS_PACK_PREFIX,
     ExportState,
     FrontierMessage,
     IngestPosition,
-    PARTIALS_BYTES,
-    PARTIALS_PACK_PREFIX,
-    TOTALS_PACK_PREFIX,
     PartialsMessage,
     StateFormatError,
     dead_letter_headers,
@@ -302,7 +302,8 @@ def test_ingest_state_round_trips() -> None:
 def test_export_state_round_trips() -> None:
     key = PartialKey("hopping_1m", -30_000, "../x")
     totals = {0: [1, 1.0, 1.0, 1.0, 5], 3: [2, -0.5, -1.0, 0.5, 9]}
-    items = {POSITION_KEY: encode_export_position(77), **stored_packs(TOTALS_PACK_PREFIX, [(key, totals_value(totals))]),
+    items = {POSITION_KEY: encode_export_position(77),
+             **stored_packs(TOTALS_PACK_PREFIX, [(key, totals_value(totals))]),
              frontier_state_key(2): orjson.dumps(123), ledger_state_key("tumbling_1m", 60_000): orjson.dumps(120_000)}
     assert decode_export_state(items) == ExportState(77, {key: totals}, {2: 123}, {("tumbling_1m", 60_000): 120_000})
     assert decode_export_state({}) == ExportState(None, {}, {}, {})

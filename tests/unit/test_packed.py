@@ -64,7 +64,8 @@ def _random_run(seed: int, steps: int = 60) -> None:
             for window, start in rng.sample(sorted(open_windows), rng.randint(1, len(open_windows))):
                 for event_type in rng.sample(types, rng.randint(1, len(types))):
                     version += 1
-                    changed[PartialKey(window, start, event_type)] = [version, float(version) / 4, "x" * rng.randint(0, 9)]
+                    value = [version, float(version) / 4, "x" * rng.randint(0, 9)]
+                    changed[PartialKey(window, start, event_type)] = value
             asyncio.run(packs.write(recorder.put, list(changed.items())))
             model.update(changed)
         boundaries.append((len(recorder.log), dict(model)))
