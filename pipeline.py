@@ -1,13 +1,16 @@
 """The worker's pipeline: its clients and stages, started and stopped in order (a mode Service).
 
 Start: the store clients, the topics (created if missing, their layout checked), the
-producer, the watermark board, then stage 2 and stage 1. Stop: in reverse, each stage
+producer, the watermark board, then both stages at once (a consumer's start waits for its
+group's first assignment, which the broker delays by seconds: one after the other, a start
+would pay that twice). Stop: stage 1, then stage 2 and the rest in reverse, each stage
 closing its partitions (writing what it can) and leaving its group before the producer
 is flushed and closed. faust's worker runs this service beside its web server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -76,8 +79,7 @@ class Pipeline(Service):
             await ensure_topics(self._options, self.topic_specs(), self.settings.kafka.topic_replication)
             await self.producer.start()
             await self.board.start()
-            await self.export_runner.start()
-            await self.ingest_runner.start()
+            await asyncio.gather(self.export_runner.start(), self.ingest_runner.start())
         except TopicLayoutError as exc:
             exit_with_line(f"error: {exc}")
         except Exception as exc:  # noqa: BLE001 - a worker that cannot start must not linger half up
