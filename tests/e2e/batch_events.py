@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import groundtruth as gt
 import orjson
-from pipeline_harness import Names, list_keys, read_archive
+from pipeline_harness import Names, list_etags, read_archive, read_objects
 
 from sinks.rows import WindowRow, parquet_to_rows
 
@@ -74,10 +74,7 @@ def decode(records: Iterable[gt.Produced]) -> list[Event]:
 
 
 def etags(client: object, bucket: str) -> dict[str, str]:
-    found = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):  # type: ignore[attr-defined]
-        found.update({obj["Key"]: obj["ETag"] for obj in page.get("Contents", [])})
-    return found
+    return list_etags(client, bucket, "")
 
 
 BATCH_COMMAND = [sys.executable, "-m", "faust", "-A", "app", "batch"]
@@ -116,10 +113,9 @@ def window_reference(on_time: list[Event], late: list[Event],
 def lake_windows(client: object, bucket: str) -> dict[WindowKey, WindowRow]:
     """The window rows in S3 (the rollups aside), asserting one row per key."""
     found: dict[WindowKey, WindowRow] = {}
-    for key in list_keys(client, bucket, "aggregated/"):
-        if key.startswith(("aggregated/hourly/", "aggregated/daily/")):
-            continue
-        for row in parquet_to_rows(client.get_object(Bucket=bucket, Key=key)["Body"].read()):  # type: ignore[attr-defined]
+    rollups = ("aggregated/hourly/", "aggregated/daily/")
+    for key, rows in read_objects(client, bucket, "aggregated/", parquet_to_rows, skip=rollups).items():
+        for row in rows:
             window_key = (row.window, row.window_start_ms, row.event_type)
             assert window_key not in found, f"{window_key} twice, the second time in {key}"
             found[window_key] = row

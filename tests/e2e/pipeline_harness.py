@@ -163,21 +163,44 @@ async def read_topic(stack: Endpoints, topic: str) -> list[Any]:
         await consumer.stop()
 
 
-def list_keys(client: Any, bucket: str, prefix: str) -> list[str]:
-    keys = []
+def list_etags(client: Any, bucket: str, prefix: str) -> dict[str, str]:
+    """Every object's key under `prefix`, with its ETag (a digest of its content)."""
+    found: dict[str, str] = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys.extend(obj["Key"] for obj in page.get("Contents", []))
-    return keys
+        found.update({obj["Key"]: obj["ETag"] for obj in page.get("Contents", [])})
+    return found
+
+
+def list_keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    return list(list_etags(client, bucket, prefix))
+
+
+# Decoded objects by (decoder, bucket, key, ETag): the checks read the whole lake again and again
+# while they wait (thousands of small objects), and only new or rewritten objects need a GET. The
+# ETag is the content's digest, so a rewritten object is read again.
+_DECODED: dict[tuple[Any, str, str, str], tuple[Any, ...]] = {}
+
+
+def read_objects(client: Any, bucket: str, prefix: str, decode: Any,
+                 skip: tuple[str, ...] = ()) -> dict[str, list[Any]]:
+    """Every object under `prefix` but those under `skip`, decoded by `decode` (bytes -> rows)."""
+    found = {}
+    for key, etag in list_etags(client, bucket, prefix).items():
+        if key.startswith(skip):
+            continue
+        cached = (decode, bucket, key, etag)
+        if cached not in _DECODED:
+            _DECODED[cached] = tuple(decode(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        found[key] = list(_DECODED[cached])
+    return found
 
 
 def read_aggregates(client: Any, bucket: str) -> dict[str, list[Any]]:
-    return {key: parquet_to_rows(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-            for key in list_keys(client, bucket, "aggregated/")}
+    return read_objects(client, bucket, "aggregated/", parquet_to_rows)
 
 
 def read_archive(client: Any, bucket: str) -> dict[str, list[Any]]:
-    return {key: parquet_to_events(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-            for key in list_keys(client, bucket, "events/")}
+    return read_objects(client, bucket, "events/", parquet_to_events)
 
 
 def run(coro: Any) -> Any:

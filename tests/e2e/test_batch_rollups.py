@@ -43,9 +43,9 @@ from pipeline_harness import (
     Names,
     Worker,
     create_topics,
-    list_keys,
     names_for,
     produce,
+    read_objects,
     run,
     web_port,
     worker_env,
@@ -91,12 +91,14 @@ def reference(events: list[Event]) -> dict[str, list[Row]]:
     return expected
 
 
+def rollup_rows(body: bytes) -> list[Row]:
+    return [(*row[:8], row.mean, *row[8:]) for row in parquet_to_rollups(body)]
+
+
 def lake_rows(client: object, bucket: str) -> dict[str, list[Row]]:
     found = {}
     for prefix in ("aggregated/hourly/", "aggregated/daily/"):
-        for key in list_keys(client, bucket, prefix):
-            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
-            found[key] = [(*row[:8], row.mean, *row[8:]) for row in parquet_to_rollups(body)]
+        found.update(read_objects(client, bucket, prefix, rollup_rows))
     return found
 
 
