@@ -84,7 +84,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("MAX_EVENT_BYTES", "65536", "Records larger than this go to the dead-letter topic."),
     Setting("ARCHIVE_MAX_RECORDS", "50000", "Raw archive files are rolled after this many records..."),
     Setting("ARCHIVE_MAX_AGE", "60s", "...or when their oldest record is this old."),
-    Setting("EXPORT_LEDGER_RETENTION", "24h", "How long stage 2 remembers that a window was exported, after the window's end: a replay of its partials within this horizon cannot re-open it (stage 2 replays at most a tick's worth, 0.5 s, of its own input after a crash)."),
+    Setting("EXPORT_LEDGER_RETENTION", "24h", "How long stage 2 remembers that a window was exported, after the window's end: a replay of its partials within this horizon cannot re-open it (stage 2 stores its input position at least every 5 s, so a crash replays at most that much of its own input)."),
     Setting("ALERT_RULES", "", "Path of the alert rules file (TOML, see [Alert rules](#alert-rules)); empty means no rules. A bad rule stops startup with one line naming the rule and the field."),
     Setting("LAG_WARNING", "100000", "Log a warning while the input consumer lag of this worker exceeds this many records."),
     Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write, alerts.send). Empty in production."),

@@ -89,7 +89,11 @@ from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 0.5
-# The input's changes are written at every tick, and sooner once this many window keys changed.
+# The input's changes are written at the first tick this long after the last write, before every
+# export job, and sooner once this many window keys changed. Not every tick: with many event types
+# a key gets a partial from every input partition at every stage-1 flush, and writing its totals
+# at each tick was a third of the loop (NOTES.md, Performance). A crash reads this much input again.
+PERSIST_INTERVAL_MS = 5_000
 PERSIST_KEYS_LIMIT = 50_000
 # How many of an export job's windows are written to S3 and Redis at once.
 EXPORT_CONCURRENCY = 4
@@ -223,6 +227,7 @@ class ExportPartition:
         self._frontiers_changed: set[int] = set()
         self._cursors_started: list[str] = []
         self._stored_offset = state.next_offset
+        self._persisted_at_ms = ctx.clock_ms()
         self._groups: dict[tuple[str, int], list[PartialKey]] = {}  # open totals by window instance
         for key in state.totals:
             self._groups.setdefault((key.window, key.start_ms), []).append(key)
@@ -312,11 +317,12 @@ class ExportPartition:
     async def _persist(self) -> None:
         """Write what the input read since the last time changed, then the position past it.
 
-        Once per tick, before an export job, and sooner when many keys changed, not per batch:
-        a key gets a partial from every input partition, mostly in different batches, and is
-        written once for all of them. What a crash loses of it is read again from the stored
+        Every PERSIST_INTERVAL_MS, before an export job, and sooner when many keys changed, not
+        per batch: a key gets a partial from every input partition, mostly in different batches,
+        and is written once for all of them. What a crash loses of it is read again from the stored
         position (merging a partial again changes nothing)."""
         state, store = self.state, self.store
+        self._persisted_at_ms = self.ctx.clock_ms()
         if self._dirty:
             await state.packs.write(store.put, ((key, totals_value(state.totals[key])) for key in self._dirty))
             self._dirty = set()
@@ -332,7 +338,10 @@ class ExportPartition:
     async def tick(self, now_ms: int) -> None:
         self._raise_if_failed()
         if self._job is None:
-            await self._persist()
+            since_ms = now_ms - self._persisted_at_ms
+            # < 0: the wall clock went back. Ledger entries are deleted only behind a stored position.
+            if since_ms >= PERSIST_INTERVAL_MS or since_ms < 0 or self._expired:
+                await self._persist()
             await self.state.packs.forget(self.store.put, self._stale)
             for window, start_ms in self._expired:
                 await self.store.put(ledger_state_key(window, start_ms), None)
@@ -457,7 +466,8 @@ class ExportPartition:
     def _purge_ledger(self, low_ms: int) -> None:
         ledger = self.state.ledger
         # Only a replay of this partition's own input from an older position could bring partials of
-        # an exported window again, and a position is stored after every batch (EXPORT_LEDGER_RETENTION).
+        # an exported window again, and a position is stored at least every PERSIST_INTERVAL_MS and before
+        # the ledger entries are deleted (EXPORT_LEDGER_RETENTION).
         retention_ms = self.ctx.settings.pipeline.ledger_retention_ms
         expired = [entry for entry, end_ms in ledger.items() if end_ms < low_ms - retention_ms]
         for entry in expired:

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore
 
-from agents.export import ExportContext, ExportPartition
+from agents.export import PERSIST_INTERVAL_MS, TICK_INTERVAL_S, ExportContext, ExportPartition
 from channels import topics_for
 from metrics import PipelineMetrics
-from models import FrontierMessage, decode_export_state, encode_frontier, encode_partials
+from models import POSITION_KEY, FrontierMessage, decode_export_state, encode_frontier, encode_partials
 from settings import load
 from stats import PipelineStats
 from tables.partials import PartialKey
@@ -147,3 +147,37 @@ def test_a_crash_at_any_export_exports_the_same_windows(crash_at: int) -> None:
     asyncio.run(_drive(run, MESSAGES, seed=crash_at))
     assert run.crashes == 1
     _assert_same_as_clean(run)
+
+
+def _stored_positions(broker: FakeBroker) -> list[bytes | None]:
+    return [sent.value for sent in broker.log(TOPICS.export_state, Q) if sent.key == POSITION_KEY]
+
+
+def test_the_input_is_stored_every_persist_interval_not_at_every_tick() -> None:
+    """With many event types a key gets partials at every stage-1 flush: its totals are written once
+    per PERSIST_INTERVAL_MS, and a wall clock that goes back writes at once instead of waiting."""
+    run, clock = Run(FakeBroker(), RecordingOutputs()), FakeClock()
+    part = _open(run, clock)
+    key = PartialKey("tumbling_1m", BASE_MS, "click")
+    tick_ms = int(TICK_INTERVAL_S * 1000)
+
+    async def feed(offset: int) -> None:  # one partial of an open window, then a tick
+        message = encode_partials(0, [(key, [offset + 1, float(offset), 0.0, float(offset), offset])])[0]
+        await part.process([SimpleNamespace(offset=offset, value=message)])  # type: ignore[list-item]
+        clock.now_ms += tick_ms
+        await part.tick(clock())
+
+    async def scenario() -> None:
+        ticks_per_interval = PERSIST_INTERVAL_MS // tick_ms
+        for offset in range(ticks_per_interval - 1):
+            await feed(offset)
+        assert _stored_positions(run.broker) == []  # every tick changed the key; none wrote it yet
+        await feed(ticks_per_interval - 1)
+        assert _stored_positions(run.broker) == [b'{"next":%d}' % ticks_per_interval]
+        clock.now_ms -= 3_600_000  # the wall clock jumps back an hour
+        await feed(ticks_per_interval)
+        assert _stored_positions(run.broker)[-1] == b'{"next":%d}' % (ticks_per_interval + 1)
+
+    asyncio.run(scenario())
+    restored = decode_export_state(FakeStore(run.broker, TOPICS.export_state, Q).restore())
+    assert restored.totals[key] == {0: [11.0, 10.0, 0.0, 10.0, 10]}  # the newest partial, as merged
