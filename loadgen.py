@@ -313,7 +313,8 @@ async def produce_events(
     """Send records from `generator` at `rate` per second (0: as fast as `send` takes them).
 
     Stops after `count` records or `duration_s` seconds, whichever comes first (0: no
-    limit). `event_ms(i)` is the event time of the i-th record. `send` is awaited per
+    limit); at a set rate a duration is a count (rate x duration records), so a sender that
+    cannot keep up takes longer. `event_ms(i)` is the event time of the i-th record. `send` is awaited per
     record: it should buffer the record (a producer's send), not wait for its delivery.
     """
     if rate < 0 or count < 0 or duration_s < 0:

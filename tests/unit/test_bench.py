@@ -7,6 +7,7 @@ import json
 import pytest
 
 from bench.__main__ import CODECS, combined_status, event_ms, generator, wire_bytes_per_event
+from bench.soak import SAMPLE_S, STARTUP_ALLOWANCE_S, generator_shortfall
 
 
 def test_uncompressed_wire_bytes_are_the_records_plus_batch_overhead() -> None:
@@ -34,3 +35,14 @@ def test_several_workers_add_up_and_report_the_worst_delay() -> None:
                                          "export_delay_ms": {"p50": 7, "p99": 9}}
     none = combined_status(statuses[1:2])
     assert none["export_delay_ms"] == {"p50": None, "p99": None}
+
+
+def test_a_soak_whose_generator_kept_its_rate_has_no_shortfall() -> None:
+    assert generator_shortfall(50_000, 600, 600 + STARTUP_ALLOWANCE_S + SAMPLE_S) is None
+    assert generator_shortfall(50_000, 600, 604.0) is None
+
+
+def test_a_soak_whose_generator_fell_behind_its_rate_says_so() -> None:
+    # 30M events at 50,000/s asked; one process on a slow day sent them at ~29,000/s.
+    assert generator_shortfall(50_000, 600, 1_034) == (
+        "the load generator took 1034 s for 30000000 events, ~29014 events/s: the run does not test 50000/s")
