@@ -34,6 +34,7 @@ from typing import Any
 from bench.__main__ import worker_status
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Stack, isolated_settings, without_service_urls
+from loadgen import event_limit
 from settings import load_devstack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,8 +60,8 @@ def generator_shortfall(rate: int, duration_s: float, produce_s: float) -> str |
     than the duration, its startup and one sample's slack; else None."""
     if produce_s <= duration_s + STARTUP_ALLOWANCE_S + SAMPLE_S:
         return None
-    produced = rate * duration_s
-    return (f"the load generator took {produce_s:.0f} s for {produced:.0f} events, ~{produced / produce_s:.0f} "
+    produced = event_limit(rate, 0, duration_s)
+    return (f"the load generator took {produce_s:.0f} s for {produced} events, ~{produced / produce_s:.0f} "
             f"events/s: the run does not test {rate}/s")
 
 
@@ -134,9 +135,9 @@ def _soak(args: argparse.Namespace, worker: subprocess.Popen[bytes], env: dict[s
         max_lag = max(s[2] for s in steady)
         if max_lag > 2 * args.rate:
             problems.append(f"processing lag reached {max_lag} records (> 2 s of input)")
-    produced = args.rate * args.duration
+    produced = event_limit(args.rate, 0, args.duration)  # what the producer sends: its rate x duration
     if final.get("consumed_total", 0) < produced:
-        problems.append(f"consumed {final.get('consumed_total')} of {produced:.0f} events")
+        problems.append(f"consumed {final.get('consumed_total')} of {produced} events")
     short = generator_shortfall(args.rate, args.duration, produce_s)
     if short:
         problems.append(short)
