@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install run stack test test-fast test-spark chaos chromium prometheus bench bench-peers bench-batch soak clean
+.PHONY: help install run stack test test-fast test-spark chaos chromium prometheus bench bench-peers bench-stages bench-batch soak clean
 
 ## help: this list
 help:
@@ -105,6 +105,13 @@ $(PEERS)/%/.installed: bench/peers/requirements-%.txt
 	test -x $(PEERS)/$*/bin/python || $(PYTHON) -m venv $(PEERS)/$*
 	$(PEERS)/$*/bin/python -m pip install --quiet --disable-pip-version-check -r $<
 	touch $@
+
+## bench-stages: both stages' own CPU cost over in-memory fakes (no broker, S3 or Redis), in make bench's shape
+## with STAGE_EVENTS events of EVENT_TYPES types (default 10000): events per CPU second, keys touched, exactness
+STAGE_EVENTS ?= 100000
+bench-stages: install
+	PYTHONPATH=tests/unit $(BIN)/python -m bench.stages --events $(STAGE_EVENTS) --runs $(RUNS) \
+	  --event-types $(or $(EVENT_TYPES),10000)
 
 ## bench-batch: the batch layer's rollup throughput, raw events/s for an hour of BATCH_EVENTS raw events (median of RUNS)
 BATCH_EVENTS ?= 5000000

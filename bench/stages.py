@@ -1,0 +1,210 @@
+"""The pipeline's own CPU cost: both stages in one process over in-memory fakes, no broker, S3 or Redis.
+
+`make bench` measures the whole worker, and its figures move by a third from day to day with
+this shared machine. This one isolates what a redesign of the stages' state changes: the same
+preloaded events as `make bench` (bench.generator, 4 partitions as Kafka's default partitioner
+spreads them, the sentinels that close every window), fed to four stage-1 partitions; their
+partials and frontiers fed to four stage-2 partitions; the exports encoded as the real sinks
+encode them (Parquet, the Redis hash and JSON), and checked against totals computed from the
+events (bench.peers.totals). A fake clock advances as if the events arrived at NOMINAL_RATE, so
+the stages tick as often per event as they would at that rate.
+
+Reported per run: events / CPU seconds of the process, and how many window keys each step
+touched (the partials sent, the two stages' pack entries, the rows exported): with many event
+types every one of them is Python work per key (NOTES.md, Performance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import ConsumerRecord
+from stage_fakes import FakeBoard, FakeBroker, FakeClock, FakeOutputs, FakeStore
+
+from agents.export import TICK_INTERVAL_S as EXPORT_TICK_S
+from agents.export import ExportContext, ExportPartition
+from agents.ingest import TICK_INTERVAL_S as INGEST_TICK_S
+from agents.ingest import IngestContext, IngestPartition
+from app import tune_garbage_collector
+from bench.__main__ import PARTITIONS, SENTINEL_AFTER_MS, event_ms, generator, last_event_ms, machine
+from bench.peers.job import WindowRow as JobRow
+from bench.peers.project import job_window_names
+from bench.peers.totals import check, reference
+from channels import topics_for
+from events import Event, encode_event
+from metrics import PipelineMetrics
+from models import (
+    PARTIALS_PACK_PREFIX,
+    TOTALS_PACK_PREFIX,
+    PartialsMessage,
+    decode_export_state,
+    decode_ingest_state,
+    decode_stage_message,
+)
+from settings import Settings, load
+from sinks.rows import WindowRow, row_to_hash, row_to_json, rows_to_parquet
+from stats import PipelineStats
+
+NOMINAL_RATE = 30_000  # events/s the fake clock assumes: the 10,000-event-type goal
+FETCH_RECORDS = 500  # per stage-1 partition and fetch, as aiokafka's max_records gives them
+FETCH_PARTIALS = 2_000  # partials messages per stage-2 partition and fetch
+IDLE_ROUNDS = 40  # rounds without a new export that end a run once the input is read
+
+
+class EncodingOutputs(FakeOutputs):
+    """The fake lake and Redis, paying for the encodings the real sinks make of every row."""
+
+    async def export_window(self, window: str, start_ms: int, part: int, rows: list[WindowRow]) -> str:
+        rows_to_parquet(rows)
+        for row in rows:
+            row_to_hash(row)
+            row_to_json(row)
+        return await super().export_window(window, start_ms, part, rows)
+
+
+def preloaded(events: int, event_types: int | None) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
+    """`make bench`'s topic, per partition: the events, then one sentinel each."""
+    partitioner = DefaultPartitioner()
+    every = list(range(PARTITIONS))
+    records: dict[int, list[ConsumerRecord[bytes, bytes]]] = {p: [] for p in every}
+
+    def append(partition: int, key: bytes, value: bytes) -> None:
+        log = records[partition]
+        log.append(ConsumerRecord("events", partition, len(log), -1, 0, key, value, None, len(key), len(value), ()))
+
+    source = generator(event_types)
+    for index in range(events):
+        key, value, _, _ = source.record(event_ms(index))
+        append(partitioner(key, every, every), key, value)
+    sentinel = encode_event(Event("bench", "sentinel", last_event_ms(events) + SENTINEL_AFTER_MS, 0.0))
+    for partition in every:
+        append(partition, b"bench", sentinel)
+    return records
+
+
+async def run_once(settings: Settings, records: dict[int, list[ConsumerRecord[bytes, bytes]]]) -> dict[str, Any]:
+    topics = topics_for(settings)
+    broker, outputs, clock, board = FakeBroker(partitions=PARTITIONS), EncodingOutputs(), FakeClock(), FakeBoard()
+    ingest_ctx = IngestContext(settings, topics, broker, outputs, board, PipelineStats(),  # type: ignore[arg-type]
+                               Path("/nonexistent"), clock, monotonic=clock.monotonic)
+    export_ctx = ExportContext(settings, topics, broker, outputs, PipelineStats(),  # type: ignore[arg-type]
+                               PipelineMetrics(), Path("/nonexistent"), clock)
+    ingest = {p: IngestPartition(ingest_ctx, p, FakeStore(broker, topics.ingest_state, p),  # type: ignore[arg-type]
+                                 *decode_ingest_state({}), -1, -1) for p in records}
+    export = {q: ExportPartition(export_ctx, q, FakeStore(broker, topics.export_state, q),  # type: ignore[arg-type]
+                                 decode_export_state({})) for q in range(PARTITIONS)}
+    read = dict.fromkeys(records, 0)
+    consumed = dict.fromkeys(export, 0)
+    lateness_ms = settings.pipeline.allowed_lateness_ms
+    ingest_tick_ms, export_tick_ms = int(INGEST_TICK_S * 1000), int(EXPORT_TICK_S * 1000)
+    last_ingest_tick = last_export_tick = clock.now_ms
+    exports, idle = -1, 0
+    started = done = time.process_time()
+    while idle <= IDLE_ROUNDS:
+        progressed = False
+        for p, part in ingest.items():
+            batch = records[p][read[p]:read[p] + FETCH_RECORDS]
+            if batch:
+                await part.process(batch)
+                read[p] += len(batch)
+                clock.now_ms += len(batch) * 1000 // NOMINAL_RATE
+                progressed = True
+        if clock.now_ms - last_ingest_tick >= ingest_tick_ms:
+            last_ingest_tick = clock.now_ms
+            seen = [part.clock.event_ms for part in ingest.values()]
+            if None not in seen:  # the watermark board: the low watermark over the partitions
+                board.low_ms = min(seen) - lateness_ms  # type: ignore[type-var]
+            for part in ingest.values():
+                await part.tick(clock.now_ms)
+        for q, stage2 in export.items():
+            log = broker.log(topics.partials, q)
+            if stage2.accepting() and consumed[q] < len(log):
+                batch = [ConsumerRecord(topics.partials, q, offset, -1, 0, None, log[offset].value, None, 0, 0, ())
+                         for offset in range(consumed[q], min(len(log), consumed[q] + FETCH_PARTIALS))]
+                await stage2.process(batch)
+                consumed[q] += len(batch)
+                progressed = True
+        if clock.now_ms - last_export_tick >= export_tick_ms:
+            last_export_tick = clock.now_ms
+            for stage2 in export.values():
+                await stage2.tick(clock.now_ms)
+        if progressed:
+            continue
+        jobs = [part._job for part in export.values() if part._job is not None and not part._job.done()]
+        if jobs:
+            await asyncio.wait(jobs)
+        clock.now_ms += export_tick_ms
+        if outputs.exports != exports:
+            exports, idle, done = outputs.exports, 0, time.process_time()
+        idle += 1
+    cpu_s = done - started
+    events = sum(len(log) for log in records.values())
+    return {"events_per_cpu_s": round(events / cpu_s), "cpu_s": round(cpu_s, 2), **touches(broker, topics),
+            "windows": exactness(records, outputs)}
+
+
+def touches(broker: FakeBroker, topics: Any) -> dict[str, int]:
+    """Window keys each step handled: partials sent, pack entries written by each stage, rows exported."""
+    def entries(topic: str, decode: Any) -> int:
+        return sum(decode(sent.value) for q in range(PARTITIONS) for sent in broker.log(topic, q)
+                   if sent.value is not None)
+
+    def partials(value: bytes) -> int:
+        message = decode_stage_message(value)
+        return len(message.entries) if isinstance(message, PartialsMessage) else 0
+
+    def of_prefix(topic: str, prefix: bytes) -> int:
+        return sum(len(orjson.loads(sent.value)["e"]) for q in range(PARTITIONS) for sent in broker.log(topic, q)
+                   if sent.value is not None and sent.key is not None and sent.key.startswith(prefix))
+
+    return {"partials_sent": entries(topics.partials, partials),
+            "stage1_pack_entries": of_prefix(topics.ingest_state, PARTIALS_PACK_PREFIX),
+            "stage2_pack_entries": of_prefix(topics.export_state, TOTALS_PACK_PREFIX)}
+
+
+def exactness(records: dict[int, list[ConsumerRecord[bytes, bytes]]], outputs: FakeOutputs) -> str:
+    """The exported rows against totals computed from the events (the peers' check)."""
+    names = job_window_names()
+    rows = [JobRow(names[row.window], row.window_start_ms, row.event_type, row.count, row.sum, row.min, row.max,
+                   row.mean) for rows in outputs.lake.aggregates.values() for row in rows]
+    verdict = check(reference(record.value for log in records.values() for record in log), rows)
+    return f"{verdict.summary()}, {len(rows)} rows"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000, help="events preloaded (default 100000)")
+    parser.add_argument("--event-types", type=int, default=10_000, metavar="N",
+                        help="N equally likely event types (default 10000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs; the summary is their median (default 3)")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.runs < 1 or not 1 <= args.event_types <= 100_000:
+        parser.error("--events and --runs must be at least 1, --event-types between 1 and 100000")
+    settings = load({"TOPIC_PARTITIONS": str(PARTITIONS), "IDLE_TIMEOUT": "1h", "ARCHIVE_MAX_AGE": "250ms"})
+    records = preloaded(args.events, args.event_types)
+    tune_garbage_collector()  # as in the worker
+    print(f"machine: {machine()}", flush=True)
+    results = []
+    for run in range(args.runs):
+        result = asyncio.run(run_once(settings, records))
+        results.append(result)
+        print(f"run {run + 1}: {json.dumps(result)}", flush=True)
+    median = statistics.median(result["events_per_cpu_s"] for result in results)
+    summary = {"events": args.events, "event_types": args.event_types, "runs": args.runs,
+               "median_events_per_cpu_s": median}
+    print(f"summary: {json.dumps(summary)}")
+    return 0 if all(result["windows"].startswith("exact") for result in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
