@@ -8,8 +8,8 @@ One embedded stack (memory storage, free ports), one worker, one `faust -A app p
 - memory: after the warm-up (the first WARMUP_SHARE of the run), RSS stays within +-10% of its
   median over that part;
 - lag: processing lag after the warm-up stays below 2 s of input (rate x 2);
-- windows: once the producer stops and its last windows close, every window of the run is exported
-  (the worker's count against the windows the produced events span);
+- windows: once the producer stops, every window of the run is exported within CLOSE_WAIT_S: no
+  window is open any more (/v1/windows/{name}/open) once every produced event is consumed;
 - delay: the window-close delay p99 reported by the worker is below 1 s;
 - rate: the load generator produced its rate x duration events within the duration (plus its
   startup, STARTUP_ALLOWANCE_S). At a set rate it sends a count, so a generator short of CPU runs
@@ -27,9 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.__main__ import worker_status
 from devstack.ports import free_port_block
@@ -43,6 +45,62 @@ WARMUP_SHARE = 0.2
 # The producer's own startup (the app, the topic check) before its clock starts.
 STARTUP_ALLOWANCE_S = 15.0
 PARTITIONS = 4
+# After the producer stops, how long the run's last windows may take to close and be exported: with
+# the soak's IDLE_TIMEOUT and ALLOWED_LATENESS of 5 s the watermark passes the end of the last 60 s
+# window ~70 s after its last event.
+CLOSE_WAIT_S = 180.0
+CLOSE_POLL_S = 1.0
+
+
+class Drain(NamedTuple):
+    """What the run's end is judged by: events consumed, window exports so far, window rows still open."""
+
+    consumed: int
+    exported: int
+    open_rows: int
+
+
+def wait_for_close(read: Callable[[], Drain | None], produced: int, *, timeout_s: float = CLOSE_WAIT_S,
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """Poll `read` until every produced event is consumed and no window is open, twice in a row with no
+    export in between (a partial may still be on its way to stage 2 at the first); None then, or why not
+    once `timeout_s` has passed."""
+    deadline = clock() + timeout_s
+    previous: Drain | None = None
+    last: Drain | None = None
+    while True:
+        last = read() or last
+        drained = last is not None and last.consumed >= produced and last.open_rows == 0
+        if drained and previous == last:
+            return None
+        previous = last if drained else None
+        if clock() >= deadline:
+            break
+        sleep(CLOSE_POLL_S)
+    if last is None:
+        return f"the worker did not answer in the {timeout_s:.0f} s after the producer stopped"
+    if last.consumed < produced:
+        return f"consumed {last.consumed} of {produced} events {timeout_s:.0f} s after the producer stopped"
+    return f"{last.open_rows} window rows still open {timeout_s:.0f} s after the producer stopped"
+
+
+def _get_json(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _drain(port: int) -> Drain | None:
+    """The worker's Drain from its status and its open windows, or None while it does not answer."""
+    status = worker_status(port)
+    try:
+        names = [window["name"] for window in _get_json(port, "/v1/windows")["windows"]]
+        open_rows = sum(len(_get_json(port, f"/v1/windows/{name}/open?scope=local")["open"]) for name in names)
+    except OSError:
+        return None
+    if status is None:
+        return None
+    return Drain(status["consumed_total"], status["windows_exported"], open_rows)
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -120,8 +178,9 @@ def _soak(args: argparse.Namespace, worker: subprocess.Popen[bytes], env: dict[s
         print(f"t={elapsed:5.0f}s rss={rss:6.0f} MB lag={lag:8d} consumed={status['consumed_total']:10d} "
               f"windows={status['windows_exported']:6d} delay p99={status['export_delay_ms']['p99']} ms", flush=True)
     produce_s = time.monotonic() - started
-    # Let the last windows close (IDLE_TIMEOUT=5s advances the watermark once the input stops).
-    time.sleep(20)
+    produced = event_limit(args.rate, 0, args.duration)  # what the producer sends: its rate x duration
+    # The last windows close as IDLE_TIMEOUT advances the watermark once the input stops.
+    unclosed = wait_for_close(lambda: _drain(port), produced)
     final = worker_status(port) or {}
     steady = [s for s in samples if s[0] >= args.duration * WARMUP_SHARE]
     problems = []
@@ -135,9 +194,8 @@ def _soak(args: argparse.Namespace, worker: subprocess.Popen[bytes], env: dict[s
         max_lag = max(s[2] for s in steady)
         if max_lag > 2 * args.rate:
             problems.append(f"processing lag reached {max_lag} records (> 2 s of input)")
-    produced = event_limit(args.rate, 0, args.duration)  # what the producer sends: its rate x duration
-    if final.get("consumed_total", 0) < produced:
-        problems.append(f"consumed {final.get('consumed_total')} of {produced} events")
+    if unclosed:
+        problems.append(unclosed)
     short = generator_shortfall(args.rate, args.duration, produce_s)
     if short:
         problems.append(short)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.__main__ import CODECS, combined_status, event_ms, generator, wire_bytes_per_event
-from bench.soak import SAMPLE_S, STARTUP_ALLOWANCE_S, generator_shortfall
+from bench.soak import CLOSE_POLL_S, SAMPLE_S, STARTUP_ALLOWANCE_S, Drain, generator_shortfall, wait_for_close
 
 
 def test_uncompressed_wire_bytes_are_the_records_plus_batch_overhead() -> None:
@@ -46,3 +46,39 @@ def test_a_soak_whose_generator_fell_behind_its_rate_says_so() -> None:
     # 30M events at 50,000/s asked; one process on a slow day sent them at ~29,000/s.
     assert generator_shortfall(50_000, 600, 1_034) == (
         "the load generator took 1034 s for 30000000 events, ~29014 events/s: the run does not test 50000/s")
+
+
+class _Polls:
+    """A worker's answers, one per poll (the last one repeated), on a clock that each sleep advances."""
+
+    def __init__(self, *answers: Drain | None) -> None:
+        self.answers, self.now, self.reads = list(answers), 0.0, 0
+
+    def read(self) -> Drain | None:
+        self.reads += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _wait(polls: _Polls, produced: int = 100, timeout_s: float = 30.0) -> str | None:
+    return wait_for_close(polls.read, produced, timeout_s=timeout_s, clock=lambda: polls.now, sleep=polls.sleep)
+
+
+def test_the_soak_ends_once_everything_is_consumed_and_no_window_is_open_twice_in_a_row() -> None:
+    polls = _Polls(None, Drain(90, 3, 6), Drain(100, 3, 2), Drain(100, 5, 0), Drain(100, 6, 0), Drain(100, 6, 0))
+    assert _wait(polls) is None
+    assert polls.reads == 6  # not at the first empty poll: an export came after it
+    assert polls.now == 5 * CLOSE_POLL_S
+
+
+def test_a_window_still_open_at_the_deadline_fails_the_soak() -> None:
+    polls = _Polls(Drain(100, 4, 3))
+    assert _wait(polls, timeout_s=30.0) == "3 window rows still open 30 s after the producer stopped"
+    assert polls.now == 30.0
+
+
+def test_events_not_consumed_or_a_silent_worker_fail_the_soak() -> None:
+    assert _wait(_Polls(Drain(99, 4, 0))) == "consumed 99 of 100 events 30 s after the producer stopped"
+    assert _wait(_Polls(None)) == "the worker did not answer in the 30 s after the producer stopped"
