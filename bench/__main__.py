@@ -95,6 +95,12 @@ def last_event_ms(count: int) -> int:
     return BASE_MS + count * 1000 // EVENTS_PER_EVENT_SECOND
 
 
+def sentinel_value(count: int) -> bytes:
+    """The event that ends each partition after `count` events: SENTINEL_AFTER_MS past them, so every
+    window of the events closes."""
+    return encode_event(Event("bench", "sentinel", last_event_ms(count) + SENTINEL_AFTER_MS, 0.0))
+
+
 async def preload(bootstrap: str, topic: str, count: int, event_types: int | None = None,
                   compression: str = "none") -> int:
     """Create `topic` (PARTITIONS partitions) and fill it: `count` events, then one sentinel per partition."""
@@ -113,12 +119,10 @@ async def preload(bootstrap: str, topic: str, count: int, event_types: int | Non
 
         # The produce command's generator and loop at --rate 0, with event time from BASE_MS.
         await produce_events(send, generator(event_types), rate=0, count=count, event_ms=event_ms)
-        last_ms = last_event_ms(count)
         for partition in range(PARTITIONS):
-            sentinel = Event("bench", "sentinel", last_ms + SENTINEL_AFTER_MS, 0.0)
-            await producer.send(topic, key=b"bench", value=encode_event(sentinel), partition=partition)
+            await producer.send(topic, key=b"bench", value=sentinel_value(count), partition=partition)
         await producer.flush()
-        return last_ms
+        return last_event_ms(count)
     finally:
         await producer.stop()
 
@@ -156,13 +160,19 @@ def embedded_stack(work_dir: Path) -> Iterator[Endpoints]:
         yield endpoints
 
 
-def worker_status(port: int) -> dict[str, Any] | None:
-    """The worker's /v1/status, or None while it does not answer (the soak reads it too)."""
+def worker_json(port: int, path: str) -> Any:
+    """The JSON the worker at `port` answers on `path`, or None while it does not answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
             return json.loads(response.read())
     except OSError:
         return None
+
+
+def worker_status(port: int) -> dict[str, Any] | None:
+    """The worker's /v1/status, or None while it does not answer (the soak reads it too)."""
+    status: dict[str, Any] | None = worker_json(port, "/v1/status")
+    return status
 
 
 def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path, py_spy: str | None = None,

@@ -27,13 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.__main__ import worker_status
+from bench.__main__ import worker_json, worker_status
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Stack, isolated_settings, without_service_urls
 from loadgen import event_limit
@@ -85,21 +84,17 @@ def wait_for_close(read: Callable[[], Drain | None], produced: int, *, timeout_s
     return f"{last.open_rows} window rows still open {timeout_s:.0f} s after the producer stopped"
 
 
-def _get_json(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        return json.loads(response.read())
-
-
 def _drain(port: int) -> Drain | None:
     """The worker's Drain from its status and its open windows, or None while it does not answer."""
-    status = worker_status(port)
-    try:
-        names = [window["name"] for window in _get_json(port, "/v1/windows")["windows"]]
-        open_rows = sum(len(_get_json(port, f"/v1/windows/{name}/open?scope=local")["open"]) for name in names)
-    except OSError:
+    status, listed = worker_status(port), worker_json(port, "/v1/windows")
+    if status is None or listed is None:
         return None
-    if status is None:
-        return None
+    open_rows = 0
+    for window in listed["windows"]:
+        answer = worker_json(port, f"/v1/windows/{window['name']}/open?scope=local")
+        if answer is None:
+            return None
+        open_rows += len(answer["open"])
     return Drain(status["consumed_total"], status["windows_exported"], open_rows)
 
 
