@@ -1,8 +1,10 @@
 """Every message shape the pipeline writes to Kafka, with its one serialization path.
 
 - `window-partials` (internal, stage 1 -> stage 2): the cumulative partial aggregates of one
-  input partition for many (window, window_start, event_type) keys, all of one stage-2 partition
-  (one message per flush and target, cut at PARTIALS_BYTES), or a frontier marker.
+  input partition for many event types of one window instance (window, window_start), all of one
+  stage-2 partition, as columns (encode_partial_columns: one message per flush, instance and
+  target, cut at PARTIALS_BYTES), or a frontier marker. Stage 2 also reads the earlier versions'
+  messages of one key and of many keys (encode_partials).
 - `events-dlq`: the original record bytes, untouched, with the reason and the source
   position in headers (the Kafka Connect convention, so existing tooling can read them).
 - `events-late`: the original record bytes with the source position and the windows it
@@ -22,7 +24,7 @@ window key's partial goes to is picked by one function (by its event type).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -33,8 +35,8 @@ from alerts.engine import Alert, Track
 from chunks import encode_in_runs
 from events import Rejection, iso_utc
 from keys import decode_key_part, encode_key_part
-from tables.packed import Packs
-from tables.partials import PartialKey
+from tables.packed import Packs, packs_in
+from tables.partials import InstancePartials, PartialKey, PartitionPartials
 from tables.watermark import Mark
 
 HEADER_REASON = "dlq.reason"
@@ -89,13 +91,30 @@ PARTIALS_BYTES = 256 * 1024
 
 
 def encode_partials(partition: int, entries: Iterable[tuple[PartialKey, list[float]]]) -> list[bytes]:
-    """The bodies of the partials messages carrying `entries` of input partition `partition`: as few
-    as PARTIALS_BYTES allows (the messages have no key: stage 2 reads them in order, whole)."""
+    """The bodies of the partials messages carrying `entries` of input partition `partition` in the
+    per-key layout, which stage 2 still reads: as few as PARTIALS_BYTES allows (tests and tools)."""
     rows = [[key.window, key.start_ms, key.event_type, partial] for key, partial in entries]
     if not rows:
         return []
     return [body for _, _, body in encode_in_runs(rows, lambda run: orjson.dumps({"p": partition, "e": run}),
                                                   PARTIALS_BYTES)]
+
+
+def encode_partial_columns(partition: int, instance: InstancePartials, slots: Sequence[int]) -> bytes:
+    """The partials of these slots of one window instance, as columns: a partials message body (stage 1
+    sends it as it is, cut at PARTIALS_BYTES by its caller), and the same bytes are stage 1's pack of
+    those slots. Count and marker are integers, the sum, min and max floats."""
+    types, count, total, low, high, marker = (instance.types, instance.count, instance.total, instance.low,
+                                              instance.high, instance.marker)
+    return orjson.dumps({"p": partition, "w": instance.window, "s": instance.start_ms,
+                         "t": [types[i] for i in slots], "c": [count[i] for i in slots],
+                         "sum": [total[i] for i in slots], "min": [low[i] for i in slots],
+                         "max": [high[i] for i in slots], "m": [marker[i] for i in slots]})
+
+
+def _column_entries(body: dict[str, Any]) -> zip:  # type: ignore[type-arg]
+    """(event_type, count, sum, min, max, marker) of a column body (encode_partial_columns)."""
+    return zip(body["t"], body["c"], body["sum"], body["min"], body["max"], body["m"], strict=True)
 
 
 def encode_frontier(message: FrontierMessage) -> bytes:
@@ -112,11 +131,16 @@ def decode_stage_message(raw: bytes) -> PartialsMessage | FrontierMessage:
     body = orjson.loads(raw)
     if "f" in body:
         return FrontierMessage(int(body["p"]), int(body["f"]), int(body["n"]), int(body["at"]))
-    if "e" not in body:  # the previous version's message: one key
+    if "c" in body:  # the hot path of stage 2: columns of one window instance (encode_partial_columns)
+        window, start = body["w"], body["s"]
+        return PartialsMessage(body["p"], [(_new_key(PartialKey, (window, start, event_type)),
+                                            [count, total, low, high, marker])
+                                           for event_type, count, total, low, high, marker in _column_entries(body)])
+    if "e" not in body:  # an earlier version's message: one key
         key = PartialKey(str(body["w"]), int(body["s"]), str(body["t"]))
         return PartialsMessage(int(body["p"]), [(key, _partial(*body["a"]))])
-    # The hot path of stage 2 (one entry per changed key): taken as orjson decodes encode_partials'
-    # output, which writes the start, count and marker as integers and the sum, min and max as floats.
+    # An earlier version's message of many keys, taken as orjson decodes encode_partials' output, which
+    # writes the start, count and marker as integers and the sum, min and max as floats.
     return PartialsMessage(body["p"], [(_new_key(PartialKey, (window, start, event_type)), partial)
                                        for window, start, event_type, partial in body["e"]])
 
@@ -263,14 +287,24 @@ def _refuse_per_key_records(items: Mapping[bytes, bytes], changelog: str) -> Non
                                "resetting\")")
 
 
-def decode_ingest_state(items: dict[bytes, bytes]
-                        ) -> tuple[IngestPosition, dict[PartialKey, list[float]], Packs]:
-    """The position, open partials and their packs of one stage-1 partition from its stored keys."""
+def decode_ingest_state(items: Mapping[bytes, bytes], partition: int) -> tuple[IngestPosition, PartitionPartials]:
+    """The position and the open partials (with their packs' books) of one stage-1 partition from its
+    stored keys. A pack is a column body (encode_partial_columns), or an earlier version's
+    `{"w": window, "s": start_ms, "e": [[event_type, partial], ...]}`."""
     _refuse_per_key_records(items, "the ingest changelog")
     raw = items.get(POSITION_KEY)
     position = decode_ingest_position(raw) if raw is not None else IngestPosition()
-    packs, values = Packs.restored(PARTIALS_PACK_PREFIX, items)
-    return position, {key: _partial(*value) for key, value in values.items()}, packs
+    partials = PartitionPartials(partition)
+    for seq, raw_pack in sorted(packs_in(PARTIALS_PACK_PREFIX, items).items()):
+        body = orjson.loads(raw_pack)
+        if "c" in body:
+            entries = [(str(event_type), (count, total, low, high, marker))
+                       for event_type, count, total, low, high, marker in _column_entries(body)]
+        else:
+            entries = [(str(event_type), partial) for event_type, partial in body["e"]]
+        partials.restore(seq, str(body["w"]), int(body["s"]), entries)
+    partials.restored()
+    return position, partials
 
 
 def encode_export_position(next_offset: int) -> bytes:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,11 +44,14 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from agents.watermarks import WatermarkBoard
 from channels import Topics
+from chunks import encode_in_runs
 from events import Event
 from faults import Faults
 from models import (
     FALLBACK_FORWARDED_BYTES,
     MAX_FORWARDED_BYTES,
+    PARTIALS_BYTES,
+    PARTIALS_PACK_PREFIX,
     POSITION_KEY,
     SOURCE_HEADER_PREFIX,
     FrontierMessage,
@@ -58,7 +62,7 @@ from models import (
     encode_frontier,
     encode_ingest_position,
     encode_mark,
-    encode_partials,
+    encode_partial_columns,
     forwarded,
     late_headers,
     partial_partition,
@@ -69,8 +73,8 @@ from sinks.outputs import Outputs
 from stats import PipelineStats
 from stream.clients import Producer
 from stream.tail import last_source_offsets
-from tables.packed import Packs
-from tables.partials import BatchOutcome, Limits, PartialKey, PartitionPartials, Record, fold_records
+from tables.packed import pack_key
+from tables.partials import BatchOutcome, InstancePartials, Limits, PartitionPartials, Record, fold_records
 from tables.store import PartitionStore, changelog_send
 from tables.watermark import Mark, PartitionClock
 
@@ -121,7 +125,7 @@ class IngestStage:
         stores = {p: PartitionStore(ctx.state_dir / "ingest" / f"{p:05d}", ctx.topics.ingest_state, p,
                                     changelog_send(ctx.producer.send)) for p in partitions}
         try:
-            restored = {p: decode_ingest_state(await store.restore(reader)) for p, store in stores.items()}
+            restored = {p: decode_ingest_state(await store.restore(reader), p) for p, store in stores.items()}
             dead_upto = await last_source_offsets(reader, ctx.topics.dead_letters, partitions)
             late_upto = await last_source_offsets(reader, ctx.topics.late, partitions)
         except BaseException:
@@ -137,24 +141,23 @@ class IngestPartition:
     """Stage-1 state and work of one input partition (see the module doc)."""
 
     def __init__(self, ctx: IngestContext, partition: int, store: PartitionStore, position: IngestPosition,
-                 partials: dict, packs: Packs, dead_letters_upto: int, late_upto: int) -> None:
+                 partials: PartitionPartials, dead_letters_upto: int, late_upto: int) -> None:
         self.ctx = ctx
         self.partition = partition
         self.store = store
-        self.packs = packs
         self.position = position
         pipeline = ctx.settings.pipeline
         self.windows = pipeline.windows
-        self.partials = PartitionPartials(partition, partials)
+        self.partials = partials
         # A crash between a frontier and the deletes it implied leaves closed partials behind, and
         # a window removed from WINDOWS leaves its open partials: both are dropped.
         configured = {spec.name for spec in self.windows}
-        self._stale = self.partials.drop_windows({key.window for key in partials} - configured)
+        self._stale = partials.drop_windows({window for window, _ in partials.instances} - configured)
         if self._stale:
             log.warning("partition %d: dropping open partials of %s, which WINDOWS no longer lists", partition,
-                        ", ".join(sorted({key.window for key in self._stale})))
+                        ", ".join(sorted({instance.window for instance in self._stale})))
         if position.frontier_ms is not None:
-            self._stale += [key for key, _ in self.partials.pop_closed(self.windows, position.frontier_ms)]
+            self._stale += partials.pop_closed(self.windows, position.frontier_ms)
         self.clock = PartitionClock(pipeline.allowed_lateness_ms, pipeline.idle_timeout_ms, position.event_ms,
                                     ctx.clock_ms())
         self.archive = PartitionArchive(partition, put_archive=self._put_archive,
@@ -166,14 +169,13 @@ class IngestPartition:
         self._max_buffered = BUFFERED_FILES_LIMIT * pipeline.archive_max_records
         self._read_next = self.start_offset()  # every valid record before it is archived or buffered
         self._folded_next = position.fold_next if position.fold_next is not None else -1  # in memory
-        self._dirty: set = set()  # partials changed since the last flush
         self._target_of: dict[str, int] = {}  # event type -> its stage-2 partition (murmur2 is slow)
         self._side_sent: list = []  # dead letters and late records sent since the last flush
         if position.fold_next is not None:  # what this partition's earlier owners processed counts too
             offsets = ctx.stats.input_offsets
             offsets[partition] = max(offsets.get(partition, -1), position.fold_next - 1)
         log.info("partition %d: resuming at offset %s (folded up to %s), %d open partials, frontier %s",
-                 partition, self.start_offset(), position.fold_next, len(self.partials.values),
+                 partition, self.start_offset(), position.fold_next, len(self.partials),
                  position.frontier_ms)
 
     async def _put_archive(self, partition: int, start_offset: int, records: list) -> object:  # type: ignore[type-arg]
@@ -213,7 +215,7 @@ class IngestPartition:
         if fresh:
             await self._fold(fresh, now_s)
         self._read_next = records[-1].offset + 1
-        if len(self._dirty) >= DIRTY_KEYS_LIMIT or len(self._side_sent) >= SIDE_OUTPUTS_LIMIT:
+        if self.partials.dirty_count() >= DIRTY_KEYS_LIMIT or len(self._side_sent) >= SIDE_OUTPUTS_LIMIT:
             await self.flush()
         stats = ctx.stats
         stats.consumed[partition] += len(records)
@@ -240,7 +242,6 @@ class IngestPartition:
                      outcome)
         if outcome.dead_letters or outcome.late:
             self._side_sent += await self.side_outputs.send(outcome, {r.offset: r for r in records})
-        self._dirty.update(outcome.dirty.get(partition, ()))
         event_ms = outcome.max_event_ms.get(partition)
         if event_ms is not None:
             self.clock.observe(event_ms, ctx.clock_ms())
@@ -257,25 +258,16 @@ class IngestPartition:
         Once per tick (or sooner when many keys changed), not per batch: a key changed by every
         batch is sent once per flush, which is what bounds the partials of many event types.
         """
-        ctx, partition, topics = self.ctx, self.partition, self.ctx.topics
-        values = self.partials.values
+        ctx, partition, topics, partials, put = self.ctx, self.partition, self.ctx.topics, self.partials, self.store.put
         partials_sent = []
-        by_target: dict[int, list[tuple[PartialKey, list[float]]]] = {}
-        target_of = self._target_of
-        for key in self._dirty:
-            target = target_of.get(key.event_type)
-            if target is None:
-                if len(target_of) >= TARGET_CACHE_LIMIT:
-                    target_of.clear()
-                target = target_of[key.event_type] = partial_partition(key.event_type,
-                                                                       ctx.settings.kafka.topic_partitions)
-            by_target.setdefault(target, []).append((key, values[key]))
-        for target, entries in by_target.items():
-            for body in encode_partials(partition, entries):
-                ctx.faults.check("ingest.send")
-                partials_sent.append(await ctx.producer.send(topics.partials, body, partition=target))
-        await self.packs.write(self.store.put, ((key, values[key]) for key in self._dirty))
-        self._dirty = set()
+        for instance, slots in partials.take_dirty():
+            encode = functools.partial(encode_partial_columns, partition, instance)
+            for target, run in self._by_target(instance, slots).items():
+                for start, stop, body in encode_in_runs(run, encode, PARTIALS_BYTES):
+                    ctx.faults.check("ingest.send")
+                    partials_sent.append(await ctx.producer.send(topics.partials, body, partition=target))
+                    await put(pack_key(PARTIALS_PACK_PREFIX, partials.packed(instance, run[start:stop])), body)
+        await self._delete_packs()
         # All of it durable before the position passes the records it covers.
         await self.store.commit()
         side_sent, self._side_sent = self._side_sent, []
@@ -285,6 +277,28 @@ class IngestPartition:
         if position != self.position:
             self.position = position
             await self.store.put(POSITION_KEY, encode_ingest_position(position))
+
+    def _by_target(self, instance: InstancePartials, slots: list[int]) -> dict[int, list[int]]:
+        """The slots by the stage-2 partition of their event type."""
+        by_target: dict[int, list[int]] = {}
+        target_of, types = self._target_of, instance.types
+        for slot in slots:
+            event_type = types[slot]
+            target = target_of.get(event_type)
+            if target is None:
+                if len(target_of) >= TARGET_CACHE_LIMIT:
+                    target_of.clear()
+                target = target_of[event_type] = partial_partition(event_type, self.ctx.settings.kafka.topic_partitions)
+            run = by_target.get(target)
+            if run is None:
+                by_target[target] = [slot]
+            else:
+                run.append(slot)
+        return by_target
+
+    async def _delete_packs(self) -> None:
+        for seq in self.partials.take_empty():
+            await self.store.put(pack_key(PARTIALS_PACK_PREFIX, seq), None)
 
     def _position_now(self) -> IngestPosition:
         folded = self._folded_next if self._folded_next >= 0 else None  # None: nothing folded yet
@@ -318,15 +332,16 @@ class IngestPartition:
         ctx.stats.archive_buffered[self.partition] = self.archive.buffered()
 
     async def _advance_frontier(self, low_ms: int) -> None:
-        closed = [key for key, _ in self.partials.pop_closed(self.windows, low_ms)]
+        closed = self.partials.pop_closed(self.windows, low_ms)
         self.position = dataclasses.replace(self.position, frontier_ms=low_ms)
         await self._write_position(deletes=[*self._stale, *closed])  # frontier first, then the deletes
         await self.store.commit()
 
-    async def _write_position(self, deletes: Sequence = ()) -> None:
+    async def _write_position(self, deletes: Sequence[InstancePartials] = ()) -> None:
         self.position = self._position_now()
         await self.store.put(POSITION_KEY, encode_ingest_position(self.position))
-        await self.packs.forget(self.store.put, deletes)
+        self.partials.forget(deletes)
+        await self._delete_packs()
         self._stale = []
 
     async def _announce(self, frontier_ms: int, now_ms: int) -> None:

@@ -103,7 +103,7 @@ async def run_once(settings: Settings, records: dict[int, list[ConsumerRecord[by
     export_ctx = ExportContext(settings, topics, broker, outputs, PipelineStats(),  # type: ignore[arg-type]
                                PipelineMetrics(), Path("/nonexistent"), clock)
     ingest = {p: IngestPartition(ingest_ctx, p, FakeStore(broker, topics.ingest_state, p),  # type: ignore[arg-type]
-                                 *decode_ingest_state({}), -1, -1) for p in records}
+                                 *decode_ingest_state({}, p), -1, -1) for p in records}
     export = {q: ExportPartition(export_ctx, q, FakeStore(broker, topics.export_state, q),  # type: ignore[arg-type]
                                  decode_export_state({})) for q in range(PARTITIONS)}
     read = dict.fromkeys(records, 0)
@@ -163,8 +163,11 @@ def touches(broker: FakeBroker, topics: Topics) -> dict[str, int]:
         message = decode_stage_message(value) if value is not None else None
         return len(message.entries) if isinstance(message, PartialsMessage) else 0
 
+    def entries(pack: dict[str, Any]) -> int:
+        return len(pack["t"] if "c" in pack else pack["e"])  # stage 1's columns, or stage 2's entries
+
     def of_prefix(topic: str, prefix: bytes) -> int:
-        return sum(len(orjson.loads(sent.value)["e"]) for q in range(PARTITIONS) for sent in broker.log(topic, q)
+        return sum(entries(orjson.loads(sent.value)) for q in range(PARTITIONS) for sent in broker.log(topic, q)
                    if sent.value is not None and sent.key is not None and sent.key.startswith(prefix))
 
     sent_partials = sum(partials(sent.value) for q in range(PARTITIONS) for sent in broker.log(topics.partials, q))

@@ -19,8 +19,10 @@ drop such keys again by the rule that dropped them (the frontier, the export led
 configured windows), whose record precedes the forget. Packs are deleted oldest first, so a key
 never comes back with a value older than its newest.
 
-The pack record: key `prefix + 16 hex digits of the sequence number` (sorted as written),
-value the JSON object `{"w": window, "s": start_ms, "e": [[event_type, value], ...]}`.
+The pack record: key `prefix + 16 hex digits of the sequence number` (sorted as written). Stage 2's
+value (this class) is the JSON object `{"w": window, "s": start_ms, "e": [[event_type, value], ...]}`.
+Stage 1 keeps the same books in its columnar state (tables/partials.PartitionPartials), and its pack
+is the partials message it sent, the same bytes (models.encode_partial_columns).
 """
 
 from __future__ import annotations
@@ -34,13 +36,22 @@ import orjson
 from chunks import encode_in_runs
 from tables.partials import PartialKey
 
-__all__ = ["PACK_BYTES", "Packs"]
+__all__ = ["PACK_BYTES", "Packs", "pack_key", "packs_in"]
 
 # A pack's value stays well below Kafka's default 1 MiB record limit (event types are at most
 # 256 characters, so an entry is a few KB at most).
 PACK_BYTES = 256 * 1024
 
 Put = Callable[[bytes, bytes | None], Awaitable[None]]
+
+
+def pack_key(prefix: bytes, seq: int) -> bytes:
+    return prefix + b"%016x" % seq
+
+
+def packs_in(prefix: bytes, items: Mapping[bytes, bytes]) -> dict[int, bytes]:
+    """The packs among a stage's stored items, by sequence number."""
+    return {int(key[len(prefix):], 16): value for key, value in items.items() if key.startswith(prefix)}
 
 
 class Packs:
@@ -59,7 +70,7 @@ class Packs:
     def restored(cls, prefix: bytes, items: Mapping[bytes, bytes]) -> tuple[Packs, dict[PartialKey, Any]]:
         """The packs among a stage's stored items, and every key's newest value."""
         packs = cls(prefix)
-        found = sorted((int(key[len(prefix):], 16), value) for key, value in items.items() if key.startswith(prefix))
+        found = sorted(packs_in(prefix, items).items())
         values: dict[PartialKey, Any] = {}
         for seq, raw in found:
             body = orjson.loads(raw)
@@ -94,7 +105,7 @@ class Packs:
         return old
 
     def _pack_key(self, seq: int) -> bytes:
-        return self.prefix + b"%016x" % seq
+        return pack_key(self.prefix, seq)
 
     async def write(self, put: Put, changed: Iterable[tuple[PartialKey, Any]]) -> None:
         """Write the new values of `changed` keys in packs, then delete the packs they emptied."""

@@ -20,6 +20,8 @@ before (it resumes from its own stored position), so a record is never judged tw
 
 from __future__ import annotations
 
+from array import array
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
@@ -112,52 +114,187 @@ class BatchOutcome:
     late: list[LateEvent] = field(default_factory=list)
     valid: list[tuple[Record, Event]] = field(default_factory=list)  # fold_batch's only
     columns: dict[int, EventColumns] = field(default_factory=dict)  # partition -> valid events, for the archive
-    dirty: dict[int, set[PartialKey]] = field(default_factory=dict)  # partition -> changed keys
+    dirty: dict[int, set[PartialKey]] = field(default_factory=dict)  # fold_batch's only: partition -> changed keys
     max_event_ms: dict[int, int] = field(default_factory=dict)  # partition -> highest valid event time
 
 
+class InstancePartials:
+    """The open partials of one window instance (window, start) of one input partition, as columns:
+    slot i holds event type types[i] and its [count, sum, min, max, marker]. With many event types a
+    new key is then a few appends, not an object, and a flush encodes column slices (NOTES.md,
+    Performance). `holder[i]` is the pack holding slot i's newest stored value (-1: none yet), and
+    `dirty` the slots changed since the last flush."""
+
+    __slots__ = ("window", "start_ms", "index", "types", "count", "total", "low", "high", "marker", "holder",
+                 "dirty")
+
+    def __init__(self, window: str, start_ms: int) -> None:
+        self.window = window
+        self.start_ms = start_ms
+        self.index: dict[str, int] = {}
+        self.types: list[str] = []
+        self.count = array("q")
+        self.total = array("d")
+        self.low = array("d")
+        self.high = array("d")
+        self.marker = array("q")
+        self.holder = array("q")
+        self.dirty: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def put(self, event_type: str, partial: Sequence[float], holder: int = -1) -> int:
+        """Set the partial of `event_type` (a restore's way in); its slot."""
+        count, total, low, high, marker = partial
+        slot = self.index.get(event_type)
+        if slot is None:
+            slot = self.index[event_type] = len(self.types)
+            self.types.append(event_type)
+            self.count.append(int(count))
+            self.total.append(float(total))
+            self.low.append(float(low))
+            self.high.append(float(high))
+            self.marker.append(int(marker))
+            self.holder.append(holder)
+            return slot
+        self.count[slot], self.total[slot], self.low[slot], self.high[slot], self.marker[slot] = \
+            int(count), float(total), float(low), float(high), int(marker)
+        self.holder[slot] = holder
+        return slot
+
+    def partial(self, slot: int) -> list[float]:
+        return [self.count[slot], self.total[slot], self.low[slot], self.high[slot], self.marker[slot]]
+
+    def key(self, slot: int) -> PartialKey:
+        return PartialKey(self.window, self.start_ms, self.types[slot])
+
+    def entries(self, slots: Iterable[int] | None = None) -> list[tuple[PartialKey, list[float]]]:
+        """(key, partial) of these slots (all by default): for tests and the slow paths."""
+        return [(self.key(slot), self.partial(slot)) for slot in (range(len(self)) if slots is None else slots)]
+
+
 class PartitionPartials:
-    """The open partial aggregates of one input partition, and their keys by window instance
-    (window, start), so that closing a window does not scan every key."""
+    """The open partial aggregates of one input partition, by window instance (window, start), so that
+    closing a window drops whole instances; and which of its packs hold the newest stored values.
 
-    __slots__ = ("groups", "partition", "values")
+    The packs (stage 1's changelog records of many keys, see tables/packed.py for the scheme): a pack
+    holds slots of one window instance; `live[seq]` counts the slots whose newest value pack `seq`
+    holds. This class only keeps the books (pure logic): the ingest agent writes and deletes the packs
+    it names."""
 
-    def __init__(self, partition: int, values: dict[PartialKey, list[float]] | None = None) -> None:
+    __slots__ = ("partition", "instances", "live", "next_seq", "empty")
+
+    def __init__(self, partition: int, values: Mapping[PartialKey, Sequence[float]] | None = None) -> None:
         self.partition = partition
-        self.values: dict[PartialKey, list[float]] = values if values is not None else {}
-        self.groups: dict[tuple[str, int], list[PartialKey]] = {}
-        for key in self.values:
-            self.groups.setdefault((key.window, key.start_ms), []).append(key)
+        self.instances: dict[tuple[str, int], InstancePartials] = {}
+        self.live: dict[int, int] = {}  # pack -> how many slots it holds the newest value of
+        self.next_seq = 0
+        self.empty: list[int] = []  # packs that hold no newest value: to delete at the next write
+        for key, partial in (values or {}).items():
+            self.instance(key.window, key.start_ms).put(key.event_type, partial)
 
-    def add(self, key: PartialKey, partial: list[float]) -> None:
-        """A new key (the fold's way in: it must not be present)."""
-        self.values[key] = partial
-        group = self.groups.get((key.window, key.start_ms))
-        if group is None:
-            self.groups[(key.window, key.start_ms)] = [key]
+    def __len__(self) -> int:
+        """The number of open keys."""
+        return sum(len(instance) for instance in self.instances.values())
+
+    def instance(self, window: str, start_ms: int) -> InstancePartials:
+        instance = self.instances.get((window, start_ms))
+        if instance is None:
+            instance = self.instances[(window, start_ms)] = InstancePartials(window, start_ms)
+        return instance
+
+    @property
+    def values(self) -> dict[PartialKey, list[float]]:
+        """Every open key's partial (a copy; for tests and the slow paths)."""
+        return {key: partial for instance in self.instances.values() for key, partial in instance.entries()}
+
+    # -- restore ----------------------------------------------------------------------------------
+
+    def restore(self, seq: int, window: str, start_ms: int, entries: Iterable[tuple[str, Sequence[float]]]) -> None:
+        """Pack `seq`'s entries (packs in sequence order, each over the older)."""
+        instance = self.instance(window, start_ms)
+        live = self.live
+        live.setdefault(seq, 0)
+        for event_type, partial in entries:
+            slot = instance.index.get(event_type)
+            old = instance.holder[slot] if slot is not None else -1
+            instance.put(event_type, partial, seq)
+            live[seq] += 1
+            if old >= 0:
+                live[old] -= 1
+        self.next_seq = max(self.next_seq, seq + 1)
+
+    def restored(self) -> None:
+        """After the last pack: the packs that no longer hold a newest value are deleted at the next write."""
+        self.empty += [seq for seq, count in self.live.items() if count == 0]
+        for seq in self.empty:
+            self.live.pop(seq, None)
+
+    # -- flush: the changed slots, and the packs they are written to --------------------------------
+
+    def take_dirty(self) -> list[tuple[InstancePartials, list[int]]]:
+        """Each instance with changed slots, and those slots (ascending); they are clean afterwards."""
+        dirty = []
+        for instance in self.instances.values():
+            if instance.dirty:
+                dirty.append((instance, sorted(instance.dirty)))
+                instance.dirty = set()
+        return dirty
+
+    def dirty_count(self) -> int:
+        return sum(len(instance.dirty) for instance in self.instances.values())
+
+    def packed(self, instance: InstancePartials, slots: Sequence[int]) -> int:
+        """A new pack holds these slots' newest values: its sequence number. The packs it emptied are
+        added to the ones take_empty returns."""
+        seq = self.next_seq
+        self.next_seq += 1
+        holder, live = instance.holder, self.live
+        before = Counter([holder[slot] for slot in slots])
+        for slot in slots:
+            holder[slot] = seq
+        live[seq] = len(slots)
+        for old, taken in before.items():
+            if old >= 0:
+                self._release(old, taken)
+        return seq
+
+    def forget(self, instances: Iterable[InstancePartials]) -> None:
+        """Dropped instances (already removed from the state): the packs they leave empty go to take_empty."""
+        for instance in instances:
+            for old, taken in Counter(instance.holder).items():
+                if old >= 0:
+                    self._release(old, taken)
+
+    def _release(self, seq: int, slots: int) -> None:
+        left = self.live[seq] - slots
+        if left:
+            self.live[seq] = left
         else:
-            group.append(key)
+            del self.live[seq]
+            self.empty.append(seq)
 
-    def drop_windows(self, windows: set[str]) -> list[PartialKey]:
-        """Remove every key of these windows; their keys."""
-        dropped = [key for (window, _), keys in self.groups.items() if window in windows for key in keys]
-        self._remove([group for group in self.groups if group[0] in windows])
-        return dropped
+    def take_empty(self) -> list[int]:
+        """The packs to delete, oldest first: a crash part way leaves each key of a dropped window with
+        its newest value or none, never an older one that the deleted newer pack had replaced."""
+        empty, self.empty = sorted(self.empty), []
+        return empty
 
-    def pop_closed(self, windows: Sequence[WindowSpec], frontier_ms: int) -> list[tuple[PartialKey, list[float]]]:
-        """Remove and return the partials of (configured) windows the frontier has closed."""
+    # -- closing ----------------------------------------------------------------------------------
+
+    def drop_windows(self, windows: set[str]) -> list[InstancePartials]:
+        """Remove every instance of these windows; the instances."""
+        return self._remove([group for group in self.instances if group[0] in windows])
+
+    def pop_closed(self, windows: Sequence[WindowSpec], frontier_ms: int) -> list[InstancePartials]:
+        """Remove and return the instances of (configured) windows the frontier has closed."""
         size_ms = window_sizes(tuple(windows))
-        closed_groups = [(window, start) for window, start in self.groups
-                         if window in size_ms and is_closed(start, size_ms[window], frontier_ms)]
-        closed = [(key, self.values[key]) for group in closed_groups for key in self.groups[group]]
-        self._remove(closed_groups)
-        return closed
+        return self._remove([(window, start) for window, start in self.instances
+                             if window in size_ms and is_closed(start, size_ms[window], frontier_ms)])
 
-    def _remove(self, groups: list[tuple[str, int]]) -> None:
-        values = self.values
-        for group in groups:
-            for key in self.groups.pop(group):
-                del values[key]
+    def _remove(self, groups: list[tuple[str, int]]) -> list[InstancePartials]:
+        return [self.instances.pop(group) for group in groups]
 
 
 class RawRecord(Protocol):
@@ -178,7 +315,8 @@ def fold_batch(
     frontiers_ms: Mapping[int, int | None],
     limits: Limits,
 ) -> BatchOutcome:
-    """fold_records for Records of any partitions, in their order; also lists the valid (Record, Event)."""
+    """fold_records for Records of any partitions, in their order; also lists the valid (Record, Event)
+    and, per partition, the keys the batch changed (taken from the partials' dirty slots)."""
     outcome = BatchOutcome()
     for partition, run in groupby(records, key=attrgetter("partition")):
         batch = list(run)
@@ -187,6 +325,10 @@ def fold_batch(
             decoded = limits.decode(record)
             if isinstance(decoded, Event):
                 outcome.valid.append((record, decoded))
+    for partition, partials in partitions.items():
+        dirty = {instance.key(slot) for instance, slots in partials.take_dirty() for slot in slots}
+        if dirty:
+            outcome.dirty[partition] = dirty
     return outcome
 
 
@@ -200,13 +342,13 @@ def fold_records(
     outcome: BatchOutcome,
 ) -> None:
     """Decode, validate and fold one partition's records, in offset order, into its partials (mutated
-    in place); what else they give is added to ``outcome``: dead letters, late records, the valid
-    events' columns (for the raw archive), the changed keys and the highest event time.
+    in place, the changed slots marked dirty); what else they give is added to ``outcome``: dead
+    letters, late records, the valid events' columns (for the raw archive) and the highest event time.
 
     The hot path of the pipeline. No object is made per valid record beyond what msgspec decodes:
     a record's window keys depend only on its event type and on its event time's slot of the
     windows' common step (every start it falls in, and whether the frontier closed it, is the
-    same for the whole slot), so the partials a slot and type folds into are looked up once per
+    same for the whole slot), so the cells a slot and type folds into are looked up once per
     batch, and each record updates them in place, in offset order (the sums stay sequential).
     """
     dead_letters, late = outcome.dead_letters, outcome.late
@@ -250,47 +392,41 @@ def fold_records(
         if slot is None:
             slot = slots[slot_key] = _open_slot(partials, specs, event_type, event_ms, value, offset)
         else:
-            for current in slot.partials:
-                if offset > current[MARKER]:  # fold_value, inline
-                    current[COUNT] += 1
-                    current[SUM] += value
-                    if value < current[MIN]:
-                        current[MIN] = value
-                    if value > current[MAX]:
-                        current[MAX] = value
-                    current[MARKER] = offset
+            for count, total, low, high, marker, i in slot.cells:
+                if offset > marker[i]:  # fold_value, inline
+                    count[i] += 1
+                    total[i] += value
+                    if value < low[i]:
+                        low[i] = value
+                    if value > high[i]:
+                        high[i] = value
+                    marker[i] = offset
                 # else: a replayed record this key already holds
         if slot.missed:
             late.append(LateEvent(Record(partition, offset, raw, written_ms),
                                   Event(user_id, event_type, event_ms, value), slot.missed))
     if max_event_ms != NONE_CLOSED:
         outcome.max_event_ms[partition] = max_event_ms
-    dirty = outcome.dirty.get(partition)
-    if dirty is None:
-        dirty = outcome.dirty[partition] = set()
-    for slot in slots.values():  # per changed key, not per record
-        dirty.update(key for key, current, marker in zip(slot.keys, slot.partials, slot.markers, strict=True)
-                     if current[MARKER] != marker)
-    if not dirty:
-        del outcome.dirty[partition]
+    for slot in slots.values():  # per changed cell, not per record
+        for instance, i, before in slot.opened:
+            if instance.marker[i] != before:
+                instance.dirty.add(i)
 
 
 class _Slot(NamedTuple):
-    """The open partials one (event type, slot of event time) folds into, within one batch."""
+    """The cells one (event type, slot of event time) folds into, within one batch."""
 
-    keys: list[PartialKey]
-    partials: list[list[float]]
-    markers: list[float | None]  # each partial's marker when the slot opened (None: created then)
+    cells: list[tuple[array[int], array[float], array[float], array[float], array[int], int]]
+    opened: list[tuple[InstancePartials, int, int]]  # (instance, slot, its marker when the batch opened it)
     missed: tuple[tuple[str, int], ...]  # (window, start_ms) the frontier had closed
 
 
 def _open_slot(partials: PartitionPartials, specs: Sequence[tuple[str, int, int, int]], event_type: str,
                event_ms: int, value: float, offset: int) -> _Slot:
     """The slot of a batch's first record in it, with that record folded in."""
-    values = partials.values
-    keys: list[PartialKey] = []
-    currents: list[list[float]] = []
-    markers: list[float | None] = []
+    instances = partials.instances
+    cells = []
+    opened = []
     missed = []
     for name, size_ms, step_ms, last_closed_ms in specs:
         # Starts s with s <= t < s + size, multiples of step (floor, so negatives too),
@@ -300,28 +436,32 @@ def _open_slot(partials: PartitionPartials, specs: Sequence[tuple[str, int, int,
             if start_ms <= last_closed_ms:
                 missed.append((name, start_ms))
                 continue
-            key = _new_key(PartialKey, (name, start_ms, event_type))
-            current = values.get(key)
-            if current is None:
-                current = [1, value, value, value, offset]  # new_partial, inline
-                partials.add(key, current)
-                marker = None
+            instance = instances.get((name, start_ms))
+            if instance is None:
+                instance = instances[(name, start_ms)] = InstancePartials(name, start_ms)
+            count, total, low, high, marker = instance.count, instance.total, instance.low, instance.high, \
+                instance.marker
+            i = instance.index.get(event_type)
+            if i is None:  # new_partial, inline
+                i = instance.index[event_type] = len(marker)
+                instance.types.append(event_type)
+                count.append(1)
+                total.append(value)
+                low.append(value)
+                high.append(value)
+                marker.append(offset)
+                instance.holder.append(-1)
+                before = -1  # below every offset: the slot is dirty
             else:
-                marker = current[MARKER]
-                if offset > marker:  # fold_value, inline
-                    current[COUNT] += 1
-                    current[SUM] += value
-                    if value < current[MIN]:
-                        current[MIN] = value
-                    if value > current[MAX]:
-                        current[MAX] = value
-                    current[MARKER] = offset
-            keys.append(key)
-            currents.append(current)
-            markers.append(marker)
-    return _new_key(_Slot, (keys, currents, markers, tuple(missed)))
-
-
-# A NamedTuple built without its constructor's argument handling (one per new slot and key: with many
-# event types, one per record).
-_new_key = tuple.__new__
+                before = marker[i]
+                if offset > before:  # fold_value, inline
+                    count[i] += 1
+                    total[i] += value
+                    if value < low[i]:
+                        low[i] = value
+                    if value > high[i]:
+                        high[i] = value
+                    marker[i] = offset
+            cells.append((count, total, low, high, marker, i))
+            opened.append((instance, i, before))
+    return _Slot(cells, opened, tuple(missed))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,11 +17,13 @@ import orjson
 import pytest
 from stage_fakes import CrashError, FakeBoard, FakeBroker, FakeClock, FakeOutputs, FakeStore, last_source_offset
 
+from agents import ingest
 from agents.ingest import IngestContext, IngestPartition
 from channels import topics_for
-from models import decode_ingest_state, decode_stage_message, source_offset
+from models import PARTIALS_PACK_PREFIX, decode_ingest_state, decode_stage_message, source_offset
 from settings import load
 from stats import PipelineStats
+from tables.packed import pack_key
 
 SETTINGS = load({"TOPIC_PARTITIONS": "2", "ALLOWED_LATENESS": "10s", "IDLE_TIMEOUT": "1h",
                  "ARCHIVE_MAX_RECORDS": "7", "ARCHIVE_MAX_AGE": "3s"})
@@ -30,18 +33,19 @@ BASE_MS = 1_793_574_000_000  # a minute boundary
 TYPES = ("click", "view", "a/b")
 
 
-def _records(seed: int, n: int) -> list[Any]:
-    """Partition P's input: events 1 s apart with disorder, malformed ones, and late ones."""
+def _records(seed: int, n: int, types: tuple[str, ...] = TYPES, late_after: int = 60) -> list[Any]:
+    """Partition P's input: events 1 s apart with disorder, malformed ones, and late ones (at BASE_MS,
+    from offset `late_after` on)."""
     rng = random.Random(seed)
     records = []
     for offset in range(n):
         event_ms = BASE_MS + offset * 1_000 - rng.choice((0, 0, 2_000, 7_000))
         if offset % 11 == 5:
             value = b"{not json"
-        elif offset % 17 == 9 and offset > 60:
+        elif offset % 17 == 9 and offset > late_after:
             value = orjson.dumps({"user_id": "u", "event_type": "click", "timestamp": BASE_MS, "value": 1.0})  # late
         else:
-            value = orjson.dumps({"user_id": f"u{offset % 5}", "event_type": rng.choice(TYPES),
+            value = orjson.dumps({"user_id": f"u{offset % 5}", "event_type": rng.choice(types),
                                   "timestamp": event_ms, "value": rng.randrange(-40, 40) / 4})
         records.append(SimpleNamespace(offset=offset, value=value, timestamp=-1, key=b"k", headers=[("h", b"v")]))
     return records
@@ -65,14 +69,15 @@ def _open(run: Run, board: FakeBoard, clock: FakeClock) -> IngestPartition:
     ctx = IngestContext(SETTINGS, TOPICS, run.broker, run.outputs, board, PipelineStats(),  # type: ignore[arg-type]
                         Path("/nonexistent"), clock, monotonic=clock.monotonic)
     store = FakeStore(run.broker, TOPICS.ingest_state, P)
-    position, partials, packs = decode_ingest_state(store.restore())
-    return IngestPartition(ctx, P, store, position, partials, packs,  # type: ignore[arg-type]
+    position, partials = decode_ingest_state(store.restore(), P)
+    return IngestPartition(ctx, P, store, position, partials,  # type: ignore[arg-type]
                            last_source_offset(run.broker, TOPICS.dead_letters, P),
                            last_source_offset(run.broker, TOPICS.late, P))
 
 
-async def _drive(run: Run, records: list[Any], batch_seed: int) -> None:
-    """Feed the input from where the stage says it resumes, crash-restoring whenever a send fails."""
+async def _drive(run: Run, records: list[Any], batch_seed: int) -> IngestPartition:
+    """Feed the input from where the stage says it resumes, crash-restoring whenever a send fails;
+    the partition's last owner."""
     board, clock = FakeBoard(), FakeClock()
     rng = random.Random(batch_seed)
     part = _open(run, board, clock)
@@ -91,7 +96,7 @@ async def _drive(run: Run, records: list[Any], batch_seed: int) -> None:
             await part.tick(clock())
             assert await part.archive.flush(1)
             await part.tick(clock())
-            return
+            return part
         except CrashError:
             run.crashes += 1
             await part.archive.close()  # the process is gone, its writes in flight with it
@@ -120,14 +125,47 @@ def _outputs(run: Run) -> dict[str, Any]:
             "archive": archived}
 
 
-def _clean(records: list[Any]) -> tuple[dict[str, Any], int]:
+def _assert_books_match_the_changelog(run: Run, part: IngestPartition) -> None:
+    """What a new owner would restore is the state in memory, and the packs stored are exactly the
+    ones holding a newest value (none left behind: the changelog stays bounded by the open keys)."""
+    items = FakeStore(run.broker, TOPICS.ingest_state, P).restore()
+    assert decode_ingest_state(items, P)[1].values == part.partials.values
+    stored = {key for key in items if key.startswith(PARTIALS_PACK_PREFIX)}
+    assert stored == {pack_key(PARTIALS_PACK_PREFIX, seq) for seq in part.partials.live}
+    assert sum(part.partials.live.values()) == len(part.partials) <= len(part.partials.values)
+
+
+def _clean(records: list[Any]) -> tuple[dict[str, Any], Run]:
     run = Run(FakeBroker(), FakeOutputs())
-    asyncio.run(_drive(run, records, batch_seed=1))
-    return _outputs(run), run.broker.sends
+    _assert_books_match_the_changelog(run, asyncio.run(_drive(run, records, batch_seed=1)))
+    return _outputs(run), run
 
 
 RECORDS = _records(3, 140)
-CLEAN, CLEAN_SENDS = _clean(RECORDS)
+CLEAN, CLEAN_RUN = _clean(RECORDS)
+CLEAN_SENDS = CLEAN_RUN.broker.sends
+# Many long event types, with messages and packs cut at a small limit: a flush writes several
+# packs per window instance, and a crash can fall between any two of them.
+CUT_BYTES = 1_500
+LONG_TYPES = tuple(f"{i:02d}/" + "x" * 200 for i in range(40))
+
+
+@pytest.fixture
+def small_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "PARTIALS_BYTES", CUT_BYTES)
+
+
+def _cut_clean() -> tuple[list[Any], dict[str, Any], Run]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ingest, "PARTIALS_BYTES", CUT_BYTES)
+        # Its late records are late for every window: one late for some windows only is judged by the
+        # frontier its batch began with, and batches after a crash begin elsewhere.
+        records = _records(4, 140, LONG_TYPES, late_after=80)
+        return records, *_clean(records)
+
+
+CUT_RECORDS, CUT_CLEAN, CUT_RUN = _cut_clean()
+CUT_SENDS = CUT_RUN.broker.sends
 
 
 def test_the_clean_run_has_every_kind_of_output() -> None:
@@ -140,9 +178,33 @@ def test_the_clean_run_has_every_kind_of_output() -> None:
 @pytest.mark.parametrize("crash_at", range(1, CLEAN_SENDS + 1))
 def test_a_crash_at_any_send_ends_with_the_clean_outputs(crash_at: int) -> None:
     run = Run(FakeBroker(fail_at=crash_at), FakeOutputs())
-    asyncio.run(_drive(run, RECORDS, batch_seed=1))  # the clean run's batches up to the crash, then others
+    part = asyncio.run(_drive(run, RECORDS, batch_seed=1))  # the clean run's batches up to the crash, then others
     assert run.crashes == 1
     assert _outputs(run) == CLEAN
+    _assert_books_match_the_changelog(run, part)
+
+
+def test_the_cut_run_cuts_its_messages_and_packs() -> None:
+    broker = CUT_RUN.broker
+    sizes = [len(r.value) for q in range(2) for r in broker.log(TOPICS.partials, q) if r.value is not None]
+    assert CUT_CLEAN["partials"] and max(sizes) <= CUT_BYTES
+    packs = [orjson.loads(r.value) for r in broker.log(TOPICS.ingest_state, P)
+             if r.value is not None and r.key is not None and r.key.startswith(PARTIALS_PACK_PREFIX)]
+    types_of: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for body in packs:
+        types_of[(body["w"], body["s"])].update(body["t"])
+    # More event types in a window instance than a pack holds: instances were cut into several packs.
+    assert max(len(body["t"]) for body in packs) < max(map(len, types_of.values()))
+
+
+@pytest.mark.parametrize("crash_at", range(1, CUT_SENDS + 1))
+@pytest.mark.usefixtures("small_messages")
+def test_a_crash_between_the_packs_of_a_cut_flush_ends_with_the_clean_outputs(crash_at: int) -> None:
+    run = Run(FakeBroker(fail_at=crash_at), FakeOutputs())
+    part = asyncio.run(_drive(run, CUT_RECORDS, batch_seed=1))
+    assert run.crashes == 1
+    assert _outputs(run) == CUT_CLEAN
+    _assert_books_match_the_changelog(run, part)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -150,7 +212,7 @@ def test_repeated_crashes_end_with_the_clean_outputs(seed: int) -> None:
     rng = random.Random(seed)
     run = Run(FakeBroker(), FakeOutputs())
 
-    async def crash_often() -> None:
+    async def crash_often() -> IngestPartition:
         # Arm a new crash point after every restore, a few times.
         original = run.broker.send
 
@@ -160,8 +222,9 @@ def test_repeated_crashes_end_with_the_clean_outputs(seed: int) -> None:
             return await original(*args, **kwargs)
 
         run.broker.send = send  # type: ignore[method-assign]
-        await _drive(run, RECORDS, batch_seed=seed)
+        return await _drive(run, RECORDS, batch_seed=seed)
 
-    asyncio.run(crash_often())
+    part = asyncio.run(crash_often())
     assert run.crashes >= 1
     assert _outputs(run) == CLEAN
+    _assert_books_match_the_changelog(run, part)

@@ -39,6 +39,7 @@ from models import (
     encode_frontier,
     encode_ingest_position,
     encode_mark,
+    encode_partial_columns,
     encode_partials,
     forwarded,
     frontier_state_key,
@@ -50,7 +51,8 @@ from models import (
     totals_value,
     window_key,
 )
-from tables.partials import PartialKey
+from tables.packed import pack_key
+from tables.partials import PartialKey, PartitionPartials
 from tables.watermark import Mark
 
 HOSTILE = [
@@ -136,6 +138,16 @@ def test_parse_rejects_malformed_keys() -> None:
 # -- stage messages -----------------------------------------------------------------------
 
 
+def _columns(partition: int, entries: list[tuple[PartialKey, list[float]]]) -> bytes:
+    """Stage 1's message of these entries (all of one window instance)."""
+    [instance] = PartitionPartials(partition, dict(entries)).instances.values()
+    return encode_partial_columns(partition, instance, range(len(instance)))
+
+
+# The message stage 1 writes, and the one an earlier version wrote, which stage 2 still reads.
+WRITERS = {"columns": _columns, "per key": lambda partition, entries: encode_partials(partition, entries)[0]}
+
+
 @pytest.mark.parametrize(
     "partial",
     [
@@ -147,10 +159,10 @@ def test_parse_rejects_malformed_keys() -> None:
         [1_000_000, 123456.789e-300, -2.2250738585072014e-308, 1e22, 2**53],
     ],
 )
-def test_partial_message_round_trips_bit_exactly(partial: list[float]) -> None:
+@pytest.mark.parametrize("writer", WRITERS)
+def test_partial_message_round_trips_bit_exactly(partial: list[float], writer: str) -> None:
     key = PartialKey("hopping_1m", 1_700_000_020_000, "a|b\n..")
-    [body] = encode_partials(2, [(key, partial)])
-    decoded = decode_stage_message(body)
+    decoded = decode_stage_message(WRITERS[writer](2, [(key, partial)]))
     assert decoded == PartialsMessage(2, [(key, partial)])
     assert isinstance(decoded, PartialsMessage)
     [(_, got)] = decoded.entries
@@ -158,10 +170,22 @@ def test_partial_message_round_trips_bit_exactly(partial: list[float]) -> None:
     assert [math.copysign(1.0, x) for x in got] == [math.copysign(1.0, x) for x in partial]
 
 
+@pytest.mark.parametrize("writer", WRITERS)
 @pytest.mark.parametrize("event_type", HOSTILE)
-def test_partial_message_body_keeps_hostile_event_types(event_type: str) -> None:
+def test_partial_message_body_keeps_hostile_event_types(event_type: str, writer: str) -> None:
     entries = [(PartialKey("tumbling_1m", 0, event_type), [1, 1.0, 1.0, 1.0, 9])]
-    assert decode_stage_message(encode_partials(0, entries)[0]) == PartialsMessage(0, entries)
+    assert decode_stage_message(WRITERS[writer](0, entries)) == PartialsMessage(0, entries)
+
+
+def test_partial_columns_body_is_compact_json_of_the_slots_asked() -> None:
+    entries = {PartialKey("w", 60_000, "t"): [2, 1.5, 0.5, 1.0, 42],
+               PartialKey("w", 60_000, "u"): [1, 1.0, 1.0, 1.0, 43],
+               PartialKey("w", 60_000, "v"): [1, 3.0, 3.0, 3.0, 44]}
+    [instance] = PartitionPartials(1, entries).instances.values()
+    body = encode_partial_columns(1, instance, [0, 2])
+    assert orjson.loads(body) == {"p": 1, "w": "w", "s": 60_000, "t": ["t", "v"], "c": [2, 1], "sum": [1.5, 3.0],
+                                  "min": [0.5, 3.0], "max": [1.0, 3.0], "m": [42, 44]}
+    assert b" " not in body
 
 
 def test_partial_message_body_is_compact_json() -> None:
@@ -185,8 +209,9 @@ def test_the_previous_versions_one_key_message_still_decodes() -> None:
     assert decode_stage_message(body) == PartialsMessage(1, [(PartialKey("w", 60_000, "t"), [2, 1.5, 0.5, 1.0, 42])])
 
 
-def test_partial_marker_beyond_float_precision_round_trips() -> None:
-    decoded = decode_stage_message(encode_partials(0, [(PartialKey("w", 0, "t"), [1, 1.0, 1.0, 1.0, 2**53 + 1])])[0])
+@pytest.mark.parametrize("writer", WRITERS)
+def test_partial_marker_beyond_float_precision_round_trips(writer: str) -> None:
+    decoded = decode_stage_message(WRITERS[writer](0, [(PartialKey("w", 0, "t"), [1, 1.0, 1.0, 1.0, 2**53 + 1])]))
     assert isinstance(decoded, PartialsMessage)
     assert decoded.entries[0][1][4] == 2**53 + 1
 
@@ -211,9 +236,10 @@ def test_frontier_body_is_compact_json() -> None:
     assert orjson.loads(body) == {"p": 2, "f": 120_000, "n": 4, "at": 130_000}
 
 
-def test_partial_with_event_type_f_is_not_taken_for_a_frontier() -> None:
+@pytest.mark.parametrize("writer", WRITERS)
+def test_partial_with_event_type_f_is_not_taken_for_a_frontier(writer: str) -> None:
     entries = [(PartialKey("f", 0, "f"), [1, 1.0, 1.0, 1.0, 0])]
-    assert decode_stage_message(encode_partials(0, entries)[0]) == PartialsMessage(0, entries)
+    assert decode_stage_message(WRITERS[writer](0, entries)) == PartialsMessage(0, entries)
 
 
 # -- dead-letter and late headers ---------------------------------------------------------
@@ -294,9 +320,28 @@ def test_ingest_state_round_trips() -> None:
     key = PartialKey("w", 60_000, "a|b")
     items = {POSITION_KEY: encode_ingest_position(position),
              **stored_packs(PARTIALS_PACK_PREFIX, [(key, [3, 1.5, -2.0, 4.0, 2**62])])}
-    restored_position, partials, _ = decode_ingest_state(items)
-    assert (restored_position, partials) == (position, {key: [3, 1.5, -2.0, 4.0, 2**62]})
-    assert decode_ingest_state({})[:2] == (IngestPosition(), {})
+    restored_position, partials = decode_ingest_state(items, 0)
+    assert (restored_position, partials.values) == (position, {key: [3, 1.5, -2.0, 4.0, 2**62]})
+    empty_position, empty = decode_ingest_state({}, 0)
+    assert (empty_position, empty.values) == (IngestPosition(), {})
+
+
+def test_ingest_state_reads_column_packs_over_an_earlier_versions_packs() -> None:
+    """Packs in sequence order, the newest value of each key winning, whichever format wrote them; the
+    books count what each pack still holds, and a pack holding nothing current is to be deleted."""
+    a, b, c = (PartialKey("w", 60_000, t) for t in "abc")
+    old = stored_packs(PARTIALS_PACK_PREFIX, [(a, [1, 1.0, 1.0, 1.0, 1]), (b, [1, 2.0, 2.0, 2.0, 2])])  # pack 0
+    newer = PartitionPartials(0, {a: [2, 3.0, 1.0, 2.0, 5], c: [1, 4.0, 4.0, 4.0, 6]})
+    [instance] = newer.instances.values()
+    items = {**old, pack_key(PARTIALS_PACK_PREFIX, 1): encode_partial_columns(0, instance, [0, 1]),
+             pack_key(PARTIALS_PACK_PREFIX, 2): encode_partial_columns(0, instance, [1])}
+    _, partials = decode_ingest_state(items, 0)
+    assert partials.values == {a: [2, 3.0, 1.0, 2.0, 5], b: [1, 2.0, 2.0, 2.0, 2], c: [1, 4.0, 4.0, 4.0, 6]}
+    assert partials.live == {0: 1, 1: 1, 2: 1} and partials.take_empty() == [] and partials.next_seq == 3
+    items[pack_key(PARTIALS_PACK_PREFIX, 3)] = encode_partial_columns(0, PartitionPartials(0, {
+        b: [2, 2.0, 2.0, 2.0, 7]}).instance("w", 60_000), [0])
+    _, partials = decode_ingest_state(items, 0)
+    assert partials.live == {1: 1, 2: 1, 3: 1} and partials.take_empty() == [0]
 
 
 def test_export_state_round_trips() -> None:
@@ -311,6 +356,8 @@ def test_export_state_round_trips() -> None:
 
 @pytest.mark.parametrize("key", [b"k|w|0|t", b"t|w|0|t"])
 def test_a_state_of_one_record_per_key_is_refused_with_the_upgrade_note(key: bytes) -> None:
-    for decode in (decode_ingest_state, decode_export_state):
-        with pytest.raises(StateFormatError, match="earlier version.*reset"):
-            decode({key: b"[1, 1.0, 1.0, 1.0, 0]"})  # type: ignore[operator]
+    items = {key: b"[1, 1.0, 1.0, 1.0, 0]"}
+    with pytest.raises(StateFormatError, match="earlier version.*reset"):
+        decode_ingest_state(items, 0)
+    with pytest.raises(StateFormatError, match="earlier version.*reset"):
+        decode_export_state(items)

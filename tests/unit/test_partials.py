@@ -42,6 +42,7 @@ from tables.partials import (
     SUM,
     BatchOutcome,
     DeadLetter,
+    InstancePartials,
     LateEvent,
     Limits,
     PartialKey,
@@ -70,6 +71,10 @@ def _raw(event_type: str, event_ms: int, value: float, user_id: str = "u1") -> b
 
 def _json(**fields: Any) -> bytes:
     return orjson.dumps(fields)
+
+
+def _entries(instances: list[InstancePartials]) -> list[tuple[PartialKey, list[float]]]:
+    return [entry for instance in instances for entry in instance.entries()]
 
 
 def _partials(*partitions: int) -> dict[int, PartitionPartials]:
@@ -520,7 +525,7 @@ def test_pop_closed_removes_exactly_the_windows_ending_at_or_before_the_frontier
     parts = _partials(0)
     _fold([Record(0, i, _raw(t, BASE_MS + 45_000, float(i))) for i, t in enumerate(("a", "b"))], parts)
     before = copy.deepcopy(parts[0].values)
-    closed = parts[0].pop_closed(WINDOWS, BASE_MS + 60_000)
+    closed = _entries(parts[0].pop_closed(WINDOWS, BASE_MS + 60_000))
     closed_keys = {PartialKey(w, BASE_MS, t) for t in ("a", "b") for w in ("tumbling_1m", "hopping_1m")}
     assert dict(closed) == {key: before[key] for key in closed_keys}
     assert len(closed) == 4
@@ -530,13 +535,13 @@ def test_pop_closed_removes_exactly_the_windows_ending_at_or_before_the_frontier
         PartialKey("hopping_1m", BASE_MS + 20_000, "b"): [1, 1.0, 1.0, 1.0, 1],
         PartialKey("hopping_1m", BASE_MS + 40_000, "b"): [1, 1.0, 1.0, 1.0, 1],
     }
-    assert parts[0].pop_closed(WINDOWS, BASE_MS + 60_000) == []
-    assert parts[0].pop_closed(WINDOWS, BASE_MS + 79_999) == []
-    assert parts[0].pop_closed(WINDOWS, BASE_MS + 80_000) == [
+    assert _entries(parts[0].pop_closed(WINDOWS, BASE_MS + 60_000)) == []
+    assert _entries(parts[0].pop_closed(WINDOWS, BASE_MS + 79_999)) == []
+    assert _entries(parts[0].pop_closed(WINDOWS, BASE_MS + 80_000)) == [
         (PartialKey("hopping_1m", BASE_MS + 20_000, "a"), [1, 0.0, 0.0, 0.0, 0]),
         (PartialKey("hopping_1m", BASE_MS + 20_000, "b"), [1, 1.0, 1.0, 1.0, 1]),
     ]
-    assert parts[0].pop_closed(WINDOWS, 10**15) == [
+    assert _entries(parts[0].pop_closed(WINDOWS, 10**15)) == [
         (PartialKey("hopping_1m", BASE_MS + 40_000, "a"), [1, 0.0, 0.0, 0.0, 0]),
         (PartialKey("hopping_1m", BASE_MS + 40_000, "b"), [1, 1.0, 1.0, 1.0, 1]),
     ]
@@ -593,7 +598,7 @@ class _Stage1:
             closed = self.parts[p].pop_closed(WINDOWS, low_ms)
             self.frontiers[p] = low_ms
             self.changelog[p].append(self._position(p))
-            self.changelog[p].extend(("delete", key) for key, _ in closed)
+            self.changelog[p].extend(("delete", key) for key, _ in _entries(closed))
 
     def restore(self, p: int, length: int) -> None:
         """Rebuild partition p from the first `length` writes of its changelog, as a new owner would."""
