@@ -364,6 +364,7 @@ def fold_records(
     specs = [(spec.name, spec.size_ms, spec.step_ms,
               NONE_CLOSED if frontier_ms is None else closed_upto_ms(spec.size_ms, frontier_ms)) for spec in windows]
     slots: dict[tuple[str, int], _Slot] = {}
+    instances = partials.instances
     max_bytes, min_ms, skew_ms, now_ms = limits.max_event_bytes, limits.min_event_ms, limits.max_clock_skew_ms, \
         limits.now_ms
     max_event_ms = outcome.max_event_ms.get(partition, NONE_CLOSED)
@@ -390,9 +391,9 @@ def fold_records(
         slot_key = (event_type, event_ms - event_ms % slot_ms)
         slot = slots.get(slot_key)
         if slot is None:
-            slot = slots[slot_key] = _open_slot(partials, specs, event_type, event_ms, value, offset)
+            slot = slots[slot_key] = _open_slot(instances, specs, event_type, event_ms, value, offset)
         else:
-            for count, total, low, high, marker, i in slot.cells:
+            for count, total, low, high, marker, i, dirty in slot[0]:
                 if offset > marker[i]:  # fold_value, inline
                     count[i] += 1
                     total[i] += value
@@ -401,49 +402,44 @@ def fold_records(
                     if value > high[i]:
                         high[i] = value
                     marker[i] = offset
+                    dirty.add(i)
                 # else: a replayed record this key already holds
-        if slot.missed:
+        if slot[1]:
             late.append(LateEvent(Record(partition, offset, raw, written_ms),
-                                  Event(user_id, event_type, event_ms, value), slot.missed))
+                                  Event(user_id, event_type, event_ms, value), slot[1]))
     if max_event_ms != NONE_CLOSED:
         outcome.max_event_ms[partition] = max_event_ms
-    for slot in slots.values():  # per changed cell, not per record
-        for instance, i, before in slot.opened:
-            if instance.marker[i] != before:
-                instance.dirty.add(i)
 
 
-class _Slot(NamedTuple):
-    """The cells one (event type, slot of event time) folds into, within one batch."""
-
-    cells: list[tuple[array[int], array[float], array[float], array[float], array[int], int]]
-    opened: list[tuple[InstancePartials, int, int]]  # (instance, slot, its marker when the batch opened it)
-    missed: tuple[tuple[str, int], ...]  # (window, start_ms) the frontier had closed
+# The cells one (event type, slot of event time) folds into within one batch, each (count, sum, min,
+# max, marker, slot, the instance's dirty slots), and the (window, start_ms) the frontier had closed.
+_Slot = tuple[list[tuple[array, array, array, array, array, int, set[int]]], tuple[tuple[str, int], ...]]
 
 
-def _open_slot(partials: PartitionPartials, specs: Sequence[tuple[str, int, int, int]], event_type: str,
-               event_ms: int, value: float, offset: int) -> _Slot:
+def _open_slot(instances: dict[tuple[str, int], InstancePartials], specs: Sequence[tuple[str, int, int, int]],
+               event_type: str, event_ms: int, value: float, offset: int) -> _Slot:
     """The slot of a batch's first record in it, with that record folded in."""
-    instances = partials.instances
     cells = []
-    opened = []
-    missed = []
+    missed: tuple[tuple[str, int], ...] = ()
     for name, size_ms, step_ms, last_closed_ms in specs:
         # Starts s with s <= t < s + size, multiples of step (floor, so negatives too),
         # ascending: size is a multiple of step, so there are size/step of them.
         last_ms = event_ms - event_ms % step_ms
-        for start_ms in range(last_ms - size_ms + step_ms, last_ms + 1, step_ms):
+        start_ms = last_ms - size_ms + step_ms
+        while start_ms <= last_ms:
             if start_ms <= last_closed_ms:
-                missed.append((name, start_ms))
+                missed += ((name, start_ms),)
+                start_ms += step_ms
                 continue
             instance = instances.get((name, start_ms))
             if instance is None:
                 instance = instances[(name, start_ms)] = InstancePartials(name, start_ms)
-            count, total, low, high, marker = instance.count, instance.total, instance.low, instance.high, \
-                instance.marker
-            i = instance.index.get(event_type)
+            count, total, low, high, marker, dirty = instance.count, instance.total, instance.low, instance.high, \
+                instance.marker, instance.dirty
+            index = instance.index
+            i = index.get(event_type)
             if i is None:  # new_partial, inline
-                i = instance.index[event_type] = len(marker)
+                i = index[event_type] = len(marker)
                 instance.types.append(event_type)
                 count.append(1)
                 total.append(value)
@@ -451,17 +447,16 @@ def _open_slot(partials: PartitionPartials, specs: Sequence[tuple[str, int, int,
                 high.append(value)
                 marker.append(offset)
                 instance.holder.append(-1)
-                before = -1  # below every offset: the slot is dirty
-            else:
-                before = marker[i]
-                if offset > before:  # fold_value, inline
-                    count[i] += 1
-                    total[i] += value
-                    if value < low[i]:
-                        low[i] = value
-                    if value > high[i]:
-                        high[i] = value
-                    marker[i] = offset
-            cells.append((count, total, low, high, marker, i))
-            opened.append((instance, i, before))
-    return _Slot(cells, opened, tuple(missed))
+                dirty.add(i)
+            elif offset > marker[i]:  # fold_value, inline
+                count[i] += 1
+                total[i] += value
+                if value < low[i]:
+                    low[i] = value
+                if value > high[i]:
+                    high[i] = value
+                marker[i] = offset
+                dirty.add(i)
+            cells.append((count, total, low, high, marker, i, dirty))
+            start_ms += step_ms
+    return cells, missed
