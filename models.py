@@ -57,6 +57,29 @@ class PartialsMessage(NamedTuple):
     entries: list[tuple[PartialKey, list[float]]]  # each key's [count, sum, min, max, marker]
 
 
+class PartialColumns(NamedTuple):
+    """A partials message as stage 1 writes it (encode_partial_columns): one window instance's
+    partials of one input partition, column by column (entry j: types[j], counts[j], ...)."""
+
+    partition: int  # input partition the partials cover
+    window: str
+    start_ms: int
+    types: list[str]
+    counts: list[int]
+    sums: list[float]
+    lows: list[float]
+    highs: list[float]
+    markers: list[int]
+
+    @property
+    def entries(self) -> list[tuple[PartialKey, list[float]]]:
+        """Each key's [count, sum, min, max, marker], as PartialsMessage has them."""
+        window, start_ms = self.window, self.start_ms
+        return [(PartialKey(window, start_ms, event_type), [count, total, low, high, marker])
+                for event_type, count, total, low, high, marker in
+                zip(self.types, self.counts, self.sums, self.lows, self.highs, self.markers, strict=True)]
+
+
 class FrontierMessage(NamedTuple):
     partition: int
     frontier_ms: int
@@ -127,15 +150,15 @@ def _partial(count: Any, total: Any, low: Any, high: Any, marker: Any) -> list[f
     return [int(count), float(total), float(low), float(high), int(marker)]
 
 
-def decode_stage_message(raw: bytes) -> PartialsMessage | FrontierMessage:
+def decode_stage_message(raw: bytes) -> PartialColumns | PartialsMessage | FrontierMessage:
     body = orjson.loads(raw)
     if "f" in body:
         return FrontierMessage(int(body["p"]), int(body["f"]), int(body["n"]), int(body["at"]))
-    if "c" in body:  # the hot path of stage 2: columns of one window instance (encode_partial_columns)
-        window, start = body["w"], body["s"]
-        return PartialsMessage(body["p"], [(_new_key(PartialKey, (window, start, event_type)),
-                                            [count, total, low, high, marker])
-                                           for event_type, count, total, low, high, marker in _column_entries(body)])
+    if "c" in body:  # the hot path of stage 2, taken as orjson decodes encode_partial_columns' output
+        columns = body["t"], body["c"], body["sum"], body["min"], body["max"], body["m"]
+        if len(set(map(len, columns))) != 1:
+            raise ValueError(f"a partials message with columns of unequal lengths: {raw[:200]!r}")
+        return PartialColumns(body["p"], body["w"], body["s"], *columns)
     if "e" not in body:  # an earlier version's message: one key
         key = PartialKey(str(body["w"]), int(body["s"]), str(body["t"]))
         return PartialsMessage(int(body["p"]), [(key, _partial(*body["a"]))])

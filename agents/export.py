@@ -60,6 +60,7 @@ from models import (
     POSITION_KEY,
     ExportState,
     FrontierMessage,
+    PartialColumns,
     alert_headers,
     alert_seq,
     cursor_state_key,
@@ -81,12 +82,13 @@ from sinks.rows import WindowRow
 from stats import PipelineStats
 from stream.clients import Producer
 from stream.tail import last_source_offsets
-from tables.partials import PartialKey
+from tables.partials import MARKER, PartialKey
 from tables.store import PartitionStore, changelog_send
 from tables.totals import combine, low_frontier, merge_partial
 from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
 
 log = logging.getLogger(__name__)
+_new_key = tuple.__new__  # a NamedTuple without its constructor's argument handling (one per partial)
 
 TICK_INTERVAL_S = 0.5
 # The input's changes are written at the first tick this long after the last write, before every
@@ -298,7 +300,10 @@ class ExportPartition:
                         if len(state.cursors) < len(self.quiet):
                             self._cursors_started += self._start_cursors(low)
                 continue
-            source = message.partition
+            if isinstance(message, PartialColumns):
+                self._merge_columns(message)
+                continue
+            source = message.partition  # an earlier version's message
             for key, partial in message.entries:
                 if (key.window, key.start_ms) in state.ledger or key.window not in self.size_ms:
                     stats.partials_after_close += 1  # a replay of an exported window: already final
@@ -313,6 +318,31 @@ class ExportPartition:
         if len(dirty) >= PERSIST_KEYS_LIMIT:
             await self._persist()
         self._start_exports()
+
+    def _merge_columns(self, message: PartialColumns) -> None:
+        """merge_partial for each entry of one window instance's columns, inline (the hot path: one
+        call per message, not per key)."""
+        window, start_ms = message.window, message.start_ms
+        if (window, start_ms) in self.state.ledger or window not in self.size_ms:
+            self.ctx.stats.partials_after_close += len(message.types)  # a replay of an exported window
+            return
+        totals, dirty, source = self.state.totals, self._dirty, message.partition
+        group = self._groups.get((window, start_ms))
+        columns = message.types, message.counts, message.sums, message.lows, message.highs, message.markers
+        for event_type, count, total, low, high, marker in zip(*columns, strict=True):
+            key = _new_key(PartialKey, (window, start_ms, event_type))
+            parts = totals.get(key)
+            if parts is None:
+                totals[key] = {source: [count, total, low, high, marker]}
+                if group is None:
+                    group = self._groups[(window, start_ms)] = []
+                group.append(key)
+                dirty.add(key)
+                continue
+            current = parts.get(source)
+            if current is None or current[MARKER] < marker:
+                parts[source] = [count, total, low, high, marker]
+                dirty.add(key)
 
     async def _persist(self) -> None:
         """Write what the input read since the last time changed, then the position past it.

@@ -45,6 +45,7 @@ from metrics import PipelineMetrics
 from models import (
     PARTIALS_PACK_PREFIX,
     TOTALS_PACK_PREFIX,
+    PartialColumns,
     PartialsMessage,
     decode_export_state,
     decode_ingest_state,
@@ -161,7 +162,7 @@ def touches(broker: FakeBroker, topics: Topics) -> dict[str, int]:
     """Window keys each step handled: the partials sent, and the pack entries each stage wrote."""
     def partials(value: bytes | None) -> int:
         message = decode_stage_message(value) if value is not None else None
-        return len(message.entries) if isinstance(message, PartialsMessage) else 0
+        return len(message.entries) if isinstance(message, PartialColumns | PartialsMessage) else 0
 
     def entries(pack: dict[str, Any]) -> int:
         return len(pack["t"] if "c" in pack else pack["e"])  # stage 1's columns, or stage 2's entries

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from models import parse_window_key, partial_partition, source_offset
+from models import encode_partial_columns, encode_partials, parse_window_key, partial_partition, source_offset
 from sinks.lake import ArchiveOutcome
 from sinks.rows import WindowRow
 from tables.packed import Packs
-from tables.partials import PartialKey
+from tables.partials import PartialKey, PartitionPartials
 
 
 class CrashError(Exception):
@@ -83,6 +83,18 @@ class FakeStore:
 
     def close(self) -> None:
         return None
+
+
+def partials_messages(partition: int, entries: list[tuple[PartialKey, list[float]]]) -> list[bytes]:
+    """Stage 1's partials messages of these entries: one column body per window instance."""
+    partials = PartitionPartials(partition, dict(entries))
+    return [encode_partial_columns(partition, instance, range(len(instance)))
+            for instance in partials.instances.values()]
+
+
+def per_key_messages(partition: int, entries: list[tuple[PartialKey, list[float]]]) -> list[bytes]:
+    """An earlier version's partials messages of these entries, which stage 2 still reads."""
+    return encode_partials(partition, entries)
 
 
 def stored_packs(prefix: bytes, entries: list[tuple[PartialKey, Any]]) -> dict[bytes, bytes]:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore
+from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore, partials_messages
 
 from agents.export import ExportContext, ExportPartition, closed_after, plan_steps
 from alerts.engine import Alert, Track, evaluate_window, track_key
@@ -28,7 +28,6 @@ from models import (
     decode_export_state,
     encode_alert,
     encode_frontier,
-    encode_partials,
     partial_partition,
 )
 from settings import load
@@ -124,7 +123,7 @@ def _input(seed: int) -> Input:
         partial[0] += 1
         partial[1] += value
         partial[2], partial[3], partial[4] = min(partial[2], value), max(partial[3], value), offset
-        messages.append(encode_partials(p, [(key, list(partial))])[0])
+        messages += partials_messages(p, [(key, list(partial))])
         low = min(now.values()) - 20_000
         if rng.random() < 0.2 and low > frontiers.get(p, low - 1):
             frontiers[p] = low

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
-from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore
+from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore, partials_messages, per_key_messages
 
 from agents.export import PERSIST_INTERVAL_MS, TICK_INTERVAL_S, ExportContext, ExportPartition
 from channels import topics_for
 from metrics import PipelineMetrics
-from models import POSITION_KEY, FrontierMessage, decode_export_state, encode_frontier, encode_partials
+from models import POSITION_KEY, FrontierMessage, decode_export_state, encode_frontier
 from settings import load
 from stats import PipelineStats
 from tables.partials import PartialKey
@@ -30,14 +32,24 @@ BASE_MS = 1_793_574_000_000
 SIZE_MS = 60_000
 
 
-def _messages(seed: int) -> list[bytes]:
-    """What stage 1 of input partitions 0 and 1 sends: cumulative partials with rising markers, and
-    frontiers; no partial of a window after its partition's frontier has passed it."""
+Encode = Callable[[int, list[tuple[PartialKey, list[float]]]], list[bytes]]
+
+
+def _messages(seed: int, encode: Encode = partials_messages) -> list[bytes]:
+    """What stage 1 of input partitions 0 and 1 sends: cumulative partials with rising markers, a few
+    changed keys to a flush, and frontiers; no partial of a window after its partition's frontier
+    has passed it."""
     rng = random.Random(seed)
+    messages: list[bytes] = []
+    changed: dict[int, dict[PartialKey, list[float]]] = {0: {}, 1: {}}
+
+    def flush(p: int) -> None:
+        messages.extend(encode(p, list(changed[p].items())))
+        changed[p] = {}
+
     now = {0: BASE_MS, 1: BASE_MS}
     partials: dict[int, dict[PartialKey, list[float]]] = {0: {}, 1: {}}
     frontiers: dict[int, int] = {}
-    messages = []
     for offset in range(400):
         p = rng.choice((0, 1))
         now[p] += rng.randint(0, 8_000)
@@ -52,11 +64,15 @@ def _messages(seed: int) -> list[bytes]:
         partial[0] += 1
         partial[1] += value
         partial[2], partial[3], partial[4] = min(partial[2], value), max(partial[3], value), offset
-        messages.append(encode_partials(p, [(key, list(partial))])[0])
+        changed[p][key] = list(partial)
+        if rng.random() < 0.4:
+            flush(p)
         if rng.random() < 0.15 and low > frontiers.get(p, low - 1):
+            flush(p)
             frontiers[p] = low
             messages.append(encode_frontier(FrontierMessage(p, low, 2, BASE_MS)))
     for p in (0, 1):  # the sentinels' frontiers: every window closes
+        flush(p)
         messages.append(encode_frontier(FrontierMessage(p, BASE_MS + 10 * 3_600_000, 2, BASE_MS)))
     return messages
 
@@ -124,6 +140,13 @@ def test_the_clean_run_exports_every_window_once() -> None:
     assert len(CLEAN.outputs.lake.aggregates) >= 10
     assert all(len(versions) == 1 for versions in CLEAN.outputs.versions.values())  # type: ignore[attr-defined]
     assert CLEAN.outputs.exports == len(CLEAN.outputs.lake.aggregates)
+    assert max(len(orjson.loads(m).get("t", ())) for m in MESSAGES) > 1  # messages of several keys
+
+
+def test_an_earlier_versions_messages_export_the_same_windows() -> None:
+    run = Run(FakeBroker(), RecordingOutputs())
+    asyncio.run(_drive(run, _messages(4, per_key_messages), seed=1))
+    _assert_same_as_clean(run)
 
 
 def _assert_same_as_clean(run: Run) -> None:
@@ -162,7 +185,7 @@ def test_the_input_is_stored_every_persist_interval_not_at_every_tick() -> None:
     tick_ms = int(TICK_INTERVAL_S * 1000)
 
     async def feed(offset: int) -> None:  # one partial of an open window, then a tick
-        message = encode_partials(0, [(key, [offset + 1, float(offset), 0.0, float(offset), offset])])[0]
+        [message] = partials_messages(0, [(key, [offset + 1, float(offset), 0.0, float(offset), offset])])
         await part.process([SimpleNamespace(offset=offset, value=message)])  # type: ignore[list-item]
         clock.now_ms += tick_ms
         await part.tick(clock())

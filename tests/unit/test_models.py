@@ -28,6 +28,7 @@ from models import (
     ExportState,
     FrontierMessage,
     IngestPosition,
+    PartialColumns,
     PartialsMessage,
     StateFormatError,
     dead_letter_headers,
@@ -144,6 +145,12 @@ def _columns(partition: int, entries: list[tuple[PartialKey, list[float]]]) -> b
     return encode_partial_columns(partition, instance, range(len(instance)))
 
 
+def _decoded(body: bytes) -> tuple[int, list[tuple[PartialKey, list[float]]]]:
+    message = decode_stage_message(body)
+    assert isinstance(message, PartialColumns | PartialsMessage)
+    return message.partition, message.entries
+
+
 # The message stage 1 writes, and the one an earlier version wrote, which stage 2 still reads.
 WRITERS = {"columns": _columns, "per key": lambda partition, entries: encode_partials(partition, entries)[0]}
 
@@ -163,8 +170,8 @@ WRITERS = {"columns": _columns, "per key": lambda partition, entries: encode_par
 def test_partial_message_round_trips_bit_exactly(partial: list[float], writer: str) -> None:
     key = PartialKey("hopping_1m", 1_700_000_020_000, "a|b\n..")
     decoded = decode_stage_message(WRITERS[writer](2, [(key, partial)]))
-    assert decoded == PartialsMessage(2, [(key, partial)])
-    assert isinstance(decoded, PartialsMessage)
+    assert isinstance(decoded, PartialColumns | PartialsMessage)
+    assert (decoded.partition, decoded.entries) == (2, [(key, partial)])
     [(_, got)] = decoded.entries
     assert _bits(got) == _bits(partial)
     assert [math.copysign(1.0, x) for x in got] == [math.copysign(1.0, x) for x in partial]
@@ -174,7 +181,7 @@ def test_partial_message_round_trips_bit_exactly(partial: list[float], writer: s
 @pytest.mark.parametrize("event_type", HOSTILE)
 def test_partial_message_body_keeps_hostile_event_types(event_type: str, writer: str) -> None:
     entries = [(PartialKey("tumbling_1m", 0, event_type), [1, 1.0, 1.0, 1.0, 9])]
-    assert decode_stage_message(WRITERS[writer](0, entries)) == PartialsMessage(0, entries)
+    assert _decoded(WRITERS[writer](0, entries)) == (0, entries)
 
 
 def test_partial_columns_body_is_compact_json_of_the_slots_asked() -> None:
@@ -212,7 +219,7 @@ def test_the_previous_versions_one_key_message_still_decodes() -> None:
 @pytest.mark.parametrize("writer", WRITERS)
 def test_partial_marker_beyond_float_precision_round_trips(writer: str) -> None:
     decoded = decode_stage_message(WRITERS[writer](0, [(PartialKey("w", 0, "t"), [1, 1.0, 1.0, 1.0, 2**53 + 1])]))
-    assert isinstance(decoded, PartialsMessage)
+    assert isinstance(decoded, PartialColumns | PartialsMessage)
     assert decoded.entries[0][1][4] == 2**53 + 1
 
 
@@ -239,7 +246,14 @@ def test_frontier_body_is_compact_json() -> None:
 @pytest.mark.parametrize("writer", WRITERS)
 def test_partial_with_event_type_f_is_not_taken_for_a_frontier(writer: str) -> None:
     entries = [(PartialKey("f", 0, "f"), [1, 1.0, 1.0, 1.0, 0])]
-    assert decode_stage_message(WRITERS[writer](0, entries)) == PartialsMessage(0, entries)
+    assert _decoded(WRITERS[writer](0, entries)) == (0, entries)
+
+
+def test_partial_columns_of_unequal_lengths_are_refused() -> None:
+    body = orjson.dumps({"p": 0, "w": "w", "s": 0, "t": ["a", "b"], "c": [1], "sum": [1.0], "min": [1.0],
+                         "max": [1.0], "m": [3]})
+    with pytest.raises(ValueError, match="unequal lengths"):
+        decode_stage_message(body)
 
 
 # -- dead-letter and late headers ---------------------------------------------------------

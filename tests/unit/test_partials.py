@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from stage_fakes import partials_messages
 
 import events
 from events import (
@@ -33,7 +34,7 @@ from events import (
     decode_event,
     encode_event,
 )
-from models import PartialsMessage, decode_stage_message, encode_partials
+from models import PartialColumns, decode_stage_message
 from tables.partials import (
     COUNT,
     MARKER,
@@ -650,9 +651,9 @@ def _stage2(rng: random.Random, emitted: dict[int, list[tuple[PartialKey, list[f
         streams[p] = [(p, key, partial) for key, partial in stream]
     parts: dict[PartialKey, dict[int, list[float]]] = defaultdict(dict)
     for p, key, partial in _interleave(rng, streams):
-        [body] = encode_partials(p, [(key, partial)])
+        [body] = partials_messages(p, [(key, partial)])
         message = decode_stage_message(body)
-        assert isinstance(message, PartialsMessage)
+        assert isinstance(message, PartialColumns)
         [(decoded_key, decoded)] = message.entries
         merge_partial(parts[decoded_key], message.partition, decoded)
     return {key: combine(by_partition) for key, by_partition in parts.items()}
