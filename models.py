@@ -35,8 +35,9 @@ from alerts.engine import Alert, Track
 from chunks import encode_in_runs
 from events import Rejection, iso_utc
 from keys import decode_key_part, encode_key_part
-from tables.packed import Packs, packs_in
+from tables.packed import PackBooks, packs_in
 from tables.partials import InstancePartials, PartialKey, PartitionPartials
+from tables.totals import ABSENT, InstanceTotals
 from tables.watermark import Mark
 
 HEADER_REASON = "dlq.reason"
@@ -326,17 +327,12 @@ def decode_ingest_state(items: Mapping[bytes, bytes], partition: int) -> tuple[I
         else:
             entries = [(str(event_type), partial) for event_type, partial in body["e"]]
         partials.restore(seq, str(body["w"]), int(body["s"]), entries)
-    partials.restored()
+    partials.books.restored()
     return position, partials
 
 
 def encode_export_position(next_offset: int) -> bytes:
     return orjson.dumps({"next": next_offset})
-
-
-def totals_value(parts: dict[int, list[float]]) -> dict[str, list[float]]:
-    """A window key's totals as stored in its pack (JSON objects have string keys)."""
-    return {str(p): partial for p, partial in parts.items()}
 
 
 def frontier_state_key(partition: int) -> bytes:
@@ -383,21 +379,64 @@ class ExportState:
     """Stage 2's state of one partials partition (see agents/export.py)."""
 
     next_offset: int | None  # where its input resumes; None: from the beginning
-    totals: dict[PartialKey, dict[int, list[float]]]  # window key -> input partition -> newest partial
+    windows: dict[tuple[str, int], InstanceTotals]  # (window, start) -> its open totals
     frontiers: dict[int, int]  # input partition -> frontier
     ledger: dict[tuple[str, int], int]  # (window, start) already exported -> its end
     tracks: dict[str, Track] = field(default_factory=dict)  # alerts.engine.track_key -> its rule state
     cursors: dict[str, tuple[int, int]] = field(default_factory=dict)  # window -> (next start to judge, quiet run)
     alert_seq: int = 0  # the next alert's sequence number
-    packs: Packs = field(default_factory=lambda: Packs(TOTALS_PACK_PREFIX), compare=False)  # where the totals are
+    books: PackBooks = field(default_factory=PackBooks, compare=False)  # the packs holding the totals
+
+    def totals(self) -> dict[PartialKey, dict[int, list[float]]]:
+        """Every open window key's partial per input partition (a copy; for tests and tools)."""
+        return {PartialKey(instance.window, instance.start_ms, event_type): instance.parts(slot)
+                for instance in self.windows.values() for slot, event_type in enumerate(instance.types)}
 
 
-def decode_export_state(items: dict[bytes, bytes]) -> ExportState:
+def encode_totals_columns(instance: InstanceTotals, slots: Sequence[int]) -> bytes:
+    """Stage 2's pack of these slots of one window instance: the event types, and per input partition
+    the columns of its partials (marker -1 where it sent none; count and marker integers)."""
+    types = instance.types
+    sources = {}
+    for partition, columns in sorted(instance.sources.items()):
+        count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
+        sources[str(partition)] = {"c": [count[i] for i in slots], "sum": [total[i] for i in slots],
+                                   "min": [low[i] for i in slots], "max": [high[i] for i in slots],
+                                   "m": [marker[i] for i in slots]}
+    return orjson.dumps({"w": instance.window, "s": instance.start_ms, "t": [types[i] for i in slots], "p": sources})
+
+
+def decode_export_state(items: Mapping[bytes, bytes]) -> ExportState:
+    """Stage 2's state from its stored keys. A pack is a column body (encode_totals_columns), or an
+    earlier version's `{"w": window, "s": start_ms, "e": [[event_type, {partition: partial}], ...]}`."""
     _refuse_per_key_records(items, "the export changelog")
     raw = items.get(POSITION_KEY)
-    packs, values = Packs.restored(TOTALS_PACK_PREFIX, items)
-    totals = {key: {int(p): _partial(*partial) for p, partial in parts.items()} for key, parts in values.items()}
-    state = ExportState(None if raw is None else int(orjson.loads(raw)["next"]), totals, {}, {}, packs=packs)
+    state = ExportState(None if raw is None else int(orjson.loads(raw)["next"]), {}, {}, {})
+    windows, books = state.windows, state.books
+    for seq, raw_pack in sorted(packs_in(TOTALS_PACK_PREFIX, items).items()):
+        body = orjson.loads(raw_pack)
+        window, start_ms = str(body["w"]), int(body["s"])
+        instance = windows.get((window, start_ms))
+        if instance is None:
+            instance = windows[(window, start_ms)] = InstanceTotals(window, start_ms)
+        books.restore_empty(seq)
+        if "t" in body:
+            entries = [(str(t), {}) for t in body["t"]]
+            for partition, columns in body["p"].items():
+                rows = zip(columns["c"], columns["sum"], columns["min"], columns["max"], columns["m"], strict=True)
+                for (_, parts), partial in zip(entries, rows, strict=True):
+                    if partial[4] != ABSENT:
+                        parts[int(partition)] = partial
+        else:
+            entries = [(str(event_type), {int(p): partial for p, partial in parts.items()})
+                       for event_type, parts in body["e"]]
+        for event_type, parts in entries:
+            slot = instance.slot(event_type)
+            instance.set(slot, parts)
+            books.restore(instance.holder, slot, seq)
+    books.restored()
+    for empty in [key for key, instance in windows.items() if not instance.types]:
+        del windows[empty]
     raw_seq = items.get(ALERT_SEQ_KEY)
     if raw_seq is not None:
         state.alert_seq = int(orjson.loads(raw_seq))

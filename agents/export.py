@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,12 +53,14 @@ from aiokafka.structs import ConsumerRecord
 from alerts.engine import Alert, evaluate_window, parse_track_key, quiet_limit, track_key
 from alerts.rules import Rule
 from channels import Topics
+from chunks import encode_in_runs
 from events import iso_utc
 from faults import Faults
 from metrics import PipelineMetrics
 from models import (
     ALERT_SEQ_KEY,
     POSITION_KEY,
+    TOTALS_PACK_PREFIX,
     ExportState,
     FrontierMessage,
     PartialColumns,
@@ -69,11 +72,11 @@ from models import (
     encode_alert,
     encode_cursor,
     encode_export_position,
+    encode_totals_columns,
     encode_track,
     frontier_state_key,
     ledger_state_key,
     partial_partition,
-    totals_value,
     track_state_key,
 )
 from settings import Settings
@@ -82,9 +85,10 @@ from sinks.rows import WindowRow
 from stats import PipelineStats
 from stream.clients import Producer
 from stream.tail import last_source_offsets
-from tables.partials import MARKER, PartialKey
+from tables.packed import PACK_BYTES, pack_key
+from tables.partials import PartialKey
 from tables.store import PartitionStore, changelog_send
-from tables.totals import combine, low_frontier, merge_partial
+from tables.totals import InstanceTotals, low_frontier
 from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
 
 log = logging.getLogger(__name__)
@@ -108,12 +112,12 @@ class Step:
     end_ms: int
     window: str
     start_ms: int
-    keys: list[PartialKey]
+    totals: InstanceTotals | None  # its open totals (None: no row)
     judge: bool
     cursor_after: tuple[int, int] | None  # the window's rule cursor once judged
 
 
-def plan_steps(due: dict[tuple[str, int], list[PartialKey]], cursors: dict[str, tuple[int, int]],
+def plan_steps(due: dict[tuple[str, int], InstanceTotals], cursors: dict[str, tuple[int, int]],
                specs: dict[str, WindowSpec], quiet: dict[str, int], low_ms: int) -> list[Step]:
     """The job's windows in (end, window, start) order: every due window, and every closed window of a
     window with rules from its cursor on, except the rest of a quiet stretch (see the module doc)."""
@@ -132,12 +136,12 @@ def plan_steps(due: dict[tuple[str, int], list[PartialKey]], cursors: dict[str, 
             else:
                 run += 1
             judged.add((window, start))
-            steps.append(Step(start + spec.size_ms, window, start, due.get((window, start), []), True,
+            steps.append(Step(start + spec.size_ms, window, start, due.get((window, start)), True,
                               (start + spec.step_ms, run)))
             start += spec.step_ms
-    for (window, start), keys in due.items():
+    for (window, start), totals in due.items():
         if (window, start) not in judged:
-            steps.append(Step(start + specs[window].size_ms, window, start, keys, False, None))
+            steps.append(Step(start + specs[window].size_ms, window, start, totals, False, None))
     steps.sort(key=lambda step: (step.end_ms, step.window, step.start_ms))
     return steps
 
@@ -224,34 +228,27 @@ class ExportPartition:
         self._crossings: list[tuple[int, int]] = []  # (low frontier, announced at) since the last export
         self._expired: list[tuple[str, int]] = []  # ledger entries to delete from the changelog
         self._stale = self._drop_stale()
-        # Read from the input, not yet written (see _persist):
-        self._dirty: set[PartialKey] = set()
+        # Read from the input, not yet written (see _persist; the totals' changed slots are in their instances):
         self._frontiers_changed: set[int] = set()
         self._cursors_started: list[str] = []
         self._stored_offset = state.next_offset
         self._persisted_at_ms = ctx.clock_ms()
-        self._groups: dict[tuple[str, int], list[PartialKey]] = {}  # open totals by window instance
-        for key in state.totals:
-            self._groups.setdefault((key.window, key.start_ms), []).append(key)
         self._stale_rule_keys = self._drop_stale_rules()
         low = self._low()
         if low is not None:
             self._stale_rule_keys += [cursor_state_key(window) for window in self._start_cursors(low)]
         log.info("export partition %d: resuming at offset %s, %d open window keys, %d windows in the ledger",
-                 partition, state.next_offset, len(state.totals), len(state.ledger))
+                 partition, state.next_offset, sum(map(len, state.windows.values())), len(state.ledger))
 
-    def _drop_stale(self) -> list[PartialKey]:
+    def _drop_stale(self) -> list[InstanceTotals]:
         """Totals of windows already in the ledger (a crash between the two writes), or no longer configured."""
         state = self.state
-        stale = [key for key in state.totals
-                 if (key.window, key.start_ms) in state.ledger or key.window not in self.size_ms]
-        unknown = sorted({key.window for key in stale if key.window not in self.size_ms})
+        stale = [group for group in state.windows if group in state.ledger or group[0] not in self.size_ms]
+        unknown = sorted({window for window, _ in stale if window not in self.size_ms})
         if unknown:
             log.warning("export partition %d: dropping open windows of %s, which WINDOWS no longer lists",
                         self.partition, ", ".join(unknown))
-        for key in stale:
-            del state.totals[key]
-        return stale
+        return [state.windows.pop(group) for group in stale]
 
     def _drop_stale_rules(self) -> list[bytes]:
         """State of rules no longer in the file, and cursors of windows no rule uses any more."""
@@ -286,8 +283,7 @@ class ExportPartition:
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         self._raise_if_failed()
-        state, stats = self.state, self.ctx.stats
-        dirty = self._dirty
+        state = self.state
         for record in records:
             message = decode_stage_message(record.value)
             if isinstance(message, FrontierMessage):
@@ -301,48 +297,31 @@ class ExportPartition:
                             self._cursors_started += self._start_cursors(low)
                 continue
             if isinstance(message, PartialColumns):
-                self._merge_columns(message)
+                self._merge(message.partition, message.window, message.start_ms, message.types, message.counts,
+                            message.sums, message.lows, message.highs, message.markers)
                 continue
-            source = message.partition  # an earlier version's message
-            for key, partial in message.entries:
-                if (key.window, key.start_ms) in state.ledger or key.window not in self.size_ms:
-                    stats.partials_after_close += 1  # a replay of an exported window: already final
-                    continue
-                parts = state.totals.get(key)
-                if parts is None:
-                    parts = state.totals[key] = {}
-                    self._groups.setdefault((key.window, key.start_ms), []).append(key)
-                if merge_partial(parts, source, partial):
-                    dirty.add(key)
+            for key, (count, total, low, high, marker) in message.entries:  # an earlier version's message
+                self._merge(message.partition, key.window, key.start_ms, [key.event_type], [count], [total], [low],
+                            [high], [marker])
         state.next_offset = records[-1].offset + 1
-        if len(dirty) >= PERSIST_KEYS_LIMIT:
+        if self._dirty_count() >= PERSIST_KEYS_LIMIT:
             await self._persist()
         self._start_exports()
 
-    def _merge_columns(self, message: PartialColumns) -> None:
-        """merge_partial for each entry of one window instance's columns, inline (the hot path: one
-        call per message, not per key)."""
-        window, start_ms = message.window, message.start_ms
-        if (window, start_ms) in self.state.ledger or window not in self.size_ms:
-            self.ctx.stats.partials_after_close += len(message.types)  # a replay of an exported window
+    def _merge(self, partition: int, window: str, start_ms: int, *columns: Sequence) -> None:  # type: ignore[type-arg]
+        """One input partition's partials of one window instance (InstanceTotals.merge), unless the
+        window was exported (a replay: its totals are final) or is no longer configured."""
+        group = (window, start_ms)
+        if group in self.state.ledger or window not in self.size_ms:
+            self.ctx.stats.partials_after_close += len(columns[0])
             return
-        totals, dirty, source = self.state.totals, self._dirty, message.partition
-        group = self._groups.get((window, start_ms))
-        columns = message.types, message.counts, message.sums, message.lows, message.highs, message.markers
-        for event_type, count, total, low, high, marker in zip(*columns, strict=True):
-            key = _new_key(PartialKey, (window, start_ms, event_type))
-            parts = totals.get(key)
-            if parts is None:
-                totals[key] = {source: [count, total, low, high, marker]}
-                if group is None:
-                    group = self._groups[(window, start_ms)] = []
-                group.append(key)
-                dirty.add(key)
-                continue
-            current = parts.get(source)
-            if current is None or current[MARKER] < marker:
-                parts[source] = [count, total, low, high, marker]
-                dirty.add(key)
+        instance = self.state.windows.get(group)
+        if instance is None:
+            instance = self.state.windows[group] = InstanceTotals(window, start_ms)
+        instance.merge(partition, *columns)
+
+    def _dirty_count(self) -> int:
+        return sum(len(instance.dirty) for instance in self.state.windows.values())
 
     async def _persist(self) -> None:
         """Write what the input read since the last time changed, then the position past it.
@@ -353,9 +332,15 @@ class ExportPartition:
         position (merging a partial again changes nothing)."""
         state, store = self.state, self.store
         self._persisted_at_ms = self.ctx.clock_ms()
-        if self._dirty:
-            await state.packs.write(store.put, ((key, totals_value(state.totals[key])) for key in self._dirty))
-            self._dirty = set()
+        books = state.books
+        for instance in state.windows.values():
+            if instance.dirty:
+                slots, instance.dirty = sorted(instance.dirty), set()
+                encode = functools.partial(encode_totals_columns, instance)
+                for start, stop, body in encode_in_runs(slots, encode, PACK_BYTES):
+                    seq = books.packed(instance.holder, slots[start:stop])
+                    await store.put(pack_key(TOTALS_PACK_PREFIX, seq), body)
+        await self._delete_packs()
         for p in self._frontiers_changed:
             await store.put(frontier_state_key(p), orjson.dumps(state.frontiers[p]))
         for window in self._cursors_started:
@@ -372,7 +357,8 @@ class ExportPartition:
             # < 0: the wall clock went back. Ledger entries are deleted only behind a stored position.
             if since_ms >= PERSIST_INTERVAL_MS or since_ms < 0 or self._expired:
                 await self._persist()
-            await self.state.packs.forget(self.store.put, self._stale)
+            self.state.books.forget(instance.holder for instance in self._stale)
+            await self._delete_packs()
             for window, start_ms in self._expired:
                 await self.store.put(ledger_state_key(window, start_ms), None)
             for key in self._stale_rule_keys:
@@ -381,6 +367,10 @@ class ExportPartition:
             self._start_exports()
         if self._job is None:
             await self.store.commit()
+
+    async def _delete_packs(self) -> None:
+        for seq in self.state.books.take_empty():
+            await self.store.put(pack_key(TOTALS_PACK_PREFIX, seq), None)
 
     def _raise_if_failed(self) -> None:
         job = self._job
@@ -399,7 +389,7 @@ class ExportPartition:
         if low is None or self._job is not None:
             return
         self.ctx.stats.observe_low_watermark(low, self.ctx.clock_ms())
-        due = {(window, start): list(keys) for (window, start), keys in self._groups.items()
+        due = {(window, start): instance for (window, start), instance in self.state.windows.items()
                if is_closed(start, self.size_ms[window], low)}
         steps = plan_steps(due, self.state.cursors, self.specs, self.quiet, low)
         if steps:
@@ -412,7 +402,7 @@ class ExportPartition:
         # First what the input brought: rule cursors written now must not be overwritten by older ones,
         # and the totals exported are stored before the ledger says they were.
         await self._persist()
-        rows_of = [[self._make_row(key) for key in sorted(step.keys, key=lambda k: k.event_type)] for step in steps]
+        rows_of = [self._rows(step.totals) if step.totals is not None else [] for step in steps]
         # A backlog closes many windows at once: their rows are written side by side (each write is
         # idempotent), while judging and the ledger follow the steps' order, each window after its rows.
         limit = asyncio.Semaphore(EXPORT_CONCURRENCY)
@@ -425,14 +415,13 @@ class ExportPartition:
                         await write
                     if step.judge:
                         await self._judge(step, {row.event_type: row for row in rows})
-                    if step.keys:
-                        window, start_ms, keys = step.window, step.start_ms, step.keys
+                    if step.totals is not None:
+                        window, start_ms = step.window, step.start_ms
                         await store.put(ledger_state_key(window, start_ms), orjson.dumps(step.end_ms))
-                        await state.packs.forget(store.put, keys)
+                        state.books.forget([step.totals.holder])
+                        await self._delete_packs()
                         state.ledger[(window, start_ms)] = step.end_ms
-                        for key in keys:
-                            del state.totals[key]
-                        self._groups.pop((window, start_ms), None)
+                        del state.windows[(window, start_ms)]
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None
         await store.commit()
@@ -506,17 +495,30 @@ class ExportPartition:
 
     # -- rows -----------------------------------------------------------------------------------
 
-    def _make_row(self, key: PartialKey) -> WindowRow:
-        totals = combine(self.state.totals[key])
-        return WindowRow(key.window, key.start_ms, key.start_ms + self.size_ms[key.window], key.event_type,
-                         totals.count, totals.sum, totals.min, totals.max)
+    def _rows(self, instance: InstanceTotals, slots: Sequence[int] | None = None) -> list[WindowRow]:
+        """The rows of these slots (all by default), by event type."""
+        types = instance.types
+        chosen = sorted(range(len(types)) if slots is None else slots, key=types.__getitem__)
+        window, start_ms = instance.window, instance.start_ms
+        end_ms = start_ms + self.size_ms[window]
+        return [WindowRow(window, start_ms, end_ms, types[slot], totals.count, totals.sum, totals.min, totals.max)
+                for slot, totals in zip(chosen, instance.totals(chosen), strict=True)]
 
     def rows(self, window: str, event_type: str | None) -> list[WindowRow]:
-        return [self._make_row(key) for key, parts in self.state.totals.items()
-                if key.window == window and (event_type is None or key.event_type == event_type) and parts]
+        rows = []
+        for (name, _), instance in self.state.windows.items():
+            if name != window:
+                continue
+            if event_type is None:
+                rows += self._rows(instance)
+            elif event_type in instance.index:
+                rows += self._rows(instance, [instance.index[event_type]])
+        return rows
 
     def row(self, key: PartialKey) -> WindowRow | None:
-        return self._make_row(key) if self.state.totals.get(key) else None
+        instance = self.state.windows.get((key.window, key.start_ms))
+        slot = None if instance is None else instance.index.get(key.event_type)
+        return None if slot is None else self._rows(instance, [slot])[0]  # type: ignore[arg-type]
 
     # -- revocation ------------------------------------------------------------------------------
 

@@ -266,7 +266,8 @@ class IngestPartition:
                 for start, stop, body in encode_in_runs(run, encode, PARTIALS_BYTES):
                     ctx.faults.check("ingest.send")
                     partials_sent.append(await ctx.producer.send(topics.partials, body, partition=target))
-                    await put(pack_key(PARTIALS_PACK_PREFIX, partials.packed(instance, run[start:stop])), body)
+                    seq = partials.books.packed(instance.holder, run[start:stop])
+                    await put(pack_key(PARTIALS_PACK_PREFIX, seq), body)
         await self._delete_packs()
         # All of it durable before the position passes the records it covers.
         await self.store.commit()
@@ -297,7 +298,7 @@ class IngestPartition:
         return by_target
 
     async def _delete_packs(self) -> None:
-        for seq in self.partials.take_empty():
+        for seq in self.partials.books.take_empty():
             await self.store.put(pack_key(PARTIALS_PACK_PREFIX, seq), None)
 
     def _position_now(self) -> IngestPosition:
@@ -340,7 +341,7 @@ class IngestPartition:
     async def _write_position(self, deletes: Sequence[InstancePartials] = ()) -> None:
         self.position = self._position_now()
         await self.store.put(POSITION_KEY, encode_ingest_position(self.position))
-        self.partials.forget(deletes)
+        self.partials.books.forget(instance.holder for instance in deletes)
         await self._delete_packs()
         self._stale = []
 

@@ -43,7 +43,7 @@ def view_of(states: Mapping[int, dict[bytes, bytes]], partitions: int, source_pa
     for partition in range(partitions):
         state = decode_export_state(states.get(partition, {}))
         lows.append(low_frontier(state.frontiers, source_partitions))
-        pending.update((key.window, key.start_ms) for key in state.totals)
+        pending.update(state.windows)
     low = None if any(value is None for value in lows) else min(v for v in lows if v is not None)
     return Stage2View(low, frozenset(pending))
 

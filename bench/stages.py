@@ -165,7 +165,7 @@ def touches(broker: FakeBroker, topics: Topics) -> dict[str, int]:
         return len(message.entries) if isinstance(message, PartialColumns | PartialsMessage) else 0
 
     def entries(pack: dict[str, Any]) -> int:
-        return len(pack["t"] if "c" in pack else pack["e"])  # stage 1's columns, or stage 2's entries
+        return len(pack["t"] if "t" in pack else pack["e"])  # columns, or an earlier version's entries
 
     def of_prefix(topic: str, prefix: bytes) -> int:
         return sum(entries(orjson.loads(sent.value)) for q in range(PARTITIONS) for sent in broker.log(topic, q)

@@ -21,7 +21,6 @@ before (it resumes from its own stored position), so a record is never judged tw
 from __future__ import annotations
 
 from array import array
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
@@ -31,6 +30,7 @@ from operator import attrgetter
 from typing import NamedTuple, Protocol
 
 from events import Event, EventColumns, Rejection, decode_common, decode_event
+from tables.packed import NO_PACK, PackBooks
 from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
 
 # Partial value layout, a list so that it serializes compactly to the changelog:
@@ -144,7 +144,7 @@ class InstancePartials:
     def __len__(self) -> int:
         return len(self.types)
 
-    def put(self, event_type: str, partial: Sequence[float], holder: int = -1) -> int:
+    def put(self, event_type: str, partial: Sequence[float]) -> int:
         """Set the partial of `event_type` (a restore's way in); its slot."""
         count, total, low, high, marker = partial
         slot = self.index.get(event_type)
@@ -156,11 +156,10 @@ class InstancePartials:
             self.low.append(float(low))
             self.high.append(float(high))
             self.marker.append(int(marker))
-            self.holder.append(holder)
+            self.holder.append(NO_PACK)
             return slot
         self.count[slot], self.total[slot], self.low[slot], self.high[slot], self.marker[slot] = \
             int(count), float(total), float(low), float(high), int(marker)
-        self.holder[slot] = holder
         return slot
 
     def partial(self, slot: int) -> list[float]:
@@ -176,21 +175,16 @@ class InstancePartials:
 
 class PartitionPartials:
     """The open partial aggregates of one input partition, by window instance (window, start), so that
-    closing a window drops whole instances; and which of its packs hold the newest stored values.
+    closing a window drops whole instances; and the books of the packs holding their stored values
+    (tables/packed.py: a pack holds slots of one window instance; the ingest agent writes and
+    deletes the packs the books name)."""
 
-    The packs (stage 1's changelog records of many keys, see tables/packed.py for the scheme): a pack
-    holds slots of one window instance; `live[seq]` counts the slots whose newest value pack `seq`
-    holds. This class only keeps the books (pure logic): the ingest agent writes and deletes the packs
-    it names."""
-
-    __slots__ = ("partition", "instances", "live", "next_seq", "empty")
+    __slots__ = ("partition", "instances", "books")
 
     def __init__(self, partition: int, values: Mapping[PartialKey, Sequence[float]] | None = None) -> None:
         self.partition = partition
         self.instances: dict[tuple[str, int], InstancePartials] = {}
-        self.live: dict[int, int] = {}  # pack -> how many slots it holds the newest value of
-        self.next_seq = 0
-        self.empty: list[int] = []  # packs that hold no newest value: to delete at the next write
+        self.books = PackBooks()
         for key, partial in (values or {}).items():
             self.instance(key.window, key.start_ms).put(key.event_type, partial)
 
@@ -209,29 +203,15 @@ class PartitionPartials:
         """Every open key's partial (a copy; for tests and the slow paths)."""
         return {key: partial for instance in self.instances.values() for key, partial in instance.entries()}
 
-    # -- restore ----------------------------------------------------------------------------------
-
     def restore(self, seq: int, window: str, start_ms: int, entries: Iterable[tuple[str, Sequence[float]]]) -> None:
-        """Pack `seq`'s entries (packs in sequence order, each over the older)."""
+        """Pack `seq`'s entries (packs in sequence order, each over the older); books.restored() after the last."""
         instance = self.instance(window, start_ms)
-        live = self.live
-        live.setdefault(seq, 0)
+        self.books.restore_empty(seq)
         for event_type, partial in entries:
-            slot = instance.index.get(event_type)
-            old = instance.holder[slot] if slot is not None else -1
-            instance.put(event_type, partial, seq)
-            live[seq] += 1
-            if old >= 0:
-                live[old] -= 1
-        self.next_seq = max(self.next_seq, seq + 1)
+            self.books.restore(instance.holder, instance.put(event_type, partial), seq)
 
-    def restored(self) -> None:
-        """After the last pack: the packs that no longer hold a newest value are deleted at the next write."""
-        self.empty += [seq for seq, count in self.live.items() if count == 0]
-        for seq in self.empty:
-            self.live.pop(seq, None)
-
-    # -- flush: the changed slots, and the packs they are written to --------------------------------
+    def dirty_count(self) -> int:
+        return sum(len(instance.dirty) for instance in self.instances.values())
 
     def take_dirty(self) -> list[tuple[InstancePartials, list[int]]]:
         """Each instance with changed slots, and those slots (ascending); they are clean afterwards."""
@@ -241,45 +221,6 @@ class PartitionPartials:
                 dirty.append((instance, sorted(instance.dirty)))
                 instance.dirty = set()
         return dirty
-
-    def dirty_count(self) -> int:
-        return sum(len(instance.dirty) for instance in self.instances.values())
-
-    def packed(self, instance: InstancePartials, slots: Sequence[int]) -> int:
-        """A new pack holds these slots' newest values: its sequence number. The packs it emptied are
-        added to the ones take_empty returns."""
-        seq = self.next_seq
-        self.next_seq += 1
-        holder, live = instance.holder, self.live
-        before = Counter([holder[slot] for slot in slots])
-        for slot in slots:
-            holder[slot] = seq
-        live[seq] = len(slots)
-        for old, taken in before.items():
-            if old >= 0:
-                self._release(old, taken)
-        return seq
-
-    def forget(self, instances: Iterable[InstancePartials]) -> None:
-        """Dropped instances (already removed from the state): the packs they leave empty go to take_empty."""
-        for instance in instances:
-            for old, taken in Counter(instance.holder).items():
-                if old >= 0:
-                    self._release(old, taken)
-
-    def _release(self, seq: int, slots: int) -> None:
-        left = self.live[seq] - slots
-        if left:
-            self.live[seq] = left
-        else:
-            del self.live[seq]
-            self.empty.append(seq)
-
-    def take_empty(self) -> list[int]:
-        """The packs to delete, oldest first: a crash part way leaves each key of a dropped window with
-        its newest value or none, never an older one that the deleted newer pack had replaced."""
-        empty, self.empty = sorted(self.empty), []
-        return empty
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -446,7 +387,7 @@ def _open_slot(instances: dict[tuple[str, int], InstancePartials], specs: Sequen
                 low.append(value)
                 high.append(value)
                 marker.append(offset)
-                instance.holder.append(-1)
+                instance.holder.append(NO_PACK)
                 dirty.add(i)
             elif offset > marker[i]:  # fold_value, inline
                 count[i] += 1

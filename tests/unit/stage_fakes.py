@@ -10,11 +10,22 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from models import encode_partial_columns, encode_partials, parse_window_key, partial_partition, source_offset
+import orjson
+
+from models import (
+    TOTALS_PACK_PREFIX,
+    encode_partial_columns,
+    encode_partials,
+    encode_totals_columns,
+    parse_window_key,
+    partial_partition,
+    source_offset,
+)
 from sinks.lake import ArchiveOutcome
 from sinks.rows import WindowRow
-from tables.packed import Packs
+from tables.packed import pack_key
 from tables.partials import PartialKey, PartitionPartials
+from tables.totals import InstanceTotals
 
 
 class CrashError(Exception):
@@ -98,17 +109,24 @@ def per_key_messages(partition: int, entries: list[tuple[PartialKey, list[float]
 
 
 def stored_packs(prefix: bytes, entries: list[tuple[PartialKey, Any]]) -> dict[bytes, bytes]:
-    """The stored items of a fresh stage state holding `entries` in packs (for sync tests)."""
-    items: dict[bytes, bytes] = {}
+    """The stored items of a stage state holding `entries` in an earlier version's packs, one per window
+    instance: `{"w": window, "s": start_ms, "e": [[event_type, value], ...]}` (a stage-2 value is
+    `{partition: partial}`), which this version still restores."""
+    by_instance: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)
+    for key, value in entries:
+        by_instance[(key.window, key.start_ms)].append([key.event_type, value])
+    return {pack_key(prefix, seq): orjson.dumps({"w": window, "s": start_ms, "e": rows})
+            for seq, ((window, start_ms), rows) in enumerate(by_instance.items())}
 
-    async def put(key: bytes, value: bytes | None) -> None:
-        if value is None:
-            items.pop(key, None)
-        else:
-            items[key] = value
 
-    asyncio.run(Packs(prefix).write(put, entries))
-    return items
+def stored_totals(entries: list[tuple[PartialKey, dict[int, list[float]]]]) -> dict[bytes, bytes]:
+    """Stage 2's stored items holding these totals in packs as this version writes them."""
+    instances: dict[tuple[str, int], InstanceTotals] = {}
+    for key, parts in entries:
+        instance = instances.setdefault((key.window, key.start_ms), InstanceTotals(key.window, key.start_ms))
+        instance.set(instance.slot(key.event_type), parts)
+    return {pack_key(TOTALS_PACK_PREFIX, seq): encode_totals_columns(instance, range(len(instance)))
+            for seq, instance in enumerate(instances.values())}
 
 
 def last_source_offset(broker: FakeBroker, topic: str, partition: int) -> int:

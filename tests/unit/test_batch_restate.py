@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import orjson
 import pytest
-from stage_fakes import stored_packs
+from stage_fakes import stored_totals
 from test_batch import MemoryLake
 
 from batch.job import Plan, RunReport, run_batch
@@ -17,7 +17,7 @@ from batch.restate import Change, compare, place, recompute, span_end_ms, starts
 from batch.restating import Restatement
 from batch.stage2 import Stage2View, view_of
 from events import Event, encode_event
-from models import TOTALS_PACK_PREFIX, frontier_state_key, ledger_state_key, totals_value
+from models import frontier_state_key, ledger_state_key
 from sinks.lake import AggregateKey, aggregate_key, archive_key, parse_aggregate_key, restate_manifest_key
 from sinks.rows import WindowRow, events_to_parquet, parquet_to_rows, rows_to_parquet
 from tables.partials import Limits, PartialKey, PartitionPartials, Record, fold_batch
@@ -115,9 +115,8 @@ def test_place_keeps_one_row_per_key() -> None:
 def test_stage2_view() -> None:
     def state(frontiers: dict[int, int], open_starts: Sequence[int] = ()) -> dict[bytes, bytes]:
         items = {frontier_state_key(p): orjson.dumps(f) for p, f in frontiers.items()}
-        totals = totals_value({0: [1, 1.0, 1.0, 1.0, 5]})
         keys = [PartialKey("tumbling_1m", start, "x") for start in open_starts]
-        items.update(stored_packs(TOTALS_PACK_PREFIX, [(key, totals) for key in keys]))
+        items.update(stored_totals([(key, {0: [1, 1.0, 1.0, 1.0, 5]}) for key in keys]))
         items[ledger_state_key("tumbling_1m", HOUR)] = orjson.dumps(HOUR + 60_000)
         return items
 

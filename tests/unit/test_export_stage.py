@@ -17,12 +17,14 @@ import orjson
 import pytest
 from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore, partials_messages, per_key_messages
 
+from agents import export
 from agents.export import PERSIST_INTERVAL_MS, TICK_INTERVAL_S, ExportContext, ExportPartition
 from channels import topics_for
 from metrics import PipelineMetrics
-from models import POSITION_KEY, FrontierMessage, decode_export_state, encode_frontier
+from models import POSITION_KEY, TOTALS_PACK_PREFIX, FrontierMessage, decode_export_state, encode_frontier
 from settings import load
 from stats import PipelineStats
+from tables.packed import pack_key
 from tables.partials import PartialKey
 
 SETTINGS = load({"TOPIC_PARTITIONS": "2", "WINDOWS": "tumbling_1m:60s"})
@@ -35,7 +37,7 @@ SIZE_MS = 60_000
 Encode = Callable[[int, list[tuple[PartialKey, list[float]]]], list[bytes]]
 
 
-def _messages(seed: int, encode: Encode = partials_messages) -> list[bytes]:
+def _messages(seed: int, encode: Encode = partials_messages, types: tuple[str, ...] = ("click", "view")) -> list[bytes]:
     """What stage 1 of input partitions 0 and 1 sends: cumulative partials with rising markers, a few
     changed keys to a flush, and frontiers; no partial of a window after its partition's frontier
     has passed it."""
@@ -56,7 +58,7 @@ def _messages(seed: int, encode: Encode = partials_messages) -> list[bytes]:
         low = min(now.values()) - 20_000
         event_ms = max(now[p] - rng.randint(0, 15_000), frontiers.get(p, -10**15) + 1)
         start = event_ms - event_ms % SIZE_MS
-        key = PartialKey("tumbling_1m", start, rng.choice(("click", "view")))
+        key = PartialKey("tumbling_1m", start, rng.choice(types))
         value = rng.randrange(-20, 20) / 4
         partial = partials[p].get(key)
         if partial is None:
@@ -104,7 +106,9 @@ def _open(run: Run, clock: FakeClock) -> ExportPartition:
     return ExportPartition(ctx, Q, store, decode_export_state(store.restore()))  # type: ignore[arg-type]
 
 
-async def _drive(run: Run, messages: list[bytes], seed: int) -> None:
+async def _drive(run: Run, messages: list[bytes], seed: int) -> ExportPartition:
+    """Feed the input from where the stage says it resumes, crash-restoring whenever a write fails;
+    the partition's last owner."""
     rng = random.Random(seed)
     clock = FakeClock()
     records = [SimpleNamespace(offset=i, value=m) for i, m in enumerate(messages)]
@@ -118,12 +122,11 @@ async def _drive(run: Run, messages: list[bytes], seed: int) -> None:
                     await asyncio.sleep(0)
                     await part.tick(clock())
                 if index >= len(records):
-                    break
+                    return part
                 batch = records[index:index + rng.randint(1, 12)]
                 await part.process(batch)
                 index += len(batch)
                 clock.now_ms += 500
-            return
         except CrashError:
             run.crashes += 1
             await part.close(graceful=False)
@@ -131,9 +134,33 @@ async def _drive(run: Run, messages: list[bytes], seed: int) -> None:
             part = _open(run, clock)
 
 
+def _assert_books_match_the_changelog(run: Run, part: ExportPartition) -> None:
+    """What a new owner would restore is the state in memory, and the packs stored are exactly the
+    ones holding a newest value (none left behind: the changelog stays bounded by the open keys)."""
+    items = FakeStore(run.broker, TOPICS.export_state, Q).restore()
+    assert decode_export_state(items).totals() == part.state.totals()
+    stored = {key for key in items if key.startswith(TOTALS_PACK_PREFIX)}
+    assert stored == {pack_key(TOTALS_PACK_PREFIX, seq) for seq in part.state.books.live}
+
+
 MESSAGES = _messages(4)
 CLEAN = Run(FakeBroker(), RecordingOutputs())
-asyncio.run(_drive(CLEAN, MESSAGES, seed=1))
+_assert_books_match_the_changelog(CLEAN, asyncio.run(_drive(CLEAN, MESSAGES, seed=1)))
+# Many long event types, with packs cut at a small limit: an instance's totals are written in
+# several packs, and a crash can fall between any two of them.
+CUT_BYTES = 2_000
+CUT_MESSAGES = _messages(5, types=tuple(f"{i:02d}/" + "x" * 100 for i in range(30)))
+
+
+def _cut_clean() -> Run:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export, "PACK_BYTES", CUT_BYTES)
+        run = Run(FakeBroker(), RecordingOutputs())
+        asyncio.run(_drive(run, CUT_MESSAGES, seed=1))
+        return run
+
+
+CUT_CLEAN = _cut_clean()
 
 
 def test_the_clean_run_exports_every_window_once() -> None:
@@ -159,9 +186,32 @@ def _assert_same_as_clean(run: Run) -> None:
 @pytest.mark.parametrize("crash_at", range(1, CLEAN.broker.sends + 1))
 def test_a_crash_at_any_changelog_write_exports_the_same_windows(crash_at: int) -> None:
     run = Run(FakeBroker(fail_at=crash_at), RecordingOutputs())
-    asyncio.run(_drive(run, MESSAGES, seed=1))
+    part = asyncio.run(_drive(run, MESSAGES, seed=1))
     assert run.crashes == 1
     _assert_same_as_clean(run)
+    _assert_books_match_the_changelog(run, part)
+
+
+def test_the_cut_run_writes_window_instances_in_several_packs() -> None:
+    packs = [orjson.loads(r.value) for r in CUT_CLEAN.broker.log(TOPICS.export_state, Q)
+             if r.value is not None and r.key is not None and r.key.startswith(TOTALS_PACK_PREFIX)]
+    assert max(len(raw) for raw in map(orjson.dumps, packs)) <= CUT_BYTES
+    types_of: dict[tuple[str, int], set[str]] = {}
+    for body in packs:
+        types_of.setdefault((body["w"], body["s"]), set()).update(body["t"])
+    assert max(len(body["t"]) for body in packs) < max(map(len, types_of.values()))
+
+
+@pytest.mark.parametrize("crash_at", range(1, CUT_CLEAN.broker.sends + 1))
+def test_a_crash_between_the_packs_of_a_cut_write_exports_the_same_windows(
+        crash_at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export, "PACK_BYTES", CUT_BYTES)
+    run = Run(FakeBroker(fail_at=crash_at), RecordingOutputs())
+    part = asyncio.run(_drive(run, CUT_MESSAGES, seed=1))
+    assert run.crashes == 1
+    assert run.outputs.lake.aggregates == CUT_CLEAN.outputs.lake.aggregates
+    assert run.outputs.redis == CUT_CLEAN.outputs.redis
+    _assert_books_match_the_changelog(run, part)
 
 
 @pytest.mark.parametrize("crash_at", range(1, CLEAN.outputs.exports + 1))
@@ -203,4 +253,4 @@ def test_the_input_is_stored_every_persist_interval_not_at_every_tick() -> None:
 
     asyncio.run(scenario())
     restored = decode_export_state(FakeStore(run.broker, TOPICS.export_state, Q).restore())
-    assert restored.totals[key] == {0: [11.0, 10.0, 0.0, 10.0, 10]}  # the newest partial, as merged
+    assert restored.totals()[key] == {0: [11, 10.0, 0.0, 10.0, 10]}  # the newest partial, as merged

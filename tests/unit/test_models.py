@@ -9,7 +9,7 @@ import struct
 
 import orjson
 import pytest
-from stage_fakes import stored_packs
+from stage_fakes import stored_packs, stored_totals
 
 from events import Rejection
 from keys import encode_key_part
@@ -25,7 +25,6 @@ from models import (
     PARTIALS_PACK_PREFIX,
     POSITION_KEY,
     TOTALS_PACK_PREFIX,
-    ExportState,
     FrontierMessage,
     IngestPosition,
     PartialColumns,
@@ -49,7 +48,6 @@ from models import (
     parse_window_key,
     partial_partition,
     source_offset,
-    totals_value,
     window_key,
 )
 from tables.packed import pack_key
@@ -351,21 +349,38 @@ def test_ingest_state_reads_column_packs_over_an_earlier_versions_packs() -> Non
              pack_key(PARTIALS_PACK_PREFIX, 2): encode_partial_columns(0, instance, [1])}
     _, partials = decode_ingest_state(items, 0)
     assert partials.values == {a: [2, 3.0, 1.0, 2.0, 5], b: [1, 2.0, 2.0, 2.0, 2], c: [1, 4.0, 4.0, 4.0, 6]}
-    assert partials.live == {0: 1, 1: 1, 2: 1} and partials.take_empty() == [] and partials.next_seq == 3
+    books = partials.books
+    assert books.live == {0: 1, 1: 1, 2: 1} and books.take_empty() == [] and books.next_seq == 3
     items[pack_key(PARTIALS_PACK_PREFIX, 3)] = encode_partial_columns(0, PartitionPartials(0, {
         b: [2, 2.0, 2.0, 2.0, 7]}).instance("w", 60_000), [0])
     _, partials = decode_ingest_state(items, 0)
-    assert partials.live == {1: 1, 2: 1, 3: 1} and partials.take_empty() == [0]
+    assert partials.books.live == {1: 1, 2: 1, 3: 1} and partials.books.take_empty() == [0]
 
 
-def test_export_state_round_trips() -> None:
-    key = PartialKey("hopping_1m", -30_000, "../x")
-    totals = {0: [1, 1.0, 1.0, 1.0, 5], 3: [2, -0.5, -1.0, 0.5, 9]}
-    items = {POSITION_KEY: encode_export_position(77),
-             **stored_packs(TOTALS_PACK_PREFIX, [(key, totals_value(totals))]),
+@pytest.mark.parametrize("writer", ["columns", "an earlier version's"])
+def test_export_state_round_trips(writer: str) -> None:
+    key, other = PartialKey("hopping_1m", -30_000, "../x"), PartialKey("hopping_1m", -30_000, "y")
+    totals = {key: {0: [1, 1.0, 1.0, 1.0, 5], 3: [2, -0.5, -1.0, 0.5, 2**62]}, other: {1: [1, -0.0, -0.0, -0.0, 0]}}
+    packs = stored_totals(list(totals.items())) if writer == "columns" else stored_packs(
+        TOTALS_PACK_PREFIX, [(k, {str(p): partial for p, partial in parts.items()}) for k, parts in totals.items()])
+    items = {POSITION_KEY: encode_export_position(77), **packs,
              frontier_state_key(2): orjson.dumps(123), ledger_state_key("tumbling_1m", 60_000): orjson.dumps(120_000)}
-    assert decode_export_state(items) == ExportState(77, {key: totals}, {2: 123}, {("tumbling_1m", 60_000): 120_000})
-    assert decode_export_state({}) == ExportState(None, {}, {}, {})
+    state = decode_export_state(items)
+    assert (state.next_offset, state.totals(), state.frontiers, state.ledger) == (
+        77, totals, {2: 123}, {("tumbling_1m", 60_000): 120_000})
+    assert math.copysign(1.0, state.totals()[other][1][1]) == -1.0
+    assert state.books.live == {0: 2}
+    empty = decode_export_state({})
+    assert (empty.next_offset, empty.windows, empty.frontiers, empty.ledger) == (None, {}, {}, {})
+
+
+def test_totals_columns_body_is_compact_json_with_absent_partitions_marked() -> None:
+    items = stored_totals([(PartialKey("w", 0, "a"), {0: [1, 1.5, 1.5, 1.5, 3]}),
+                           (PartialKey("w", 0, "b"), {1: [2, 2.0, 0.5, 1.5, 4]})])
+    [body] = items.values()
+    assert orjson.loads(body) == {"w": "w", "s": 0, "t": ["a", "b"], "p": {
+        "0": {"c": [1, 0], "sum": [1.5, 0.0], "min": [1.5, 0.0], "max": [1.5, 0.0], "m": [3, -1]},
+        "1": {"c": [0, 2], "sum": [0.0, 2.0], "min": [0.0, 0.5], "max": [0.0, 1.5], "m": [-1, 4]}}}
 
 
 @pytest.mark.parametrize("key", [b"k|w|0|t", b"t|w|0|t"])

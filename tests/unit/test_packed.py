@@ -1,146 +1,108 @@
-"""Packs (tables/packed.py): any prefix of the writes restores the keys' newest values, a dropped
-window never comes back once its forget is in the prefix, and the records stay bounded by the
-open keys, over random writes, forgets, crashes and restores."""
+"""PackBooks (tables/packed.py): over random writes of slots and drops of whole window instances, the
+packs still stored (written, not yet deleted) are exactly those holding some slot's newest value,
+each counted right; a pack is deleted once, oldest first; and restoring the stored packs in
+sequence order gives every slot its holder back. (The stages' crash tests check what the packs hold
+against their state, across every crash point: tests/unit/test_ingest_stage.py, test_export_stage.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import random
-from typing import Any
+from array import array
 
-import orjson
 import pytest
 
-from tables.packed import PACK_BYTES, Packs
-from tables.partials import PartialKey
-
-PREFIX = b"kp|"
-Log = list[tuple[bytes, bytes | None]]
+from tables.packed import NO_PACK, PackBooks, pack_key, packs_in
 
 
-def _compacted(log: Log) -> dict[bytes, bytes]:
-    items: dict[bytes, bytes] = {}
-    for key, value in log:
-        if value is None:
-            items.pop(key, None)
-        else:
-            items[key] = value
-    return items
+class Instance:
+    def __init__(self, slots: int) -> None:
+        self.holder = array("q", [NO_PACK]) * slots
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.log: Log = []
+def _check(books: PackBooks, stored: dict[int, list[tuple[int, int]]], instances: dict[int, Instance]) -> None:
+    """stored: pack -> the (instance, slot) it was written with."""
+    holding: dict[int, int] = {}
+    for instance in instances.values():
+        for seq in instance.holder:
+            if seq != NO_PACK:
+                holding[seq] = holding.get(seq, 0) + 1
+    assert books.live == holding
+    assert set(stored) == set(holding), "a stored pack holds nothing current, or a holding pack was deleted"
 
-    async def put(self, key: bytes, value: bytes | None) -> None:
-        self.log.append((key, value))
 
-
-def _random_run(seed: int, steps: int = 60) -> None:
+def _random_run(seed: int, steps: int = 80) -> None:
     rng = random.Random(seed)
-    types = [f"t{i}" for i in range(rng.choice((3, 40, 300)))]
-    windows = [("tumbling_1m", 60_000), ("hopping_1m", 30_000)]
-    recorder = Recorder()
-    packs = Packs(PREFIX)
-    model: dict[PartialKey, Any] = {}
-    open_windows: set[tuple[str, int]] = set()
-    boundaries = [(0, {})]  # (log length, model) after each operation
-    next_start = {name: 0 for name, _ in windows}
-    version = 0
+    books = PackBooks()
+    instances: dict[int, Instance] = {}
+    stored: dict[int, list[tuple[int, int]]] = {}
+    next_instance = 0
     for _ in range(steps):
-        if open_windows and rng.random() < 0.25:  # drop whole windows, as the stages do
-            dropped = rng.sample(sorted(open_windows), rng.randint(1, len(open_windows)))
-            keys = [key for key in model if (key.window, key.start_ms) in dropped]
-            asyncio.run(packs.forget(recorder.put, keys))
-            for key in keys:
-                del model[key]
-            open_windows.difference_update(dropped)
+        if instances and rng.random() < 0.2:  # drop whole instances, as the stages do
+            dropped = rng.sample(sorted(instances), rng.randint(1, len(instances)))
+            books.forget(instances.pop(i).holder for i in dropped)
         else:
-            for name, step in windows:  # open a window now and then
-                if rng.random() < 0.3 or not any(w == name for w, _ in open_windows):
-                    open_windows.add((name, next_start[name]))
-                    next_start[name] += step
-            changed = {}
-            for window, start in rng.sample(sorted(open_windows), rng.randint(1, len(open_windows))):
-                for event_type in rng.sample(types, rng.randint(1, len(types))):
-                    version += 1
-                    value = [version, float(version) / 4, "x" * rng.randint(0, 9)]
-                    changed[PartialKey(window, start, event_type)] = value
-            asyncio.run(packs.write(recorder.put, list(changed.items())))
-            model.update(changed)
-        boundaries.append((len(recorder.log), dict(model)))
-        live_packs = [key for key in _compacted(recorder.log) if key.startswith(PREFIX)]
-        assert len(live_packs) <= max(1, len(model)), "packs are bounded by the open keys"
-        for raw in _compacted(recorder.log).values():  # one window instance per pack, whole JSON
-            assert set(orjson.loads(raw)) == {"w", "s", "e"} and len(raw) <= PACK_BYTES
+            if rng.random() < 0.4 or not instances:
+                instances[next_instance] = Instance(rng.choice((1, 5, 40)))
+                next_instance += 1
+            for i in rng.sample(sorted(instances), rng.randint(1, len(instances))):
+                instance = instances[i]
+                slots = sorted(rng.sample(range(len(instance.holder)), rng.randint(1, len(instance.holder))))
+                cut = rng.randint(1, len(slots))
+                for run in (slots[:cut], slots[cut:]):  # a flush cut into two packs
+                    if run:
+                        seq = books.packed(instance.holder, run)
+                        assert seq not in stored
+                        stored[seq] = [(i, slot) for slot in run]
+        deleted = books.take_empty()
+        assert deleted == sorted(deleted) and set(deleted) <= set(stored)
+        for seq in deleted:
+            del stored[seq]
+        _check(books, stored, instances)
 
-    # Restore from every prefix: at an operation's boundary exactly its model; inside an operation,
-    # each key old or new, and nothing dropped before the operation comes back.
-    for index in range(len(boundaries) - 1):
-        (start, before), (end, after) = boundaries[index], boundaries[index + 1]
-        for cut in range(start, end + 1):
-            _, values = Packs.restored(PREFIX, _compacted(recorder.log[:cut]))
-            if cut == end:
-                assert values == after
-            elif cut == start:
-                assert values == before
-            else:
-                for key, value in values.items():
-                    assert value in (before.get(key), after.get(key)), key
-                assert set(values) <= set(before) | set(after)
-                assert set(before) & set(after) <= set(values)
+        # A restore: the stored packs in sequence order, each over the older, give the same holders.
+        restored = PackBooks()
+        holders = {i: array("q", [NO_PACK]) * len(instance.holder) for i, instance in instances.items()}
+        for seq in sorted(stored):
+            restored.restore_empty(seq)
+            for i, slot in stored[seq]:
+                if i in holders:
+                    restored.restore(holders[i], slot, seq)
+        restored.restored()
+        assert {i: list(h) for i, h in holders.items()} == {i: list(inst.holder) for i, inst in instances.items()}
+        assert restored.live == books.live
+        leftover = restored.take_empty()  # packs of dropped instances whose delete is still to come: none
+        assert leftover == []
+        assert restored.next_seq == (max(stored) + 1 if stored else 0)
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_any_prefix_restores_the_newest_values_and_stays_bounded(seed: int) -> None:
+@pytest.mark.parametrize("seed", range(20))
+def test_the_books_name_exactly_the_packs_holding_a_newest_value(seed: int) -> None:
     _random_run(seed)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_a_restored_state_goes_on_exactly(seed: int) -> None:
-    """Restore at a random point, go on writing and forgetting, restore again: the reference model."""
-    rng = random.Random(100 + seed)
-    recorder = Recorder()
-    packs = Packs(PREFIX)
-    model: dict[PartialKey, Any] = {}
-    for step in range(80):
-        if rng.random() < 0.15:
-            packs, values = Packs.restored(PREFIX, _compacted(recorder.log))
-            assert values == model
-        window_start = rng.randrange(6) * 60_000
-        if rng.random() < 0.2:
-            keys = [key for key in model if key.start_ms == window_start]
-            asyncio.run(packs.forget(recorder.put, keys))
-            for key in keys:
-                del model[key]
-        else:
-            changed = {PartialKey("w", window_start, f"t{rng.randrange(30)}"): [step, rng.random()]
-                       for _ in range(rng.randint(1, 20))}
-            asyncio.run(packs.write(recorder.put, list(changed.items())))
-            model.update(changed)
-    _, values = Packs.restored(PREFIX, _compacted(recorder.log))
-    assert values == model
-    assert len([k for k in _compacted(recorder.log) if k.startswith(PREFIX)]) <= max(1, len(model))
+def test_a_pack_emptied_by_newer_packs_is_deleted_once() -> None:
+    books, holder = PackBooks(), array("q", [NO_PACK]) * 2
+    assert books.packed(holder, [0, 1]) == 0
+    assert books.packed(holder, [0]) == 1
+    assert books.take_empty() == []
+    assert books.packed(holder, [1]) == 2  # pack 0 holds nothing current now
+    assert books.take_empty() == [0] and books.take_empty() == []
+    assert books.live == {1: 1, 2: 1} and list(holder) == [1, 2]
 
 
-def test_a_large_flush_is_cut_into_packs_below_the_limit() -> None:
-    recorder = Recorder()
-    changed = [(PartialKey("w", 0, "t" * 250 + str(i)), [i, 1.5, 1.5, 1.5, i]) for i in range(10_000)]
-    asyncio.run(Packs(PREFIX).write(recorder.put, changed))
-    assert len(recorder.log) > 1 and all(value is not None and len(value) <= PACK_BYTES for _, value in recorder.log)
-    assert len(recorder.log) < 20  # thousands of keys per record, not one record per key
-    _, values = Packs.restored(PREFIX, _compacted(recorder.log))
-    assert values == dict(changed)
+def test_a_restored_pack_that_holds_nothing_is_deleted_at_the_next_write() -> None:
+    books, holder = PackBooks(), array("q", [NO_PACK])
+    for seq in (4, 9):
+        books.restore_empty(seq)
+        books.restore(holder, 0, seq)
+    books.restore_empty(11)  # a pack with no entry at all
+    books.restored()
+    assert books.live == {9: 1} and books.next_seq == 12
+    assert books.take_empty() == [4, 11]
 
 
-def test_packs_written_again_whole_are_deleted_and_other_keys_are_ignored() -> None:
-    recorder = Recorder()
-    packs = Packs(PREFIX)
-    a, b = PartialKey("w", 0, "a"), PartialKey("w", 0, "b")
-    asyncio.run(packs.write(recorder.put, [(a, 1), (b, 1)]))
-    asyncio.run(packs.write(recorder.put, [(a, 2)]))
-    asyncio.run(packs.write(recorder.put, [(b, 2)]))  # the first pack holds nothing current now
-    assert recorder.log[-1] == (PREFIX + b"%016x" % 0, None)
-    items = {**_compacted(recorder.log), b"pos": b"{}", b"tp|0000000000000009": b"not ours"}
-    _, values = Packs.restored(PREFIX, items)
-    assert values == {a: 2, b: 2}
+def test_pack_keys_sort_as_written_and_other_keys_are_not_packs() -> None:
+    keys = [pack_key(b"kp|", seq) for seq in (0, 9, 10, 2**40)]
+    assert keys == sorted(keys) and keys[1] == b"kp|0000000000000009"
+    items = {**dict.fromkeys(keys, b"x"), b"pos": b"{}", b"tp|0000000000000003": b"y"}
+    assert sorted(packs_in(b"kp|", items)) == [0, 9, 10, 2**40]
