@@ -126,7 +126,7 @@ class InstancePartials:
     `dirty` the slots changed since the last flush."""
 
     __slots__ = ("window", "start_ms", "index", "types", "count", "total", "low", "high", "marker", "holder",
-                 "dirty")
+                 "dirty", "folding")
 
     def __init__(self, window: str, start_ms: int) -> None:
         self.window = window
@@ -140,6 +140,9 @@ class InstancePartials:
         self.marker = array("q")
         self.holder = array("q")
         self.dirty: set[int] = set()
+        # Within one fold_records call only: slot -> its partial as a list, for the slots that get more
+        # than one record (an array's item is boxed at every read); written back at the batch's end.
+        self.folding: dict[int, list[float]] = {}
 
     def __len__(self) -> int:
         return len(self.types)
@@ -306,6 +309,7 @@ def fold_records(
               NONE_CLOSED if frontier_ms is None else closed_upto_ms(spec.size_ms, frontier_ms)) for spec in windows]
     slots: dict[tuple[str, int], _Slot] = {}
     instances = partials.instances
+    touched: list[InstancePartials] = []  # the instances with cells folded in lists
     max_bytes, min_ms, skew_ms, now_ms = limits.max_event_bytes, limits.min_event_ms, limits.max_clock_skew_ms, \
         limits.now_ms
     max_event_ms = outcome.max_event_ms.get(partition, NONE_CLOSED)
@@ -334,27 +338,51 @@ def fold_records(
         if slot is None:
             slot = slots[slot_key] = _open_slot(instances, specs, event_type, event_ms, value, offset)
         else:
-            for count, total, low, high, marker, i, dirty in slot[0]:
-                if offset > marker[i]:  # fold_value, inline
-                    count[i] += 1
-                    total[i] += value
-                    if value < low[i]:
-                        low[i] = value
-                    if value > high[i]:
-                        high[i] = value
-                    marker[i] = offset
-                    dirty.add(i)
+            # The slot's second record in the batch: its cells are folded in lists from now on, one
+            # list per cell (cells are shared by slots), written back once at the end of the batch.
+            lists = slot[2]
+            if lists is None:
+                lists = slot[2] = [_folding(instance, i, touched) for instance, i in slot[0]]
+            for current in lists:
+                if offset > current[MARKER]:  # fold_value, inline
+                    current[COUNT] += 1
+                    current[SUM] += value
+                    if value < current[MIN]:
+                        current[MIN] = value
+                    if value > current[MAX]:
+                        current[MAX] = value
+                    current[MARKER] = offset
                 # else: a replayed record this key already holds
         if slot[1]:
             late.append(LateEvent(Record(partition, offset, raw, written_ms),
                                   Event(user_id, event_type, event_ms, value), slot[1]))
     if max_event_ms != NONE_CLOSED:
         outcome.max_event_ms[partition] = max_event_ms
+    for instance in touched:  # per cell with more than one record, not per record
+        count, total, low, high, marker, dirty = instance.count, instance.total, instance.low, instance.high, \
+            instance.marker, instance.dirty
+        for i, current in instance.folding.items():
+            if current[MARKER] != marker[i]:
+                count[i], total[i], low[i], high[i], marker[i] = current
+                dirty.add(i)
+        instance.folding = {}
 
 
-# The cells one (event type, slot of event time) folds into within one batch, each (count, sum, min,
-# max, marker, slot, the instance's dirty slots), and the (window, start_ms) the frontier had closed.
-_Slot = tuple[list[tuple[array, array, array, array, array, int, set[int]]], tuple[tuple[str, int], ...]]
+def _folding(instance: InstancePartials, i: int, touched: list[InstancePartials]) -> list[float]:
+    """The list slot i of `instance` is folded in for the rest of the batch (see fold_records)."""
+    current = instance.folding.get(i)
+    if current is None:
+        if not instance.folding:
+            touched.append(instance)
+        current = instance.folding[i] = [instance.count[i], instance.total[i], instance.low[i], instance.high[i],
+                                         instance.marker[i]]
+    return current
+
+
+# The cells one (event type, slot of event time) folds into within one batch, each (instance, slot);
+# the (window, start_ms) the frontier had closed; and, from the slot's second record in the batch on,
+# its cells' lists (InstancePartials.folding; None before).
+_Slot = list  # [cells, missed, lists]
 
 
 def _open_slot(instances: dict[tuple[str, int], InstancePartials], specs: Sequence[tuple[str, int, int, int]],
@@ -375,11 +403,21 @@ def _open_slot(instances: dict[tuple[str, int], InstancePartials], specs: Sequen
             instance = instances.get((name, start_ms))
             if instance is None:
                 instance = instances[(name, start_ms)] = InstancePartials(name, start_ms)
-            count, total, low, high, marker, dirty = instance.count, instance.total, instance.low, instance.high, \
-                instance.marker, instance.dirty
+            count, total, low, high, marker = instance.count, instance.total, instance.low, instance.high, \
+                instance.marker
             index = instance.index
             i = index.get(event_type)
-            if i is None:  # new_partial, inline
+            current = instance.folding.get(i) if instance.folding and i is not None else None
+            if current is not None:  # another slot of this batch folds this cell in its list
+                if offset > current[MARKER]:  # fold_value, inline
+                    current[COUNT] += 1
+                    current[SUM] += value
+                    if value < current[MIN]:
+                        current[MIN] = value
+                    if value > current[MAX]:
+                        current[MAX] = value
+                    current[MARKER] = offset
+            elif i is None:  # new_partial, inline
                 i = index[event_type] = len(marker)
                 instance.types.append(event_type)
                 count.append(1)
@@ -388,7 +426,7 @@ def _open_slot(instances: dict[tuple[str, int], InstancePartials], specs: Sequen
                 high.append(value)
                 marker.append(offset)
                 instance.holder.append(NO_PACK)
-                dirty.add(i)
+                instance.dirty.add(i)
             elif offset > marker[i]:  # fold_value, inline
                 count[i] += 1
                 total[i] += value
@@ -397,7 +435,7 @@ def _open_slot(instances: dict[tuple[str, int], InstancePartials], specs: Sequen
                 if value > high[i]:
                     high[i] = value
                 marker[i] = offset
-                dirty.add(i)
-            cells.append((count, total, low, high, marker, i, dirty))
+                instance.dirty.add(i)
+            cells.append((instance, i))
             start_ms += step_ms
-    return cells, missed
+    return [cells, missed, None]
