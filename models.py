@@ -37,7 +37,7 @@ from events import Rejection, iso_utc
 from keys import decode_key_part, encode_key_part
 from tables.packed import PackBooks, packs_in
 from tables.partials import InstancePartials, PartialKey, PartitionPartials
-from tables.totals import ABSENT, InstanceTotals
+from tables.totals import ABSENT, InstanceTotals, SourceColumns
 from tables.watermark import Mark
 
 HEADER_REASON = "dlq.reason"
@@ -128,17 +128,26 @@ def encode_partial_columns(partition: int, instance: InstancePartials, slots: Se
     """The partials of these slots of one window instance, as columns: a partials message body (stage 1
     sends it as it is, cut at PARTIALS_BYTES by its caller), and the same bytes are stage 1's pack of
     those slots. Count and marker are integers, the sum, min and max floats."""
-    types, count, total, low, high, marker = (instance.types, instance.count, instance.total, instance.low,
-                                              instance.high, instance.marker)
-    return orjson.dumps({"p": partition, "w": instance.window, "s": instance.start_ms,
-                         "t": [types[i] for i in slots], "c": [count[i] for i in slots],
-                         "sum": [total[i] for i in slots], "min": [low[i] for i in slots],
-                         "max": [high[i] for i in slots], "m": [marker[i] for i in slots]})
+    types = instance.types
+    return orjson.dumps({"p": partition, "w": instance.window, "s": instance.start_ms, "t": [types[i] for i in slots],
+                         **_partial_columns(instance, slots)})
+
+
+def _partial_columns(columns: InstancePartials | SourceColumns, slots: Sequence[int]) -> dict[str, list[Any]]:
+    """The five columns of partials, as both stages' bodies hold them: count, sum, min, max, marker."""
+    count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
+    return {"c": [count[i] for i in slots], "sum": [total[i] for i in slots], "min": [low[i] for i in slots],
+            "max": [high[i] for i in slots], "m": [marker[i] for i in slots]}
+
+
+def _columns_of(body: dict[str, Any]) -> tuple[list[Any], ...]:
+    """The five columns of a body written with _partial_columns."""
+    return body["c"], body["sum"], body["min"], body["max"], body["m"]
 
 
 def _column_entries(body: dict[str, Any]) -> zip:  # type: ignore[type-arg]
     """(event_type, count, sum, min, max, marker) of a column body (encode_partial_columns)."""
-    return zip(body["t"], body["c"], body["sum"], body["min"], body["max"], body["m"], strict=True)
+    return zip(body["t"], *_columns_of(body), strict=True)
 
 
 def encode_frontier(message: FrontierMessage) -> bytes:
@@ -156,7 +165,7 @@ def decode_stage_message(raw: bytes) -> PartialColumns | PartialsMessage | Front
     if "f" in body:
         return FrontierMessage(int(body["p"]), int(body["f"]), int(body["n"]), int(body["at"]))
     if "c" in body:  # the hot path of stage 2, taken as orjson decodes encode_partial_columns' output
-        columns = body["t"], body["c"], body["sum"], body["min"], body["max"], body["m"]
+        columns = body["t"], *_columns_of(body)
         if len(set(map(len, columns))) != 1:
             raise ValueError(f"a partials message with columns of unequal lengths: {raw[:200]!r}")
         return PartialColumns(body["p"], body["w"], body["s"], *columns)
@@ -397,12 +406,8 @@ def encode_totals_columns(instance: InstanceTotals, slots: Sequence[int]) -> byt
     """Stage 2's pack of these slots of one window instance: the event types, and per input partition
     the columns of its partials (marker -1 where it sent none; count and marker integers)."""
     types = instance.types
-    sources = {}
-    for partition, columns in sorted(instance.sources.items()):
-        count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
-        sources[str(partition)] = {"c": [count[i] for i in slots], "sum": [total[i] for i in slots],
-                                   "min": [low[i] for i in slots], "max": [high[i] for i in slots],
-                                   "m": [marker[i] for i in slots]}
+    sources = {str(partition): _partial_columns(columns, slots)
+               for partition, columns in sorted(instance.sources.items())}
     return orjson.dumps({"w": instance.window, "s": instance.start_ms, "t": [types[i] for i in slots], "p": sources})
 
 
@@ -423,7 +428,7 @@ def decode_export_state(items: Mapping[bytes, bytes]) -> ExportState:
         if "t" in body:
             entries = [(str(t), {}) for t in body["t"]]
             for partition, columns in body["p"].items():
-                rows = zip(columns["c"], columns["sum"], columns["min"], columns["max"], columns["m"], strict=True)
+                rows = zip(*_columns_of(columns), strict=True)
                 for (_, parts), partial in zip(entries, rows, strict=True):
                     if partial[4] != ABSENT:
                         parts[int(partition)] = partial

@@ -92,7 +92,6 @@ from tables.totals import InstanceTotals, low_frontier
 from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
 
 log = logging.getLogger(__name__)
-_new_key = tuple.__new__  # a NamedTuple without its constructor's argument handling (one per partial)
 
 TICK_INTERVAL_S = 0.5
 # The input's changes are written at the first tick this long after the last write, before every

@@ -374,8 +374,7 @@ def _folding(instance: InstancePartials, i: int, touched: list[InstancePartials]
     if current is None:
         if not instance.folding:
             touched.append(instance)
-        current = instance.folding[i] = [instance.count[i], instance.total[i], instance.low[i], instance.high[i],
-                                         instance.marker[i]]
+        current = instance.folding[i] = instance.partial(i)
     return current
 
 
@@ -409,14 +408,8 @@ def _open_slot(instances: dict[tuple[str, int], InstancePartials], specs: Sequen
             i = index.get(event_type)
             current = instance.folding.get(i) if instance.folding and i is not None else None
             if current is not None:  # another slot of this batch folds this cell in its list
-                if offset > current[MARKER]:  # fold_value, inline
-                    current[COUNT] += 1
-                    current[SUM] += value
-                    if value < current[MIN]:
-                        current[MIN] = value
-                    if value > current[MAX]:
-                        current[MAX] = value
-                    current[MARKER] = offset
+                if offset > current[MARKER]:  # once per slot and batch: the call is affordable here
+                    fold_value(current, value, offset)
             elif i is None:  # new_partial, inline
                 i = index[event_type] = len(marker)
                 instance.types.append(event_type)

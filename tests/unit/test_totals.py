@@ -1,12 +1,14 @@
-"""Stage 2 (tables/totals.py): replacement by marker, ordered combine, low frontier."""
+"""Stage 2 (tables/totals.py): replacement by marker, ordered combine, low frontier, and the columns
+that write both out."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 
-from tables.totals import Totals, combine, low_frontier, merge_partial
+from tables.totals import InstanceTotals, Totals, combine, low_frontier, merge_partial
 
 # -- merge_partial ------------------------------------------------------------------------
 
@@ -144,3 +146,31 @@ def test_low_frontier_of_no_source_partitions_is_none() -> None:
 
 def test_low_frontier_of_negative_times() -> None:
     assert low_frontier({0: -5, 1: -60_000}, 2) == -60_000
+
+
+# -- InstanceTotals: merge_partial and combine written out over columns --------------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_instance_totals_follow_merge_partial_and_combine(seed: int) -> None:
+    """Stage 2's columns merge by merge_partial's rule and total by combine's arithmetic, bit for bit,
+    over deliveries in any order, with replays, older partials and partitions that sent nothing."""
+    rng = random.Random(seed)
+    types = [f"t{i}" for i in range(rng.choice((1, 5, 30)))]
+    instance = InstanceTotals("w", 0)
+    reference: dict[str, dict[int, list[float]]] = {}
+    for _ in range(300):
+        partition = rng.randrange(4)
+        entries = []
+        for event_type in rng.sample(types, rng.randint(1, len(types))):
+            value = rng.choice((-0.0, 0.1, -2.5, 1e300, rng.uniform(-1e6, 1e6)))
+            entries.append((event_type, [rng.randint(1, 9), value, min(value, -1.0), max(value, 1.0),
+                                         rng.randrange(50)]))
+            merge_partial(reference.setdefault(event_type, {}), partition, entries[-1][1])
+        instance.merge(partition, *map(list, zip(*[(t, *p) for t, p in entries], strict=True)))
+    slots = [instance.index[t] for t in sorted(reference)]
+    assert {t: instance.parts(instance.index[t]) for t in reference} == reference
+    got = instance.totals(slots)
+    want = [combine(reference[t]) for t in sorted(reference)]
+    assert got == want
+    assert [math.copysign(1.0, t.sum) for t in got] == [math.copysign(1.0, t.sum) for t in want]
