@@ -1,5 +1,6 @@
 """One run of the batch layer: every sealed period whose inputs changed, hours first, then days;
-then, given a Restatement, the windows of every sealed hour whose inputs changed (batch/restating.py).
+then, given a Restatement, the windows of every sealed hour whose inputs changed (batch/restating.py):
+the hours holding a window over an hour with raw files (batch/restate.hours_to_restate).
 
 Per period: list its raw folders (key -> ETag), compare with its manifest, and if they differ
 (or it has none) compute its rollup, write it, and only then write the manifest. A crash at any
@@ -19,6 +20,7 @@ from typing import Protocol
 from batch.inputs import PeriodInputs
 from batch.manifest import reason_to_process
 from batch.periods import Period, day_of, periods_overlapping
+from batch.restate import hours_to_restate
 from batch.restating import Restatement, restate_hours
 from batch.rollup import rollup
 from batch.sealing import is_sealed
@@ -89,7 +91,9 @@ def run_batch(lake: BatchLake, *, sealed_until_ms: int | None, plan: Plan, say: 
     hours = _raw_listing(lake, say, report)
     selected = periods_overlapping(sorted(hours), plan.from_ms, plan.to_ms)
     periods = [Period.hourly(h) for h in selected] + [Period.daily(d) for d in sorted({day_of(h) for h in selected})]
-    total = len(periods) + (len(selected) if restatement is not None else 0)
+    window_hours = ([] if restatement is None else
+                    hours_to_restate(restatement.windows, hours, plan.from_ms, plan.to_ms))
+    total = len(periods) + len(window_hours)
     done = 0
 
     def step() -> None:
@@ -117,7 +121,7 @@ def run_batch(lake: BatchLake, *, sealed_until_ms: int | None, plan: Plan, say: 
                 _process(lake, period, listing, reason, say, report)
         step()
     if restatement is not None:
-        restate_hours(lake, hours, selected, sealed_until_ms, plan.backfill, restatement, say, report, step)
+        restate_hours(lake, hours, window_hours, sealed_until_ms, plan.backfill, restatement, say, report, step)
     return report
 
 

@@ -2,7 +2,10 @@
 
 A window belongs to the hour of its start (as its object does, sinks/lake.aggregate_key). The
 windows starting in hour H are recomputed together from the raw files of every hour they span,
-[H, span_end(H)), once all of those hours are sealed (batch/job.py).
+[H, span_end(H)), once all of those hours are sealed (batch/job.py). So the hours a run considers
+are those holding a window that overlaps an hour with raw files (hours_to_restate), not the hours
+with raw files: a window starting at 21:59:30 is stored under hour 21 even when only 22:00's folder
+has events.
 
 Same arithmetic as the speed layer, so that a window without late events gives back its exported
 row bit for bit: window starts from tables/windows.window_starts; per input partition the values in
@@ -23,13 +26,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from batch.periods import HOUR_MS
+from batch.periods import HOUR_MS, hour_of
 from sinks.rows import WindowRow
 from tables.partials import PartialKey, fold_value, new_partial
 from tables.totals import combine
 from tables.windows import WindowSpec, window_starts
 
-__all__ = ["Change", "Comparison", "compare", "place", "recompute", "span_end_ms", "starts_in_hour"]
+__all__ = ["Change", "Comparison", "compare", "hours_to_restate", "place", "recompute", "span_end_ms",
+           "starts_in_hour", "windows_overlap"]
 
 # (partition, offset, event_type, event_ms, value): what the fold reads of a raw event.
 RawEvent = tuple[int, int, str, int, float]
@@ -45,6 +49,38 @@ def span_end_ms(windows: Sequence[WindowSpec], hour_ms: int) -> int | None:
     """The end of the last window starting in the hour (events up to it are read); None if none starts."""
     ends = [starts[-1] + spec.size_ms for spec in windows if (starts := starts_in_hour(spec, hour_ms))]
     return max(ends) if ends else None
+
+
+def windows_overlap(windows: Sequence[WindowSpec], hour_ms: int, from_ms: int | None, to_ms: int | None) -> bool:
+    """Whether a window starting in the hour overlaps [from_ms, to_ms) (None: unbounded)."""
+    for spec in windows:
+        starts = starts_in_hour(spec, hour_ms)
+        first = starts.start  # the first start s of the hour with s + size > from_ms
+        if from_ms is not None:
+            first = max(first, -(-(from_ms - spec.size_ms + 1) // spec.step_ms) * spec.step_ms)
+        if first < starts.stop and (to_ms is None or first < to_ms):
+            return True
+    return False
+
+
+def hours_to_restate(windows: Sequence[WindowSpec], raw_hours: Iterable[int], from_ms: int | None = None,
+                     to_ms: int | None = None) -> list[int]:
+    """The hours whose windows a run considers restating, sorted: every hour holding a window that
+    overlaps an hour with raw files, whether or not it has raw files of its own; for a backfill, only
+    those whose windows also overlap an hour of [from_ms, to_ms) (the hours it covers)."""
+    if not windows:
+        return []
+    longest_ms = max(spec.size_ms for spec in windows)
+    low = None if from_ms is None else hour_of(from_ms)
+    high = None if to_ms is None else hour_of(to_ms - 1) + HOUR_MS
+    found: set[int] = set()
+    for raw in set(raw_hours):
+        # A window of hour h overlapping [raw, raw + 1 h) starts after raw - longest, so h >= hour_of(that).
+        for hour in range(hour_of(raw - longest_ms), raw + HOUR_MS, HOUR_MS):
+            if (hour not in found and windows_overlap(windows, hour, raw, raw + HOUR_MS)
+                    and windows_overlap(windows, hour, low, high)):
+                found.add(hour)
+    return sorted(found)
 
 
 def recompute(windows: Sequence[WindowSpec], hour_ms: int, events: Iterable[RawEvent]) -> dict[PartialKey, WindowRow]:

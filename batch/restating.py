@@ -1,6 +1,7 @@
 """One run's restatement of the speed layer's windows (batch/restate.py says what a restated row is).
 
-Per hour H with raw data: the windows starting in H span the raw hours [H, E). They are restated
+Per hour H holding a window over raw data (batch/restate.hours_to_restate; H itself may have no
+raw file): the windows starting in H span the raw hours [H, E). They are restated
 once every one of those hours is sealed (E at or before the sealing bound; or H restated before)
 and stage 2 has exported every window of H (batch/stage2.py), so the job never writes a window
 stage 2 is still to write. Like the rollups, an hour is done again only when the raw listing of
@@ -84,7 +85,8 @@ class Restatement:
 def restate_hours(lake: BatchLake, hours: Mapping[int, Mapping[str, str]], selected: Sequence[int],
                   sealed_until_ms: int | None, backfill: bool, config: Restatement, say: Callable[[str], None],
                   report: RunReport, step: Callable[[], None] = lambda: None) -> None:
-    """`step` is called once per hour of `selected`, done or skipped (the run's progress)."""
+    """`selected`: the hours of window starts to consider (batch/restate.hours_to_restate). `step` is
+    called once per hour of `selected`, done or skipped (the run's progress)."""
     manifests = lake.list_etags(f"{lake.prefix}batch/manifests/restated/")
     for hour in selected:
         _restate_if_needed(lake, hours, hour, manifests, sealed_until_ms, backfill, config, say, report)

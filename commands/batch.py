@@ -92,8 +92,8 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
 
     options = [
         option("--from", "from_", metavar="T", callback=_time_option,
-               help="Recompute the hours overlapping [--from, --to) and their days, restate the windows "
-                    "starting in them and write those windows to Redis, even if up to date. "
+               help="Recompute the hours overlapping [--from, --to) and their days, restate the hours of "
+                    "windows overlapping them and write those windows to Redis, even if up to date. "
                     "ISO-8601 (no zone means UTC) or epoch milliseconds."),
         option("--to", "to", metavar="T", callback=_time_option, help="End of the range (exclusive)."),
     ]

@@ -13,7 +13,16 @@ from test_batch import MemoryLake
 
 from batch.job import Plan, RunReport, run_batch
 from batch.periods import HOUR_MS, parse_time
-from batch.restate import Change, compare, place, recompute, span_end_ms, starts_in_hour
+from batch.restate import (
+    Change,
+    compare,
+    hours_to_restate,
+    place,
+    recompute,
+    span_end_ms,
+    starts_in_hour,
+    windows_overlap,
+)
 from batch.restating import Restatement
 from batch.stage2 import Stage2View, view_of
 from events import Event, encode_event
@@ -31,6 +40,8 @@ LIMITS = Limits(max_event_bytes=65_536, min_event_ms=0, max_clock_skew_ms=10**13
 TYPES = ["click", "view", "../=x/é"]
 
 RawEvent = tuple[int, int, str, int, float]  # partition, offset, event_type, event_ms, value
+# The hours of window starts of _setup's events (22:00 to 23:01): 21:59:30's hopping window is hour 21's.
+SPEED_HOURS = (HOUR - HOUR_MS, HOUR, HOUR + HOUR_MS)
 
 
 def test_hours_and_spans() -> None:
@@ -41,6 +52,75 @@ def test_hours_and_spans() -> None:
     assert span_end_ms((WindowSpec("d", 86_400_000, 86_400_000),), HOUR) is None  # no daily window starts at 22:00
     two_hours = (WindowSpec("two", 7_200_000, 7_200_000),)
     assert (span_end_ms(two_hours, HOUR), span_end_ms(two_hours, HOUR + HOUR_MS)) == (HOUR + 2 * HOUR_MS, None)
+
+
+def _hours_holding_windows_over(windows: Sequence[WindowSpec], raw_hours: Sequence[int], low: int | None,
+                                high: int | None) -> list[int]:
+    """The reference for hours_to_restate, by enumerating every window start near the raw hours: the
+    hours of the starts of windows that overlap a raw hour and, if bounded, an hour of [low, high)."""
+    found = set()
+    for raw in raw_hours:
+        for spec in windows:
+            start = raw - 2 * spec.size_ms - (raw - 2 * spec.size_ms) % spec.step_ms
+            while start < raw + HOUR_MS:
+                end = start + spec.size_ms
+                over_raw = start < raw + HOUR_MS and end > raw
+                lo = None if low is None else low - low % HOUR_MS
+                hi = None if high is None else -(-high // HOUR_MS) * HOUR_MS
+                in_range = (lo is None or end > lo) and (hi is None or start < hi)
+                if over_raw and in_range:
+                    found.add(start - start % HOUR_MS)
+                start += spec.step_ms
+    return sorted(found)
+
+
+SELECTION_WINDOWS = {
+    "default": WINDOWS,
+    "two-hour tumbling": parse_windows("t2h:2h"),
+    "three hours hopping by one": parse_windows("h3h:3h:1h"),
+    "a day": parse_windows("day:24h"),
+    "7 min (does not divide the hour)": parse_windows("t7:7m"),
+    "77 min hopping by 11 min": parse_windows("h77:77m:11m"),
+    "90 min hopping by 45 min": parse_windows("h90:90m:45m"),
+    "25 min and 2 h together": parse_windows("t25:25m,t2h:2h"),
+    "45 s, 1 min by 30 s": parse_windows("t45:45s,h1:60s:30s"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SELECTION_WINDOWS))
+def test_hours_to_restate_are_every_hour_holding_a_window_over_raw_data(name: str) -> None:
+    windows = SELECTION_WINDOWS[name]
+    rng = random.Random(name)
+    for _ in range(40):
+        base = HOUR + rng.randrange(-48, 48) * HOUR_MS
+        raw = sorted({base + rng.choice((0, 1, 2, 5, 30)) * HOUR_MS * rng.randrange(2) + k * HOUR_MS
+                      for k in range(rng.randrange(1, 4))})
+        low = rng.choice((None, base + rng.randrange(-3 * HOUR_MS, 2 * HOUR_MS)))
+        high = rng.choice((None, (low or base) + rng.randrange(1, 4 * HOUR_MS)))
+        want = _hours_holding_windows_over(windows, raw, low, high)
+        assert hours_to_restate(windows, raw, low, high) == want, (raw, low, high)
+        assert hours_to_restate(windows, raw) == _hours_holding_windows_over(windows, raw, None, None), raw
+
+
+def test_the_hour_before_traffic_is_restated_and_backfilled() -> None:
+    # Raw files only from 22:00: hour 21 holds [21:59:30, 22:00:30), hour 20 nothing over 22:00.
+    assert hours_to_restate(WINDOWS, [HOUR]) == [HOUR - HOUR_MS, HOUR]
+    # A backfill of 21:00-22:00 covers hour 21 only; of 22:00-23:00, both (hour 21's window spans 22:00).
+    assert hours_to_restate(WINDOWS, [HOUR], HOUR - HOUR_MS, HOUR) == [HOUR - HOUR_MS]
+    assert hours_to_restate(WINDOWS, [HOUR], HOUR, HOUR + HOUR_MS) == [HOUR - HOUR_MS, HOUR]
+    # A backfill over hours without raw files at all considers nothing.
+    assert hours_to_restate(WINDOWS, [HOUR], HOUR + 5 * HOUR_MS, HOUR + 9 * HOUR_MS) == []
+    # Two-hour windows starting at even hours: a raw hour at 23:00 (odd) is spanned by the window of 22:00.
+    two = parse_windows("t2h:2h")
+    assert hours_to_restate(two, [HOUR + HOUR_MS]) == [HOUR]
+    assert windows_overlap(two, HOUR, HOUR + HOUR_MS, HOUR + 2 * HOUR_MS)
+    assert not windows_overlap(two, HOUR + HOUR_MS, None, None)  # no window starts at 23:00
+    # 7-minute windows (7 does not divide 60): one starts in hour 21 and ends after 22:00, and the first
+    # of hour 22 starts after 22:00. A backfill of 22:00 to 22:00:00.001 covers hour 22 and so both.
+    seven = parse_windows("t7:7m")
+    first = starts_in_hour(seven[0], HOUR)[0]
+    assert HOUR < first < HOUR + 7 * 60_000
+    assert hours_to_restate(seven, [HOUR], HOUR, HOUR + 1) == [HOUR - HOUR_MS, HOUR]
 
 
 def _events(n: int, seed: int, hour: int = HOUR, first_offset: int = 0) -> list[RawEvent]:
@@ -192,9 +272,9 @@ def config_home_ok(object_key: str, row: WindowRow) -> bool:
 
 def _expected(on_time: Sequence[RawEvent], late: Sequence[RawEvent]) -> dict[PartialKey, WindowRow]:
     """The reference: every event counted (stage 1's order), revision 1 and late_count where late ones fell."""
-    speed = {**_speed_layer(on_time), **_speed_layer(on_time, HOUR + HOUR_MS)}
+    speed = {k: r for hour in SPEED_HOURS for k, r in _speed_layer(on_time, hour).items()}
     rows = {}
-    for hour in (HOUR, HOUR + HOUR_MS):
+    for hour in SPEED_HOURS:
         full = recompute(WINDOWS, hour, sorted([*on_time, *late]))
         for key, row in full.items():
             counted = speed[key].count if key in speed else 0
@@ -208,9 +288,11 @@ def _setup() -> tuple[MemoryLake, MemoryRedis, Restatement, list[RawEvent], list
     on_time = _events(600, 1, first_offset=0)  # hours 22 and 23:00:xx
     late = [(p, 10_000 + i, t, ms, v) for i, (p, _, t, ms, v) in enumerate(_events(20, 2))]
     late.append((0, 20_000, "only-late", HOUR + 59 * 60_000 + 45_000, 1.5))  # a new type, in a spilling window
+    # In the hopping window [21:59:30, 22:00:30), stored under hour 21, which has no raw file.
+    late.append((1, 20_001, "click", HOUR + 10_000, 2.5))
     _archive(lake, on_time)
-    _export(lake, _speed_layer(on_time), config)
-    _export(lake, _speed_layer(on_time, HOUR + HOUR_MS), config)
+    for hour in SPEED_HOURS:
+        _export(lake, _speed_layer(on_time, hour), config)
     redis.rows.update(_speed_layer(on_time))
     _archive(lake, late)
     return lake, redis, config, on_time, late
@@ -228,7 +310,9 @@ def test_late_events_restate_their_windows_in_s3_and_redis_then_nothing_is_writt
     expected = _expected(on_time, late)
     assert _windows_in_lake(lake) == expected
     restated = {k: r for k, r in expected.items() if r.revision}
-    assert report.rows_restated == len(restated) and report.restated_hours == 2
+    assert report.rows_restated == len(restated) and report.restated_hours == 3
+    straddling = expected[PartialKey("hopping_1m", HOUR - 30_000, "click")]
+    assert (straddling.revision, straddling.late_count) == (1, 1) and redis.rows[_key(straddling)] == straddling
     assert {k: redis.rows[k] for k in restated} == restated
     assert any(line.startswith("restated tumbling_1m 2026-11-01T22:59:00Z: 'only-late' new -> 1 (revision 1, 1 late)")
                for line in lines), lines
@@ -240,10 +324,10 @@ def test_late_events_restate_their_windows_in_s3_and_redis_then_nothing_is_writt
     steps: list[tuple[int, int]] = []
     run_batch(lake, sealed_until_ms=HOUR + 3 * HOUR_MS, plan=Plan(), say=lambda line: None, restatement=config,
               progress=lambda *step: steps.append(step))
-    assert steps == [(n, 5) for n in range(1, 6)]  # two hours and their day, then the two hours' windows
+    assert steps == [(n, 6) for n in range(1, 7)]  # two hours and their day, then the windows of three hours
     writes = redis.writes
     again, _ = _run(lake, config)
-    assert (again.objects_written, again.rows_restated, again.restate_up_to_date) == (0, 0, 2)
+    assert (again.objects_written, again.rows_restated, again.restate_up_to_date) == (0, 0, 3)
     assert redis.writes == writes
     # A later late file: its windows go to revision 2, late_count counting both late events.
     key, row = next((k, r) for k, r in sorted(expected.items()) if r.revision == 1 and r.count > 1)
@@ -253,7 +337,7 @@ def test_late_events_restate_their_windows_in_s3_and_redis_then_nothing_is_writt
     assert (now.revision, now.late_count, now.count) == (2, row.late_count + 1, row.count + 1)
 
 
-@pytest.mark.parametrize("crash_at", range(1, 127, 12))  # a run writes 126 times (S3 and Redis)
+@pytest.mark.parametrize("crash_at", range(1, 134, 12))  # a run writes 133 times (S3 and Redis)
 def test_a_crash_at_any_write_is_completed_exactly_by_the_next_run(crash_at: int) -> None:
     lake, redis, config, on_time, late = _setup()
     redis.lake = lake
@@ -277,11 +361,11 @@ def test_nothing_is_restated_before_stage_2_has_exported_or_the_hours_are_sealed
     assert isinstance(config.stage2, Exported)
     config.stage2.all = False
     report, lines = _run(lake, config)
-    assert (report.restate_waiting, report.rows_restated) == (2, 0)
+    assert (report.restate_waiting, report.rows_restated) == (3, 0)
     assert "hour 2026-11-01T22Z: windows not all exported by stage 2 yet: restated by a later run" in lines
     config.stage2.all = True
-    report, _ = _run(lake, config, bound=HOUR + HOUR_MS + 29_999)  # the spilling window of 22:59:30 is still open
-    assert report.restate_not_sealed == 2 and report.rows_restated == 0
+    report, _ = _run(lake, config, bound=HOUR + 29_999)  # the spilling windows of 21:59:30 and 22:59:30 are open
+    assert report.restate_not_sealed == 3 and report.rows_restated == 0
     assert {k: v for k, v in lake.objects.items() if k.startswith("aggregated/") and "hourly" not in k
             and "daily" not in k} == {k: v for k, v in before.items() if k.startswith("aggregated/")}
 
