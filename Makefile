@@ -16,9 +16,10 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt constraints.txt
+$(STAMP): requirements.txt requirements-devstack.txt requirements-test.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt \
+	  -r requirements-devstack.txt -r requirements-test.txt
 	touch $(STAMP)
 
 ## run: the embedded stack, the Faust worker and a demo producer (Ctrl-C stops all);
@@ -44,7 +45,8 @@ SPARK_VENV := var/spark-venv
 SPARK_STAMP := $(SPARK_VENV)/.installed
 $(SPARK_STAMP): requirements.txt requirements-spark.txt constraints.txt
 	test -x $(SPARK_VENV)/bin/python || $(PYTHON) -m venv $(SPARK_VENV)
-	$(SPARK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-spark.txt
+	$(SPARK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt \
+	  -r requirements-spark.txt
 	touch $(SPARK_STAMP)
 
 ## test-spark: the batch layer's Spark job against the embedded engine, in Spark local mode (venv var/spark-venv)
@@ -79,7 +81,7 @@ prometheus:
 
 ## bench: whole-pipeline events/s and export latency, median of RUNS runs of EVENTS preloaded events
 ## (EVENT_TYPES=N: N distinct event types instead of 3; COMPRESSION=snappy etc.: the events' and the worker's
-## codec, with the events' bytes per record on the wire; WORKERS=N: N processes under python -m workers)
+## codec, with the events' bytes per record on the wire; WORKERS=N: N processes under python -m commands.workers)
 EVENTS ?= 200000
 RUNS ?= 3
 EVENT_TYPES ?=

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 import faust
 from faust.exceptions import AlreadyConfiguredWarning
 
-from faust_compat import QuietWorker, WorkerBoot, check_version, refuse_worker_overrides
+from agents.faust_compat import QuietWorker, WorkerBoot, check_version, refuse_worker_overrides
+from agents.runner import exit_with_line
+from ops.stats import PipelineStats
 from settings import Settings, SettingsError, load, load_or_exit
-from stats import PipelineStats
-from stream.runner import exit_with_line
 
 if TYPE_CHECKING:
-    from metrics import PipelineMetrics
-    from monitor import Monitor
-    from pipeline import Pipeline
+    from agents.monitor import Monitor
+    from agents.pipeline import Pipeline
+    from ops.metrics import PipelineMetrics
     from sinks.outputs import Outputs
 
 
@@ -65,10 +65,9 @@ class PipelineApp(faust.App):
 def create_app(settings: Settings) -> PipelineApp:
     import commands.batch  # noqa: F401 - defining the command registers `faust -A app batch`
     import commands.produce  # noqa: F401 - defining the command registers `faust -A app produce`
-    import diagnostics
-    import monitor
-    from metrics import PipelineMetrics
-    from pipeline import Pipeline
+    from agents import diagnostics, monitor
+    from agents.pipeline import Pipeline
+    from ops.metrics import PipelineMetrics
     from sinks.outputs import Outputs
     from web import dashboard, views
 
@@ -81,7 +80,7 @@ def create_app(settings: Settings) -> PipelineApp:
     app = PipelineApp(
         settings.app_id,
         env={},  # settings.py is the only reader of the environment
-        broker=settings.kafka.broker_urls,  # informational: every Kafka client is the pipeline's own (stream/)
+        broker=settings.kafka.broker_urls,  # informational: every Kafka client is the pipeline's own (kafka_io/)
         datadir=str(settings.state_dir),
         topic_partitions=settings.kafka.topic_partitions,
         topic_replication_factor=settings.kafka.topic_replication,
@@ -114,7 +113,7 @@ def create_app(settings: Settings) -> PipelineApp:
 
 def connect_metrics(app: PipelineApp) -> None:
     """Point the scrape-time metrics at the live state they report."""
-    from monitor import not_ready_reasons
+    from agents.monitor import not_ready_reasons
     from web.views import partition_watermarks
 
     stats, live = app.stats, app.metrics.live
@@ -125,9 +124,9 @@ def connect_metrics(app: PipelineApp) -> None:
     live.rows_exported = lambda: stats.rows_exported
     live.archive_buffered = lambda: sum(stats.archive_buffered.values())
     live.watermarks_ms = lambda: partition_watermarks(app, time.time_ns() // 1_000_000)
-    live.low_watermark_ms = lambda: stats.low_watermark_ms
-    live.watermark_age_s = lambda: (None if stats.low_watermark_advanced_at_ms is None
-                                    else max(0.0, time.time() - stats.low_watermark_advanced_at_ms / 1000))
+    live.low_frontier_ms = lambda: stats.low_frontier_ms
+    live.watermark_age_s = lambda: (None if stats.low_frontier_advanced_at_ms is None
+                                    else max(0.0, time.time() - stats.low_frontier_advanced_at_ms / 1000))
     live.lag = lambda: app.observer.state.lag
     live.state_bytes = lambda: app.observer.state.state_bytes
     live.ready = lambda: not not_ready_reasons(app)
@@ -138,8 +137,8 @@ def connect_metrics(app: PipelineApp) -> None:
 
 # Top-level packages and modules of the pipeline: their loggers follow LOG_LEVEL, while
 # faust's own loggers follow `faust worker -l`.
-PIPELINE_LOGGERS = ("agents", "alerts", "app", "batch", "commands", "diagnostics", "faults", "faust_compat", "metrics",
-                    "monitor", "pipeline", "sinks", "stats", "stream", "tables", "web")
+PIPELINE_LOGGERS = ("agents", "alerts", "app", "batch", "commands", "formats", "kafka_io", "ops", "settings", "sinks",
+                    "tables", "web")
 
 
 def set_pipeline_log_level(level: str) -> None:
@@ -174,6 +173,14 @@ def _default_app() -> PipelineApp:
     except RuntimeError as exc:  # an untested faust version (faust_compat)
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def main() -> None:
+    """`events-pipeline ARGS...` (the console script): faust's command line with this app, as
+    `faust -A app ARGS...`."""
+    from faust.cli.faust import cli
+
+    cli(args=["-A", "app", *sys.argv[1:]], prog_name="events-pipeline")
 
 
 def __getattr__(name: str) -> PipelineApp:

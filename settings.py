@@ -20,7 +20,7 @@ from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from alerts.rules import Rule, RuleError, parse_rules
-from faults import parse_faults
+from ops.faults import parse_faults
 from tables.windows import DEFAULT_WINDOWS, WindowSpec, parse_duration_ms, parse_windows
 
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """Stage 2, the export stage: merge partials, close windows, export each exactly once.
 
 It consumes the partials topic, keyed by (window, window_start, event_type) and partitioned
-by event type (models.partial_partition), so each window key has one owner, and every window
+by event type (formats.partials.partial_partition), so each window key has one owner, and every window
 of an event type the same one. One `ExportPartition` per owned partials partition keeps the
 newest partial of every input partition per window key (tables.totals), every input
 partition's frontier, the export ledger and its input position, all in that partition
@@ -25,7 +25,7 @@ right after a window's rows are written and before its ledger entry: the alerts 
 the alerts topic (this partition's partition of it, each with its sequence number) and
 awaited, written to Redis, and only then is the rules' state (tracks, the window's cursor,
 the next sequence number) written. Every window of an event type comes to this partition
-(models.partial_partition), so its state has one home, restored with the ledger. A job whose
+(formats.partials.partial_partition), so its state has one home, restored with the ledger. A job whose
 low frontier is L judges every window ending at or before L, so whatever the jobs' sizes,
 the windows are judged in one order, each once from the state the previous one left: a
 replay from a restored prefix makes the same alerts with the same numbers, and at
@@ -46,50 +46,45 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
-from alerts.engine import Alert, evaluate_window, parse_track_key, quiet_limit, track_key
+from alerts.engine import evaluate_window, parse_track_key, quiet_limit, track_key
 from alerts.rules import Rule
-from channels import Topics
-from chunks import encode_in_runs
-from events import iso_utc
-from faults import Faults
-from metrics import PipelineMetrics
-from models import (
+from formats.alerts import Alert, alert_headers, alert_seq, encode_alert
+from formats.chunks import encode_in_runs
+from formats.events import iso_utc
+from formats.partials import FrontierMessage, PartialColumns, PartialKey, decode_stage_message, partial_partition
+from formats.rows import WindowRow
+from formats.state import (
     ALERT_SEQ_KEY,
+    PACK_BYTES,
     POSITION_KEY,
     TOTALS_PACK_PREFIX,
-    ExportState,
-    FrontierMessage,
-    PartialColumns,
-    alert_headers,
-    alert_seq,
     cursor_state_key,
-    decode_export_state,
-    decode_stage_message,
-    encode_alert,
     encode_cursor,
     encode_export_position,
+    encode_number,
     encode_totals_columns,
     encode_track,
     frontier_state_key,
     ledger_state_key,
-    partial_partition,
+    pack_key,
     track_state_key,
 )
+from kafka_io.clients import Producer
+from kafka_io.tail import last_source_offsets
+from kafka_io.topics import Topics
+from ops.faults import Faults
+from ops.metrics import PipelineMetrics
+from ops.stats import PipelineStats
 from settings import Settings
 from sinks.outputs import Outputs
-from sinks.rows import WindowRow
-from stats import PipelineStats
-from stream.clients import Producer
-from stream.tail import last_source_offsets
-from tables.packed import PACK_BYTES, pack_key
-from tables.partials import PartialKey
+from tables.state import ExportState, decode_export_state
 from tables.store import PartitionStore, changelog_send
-from tables.totals import InstanceTotals, low_frontier
-from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
+from tables.totals import InstanceTotals
+from tables.watermark import low_frontier
+from tables.windows import WindowSpec, first_open_start, is_closed, window_sizes
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +125,7 @@ def plan_steps(due: dict[tuple[str, int], InstanceTotals], cursors: dict[str, tu
                 run = 0
             elif run >= quiet[window]:  # nothing can change until the next window with rows
                 following = next((s for s in with_rows if s > start), None)
-                start = closed_after(spec, low_ms) if following is None else following
+                start = first_open_start(spec, low_ms) if following is None else following
                 continue
             else:
                 run += 1
@@ -143,11 +138,6 @@ def plan_steps(due: dict[tuple[str, int], InstanceTotals], cursors: dict[str, tu
             steps.append(Step(start + specs[window].size_ms, window, start, totals, False, None))
     steps.sort(key=lambda step: (step.end_ms, step.window, step.start_ms))
     return steps
-
-
-def closed_after(spec: WindowSpec, low_ms: int) -> int:
-    """The first start of `spec` whose window is not closed at `low_ms`."""
-    return closed_upto_ms(spec.size_ms, low_ms) // spec.step_ms * spec.step_ms + spec.step_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +256,7 @@ class ExportPartition:
         is new, after this restart: windows closed earlier are not judged."""
         started = [window for window in self.quiet if window not in self.state.cursors]
         for window in started:
-            self.state.cursors[window] = (closed_after(self.specs[window], low_ms), 0)
+            self.state.cursors[window] = (first_open_start(self.specs[window], low_ms), 0)
         return started
 
     # -- what the runner asks ---------------------------------------------------------------------
@@ -341,7 +331,7 @@ class ExportPartition:
                     await store.put(pack_key(TOTALS_PACK_PREFIX, seq), body)
         await self._delete_packs()
         for p in self._frontiers_changed:
-            await store.put(frontier_state_key(p), orjson.dumps(state.frontiers[p]))
+            await store.put(frontier_state_key(p), encode_number(state.frontiers[p]))
         for window in self._cursors_started:
             await store.put(cursor_state_key(window), encode_cursor(state.cursors[window], state.alert_seq, {}))
         self._frontiers_changed, self._cursors_started = set(), []
@@ -387,7 +377,7 @@ class ExportPartition:
         low = self._low()
         if low is None or self._job is not None:
             return
-        self.ctx.stats.observe_low_watermark(low, self.ctx.clock_ms())
+        self.ctx.stats.observe_low_frontier(low, self.ctx.clock_ms())
         due = {(window, start): instance for (window, start), instance in self.state.windows.items()
                if is_closed(start, self.size_ms[window], low)}
         steps = plan_steps(due, self.state.cursors, self.specs, self.quiet, low)
@@ -416,7 +406,7 @@ class ExportPartition:
                         await self._judge(step, {row.event_type: row for row in rows})
                     if step.totals is not None:
                         window, start_ms = step.window, step.start_ms
-                        await store.put(ledger_state_key(window, start_ms), orjson.dumps(step.end_ms))
+                        await store.put(ledger_state_key(window, start_ms), encode_number(step.end_ms))
                         state.books.forget([step.totals.holder])
                         await self._delete_packs()
                         state.ledger[(window, start_ms)] = step.end_ms
@@ -469,7 +459,7 @@ class ExportPartition:
         for key in changed:
             await self._put_rule_key(track_state_key(key))
         if alerts:
-            await self.store.put(ALERT_SEQ_KEY, orjson.dumps(state.alert_seq))
+            await self.store.put(ALERT_SEQ_KEY, encode_number(state.alert_seq))
 
     async def _put_rule_key(self, key: bytes) -> None:
         """Write a track or cursor key as the state holds it now (deleted if it holds none)."""

@@ -43,40 +43,32 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from agents.watermarks import WatermarkBoard
-from channels import Topics
-from chunks import encode_in_runs
-from events import Event
-from faults import Faults
-from models import (
+from formats.chunks import encode_in_runs
+from formats.events import Event
+from formats.partials import PARTIALS_BYTES, FrontierMessage, encode_frontier, encode_partial_columns, partial_partition
+from formats.side_outputs import (
     FALLBACK_FORWARDED_BYTES,
     MAX_FORWARDED_BYTES,
-    PARTIALS_BYTES,
-    PARTIALS_PACK_PREFIX,
-    POSITION_KEY,
     SOURCE_HEADER_PREFIX,
-    FrontierMessage,
     Headers,
-    IngestPosition,
     dead_letter_headers,
-    decode_ingest_state,
-    encode_frontier,
-    encode_ingest_position,
-    encode_mark,
-    encode_partial_columns,
     forwarded,
     late_headers,
-    partial_partition,
 )
+from formats.state import PARTIALS_PACK_PREFIX, POSITION_KEY, IngestPosition, encode_ingest_position, pack_key
+from formats.watermarks import Mark, encode_mark
+from kafka_io.clients import Producer
+from kafka_io.tail import last_source_offsets
+from kafka_io.topics import Topics
+from ops.faults import Faults
+from ops.stats import PipelineStats
 from settings import Settings
 from sinks.archive import PartitionArchive
 from sinks.outputs import Outputs
-from stats import PipelineStats
-from stream.clients import Producer
-from stream.tail import last_source_offsets
-from tables.packed import pack_key
 from tables.partials import BatchOutcome, InstancePartials, Limits, PartitionPartials, Record, fold_records
+from tables.state import decode_ingest_state
 from tables.store import PartitionStore, changelog_send
-from tables.watermark import Mark, PartitionClock
+from tables.watermark import PartitionClock
 
 log = logging.getLogger(__name__)
 
@@ -390,9 +382,9 @@ class SideOutputs:
     Both go to the partition of their source record, in source order, with its key, its
     timestamp and its headers (renamed `source.header.<name>`, so they cannot collide with
     ours), and carry its offset in a header; at assignment the last record of each says up to
-    which source offset they were sent (stream.tail.last_source_offsets), so a replay sends
+    which source offset they were sent (kafka_io.tail.last_source_offsets), so a replay sends
     none twice. An original too large for the producer or the broker is forwarded cut
-    (models.forwarded), never left behind: a bad record must not stop the worker.
+    (formats.side_outputs.forwarded), never left behind: a bad record must not stop the worker.
     """
 
     def __init__(self, producer: Producer, topics: Topics, partition: int, dead_letters_upto: int,

@@ -19,10 +19,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from models import decode_mark
-from stream.runner import exit_process
-from stream.tail import last_records, reader
-from tables.watermark import Mark, low_watermark
+from agents.runner import exit_process
+from formats.watermarks import Mark, decode_mark
+from kafka_io.tail import last_records
+from tables.changelog import reader
+from tables.watermark import low_watermark
 
 log = logging.getLogger(__name__)
 

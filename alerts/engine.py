@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Final, NamedTuple, Protocol
+from typing import Final, Protocol
 
 from alerts.rules import Rule
-from keys import decode_key_part, encode_key_part
+from formats.alerts import Alert, Track
+from formats.keys import decode_key_part, encode_key_part
 
 FORGET_AFTER: Final = 10
 FIRING: Final = "firing"
@@ -37,7 +37,7 @@ _OPS: Final[dict[str, Callable[[float, float], bool]]] = {
 
 
 class Observed(Protocol):
-    """What the engine reads of a window row (sinks.rows.WindowRow is one)."""
+    """What the engine reads of a window row (formats.rows.WindowRow is one)."""
 
     @property
     def count(self) -> int: ...
@@ -47,30 +47,6 @@ class Observed(Protocol):
     def min(self) -> float: ...
     @property
     def max(self) -> float: ...
-
-
-@dataclass(slots=True)
-class Track:
-    breaching: int = 0  # consecutive breaching windows, capped at the rule's `for`
-    normal: int = 0  # consecutive normal windows while firing, capped at `resolve_for`
-    firing: bool = False
-    history: list[float] = field(default_factory=list)
-    idle: int = 0  # consecutive windows without a row, capped at FORGET_AFTER
-
-
-class Alert(NamedTuple):
-    id: str
-    rule: str
-    kind: str
-    severity: str
-    state: str  # firing or resolved
-    event_type: str
-    window: str
-    window_start_ms: int
-    window_end_ms: int
-    value: float
-    threshold: float
-    labels: tuple[tuple[str, str], ...]
 
 
 def alert_id(rule: str, event_type: str, window_start_ms: int, state: str) -> str:
@@ -159,7 +135,7 @@ def evaluate_window(rules: Sequence[Rule], tracks: dict[str, Track], window: str
     """Every rule of `window` over one closed window; mutates `tracks` (keyed by track_key).
 
     `owns` says which listed types are judged here: each stage-2 partition judges the types routed
-    to it (models.partial_partition), so a listed type is judged once, not on every partition.
+    to it (formats.partials.partial_partition), so a listed type is judged once, not on every partition.
 
     Returns the alerts, rule by rule in file order and types in sorted order, and the keys of
     the tracks that changed (created, updated or forgotten)."""

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from keys import MAX_PART_CHARS
+from formats.keys import MAX_PART_CHARS
 from tables.windows import WindowSpec
 
 KINDS: Final = ("threshold", "change", "anomaly", "absence")

@@ -1,7 +1,7 @@
 """Reading a period's raw files: what is counted, and what is skipped and why.
 
 An object under a period's hour folders is counted only if its name is one the archiver
-writes (sinks.lake.archive_key), it is a Parquet file of RAW_SCHEMA (sinks.rows), and its
+writes (formats.lake.archive_key), it is a Parquet file of RAW_SCHEMA (formats/raw.py), and its
 rows belong to it: the partition of its name, offsets from its first offset on, event times
 within its hour. Anything else is foreign: skipped with a reason, never counted.
 """
@@ -15,9 +15,8 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch.periods import HOUR_MS
-from sinks.lake import RawKey, parse_raw_key
-from sinks.rows import read_raw_table
+from formats.lake import HOUR_MS, RawKey, parse_raw_key
+from formats.raw import read_raw_table
 
 __all__ = ["FOREIGN_NAME", "RESTATE_INPUT_SCHEMA", "ROLLUP_INPUT_SCHEMA", "PeriodInputs", "RawFileStats",
            "check_raw_table", "raw_file_problem"]

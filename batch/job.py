@@ -14,33 +14,21 @@ Blocking (S3 calls): run it in a thread, not on an event loop.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 from batch.inputs import PeriodInputs
 from batch.manifest import reason_to_process
 from batch.periods import Period, day_of, periods_overlapping
+from batch.report import BatchLake, RunReport
 from batch.restate import hours_to_restate
 from batch.restating import Restatement, restate_hours
 from batch.rollup import rollup
 from batch.sealing import is_sealed
-from sinks.lake import RAW_DIR, LakeReader, manifest_key, parse_raw_key, rollup_key
-from sinks.rows import (
-    JSON_CONTENT_TYPE,
-    PARQUET_CONTENT_TYPE,
-    Manifest,
-    manifest_from_json,
-    manifest_to_json,
-    rollups_to_parquet,
-)
+from formats.batch import JSON_CONTENT_TYPE, Manifest, manifest_from_json, manifest_to_json, rollups_to_parquet
+from formats.lake import RAW_DIR, manifest_key, parse_raw_key, rollup_key
+from formats.parquet import PARQUET_CONTENT_TYPE
 
-__all__ = ["BatchLake", "Plan", "Progress", "RunReport", "UnreadableHourError", "run_batch"]
-
-class BatchLake(LakeReader, Protocol):
-    """The lake as the batch job uses it (sinks.lake.S3Lake; a dict in unit tests)."""
-
-    def put_bytes(self, key: str, body: bytes, content_type: str) -> None: ...
-
+__all__ = ["Plan", "Progress", "UnreadableHourError", "run_batch"]
 
 class UnreadableHourError(RuntimeError):
     """A sealed period has raw files and none of them could be read: its rollup would be wrong."""
@@ -56,28 +44,6 @@ class Plan:
     @property
     def backfill(self) -> bool:
         return self.from_ms is not None or self.to_ms is not None
-
-
-@dataclass(slots=True)
-class RunReport:
-    processed: list[Period] = field(default_factory=list)
-    up_to_date: int = 0
-    not_sealed: list[Period] = field(default_factory=list)
-    objects_written: int = 0
-    skipped: set[str] = field(default_factory=set)  # keys of foreign or unreadable objects met
-    # Restatement of the speed layer's windows, per hour of window starts:
-    restated_hours: int = 0
-    restate_up_to_date: int = 0
-    restate_not_sealed: int = 0
-    restate_waiting: int = 0  # sealed, but stage 2 has not exported all of the hour's windows yet
-    windows_restated: int = 0
-    rows_restated: int = 0
-    restate_problems: int = 0  # stored rows the raw archive cannot account for (left as they are)
-    redis_rows_written: int = 0  # by a backfill's repopulation
-
-    @property
-    def skipped_objects(self) -> int:
-        return len(self.skipped)
 
 
 # Called after each step of a run with (steps done, steps in all): one step per period considered,

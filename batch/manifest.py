@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sinks.rows import Manifest
+from formats.batch import Manifest
 
 __all__ = ["reason_to_process"]
 

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Final
 
-__all__ = ["DAY_MS", "HOUR_MS", "PERIOD_MS", "Period", "day_of", "hour_of", "last_sealed_hour", "parse_time",
+from formats.lake import DAY_MS, HOUR_MS, PERIOD_MS
+
+__all__ = ["Period", "day_of", "hour_of", "last_sealed_hour", "parse_time",
            "periods_overlapping"]
 
-HOUR_MS: Final = 3_600_000
-DAY_MS: Final = 24 * HOUR_MS
-PERIOD_MS: Final = {"hourly": HOUR_MS, "daily": DAY_MS}  # the rollup periods and their lengths
 _LENGTH_MS: Final = PERIOD_MS
 _EPOCH_MS = re.compile(r"[0-9]{1,15}", re.ASCII)
 # Dates from 2000 (the pipeline refuses older events) to 9999.

@@ -26,9 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from batch.periods import HOUR_MS, hour_of
-from sinks.rows import WindowRow
-from tables.partials import PartialKey, fold_value, new_partial
+from batch.periods import hour_of
+from formats.lake import HOUR_MS
+from formats.partials import PartialKey
+from formats.rows import WindowRow
+from tables.partials import fold_value, new_partial
 from tables.totals import combine
 from tables.windows import WindowSpec, window_starts
 

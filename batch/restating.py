@@ -22,31 +22,21 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import pyarrow as pa
 
 from batch.inputs import RESTATE_INPUT_SCHEMA, PeriodInputs
-from batch.periods import HOUR_MS, Period, hour_of
+from batch.periods import Period, hour_of
+from batch.report import BatchLake, RunReport
 from batch.restate import Change, compare, key_of, place, recompute, span_end_ms
-from events import iso_utc
-from models import partial_partition
-from sinks.lake import aggregate_hour_prefix, aggregate_key, parse_aggregate_key, restate_manifest_key
-from sinks.rows import (
-    JSON_CONTENT_TYPE,
-    PARQUET_CONTENT_TYPE,
-    RestateManifest,
-    WindowRow,
-    parquet_to_rows,
-    restate_manifest_from_json,
-    restate_manifest_to_json,
-    rows_to_parquet,
-)
-from tables.partials import PartialKey
+from formats.batch import JSON_CONTENT_TYPE, RestateManifest, restate_manifest_from_json, restate_manifest_to_json
+from formats.events import iso_utc
+from formats.lake import HOUR_MS, aggregate_hour_prefix, aggregate_key, parse_aggregate_key, restate_manifest_key
+from formats.parquet import PARQUET_CONTENT_TYPE
+from formats.partials import PartialKey, partial_partition
+from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
 from tables.windows import WindowSpec
-
-if TYPE_CHECKING:
-    from batch.job import BatchLake, RunReport
 
 __all__ = ["Restatement", "WindowWriter", "restate_hours"]
 

@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from batch.periods import Period
-from sinks.rows import RollupRow
+from formats.batch import RollupRow
 
 __all__ = ["rollup"]
 

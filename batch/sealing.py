@@ -6,7 +6,7 @@ Inputs, all read from Kafka by batch/stage1.py:
   exactly as stage 1 computes it (tables/watermark.low_watermark). Each partition's watermark is
   its highest event time minus ALLOWED_LATENESS, published only after the position behind it is
   durable in `APP_ID-ingest-state`;
-* each input partition's stage-1 position record (models.IngestPosition), read *after* W:
+* each input partition's stage-1 position record (formats.state.IngestPosition), read *after* W:
   `fold_next` (records before it were read and judged) and `archive_next` (every valid record
   before it is in a raw file in S3).
 

@@ -4,13 +4,13 @@
     PYTHONPATH=. python -m batch.spark_job --master 'local[2]' --lake DIR [--from T] [--to T]
 
 It computes the rows the embedded engine (batch/rollup.py) computes and writes them to the same
-objects: the names of sinks.lake.rollup_key, the bytes of sinks.rows.rollups_to_parquet. Spark
+objects: the names of formats.lake.rollup_key, the bytes of formats.batch.rollups_to_parquet. Spark
 scans and aggregates; the rows (one per period and event type) are collected on the driver and
 written through Hadoop's FileSystem of the lake's URI, one whole object each, so the layout holds
 no Spark part files, `_SUCCESS` markers or checksum files.
 
 What it reads is what the embedded engine counts: the driver lists `events/` and keeps the objects
-with an archiver's name in an hour folder (sinks.lake.parse_raw_key); Spark computes each file's
+with an archiver's name in an hour folder (formats.lake.parse_raw_key); Spark computes each file's
 stats and the driver asks batch.inputs.raw_file_problem, the embedded engine's rule, which files to
 skip. A period is its files' hour folder (or day), as there.
 
@@ -50,9 +50,11 @@ from typing import TYPE_CHECKING, Final
 import pyarrow as pa
 
 from batch.inputs import FOREIGN_NAME, RawFileStats, raw_file_problem
-from batch.periods import DAY_MS, Period, day_of, parse_time, periods_overlapping
-from sinks.lake import RAW_DIR, RawKey, parse_raw_key, rollup_key
-from sinks.rows import PARQUET_CONTENT_TYPE, RAW_SCHEMA, RollupRow, rollups_to_parquet
+from batch.periods import Period, day_of, parse_time, periods_overlapping
+from formats.batch import RollupRow, rollups_to_parquet
+from formats.lake import DAY_MS, RAW_DIR, RawKey, parse_raw_key, rollup_key
+from formats.parquet import PARQUET_CONTENT_TYPE
+from formats.raw import RAW_SCHEMA
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -60,7 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["HadoopLake", "SparkReport", "SparkRollupError", "plan_inputs", "run_spark_rollups"]
 
 PERCENTS: Final = (50, 95, 99)
-# The raw archive's columns (sinks.rows.RAW_SCHEMA) as Spark reads them: timestamp[ms, tz=UTC] is a TIMESTAMP.
+# The raw archive's columns (formats.raw.RAW_SCHEMA) as Spark reads them: timestamp[ms, tz=UTC] is a TIMESTAMP.
 _SPARK_TYPES: Final = {pa.int32(): "INT", pa.int64(): "BIGINT", pa.string(): "STRING",
                        pa.timestamp("ms", tz="UTC"): "TIMESTAMP", pa.float64(): "DOUBLE"}
 RAW_DDL: Final = ", ".join(f"`{column.name}` {_SPARK_TYPES[column.type]}" for column in RAW_SCHEMA)

@@ -1,6 +1,6 @@
 """What stage 1 has made durable, read from Kafka: the low watermark and the per-partition positions.
 
-Read-only and groupless (stream/tail.py's reader): the batch job never joins a stage's group.
+Read-only and groupless (tables/changelog.py's reader): the batch job never joins a stage's group.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from batch.sealing import uncovered
-from models import POSITION_KEY, IngestPosition, decode_ingest_position, decode_mark
-from stream.tail import last_records, read_to_end, reader
-from tables.watermark import Mark, low_watermark
+from formats.state import POSITION_KEY, IngestPosition, decode_ingest_position
+from formats.watermarks import Mark, decode_mark
+from kafka_io.tail import last_records
+from tables.changelog import read_to_end, reader
+from tables.watermark import low_watermark
 
 __all__ = ["Stage1Reader", "Stage1View"]
 

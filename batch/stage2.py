@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import TopicPartition
-
-from batch.periods import HOUR_MS
-from models import decode_export_state
-from stream.tail import read_to_end, reader
-from tables.totals import low_frontier
+from formats.lake import HOUR_MS
+from tables.changelog import read_items, reader
+from tables.state import decode_export_state
+from tables.watermark import low_frontier
+from tables.windows import is_closed
 
 __all__ = ["Stage2View", "read_stage2"]
 
@@ -31,7 +30,7 @@ class Stage2View:
 
     def exported(self, hour_ms: int, end_ms: int) -> bool:
         """Every window starting in the hour and ending by end_ms is exported by every partition."""
-        if self.low_ms is None or end_ms > self.low_ms:
+        if not is_closed(hour_ms, end_ms - hour_ms, self.low_ms):  # the span [hour, end) is not closed
             return False
         return not any(hour_ms <= start < hour_ms + HOUR_MS for _window, start in self.pending)
 
@@ -57,17 +56,7 @@ async def read_stage2(client_options: Mapping[str, Any], *, export_state: str, p
     try:
         if export_state not in await consumer.topics():
             return Stage2View(None, frozenset())
-        states: dict[int, dict[bytes, bytes]] = {p: {} for p in range(partitions)}
-        starts: dict[TopicPartition, int | None] = {TopicPartition(export_state, p): None for p in range(partitions)}
-        async for tp, records in read_to_end(consumer, starts):
-            state = states[tp.partition]
-            for record in records:
-                if record.key is None:
-                    continue
-                if record.value is None:
-                    state.pop(record.key, None)
-                else:
-                    state[record.key] = record.value
+        states = await read_items(consumer, export_state, range(partitions))
         return view_of(states, partitions, source_partitions)
     finally:
         await consumer.stop()

@@ -40,10 +40,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
+from commands.loadgen import DEFAULT_TYPES, EventGenerator, produce_events
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls
-from events import Event, encode_event
-from loadgen import DEFAULT_TYPES, EventGenerator, produce_events
+from formats.events import Event, encode_event
 from settings import KAFKA_COMPRESSIONS, load_devstack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,7 +190,7 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path, p
 def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path, log_dir: Path, run_id: str,
                    py_spy: str | None = None, *, compression: str = "none", workers: int = 1) -> dict[str, Any]:
     """The pipeline (APP_ID `run_id`) over the preloaded `topic`, from its first consumed event until done:
-    one worker, or `workers` processes under `python -m workers` (web ports in a row)."""
+    one worker, or `workers` processes under `python -m commands.workers` (web ports in a row)."""
     s3 = endpoints.s3_client()
     s3.create_bucket(Bucket=run_id)
     port = free_port_block(workers)
@@ -210,7 +210,7 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
     if workers == 1:
         command = [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "warn"]
     else:
-        command = [sys.executable, "-m", "workers", "--count", str(workers), "--loglevel", "warn"]
+        command = [sys.executable, "-m", "commands.workers", "--count", str(workers), "--loglevel", "warn"]
     if py_spy:  # profile the worker: a collapsed-stack file per run, for a flame graph or a top list
         command = [py_spy, "record", "--format", "raw", "--rate", "200", "-o", str(log_dir / f"{run_id}.pyspy"),
                    *(["--subprocesses"] if workers > 1 else []), "--", *command]
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compression", choices=sorted(CODECS), default="none",
                         help="codec of the preloaded events and of the worker's own producer (KAFKA_COMPRESSION)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes (python -m workers --count N; default 1)")
+                        help="worker processes (python -m commands.workers --count N; default 1)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")

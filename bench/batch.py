@@ -16,10 +16,9 @@ import statistics
 import time
 
 from batch.job import Plan, run_batch
-from batch.periods import DAY_MS, HOUR_MS
-from events import Event
-from sinks.lake import archive_key
-from sinks.rows import events_to_parquet
+from formats.events import Event
+from formats.lake import DAY_MS, HOUR_MS, archive_key
+from formats.raw import events_to_parquet
 
 HOUR_START_MS = 1_793_570_400_000  # 2026-11-01T22:00Z
 PARTITIONS = 4
@@ -46,7 +45,7 @@ class MemoryLake:
 
 
 def raw_file(rng: random.Random, partition: int, start_offset: int, rows: int) -> bytes:
-    """The archiver's format (sinks.rows.events_to_parquet), event times in the hour."""
+    """The archiver's format (formats.raw.events_to_parquet), event times in the hour."""
     times = sorted(HOUR_START_MS + rng.randrange(HOUR_MS) for _ in range(rows))
     return events_to_parquet([
         (partition, start_offset + i, Event(user_id=f"user-{rng.randrange(100_000)}", event_type=rng.choice(TYPES),

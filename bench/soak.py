@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bench.__main__ import worker_json, worker_status
+from commands.loadgen import event_limit
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Stack, isolated_settings, without_service_urls
-from loadgen import event_limit
 from settings import load_devstack
 
 ROOT = Path(__file__).resolve().parent.parent

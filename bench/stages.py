@@ -39,21 +39,15 @@ from bench.__main__ import PARTITIONS, event_ms, generator, machine, sentinel_va
 from bench.peers.job import WindowRow as JobRow
 from bench.peers.project import job_window_names
 from bench.peers.totals import Check, check, reference
-from channels import Topics, topics_for
-from loadgen import produce_events
-from metrics import PipelineMetrics
-from models import (
-    PARTIALS_PACK_PREFIX,
-    TOTALS_PACK_PREFIX,
-    PartialColumns,
-    PartialsMessage,
-    decode_export_state,
-    decode_ingest_state,
-    decode_stage_message,
-)
+from commands.loadgen import produce_events
+from formats.partials import PartialColumns, PartialsMessage, decode_stage_message
+from formats.rows import WindowRow, row_to_hash, row_to_json, rows_to_parquet
+from formats.state import PARTIALS_PACK_PREFIX, TOTALS_PACK_PREFIX
+from kafka_io.topics import Topics, topics_for
+from ops.metrics import PipelineMetrics
+from ops.stats import PipelineStats
 from settings import Settings, load
-from sinks.rows import WindowRow, row_to_hash, row_to_json, rows_to_parquet
-from stats import PipelineStats
+from tables.state import decode_export_state, decode_ingest_state
 
 NOMINAL_RATE = 30_000  # events/s the fake clock assumes: the 10,000-event-type goal
 FETCH_RECORDS = 500  # per stage-1 partition and fetch, as aiokafka's max_records gives them

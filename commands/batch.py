@@ -14,22 +14,23 @@ from typing import Any, NoReturn, TextIO
 import click
 from faust.cli import AppCommand, option
 
-from batch.job import Plan, RunReport, UnreadableHourError, run_batch
+from agents.runner import exit_with_line
+from batch.job import Plan, UnreadableHourError, run_batch
 from batch.periods import last_sealed_hour, parse_time
 from batch.progress import ProgressReporter
+from batch.report import RunReport
 from batch.restating import Restatement
 from batch.sealing import sealed_until, uncovered
 from batch.stage1 import Stage1Reader
 from batch.stage2 import Stage2View, read_stage2
-from channels import topics_for
-from events import iso_utc
+from formats.batch import BatchRun
+from formats.events import iso_utc
+from kafka_io.clients import client_options
+from kafka_io.topics import topics_for
 from settings import Settings
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.lake import S3Lake, make_s3_client_factory
 from sinks.redis_store import RedisWindowStore
-from sinks.rows import BatchRun
-from stream.clients import client_options
-from stream.runner import exit_with_line
 
 KAFKA_DEADLINE_S = 120.0  # reading stage 1's topics; past it the broker is not answering
 ARCHIVE_WAIT_EXTRA_S = 30.0  # on top of ARCHIVE_MAX_AGE, for the archive to catch up with an observation

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import click
 from faust.cli import AppCommand, option
 
-from loadgen import (
+from commands.loadgen import (
     DEFAULT_TYPES,
     EventGenerator,
     Progress,
@@ -23,8 +23,8 @@ from loadgen import (
     parse_type_weights,
     produce_events,
 )
-from stream.clients import Producer, client_options
-from stream.topics import TopicLayoutError, TopicSpec, ensure_topics
+from kafka_io.clients import Producer, client_options
+from kafka_io.topics import TopicLayoutError, TopicSpec, ensure_topics
 
 REPORT_EVERY_S = 5.0  # a plain progress line this often when stdout is not a terminal
 REDRAW_EVERY_S = 0.2  # the in-place status line on a terminal

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from commands.loadgen import parse_fraction
 from devstack.ports import PortInUseError, ensure_free
-from devstack.process import ManagedProcess, ServiceFailedError, supervise
 from devstack.stack import Endpoints, Stack
-from loadgen import parse_fraction
+from ops.process import ManagedProcess, ServiceFailedError, supervise
 from settings import Settings, exit_on_error, load, load_devstack
 
 log = logging.getLogger("devstack")

@@ -10,7 +10,7 @@ from typing import Any
 
 from devstack import services
 from devstack.ports import ensure_free
-from devstack.process import ManagedProcess
+from ops.process import ManagedProcess
 from settings import DevstackSettings
 
 log = logging.getLogger(__name__)

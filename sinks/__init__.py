@@ -1,6 +1,6 @@
-"""Sinks for closed windows and raw events: formats, destinations and the retry policy.
+"""Sinks for closed windows and raw events: destinations and the retry policy (the formats are in
+formats/).
 
-``rows``         row shapes and their serializations (Parquet, canonical JSON): formats only.
 ``lake``         S3 object names and the S3 writer (one ``put_object`` per call).
 ``redis_store``  Redis key layout, writer (one pipeline per call) and readers.
 ``retry``        backoff delays and ``retry_forever`` for transient failures.

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from events import Event, EventColumns
+from formats.events import Event, EventColumns
 
 log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000

@@ -1,25 +1,12 @@
-"""The S3 data lake: deterministic object names and a tiny writer (one put_object per call).
+"""The S3 data lake's writer and reader (one call per object); the object names are formats/lake.py's.
 
-Layout under ``s3://{bucket}/{prefix}``::
-
-    aggregated/{window}/year=YYYY/month=MM/day=DD/hour=HH/{window}-{window_start_ms}-part{part:04d}.parquet
-    events/year=YYYY/month=MM/day=DD/hour=HH/part-{partition:05d}-{start_offset:020d}.parquet
-    aggregated/hourly/year=YYYY/month=MM/day=DD/hour=HH/hourly-{hour_start_ms}.parquet   (batch layer)
-    aggregated/daily/year=YYYY/month=MM/day=DD/daily-{day_start_ms}.parquet
-    batch/manifests/hourly/year=YYYY/month=MM/day=DD/hour=HH/hourly-{hour_start_ms}.json
-    batch/manifests/daily/year=YYYY/month=MM/day=DD/daily-{day_start_ms}.json
-    batch/manifests/restated/year=YYYY/month=MM/day=DD/hour=HH/restated-{hour_start_ms}.json
-
-Hours are UTC. Names are pure functions of their inputs, so a replay writes the same keys:
+Names are pure functions of their inputs (formats/lake.py), so a replay writes the same keys:
 
 * aggregates are overwritten with a plain put: same key and same (deterministic) content
   make a replay idempotent;
 * raw archive files are written with ``If-None-Match: *`` and never overwritten; see
   ``S3Lake.put_archive`` for the offset contract that keeps replays from duplicating rows;
 * rollups and manifests are overwritten whole, the manifest last (batch/job.py).
-
-``hourly`` and ``daily`` are reserved window names (tables/windows.py), so the rollup
-datasets never share a folder with a window's.
 
 The writer is blocking (boto3): call it from a thread executor. Retries belong to the
 caller (``sinks.retry``); clients built by ``make_s3_client_factory`` do not retry.
@@ -29,11 +16,9 @@ from __future__ import annotations
 
 import logging
 import operator
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import Any, Final, Protocol
 
@@ -50,50 +35,22 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from events import Event, EventColumns
-from keys import decode_key_part, encode_key_part
+from formats.events import Event, EventColumns
+from formats.lake import END_OFFSET_METADATA, RECORDS_METADATA, aggregate_key, archive_key, check_prefix
+from formats.parquet import PARQUET_CONTENT_TYPE
+from formats.raw import events_to_parquet
+from formats.rows import WindowRow, rows_to_parquet
 from sinks.errors import (
     ArchiveMetadataError,
     S3BucketNotFoundError,
     SinkConfigurationError,
     SinkUnavailableError,
 )
-from sinks.rows import PARQUET_CONTENT_TYPE, WindowRow, events_to_parquet, rows_to_parquet
 
-__all__ = [
-    "END_OFFSET_METADATA",
-    "RAW_DIR",
-    "RECORDS_METADATA",
-    "ROLLUP_PERIODS",
-    "ArchiveOutcome",
-    "RawKey",
-    "S3Client",
-    "S3Lake",
-    "AggregateKey",
-    "aggregate_hour_prefix",
-    "aggregate_key",
-    "archive_key",
-    "make_s3_client_factory",
-    "manifest_key",
-    "parse_aggregate_key",
-    "parse_raw_key",
-    "raw_hour_prefix",
-    "restate_manifest_key",
-    "rollup_folders",
-    "rollup_key",
-]
+__all__ = ["ArchiveOutcome", "LakeReader", "S3Client", "S3Lake", "make_s3_client_factory"]
 
 logger = logging.getLogger(__name__)
 
-END_OFFSET_METADATA: Final = "end-offset"
-RECORDS_METADATA: Final = "records"
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
-RAW_DIR: Final = "events/"
-ROLLUP_PERIODS: Final = ("hourly", "daily")
-_RAW_HOUR_DIR = re.compile(r"year=([0-9]{4})/month=([0-9]{2})/day=([0-9]{2})/hour=([0-9]{2})/", re.ASCII)
-_RAW_NAME = re.compile(r"part-([0-9]{5})-([0-9]{20})\.parquet", re.ASCII)
-_AGGREGATE_NAME = re.compile(r"(.+)-(-?[0-9]{1,19})-part([0-9]{4,})\.parquet", re.ASCII)
 # Error codes that mean "the service is busy or briefly broken": retry later.
 _TRANSIENT_CODES: Final = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
@@ -128,156 +85,6 @@ class ArchiveOutcome:
     key: str
     end_offset: int
     written: bool
-
-
-def _check_prefix(prefix: str) -> None:
-    if prefix and not prefix.endswith("/"):
-        raise ValueError(f"lake prefix must be empty or end with '/', got {prefix!r}")
-
-
-def _hour_dirs(epoch_ms: int) -> str:
-    # Integer arithmetic: no float rounding across an hour boundary.
-    at = _EPOCH + timedelta(milliseconds=epoch_ms)
-    return f"year={at.year:04d}/month={at.month:02d}/day={at.day:02d}/hour={at.hour:02d}"
-
-
-def _day_dirs(epoch_ms: int) -> str:
-    at = _EPOCH + timedelta(milliseconds=epoch_ms)
-    return f"year={at.year:04d}/month={at.month:02d}/day={at.day:02d}"
-
-
-def _period_dirs(period: str, start_ms: int) -> str:
-    if period == "hourly":
-        return _hour_dirs(start_ms)
-    if period == "daily":
-        return _day_dirs(start_ms)
-    raise ValueError(f"unknown rollup period {period!r}: expected one of {ROLLUP_PERIODS}")
-
-
-def rollup_key(prefix: str, period: str, start_ms: int) -> str:
-    """Key of the hourly or daily rollup of the period starting at ``start_ms`` (UTC)."""
-    _check_prefix(prefix)
-    return f"{prefix}aggregated/{period}/{_period_dirs(period, start_ms)}/{period}-{start_ms}.parquet"
-
-
-def rollup_folders(prefix: str, period: str, first_start_ms: int, last_start_ms: int) -> list[str]:
-    """The folders to list for the rollups of the periods starting in [first_start_ms, last_start_ms]:
-    one per UTC day for hourly rollups, one per UTC month for daily ones."""
-    _check_prefix(prefix)
-    if period not in ROLLUP_PERIODS:
-        raise ValueError(f"unknown rollup period {period!r}: expected one of {ROLLUP_PERIODS}")
-    folders: list[str] = []
-    at = _EPOCH + timedelta(milliseconds=first_start_ms)
-    last = _EPOCH + timedelta(milliseconds=last_start_ms)
-    while at <= last:
-        if period == "hourly":
-            folders.append(f"{prefix}aggregated/hourly/{at:year=%Y/month=%m/day=%d}/")
-            at = datetime(at.year, at.month, at.day, tzinfo=timezone.utc) + timedelta(days=1)
-        else:
-            folders.append(f"{prefix}aggregated/daily/{at:year=%Y/month=%m}/")
-            at = datetime(at.year + at.month // 12, at.month % 12 + 1, 1, tzinfo=timezone.utc)
-    return folders
-
-
-def manifest_key(prefix: str, period: str, start_ms: int) -> str:
-    """Key of the batch manifest of the period starting at ``start_ms``."""
-    _check_prefix(prefix)
-    return f"{prefix}batch/manifests/{period}/{_period_dirs(period, start_ms)}/{period}-{start_ms}.json"
-
-
-def restate_manifest_key(prefix: str, hour_start_ms: int) -> str:
-    """Key of the manifest of the batch layer's restatement of the windows starting in one hour."""
-    _check_prefix(prefix)
-    return f"{prefix}batch/manifests/restated/{_hour_dirs(hour_start_ms)}/restated-{hour_start_ms}.json"
-
-
-def aggregate_hour_prefix(prefix: str, window: str, hour_start_ms: int) -> str:
-    """The folder of one window's objects whose window_start is in one UTC hour."""
-    _check_prefix(prefix)
-    return f"{prefix}aggregated/{encode_key_part(window)}/{_hour_dirs(hour_start_ms)}/"
-
-
-@dataclass(frozen=True, slots=True)
-class AggregateKey:
-    window: str
-    window_start_ms: int
-    part: int
-
-
-def parse_aggregate_key(prefix: str, key: str) -> AggregateKey | None:
-    """Inverse of aggregate_key, or None for any other name (the key must be exactly what aggregate_key
-    gives back for what it parses to)."""
-    name = _AGGREGATE_NAME.fullmatch(key.rsplit("/", 1)[-1])
-    if name is None:
-        return None
-    start_ms, part = int(name.group(2)), int(name.group(3))
-    try:
-        window = decode_key_part(name.group(1))
-        if aggregate_key(prefix, window, start_ms, part) != key:
-            return None
-    except (ValueError, OverflowError):
-        return None
-    return AggregateKey(window, start_ms, part)
-
-
-def raw_hour_prefix(prefix: str, hour_start_ms: int) -> str:
-    """The folder of the raw files of one UTC hour."""
-    _check_prefix(prefix)
-    return f"{prefix}{RAW_DIR}{_hour_dirs(hour_start_ms)}/"
-
-
-@dataclass(frozen=True, slots=True)
-class RawKey:
-    """What the name of an object under events/ says: its hour folder, and whether the file name
-    is one the archiver writes (then its partition and first offset)."""
-
-    hour_start_ms: int | None  # None: not in a canonical hour folder
-    partition: int | None = None
-    start_offset: int | None = None
-
-    @property
-    def archive_name(self) -> bool:
-        return self.partition is not None
-
-
-def parse_raw_key(prefix: str, key: str) -> RawKey:
-    """Inverse of archive_key, tolerant: anything under events/ parses, foreign names included."""
-    rest = key.removeprefix(prefix).removeprefix(RAW_DIR)
-    folder = _RAW_HOUR_DIR.match(rest)
-    if folder is None:
-        return RawKey(None)
-    year, month, day, hour = (int(part) for part in folder.groups())
-    try:
-        hour_ms = (datetime(year, month, day, hour, tzinfo=timezone.utc) - _EPOCH) // timedelta(milliseconds=1)
-    except ValueError:  # month=13, day=31 of a short month, hour=24
-        return RawKey(None)
-    name = _RAW_NAME.fullmatch(rest[folder.end():])
-    if name is None:
-        return RawKey(hour_ms)
-    return RawKey(hour_ms, int(name.group(1)), int(name.group(2)))
-
-
-def aggregate_key(prefix: str, window: str, window_start_ms: int, part: int) -> str:
-    """Key of part ``part`` of one window instance's aggregates, in the UTC hour of its start."""
-    _check_prefix(prefix)
-    if part < 0:
-        raise ValueError(f"part must be >= 0, got {part}")
-    # Window names are validated as [a-z0-9_-] by settings; encoding them anyway means no
-    # name can ever add path levels or fake a partition column.
-    name = encode_key_part(window)
-    return f"{prefix}aggregated/{name}/{_hour_dirs(window_start_ms)}/{name}-{window_start_ms}-part{part:04d}.parquet"
-
-
-def archive_key(prefix: str, first_event_ms: int, partition: int, start_offset: int) -> str:
-    """Key of the raw file of ``partition`` starting at ``start_offset``.
-
-    The file name depends only on (partition, start_offset); the hour directory comes from
-    the first record's event time, which a replay from the same offset reads again.
-    """
-    _check_prefix(prefix)
-    if partition < 0 or start_offset < 0:
-        raise ValueError(f"partition and start offset must be >= 0, got {partition}, {start_offset}")
-    return f"{prefix}events/{_hour_dirs(first_event_ms)}/part-{partition:05d}-{start_offset:020d}.parquet"
 
 
 def make_s3_client_factory(
@@ -354,7 +161,7 @@ class S3Lake:
     __slots__ = ("_bucket", "_client", "_client_factory", "_prefix")
 
     def __init__(self, bucket: str, prefix: str, client_factory: Callable[[], S3Client]) -> None:
-        _check_prefix(prefix)
+        check_prefix(prefix)
         self._bucket = bucket
         self._prefix = prefix
         self._client_factory = client_factory

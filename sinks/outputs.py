@@ -17,14 +17,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from metrics import PipelineMetrics
+from formats.batch import BatchStatus
+from formats.rows import WindowRow
+from ops.metrics import PipelineMetrics
+from ops.stats import PipelineStats
 from settings import Settings
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
 from sinks.redis_store import RedisWindowStore
 from sinks.retry import RetryPolicy, retry_forever
 from sinks.rollups import RollupRead, read_rollups
-from sinks.rows import BatchStatus, WindowRow
-from stats import PipelineStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

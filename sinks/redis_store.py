@@ -1,44 +1,6 @@
-"""Closed windows in Redis: key layout, a tiny writer (one pipeline per call) and readers.
+"""Closed windows in Redis: a tiny writer (one pipeline per call) and readers.
 
-Keys (``P`` is the configured key prefix, ``enc`` is ``keys.encode_key_part``)::
-
-    P win:{enc(window)}:{enc(event_type)}:{window_start_ms}
-        hash of one closed window: fields window, event_type, window_start_ms,
-        window_end_ms, count, sum, min, max, mean, revision, late_count (sinks/rows.py;
-        a hash without the last two reads as revision 0). Values are strings: ints as str(int),
-        floats as repr(float), so float(value) gives back the exact float (also -0.0, inf).
-    P latest:{enc(window)}:{enc(event_type)}
-        sorted set indexing the latest windows: score = window_start_ms, member = the
-        row's canonical JSON (``sinks.rows.row_to_json``: compact, sorted keys). At most
-        ``latest_n`` members: ``ZREVRANGE key 0 N-1`` reads the latest N rows in one round
-        trip with no follow-up HGETALLs.
-
-    P types:{enc(window)}
-        sorted set of the event types with closed windows: score = the latest
-        window_start_ms written for that type, member = the event type itself. Lets a
-        reader list the most recently active event types without a SCAN. Capped at
-        ``MAX_INDEXED_TYPES`` members (the least recently active are dropped).
-
-    P alerts:active
-        hash of the alerts firing now: field = ``{rule}:{enc(event_type)}``, value = the
-        alert's canonical JSON (models.encode_alert); a resolution deletes its field. No TTL:
-        an alert fires until it resolves.
-    P alerts:recent
-        sorted set of the latest ``MAX_RECENT_ALERTS`` alerts, fired and resolved: score =
-        window_end_ms, member = the alert's JSON. TTL ``ttl_ms``, refreshed by every write.
-
-    P batch:status
-        hash of the batch job's status (``faust -A app batch`` writes it at the end of each
-        run; every worker's /metrics exports it): ``last_success_ms``, ``last_failure_ms``,
-        ``duration_ms``, ``last_sealed_hour_ms`` and counters summed over runs
-        (sinks/rows.py ``BatchRun``, ``BATCH_COUNTERS``). No TTL: runs may be a day apart.
-
-(no space between ``P`` and the rest: ``events:win:tumbling_1m:click:1763251140000``).
-Both keys get a TTL of ``ttl_ms``, refreshed by every write.
-
-``enc`` output never contains ``:``, glob characters (``* ? [ ]``) or hash tags (``{ }``),
-and is injective, so no event type or window name can forge another key, match a
-foreign SCAN pattern or leave the prefix.
+Keys: formats/redis.py.
 
 Writes are idempotent: a replayed window writes the same hash values and the same index
 member, and each write first removes any index member with the window's score, so one
@@ -62,22 +24,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from keys import encode_key_part
+from formats.batch import BatchRun, BatchStatus, batch_run_to_hash, batch_status_from_hash
+from formats.redis import alerts_active_key, alerts_recent_key, batch_status_key, latest_key, types_key, window_hash_key
+from formats.rows import WindowRow, row_from_hash, row_from_json, row_to_hash, row_to_json
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
-from sinks.rows import (
-    BatchRun,
-    BatchStatus,
-    WindowRow,
-    batch_run_to_hash,
-    batch_status_from_hash,
-    row_from_hash,
-    row_from_json,
-    row_to_hash,
-    row_to_json,
-)
 
-__all__ = ["MAX_INDEXED_TYPES", "MAX_RECENT_ALERTS", "RedisWindowStore", "alerts_active_key", "alerts_recent_key",
-           "batch_status_key", "latest_key", "types_key", "window_hash_key"]
+__all__ = ["MAX_INDEXED_TYPES", "MAX_RECENT_ALERTS", "RedisWindowStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,32 +103,6 @@ class _Scripts(NamedTuple):
 
     client: redis.Redis
     write_rows: Any
-
-
-def window_hash_key(prefix: str, window: str, event_type: str, window_start_ms: int) -> str:
-    """Key of the hash of one closed window."""
-    return f"{prefix}win:{encode_key_part(window)}:{encode_key_part(event_type)}:{int(window_start_ms)}"
-
-
-def latest_key(prefix: str, window: str, event_type: str) -> str:
-    """Key of the latest-windows index of one (window, event_type)."""
-    return f"{prefix}latest:{encode_key_part(window)}:{encode_key_part(event_type)}"
-
-
-def types_key(prefix: str, window: str) -> str:
-    return f"{prefix}types:{encode_key_part(window)}"
-
-
-def alerts_active_key(prefix: str) -> str:
-    return f"{prefix}alerts:active"
-
-
-def alerts_recent_key(prefix: str) -> str:
-    return f"{prefix}alerts:recent"
-
-
-def batch_status_key(prefix: str) -> str:
-    return f"{prefix}batch:status"
 
 
 def _describe(url: str) -> str:

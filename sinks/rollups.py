@@ -15,9 +15,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from batch.periods import PERIOD_MS
-from sinks.lake import LakeReader, rollup_folders, rollup_key
-from sinks.rows import RollupRow, parquet_to_rollups
+from formats.batch import RollupRow, parquet_to_rollups
+from formats.lake import PERIOD_MS, rollup_folders, rollup_key
+from sinks.lake import LakeReader
 
 __all__ = ["READ_THREADS", "RollupRead", "read_rollups"]
 

@@ -19,9 +19,9 @@ drop such keys again by the rule that dropped them (the frontier, the export led
 configured windows), whose record precedes the forget. Packs are deleted oldest first, so a key
 never comes back with a value older than its newest.
 
-The pack record: key `prefix + 16 hex digits of the sequence number` (sorted as written), value
-one window instance's keys as columns (models.encode_partial_columns for stage 1, which are the
-partials messages it sent, the same bytes; models.encode_totals_columns for stage 2). The stages
+The pack record (formats/state.py): key `prefix + 16 hex digits of the sequence number` (sorted as
+written), value one window instance's keys as columns (for stage 1 the partials message it sent, the
+same bytes; for stage 2 formats.state.encode_totals_columns). The stages
 keep their state by window instance, a slot per event type (tables/partials.InstancePartials,
 tables/totals.InstanceTotals), each slot with the sequence number of the pack holding its newest
 value (its *holder*, -1 before its first pack); PackBooks counts, per pack, the slots it holds.
@@ -30,26 +30,14 @@ value (its *holder*, -1 before its first pack); PackBooks counts, per pack, the 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, MutableSequence, Sequence
+from collections.abc import Iterable, MutableSequence, Sequence
 
-__all__ = ["NO_PACK", "PACK_BYTES", "PackBooks", "pack_key", "packs_in"]
+__all__ = ["NO_PACK", "PackBooks"]
 
-# A pack's value stays well below Kafka's default 1 MiB record limit (event types are at most
-# 256 characters, so an entry is a few KB at most).
-PACK_BYTES = 256 * 1024
 NO_PACK = -1  # the holder of a slot not yet in any pack
 
 
 Holders = MutableSequence[int]  # a window instance's holder per slot (an array of int)
-
-
-def pack_key(prefix: bytes, seq: int) -> bytes:
-    return prefix + b"%016x" % seq
-
-
-def packs_in(prefix: bytes, items: Mapping[bytes, bytes]) -> dict[int, bytes]:
-    """The packs among a stage's stored items, by sequence number."""
-    return {int(key[len(prefix):], 16): value for key, value in items.items() if key.startswith(prefix)}
 
 
 class PackBooks:

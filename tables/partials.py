@@ -1,14 +1,14 @@
-"""Stage 1: per input partition, validate records and pre-aggregate them per window.
+"""Stage 1's state and its hot path: per input partition, validate records and fold them into the
+open partial aggregates of every window they fall in.
 
-Pure logic over plain data (no faust, no I/O): the ingest agent feeds it batches of
+Pure logic over plain data (no I/O): the ingest stage (agents/ingest.py) feeds it batches of
 (partition, offset, raw bytes) and persists what it returns.
 
-Exactly once under replay. Faust commits offsets at least once, so after a crash the
-records after the last commit are processed again. Each partial aggregate carries the
-highest input offset folded into it (its *marker*), and stored with it in one table
-record; a replayed record whose offset is not above the marker of a key is already in
-that key and is skipped. Records of one partition arrive in offset order, so this is
-exact per key.
+Exactly once under replay. A restarted stage resumes from its stored position, and what a crash
+cut off between a flush and that position is read again. Each partial aggregate carries the
+highest input offset folded into it (its *marker*), stored with it; a replayed record whose
+offset is not above the marker of a key is already in that key and is skipped. Records of one
+partition arrive in offset order, so this is exact per key.
 
 Late records. A partition's *frontier* is the low watermark over all input partitions
 that its owner had announced for it when the batch began (see agents/ingest.py): every
@@ -16,6 +16,12 @@ window ending at or before it is closed for that partition, its final partial al
 sent. A record in such a window is late for it: it goes to the late topic and still
 counts in its other, open windows. Stage 1 only folds records it has not processed
 before (it resumes from its own stored position), so a record is never judged twice.
+
+The fold's rule is fold_value (new_partial for a key's first record); fold_records, the hot path,
+writes it out inline (a call per record and key is what it cannot afford), and so does it with the
+event-time bound (Limits.latest_event_ms); tests/unit/test_rules.py checks that the inline spellings
+agree with the rules. The windows a record falls in, and which of them are closed, come from
+tables/windows.py (windows_at), once per slot of event time and batch.
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ from math import gcd
 from operator import attrgetter
 from typing import NamedTuple, Protocol
 
-from events import Event, EventColumns, Rejection, decode_common, decode_event
+from formats.events import Event, EventColumns, Rejection, decode_common, decode_event
+from formats.partials import PartialKey
 from tables.packed import NO_PACK, PackBooks
-from tables.windows import WindowSpec, closed_upto_ms, is_closed, window_sizes
+from tables.windows import WindowSpec, is_closed, window_sizes, windows_at
 
 # Partial value layout, a list so that it serializes compactly to the changelog:
 COUNT, SUM, MIN, MAX, MARKER = range(5)
-NONE_CLOSED = -(2**63)  # no window closed yet (no frontier): below every start
+NO_EVENT_MS = -(2**63)  # below every event time: no valid event yet
 
 
 def new_partial(value: float, offset: int) -> list[float]:
@@ -54,12 +61,6 @@ def fold_value(current: list[float], value: float, offset: int) -> None:
     if value > current[MAX]:
         current[MAX] = value
     current[MARKER] = offset
-
-
-class PartialKey(NamedTuple):
-    window: str
-    start_ms: int
-    event_type: str
 
 
 class Record(NamedTuple):
@@ -303,16 +304,15 @@ def fold_records(
         columns.event_types.append
     add_event_ms, add_value = columns.event_ms.append, columns.values.append
     slot_ms = reduce(gcd, (spec.step_ms for spec in windows), 0) or 1
-    # Each window with the latest start the frontier has closed (NONE_CLOSED if none): the close
-    # rule is evaluated once per window and batch, not per record.
-    specs = [(spec.name, spec.size_ms, spec.step_ms,
-              NONE_CLOSED if frontier_ms is None else closed_upto_ms(spec.size_ms, frontier_ms)) for spec in windows]
+    # Per slot of event time: its windows, open and closed (tables.windows.windows_at: the window
+    # starts and the close rule are evaluated once per slot and batch, not per record).
+    windows_of: dict[int, tuple[list[tuple[str, int]], tuple[tuple[str, int], ...]]] = {}
     slots: dict[tuple[str, int], _Slot] = {}
     instances = partials.instances
     touched: list[InstancePartials] = []  # the instances with cells folded in lists
     max_bytes, min_ms, skew_ms, now_ms = limits.max_event_bytes, limits.min_event_ms, limits.max_clock_skew_ms, \
         limits.now_ms
-    max_event_ms = outcome.max_event_ms.get(partition, NONE_CLOSED)
+    max_event_ms = outcome.max_event_ms.get(partition, NO_EVENT_MS)
     for record in records:
         offset, written_ms = record.offset, record.timestamp
         raw = record.value or b""  # a record without a value (a tombstone) is dead-lettered as empty
@@ -333,10 +333,14 @@ def fold_records(
         add_value(value)
         if event_ms > max_event_ms:
             max_event_ms = event_ms
-        slot_key = (event_type, event_ms - event_ms % slot_ms)
+        time_slot = event_ms - event_ms % slot_ms
+        slot_key = (event_type, time_slot)
         slot = slots.get(slot_key)
         if slot is None:
-            slot = slots[slot_key] = _open_slot(instances, specs, event_type, event_ms, value, offset)
+            at = windows_of.get(time_slot)
+            if at is None:
+                at = windows_of[time_slot] = windows_at(windows, time_slot, frontier_ms)
+            slot = slots[slot_key] = _open_slot(instances, at, event_type, value, offset)
         else:
             # The slot's second record in the batch: its cells are folded in lists from now on, one
             # list per cell (cells are shared by slots), written back once at the end of the batch.
@@ -356,7 +360,7 @@ def fold_records(
         if slot[1]:
             late.append(LateEvent(Record(partition, offset, raw, written_ms),
                                   Event(user_id, event_type, event_ms, value), slot[1]))
-    if max_event_ms != NONE_CLOSED:
+    if max_event_ms != NO_EVENT_MS:
         outcome.max_event_ms[partition] = max_event_ms
     for instance in touched:  # per cell with more than one record, not per record
         count, total, low, high, marker, dirty = instance.count, instance.total, instance.low, instance.high, \
@@ -384,51 +388,42 @@ def _folding(instance: InstancePartials, i: int, touched: list[InstancePartials]
 _Slot = list  # [cells, missed, lists]
 
 
-def _open_slot(instances: dict[tuple[str, int], InstancePartials], specs: Sequence[tuple[str, int, int, int]],
-               event_type: str, event_ms: int, value: float, offset: int) -> _Slot:
-    """The slot of a batch's first record in it, with that record folded in."""
+def _open_slot(instances: dict[tuple[str, int], InstancePartials],
+               at: tuple[list[tuple[str, int]], tuple[tuple[str, int], ...]], event_type: str, value: float,
+               offset: int) -> _Slot:
+    """The slot of a batch's first record in it, with that record folded in; `at` is its time slot's
+    windows, open and closed (tables.windows.windows_at)."""
     cells = []
-    missed: tuple[tuple[str, int], ...] = ()
-    for name, size_ms, step_ms, last_closed_ms in specs:
-        # Starts s with s <= t < s + size, multiples of step (floor, so negatives too),
-        # ascending: size is a multiple of step, so there are size/step of them.
-        last_ms = event_ms - event_ms % step_ms
-        start_ms = last_ms - size_ms + step_ms
-        while start_ms <= last_ms:
-            if start_ms <= last_closed_ms:
-                missed += ((name, start_ms),)
-                start_ms += step_ms
-                continue
-            instance = instances.get((name, start_ms))
-            if instance is None:
-                instance = instances[(name, start_ms)] = InstancePartials(name, start_ms)
-            count, total, low, high, marker = instance.count, instance.total, instance.low, instance.high, \
-                instance.marker
-            index = instance.index
-            i = index.get(event_type)
-            current = instance.folding.get(i) if instance.folding and i is not None else None
-            if current is not None:  # another slot of this batch folds this cell in its list
-                if offset > current[MARKER]:  # once per slot and batch: the call is affordable here
-                    fold_value(current, value, offset)
-            elif i is None:  # new_partial, inline
-                i = index[event_type] = len(marker)
-                instance.types.append(event_type)
-                count.append(1)
-                total.append(value)
-                low.append(value)
-                high.append(value)
-                marker.append(offset)
-                instance.holder.append(NO_PACK)
-                instance.dirty.add(i)
-            elif offset > marker[i]:  # fold_value, inline
-                count[i] += 1
-                total[i] += value
-                if value < low[i]:
-                    low[i] = value
-                if value > high[i]:
-                    high[i] = value
-                marker[i] = offset
-                instance.dirty.add(i)
-            cells.append((instance, i))
-            start_ms += step_ms
-    return [cells, missed, None]
+    for group in at[0]:
+        instance = instances.get(group)
+        if instance is None:
+            instance = instances[group] = InstancePartials(*group)
+        count, total, low, high, marker = instance.count, instance.total, instance.low, instance.high, \
+            instance.marker
+        index = instance.index
+        i = index.get(event_type)
+        current = instance.folding.get(i) if instance.folding and i is not None else None
+        if current is not None:  # another slot of this batch folds this cell in its list
+            if offset > current[MARKER]:  # once per slot and batch: the call is affordable here
+                fold_value(current, value, offset)
+        elif i is None:  # new_partial, inline
+            i = index[event_type] = len(marker)
+            instance.types.append(event_type)
+            count.append(1)
+            total.append(value)
+            low.append(value)
+            high.append(value)
+            marker.append(offset)
+            instance.holder.append(NO_PACK)
+            instance.dirty.add(i)
+        elif offset > marker[i]:  # fold_value, inline
+            count[i] += 1
+            total[i] += value
+            if value < low[i]:
+                low[i] = value
+            if value > high[i]:
+                high[i] = value
+            marker[i] = offset
+            instance.dirty.add(i)
+        cells.append((instance, i))
+    return [cells, at[1], None]

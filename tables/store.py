@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import RecordMetadata
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
-from stream.tail import read_to_end
+from tables.changelog import changes_of, read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,13 @@ class PartitionStore:
                              self.tp.partition, progress_percent(end - first, records[-1].offset + 1 - first),
                              records[-1].offset + 1 - first, end - first)
                 batch = WriteBatch(raw_mode=True)
-                for record in records:
-                    if record.key is None:
-                        continue
-                    if record.value is None:
-                        batch.delete(record.key)
+                changes = changes_of(records)
+                for key, value in changes:
+                    if value is None:
+                        batch.delete(key)
                     else:
-                        batch.put(record.key, record.value)
-                    restored += 1
+                        batch.put(key, value)
+                restored += len(changes)
                 batch.put(CHECKPOINT_KEY, str(records[-1].offset).encode())
                 db.write(batch, self._write_options)
                 self.checkpoint = records[-1].offset

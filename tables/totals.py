@@ -17,6 +17,7 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
+from formats.state import ABSENT_MARKER
 from tables.packed import NO_PACK
 from tables.partials import COUNT, MARKER, MAX, MIN, SUM
 
@@ -54,18 +55,8 @@ def combine(parts: Mapping[int, list[float]]) -> Totals:
     return Totals(count, total, low, high)
 
 
-def low_frontier(frontiers: Mapping[int, int], source_partitions: int) -> int | None:
-    """The frontier every input partition has reached, or None until all have reported."""
-    if source_partitions < 1 or any(p not in frontiers for p in range(source_partitions)):
-        return None
-    return min(frontiers[p] for p in range(source_partitions))
-
-
-ABSENT = -1  # the marker of an input partition that sent no partial of a slot yet
-
-
 class SourceColumns:
-    """One input partition's newest partial of each slot of a window instance (marker ABSENT: none)."""
+    """One input partition's newest partial of each slot of a window instance (marker ABSENT_MARKER: none)."""
 
     __slots__ = ("count", "total", "low", "high", "marker")
 
@@ -74,17 +65,17 @@ class SourceColumns:
         self.total = array("d", [0.0]) * slots
         self.low = array("d", [0.0]) * slots
         self.high = array("d", [0.0]) * slots
-        self.marker = array("q", [ABSENT]) * slots
+        self.marker = array("q", [ABSENT_MARKER]) * slots
 
     def append_absent(self) -> None:
         self.count.append(0)
         self.total.append(0.0)
         self.low.append(0.0)
         self.high.append(0.0)
-        self.marker.append(ABSENT)
+        self.marker.append(ABSENT_MARKER)
 
     def partial(self, slot: int) -> list[float] | None:
-        if self.marker[slot] == ABSENT:
+        if self.marker[slot] == ABSENT_MARKER:
             return None
         return [self.count[slot], self.total[slot], self.low[slot], self.high[slot], self.marker[slot]]
 
@@ -161,7 +152,7 @@ class InstanceTotals:
         for i in slots:
             count, total, low, high = 0, 0.0, float("inf"), float("-inf")
             for columns in sources:
-                if columns.marker[i] == ABSENT:
+                if columns.marker[i] == ABSENT_MARKER:
                     continue
                 count += columns.count[i]
                 total += columns.total[i]

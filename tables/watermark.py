@@ -1,6 +1,18 @@
-"""Event-time watermarks: one input partition's, and the low watermark over all of them.
+"""Event time, and the one home of its vocabulary: watermark, low watermark, frontier, low frontier.
 
 All times are epoch milliseconds; the wall clock is passed in (``now_ms``).
+
+* **watermark** (of one input partition): its credited event time minus the allowed lateness
+  (``PartitionClock``, below). Its owner publishes it to the watermarks topic (formats/watermarks.py,
+  agents/watermarks.py).
+* **low watermark**: the minimum of every input partition's watermark (``low_watermark``); unknown
+  until every partition has been heard from.
+* **frontier** (of one input partition): the low watermark as that partition's stage-1 owner has
+  stored and announced it to stage 2 (agents/ingest.py). Windows ending at or before it are closed
+  (tables/windows.py has the close rule); a record in one of them is late.
+* **low frontier** (of a stage-2 partition): the minimum of the frontiers it has received from
+  every input partition (``low_frontier``): stage 2 exports the windows it closes. The
+  `pipeline_low_watermark_seconds` metric and the web's `watermark` report it.
 
 One partition (``PartitionClock``), owned by the stage-1 worker of that partition:
 
@@ -14,29 +26,19 @@ One partition (``PartitionClock``), owned by the stage-1 worker of that partitio
   *from where it stopped*: ``event_ms + (now - seen - idle_timeout)``. ``observe`` and
   ``credit_idle`` fold that advance into ``event_ms``, so the estimate never decreases.
   Downtime is not idleness: a reopened partition starts its idle timer at open.
-* Watermark = estimate - lateness.
 
-All partitions (``low_watermark``): each partition's owner publishes its watermark
-(agents/watermarks.py). The low watermark is their minimum, and unknown until every
-partition has been heard from. A partition that has never seen an event does not count
-once its owner has waited the idle timeout for one (``Mark.idle``): an empty partition
-must not stall every window forever; its first events may then be late.
+All partitions: a partition that has never seen an event does not count in the low watermark once
+its owner has waited the idle timeout for one (``Mark.idle``): an empty partition must not stall
+every window forever; its first events may then be late.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-__all__ = ["Mark", "PartitionClock", "low_watermark"]
+from formats.watermarks import Mark
 
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """What a partition's owner publishes: its watermark, or None before its first event."""
-
-    watermark_ms: int | None
-    idle: bool = False  # no event yet, and none for the idle timeout: leave it out of the minimum
+__all__ = ["PartitionClock", "low_frontier", "low_watermark"]
 
 
 class PartitionClock:
@@ -102,3 +104,10 @@ def low_watermark(marks: Mapping[int, Mark], partitions: int) -> int | None:
         if low is None or mark.watermark_ms < low:
             low = mark.watermark_ms
     return low
+
+
+def low_frontier(frontiers: Mapping[int, int], source_partitions: int) -> int | None:
+    """The frontier every input partition has reached, or None until all have reported."""
+    if source_partitions < 1 or any(p not in frontiers for p in range(source_partitions)):
+        return None
+    return min(frontiers[p] for p in range(source_partitions))

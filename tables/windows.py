@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -10,11 +11,13 @@ __all__ = [
     "RESERVED_NAMES",
     "WindowSpec",
     "closed_upto_ms",
+    "first_open_start",
     "is_closed",
     "parse_duration_ms",
     "parse_windows",
     "window_sizes",
     "window_starts",
+    "windows_at",
 ]
 
 DEFAULT_WINDOWS = "tumbling_1m:60s,hopping_1m:60s:30s"
@@ -127,15 +130,39 @@ def window_starts(spec: WindowSpec, event_ms: int) -> tuple[int, ...]:
     return tuple(range(first_start, last_start + 1, spec.step_ms))
 
 
-def closed_upto_ms(size_ms: int, frontier_ms: int) -> int:
-    """The close rule, spelled once: a window [start, start + size) is closed once the frontier
-    has reached its end, i.e. for every start up to the returned one."""
-    return frontier_ms - size_ms
+# -- the close rule ----------------------------------------------------------------------------
+# A window [start, end) is closed once the frontier (tables/watermark.py) has reached its end: no
+# event still accepted can fall in it. is_closed is the rule; closed_upto_ms is its form for a loop
+# over many windows of one size (the latest closed start, computed once), and first_open_start the
+# first start of a window family past it. tests/unit/test_rules.py checks that they agree.
 
 
 def is_closed(start_ms: int, size_ms: int, frontier_ms: int | None) -> bool:
-    """True once no event still accepted can fall in the window (see closed_upto_ms)."""
-    return frontier_ms is not None and start_ms <= closed_upto_ms(size_ms, frontier_ms)
+    """The close rule: True once the frontier has reached the window's end."""
+    return frontier_ms is not None and start_ms + size_ms <= frontier_ms
+
+
+def closed_upto_ms(size_ms: int, frontier_ms: int) -> int:
+    """The latest start of a closed window of this size: every window starting at or before it is closed."""
+    return frontier_ms - size_ms
+
+
+def first_open_start(spec: WindowSpec, frontier_ms: int) -> int:
+    """The first start of `spec` whose window is not closed at `frontier_ms`."""
+    return closed_upto_ms(spec.size_ms, frontier_ms) // spec.step_ms * spec.step_ms + spec.step_ms
+
+
+def windows_at(windows: Sequence[WindowSpec], event_ms: int,
+               frontier_ms: int | None) -> tuple[list[tuple[str, int]], tuple[tuple[str, int], ...]]:
+    """The windows (name, start) an event time falls in, split by the close rule: (open, closed), each in
+    the order of `windows` and then of window_starts. The fold asks once per slot of event time and batch
+    (tables/partials.fold_records), not per record."""
+    opened: list[tuple[str, int]] = []
+    closed: list[tuple[str, int]] = []
+    for spec in windows:
+        for start_ms in window_starts(spec, event_ms):
+            (closed if is_closed(start_ms, spec.size_ms, frontier_ms) else opened).append((spec.name, start_ms))
+    return opened, tuple(closed)
 
 
 def window_sizes(windows: tuple[WindowSpec, ...]) -> dict[str, int]:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from devstack.ports import free_port_block
-from devstack.process import ManagedProcess
+from ops.process import ManagedProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"

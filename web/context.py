@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from metrics import PipelineMetrics
-    from monitor import Monitor
-    from pipeline import Pipeline
+    from agents.monitor import Monitor
+    from agents.pipeline import Pipeline
+    from ops.metrics import PipelineMetrics
+    from ops.stats import PipelineStats
     from settings import Settings
     from sinks.outputs import Outputs
-    from stats import PipelineStats
 
 
 class WebApp(Protocol):

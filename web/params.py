@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from batch.periods import PERIOD_MS, parse_time
-from events import iso_utc as iso
+from batch.periods import parse_time
+from formats.events import iso_utc as iso
+from formats.lake import PERIOD_MS
 from tables.windows import WindowSpec
 
 DEFAULT_LIMIT = 20

@@ -29,14 +29,14 @@ from faust import web
 from faust.web import exceptions
 from yarl import URL
 
-from events import iso_utc
-from metrics import CONTENT_TYPE_LATEST
-from models import partial_partition
-from monitor import not_ready_reasons
+from agents.monitor import not_ready_reasons
+from formats.batch import rollup_to_api
+from formats.events import iso_utc
+from formats.partials import PartialKey, partial_partition
+from formats.rows import WindowRow, row_to_api
+from ops.metrics import CONTENT_TYPE_LATEST
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import MAX_RECENT_ALERTS
-from sinks.rows import WindowRow, rollup_to_api, row_to_api
-from tables.partials import PartialKey
 from tables.windows import is_closed
 from web.params import (
     BadParameterError,
@@ -112,7 +112,7 @@ class ApiView(web.View):
         app = self.app
         stats = app.stats
         now_ms = _now_ms()
-        low_ms, advanced_at = stats.low_watermark_ms, stats.low_watermark_advanced_at_ms
+        low_ms, advanced_at = stats.low_frontier_ms, stats.low_frontier_advanced_at_ms
         return watermark_json(low_ms, advanced_at, now_ms, partition_watermarks(app, now_ms))
 
     def window(self, name: str) -> WindowSpec:
@@ -288,7 +288,7 @@ class WindowValueView(ApiView):
         self.require_ready()
         row = local_open_row(app, key, spec)
         state = "open"
-        low_ms = app.stats.low_watermark_ms
+        low_ms = app.stats.low_frontier_ms
         if row is not None and is_closed(row.window_start_ms, spec.size_ms, low_ms):
             state = "closing"  # the watermark passed it; its export is in progress or retrying
         if row is None:

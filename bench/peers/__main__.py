@@ -54,8 +54,8 @@ from bench.peers.job import SIZE_MS, WINDOW_STEPS_MS, read_report
 from bench.peers.project import lake_rows
 from bench.peers.table import PROJECT, Contender, format_table
 from bench.peers.totals import Check, Key, Totals, check, reference
+from commands.loadgen import parse_type_weights
 from devstack.stack import without_service_urls
-from loadgen import parse_type_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 VENVS = ROOT / "var" / "peers"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bench.peers.job import HOP_MS, HOPPING, SIZE_MS, TUMBLING, WindowRow
-from sinks.lake import parse_aggregate_key
-from sinks.rows import parquet_to_rows
+from formats.lake import parse_aggregate_key
+from formats.rows import parquet_to_rows
 from tables.windows import DEFAULT_WINDOWS, parse_windows
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import groundtruth as gt
 import orjson
 
-from keys import encode_key_part
+from formats.keys import encode_key_part
 
 LATENESS_MS = gt.LATENESS_MS
 WINDOWS = {"tumbling_1m": (60_000, 60_000), "hopping_1m": (60_000, 30_000)}  # the default WINDOWS

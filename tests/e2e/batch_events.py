@@ -13,7 +13,7 @@ import groundtruth as gt
 import orjson
 from pipeline_harness import Names, list_etags, read_archive, read_objects
 
-from sinks.rows import WindowRow, parquet_to_rows
+from formats.rows import WindowRow, parquet_to_rows
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

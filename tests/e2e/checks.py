@@ -10,7 +10,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from models import (
+from formats.rows import WindowRow
+from formats.side_outputs import (
     HEADER_MISSED,
     HEADER_ORIGINAL_BYTES,
     HEADER_PARTITION,
@@ -19,7 +20,6 @@ from models import (
     source_offset,
 )
 from sinks.redis_store import RedisWindowStore
-from sinks.rows import WindowRow
 
 Rows = Mapping[tuple[str, int, str], tuple[int, float, float, float]]  # (window, start, type) -> count, sum, min, max
 SHOWN = 5

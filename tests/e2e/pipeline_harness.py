@@ -20,9 +20,10 @@ from groundtruth import PARTITIONS, Produced
 
 from devstack import services
 from devstack.ports import free_port_block
-from devstack.process import ManagedProcess
 from devstack.stack import Endpoints, without_service_urls
-from sinks.rows import parquet_to_events, parquet_to_rows
+from formats.raw import parquet_to_events
+from formats.rows import parquet_to_rows
+from ops.process import ManagedProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,8 @@ from helpers import metric_samples, wait_for
 from pipeline_harness import Names, Worker, create_topics, names_for, produce, read_topic, run, web_port, worker_env
 
 from devstack.stack import Endpoints
-from models import alert_seq, partial_partition
+from formats.alerts import alert_seq
+from formats.partials import partial_partition
 
 STEP_DEADLINE_S = 120.0
 MINUTE = 60_000

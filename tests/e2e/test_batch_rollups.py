@@ -54,8 +54,8 @@ from pyarrow import fs
 
 from batch.periods import last_sealed_hour, parse_time
 from devstack.stack import Endpoints
-from sinks.lake import manifest_key, rollup_key
-from sinks.rows import parquet_to_rollups
+from formats.batch import parquet_to_rollups
+from formats.lake import manifest_key, rollup_key
 
 # -- the reference, in plain Python ----------------------------------------------------------
 

@@ -27,8 +27,9 @@ from helpers import wait_for
 from pipeline_harness import Names, Worker, create_topics, names_for, produce, web_port, worker_env
 
 from devstack.stack import Endpoints
-from sinks.lake import rollup_key
-from sinks.rows import PARQUET_CONTENT_TYPE, RollupRow, rollups_to_parquet
+from formats.batch import RollupRow, rollups_to_parquet
+from formats.lake import rollup_key
+from formats.parquet import PARQUET_CONTENT_TYPE
 
 # Checked before any fixture runs, so a machine without Chromium does not start a stack for nothing.
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)

@@ -17,9 +17,9 @@ from helpers import wait_for
 from pipeline_harness import read_topic, run
 
 from agents.ingest import MIN_EVENT_MS
+from commands.loadgen import MALFORMED_KINDS, late_offset_ms
 from devstack.stack import Endpoints, without_service_urls
-from events import Event, Rejection, decode_event
-from loadgen import MALFORMED_KINDS, late_offset_ms
+from formats.events import Event, Rejection, decode_event
 from settings import load
 
 ROOT = Path(__file__).resolve().parents[2]

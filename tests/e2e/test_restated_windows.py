@@ -37,9 +37,9 @@ from helpers import wait_for
 from pipeline_harness import ROOT, Worker, create_topics, names_for, produce, run, web_port, worker_env
 
 from devstack.stack import Endpoints
-from events import iso_utc
+from formats.events import iso_utc
+from formats.rows import WindowRow
 from sinks.redis_store import RedisWindowStore
-from sinks.rows import WindowRow
 
 FIVE = ("tumbling_5m", 300_000, 300_000)
 BACKFILL = ["--from", "2026-11-01T21:00Z", "--to", "2026-11-02T02:00Z"]

@@ -50,7 +50,7 @@ def _shift(records: list[gt.Produced], partitions: set[int], shift_ms: int) -> l
     """The records of `partitions` moved `shift_ms` later in event time (their ISO and epoch-ms stamps alike)."""
     import orjson
 
-    from events import decode_event
+    from formats.events import decode_event
 
     moved = []
     for record in records:

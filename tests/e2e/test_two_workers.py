@@ -27,7 +27,8 @@ from pipeline_harness import (
 )
 
 from devstack.stack import Endpoints
-from models import partial_partition, source_offset
+from formats.partials import partial_partition
+from formats.side_outputs import source_offset
 
 PER_PARTITION = 600
 # Deadlines: a second worker's join makes the group rebalance (~10-20 s on this broker,

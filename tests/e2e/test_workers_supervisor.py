@@ -1,4 +1,4 @@
-"""`python -m workers --count 2`: two worker processes on one host share the partitions, each with its
+"""`python -m commands.workers --count 2`: two worker processes on one host share the partitions, each with its
 own state directory and web port, one killed is started again, and SIGTERM stops them all."""
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def test_two_workers_on_one_host_share_the_partitions_and_stop_together(stack: E
     run(create_topics(stack, names))
     base_port = web_port()
     env = worker_env(stack, names, tmp_path / "state", base_port)
-    supervisor = subprocess.Popen([sys.executable, "-m", "workers", "--count", "2", "--loglevel", "warn"], cwd=ROOT,
-                                  env=env, stdout=open(tmp_path / "workers.log", "wb"), stderr=subprocess.STDOUT)
+    supervisor = subprocess.Popen([sys.executable, "-m", "commands.workers", "--count", "2", "--loglevel", "warn"],
+                                  cwd=ROOT, env=env, stdout=open(tmp_path / "workers.log", "wb"),
+                                  stderr=subprocess.STDOUT)
     workers: set[int] = set()
     try:
         ports = (base_port, base_port + 1)

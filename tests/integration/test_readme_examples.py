@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import Endpoints
+from formats.rows import WindowRow
 from sinks.lake import S3Lake
 from sinks.redis_store import RedisWindowStore
-from sinks.rows import WindowRow
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 START_MS = 1_796_169_600_000  # 2026-12-02T00:00:00Z

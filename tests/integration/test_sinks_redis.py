@@ -13,10 +13,11 @@ import redis
 
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints
-from keys import decode_key_part
+from formats.batch import BATCH_COUNTERS, BatchRun
+from formats.keys import decode_key_part
+from formats.rows import WindowRow
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import MAX_INDEXED_TYPES, RedisWindowStore
-from sinks.rows import BATCH_COUNTERS, BatchRun, WindowRow
 
 START_MS = 1763251140000  # 2025-11-15T23:59:00Z
 TTL_MS = 3_600_000

@@ -13,10 +13,11 @@ import pytest
 
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints
-from events import Event
+from formats.events import Event
+from formats.raw import parquet_to_events
+from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
 from sinks.errors import S3BucketNotFoundError, SinkUnavailableError
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
-from sinks.rows import WindowRow, parquet_to_events, parquet_to_rows, rows_to_parquet
 
 START_MS = 1763251170000  # 2025-11-15T23:59:30Z
 HOUR_DIRS = "year=2025/month=11/day=15/hour=23"

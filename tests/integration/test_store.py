@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from helpers import create_topics
 
 from devstack.stack import Endpoints
-from stream.tail import reader
+from tables.changelog import reader
 from tables.store import PartitionStore
 
 

@@ -1,4 +1,4 @@
-"""Reading partitions to their end (stream/tail.py), on the real broker.
+"""Reading partitions to their end (tables/changelog.py), on the real broker.
 
 Tansu reports a partition's end (ListOffsets) as the base offset of its last record batch
 + 1, so the records of a multi-record last batch lie beyond it: the reads must find them."""
@@ -11,8 +11,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from helpers import create_topics
 
 from devstack.stack import Endpoints
-from models import HEADER_OFFSET
-from stream.tail import last_source_offsets, read_to_end, reader
+from formats.side_outputs import HEADER_OFFSET
+from kafka_io.tail import last_source_offsets
+from tables.changelog import read_to_end, reader
 
 PARTITIONS = 3
 

@@ -26,10 +26,13 @@ import pytest
 
 pytest.importorskip("pyspark", reason="PySpark is not installed: `make test-spark` runs this in var/spark-venv")
 
-from batch.job import Plan, RunReport, run_batch  # noqa: E402
-from events import Event  # noqa: E402
+from batch.job import Plan, run_batch  # noqa: E402
+from batch.report import RunReport
+from formats.batch import ROLLUP_SCHEMA, RollupRow
+from formats.events import Event  # noqa: E402
+from formats.raw import events_to_parquet
+from formats.rows import parquet_to_rollups  # noqa: E402
 from sinks.lake import archive_key  # noqa: E402
-from sinks.rows import ROLLUP_SCHEMA, RollupRow, events_to_parquet, parquet_to_rollups  # noqa: E402
 
 pytestmark = pytest.mark.spark
 

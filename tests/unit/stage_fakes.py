@@ -12,19 +12,13 @@ from typing import Any
 
 import orjson
 
-from models import (
-    TOTALS_PACK_PREFIX,
-    encode_partial_columns,
-    encode_partials,
-    encode_totals_columns,
-    parse_window_key,
-    partial_partition,
-    source_offset,
-)
+from formats.partials import PartialKey, encode_partial_columns, encode_partials, parse_window_key, partial_partition
+from formats.rows import WindowRow
+from formats.side_outputs import source_offset
+from formats.state import TOTALS_PACK_PREFIX, encode_totals_columns, pack_key
 from sinks.lake import ArchiveOutcome
-from sinks.rows import WindowRow
-from tables.packed import pack_key
-from tables.partials import PartialKey, PartitionPartials
+from tables.changelog import apply_changes, changes_of
+from tables.partials import PartitionPartials
 from tables.totals import InstanceTotals
 
 
@@ -78,12 +72,7 @@ class FakeStore:
 
     def restore(self) -> dict[bytes, bytes]:
         items: dict[bytes, bytes] = {}
-        for record in self.broker.log(self.topic, self.partition):
-            assert record.key is not None
-            if record.value is None:
-                items.pop(record.key, None)
-            else:
-                items[record.key] = record.value
+        apply_changes(items, changes_of(self.broker.log(self.topic, self.partition)))
         return items
 
     async def put(self, key: bytes, value: bytes | None) -> None:

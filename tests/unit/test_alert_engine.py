@@ -8,8 +8,9 @@ import copy
 import dataclasses
 from typing import NamedTuple
 
-from alerts.engine import FIRING, RESOLVED, Track, alert_id, evaluate_window, quiet_limit
+from alerts.engine import FIRING, RESOLVED, alert_id, evaluate_window, quiet_limit
 from alerts.rules import Rule, parse_rules
+from formats.alerts import Track
 from tables.windows import parse_windows
 
 WINDOWS = parse_windows("tumbling_1m:60s")

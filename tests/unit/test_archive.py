@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from events import Event
+from formats.events import Event
 from sinks.archive import HOUR_MS, PartitionArchive
 from sinks.lake import ArchiveOutcome
 
@@ -262,7 +262,7 @@ def test_resuming_after_a_crash_archives_every_record_exactly_once(seed: int) ->
 
 def test_adding_a_batch_of_columns_cuts_the_same_files_as_adding_each_event() -> None:
     """add_columns (the hot path's) against add per event: hour changes, full files, re-reads."""
-    from events import EventColumns
+    from formats.events import EventColumns
 
     rng = random.Random(31)
 

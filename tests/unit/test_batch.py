@@ -17,24 +17,25 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.inputs import FOREIGN_NAME, ROLLUP_INPUT_SCHEMA, PeriodInputs
-from batch.job import Plan, RunReport, UnreadableHourError, run_batch
+from batch.job import Plan, UnreadableHourError, run_batch
 from batch.manifest import reason_to_process
-from batch.periods import DAY_MS, HOUR_MS, Period, last_sealed_hour, parse_time, periods_overlapping
+from batch.periods import Period, last_sealed_hour, parse_time, periods_overlapping
+from batch.report import RunReport
 from batch.rollup import rollup
 from batch.sealing import is_sealed, sealed_until, uncovered
 from batch.spark_job import plan_inputs
-from events import Event
-from sinks.lake import archive_key, manifest_key, parse_raw_key, rollup_folders, rollup_key
-from sinks.rollups import read_rollups
-from sinks.rows import (
+from formats.batch import (
     Manifest,
     RollupRow,
-    events_to_parquet,
     manifest_from_json,
     manifest_to_json,
     parquet_to_rollups,
     rollups_to_parquet,
 )
+from formats.events import Event
+from formats.lake import DAY_MS, HOUR_MS, archive_key, manifest_key, parse_raw_key, rollup_folders, rollup_key
+from formats.raw import events_to_parquet
+from sinks.rollups import read_rollups
 
 DAY = parse_time("2026-11-01")  # a Sunday, 00:00 UTC
 HOSTILE = ["../=x/é", "a:b*c?[]{}|z", "_hidden", "line\nbreak", "😀" * 50]

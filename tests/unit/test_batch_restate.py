@@ -11,8 +11,9 @@ import pytest
 from stage_fakes import stored_totals
 from test_batch import MemoryLake
 
-from batch.job import Plan, RunReport, run_batch
-from batch.periods import HOUR_MS, parse_time
+from batch.job import Plan, run_batch
+from batch.periods import parse_time
+from batch.report import RunReport
 from batch.restate import (
     Change,
     compare,
@@ -25,11 +26,13 @@ from batch.restate import (
 )
 from batch.restating import Restatement
 from batch.stage2 import Stage2View, view_of
-from events import Event, encode_event
-from models import frontier_state_key, ledger_state_key
-from sinks.lake import AggregateKey, aggregate_key, archive_key, parse_aggregate_key, restate_manifest_key
-from sinks.rows import WindowRow, events_to_parquet, parquet_to_rows, rows_to_parquet
-from tables.partials import Limits, PartialKey, PartitionPartials, Record, fold_batch
+from formats.events import Event, encode_event
+from formats.lake import HOUR_MS, AggregateKey, aggregate_key, archive_key, parse_aggregate_key, restate_manifest_key
+from formats.partials import PartialKey
+from formats.raw import events_to_parquet
+from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
+from formats.state import frontier_state_key, ledger_state_key
+from tables.partials import Limits, PartitionPartials, Record, fold_batch
 from tables.totals import combine
 from tables.windows import WindowSpec, parse_windows
 

@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-from chunks import encode_in_runs
+from formats.chunks import encode_in_runs
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from events import (
+from formats.events import (
     BAD_STRING,
     BAD_TIMESTAMP,
     INVALID_JSON,
@@ -209,7 +209,7 @@ def test_max_length_string_is_accepted() -> None:
 def test_non_finite_value_from_parser_output(monkeypatch: pytest.MonkeyPatch) -> None:
     # orjson itself rejects 1e400/NaN (invalid_json), so feed the decoder the
     # values a more permissive parser could produce.
-    import events
+    from formats import events
 
     for value in (10**400, float("inf"), float("-inf"), float("nan")):
         parsed = {"user_id": "u", "event_type": "e", "timestamp": T_MS, "value": value}
@@ -309,7 +309,7 @@ def test_forbidden_character_pattern_is_exactly_the_forbidden_categories() -> No
     import sys
     import unicodedata
 
-    from events import _FORBIDDEN_CATEGORIES, _FORBIDDEN_CHARS
+    from formats.events import _FORBIDDEN_CATEGORIES, _FORBIDDEN_CHARS
 
     for code_point in range(sys.maxunicode + 1):
         char = chr(code_point)
@@ -322,7 +322,7 @@ def test_the_fast_path_accepts_exactly_what_the_full_checks_accept() -> None:
     on every boundary the two must agree on."""
     import random
 
-    from events import _decode_checked
+    from formats.events import _decode_checked
 
     rng = random.Random(8)
     strings = ["u", "click", "x" * 256, "x" * 257, "", "a\x7fb", "a\x1fb", "tab\t", "ü", "\u2028", "a b", "~"]
@@ -348,7 +348,7 @@ def test_decode_common_accepts_only_what_the_full_checks_accept_with_the_same_va
     """msgspec's fast path (decode_common) against _decode_checked, on the documents where the
     two parsers could disagree: big integers, duplicate keys, escapes, literals orjson refuses,
     unknown fields, and numbers written in every JSON form."""
-    from events import _decode_checked, decode_common
+    from formats.events import _decode_checked, decode_common
 
     limits = {"max_bytes": 4_096, "min_event_ms": 0, "max_event_ms": 2**63}
     head = b'{"user_id":"u","event_type":"e",'

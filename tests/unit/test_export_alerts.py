@@ -16,24 +16,18 @@ from typing import Any
 import pytest
 from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore, partials_messages
 
-from agents.export import ExportContext, ExportPartition, closed_after, plan_steps
-from alerts.engine import Alert, Track, evaluate_window, track_key
+from agents.export import ExportContext, ExportPartition, plan_steps
+from alerts.engine import evaluate_window, track_key
 from alerts.rules import parse_rules
-from channels import topics_for
-from metrics import PipelineMetrics
-from models import (
-    FrontierMessage,
-    alert_seq,
-    decode_alert,
-    decode_export_state,
-    encode_alert,
-    encode_frontier,
-    partial_partition,
-)
+from formats.alerts import Alert, Track, alert_seq, decode_alert, encode_alert
+from formats.partials import FrontierMessage, PartialKey, encode_frontier, partial_partition
+from formats.rows import WindowRow
+from kafka_io.topics import topics_for
+from ops.metrics import PipelineMetrics
+from ops.stats import PipelineStats
 from settings import load
-from sinks.rows import WindowRow
-from stats import PipelineStats
-from tables.partials import PartialKey
+from tables.state import decode_export_state
+from tables.windows import first_open_start
 
 RULES_TEXT = """
 [[rule]]
@@ -150,7 +144,7 @@ def _reference(data: Input) -> list[Alert]:
     """Every closed window judged in order, from the first window open when the low frontier was known."""
     tracks: dict[str, Track] = {}
     alerts = []
-    start = closed_after(WINDOWS[0], data.first_low)
+    start = first_open_start(WINDOWS[0], data.first_low)
     while start + SIZE_MS <= SENTINEL_MS:
         made, _ = evaluate_window(RULES, tracks, "tumbling_1m", start, start + SIZE_MS, data.rows.get(start, {}))
         alerts += made

@@ -1,4 +1,4 @@
-"""The stages' sticky assignor (stream/group.py): balanced, sticky, deterministic, and telling
+"""The stages' sticky assignor (agents/group.py): balanced, sticky, deterministic, and telling
 every member who owns what."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from stream.group import StickyAssignor, balance
+from agents.group import StickyAssignor, balance
 
 
 def test_a_lone_member_gets_everything() -> None:

@@ -19,11 +19,13 @@ from stage_fakes import CrashError, FakeBoard, FakeBroker, FakeClock, FakeOutput
 
 from agents import ingest
 from agents.ingest import IngestContext, IngestPartition
-from channels import topics_for
-from models import PARTIALS_PACK_PREFIX, decode_ingest_state, decode_stage_message, source_offset
+from formats.partials import decode_stage_message
+from formats.side_outputs import source_offset
+from formats.state import PARTIALS_PACK_PREFIX, pack_key
+from kafka_io.topics import topics_for
+from ops.stats import PipelineStats
 from settings import load
-from stats import PipelineStats
-from tables.packed import pack_key
+from tables.state import decode_ingest_state
 
 SETTINGS = load({"TOPIC_PARTITIONS": "2", "ALLOWED_LATENESS": "10s", "IDLE_TIMEOUT": "1h",
                  "ARCHIVE_MAX_RECORDS": "7", "ARCHIVE_MAX_AGE": "3s"})

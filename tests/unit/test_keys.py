@@ -6,7 +6,7 @@ import urllib.parse
 
 import pytest
 
-from keys import MAX_ENCODED_PART_CHARS, MAX_PART_CHARS, decode_key_part, encode_key_part
+from formats.keys import MAX_ENCODED_PART_CHARS, MAX_PART_CHARS, decode_key_part, encode_key_part
 
 _ALLOWED = re.compile(r"[A-Za-z0-9._~%-]+")
 

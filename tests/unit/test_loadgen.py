@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 
 from agents.ingest import MIN_EVENT_MS
-from commands.produce import StatusDisplay, status_line, summary_line
-from events import INVALID_JSON, Event, Rejection, decode_event
-from loadgen import (
+from commands.loadgen import (
     LATE,
     LATE_MARGIN_MS,
     MALFORMED,
@@ -33,6 +31,8 @@ from loadgen import (
     parse_type_weights,
     produce_events,
 )
+from commands.produce import StatusDisplay, status_line, summary_line
+from formats.events import INVALID_JSON, Event, Rejection, decode_event
 from settings import load
 from tables.partials import Limits, PartitionPartials, Record, fold_batch
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from helpers import MetricKey, metric_samples
 
-from metrics import PipelineMetrics, directory_bytes
-from monitor import Monitor
-from sinks.rows import BatchStatus
+from agents.monitor import Monitor
+from formats.batch import BatchStatus
+from ops.metrics import PipelineMetrics, directory_bytes
 from tables.store import progress_percent
 
 
@@ -28,7 +28,7 @@ def test_exposition_reports_live_state_and_measurements() -> None:
     live.windows_exported = lambda: 4
     live.rows_exported = lambda: 9
     live.watermarks_ms = lambda: {0: 1_500, 3: 2_000}
-    live.low_watermark_ms = lambda: 1_000
+    live.low_frontier_ms = lambda: 1_000
     live.watermark_age_s = lambda: 0.5
     live.lag = lambda: {("events", 0): 7, ("events", 3): 0}
     live.state_bytes = lambda: {"partials": 4096}
@@ -111,8 +111,8 @@ def test_lag_warning_repeats_at_most_every_30_s_while_it_lasts(caplog: pytest.Lo
     app = SimpleNamespace(settings=SimpleNamespace(pipeline=SimpleNamespace(lag_warning_records=100)))
     monitor = Monitor(app)  # type: ignore[arg-type]
     now = [1_000.0]
-    monkeypatch.setattr("monitor.time.monotonic", lambda: now[0])
-    caplog.set_level(logging.WARNING, logger="monitor")
+    monkeypatch.setattr("agents.monitor.time.monotonic", lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="agents.monitor")
     for at, lag in ((0, 50), (1, 101), (10, 500), (31, 500), (32, 20), (33, 200)):
         now[0] = 1_000.0 + at
         monitor._warn_on_lag(lag)

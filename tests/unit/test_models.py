@@ -1,4 +1,4 @@
-"""Message shapes and table keys (models.py): exact round trips, injective keys, headers."""
+"""Message shapes and table keys (formats/): exact round trips, injective keys, headers."""
 
 from __future__ import annotations
 
@@ -11,9 +11,23 @@ import orjson
 import pytest
 from stage_fakes import stored_packs, stored_totals
 
-from events import Rejection
-from keys import encode_key_part
-from models import (
+from formats.events import Rejection
+from formats.keys import encode_key_part
+from formats.partials import (
+    PARTIALS_BYTES,
+    FrontierMessage,
+    PartialColumns,
+    PartialKey,
+    PartialsMessage,
+    decode_stage_message,
+    encode_frontier,
+    encode_partial_columns,
+    encode_partials,
+    parse_window_key,
+    partial_partition,
+    window_key,
+)
+from formats.side_outputs import (
     HEADER_DETAIL,
     HEADER_MISSED,
     HEADER_OFFSET,
@@ -21,38 +35,26 @@ from models import (
     HEADER_PARTITION,
     HEADER_REASON,
     HEADER_TOPIC,
-    PARTIALS_BYTES,
+    dead_letter_headers,
+    forwarded,
+    late_headers,
+    source_offset,
+)
+from formats.state import (
     PARTIALS_PACK_PREFIX,
     POSITION_KEY,
     TOTALS_PACK_PREFIX,
-    FrontierMessage,
     IngestPosition,
-    PartialColumns,
-    PartialsMessage,
     StateFormatError,
-    dead_letter_headers,
-    decode_export_state,
-    decode_ingest_state,
-    decode_mark,
-    decode_stage_message,
     encode_export_position,
-    encode_frontier,
     encode_ingest_position,
-    encode_mark,
-    encode_partial_columns,
-    encode_partials,
-    forwarded,
     frontier_state_key,
-    late_headers,
     ledger_state_key,
-    parse_window_key,
-    partial_partition,
-    source_offset,
-    window_key,
+    pack_key,
 )
-from tables.packed import pack_key
-from tables.partials import PartialKey, PartitionPartials
-from tables.watermark import Mark
+from formats.watermarks import Mark, decode_mark, encode_mark
+from tables.partials import PartitionPartials
+from tables.state import decode_export_state, decode_ingest_state
 
 HOSTILE = [
     "click",
@@ -188,8 +190,8 @@ def test_partial_columns_body_is_compact_json_of_the_slots_asked() -> None:
                PartialKey("w", 60_000, "v"): [1, 3.0, 3.0, 3.0, 44]}
     [instance] = PartitionPartials(1, entries).instances.values()
     body = encode_partial_columns(1, instance, [0, 2])
-    assert orjson.loads(body) == {"p": 1, "w": "w", "s": 60_000, "t": ["t", "v"], "c": [2, 1], "sum": [1.5, 3.0],
-                                  "min": [0.5, 3.0], "max": [1.0, 3.0], "m": [42, 44]}
+    assert orjson.loads(body) == {"v": 3, "p": 1, "w": "w", "s": 60_000, "t": ["t", "v"], "c": [2, 1],
+                                  "sum": [1.5, 3.0], "min": [0.5, 3.0], "max": [1.0, 3.0], "m": [42, 44]}
     assert b" " not in body
 
 
@@ -238,7 +240,7 @@ def test_frontier_message_round_trips(message: FrontierMessage) -> None:
 
 def test_frontier_body_is_compact_json() -> None:
     body = encode_frontier(FrontierMessage(2, 120_000, 4, 130_000))
-    assert orjson.loads(body) == {"p": 2, "f": 120_000, "n": 4, "at": 130_000}
+    assert orjson.loads(body) == {"v": 1, "p": 2, "f": 120_000, "n": 4, "at": 130_000}
 
 
 @pytest.mark.parametrize("writer", WRITERS)
@@ -378,7 +380,7 @@ def test_totals_columns_body_is_compact_json_with_absent_partitions_marked() -> 
     items = stored_totals([(PartialKey("w", 0, "a"), {0: [1, 1.5, 1.5, 1.5, 3]}),
                            (PartialKey("w", 0, "b"), {1: [2, 2.0, 0.5, 1.5, 4]})])
     [body] = items.values()
-    assert orjson.loads(body) == {"w": "w", "s": 0, "t": ["a", "b"], "p": {
+    assert orjson.loads(body) == {"v": 3, "w": "w", "s": 0, "t": ["a", "b"], "p": {
         "0": {"c": [1, 0], "sum": [1.5, 0.0], "min": [1.5, 0.0], "max": [1.5, 0.0], "m": [3, -1]},
         "1": {"c": [0, 2], "sum": [0.0, 2.0], "min": [0.0, 0.5], "max": [0.0, 1.5], "m": [-1, 4]}}}
 

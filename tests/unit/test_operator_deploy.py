@@ -12,8 +12,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import DASHBOARD, RULES, RULES_TESTS
 
-from metrics import PipelineMetrics
-from sinks.rows import BATCH_COUNTERS, BatchStatus
+from formats.batch import BATCH_COUNTERS, BatchStatus
+from ops.metrics import PipelineMetrics
 
 PROMETHEUS_OWN = {"up", "ALERTS"}
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
@@ -25,7 +25,7 @@ def _exported_series_names() -> set[str]:
     live = metrics.live
     live.consumed = lambda: {0: 1}
     live.watermarks_ms = lambda: {0: 1}
-    live.low_watermark_ms = lambda: 1
+    live.low_frontier_ms = lambda: 1
     live.watermark_age_s = lambda: 0.0
     live.lag = lambda: {("events", 0): 1}
     live.state_bytes = lambda: {"ingest": 1}

@@ -11,7 +11,8 @@ from array import array
 
 import pytest
 
-from tables.packed import NO_PACK, PackBooks, pack_key, packs_in
+from formats.state import pack_key, packs_in
+from tables.packed import NO_PACK, PackBooks
 
 
 class Instance:

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from stage_fakes import partials_messages
 
-import events
-from events import (
+from formats import events
+from formats.events import (
     BAD_STRING,
     BAD_TIMESTAMP,
     INVALID_JSON,
@@ -34,7 +34,7 @@ from events import (
     decode_event,
     encode_event,
 )
-from models import PartialColumns, decode_stage_message
+from formats.partials import PartialColumns, PartialKey, decode_stage_message
 from tables.partials import (
     COUNT,
     MARKER,
@@ -46,7 +46,6 @@ from tables.partials import (
     InstancePartials,
     LateEvent,
     Limits,
-    PartialKey,
     PartitionPartials,
     Record,
     fold_batch,

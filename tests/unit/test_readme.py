@@ -8,9 +8,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from metrics import PipelineMetrics
+from formats.batch import BATCH_COUNTERS, BatchStatus
+from ops.metrics import PipelineMetrics
 from settings import markdown_table
-from sinks.rows import BATCH_COUNTERS, BatchStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -36,7 +36,7 @@ def test_metrics_table_lists_exactly_what_metrics_exposes() -> None:
     documented = {name for cell in _table_after("**Metrics**") for name in re.findall(r"`([a-z_]+)`", cell)}
     metrics = PipelineMetrics()
     live = metrics.live
-    live.low_watermark_ms = lambda: 1  # present only once known
+    live.low_frontier_ms = lambda: 1  # present only once known
     live.watermark_age_s = lambda: 0.0
     status = BatchStatus(last_success_ms=1, last_failure_ms=1, duration_ms=1, last_sealed_hour_ms=1,
                          counters=dict.fromkeys(BATCH_COUNTERS, 1))

@@ -12,23 +12,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from events import Event
-from sinks.lake import aggregate_key, archive_key
-from sinks.rows import (
-    AGGREGATE_SCHEMA,
-    AGGREGATE_SCHEMA_V1,
+from formats.batch import (
     BATCH_COUNTERS,
-    RAW_SCHEMA,
     BatchRun,
     BatchStatus,
     RollupRow,
-    WindowRow,
     batch_run_to_hash,
     batch_status_from_hash,
-    events_to_parquet,
-    parquet_to_events,
-    parquet_to_rows,
     rollup_to_api,
+)
+from formats.events import Event
+from formats.lake import aggregate_key, archive_key
+from formats.raw import RAW_SCHEMA, events_to_parquet, parquet_to_events
+from formats.rows import (
+    AGGREGATE_SCHEMA,
+    AGGREGATE_SCHEMA_V1,
+    WindowRow,
+    parquet_to_rows,
     row_from_hash,
     row_from_json,
     row_to_api,

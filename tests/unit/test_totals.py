@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from tables.totals import InstanceTotals, Totals, combine, low_frontier, merge_partial
+from tables.totals import InstanceTotals, Totals, combine, merge_partial
+from tables.watermark import low_frontier
 
 # -- merge_partial ------------------------------------------------------------------------
 

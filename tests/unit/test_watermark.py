@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from tables.watermark import Mark, PartitionClock, low_watermark
+from formats.watermarks import Mark
+from tables.watermark import PartitionClock, low_watermark
 
 L = 10_000  # lateness
 IDLE = 30_000

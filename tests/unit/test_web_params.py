@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from events import iso_utc
-from sinks.rows import WindowRow, row_to_api
+from formats.events import iso_utc
+from formats.rows import WindowRow, row_to_api
 from tables.windows import WindowSpec
 from web.params import (
     BadParameterError,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from formats.batch import RollupRow, rollup_to_api
 from sinks.errors import S3BucketNotFoundError, SinkUnavailableError
 from sinks.rollups import RollupRead
-from sinks.rows import RollupRow, rollup_to_api
 from web.views import RollupsView
 
 HOUR_MS = 3_600_000

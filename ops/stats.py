@@ -15,10 +15,11 @@ class PipelineStats:
     dead_letters: int = 0
     late: int = 0
     frontiers_ms: dict[int, int] = field(default_factory=dict)  # announced frontier per owned input partition
-    # Low watermark over *all* input partitions, as stage 2 on this worker last saw it,
-    # and the wall time it last advanced (how fresh the views' answers are).
-    low_watermark_ms: int | None = None
-    low_watermark_advanced_at_ms: int | None = None
+    # The highest low frontier of this worker's stage-2 partitions (tables/watermark.py: the low
+    # watermark over all input partitions as stage 2 received it), and the wall time it last advanced
+    # (how fresh the views' answers are).
+    low_frontier_ms: int | None = None
+    low_frontier_advanced_at_ms: int | None = None
     windows_exported: int = 0
     rows_exported: int = 0
     partials_after_close: int = 0
@@ -48,10 +49,10 @@ class PipelineStats:
         if delay_ms is not None:
             self.export_delays_ms.append(delay_ms)
 
-    def observe_low_watermark(self, low_ms: int, now_ms: int) -> None:
-        if self.low_watermark_ms is None or low_ms > self.low_watermark_ms:
-            self.low_watermark_ms = low_ms
-            self.low_watermark_advanced_at_ms = now_ms
+    def observe_low_frontier(self, low_ms: int, now_ms: int) -> None:
+        if self.low_frontier_ms is None or low_ms > self.low_frontier_ms:
+            self.low_frontier_ms = low_ms
+            self.low_frontier_advanced_at_ms = now_ms
 
     def delay_percentile_ms(self, fraction: float) -> int | None:
         """Nearest-rank percentile of the recent export delays."""

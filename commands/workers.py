@@ -1,4 +1,4 @@
-"""`python -m workers --count N`: N worker processes on one host, so that its cores are all used.
+"""`python -m commands.workers --count N`: N worker processes on one host, so that its cores are all used.
 
 One worker process runs on one core (Python's GIL); partitions bound how many are useful. Each
 child is `faust -A app worker` with its own state directory (`STATE_DIR/worker-<i>`) and web port
@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from devstack.process import ManagedProcess, supervise
+from ops.process import ManagedProcess, supervise
 from settings import exit_on_error, load
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 60.0
 log = logging.getLogger("workers")
 
@@ -34,7 +34,7 @@ def child_env(env: dict[str, str], index: int, state_dir: Path, web_port: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m commands.workers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: the number of cores)")

@@ -11,14 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-from metrics import directory_bytes
+from ops.metrics import directory_bytes
 from sinks.errors import SinkConfigurationError, SinkUnavailableError
 
 if TYPE_CHECKING:
-    from app import PipelineApp
-    from sinks.rows import BatchStatus
+    from agents.pipeline import Pipeline
+    from formats.batch import BatchStatus
+    from ops.stats import PipelineStats
+    from settings import Settings
+    from sinks.outputs import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,19 @@ LAG_WARNING_EVERY_S = 30.0
 STATE_TABLES = ("ingest", "export")  # one RocksDB directory per stage, one database per partition under it
 
 
+class MonitoredApp(Protocol):
+    """The faust app as the monitor sees it (app.PipelineApp is one)."""
+
+    settings: Settings
+    stats: PipelineStats
+    outputs: Outputs
+    pipeline: Pipeline
+
+    def task(self, fun: Any) -> Any: ...
+
+    def timer(self, interval: float, *, name: str | None = None) -> Any: ...
+
+
 @dataclass(slots=True)
 class MonitorState:
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -39,7 +55,7 @@ class MonitorState:
     batch_status: BatchStatus | None = None  # kept while Redis cannot be read
 
 
-def not_ready_reasons(app: PipelineApp) -> list[str]:
+def not_ready_reasons(app: MonitoredApp) -> list[str]:
     """Why this worker cannot serve its state yet; empty once it can."""
     pipeline = app.pipeline
     runners = (pipeline.ingest_runner, pipeline.export_runner)
@@ -53,7 +69,7 @@ def not_ready_reasons(app: PipelineApp) -> list[str]:
     return reasons
 
 
-def processing_lag(app: PipelineApp) -> dict[tuple[str, int], int]:
+def processing_lag(app: MonitoredApp) -> dict[tuple[str, int], int]:
     pipeline = app.pipeline
     lag = {}
     for runner in (pipeline.ingest_runner, pipeline.export_runner):
@@ -62,7 +78,7 @@ def processing_lag(app: PipelineApp) -> dict[tuple[str, int], int]:
     return lag
 
 
-def startup_summary(app: PipelineApp) -> str:
+def startup_summary(app: MonitoredApp) -> str:
     settings = app.settings
     kafka, pipeline = settings.kafka, settings.pipeline
     windows = ", ".join(
@@ -78,7 +94,7 @@ def startup_summary(app: PipelineApp) -> str:
 
 
 class Monitor:
-    def __init__(self, app: PipelineApp) -> None:
+    def __init__(self, app: MonitoredApp) -> None:
         self.app = app
         self.state = MonitorState()
 
@@ -102,7 +118,7 @@ class Monitor:
             self.state.lag_warned_at_s = now_s
 
 
-def register(app: PipelineApp) -> Monitor:
+def register(app: MonitoredApp) -> Monitor:
     monitor = Monitor(app)
 
     async def announce() -> None:  # faust runs tasks once the worker is up

@@ -20,7 +20,7 @@ from typing import Final, NamedTuple
 
 import orjson
 
-from events import (
+from formats.events import (
     BAD_TIMESTAMP,
     INVALID_JSON,
     MAX_STRING_CHARS,

@@ -33,9 +33,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
-from stream.clients import Producer
-from stream.group import StickyAssignor
-from stream.tail import reader
+from agents.group import StickyAssignor
+from kafka_io.clients import Producer
+from tables.changelog import reader
 
 log = logging.getLogger(__name__)
 

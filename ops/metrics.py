@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from sinks.rows import BatchStatus
+    from formats.batch import BatchStatus
 
 __all__ = ["CONTENT_TYPE_LATEST", "LiveState", "PipelineMetrics", "directory_bytes"]
 
@@ -48,7 +48,7 @@ class LiveState:
     rows_exported: Callable[[], int] = int
     archive_buffered: Callable[[], int] = int
     watermarks_ms: Callable[[], Mapping[int, int]] = dict  # per owned input partition
-    low_watermark_ms: Callable[[], int | None] = lambda: None
+    low_frontier_ms: Callable[[], int | None] = lambda: None
     watermark_age_s: Callable[[], float | None] = lambda: None
     lag: Callable[[], Mapping[tuple[str, int], int]] = dict  # (topic, partition) -> records
     state_bytes: Callable[[], Mapping[str, int]] = dict  # table -> bytes on disk
@@ -57,7 +57,7 @@ class LiveState:
     batch_status: Callable[[], BatchStatus | None] = lambda: None  # the batch job's, last read from Redis
 
 
-# The batch status hash's counters (sinks/rows.py BATCH_COUNTERS) as exported, with their help.
+# The batch status hash's counters (formats/batch.py BATCH_COUNTERS) as exported, with their help.
 BATCH_COUNTER_FAMILIES = (
     ("periods_computed", "pipeline_batch_periods_computed", "Hourly and daily rollups computed by the batch job."),
     ("windows_restated", "pipeline_batch_windows_restated", "Speed-layer windows the batch job restated with "
@@ -96,7 +96,7 @@ class PipelineCollector(Collector):
         for partition, watermark_ms in sorted(live.watermarks_ms().items()):
             watermarks.add_metric([str(partition)], watermark_ms / 1000)
         yield watermarks
-        low_ms = live.low_watermark_ms()
+        low_ms = live.low_frontier_ms()
         if low_ms is not None:
             yield GaugeMetricFamily("pipeline_low_watermark_seconds", "Low watermark over all input partitions: "
                                     "windows ending before it are closed (Unix time).", value=low_ms / 1000)

@@ -20,17 +20,16 @@ from mode import Service
 
 from agents.export import ExportContext, ExportStage
 from agents.ingest import IngestContext, IngestStage
+from agents.runner import StageRunner, exit_process, exit_with_line
 from agents.watermarks import WatermarkBoard
-from channels import Topics, topics_for
-from faults import Faults
-from metrics import PipelineMetrics
-from models import MAX_FORWARDED_BYTES
+from formats.side_outputs import MAX_FORWARDED_BYTES
+from kafka_io.clients import Producer, client_options
+from kafka_io.topics import TopicLayoutError, Topics, ensure_topics, topic_specs, topics_for
+from ops.faults import Faults
+from ops.metrics import PipelineMetrics
+from ops.stats import PipelineStats
 from settings import Settings
 from sinks.outputs import Outputs
-from stats import PipelineStats
-from stream.clients import Producer, client_options
-from stream.runner import StageRunner, exit_process, exit_with_line
-from stream.topics import TopicLayoutError, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +63,10 @@ class Pipeline(Service):
         self.export_runner = StageRunner(self.export, group_id=f"{settings.app_id}-export", partitions=partitions,
                                          client_options=self._options, producer=self.producer, url=url)
 
-    def topic_specs(self) -> list[TopicSpec]:
-        partitions = self.settings.kafka.topic_partitions
-        topics = self.topics
-        return [TopicSpec(topics.events, partitions), TopicSpec(topics.dead_letters, partitions),
-                TopicSpec(topics.late, partitions), TopicSpec(topics.alerts, partitions),
-                TopicSpec(topics.partials, partitions),
-                TopicSpec(topics.watermarks, partitions, compacted=True),  # keyed by partition: the last mark counts
-                TopicSpec(topics.ingest_state, partitions, compacted=True),
-                TopicSpec(topics.export_state, partitions, compacted=True)]
-
     async def on_start(self) -> None:
         try:
-            await ensure_topics(self._options, self.topic_specs(), self.settings.kafka.topic_replication)
+            await ensure_topics(self._options, topic_specs(self.topics, self.settings.kafka.topic_partitions),
+                                self.settings.kafka.topic_replication)
             await self.producer.start()
             await self.board.start()
             await asyncio.gather(self.export_runner.start(), self.ingest_runner.start())

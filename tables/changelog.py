@@ -1,21 +1,25 @@
-"""Reading partitions to their real end, and the last records of output topics.
+"""Reading partitions to their real end, and a stage's changelog into its items: the one reader that
+every restore goes through (tables/store.py for the stages, batch/stage2.py, the in-memory fakes).
 
 The end of a partition is taken from the high watermark of fetch responses, not from
 ListOffsets: Tansu (0.6.0) answers ListOffsets with the base offset of the last record
 batch + 1, short of the real end when that batch holds several records, while its fetch
 responses carry the right high watermark. A read is over once the position reaches it.
+
+A changelog record without a key is not state (skipped); one without a value deletes its key
+(formats/state.py lays out the keys and values).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from models import Headers, source_offset
+__all__ = ["Change", "TailReadError", "apply_changes", "changes_of", "read_items", "read_to_end", "reader"]
 
 FETCH_MAX_WAIT_MS = 100
 # A read of a quiet partition ends within a few fetches; past this, something is wrong with
@@ -64,28 +68,35 @@ async def read_to_end(consumer: AIOKafkaConsumer, starts: Mapping[TopicPartition
             raise TailReadError(f"could not read {names} to the end within {deadline_s:.0f}s")
 
 
-async def last_records(consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition]) -> Records:
-    """The records of each partition's last batch onwards (all of them where ListOffsets is exact)."""
-    tps = list(tps)
-    consumer.assign(tps)
-    ends = await consumer.end_offsets(tps)
-    async for item in read_to_end(consumer, {tp: max(ends[tp] - 1, 0) for tp in tps}):
-        yield item
+Change = tuple[bytes, bytes | None]  # a changelog record: key, and value (None: deleted)
 
 
-async def last_source_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: Iterable[int], *,
-                              position: Callable[[Headers], int | None] = source_offset) -> dict[int, int]:
-    """Source offset of the last record in each partition of an output topic (-1 where there is none).
+class KeyedRecord(Protocol):
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
-    Dead-letter and late records go to the partition of their source record and carry its
-    offset in a header, so the last one says which source offsets already have their output:
-    the output topic is its own ledger, as in Kafka Connect's exactly-once sinks. Alerts carry
-    their sequence number instead (`position=models.alert_seq`).
-    """
-    found = dict.fromkeys(partitions, -1)
-    async for tp, records in last_records(consumer, [TopicPartition(topic, p) for p in found]):
-        for record in records:
-            offset = position([(name, bytes(value)) for name, value in record.headers])
-            if offset is not None:
-                found[tp.partition] = max(found[tp.partition], offset)
-    return found
+
+def changes_of(records: Iterable[KeyedRecord]) -> list[Change]:
+    """The state changes among changelog records (keyless records are not state)."""
+    return [(record.key, record.value) for record in records if record.key is not None]
+
+
+def apply_changes(items: MutableMapping[bytes, bytes], changes: Iterable[Change]) -> None:
+    """Apply changes in order to a partition's items: the newest value of each key, deletes removed."""
+    for key, value in changes:
+        if value is None:
+            items.pop(key, None)
+        else:
+            items[key] = value
+
+
+async def read_items(consumer: AIOKafkaConsumer, topic: str,
+                     partitions: Iterable[int]) -> dict[int, dict[bytes, bytes]]:
+    """Each partition's items, read from the beginning of the changelog to its end (groupless, read-only).
+    A real Kafka compacts the changelogs, so this reads about one record per key."""
+    items: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
+    async for tp, records in read_to_end(consumer, {TopicPartition(topic, p): None for p in items}):
+        apply_changes(items[tp.partition], changes_of(records))
+    return items

@@ -1,4 +1,4 @@
-"""The topics the pipeline needs: created when missing, and refused when their partition count is wrong.
+"""Every topic the pipeline uses: its name (from settings), its layout, and its creation.
 
 Every stage assumes that input partitions are numbered 0..TOPIC_PARTITIONS-1: the low
 watermark is taken over exactly those, and a window closes once all of them have passed
@@ -15,9 +15,43 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from settings import Settings
+
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    events: str  # input, keyed by user_id
+    dead_letters: str
+    late: str
+    alerts: str  # alerts fired and resolved by stage 2's rules, one partition per stage-2 partition
+    partials: str  # stage 1 -> stage 2, keyed by (window, window_start, event_type), partitioned by type
+    watermarks: str  # each input partition's watermark, published by its owner
+    ingest_state: str  # stage 1's changelog: per input partition, partials and position
+    export_state: str  # stage 2's changelog: per partials partition, totals, frontiers, ledger, position
+
+    def internal(self) -> tuple[str, ...]:
+        return (self.partials, self.watermarks, self.ingest_state, self.export_state)
+
+    def changelogs(self) -> tuple[str, ...]:
+        return (self.ingest_state, self.export_state)
+
+
+def topics_for(settings: Settings) -> Topics:
+    kafka, app_id = settings.kafka, settings.app_id
+    return Topics(
+        events=kafka.topic_events,
+        dead_letters=kafka.topic_dlq,
+        late=kafka.topic_late,
+        alerts=kafka.topic_alerts,
+        partials=f"{app_id}-window-partials",
+        watermarks=f"{app_id}-watermarks",
+        ingest_state=f"{app_id}-ingest-state",
+        export_state=f"{app_id}-export-state",
+    )
 
 
 class TopicLayoutError(RuntimeError):
@@ -29,6 +63,16 @@ class TopicSpec:
     name: str
     partitions: int
     compacted: bool = False  # changelogs: only the newest record per key matters
+
+
+def topic_specs(topics: Topics, partitions: int) -> list[TopicSpec]:
+    """Every topic the worker needs, with its layout."""
+    return [TopicSpec(topics.events, partitions), TopicSpec(topics.dead_letters, partitions),
+            TopicSpec(topics.late, partitions), TopicSpec(topics.alerts, partitions),
+            TopicSpec(topics.partials, partitions),
+            TopicSpec(topics.watermarks, partitions, compacted=True),  # keyed by partition: the last mark counts
+            TopicSpec(topics.ingest_state, partitions, compacted=True),
+            TopicSpec(topics.export_state, partitions, compacted=True)]
 
 
 async def ensure_topics(options: dict[str, Any], specs: Sequence[TopicSpec], replication: int) -> None:

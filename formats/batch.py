@@ -1,0 +1,311 @@
+"""The batch layer's files and status: hourly and daily rollups (Parquet of ROLLUP_SCHEMA, ROLLUP_FORMAT 1),
+the manifests of what each period and each restated hour read (JSON, MANIFEST_FORMAT 1, in their
+``format`` field), and the batch job's status hash in Redis (formats/redis.py names its key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from formats.events import iso_utc
+from formats.parquet import TIMESTAMP_MS_UTC, read_parquet, write_parquet
+from formats.rows import JSON_OPTIONS, json_float
+
+__all__ = [
+    "BATCH_COUNTERS",
+    "JSON_CONTENT_TYPE",
+    "MANIFEST_FORMAT",
+    "ROLLUP_FORMAT",
+    "ROLLUP_SCHEMA",
+    "BatchRun",
+    "BatchStatus",
+    "Manifest",
+    "RestateManifest",
+    "RollupRow",
+    "batch_run_to_hash",
+    "batch_status_from_hash",
+    "manifest_from_json",
+    "manifest_to_json",
+    "parquet_to_rollups",
+    "restate_manifest_from_json",
+    "restate_manifest_to_json",
+    "rollup_to_api",
+    "rollups_to_parquet",
+]
+
+ROLLUP_FORMAT: Final = 1
+JSON_CONTENT_TYPE: Final = "application/json"
+
+# One row per (period, event_type); `period` is "hourly" or "daily" (its dataset's name).
+ROLLUP_SCHEMA: Final = pa.schema([
+    ("period_start", TIMESTAMP_MS_UTC),
+    ("period_end", TIMESTAMP_MS_UTC),
+    ("period", pa.string()),
+    ("event_type", pa.string()),
+    ("count", pa.int64()),
+    ("sum", pa.float64()),
+    ("min", pa.float64()),
+    ("max", pa.float64()),
+    ("mean", pa.float64()),
+    ("distinct_users", pa.int64()),
+    ("p50", pa.float64()),
+    ("p95", pa.float64()),
+    ("p99", pa.float64()),
+])
+
+
+class RollupRow(NamedTuple):
+    """One (period, event_type) of the hourly or daily rollups. ``sum`` is compensated summation
+    in the lake's order; percentiles are nearest-rank (batch/rollup.py)."""
+
+    period: str
+    period_start_ms: int
+    period_end_ms: int
+    event_type: str
+    count: int
+    sum: float
+    min: float
+    max: float
+    distinct_users: int
+    p50: float
+    p95: float
+    p99: float
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count
+
+
+def rollups_to_parquet(rows: Sequence[RollupRow]) -> bytes:
+    """A Parquet file of ROLLUP_SCHEMA, rows sorted by (period_start, event_type)."""
+    ordered = sorted(rows, key=lambda r: (r.period_start_ms, r.event_type, r.period))
+    table = pa.Table.from_arrays(
+        [
+            pa.array([r.period_start_ms for r in ordered], type=TIMESTAMP_MS_UTC),
+            pa.array([r.period_end_ms for r in ordered], type=TIMESTAMP_MS_UTC),
+            pa.array([r.period for r in ordered], type=pa.string()),
+            pa.array([r.event_type for r in ordered], type=pa.string()),
+            pa.array([r.count for r in ordered], type=pa.int64()),
+            pa.array([float(r.sum) for r in ordered], type=pa.float64()),
+            pa.array([float(r.min) for r in ordered], type=pa.float64()),
+            pa.array([float(r.max) for r in ordered], type=pa.float64()),
+            pa.array([r.mean for r in ordered], type=pa.float64()),
+            pa.array([r.distinct_users for r in ordered], type=pa.int64()),
+            pa.array([float(r.p50) for r in ordered], type=pa.float64()),
+            pa.array([float(r.p95) for r in ordered], type=pa.float64()),
+            pa.array([float(r.p99) for r in ordered], type=pa.float64()),
+        ],
+        schema=ROLLUP_SCHEMA,
+    )
+    return write_parquet(table, [pq.SortingColumn(0), pq.SortingColumn(3)])
+
+
+def parquet_to_rollups(data: bytes) -> list[RollupRow]:
+    """Inverse of rollups_to_parquet (``mean`` is derived, so it is not read back)."""
+    table = read_parquet(data, ROLLUP_SCHEMA, "rollup")
+    column = table.column
+    return [
+        RollupRow(*values)
+        for values in zip(
+            column("period").to_pylist(),
+            column("period_start").cast(pa.int64()).to_pylist(),
+            column("period_end").cast(pa.int64()).to_pylist(),
+            *(column(name).to_pylist() for name in (
+                "event_type", "count", "sum", "min", "max", "distinct_users", "p50", "p95", "p99")),
+            strict=True,
+        )
+    ]
+
+
+def rollup_to_api(row: RollupRow) -> dict[str, Any]:
+    """A rollup row as the web API answers it: both time forms, the mean, and non-finite floats as
+    their repr string (as in row_to_json: JSON has no inf)."""
+    return {
+        "period": row.period,
+        "event_type": row.event_type,
+        "period_start": iso_utc(row.period_start_ms),
+        "period_end": iso_utc(row.period_end_ms),
+        "period_start_ms": row.period_start_ms,
+        "period_end_ms": row.period_end_ms,
+        "count": row.count,
+        "sum": json_float(row.sum),
+        "min": json_float(row.min),
+        "max": json_float(row.max),
+        "mean": json_float(row.mean),
+        "distinct_users": row.distinct_users,
+        "p50": json_float(row.p50),
+        "p95": json_float(row.p95),
+        "p99": json_float(row.p99),
+    }
+
+
+MANIFEST_FORMAT: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What the batch layer read for one period, written after the period's output.
+
+    inputs: every object listed in the period's raw folders, key -> ETag (skipped ones included,
+      so that an unchanged listing is recognised whole);
+    skipped: key -> why it was not counted (a foreign name, not a raw archive file, ...);
+    output: the rollup object written, None when no event was counted.
+    No wall-clock time: the same inputs give the same bytes.
+    """
+
+    period: str
+    start_ms: int
+    end_ms: int
+    inputs: Mapping[str, str]
+    skipped: Mapping[str, str]
+    events: int
+    rows: int
+    output: str | None
+
+
+def manifest_to_json(manifest: Manifest) -> bytes:
+    return orjson.dumps({
+        "format": MANIFEST_FORMAT,
+        "period": manifest.period,
+        "start_ms": manifest.start_ms,
+        "end_ms": manifest.end_ms,
+        "start": iso_utc(manifest.start_ms),
+        "inputs": dict(manifest.inputs),
+        "skipped": dict(manifest.skipped),
+        "events": manifest.events,
+        "rows": manifest.rows,
+        "output": manifest.output,
+    }, option=JSON_OPTIONS | orjson.OPT_INDENT_2)
+
+
+def manifest_from_json(data: bytes) -> Manifest:
+    """Inverse of manifest_to_json; ValueError if it is not a manifest of this format."""
+    try:
+        obj = orjson.loads(data)
+        if obj.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"unknown manifest format {obj.get('format')!r}")
+        return Manifest(period=str(obj["period"]), start_ms=int(obj["start_ms"]), end_ms=int(obj["end_ms"]),
+                        inputs={str(k): str(v) for k, v in obj["inputs"].items()},
+                        skipped={str(k): str(v) for k, v in obj["skipped"].items()},
+                        events=int(obj["events"]), rows=int(obj["rows"]),
+                        output=None if obj["output"] is None else str(obj["output"]))
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a batch manifest: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RestateManifest:
+    """What the batch layer read to restate the windows starting in one hour, written after their rows.
+
+    end_ms: the end of the last of those windows (raw files of every hour up to it were read);
+    windows: the window specs restated, as name:size_ms:step_ms;
+    inputs, skipped, events: as in Manifest, over all those hours;
+    restated: rows rewritten by the run that wrote the manifest (0 when nothing differed).
+    """
+
+    start_ms: int
+    end_ms: int
+    windows: Sequence[str]
+    inputs: Mapping[str, str]
+    skipped: Mapping[str, str]
+    events: int
+    restated: int
+
+
+def restate_manifest_to_json(manifest: RestateManifest) -> bytes:
+    return orjson.dumps({
+        "format": MANIFEST_FORMAT,
+        "period": "restated",
+        "start_ms": manifest.start_ms,
+        "end_ms": manifest.end_ms,
+        "start": iso_utc(manifest.start_ms),
+        "windows": list(manifest.windows),
+        "inputs": dict(manifest.inputs),
+        "skipped": dict(manifest.skipped),
+        "events": manifest.events,
+        "restated": manifest.restated,
+    }, option=JSON_OPTIONS | orjson.OPT_INDENT_2)
+
+
+def restate_manifest_from_json(data: bytes) -> RestateManifest:
+    """Inverse of restate_manifest_to_json; ValueError if it is not one of this format."""
+    try:
+        obj = orjson.loads(data)
+        if obj.get("format") != MANIFEST_FORMAT or obj.get("period") != "restated":
+            raise ValueError(f"not a restatement manifest of format {MANIFEST_FORMAT}")
+        return RestateManifest(start_ms=int(obj["start_ms"]), end_ms=int(obj["end_ms"]),
+                               windows=[str(w) for w in obj["windows"]],
+                               inputs={str(k): str(v) for k, v in obj["inputs"].items()},
+                               skipped={str(k): str(v) for k, v in obj["skipped"].items()},
+                               events=int(obj["events"]), restated=int(obj["restated"]))
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a restatement manifest: {exc}") from None
+
+
+# -- the batch job's status in Redis (formats/redis.py has its key) ---------------------------
+
+# Counted over every run since the hash was created; each run adds its own figures (HINCRBY).
+BATCH_COUNTERS: Final = ("runs", "runs_failed", "periods_computed", "windows_restated", "rows_restated",
+                         "objects_written", "objects_skipped")
+_BATCH_TIMES: Final = ("last_success_ms", "last_failure_ms", "duration_ms", "last_sealed_hour_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRun:
+    """What one run of `faust -A app batch` adds to the status hash.
+
+    finished_at_ms: wall time at the run's end; duration_ms: its wall duration (a successful run's
+    becomes the hash's ``duration_ms``); last_sealed_hour_ms: the start of the newest hour the run
+    found sealed (None when it could not establish the bound: the hash keeps the previous one).
+    The counts are the run's RunReport figures (0 for a failed run, whose report is lost)."""
+
+    finished_at_ms: int
+    duration_ms: int
+    ok: bool
+    last_sealed_hour_ms: int | None
+    periods_computed: int = 0
+    windows_restated: int = 0
+    rows_restated: int = 0
+    objects_written: int = 0
+    objects_skipped: int = 0
+
+
+def batch_run_to_hash(run: BatchRun) -> tuple[dict[str, str], dict[str, int]]:
+    """(fields to set, counters to increment by) for one run."""
+    fields = {"last_success_ms" if run.ok else "last_failure_ms": str(int(run.finished_at_ms))}
+    if run.ok:
+        fields["duration_ms"] = str(int(run.duration_ms))
+    if run.last_sealed_hour_ms is not None:
+        fields["last_sealed_hour_ms"] = str(int(run.last_sealed_hour_ms))
+    counters = {"runs": 1 if run.ok else 0, "runs_failed": 0 if run.ok else 1,
+                "periods_computed": run.periods_computed, "windows_restated": run.windows_restated,
+                "rows_restated": run.rows_restated, "objects_written": run.objects_written,
+                "objects_skipped": run.objects_skipped}
+    return fields, counters
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """The status hash as read back: None for a time no run has set yet; counters by BATCH_COUNTERS name."""
+
+    last_success_ms: int | None
+    last_failure_ms: int | None
+    duration_ms: int | None
+    last_sealed_hour_ms: int | None
+    counters: Mapping[str, int]
+
+
+def batch_status_from_hash(fields: Mapping[bytes, bytes]) -> BatchStatus | None:
+    """Inverse of what batch_run_to_hash writes (summed over runs); None for an empty hash. Unknown
+    fields are ignored and malformed ones raise ValueError."""
+    if not fields:
+        return None
+    text = {name.decode("utf-8"): value.decode("utf-8") for name, value in fields.items()}
+    times = {name: int(text[name]) if name in text else None for name in _BATCH_TIMES}
+    return BatchStatus(**times, counters={name: int(text.get(name, "0")) for name in BATCH_COUNTERS})

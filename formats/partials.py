@@ -1,0 +1,225 @@
+"""The partials topic (`{app_id}-window-partials`, stage 1 -> stage 2): window keys, their routing, and
+the two messages on it.
+
+A *partials message* carries the cumulative partial aggregates of one input partition for many event
+types of one window instance (window, window_start), all of one stage-2 partition, as columns.
+Generations, each still read (a rolling upgrade meets them in the topic and in stage 1's changelog):
+
+- 3 (PARTIALS_VERSION, written now): ``{"v": 3, "p": partition, "w": window, "s": start_ms,
+  "t": [event_type...], "c": [count...], "sum": [...], "min": [...], "max": [...], "m": [marker...]}``;
+  before the version field was written the same body came without ``"v"`` (recognised by ``"c"``);
+- 2: many keys of any instances, ``{"p": partition, "e": [[window, start_ms, event_type,
+  [count, sum, min, max, marker]], ...]}`` (encode_partials writes it, for tests and tools);
+- 1: one key, ``{"p", "w", "s", "t", "a": [count, sum, min, max, marker]}``.
+
+A *frontier message* (FRONTIER_VERSION 1) says that an input partition's frontier reached
+``f``: ``{"v": 1, "p": partition, "f": frontier_ms, "n": input partitions, "at": announced at}``
+(without ``"v"`` before the version field was written).
+
+Counts and markers are integers (an offset beyond 2**53 must not lose precision), sums, minima and
+maxima floats. A message stays under PARTIALS_BYTES, well below Kafka's default 1 MiB record limit.
+
+Stage 1's pack of a window instance's partials (formats/state.py) is the very body it sends: one
+encoding per flush. A change of this layout is therefore a change of stage 1's changelog too, and
+takes a new version of both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, NamedTuple, Protocol
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from formats.chunks import encode_in_runs
+from formats.keys import decode_key_part, encode_key_part
+
+__all__ = [
+    "FRONTIER_VERSION",
+    "PARTIALS_BYTES",
+    "PARTIALS_VERSION",
+    "FrontierMessage",
+    "PartialColumns",
+    "PartialKey",
+    "PartialsMessage",
+    "column_entries",
+    "columns_of",
+    "decode_stage_message",
+    "encode_frontier",
+    "encode_partial_columns",
+    "encode_partials",
+    "parse_window_key",
+    "partial_columns",
+    "partial_partition",
+    "window_key",
+]
+
+PARTIALS_VERSION: Final = 3
+FRONTIER_VERSION: Final = 1
+PARTIALS_BYTES: Final = 256 * 1024
+
+
+class PartialKey(NamedTuple):
+    """A window key: one window instance (window, start) of one event type."""
+
+    window: str
+    start_ms: int
+    event_type: str
+
+
+class PartialsMessage(NamedTuple):
+    """A message of generation 1 or 2."""
+
+    partition: int  # input partition the partials cover
+    entries: list[tuple[PartialKey, list[float]]]  # each key's [count, sum, min, max, marker]
+
+
+class PartialColumns(NamedTuple):
+    """A message of generation 3: one window instance's partials of one input partition, column by
+    column (entry j: types[j], counts[j], ...)."""
+
+    partition: int  # input partition the partials cover
+    window: str
+    start_ms: int
+    types: list[str]
+    counts: list[int]
+    sums: list[float]
+    lows: list[float]
+    highs: list[float]
+    markers: list[int]
+
+    @property
+    def entries(self) -> list[tuple[PartialKey, list[float]]]:
+        """Each key's [count, sum, min, max, marker], as PartialsMessage has them."""
+        window, start_ms = self.window, self.start_ms
+        return [(PartialKey(window, start_ms, event_type), [count, total, low, high, marker])
+                for event_type, count, total, low, high, marker in
+                zip(self.types, self.counts, self.sums, self.lows, self.highs, self.markers, strict=True)]
+
+
+class FrontierMessage(NamedTuple):
+    partition: int
+    frontier_ms: int
+    source_partitions: int
+    announced_at_ms: int  # wall clock of the announcement: the start of the export delay
+
+
+class Columns(Protocol):
+    """Five columns of partials by slot (count and marker integers): stage 1's open partials of a window
+    instance (tables.partials.InstancePartials), or one input partition's in stage 2
+    (tables.totals.SourceColumns)."""
+
+    @property
+    def count(self) -> Sequence[int]: ...
+    @property
+    def total(self) -> Sequence[float]: ...
+    @property
+    def low(self) -> Sequence[float]: ...
+    @property
+    def high(self) -> Sequence[float]: ...
+    @property
+    def marker(self) -> Sequence[int]: ...
+
+
+class InstanceColumns(Columns, Protocol):
+    """The partials of one window instance, a slot per event type (tables.partials.InstancePartials)."""
+
+    @property
+    def window(self) -> str: ...
+    @property
+    def start_ms(self) -> int: ...
+    @property
+    def types(self) -> Sequence[str]: ...
+
+
+def window_key(key: PartialKey) -> str:
+    """`window|start_ms|encoded event_type`: a window key as text (tools, tests, logs)."""
+    return f"{key.window}|{key.start_ms}|{encode_key_part(key.event_type)}"
+
+
+def parse_window_key(text: str) -> PartialKey:
+    window, start_ms, event_type = text.split("|")
+    return PartialKey(window, int(start_ms), decode_key_part(event_type))
+
+
+def partial_partition(event_type: str, partitions: int) -> int:
+    """The partials-topic partition of every window key of `event_type`: Kafka's default partitioner
+    (murmur2) of the encoded event type, so any client computes the same, and the web router finds a
+    key's stage-2 owner with it.
+
+    By event type alone, not by the whole window key: one stage-2 partition then exports every window
+    of a type, in start order, which is what per-type alert rules (trailing windows, `for` counts,
+    absence) need as their single home. Changing it changes the topic's layout (README, "Upgrading").
+    """
+    return (murmur2(encode_key_part(event_type).encode()) & 0x7FFFFFFF) % partitions
+
+
+def encode_partials(partition: int, entries: Iterable[tuple[PartialKey, list[float]]]) -> list[bytes]:
+    """Messages of generation 2 carrying `entries` of input partition `partition`, as few as
+    PARTIALS_BYTES allows (tests and tools: stage 2 still reads them)."""
+    rows = [[key.window, key.start_ms, key.event_type, partial] for key, partial in entries]
+    if not rows:
+        return []
+    return [body for _, _, body in encode_in_runs(rows, lambda run: orjson.dumps({"p": partition, "e": run}),
+                                                  PARTIALS_BYTES)]
+
+
+def encode_partial_columns(partition: int, instance: InstanceColumns, slots: Sequence[int]) -> bytes:
+    """The partials of these slots of one window instance, as a message of generation 3 (stage 1 sends
+    it as it is, cut at PARTIALS_BYTES by its caller, and stores the same bytes as its pack)."""
+    types = instance.types
+    return orjson.dumps({"v": PARTIALS_VERSION, "p": partition, "w": instance.window, "s": instance.start_ms,
+                         "t": [types[i] for i in slots], **partial_columns(instance, slots)})
+
+
+def partial_columns(columns: Columns, slots: Sequence[int]) -> dict[str, list[Any]]:
+    """The five columns of partials, as both stages' bodies hold them: count, sum, min, max, marker."""
+    count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
+    return {"c": [count[i] for i in slots], "sum": [total[i] for i in slots], "min": [low[i] for i in slots],
+            "max": [high[i] for i in slots], "m": [marker[i] for i in slots]}
+
+
+def columns_of(body: dict[str, Any]) -> tuple[list[Any], ...]:
+    """The five columns of a body written with partial_columns."""
+    return body["c"], body["sum"], body["min"], body["max"], body["m"]
+
+
+def column_entries(body: dict[str, Any]) -> zip:  # type: ignore[type-arg]
+    """(event_type, count, sum, min, max, marker) of a body of generation 3."""
+    return zip(body["t"], *columns_of(body), strict=True)
+
+
+def encode_frontier(message: FrontierMessage) -> bytes:
+    return orjson.dumps({"v": FRONTIER_VERSION, "p": message.partition, "f": message.frontier_ms,
+                         "n": message.source_partitions, "at": message.announced_at_ms})
+
+
+def _partial(count: Any, total: Any, low: Any, high: Any, marker: Any) -> list[float]:
+    return [int(count), float(total), float(low), float(high), int(marker)]
+
+
+def decode_stage_message(raw: bytes) -> PartialColumns | PartialsMessage | FrontierMessage:
+    """A message of any generation; ValueError for one this version does not know."""
+    body = orjson.loads(raw)
+    if "f" in body:
+        if body.get("v", FRONTIER_VERSION) != FRONTIER_VERSION:
+            raise ValueError(f"a frontier message of unknown version {body['v']!r}: {raw[:200]!r}")
+        return FrontierMessage(int(body["p"]), int(body["f"]), int(body["n"]), int(body["at"]))
+    if "c" in body:  # the hot path of stage 2, taken as orjson decodes encode_partial_columns' output
+        if body.get("v", PARTIALS_VERSION) != PARTIALS_VERSION:
+            raise ValueError(f"a partials message of unknown version {body['v']!r}: {raw[:200]!r}")
+        columns = body["t"], *columns_of(body)
+        if len(set(map(len, columns))) != 1:
+            raise ValueError(f"a partials message with columns of unequal lengths: {raw[:200]!r}")
+        return PartialColumns(body["p"], body["w"], body["s"], *columns)
+    if "e" not in body:  # generation 1: one key
+        key = PartialKey(str(body["w"]), int(body["s"]), str(body["t"]))
+        return PartialsMessage(int(body["p"]), [(key, _partial(*body["a"]))])
+    # Generation 2, taken as orjson decodes encode_partials' output, which writes the start, count and
+    # marker as integers and the sum, min and max as floats.
+    return PartialsMessage(body["p"], [(_new_key(PartialKey, (window, start, event_type)), partial)
+                                       for window, start, event_type, partial in body["e"]])
+
+
+_new_key = tuple.__new__  # a NamedTuple without its constructor's argument handling

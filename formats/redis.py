@@ -1,0 +1,79 @@
+"""The Redis layout: every key the pipeline writes, and what each holds (KEYS_VERSION 1).
+
+Keys (``P`` is the configured key prefix, ``enc`` is ``formats.keys.encode_key_part``)::
+
+    P win:{enc(window)}:{enc(event_type)}:{window_start_ms}
+        hash of one closed window: fields window, event_type, window_start_ms,
+        window_end_ms, count, sum, min, max, mean, revision, late_count (formats/rows.py;
+        a hash without the last two reads as revision 0). Values are strings: ints as str(int),
+        floats as repr(float), so float(value) gives back the exact float (also -0.0, inf).
+    P latest:{enc(window)}:{enc(event_type)}
+        sorted set indexing the latest windows: score = window_start_ms, member = the
+        row's canonical JSON (``formats.rows.row_to_json``: compact, sorted keys). At most
+        ``latest_n`` members: ``ZREVRANGE key 0 N-1`` reads the latest N rows in one round
+        trip with no follow-up HGETALLs.
+
+    P types:{enc(window)}
+        sorted set of the event types with closed windows: score = the latest
+        window_start_ms written for that type, member = the event type itself. Lets a
+        reader list the most recently active event types without a SCAN. Capped at
+        ``MAX_INDEXED_TYPES`` members (the least recently active are dropped).
+
+    P alerts:active
+        hash of the alerts firing now: field = ``{rule}:{enc(event_type)}``, value = the
+        alert's canonical JSON (formats/alerts.py); a resolution deletes its field. No TTL:
+        an alert fires until it resolves.
+    P alerts:recent
+        sorted set of the latest ``MAX_RECENT_ALERTS`` alerts, fired and resolved: score =
+        window_end_ms, member = the alert's JSON. TTL ``ttl_ms``, refreshed by every write.
+
+    P batch:status
+        hash of the batch job's status (``faust -A app batch`` writes it at the end of each
+        run; every worker's /metrics exports it): ``last_success_ms``, ``last_failure_ms``,
+        ``duration_ms``, ``last_sealed_hour_ms`` and counters summed over runs
+        (formats/batch.py ``BatchRun``, ``BATCH_COUNTERS``). No TTL: runs may be a day apart.
+
+(no space between ``P`` and the rest: ``events:win:tumbling_1m:click:1763251140000``).
+Both keys get a TTL of ``ttl_ms``, refreshed by every write.
+
+``enc`` output never contains ``:``, glob characters (``* ? [ ]``) or hash tags (``{ }``),
+and is injective, so no event type or window name can forge another key, match a
+foreign SCAN pattern or leave the prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from formats.keys import encode_key_part
+
+__all__ = ["KEYS_VERSION", "alerts_active_key", "alerts_recent_key", "batch_status_key", "latest_key", "types_key",
+           "window_hash_key"]
+
+KEYS_VERSION: Final = 1
+
+
+def window_hash_key(prefix: str, window: str, event_type: str, window_start_ms: int) -> str:
+    """Key of the hash of one closed window."""
+    return f"{prefix}win:{encode_key_part(window)}:{encode_key_part(event_type)}:{int(window_start_ms)}"
+
+
+def latest_key(prefix: str, window: str, event_type: str) -> str:
+    """Key of the latest-windows index of one (window, event_type)."""
+    return f"{prefix}latest:{encode_key_part(window)}:{encode_key_part(event_type)}"
+
+
+def types_key(prefix: str, window: str) -> str:
+    return f"{prefix}types:{encode_key_part(window)}"
+
+
+def alerts_active_key(prefix: str) -> str:
+    return f"{prefix}alerts:active"
+
+
+def alerts_recent_key(prefix: str) -> str:
+    return f"{prefix}alerts:recent"
+
+
+def batch_status_key(prefix: str) -> str:
+    return f"{prefix}batch:status"
