@@ -31,8 +31,6 @@ from functools import lru_cache
 from typing import Final
 from urllib.parse import quote, unquote
 
-from tables.windows import WindowSpec  # noqa: F401 - scratch: a lower layer importing a higher one
-
 __all__ = ["MAX_ENCODED_PART_CHARS", "MAX_PART_CHARS", "decode_key_part", "encode_key_part"]
 
 MAX_PART_CHARS: Final = 256
