@@ -112,7 +112,7 @@ $(PEERS)/%/.installed: bench/peers/requirements-%.txt
 ## with STAGE_EVENTS events of EVENT_TYPES types (default 10000): events per CPU second, keys touched, exactness
 STAGE_EVENTS ?= 100000
 bench-stages: install
-	PYTHONPATH=tests/unit $(BIN)/python -m bench.stages --events $(STAGE_EVENTS) --runs $(RUNS) \
+	$(BIN)/python -m bench.stages --events $(STAGE_EVENTS) --runs $(RUNS) \
 	  --event-types $(or $(EVENT_TYPES),10000)
 
 ## bench-batch: the batch layer's rollup throughput, raw events/s for an hour of BATCH_EVENTS raw events (median of RUNS)

@@ -65,6 +65,7 @@ from ops.stats import PipelineStats
 from settings import Settings
 from sinks.archive import PartitionArchive
 from sinks.outputs import Outputs
+from sinks.policy import ARCHIVE_BUFFERED_FILES
 from tables.partials import BatchOutcome, InstancePartials, Limits, PartitionPartials, Record, fold_records
 from tables.state import decode_ingest_state
 from tables.store import PartitionStore, changelog_send
@@ -77,9 +78,6 @@ TICK_INTERVAL_S = 0.2
 # On a clean stop or a rebalance the open raw files are written for up to this long, so
 # the partition's next owner need not read them again.
 GRACEFUL_FLUSH_S = 5.0
-# A partition is paused while more valid records than this wait for their raw file (S3
-# slow or down): the bound on the archive's memory, per partition.
-BUFFERED_FILES_LIMIT = 2
 # A flush comes at every tick, and sooner once this many partials changed, or this many dead
 # letters and late records wait for their acknowledgement.
 DIRTY_KEYS_LIMIT = 20_000
@@ -158,7 +156,7 @@ class IngestPartition:
         self.side_outputs = SideOutputs(ctx.producer, ctx.topics, partition, dead_letters_upto, late_upto)
         self._published: Mark | None = None
         self._announced_ms: int | None = None  # the frontier stage 2 has heard from this process
-        self._max_buffered = BUFFERED_FILES_LIMIT * pipeline.archive_max_records
+        self._max_buffered = ARCHIVE_BUFFERED_FILES * pipeline.archive_max_records
         self._read_next = self.start_offset()  # every valid record before it is archived or buffered
         self._folded_next = position.fold_next if position.fold_next is not None else -1  # in memory
         self._target_of: dict[str, int] = {}  # event type -> its stage-2 partition (murmur2 is slow)

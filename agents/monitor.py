@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ops.metrics import directory_bytes
-from sinks.errors import SinkConfigurationError, SinkUnavailableError
+from sinks.policy import SinkConfigurationError, SinkUnavailableError
 
 if TYPE_CHECKING:
     from agents.pipeline import Pipeline

@@ -28,7 +28,6 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
-from stage_fakes import FakeBoard, FakeBroker, FakeClock, FakeOutputs, FakeStore
 
 from agents.export import TICK_INTERVAL_S as EXPORT_TICK_S
 from agents.export import ExportContext, ExportPartition
@@ -48,6 +47,7 @@ from ops.metrics import PipelineMetrics
 from ops.stats import PipelineStats
 from settings import Settings, load
 from tables.state import decode_export_state, decode_ingest_state
+from testing.fakes import FakeBoard, FakeBroker, FakeClock, FakeOutputs, FakeStore
 
 NOMINAL_RATE = 30_000  # events/s the fake clock assumes: the 10,000-event-type goal
 FETCH_RECORDS = 500  # per stage-1 partition and fetch, as aiokafka's max_records gives them

@@ -28,13 +28,12 @@ from formats.events import iso_utc
 from kafka_io.clients import client_options
 from kafka_io.topics import topics_for
 from settings import Settings
-from sinks.errors import SinkConfigurationError, SinkUnavailableError
 from sinks.lake import S3Lake, make_s3_client_factory
+from sinks.policy import BATCH_S3_ATTEMPTS, SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import RedisWindowStore
 
 KAFKA_DEADLINE_S = 120.0  # reading stage 1's topics; past it the broker is not answering
 ARCHIVE_WAIT_EXTRA_S = 30.0  # on top of ARCHIVE_MAX_AGE, for the archive to catch up with an observation
-S3_ATTEMPTS = 5  # botocore's own retries with backoff: a CLI run has no retry loop of its own
 
 
 def _say(line: str) -> None:
@@ -121,7 +120,7 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
         lake_settings = settings.lake
         lake = S3Lake(lake_settings.bucket, lake_settings.prefix,
                       make_s3_client_factory(lake_settings.endpoint_url, lake_settings.region,
-                                             max_attempts=S3_ATTEMPTS))
+                                             max_attempts=BATCH_S3_ATTEMPTS))
         restatement = Restatement(settings.pipeline.windows, settings.kafka.topic_partitions, stage2, redis)
         stderr = sys.__stderr__ or sys.stderr
         progress = ProgressReporter(tty=stderr.isatty(), draw=lambda text: _draw(stderr, text), say=_say,

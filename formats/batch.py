@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from formats.events import iso_utc
-from formats.parquet import TIMESTAMP_MS_UTC, read_parquet, write_parquet
+from formats.parquet import TIMESTAMP_MS_UTC, read_parquet, table_of, write_parquet
 from formats.rows import JSON_OPTIONS, json_float
 
 __all__ = [
@@ -85,24 +85,12 @@ class RollupRow(NamedTuple):
 def rollups_to_parquet(rows: Sequence[RollupRow]) -> bytes:
     """A Parquet file of ROLLUP_SCHEMA, rows sorted by (period_start, event_type)."""
     ordered = sorted(rows, key=lambda r: (r.period_start_ms, r.event_type, r.period))
-    table = pa.Table.from_arrays(
-        [
-            pa.array([r.period_start_ms for r in ordered], type=TIMESTAMP_MS_UTC),
-            pa.array([r.period_end_ms for r in ordered], type=TIMESTAMP_MS_UTC),
-            pa.array([r.period for r in ordered], type=pa.string()),
-            pa.array([r.event_type for r in ordered], type=pa.string()),
-            pa.array([r.count for r in ordered], type=pa.int64()),
-            pa.array([float(r.sum) for r in ordered], type=pa.float64()),
-            pa.array([float(r.min) for r in ordered], type=pa.float64()),
-            pa.array([float(r.max) for r in ordered], type=pa.float64()),
-            pa.array([r.mean for r in ordered], type=pa.float64()),
-            pa.array([r.distinct_users for r in ordered], type=pa.int64()),
-            pa.array([float(r.p50) for r in ordered], type=pa.float64()),
-            pa.array([float(r.p95) for r in ordered], type=pa.float64()),
-            pa.array([float(r.p99) for r in ordered], type=pa.float64()),
-        ],
-        schema=ROLLUP_SCHEMA,
-    )
+    table = table_of(ROLLUP_SCHEMA, [
+        [r.period_start_ms for r in ordered], [r.period_end_ms for r in ordered], [r.period for r in ordered],
+        [r.event_type for r in ordered], [r.count for r in ordered], [float(r.sum) for r in ordered],
+        [float(r.min) for r in ordered], [float(r.max) for r in ordered], [r.mean for r in ordered],
+        [r.distinct_users for r in ordered], [float(r.p50) for r in ordered], [float(r.p95) for r in ordered],
+        [float(r.p99) for r in ordered]])
     return write_parquet(table, [pq.SortingColumn(0), pq.SortingColumn(3)])
 
 

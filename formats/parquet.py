@@ -14,7 +14,7 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["PARQUET_CONTENT_TYPE", "TIMESTAMP_MS_UTC", "read_parquet", "write_parquet"]
+__all__ = ["PARQUET_CONTENT_TYPE", "TIMESTAMP_MS_UTC", "read_parquet", "table_of", "write_parquet"]
 
 PARQUET_CONTENT_TYPE: Final = "application/vnd.apache.parquet"
 TIMESTAMP_MS_UTC: Final = pa.timestamp("ms", tz="UTC")
@@ -41,3 +41,9 @@ def read_parquet(data: bytes, schema: pa.Schema, what: str) -> pa.Table:
     if not table.schema.equals(schema, check_metadata=False):
         raise ValueError(f"not a {what} file: schema is {table.schema.to_string(show_schema_metadata=False)!r}")
     return table
+
+
+def table_of(schema: pa.Schema, columns: Sequence[Sequence[object] | pa.Array]) -> pa.Table:
+    """A table of `schema` from its columns, in the schema's order, each typed as the schema says."""
+    return pa.Table.from_arrays([column if isinstance(column, pa.Array) else pa.array(column, type=field.type)
+                                 for column, field in zip(columns, schema, strict=True)], schema=schema)

@@ -122,8 +122,8 @@ class Columns(Protocol):
     def marker(self) -> Sequence[int]: ...
 
 
-class InstanceColumns(Columns, Protocol):
-    """The partials of one window instance, a slot per event type (tables.partials.InstancePartials)."""
+class Instance(Protocol):
+    """One window instance's state, a slot per event type."""
 
     @property
     def window(self) -> str: ...
@@ -131,6 +131,10 @@ class InstanceColumns(Columns, Protocol):
     def start_ms(self) -> int: ...
     @property
     def types(self) -> Sequence[str]: ...
+
+
+class InstanceColumns(Instance, Columns, Protocol):
+    """The partials of one window instance (tables.partials.InstancePartials)."""
 
 
 def window_key(key: PartialKey) -> str:

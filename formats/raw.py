@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from formats.events import Event, EventColumns
-from formats.parquet import TIMESTAMP_MS_UTC, read_parquet, write_parquet
+from formats.parquet import TIMESTAMP_MS_UTC, read_parquet, table_of, write_parquet
 
 __all__ = ["RAW_FORMAT", "RAW_SCHEMA", "event_columns_to_parquet", "events_to_parquet", "parquet_to_events",
            "read_raw_table"]
@@ -50,17 +50,7 @@ def event_columns_to_parquet(columns: EventColumns) -> bytes:
 
 def _raw_parquet(partitions: pa.Array, offsets: list[int], user_ids: list[str], event_types: list[str],
                  event_ms: list[int], values: list[float]) -> bytes:
-    table = pa.Table.from_arrays(
-        [
-            partitions,
-            pa.array(offsets, type=pa.int64()),
-            pa.array(user_ids, type=pa.string()),
-            pa.array(event_types, type=pa.string()),
-            pa.array(event_ms, type=TIMESTAMP_MS_UTC),
-            pa.array(values, type=pa.float64()),
-        ],
-        schema=RAW_SCHEMA,
-    )
+    table = table_of(RAW_SCHEMA, [partitions, offsets, user_ids, event_types, event_ms, values])
     return write_parquet(table, [pq.SortingColumn(0), pq.SortingColumn(1)])
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from formats.events import iso_utc
-from formats.parquet import TIMESTAMP_MS_UTC, write_parquet
+from formats.parquet import TIMESTAMP_MS_UTC, table_of, write_parquet
 
 __all__ = [
     "AGGREGATE_SCHEMA",
@@ -93,22 +93,11 @@ def _sort_key(row: WindowRow) -> tuple[int, str, str, int, int, float, float, fl
 def rows_to_parquet(rows: Sequence[WindowRow]) -> bytes:
     """A Parquet file of AGGREGATE_SCHEMA, rows sorted by (window_start, event_type)."""
     ordered = sorted(rows, key=_sort_key)
-    table = pa.Table.from_arrays(
-        [
-            pa.array([r.window_start_ms for r in ordered], type=TIMESTAMP_MS_UTC),
-            pa.array([r.window_end_ms for r in ordered], type=TIMESTAMP_MS_UTC),
-            pa.array([r.window for r in ordered], type=pa.string()),
-            pa.array([r.event_type for r in ordered], type=pa.string()),
-            pa.array([r.count for r in ordered], type=pa.int64()),
-            pa.array([float(r.sum) for r in ordered], type=pa.float64()),
-            pa.array([float(r.min) for r in ordered], type=pa.float64()),
-            pa.array([float(r.max) for r in ordered], type=pa.float64()),
-            pa.array([r.mean for r in ordered], type=pa.float64()),
-            pa.array([r.revision for r in ordered], type=pa.int64()),
-            pa.array([r.late_count for r in ordered], type=pa.int64()),
-        ],
-        schema=AGGREGATE_SCHEMA,
-    )
+    table = table_of(AGGREGATE_SCHEMA, [
+        [r.window_start_ms for r in ordered], [r.window_end_ms for r in ordered], [r.window for r in ordered],
+        [r.event_type for r in ordered], [r.count for r in ordered], [float(r.sum) for r in ordered],
+        [float(r.min) for r in ordered], [float(r.max) for r in ordered], [r.mean for r in ordered],
+        [r.revision for r in ordered], [r.late_count for r in ordered]])
     return write_parquet(table, [pq.SortingColumn(0), pq.SortingColumn(3)])
 
 

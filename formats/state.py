@@ -37,7 +37,7 @@ from typing import Any, Final, Protocol
 import orjson
 
 from formats.alerts import Track
-from formats.partials import Columns, column_entries, columns_of, partial_columns
+from formats.partials import Columns, Instance, column_entries, columns_of, partial_columns
 
 __all__ = [
     "ABSENT_MARKER",
@@ -146,15 +146,9 @@ def decode_ingest_pack(raw: bytes) -> tuple[str, int, list[tuple[str, Sequence[f
     return str(body["w"]), int(body["s"]), entries
 
 
-class TotalsColumns(Protocol):
-    """Stage 2's totals of one window instance (tables.totals.InstanceTotals)."""
+class TotalsColumns(Instance, Protocol):
+    """Stage 2's totals of one window instance (tables.totals.InstanceTotals): columns per input partition."""
 
-    @property
-    def window(self) -> str: ...
-    @property
-    def start_ms(self) -> int: ...
-    @property
-    def types(self) -> Sequence[str]: ...
     @property
     def sources(self) -> Mapping[int, Columns]: ...
 

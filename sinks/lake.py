@@ -9,7 +9,7 @@ Names are pure functions of their inputs (formats/lake.py), so a replay writes t
 * rollups and manifests are overwritten whole, the manifest last (batch/job.py).
 
 The writer is blocking (boto3): call it from a thread executor. Retries belong to the
-caller (``sinks.retry``); clients built by ``make_s3_client_factory`` do not retry.
+caller (sinks/policy.py); clients built by ``make_s3_client_factory`` do not retry.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -40,26 +40,20 @@ from formats.lake import END_OFFSET_METADATA, RECORDS_METADATA, aggregate_key, a
 from formats.parquet import PARQUET_CONTENT_TYPE
 from formats.raw import events_to_parquet
 from formats.rows import WindowRow, rows_to_parquet
-from sinks.errors import (
+from sinks.policy import (
+    S3_BUCKET_NOT_FOUND_CODES,
+    S3_PRECONDITION_FAILED_CODES,
     ArchiveMetadataError,
     S3BucketNotFoundError,
     SinkConfigurationError,
     SinkUnavailableError,
+    s3_failure_is_transient,
 )
 
 __all__ = ["ArchiveOutcome", "LakeReader", "S3Client", "S3Lake", "make_s3_client_factory"]
 
 logger = logging.getLogger(__name__)
 
-# Error codes that mean "the service is busy or briefly broken": retry later.
-_TRANSIENT_CODES: Final = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
-    "RequestTimeout", "InternalError", "ServiceUnavailable", "OperationAborted",
-    # A concurrent conditional write to the same key (AWS: 409); retrying resolves it to 200 or 412.
-    "ConditionalRequestConflict",
-})
-_BUCKET_NOT_FOUND_CODES: Final = frozenset({"NoSuchBucket"})
-_PRECONDITION_FAILED_CODES: Final = frozenset({"PreconditionFailed"})
 
 
 class S3Client(Protocol):
@@ -255,7 +249,7 @@ class S3Lake:
                     Metadata={END_OFFSET_METADATA: str(end_offset), RECORDS_METADATA: str(len(records))},
                 )
             except ClientError as exc:
-                if _error_code(exc) not in _PRECONDITION_FAILED_CODES and _http_status(exc) != 412:
+                if _error_code(exc) not in S3_PRECONDITION_FAILED_CODES and _http_status(exc) != 412:
                     raise
                 existing_end = self._existing_end_offset(client, key, start_offset)
                 logger.info("raw archive s3://%s/%s already exists up to offset %d: not rewritten",
@@ -328,9 +322,9 @@ class S3Lake:
         except ClientError as exc:
             code, status = _error_code(exc), _http_status(exc)
             detail = f"S3 {operation} of {where} failed: {code} (HTTP {status})"
-            if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
+            if s3_failure_is_transient(code, status):
                 raise SinkUnavailableError(detail) from exc
-            if code in _BUCKET_NOT_FOUND_CODES or (status == 403 and self._bucket_missing()):
+            if code in S3_BUCKET_NOT_FOUND_CODES or (status == 403 and self._bucket_missing()):
                 message = f"S3 bucket {self._bucket!r} does not exist ({operation} of {where})"
                 raise S3BucketNotFoundError(message) from exc
             raise SinkConfigurationError(detail) from exc
@@ -343,7 +337,7 @@ class S3Lake:
         try:
             self._require_client().head_bucket(Bucket=self._bucket)
         except ClientError as exc:
-            return _http_status(exc) == 404 or _error_code(exc) in _BUCKET_NOT_FOUND_CODES
+            return _http_status(exc) == 404 or _error_code(exc) in S3_BUCKET_NOT_FOUND_CODES
         except BotoCoreError:
             return False
         return False

@@ -23,8 +23,8 @@ from ops.metrics import PipelineMetrics
 from ops.stats import PipelineStats
 from settings import Settings
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
+from sinks.policy import RetryPolicy, retry_forever
 from sinks.redis_store import RedisWindowStore
-from sinks.retry import RetryPolicy, retry_forever
 from sinks.rollups import RollupRead, read_rollups
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from redis.retry import Retry
 from formats.batch import BatchRun, BatchStatus, batch_run_to_hash, batch_status_from_hash
 from formats.redis import alerts_active_key, alerts_recent_key, batch_status_key, latest_key, types_key, window_hash_key
 from formats.rows import WindowRow, row_from_hash, row_from_json, row_to_hash, row_to_json
-from sinks.errors import SinkConfigurationError, SinkUnavailableError
+from sinks.policy import REDIS_PERMANENT_ERRORS, REDIS_TRANSIENT_ERRORS, SinkConfigurationError, SinkUnavailableError
 
 __all__ = ["MAX_INDEXED_TYPES", "MAX_RECENT_ALERTS", "RedisWindowStore"]
 
@@ -37,15 +37,6 @@ logger = logging.getLogger(__name__)
 MAX_INDEXED_TYPES: Final = 1000
 # Bounds the alert history (a rule that flaps fires and resolves every window).
 MAX_RECENT_ALERTS: Final = 1000
-# Subclasses of redis ConnectionError that no retry can fix.
-_PERMANENT_CONNECTION_ERRORS: Final = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
-# Server replies that mean "busy or failing over": retry later.
-_TRANSIENT_RESPONSE_ERRORS: Final = (
-    redis.exceptions.ReadOnlyError,  # replica promoted / failover in progress
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.OutOfMemoryError,  # maxmemory reached; expiring TTLs free memory
-)
 
 
 # The row write, run by the server in one step (atomic, like MULTI/EXEC). ARGV: ttl_ms, latest_n,
@@ -307,10 +298,10 @@ class RedisWindowStore:
         so no traceback can carry an unredacted message."""
         try:
             yield
-        except _PERMANENT_CONNECTION_ERRORS as exc:
+        except REDIS_PERMANENT_ERRORS as exc:
             message = f"Redis {operation} at {self._target} refused: {type(exc).__name__}: {self._redact(str(exc))}"
             raise SinkConfigurationError(message) from None
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, *_TRANSIENT_RESPONSE_ERRORS) as exc:
+        except REDIS_TRANSIENT_ERRORS as exc:
             message = f"Redis {operation} at {self._target} failed: {type(exc).__name__}: {self._redact(str(exc))}"
             raise SinkUnavailableError(message) from None
         except redis.exceptions.RedisError as exc:

@@ -35,7 +35,7 @@ from formats.events import iso_utc
 from formats.partials import PartialKey, partial_partition
 from formats.rows import WindowRow, row_to_api
 from ops.metrics import CONTENT_TYPE_LATEST
-from sinks.errors import SinkConfigurationError, SinkUnavailableError
+from sinks.policy import SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import MAX_RECENT_ALERTS
 from tables.windows import is_closed
 from web.params import (

@@ -56,14 +56,9 @@ from batch.periods import last_sealed_hour, parse_time
 from devstack.stack import Endpoints
 from formats.batch import parquet_to_rollups
 from formats.lake import manifest_key, rollup_key
+from testing.reference import nearest_rank
 
 # -- the reference, in plain Python ----------------------------------------------------------
-
-
-def nearest_rank(ordered: list[float], percent: int) -> float:
-    """The smallest value with at least percent% of the values at or below it: v[ceil(p·n/100)]."""
-    rank = -(-percent * len(ordered) // 100)
-    return ordered[max(rank, 1) - 1]
 
 
 Row = tuple[str, int, int, str, int, float, float, float, float, int, float, float, float]

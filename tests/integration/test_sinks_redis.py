@@ -16,8 +16,9 @@ from devstack.stack import Endpoints
 from formats.batch import BATCH_COUNTERS, BatchRun
 from formats.keys import decode_key_part
 from formats.rows import WindowRow
-from sinks.errors import SinkConfigurationError, SinkUnavailableError
+from sinks.policy import SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import MAX_INDEXED_TYPES, RedisWindowStore
+from testing.reference import exact
 
 START_MS = 1763251140000  # 2025-11-15T23:59:00Z
 TTL_MS = 3_600_000
@@ -28,10 +29,6 @@ PASSWORD_IN_URL = quote(PASSWORD, safe="")  # s3cr3t-P%40ss%3Aword%2F%2541
 def row(event_type: str = "click", start_ms: int = START_MS, count: int = 3, total: float = 4.5,
         low: float = -1.0, high: float = 3.0, window: str = "tumbling_1m") -> WindowRow:
     return WindowRow(window, start_ms, start_ms + 60_000, event_type, count, total, low, high)
-
-
-def exact(rows: list[WindowRow | None]) -> list[tuple[str, ...] | None]:
-    return [None if r is None else tuple(repr(value) for value in r) for r in rows]
 
 
 @pytest.fixture

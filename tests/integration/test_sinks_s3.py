@@ -16,8 +16,9 @@ from devstack.stack import Endpoints
 from formats.events import Event
 from formats.raw import parquet_to_events
 from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
-from sinks.errors import S3BucketNotFoundError, SinkUnavailableError
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
+from sinks.policy import S3BucketNotFoundError, SinkUnavailableError
+from testing.reference import exact
 
 START_MS = 1763251170000  # 2025-11-15T23:59:30Z
 HOUR_DIRS = "year=2025/month=11/day=15/hour=23"
@@ -58,10 +59,6 @@ def window_rows() -> list[WindowRow]:
         for i, (event_type, total) in enumerate(zip(types, [-0.0, 0.1 + 0.2, 1.7976931348623157e308, 5e-324, 7.25],
                                                      strict=True))
     ]
-
-
-def exact(rows: list[WindowRow]) -> list[tuple[str, ...]]:
-    return [tuple(repr(value) for value in row) for row in rows]
 
 
 def events(partition: int, offsets: range, tag: str) -> list[tuple[int, int, Event]]:

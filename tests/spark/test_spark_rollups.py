@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from testing.reference import nearest_rank
+
 pytest.importorskip("pyspark", reason="PySpark is not installed: `make test-spark` runs this in var/spark-venv")
 
 from batch.job import Plan, run_batch  # noqa: E402
@@ -142,11 +144,6 @@ def late(lakes: Lakes) -> None:
     offset, at = lakes.next_offset[0], HOURS[3] + 60_000
     lakes.put(archive_key("", at, 0, offset), events_to_parquet([(0, offset, Event("late-user", "refund", at, 99.75))]))
     lakes.counted.append((HOURS[3], "late-user", "refund", 99.75))
-
-
-def nearest_rank(values: list[float], percent: int) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, -(-percent * len(ordered) // 100)) - 1]
 
 
 def reference(counted: Iterable[Counted], hours: Iterable[int]) -> dict[tuple[str, int], list[RollupRow]]:

@@ -32,10 +32,10 @@ from formats.batch import (
     parquet_to_rollups,
     rollups_to_parquet,
 )
-from formats.events import Event
 from formats.lake import DAY_MS, HOUR_MS, archive_key, manifest_key, parse_raw_key, rollup_folders, rollup_key
-from formats.raw import events_to_parquet
 from sinks.rollups import read_rollups
+from testing.fakes import MemoryLake
+from testing.reference import nearest_rank
 
 DAY = parse_time("2026-11-01")  # a Sunday, 00:00 UTC
 HOSTILE = ["../=x/é", "a:b*c?[]{}|z", "_hidden", "line\nbreak", "😀" * 50]
@@ -132,11 +132,6 @@ def test_manifest_round_trip_is_deterministic() -> None:
 # -- rollup math against a plain-Python reference -------------------------------------------
 
 
-def nearest_rank(values: list[float], percent: int) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, -(-percent * len(ordered) // 100)) - 1]
-
-
 def reference(period: Period, events: Iterable[tuple[str, str, float]]) -> list[RollupRow]:
     groups: dict[str, list[tuple[str, float]]] = {}
     for user, event_type, value in events:
@@ -201,46 +196,6 @@ def test_names() -> None:
     for foreign in ("events/x.parquet", f"events/year=2026/month=02/day=30/hour=01/{name}",
                     f"events/year=2026/month=11/day=1/hour=22/{name}"):
         assert parse_raw_key("", foreign).hour_start_ms is None
-
-
-class MemoryLake:
-    """The lake as a dict, with an ETag per write and an optional crash at the Nth put."""
-
-    bucket = "lake"
-
-    def __init__(self, prefix: str = "") -> None:
-        self.prefix = prefix
-        self.objects: dict[str, tuple[bytes, str]] = {}
-        self.puts = 0
-        self.crash_at: int | None = None
-        self._version = 0
-
-    def list_etags(self, prefix: str) -> dict[str, str]:
-        return {k: etag for k, (_, etag) in self.objects.items() if k.startswith(prefix)}
-
-    def get_bytes(self, key: str) -> bytes:
-        return self.objects[key][0]
-
-    def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
-        self.puts += 1
-        if self.crash_at is not None and self.puts == self.crash_at:
-            raise SystemExit("crash")
-        self.raw_put(key, body)
-
-    def raw_put(self, key: str, body: bytes) -> None:
-        self._version += 1
-        self.objects[key] = (body, f"v{self._version}")
-
-    def archive(self, partition: int, start_offset: int, events: list[tuple[str, str, int, float]]) -> str:
-        records = [(partition, start_offset + i, Event(user_id=u, event_type=t, event_ms=ms, value=v))
-                   for i, (u, t, ms, v) in enumerate(events)]
-        key = archive_key(self.prefix, events[0][2], partition, start_offset)
-        self.raw_put(key, events_to_parquet(records))
-        return key
-
-    def rollups(self) -> dict[str, list[RollupRow]]:
-        return {k: parquet_to_rollups(body) for k, (body, _) in self.objects.items()
-                if k.startswith(f"{self.prefix}aggregated/")}
 
 
 def _events(hour: int, n: int, seed: int) -> list[tuple[str, str, int, float]]:

@@ -8,8 +8,6 @@ from collections.abc import Sequence
 
 import orjson
 import pytest
-from stage_fakes import stored_totals
-from test_batch import MemoryLake
 
 from batch.job import Plan, run_batch
 from batch.periods import parse_time
@@ -35,6 +33,7 @@ from formats.state import frontier_state_key, ledger_state_key
 from tables.partials import Limits, PartitionPartials, Record, fold_batch
 from tables.totals import combine
 from tables.windows import WindowSpec, parse_windows
+from testing.fakes import MemoryLake, stored_totals
 
 HOUR = parse_time("2026-11-01T22:00Z")
 WINDOWS = parse_windows("tumbling_1m:60s,hopping_1m:60s:30s")

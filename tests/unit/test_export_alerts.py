@@ -14,7 +14,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore, partials_messages
 
 from agents.export import ExportContext, ExportPartition, plan_steps
 from alerts.engine import evaluate_window, track_key
@@ -28,6 +27,7 @@ from ops.stats import PipelineStats
 from settings import load
 from tables.state import decode_export_state
 from tables.windows import first_open_start
+from testing.fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore, partials_messages
 
 RULES_TEXT = """
 [[rule]]

@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 import pytest
-from stage_fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore, partials_messages, per_key_messages
 
 from agents import export
 from agents.export import PERSIST_INTERVAL_MS, TICK_INTERVAL_S, ExportContext, ExportPartition
@@ -26,6 +25,7 @@ from ops.metrics import PipelineMetrics
 from ops.stats import PipelineStats
 from settings import load
 from tables.state import decode_export_state
+from testing.fakes import CrashError, FakeBroker, FakeClock, FakeOutputs, FakeStore, partials_messages, per_key_messages
 
 SETTINGS = load({"TOPIC_PARTITIONS": "2", "WINDOWS": "tumbling_1m:60s"})
 TOPICS = topics_for(SETTINGS)

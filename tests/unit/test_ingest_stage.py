@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 import pytest
-from stage_fakes import CrashError, FakeBoard, FakeBroker, FakeClock, FakeOutputs, FakeStore, last_source_offset
 
 from agents import ingest
 from agents.ingest import IngestContext, IngestPartition
@@ -26,6 +25,7 @@ from kafka_io.topics import topics_for
 from ops.stats import PipelineStats
 from settings import load
 from tables.state import decode_ingest_state
+from testing.fakes import CrashError, FakeBoard, FakeBroker, FakeClock, FakeOutputs, FakeStore, last_source_offset
 
 SETTINGS = load({"TOPIC_PARTITIONS": "2", "ALLOWED_LATENESS": "10s", "IDLE_TIMEOUT": "1h",
                  "ARCHIVE_MAX_RECORDS": "7", "ARCHIVE_MAX_AGE": "3s"})

@@ -9,7 +9,6 @@ import struct
 
 import orjson
 import pytest
-from stage_fakes import stored_packs, stored_totals
 
 from formats.events import Rejection
 from formats.keys import encode_key_part
@@ -55,6 +54,7 @@ from formats.state import (
 from formats.watermarks import Mark, decode_mark, encode_mark
 from tables.partials import PartitionPartials
 from tables.state import decode_export_state, decode_ingest_state
+from testing.fakes import stored_packs, stored_totals
 
 HOSTILE = [
     "click",

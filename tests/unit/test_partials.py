@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 import pytest
-from stage_fakes import partials_messages
 
 from formats import events
 from formats.events import (
@@ -54,6 +53,7 @@ from tables.partials import (
 )
 from tables.totals import Totals, combine, merge_partial
 from tables.windows import WindowSpec
+from testing.fakes import partials_messages
 
 TUMBLING = WindowSpec("tumbling_1m", 60_000, 60_000)
 HOPPING = WindowSpec("hopping_1m", 60_000, 20_000)  # every event is in 3 hopping windows

@@ -17,8 +17,8 @@ from botocore.exceptions import (
 from formats.events import Event
 from formats.raw import parquet_to_events
 from formats.rows import WindowRow, parquet_to_rows
-from sinks.errors import ArchiveMetadataError, S3BucketNotFoundError, SinkConfigurationError, SinkUnavailableError
 from sinks.lake import ArchiveOutcome, S3Lake
+from sinks.policy import ArchiveMetadataError, S3BucketNotFoundError, SinkConfigurationError, SinkUnavailableError
 
 START_MS = 1763251140000  # 2025-11-15T23:59:00Z
 ARCHIVE_KEY = "p/events/year=2025/month=11/day=15/hour=23/part-00002-00000000000000000010.parquet"

@@ -8,8 +8,14 @@ import random
 
 import pytest
 
-from sinks.errors import S3BucketNotFoundError, SinkConfigurationError, SinkUnavailableError
-from sinks.retry import RetryPolicy, delays, retry_forever
+from sinks.policy import (
+    RetryPolicy,
+    S3BucketNotFoundError,
+    SinkConfigurationError,
+    SinkUnavailableError,
+    delays,
+    retry_forever,
+)
 
 
 class FakeSleep:

@@ -36,6 +36,7 @@ from formats.rows import (
     row_to_json,
     rows_to_parquet,
 )
+from testing.reference import exact
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 HOSTILE_TYPES = ["a:b", "*", "../..", "x/y=z", "line\nbreak", "\x00", "😀" * 200, "%2F", "_hidden", ".dot", "{tag}"]
@@ -43,11 +44,6 @@ HOSTILE_TYPES = ["a:b", "*", "../..", "x/y=z", "line\nbreak", "\x00", "😀" * 2
 
 def ms(at: datetime) -> int:
     return (at - EPOCH) // timedelta(milliseconds=1)
-
-
-def exact(rows: list[WindowRow]) -> list[tuple[str, ...]]:
-    """Rows compared through repr: -0.0 != 0.0 here, unlike with ==."""
-    return [tuple(repr(value) for value in row) for row in rows]
 
 
 START_MS = ms(datetime(2025, 11, 15, 23, 59, tzinfo=timezone.utc))

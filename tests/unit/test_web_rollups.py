@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from formats.batch import RollupRow, rollup_to_api
-from sinks.errors import S3BucketNotFoundError, SinkUnavailableError
+from sinks.policy import S3BucketNotFoundError, SinkUnavailableError
 from sinks.rollups import RollupRead
 from web.views import RollupsView
 

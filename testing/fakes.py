@@ -1,5 +1,6 @@
-"""In-memory stand-ins for what the stages use: a broker, a state store over its changelog, the
-lake and Redis, and the watermark board. A send can be made to fail at its Nth call, which is how
+"""In-memory stand-ins for what the stages and the batch layer use: a broker, a state store over its
+changelog, the lake (the stages' writes, and the batch layer's objects: MemoryLake) and Redis, and the
+watermark board. A send can be made to fail at its Nth call, which is how
 the stage tests crash a stage at every step of a batch."""
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from typing import Any
 
 import orjson
 
+from formats.batch import RollupRow, parquet_to_rollups
+from formats.events import Event
+from formats.lake import archive_key
 from formats.partials import PartialKey, encode_partial_columns, encode_partials, parse_window_key, partial_partition
+from formats.raw import events_to_parquet
 from formats.rows import WindowRow
 from formats.side_outputs import source_offset
 from formats.state import TOTALS_PACK_PREFIX, encode_totals_columns, pack_key
@@ -185,3 +190,43 @@ class FakeClock:
 
     def monotonic(self) -> float:
         return self.now_ms / 1000
+
+
+class MemoryLake:
+    """The lake as a dict, with an ETag per write and an optional crash at the Nth put."""
+
+    bucket = "lake"
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.objects: dict[str, tuple[bytes, str]] = {}
+        self.puts = 0
+        self.crash_at: int | None = None
+        self._version = 0
+
+    def list_etags(self, prefix: str) -> dict[str, str]:
+        return {k: etag for k, (_, etag) in self.objects.items() if k.startswith(prefix)}
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.objects[key][0]
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
+        self.puts += 1
+        if self.crash_at is not None and self.puts == self.crash_at:
+            raise SystemExit("crash")
+        self.raw_put(key, body)
+
+    def raw_put(self, key: str, body: bytes) -> None:
+        self._version += 1
+        self.objects[key] = (body, f"v{self._version}")
+
+    def archive(self, partition: int, start_offset: int, events: list[tuple[str, str, int, float]]) -> str:
+        records = [(partition, start_offset + i, Event(user_id=u, event_type=t, event_ms=ms, value=v))
+                   for i, (u, t, ms, v) in enumerate(events)]
+        key = archive_key(self.prefix, events[0][2], partition, start_offset)
+        self.raw_put(key, events_to_parquet(records))
+        return key
+
+    def rollups(self) -> dict[str, list[RollupRow]]:
+        return {k: parquet_to_rollups(body) for k, (body, _) in self.objects.items()
+                if k.startswith(f"{self.prefix}aggregated/")}
