@@ -9,7 +9,7 @@ has events.
 
 Same arithmetic as the speed layer, so that a window without late events gives back its exported
 row bit for bit: window starts from tables/windows.window_starts; per input partition the values in
-offset order, the running sum started with the first value (tables/partials.fold_batch); the
+offset order, the running sum started with the first value (tables/partials.fold_records); the
 partitions merged in ascending order by tables/totals.combine. A restated row is that fold over
 every archived event of the window, late ones included.
 

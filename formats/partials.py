@@ -9,7 +9,7 @@ Generations, each still read (a rolling upgrade meets them in the topic and in s
   "t": [event_type...], "c": [count...], "sum": [...], "min": [...], "max": [...], "m": [marker...]}``;
   before the version field was written the same body came without ``"v"`` (recognised by ``"c"``);
 - 2: many keys of any instances, ``{"p": partition, "e": [[window, start_ms, event_type,
-  [count, sum, min, max, marker]], ...]}`` (encode_partials writes it, for tests and tools);
+  [count, sum, min, max, marker]], ...]}``;
 - 1: one key, ``{"p", "w", "s", "t", "a": [count, sum, min, max, marker]}``.
 
 A *frontier message* (FRONTIER_VERSION 1) says that an input partition's frontier reached
@@ -26,14 +26,13 @@ takes a new version of both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 from aiokafka.partitioner import murmur2
 
-from formats.chunks import encode_in_runs
-from formats.keys import decode_key_part, encode_key_part
+from formats.keys import encode_key_part
 
 __all__ = [
     "FRONTIER_VERSION",
@@ -48,11 +47,8 @@ __all__ = [
     "decode_stage_message",
     "encode_frontier",
     "encode_partial_columns",
-    "encode_partials",
-    "parse_window_key",
     "partial_columns",
     "partial_partition",
-    "window_key",
 ]
 
 PARTIALS_VERSION: Final = 3
@@ -137,16 +133,6 @@ class InstanceColumns(Instance, Columns, Protocol):
     """The partials of one window instance (tables.partials.InstancePartials)."""
 
 
-def window_key(key: PartialKey) -> str:
-    """`window|start_ms|encoded event_type`: a window key as text (tools, tests, logs)."""
-    return f"{key.window}|{key.start_ms}|{encode_key_part(key.event_type)}"
-
-
-def parse_window_key(text: str) -> PartialKey:
-    window, start_ms, event_type = text.split("|")
-    return PartialKey(window, int(start_ms), decode_key_part(event_type))
-
-
 def partial_partition(event_type: str, partitions: int) -> int:
     """The partials-topic partition of every window key of `event_type`: Kafka's default partitioner
     (murmur2) of the encoded event type, so any client computes the same, and the web router finds a
@@ -157,16 +143,6 @@ def partial_partition(event_type: str, partitions: int) -> int:
     absence) need as their single home. Changing it changes the topic's layout (README, "Upgrading").
     """
     return (murmur2(encode_key_part(event_type).encode()) & 0x7FFFFFFF) % partitions
-
-
-def encode_partials(partition: int, entries: Iterable[tuple[PartialKey, list[float]]]) -> list[bytes]:
-    """Messages of generation 2 carrying `entries` of input partition `partition`, as few as
-    PARTIALS_BYTES allows (tests and tools: stage 2 still reads them)."""
-    rows = [[key.window, key.start_ms, key.event_type, partial] for key, partial in entries]
-    if not rows:
-        return []
-    return [body for _, _, body in encode_in_runs(rows, lambda run: orjson.dumps({"p": partition, "e": run}),
-                                                  PARTIALS_BYTES)]
 
 
 def encode_partial_columns(partition: int, instance: InstanceColumns, slots: Sequence[int]) -> bytes:
@@ -220,8 +196,8 @@ def decode_stage_message(raw: bytes) -> PartialColumns | PartialsMessage | Front
     if "e" not in body:  # generation 1: one key
         key = PartialKey(str(body["w"]), int(body["s"]), str(body["t"]))
         return PartialsMessage(int(body["p"]), [(key, _partial(*body["a"]))])
-    # Generation 2, taken as orjson decodes encode_partials' output, which writes the start, count and
-    # marker as integers and the sum, min and max as floats.
+    # Generation 2, taken as orjson decodes it: the start, count and marker as integers, the sum, min and
+    # max as floats (as its writer wrote them).
     return PartialsMessage(body["p"], [(_new_key(PartialKey, (window, start, event_type)), partial)
                                        for window, start, event_type, partial in body["e"]])
 

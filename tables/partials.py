@@ -30,9 +30,7 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
-from itertools import groupby
 from math import gcd
-from operator import attrgetter
 from typing import NamedTuple, Protocol
 
 from formats.events import Event, EventColumns, Rejection, decode_common, decode_event
@@ -113,9 +111,7 @@ class Limits:
 class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     late: list[LateEvent] = field(default_factory=list)
-    valid: list[tuple[Record, Event]] = field(default_factory=list)  # fold_batch's only
     columns: dict[int, EventColumns] = field(default_factory=dict)  # partition -> valid events, for the archive
-    dirty: dict[int, set[PartialKey]] = field(default_factory=dict)  # fold_batch's only: partition -> changed keys
     max_event_ms: dict[int, int] = field(default_factory=dict)  # partition -> highest valid event time
 
 
@@ -251,30 +247,6 @@ class RawRecord(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def timestamp(self) -> int: ...
-
-
-def fold_batch(
-    records: Iterable[Record],
-    partitions: dict[int, PartitionPartials],
-    windows: Sequence[WindowSpec],
-    frontiers_ms: Mapping[int, int | None],
-    limits: Limits,
-) -> BatchOutcome:
-    """fold_records for Records of any partitions, in their order; also lists the valid (Record, Event)
-    and, per partition, the keys the batch changed (taken from the partials' dirty slots)."""
-    outcome = BatchOutcome()
-    for partition, run in groupby(records, key=attrgetter("partition")):
-        batch = list(run)
-        fold_records(partition, batch, partitions[partition], windows, frontiers_ms.get(partition), limits, outcome)
-        for record in batch:
-            decoded = limits.decode(record)
-            if isinstance(decoded, Event):
-                outcome.valid.append((record, decoded))
-    for partition, partials in partitions.items():
-        dirty = {instance.key(slot) for instance, slots in partials.take_dirty() for slot in slots}
-        if dirty:
-            outcome.dirty[partition] = dirty
-    return outcome
 
 
 def fold_records(

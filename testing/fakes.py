@@ -7,24 +7,29 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 
 from formats.batch import RollupRow, parquet_to_rollups
+from formats.chunks import encode_in_runs
 from formats.events import Event
 from formats.lake import archive_key
-from formats.partials import PartialKey, encode_partial_columns, encode_partials, parse_window_key, partial_partition
+from formats.partials import PARTIALS_BYTES, PartialKey, encode_partial_columns
 from formats.raw import events_to_parquet
 from formats.rows import WindowRow
 from formats.side_outputs import source_offset
 from formats.state import TOTALS_PACK_PREFIX, encode_totals_columns, pack_key
 from sinks.lake import ArchiveOutcome
 from tables.changelog import apply_changes, changes_of
-from tables.partials import PartitionPartials
+from tables.partials import BatchOutcome, Limits, PartitionPartials, Record, fold_records
 from tables.totals import InstanceTotals
+from tables.windows import WindowSpec
 
 
 class CrashError(Exception):
@@ -53,9 +58,7 @@ class FakeBroker:
         self.sends += 1
         if self.fail_at is not None and self.sends >= self.fail_at:
             raise CrashError(f"crash at send {self.sends}")
-        if partition is None:
-            assert key is not None
-            partition = partial_partition(parse_window_key(key.decode()).event_type, self.partitions)
+        assert partition is not None, "the stages name the partition of every send"
         log = self.logs[(topic, partition)]
         log.append(Sent(key, value, list(headers or []), len(log)))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -99,7 +102,17 @@ def partials_messages(partition: int, entries: list[tuple[PartialKey, list[float
 
 def per_key_messages(partition: int, entries: list[tuple[PartialKey, list[float]]]) -> list[bytes]:
     """An earlier version's partials messages of these entries, which stage 2 still reads."""
-    return encode_partials(partition, entries)
+    return generation2_messages(partition, entries)
+
+
+def generation2_messages(partition: int, entries: Iterable[tuple[PartialKey, list[float]]]) -> list[bytes]:
+    """Partials messages of generation 2 (formats/partials.py) carrying `entries`, as few as
+    PARTIALS_BYTES allows, as the version before the columns wrote them."""
+    rows = [[key.window, key.start_ms, key.event_type, partial] for key, partial in entries]
+    if not rows:
+        return []
+    return [body for _, _, body in encode_in_runs(rows, lambda run: orjson.dumps({"p": partition, "e": run}),
+                                                  PARTIALS_BYTES)]
 
 
 def stored_packs(prefix: bytes, entries: list[tuple[PartialKey, Any]]) -> dict[bytes, bytes]:
@@ -230,3 +243,35 @@ class MemoryLake:
     def rollups(self) -> dict[str, list[RollupRow]]:
         return {k: parquet_to_rollups(body) for k, (body, _) in self.objects.items()
                 if k.startswith(f"{self.prefix}aggregated/")}
+
+
+@dataclass(slots=True)
+class FoldOutcome(BatchOutcome):
+    """fold_batch's outcome: also the valid (Record, Event) and, per partition, the keys it changed."""
+
+    valid: list[tuple[Record, Event]] = field(default_factory=list)
+    dirty: dict[int, set[PartialKey]] = field(default_factory=dict)
+
+
+def fold_batch(
+    records: Iterable[Record],
+    partitions: dict[int, PartitionPartials],
+    windows: Sequence[WindowSpec],
+    frontiers_ms: Mapping[int, int | None],
+    limits: Limits,
+) -> FoldOutcome:
+    """fold_records for Records of any partitions, in their order; also lists the valid (Record, Event)
+    and, per partition, the keys the batch changed (taken from the partials' dirty slots)."""
+    outcome = FoldOutcome()
+    for partition, run in groupby(records, key=attrgetter("partition")):
+        batch = list(run)
+        fold_records(partition, batch, partitions[partition], windows, frontiers_ms.get(partition), limits, outcome)
+        for record in batch:
+            decoded = limits.decode(record)
+            if isinstance(decoded, Event):
+                outcome.valid.append((record, decoded))
+    for partition, partials in partitions.items():
+        dirty = {instance.key(slot) for instance, slots in partials.take_dirty() for slot in slots}
+        if dirty:
+            outcome.dirty[partition] = dirty
+    return outcome

@@ -30,10 +30,10 @@ from formats.partials import PartialKey
 from formats.raw import events_to_parquet
 from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
 from formats.state import frontier_state_key, ledger_state_key
-from tables.partials import Limits, PartitionPartials, Record, fold_batch
+from tables.partials import Limits, PartitionPartials, Record
 from tables.totals import combine
 from tables.windows import WindowSpec, parse_windows
-from testing.fakes import MemoryLake, stored_totals
+from testing.fakes import MemoryLake, fold_batch, stored_totals
 
 HOUR = parse_time("2026-11-01T22:00Z")
 WINDOWS = parse_windows("tumbling_1m:60s,hopping_1m:60s:30s")

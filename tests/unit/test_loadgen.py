@@ -34,7 +34,8 @@ from commands.loadgen import (
 from commands.produce import StatusDisplay, status_line, summary_line
 from formats.events import INVALID_JSON, Event, Rejection, decode_event
 from settings import load
-from tables.partials import Limits, PartitionPartials, Record, fold_batch
+from tables.partials import Limits, PartitionPartials, Record
+from testing.fakes import fold_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = load({})  # the defaults: 60 s lateness, windows of 60 s

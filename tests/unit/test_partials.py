@@ -1,4 +1,4 @@
-"""Stage 1 (tables/partials.py): fold_batch and PartitionPartials.pop_closed.
+"""Stage 1 (tables/partials.py): the fold (through testing.fakes.fold_batch) and PartitionPartials.pop_closed.
 
 Values are multiples of 0.25 of small magnitude, so every sum is exact in any order and
 partials are compared with ==, never approximately.
@@ -47,13 +47,12 @@ from tables.partials import (
     Limits,
     PartitionPartials,
     Record,
-    fold_batch,
     fold_value,
     new_partial,
 )
 from tables.totals import Totals, combine, merge_partial
 from tables.windows import WindowSpec
-from testing.fakes import partials_messages
+from testing.fakes import fold_batch, partials_messages
 
 TUMBLING = WindowSpec("tumbling_1m", 60_000, 60_000)
 HOPPING = WindowSpec("hopping_1m", 60_000, 20_000)  # every event is in 3 hopping windows

@@ -1,8 +1,8 @@
-"""Message shapes and table keys (formats/): exact round trips, injective keys, headers."""
+"""The formats of formats/: exact round trips of messages, state records and headers, and every
+generation a reader still meets."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 import struct
@@ -21,10 +21,7 @@ from formats.partials import (
     decode_stage_message,
     encode_frontier,
     encode_partial_columns,
-    encode_partials,
-    parse_window_key,
     partial_partition,
-    window_key,
 )
 from formats.side_outputs import (
     HEADER_DETAIL,
@@ -54,7 +51,7 @@ from formats.state import (
 from formats.watermarks import Mark, decode_mark, encode_mark
 from tables.partials import PartitionPartials
 from tables.state import decode_export_state, decode_ingest_state
-from testing.fakes import stored_packs, stored_totals
+from testing.fakes import generation2_messages, stored_packs, stored_totals
 
 HOSTILE = [
     "click",
@@ -90,52 +87,6 @@ def _bits(values: list[float]) -> list[bytes]:
     return [struct.pack(">d", float(value)) for value in values]
 
 
-# -- table and message keys ---------------------------------------------------------------
-
-
-def test_window_key_exact_format() -> None:
-    assert window_key(PartialKey("tumbling_1m", 1_700_000_040_000, "click")) == "tumbling_1m|1700000040000|click"
-    assert window_key(PartialKey("hopping_1m", -20_000, "a|b")) == "hopping_1m|-20000|a%7Cb"
-    assert window_key(PartialKey("w", 0, "../x\n")) == "w|0|%2E.%2Fx%0A"
-
-
-@pytest.mark.parametrize("event_type", HOSTILE)
-def test_keys_round_trip_hostile_event_types(event_type: str) -> None:
-    for key in (PartialKey("tumbling_1m", 1_700_000_040_000, event_type),
-                PartialKey("hopping_1m", -40_000, event_type)):
-        text = window_key(key)
-        assert text.count("|") == 2  # nothing in the event type can add or fake a field
-        assert parse_window_key(text) == key
-
-
-def test_keys_are_injective_over_hostile_strings() -> None:
-    keys = [PartialKey(w, s, t) for w, s, t in itertools.product(("tumbling_1m", "hopping_1m"),
-                                                                  (-20_000, 0, 1, 60_000), HOSTILE)]
-    window_keys = {window_key(key) for key in keys}
-    assert len(window_keys) == len(keys)
-
-
-def test_random_unicode_event_types_round_trip() -> None:
-    rng = random.Random(5)
-    alphabet = "|:/.%_-~ \n\r\t=*?[]{}aZ09\u00fc\u2028\U0001f600\u0000"
-    seen: dict[str, str] = {}
-    for _ in range(500):
-        event_type = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
-        key = PartialKey("w", 0, event_type)
-        text = window_key(key)
-        assert parse_window_key(text) == key
-        assert seen.setdefault(text, event_type) == event_type
-
-
-def test_parse_rejects_malformed_keys() -> None:
-    with pytest.raises(ValueError):
-        parse_window_key("w|0|a|b")  # an unescaped separator cannot come from window_key
-    with pytest.raises(ValueError):
-        parse_window_key("w|0|a%7cb")  # lowercase escape: not the canonical encoding
-    with pytest.raises(ValueError):
-        parse_window_key("w|zero|a")
-
-
 # -- stage messages -----------------------------------------------------------------------
 
 
@@ -152,7 +103,7 @@ def _decoded(body: bytes) -> tuple[int, list[tuple[PartialKey, list[float]]]]:
 
 
 # The message stage 1 writes, and the one an earlier version wrote, which stage 2 still reads.
-WRITERS = {"columns": _columns, "per key": lambda partition, entries: encode_partials(partition, entries)[0]}
+WRITERS = {"columns": _columns, "per key": lambda partition, entries: generation2_messages(partition, entries)[0]}
 
 
 @pytest.mark.parametrize(
@@ -196,7 +147,7 @@ def test_partial_columns_body_is_compact_json_of_the_slots_asked() -> None:
 
 
 def test_partial_message_body_is_compact_json() -> None:
-    [body] = encode_partials(1, [(PartialKey("w", 60_000, "t"), [2, 1.5, 0.5, 1.0, 42]),
+    [body] = generation2_messages(1, [(PartialKey("w", 60_000, "t"), [2, 1.5, 0.5, 1.0, 42]),
                                  (PartialKey("v", 0, "u"), [1, 1.0, 1.0, 1.0, 43])])
     assert orjson.loads(body) == {"p": 1, "e": [["w", 60_000, "t", [2, 1.5, 0.5, 1.0, 42]],
                                                 ["v", 0, "u", [1, 1.0, 1.0, 1.0, 43]]]}
@@ -204,11 +155,11 @@ def test_partial_message_body_is_compact_json() -> None:
 
 def test_partials_are_cut_into_messages_below_the_limit_in_order() -> None:
     entries = [(PartialKey("tumbling_1m", 60_000 * i, "t" * 200), [i + 1, 1.0, 1.0, 1.0, i]) for i in range(5_000)]
-    bodies = encode_partials(3, entries)
+    bodies = generation2_messages(3, entries)
     assert len(bodies) > 1 and all(len(body) <= PARTIALS_BYTES for body in bodies)
     decoded = [decode_stage_message(body) for body in bodies]
     assert [entry for message in decoded for entry in message.entries] == entries  # type: ignore[union-attr]
-    assert encode_partials(0, []) == []
+    assert generation2_messages(0, []) == []
 
 
 def test_the_previous_versions_one_key_message_still_decodes() -> None:
