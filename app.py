@@ -180,7 +180,10 @@ def main() -> None:
     `faust -A app ARGS...`."""
     from faust.cli.faust import cli
 
-    cli(args=["-A", "app", *sys.argv[1:]], prog_name="events-pipeline")
+    # faust looks for -A in sys.argv itself (to import the app, whose commands it lists), not only in
+    # the arguments click parses.
+    sys.argv[1:1] = ["-A", "app"]
+    cli(prog_name="events-pipeline")
 
 
 def __getattr__(name: str) -> PipelineApp:

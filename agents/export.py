@@ -286,12 +286,10 @@ class ExportPartition:
                             self._cursors_started += self._start_cursors(low)
                 continue
             if isinstance(message, PartialColumns):
-                self._merge(message.partition, message.window, message.start_ms, message.types, message.counts,
-                            message.sums, message.lows, message.highs, message.markers)
+                self._merge(message.partition, message.window, message.start_ms, *message.columns)
                 continue
-            for key, (count, total, low, high, marker) in message.entries:  # an earlier version's message
-                self._merge(message.partition, key.window, key.start_ms, [key.event_type], [count], [total], [low],
-                            [high], [marker])
+            for columns in message.as_columns():  # an earlier generation's message
+                self._merge(columns.partition, columns.window, columns.start_ms, *columns.columns)
         state.next_offset = records[-1].offset + 1
         if self._dirty_count() >= PERSIST_KEYS_LIMIT:
             await self._persist()

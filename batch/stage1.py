@@ -16,7 +16,7 @@ from batch.sealing import uncovered
 from formats.state import POSITION_KEY, IngestPosition, decode_ingest_position
 from formats.watermarks import Mark, decode_mark
 from kafka_io.tail import last_records
-from tables.changelog import read_to_end, reader
+from tables.changelog import changes_of, read_to_end, reader
 from tables.watermark import low_watermark
 
 __all__ = ["Stage1Reader", "Stage1View"]
@@ -95,9 +95,9 @@ class Stage1Reader:
             start = max(end - span, 0)
             last: bytes | None = None
             async for _tp, records in read_to_end(consumer, {tp: start}):
-                for record in records:
-                    if record.key == POSITION_KEY and record.value is not None:
-                        last = record.value
+                for key, value in changes_of(records):
+                    if key == POSITION_KEY and value is not None:
+                        last = value
             if last is not None:
                 return decode_ingest_position(last)
             if start == 0:

@@ -70,6 +70,11 @@ class PartialsMessage(NamedTuple):
     partition: int  # input partition the partials cover
     entries: list[tuple[PartialKey, list[float]]]  # each key's [count, sum, min, max, marker]
 
+    def as_columns(self) -> list[PartialColumns]:
+        """Each entry as a message of generation 3 (of one key)."""
+        return [PartialColumns(self.partition, key.window, key.start_ms, [key.event_type],
+                               *([value] for value in partial)) for key, partial in self.entries]
+
 
 class PartialColumns(NamedTuple):
     """A message of generation 3: one window instance's partials of one input partition, column by
@@ -84,6 +89,11 @@ class PartialColumns(NamedTuple):
     lows: list[float]
     highs: list[float]
     markers: list[int]
+
+    @property
+    def columns(self) -> tuple[list[str], list[int], list[float], list[float], list[float], list[int]]:
+        """The event types and the five columns of partials, in that order."""
+        return self.types, self.counts, self.sums, self.lows, self.highs, self.markers
 
     @property
     def entries(self) -> list[tuple[PartialKey, list[float]]]:

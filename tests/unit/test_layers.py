@@ -55,3 +55,19 @@ def test_every_top_level_package_is_in_the_contract() -> None:
     packages = {path.parent.name for path in ROOT.glob("*/__init__.py")} - tooling
     assert packages == set(contract["root_packages"])
     assert set(PIPELINE_LOGGERS) == packages | {"app", "settings"}
+
+
+def test_the_distribution_ships_every_package_of_the_product() -> None:
+    """pyproject.toml's packages: the contract's and the embedded stack's (`pip install .`)."""
+    config = tomllib.loads(CONFIG.read_text())
+    assert set(config["tool"]["setuptools"]["packages"]) == {*config["tool"]["importlinter"]["root_packages"],
+                                                             "devstack"}
+    assert set(config["tool"]["setuptools"]["py-modules"]) == {"app", "settings"}
+
+
+def test_the_console_script_is_fausts_command_line_with_this_app() -> None:
+    script = "import sys, app; sys.argv = ['events-pipeline', 'batch', '--help']; app.main()"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: events-pipeline batch [OPTIONS]"), result.stdout
