@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from batch.inputs import PeriodInputs
-from batch.manifest import reason_to_process
+from batch.manifest import read_manifest, reason_to_process
 from batch.periods import Period, day_of, periods_overlapping
 from batch.report import BatchLake, RunReport
 from batch.restate import hours_to_restate
@@ -74,7 +74,8 @@ def run_batch(lake: BatchLake, *, sealed_until_ms: int | None, plan: Plan, say: 
     for period in periods:
         listing = {key: etag for hour in period.hours() for key, etag in hours.get(hour, {}).items()}
         key = manifest_key(prefix, period.kind, period.start_ms)
-        old = _read_manifest(lake, key, say) if key in manifests else None
+        old = (read_manifest(lake, key, manifest_from_json, say, "its period is computed again")
+               if key in manifests else None)
         if not is_sealed(period, sealed_until_ms, processed_before=old is not None):
             report.not_sealed.append(period)
         else:
@@ -103,14 +104,6 @@ def _raw_listing(lake: BatchLake, say: Callable[[str], None], report: RunReport)
             continue
         hours.setdefault(hour, {})[key] = etag
     return hours
-
-
-def _read_manifest(lake: BatchLake, key: str, say: Callable[[str], None]) -> Manifest | None:
-    try:
-        return manifest_from_json(lake.get_bytes(key))
-    except ValueError as exc:
-        say(f"warning: s3://{lake.bucket}/{key} is not a readable manifest ({exc}): its period is computed again")
-        return None
 
 
 def _process(lake: BatchLake, period: Period, listing: Mapping[str, str], reason: str, say: Callable[[str], None],

@@ -1,12 +1,29 @@
-"""What changed since a period was processed: the listing of its raw folders against its manifest."""
+"""What changed since a period was processed: the listing of its raw folders against its manifest;
+and reading a manifest back."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 from formats.batch import Manifest
 
-__all__ = ["reason_to_process"]
+if TYPE_CHECKING:
+    from batch.report import BatchLake
+
+__all__ = ["read_manifest", "reason_to_process"]
+
+T = TypeVar("T")
+
+
+def read_manifest(lake: BatchLake, key: str, decode: Callable[[bytes], T], say: Callable[[str], None],
+                  then: str) -> T | None:
+    """The manifest at `key`, or None with a warning (ending in `then`) if it cannot be read as one."""
+    try:
+        return decode(lake.get_bytes(key))
+    except ValueError as exc:
+        say(f"warning: s3://{lake.bucket}/{key} is not a readable manifest ({exc}): {then}")
+        return None
 
 
 def reason_to_process(manifest: Manifest | None, listing: Mapping[str, str], *, output_present: bool) -> str | None:

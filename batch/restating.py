@@ -27,6 +27,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from batch.inputs import RESTATE_INPUT_SCHEMA, PeriodInputs
+from batch.manifest import read_manifest
 from batch.periods import Period, hour_of
 from batch.report import BatchLake, RunReport
 from batch.restate import Change, compare, key_of, place, recompute, span_end_ms
@@ -91,7 +92,8 @@ def _restate_if_needed(lake: BatchLake, hours: Mapping[int, Mapping[str, str]], 
         return
     label = Period.hourly(hour).label()
     key = restate_manifest_key(lake.prefix, hour)
-    old = _read_manifest(lake, key, say) if key in manifests else None
+    old = (read_manifest(lake, key, restate_manifest_from_json, say, "its hour is restated again")
+           if key in manifests else None)
     if old is None and (sealed_until_ms is None or end_ms > sealed_until_ms):
         report.restate_not_sealed += 1
         return
@@ -105,14 +107,6 @@ def _restate_if_needed(lake: BatchLake, hours: Mapping[int, Mapping[str, str]], 
         report.restate_waiting += 1
         return
     _restate_hour(lake, hour, end_ms, listing, backfill, config, say, report, label)
-
-
-def _read_manifest(lake: BatchLake, key: str, say: Callable[[str], None]) -> RestateManifest | None:
-    try:
-        return restate_manifest_from_json(lake.get_bytes(key))
-    except ValueError as exc:
-        say(f"warning: s3://{lake.bucket}/{key} is not a readable manifest ({exc}): its hour is restated again")
-        return None
 
 
 def _events(inputs: PeriodInputs) -> list[tuple[int, int, str, int, float]]:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from formats.events import iso_utc
-from formats.parquet import TIMESTAMP_MS_UTC, read_parquet, table_of, write_parquet
+from formats.parquet import MEASURE_FIELDS, TIMESTAMP_MS_UTC, read_parquet, table_of, write_parquet
 from formats.rows import JSON_OPTIONS, json_float
 
 __all__ = [
@@ -48,11 +48,7 @@ ROLLUP_SCHEMA: Final = pa.schema([
     ("period_end", TIMESTAMP_MS_UTC),
     ("period", pa.string()),
     ("event_type", pa.string()),
-    ("count", pa.int64()),
-    ("sum", pa.float64()),
-    ("min", pa.float64()),
-    ("max", pa.float64()),
-    ("mean", pa.float64()),
+    *MEASURE_FIELDS,
     ("distinct_users", pa.int64()),
     ("p50", pa.float64()),
     ("p95", pa.float64()),

@@ -14,10 +14,13 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["PARQUET_CONTENT_TYPE", "TIMESTAMP_MS_UTC", "read_parquet", "table_of", "write_parquet"]
+__all__ = ["MEASURE_FIELDS", "PARQUET_CONTENT_TYPE", "TIMESTAMP_MS_UTC", "read_parquet", "table_of", "write_parquet"]
 
 PARQUET_CONTENT_TYPE: Final = "application/vnd.apache.parquet"
 TIMESTAMP_MS_UTC: Final = pa.timestamp("ms", tz="UTC")
+# The aggregates of a value, in the closed windows' files and in the rollups alike.
+MEASURE_FIELDS: Final = [("count", pa.int64()), ("sum", pa.float64()), ("min", pa.float64()), ("max", pa.float64()),
+                         ("mean", pa.float64())]
 
 
 def write_parquet(table: pa.Table, sorting_columns: Sequence[pq.SortingColumn]) -> bytes:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from formats.events import iso_utc
-from formats.parquet import TIMESTAMP_MS_UTC, table_of, write_parquet
+from formats.parquet import MEASURE_FIELDS, TIMESTAMP_MS_UTC, table_of, write_parquet
 
 __all__ = [
     "AGGREGATE_SCHEMA",
@@ -46,11 +46,7 @@ AGGREGATE_SCHEMA: Final = pa.schema([
     ("window_end", TIMESTAMP_MS_UTC),
     ("window", pa.string()),
     ("event_type", pa.string()),
-    ("count", pa.int64()),
-    ("sum", pa.float64()),
-    ("min", pa.float64()),
-    ("max", pa.float64()),
-    ("mean", pa.float64()),
+    *MEASURE_FIELDS,
     ("revision", pa.int64()),
     ("late_count", pa.int64()),
 ])
