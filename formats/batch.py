@@ -1,6 +1,7 @@
 """The batch layer's files and status: hourly and daily rollups (Parquet of ROLLUP_SCHEMA, ROLLUP_FORMAT 1),
 the manifests of what each period and each restated hour read (JSON, MANIFEST_FORMAT 1, in their
-``format`` field), and the batch job's status hash in Redis (formats/redis.py names its key).
+``format`` field), and the batch job's status hash in Redis (STATUS_FORMAT 1; formats/redis.py names
+its key).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "MANIFEST_FORMAT",
     "ROLLUP_FORMAT",
     "ROLLUP_SCHEMA",
+    "STATUS_FORMAT",
     "BatchRun",
     "BatchStatus",
     "Manifest",
@@ -234,6 +236,7 @@ def restate_manifest_from_json(data: bytes) -> RestateManifest:
 
 # -- the batch job's status in Redis (formats/redis.py has its key) ---------------------------
 
+STATUS_FORMAT: Final = 1  # the status hash: the fields below, since the first release
 # Counted over every run since the hash was created; each run adds its own figures (HINCRBY).
 BATCH_COUNTERS: Final = ("runs", "runs_failed", "periods_computed", "windows_restated", "rows_restated",
                          "objects_written", "objects_skipped")

@@ -1,4 +1,10 @@
-"""Decoding and validation of one raw event record (bytes -> Event | Rejection)."""
+"""The input event (EVENT_FORMAT 1): decoding and validation of one raw record (bytes -> Event | Rejection).
+
+A JSON object with ``user_id`` and ``event_type`` (strings of 1 to 256 characters, no control
+characters), ``timestamp`` (epoch milliseconds, or ISO-8601 with or without a zone: none means UTC)
+and ``value`` (a finite number); other fields are ignored. A record that is not one goes to the
+dead-letter topic with one of REJECTION_REASONS.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import orjson
 
 __all__ = [
     "BAD_STRING",
+    "EVENT_FORMAT",
     "BAD_TIMESTAMP",
     "INVALID_JSON",
     "MAX_STRING_CHARS",
@@ -33,6 +40,7 @@ __all__ = [
     "encode_event",
 ]
 
+EVENT_FORMAT: Final = 1
 INVALID_JSON: Final = "invalid_json"
 NOT_AN_OBJECT: Final = "not_an_object"
 MISSING_FIELD: Final = "missing_field"
