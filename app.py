@@ -137,8 +137,8 @@ def connect_metrics(app: PipelineApp) -> None:
 
 # Top-level packages and modules of the pipeline: their loggers follow LOG_LEVEL, while
 # faust's own loggers follow `faust worker -l`.
-PIPELINE_LOGGERS = ("agents", "alerts", "app", "batch", "commands", "formats", "kafka_io", "ops", "settings", "sinks",
-                    "tables", "web")
+PIPELINE_LOGGERS = ("agents", "aggregations", "alerts", "app", "batch", "commands", "formats", "kafka_io", "ops",
+                    "settings", "sinks", "tables", "web")
 
 
 def set_pipeline_log_level(level: str) -> None:

@@ -35,9 +35,14 @@ __all__ = [
     "EventColumns",
     "EventFields",
     "Rejection",
+    "check_number",
+    "check_string",
     "decode_common",
     "decode_event",
     "encode_event",
+    "iso_to_epoch_ms",
+    "reject",
+    "type_name",
 ]
 
 EVENT_FORMAT: Final = 1
@@ -148,7 +153,8 @@ class Rejection:
     detail: str
 
 
-def _reject(reason: str, detail: str) -> Rejection:
+def reject(reason: str, detail: str) -> Rejection:
+    """A Rejection whose detail is made safe for logs and headers (one line of ASCII, bounded)."""
     # Details end up in logs/metrics: keep them short and single-line ASCII.
     text = detail.encode("ascii", "backslashreplace").decode("ascii")
     text = text.replace("\n", "\\n").replace("\r", "\\r")
@@ -157,7 +163,7 @@ def _reject(reason: str, detail: str) -> Rejection:
     return Rejection(reason=reason, detail=text)
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
     return type(value).__name__
 
 
@@ -166,33 +172,43 @@ def _snippet(text: str) -> str:
 
 
 def _check_string(obj: dict[str, object], field: str) -> str | Rejection:
-    value = obj[field]
+    return check_string(obj[field], field)
+
+
+def check_string(value: object, field: str) -> str | Rejection:
+    """A string field's value, or why it is not a valid one: 1 to MAX_STRING_CHARS code points, no
+    control character and no lone surrogate (it becomes part of S3 paths and Redis keys)."""
     if not isinstance(value, str):
-        return _reject(WRONG_TYPE, f"{field} must be a string, got {_type_name(value)}")
+        return reject(WRONG_TYPE, f"{field} must be a string, got {type_name(value)}")
     if not value:
-        return _reject(BAD_STRING, f"{field} is empty")
+        return reject(BAD_STRING, f"{field} is empty")
     if len(value) > MAX_STRING_CHARS:
-        return _reject(BAD_STRING, f"{field} has {len(value)} characters, max {MAX_STRING_CHARS}")
+        return reject(BAD_STRING, f"{field} has {len(value)} characters, max {MAX_STRING_CHARS}")
     forbidden = _FORBIDDEN_CHARS.search(value)  # one C-level scan: this runs twice per event
     if forbidden is not None:
         index = forbidden.start()
-        return _reject(BAD_STRING, f"{field} has forbidden character U+{ord(value[index]):04X} at index {index}")
+        return reject(BAD_STRING, f"{field} has forbidden character U+{ord(value[index]):04X} at index {index}")
     return value
 
 
 def _check_value(value: object) -> float | Rejection:
+    return check_number(value, "value")
+
+
+def check_number(value: object, field: str) -> float | Rejection:
+    """A numeric field's value as a float, or why it is not a valid one (a bool is not a number)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return _reject(WRONG_TYPE, f"value must be a number, got {_type_name(value)}")
+        return reject(WRONG_TYPE, f"{field} must be a number, got {type_name(value)}")
     try:
         number = float(value)
     except OverflowError:
-        return _reject(NON_FINITE_VALUE, "value overflows a float")
+        return reject(NON_FINITE_VALUE, f"{field} overflows a float")
     if not math.isfinite(number):
-        return _reject(NON_FINITE_VALUE, f"value is {number}")
+        return reject(NON_FINITE_VALUE, f"{field} is {number}")
     return number
 
 
-def _iso_to_epoch_ms(text: str) -> int | None:
+def iso_to_epoch_ms(text: str) -> int | None:
     """Exact floor of the instant in epoch ms; None if not ISO-8601."""
     if len(text) > _MAX_TIMESTAMP_CHARS or not text.isascii():
         return None
@@ -220,12 +236,12 @@ def _check_timestamp(value: object) -> int | Rejection:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         # Floats are rejected: ms precision is ambiguous and orjson turns
         # integers beyond 64 bits into floats.
-        return _reject(WRONG_TYPE, f"timestamp must be epoch ms int or ISO-8601 string, got {_type_name(value)}")
+        return reject(WRONG_TYPE, f"timestamp must be epoch ms int or ISO-8601 string, got {type_name(value)}")
     if isinstance(value, int):
         return value
-    event_ms = _iso_to_epoch_ms(value)
+    event_ms = iso_to_epoch_ms(value)
     if event_ms is None:
-        return _reject(BAD_TIMESTAMP, f"timestamp is not ISO-8601: {_snippet(value)}")
+        return reject(BAD_TIMESTAMP, f"timestamp is not ISO-8601: {_snippet(value)}")
     return event_ms
 
 
@@ -325,16 +341,16 @@ def _decode_checked(raw: bytes, *, max_bytes: int, min_event_ms: int, max_event_
     """The full checks, in the order that decides which reason a bad record gets."""
     if len(raw) > max_bytes:
         # Checked before parsing so hostile payloads cost nothing to reject.
-        return _reject(OVERSIZED, f"record is {len(raw)} bytes, max {max_bytes}")
+        return reject(OVERSIZED, f"record is {len(raw)} bytes, max {max_bytes}")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return _reject(INVALID_JSON, str(exc))
+        return reject(INVALID_JSON, str(exc))
     if not isinstance(obj, dict):
-        return _reject(NOT_AN_OBJECT, f"top-level JSON is {_type_name(obj)}")
+        return reject(NOT_AN_OBJECT, f"top-level JSON is {type_name(obj)}")
     for field in ("user_id", "event_type", "timestamp", "value"):
         if field not in obj:
-            return _reject(MISSING_FIELD, f"{field} is missing")
+            return reject(MISSING_FIELD, f"{field} is missing")
 
     user_id = _check_string(obj, "user_id")
     if isinstance(user_id, Rejection):
@@ -349,7 +365,7 @@ def _decode_checked(raw: bytes, *, max_bytes: int, min_event_ms: int, max_event_
     if isinstance(event_ms, Rejection):
         return event_ms
     if not min_event_ms <= event_ms <= max_event_ms:
-        return _reject(
+        return reject(
             TIMESTAMP_OUT_OF_RANGE,
             f"timestamp {event_ms} ms outside [{min_event_ms}, {max_event_ms}]",
         )

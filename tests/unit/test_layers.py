@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "pyproject.toml"
 # settings.py sits between kafka_io and alerts: what it may import of the project.
-BELOW_SETTINGS = ("alerts", "tables", "ops", "formats")
+BELOW_SETTINGS = ("alerts", "tables", "aggregations", "ops", "formats")
 
 
 def _project_imports(path: Path) -> set[str]:

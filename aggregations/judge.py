@@ -1,0 +1,187 @@
+"""Judging one event against a spec (aggregations/spec.py): its time, and for each aggregation whether
+it counts, with which key and measures, or why it is a dead letter for that aggregation. Pure.
+
+The event as a whole is a dead letter when it is oversized, not JSON, not an object, or when its time
+is missing or bad: the time is declared once, for every aggregation. Otherwise each aggregation judges
+it on its own, and what one rejects or leaves out still counts in the others:
+
+1. ``where``: every condition's field must hold one of its values (types are strict: 1 is not true,
+   "1" is not 1); an event that does not match is not counted, and is no dead letter.
+2. the key parts, then the ``distinct`` fields, in order: a string (1 to 256 characters, no control
+   character), an integer (64 bits) or a boolean. One missing or null follows ``missing_key``: a dead
+   letter (missing_field), not counted (skip), or a null value (null).
+3. the measures, in order: a finite number (a boolean is not one). A measure missing or null follows
+   ``missing_measure``: a dead letter (missing_field), or left out of that measure's statistics (skip).
+
+The reasons are formats/events.py's, with details naming the field path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, Final, NamedTuple
+
+import orjson
+
+from aggregations.spec import Aggregation, FieldPath, KeyValue, Spec, TimeField
+from formats.events import (
+    BAD_TIMESTAMP,
+    INVALID_JSON,
+    MISSING_FIELD,
+    NOT_AN_OBJECT,
+    OVERSIZED,
+    TIMESTAMP_OUT_OF_RANGE,
+    WRONG_TYPE,
+    Rejection,
+    check_number,
+    check_string,
+    iso_to_epoch_ms,
+    reject,
+    type_name,
+)
+
+__all__ = ["MISSING", "Counted", "Judgement", "event_time", "judge", "judge_object", "lookup"]
+
+MISSING: Final = object()  # what lookup gives for a path the event does not have
+_INT64: Final = 2**63
+_MAX_TIME_TEXT: Final = 32  # an epoch in seconds as text: more is not a time
+
+Key = tuple[KeyValue | None, ...]
+
+
+class Counted(NamedTuple):
+    """What one aggregation takes of an event: its key, each measure's value (None: left out), and the
+    values of its ``distinct`` fields."""
+
+    key: Key
+    measures: tuple[float | None, ...]
+    distinct: Key = ()
+
+
+class Judgement(NamedTuple):
+    event_ms: int
+    results: tuple[Counted | Rejection | None, ...]  # per aggregation, in the spec's order; None: not counted
+
+
+def lookup(event: Mapping[str, Any], path: FieldPath) -> Any:
+    """The value at `path` in the event's nested objects, or MISSING."""
+    value: Any = event
+    for name in path.names:
+        if not isinstance(value, dict):
+            return MISSING
+        value = value.get(name, MISSING)
+        if value is MISSING:
+            return MISSING
+    return value
+
+
+def judge(raw: bytes, spec: Spec, *, max_bytes: int, min_event_ms: int, max_event_ms: int) -> Judgement | Rejection:
+    """The judgement of a raw record, or why the whole record is a dead letter."""
+    if len(raw) > max_bytes:
+        return reject(OVERSIZED, f"record is {len(raw)} bytes, max {max_bytes}")
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return reject(INVALID_JSON, str(exc))
+    if not isinstance(event, dict):
+        return reject(NOT_AN_OBJECT, f"top-level JSON is {type_name(event)}")
+    return judge_object(event, spec, min_event_ms=min_event_ms, max_event_ms=max_event_ms)
+
+
+def judge_object(event: Mapping[str, Any], spec: Spec, *, min_event_ms: int,
+                 max_event_ms: int) -> Judgement | Rejection:
+    """The judgement of a decoded event (a JSON object)."""
+    event_ms = event_time(lookup(event, spec.time.path), spec.time)
+    if isinstance(event_ms, Rejection):
+        return event_ms
+    if not min_event_ms <= event_ms <= max_event_ms:
+        return reject(TIMESTAMP_OUT_OF_RANGE, f"{spec.time.path.text} {event_ms} ms outside [{min_event_ms}, "
+                                              f"{max_event_ms}]")
+    return Judgement(event_ms, tuple(_judge(event, aggregation) for aggregation in spec.aggregations))
+
+
+def event_time(value: Any, time: TimeField) -> int | Rejection:
+    """The event time in epoch milliseconds (floored) of the time field's value, or why it has none."""
+    field, time_format = time.path.text, time.format
+    if value is MISSING or value is None:
+        return reject(MISSING_FIELD, f"{field} is {'missing' if value is MISSING else 'null'}")
+    if isinstance(value, bool):
+        return reject(WRONG_TYPE, f"{field} must be a time ({time_format}), got bool")
+    if isinstance(value, str) and time_format in ("iso8601", "epoch_ms_or_iso8601"):
+        event_ms = iso_to_epoch_ms(value)
+        if event_ms is None:
+            return reject(BAD_TIMESTAMP, f"{field} is not ISO-8601: {value[:32]!r}")
+        return event_ms
+    if isinstance(value, int) and time_format in ("epoch_ms", "epoch_ms_or_iso8601"):
+        return value
+    if isinstance(value, int) and time_format == "epoch_us":
+        return value // 1000
+    if isinstance(value, int | float) and time_format == "epoch_s":
+        # Through the shortest decimal of the number, which is the text the event had: 1733480000.123
+        # is 1733480000123 ms (the float times 1000 is 1733480000122.99...).
+        text = repr(value)
+        if len(text) > _MAX_TIME_TEXT or not Decimal(text).is_finite():
+            return reject(BAD_TIMESTAMP, f"{field} is not a time in seconds: {text[:32]}")
+        return int((Decimal(text) * 1000).to_integral_value(rounding=ROUND_FLOOR))
+    return reject(WRONG_TYPE, f"{field} must be a time ({time_format}), got {type_name(value)}")
+
+
+def _judge(event: Mapping[str, Any], aggregation: Aggregation) -> Counted | Rejection | None:
+    for condition in aggregation.where:
+        value = lookup(event, condition.path)
+        if not any(type(value) is type(wanted) and value == wanted for wanted in condition.values):
+            return None
+    key = _key_values(event, aggregation.key, aggregation)
+    if key is None or isinstance(key, Rejection):
+        return key
+    distinct = _key_values(event, aggregation.distinct, aggregation)
+    if distinct is None or isinstance(distinct, Rejection):
+        return distinct
+    measures: list[float | None] = []
+    for path in aggregation.measures:
+        value = lookup(event, path)
+        if value is MISSING or value is None:
+            if aggregation.missing_measure == "dead_letter":
+                return reject(MISSING_FIELD, f"{path.text} is {'missing' if value is MISSING else 'null'} "
+                                             f"(aggregation {aggregation.name})")
+            measures.append(None)
+            continue
+        number = check_number(value, path.text)
+        if isinstance(number, Rejection):
+            return number
+        measures.append(number)
+    return Counted(key, tuple(measures), distinct)
+
+
+def _key_values(event: Mapping[str, Any], paths: tuple[FieldPath, ...],
+                aggregation: Aggregation) -> Key | Rejection | None:
+    """The values of key-like fields (key parts, distinct fields); None: the event is skipped."""
+    values: list[KeyValue | None] = []
+    for path in paths:
+        value = lookup(event, path)
+        if value is MISSING or value is None:
+            if aggregation.missing_key == "dead_letter":
+                return reject(MISSING_FIELD, f"{path.text} is {'missing' if value is MISSING else 'null'} "
+                                             f"(aggregation {aggregation.name})")
+            if aggregation.missing_key == "skip":
+                return None
+            values.append(None)
+            continue
+        part = _key_part(value, path)
+        if isinstance(part, Rejection):
+            return part
+        values.append(part)
+    return tuple(values)
+
+
+def _key_part(value: Any, path: FieldPath) -> KeyValue | Rejection:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if -_INT64 <= value < _INT64:
+            return value
+        return reject(WRONG_TYPE, f"{path.text} is an integer beyond 64 bits")
+    if isinstance(value, str):
+        return check_string(value, path.text)
+    return reject(WRONG_TYPE, f"{path.text} must be a string, an integer or a boolean, got {type_name(value)}")

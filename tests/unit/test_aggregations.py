@@ -1,0 +1,318 @@
+"""Aggregation specs (aggregations/spec.py) and the judgement of events against them (judge.py):
+every spec error in one line naming the aggregation and the field, every dead-letter reason at run
+time, and the shipped example specs on the events they are written for."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregations.judge import MISSING, Counted, Judgement, event_time, judge, judge_object, lookup
+from aggregations.spec import Spec, SpecError, TimeField, field_path, parse_spec
+from formats.events import (
+    BAD_STRING,
+    BAD_TIMESTAMP,
+    INVALID_JSON,
+    MISSING_FIELD,
+    NON_FINITE_VALUE,
+    NOT_AN_OBJECT,
+    OVERSIZED,
+    TIMESTAMP_OUT_OF_RANGE,
+    WRONG_TYPE,
+    Rejection,
+    iso_to_epoch_ms,
+)
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "aggregations"
+WINDOWS = ("tumbling_1m", "hopping_1m")
+LIMITS = {"min_event_ms": 946_684_800_000, "max_event_ms": 4_102_444_800_000}  # 2000 to 2100
+T_MS = 1_733_480_000_000  # 2024-12-06T10:13:20Z
+
+
+def _spec(body: str, time: str = '[time]\nfield = "ts"\nformat = "epoch_ms"\n') -> Spec:
+    return parse_spec(time + body, WINDOWS)
+
+
+def _judged(spec: Spec, event: object) -> Judgement | Rejection:
+    return judge(orjson.dumps(event), spec, max_bytes=65_536, **LIMITS)
+
+
+AGG = '[[aggregation]]\nname = "a"\nkey = ["k"]\nmeasures = ["m"]\n'
+
+
+# -- the spec ---------------------------------------------------------------------------------------
+
+
+def test_a_full_spec_parses_with_its_defaults() -> None:
+    spec = _spec(AGG + '''
+[[aggregation]]
+name = "b-2"
+key = ["page.path", "country", "flag", "n"]
+missing_key = "null"
+measures = ["x.y", "z"]
+missing_measure = "skip"
+where = { country = ["DE", "FR"], "page.kind" = "product", n = 3, flag = true }
+distinct = ["uid"]
+windows = ["hopping_1m"]
+redis = "latest"
+''')
+    a, b = spec.aggregations
+    assert spec.time == TimeField(field_path("ts"), "epoch_ms")
+    assert (a.missing_key, a.missing_measure, a.redis, a.windows, a.where, a.distinct) == (
+        "dead_letter", "dead_letter", "every", WINDOWS, (), ())
+    assert [p.text for p in b.key] == ["page.path", "country", "flag", "n"]
+    assert [(c.path.text, c.values) for c in b.where] == [("country", ("DE", "FR")), ("page.kind", ("product",)),
+                                                           ("n", (3,)), ("flag", (True,))]
+    assert b.windows == ("hopping_1m",) and b.redis == "latest"
+    assert b.columns() == ["page_path", "country", "flag", "n", "x_y_count", "x_y_sum", "x_y_min", "x_y_max",
+                           "x_y_mean", "z_count", "z_sum", "z_min", "z_max", "z_mean"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("time = 3\n" + AGG, "[time]: expected a table"),
+    ('[time]\nfield = "ts"\nformat = "epoch_ns"\n' + AGG, "[time]: field 'format': expected one of iso8601"),
+    ('[time]\nfield = "a..b"\nformat = "iso8601"\n' + AGG, "[time]: field 'field': expected a field path"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\nzone = "UTC"\n' + AGG, "[time]: unknown field 'zone'"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n', "expected one or more [[aggregation]] tables"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[rollups]\nx = 1\n' + AGG, "unknown top-level key 'rollups'"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "Bad Name"\nkey = ["k"]\nmeasures = ["m"]\n',
+     "aggregation #1: field 'name': expected 1 to 63 characters"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + AGG, "aggregation 'a': field 'name': another aggregation"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'colour = "red"\n', "aggregation 'a': field 'colour': "
+                                                                             "unknown field"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = []\nmeasures = ["m"]\n',
+     "aggregation 'a': field 'key': expected a list of 1 to 4 field paths"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = ["a", "b", "c", "d", "e"]\n'
+     'measures = ["m"]\n', "aggregation 'a': field 'key': expected a list of 1 to 4"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = ["k"]\n',
+     "aggregation 'a': field 'measures': expected a list of 1 to 8 field paths (got None)"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = ["k", "k"]\nmeasures = ["m"]\n',
+     "aggregation 'a': field 'key': a field path is listed twice"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = ["a.b"]\nmeasures = ["a_b"]\n'
+     'missing_measure = "skip"\n', None),  # key column a_b, measure columns a_b_count...: no clash
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = ["a.b", "a_b"]\n'
+     'measures = ["m"]\n', "aggregation 'a': field 'key': its rows would have the column 'a_b' twice"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = ["window"]\nmeasures = ["m"]\n',
+     "aggregation 'a': field 'key': its rows would have the column 'window'"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'missing_key = "drop"\n',
+     "aggregation 'a': field 'missing_key': expected one of dead_letter, skip, null (got 'drop')"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'missing_measure = "null"\n',
+     "aggregation 'a': field 'missing_measure': expected one of dead_letter, skip"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'redis = "some"\n',
+     "aggregation 'a': field 'redis': expected one of every, latest, off"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'windows = ["daily"]\n',
+     "aggregation 'a': field 'windows': expected a list of distinct names of the WINDOWS setting, tumbling_1m, "
+     "hopping_1m"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'windows = []\n', "aggregation 'a': field 'windows'"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'where = { k = 1.5 }\n',
+     "aggregation 'a': field 'where': 'k': expected a string, an integer, a boolean or a list"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'where = { k = [] }\n',
+     "aggregation 'a': field 'where': 'k'"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'where = { "a b" = 1 }\n',
+     "aggregation 'a': field 'where': expected a field path"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'distinct = "uid"\n',
+     "aggregation 'a': field 'distinct': expected a list of 0 to 4 field paths"),
+    ("not toml = [", "not valid TOML"),
+])
+def test_every_spec_error_names_the_aggregation_and_the_field(text: str, message: str | None) -> None:
+    if message is None:
+        parse_spec(text, WINDOWS)
+        return
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, WINDOWS)
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_field_paths() -> None:
+    assert field_path("device.id").names == ("device", "id") and field_path("@ts").column == "@ts"
+    for bad in ("", ".", "a.", "a..b", "a b", "é", "x" * 65, ".".join("a" * 9), 3, None):
+        with pytest.raises(ValueError):
+            field_path(bad)
+
+
+# -- the event's time -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("time_format", "value", "expected"), [
+    ("epoch_ms", T_MS, T_MS),
+    ("epoch_us", T_MS * 1000 + 999, T_MS),
+    ("epoch_us", -1, -1),  # floored, like every format
+    ("epoch_s", 1_733_480_000, T_MS),
+    ("epoch_s", 1_733_480_000.123, T_MS + 123),  # the number's text, not the float times 1000 (…122.99)
+    ("epoch_s", 1_733_480_000.1239, T_MS + 123),
+    ("epoch_s", -0.0005, -1),
+    ("iso8601", "2024-12-06T10:13:20Z", T_MS),
+    ("iso8601", "2024-12-06T11:13:20.5+01:00", T_MS + 500),
+    ("iso8601", "2024-12-06T10:13:20", T_MS),  # no zone: UTC
+    ("epoch_ms_or_iso8601", T_MS, T_MS),
+    ("epoch_ms_or_iso8601", "2024-12-06T10:13:20Z", T_MS),
+])
+def test_every_time_format(time_format: str, value: object, expected: int) -> None:
+    assert event_time(value, TimeField(field_path("t"), time_format)) == expected
+
+
+@pytest.mark.parametrize(("time_format", "value", "reason"), [
+    ("epoch_ms", MISSING, MISSING_FIELD),
+    ("epoch_ms", None, MISSING_FIELD),
+    ("epoch_ms", 1.5, WRONG_TYPE),  # milliseconds are whole: a float is ambiguous
+    ("epoch_ms", True, WRONG_TYPE),
+    ("epoch_ms", "1733480000000", WRONG_TYPE),
+    ("epoch_us", 1.0, WRONG_TYPE),
+    ("epoch_s", "1733480000", WRONG_TYPE),
+    ("iso8601", T_MS, WRONG_TYPE),
+    ("iso8601", "yesterday", BAD_TIMESTAMP),
+    ("epoch_ms_or_iso8601", [T_MS], WRONG_TYPE),
+    ("epoch_ms_or_iso8601", "12:00", BAD_TIMESTAMP),
+])
+def test_a_bad_time_is_a_dead_letter_with_its_reason(time_format: str, value: object, reason: str) -> None:
+    rejection = event_time(value, TimeField(field_path("t"), time_format))
+    assert isinstance(rejection, Rejection) and rejection.reason == reason and "t " in rejection.detail + " "
+
+
+@settings(max_examples=300, deadline=None)
+@given(ms=st.integers(-10**15, 10**15))
+def test_the_time_formats_agree(ms: int) -> None:
+    fields = {"epoch_ms": ms, "epoch_us": ms * 1000 + 7, "epoch_s": ms / 1000 if ms % 1000 == 0 else None}
+    for time_format, value in fields.items():
+        if value is not None:
+            assert event_time(value, TimeField(field_path("t"), time_format)) == ms
+
+
+def test_iso_times_floor_to_the_millisecond_like_the_default_jobs() -> None:
+    for text in ("2026-12-06T10:00:00.1239+01:00", "1969-12-31T23:59:59.9995Z"):
+        assert event_time(text, TimeField(field_path("t"), "iso8601")) == iso_to_epoch_ms(text)
+
+
+# -- a whole event ----------------------------------------------------------------------------------
+
+
+def test_whole_record_rejections() -> None:
+    spec = _spec(AGG)
+    assert judge(b"x" * 70_000, spec, max_bytes=65_536, **LIMITS).reason == OVERSIZED  # type: ignore[union-attr]
+    assert judge(b"{nope", spec, max_bytes=65_536, **LIMITS).reason == INVALID_JSON  # type: ignore[union-attr]
+    assert _judged(spec, [1, 2]).reason == NOT_AN_OBJECT  # type: ignore[union-attr]
+    assert _judged(spec, {"k": "a", "m": 1}).reason == MISSING_FIELD  # type: ignore[union-attr]
+    assert _judged(spec, {"ts": 5, "k": "a", "m": 1}).reason == TIMESTAMP_OUT_OF_RANGE  # type: ignore[union-attr]
+
+
+def test_key_parts_measures_and_their_policies_per_aggregation() -> None:
+    spec = _spec('''
+[[aggregation]]
+name = "strict"
+key = ["k.a", "k.b"]
+measures = ["m.x", "m.y"]
+
+[[aggregation]]
+name = "lenient"
+key = ["k.a", "k.b"]
+missing_key = "null"
+measures = ["m.x", "m.y"]
+missing_measure = "skip"
+
+[[aggregation]]
+name = "skipping"
+key = ["k.b"]
+missing_key = "skip"
+measures = ["m.x"]
+''')
+    whole = {"ts": T_MS, "k": {"a": "x", "b": 7}, "m": {"x": 1, "y": 2.5}}
+    assert _judged(spec, whole) == Judgement(T_MS, (Counted(("x", 7), (1.0, 2.5)),) * 2 + (Counted((7,), (1.0,)),))
+    partial = {"ts": T_MS, "k": {"a": True}, "m": {"x": -0.5, "y": None}}
+    strict, lenient, skipping = _judged(spec, partial).results  # type: ignore[union-attr]
+    assert isinstance(strict, Rejection) and strict.reason == MISSING_FIELD
+    assert strict.detail == "k.b is missing (aggregation strict)"
+    assert lenient == Counted((True, None), (-0.5, None))  # the event still counts in the others
+    assert skipping is None
+
+
+@pytest.mark.parametrize(("key", "measure", "reason"), [
+    (1.5, 1, WRONG_TYPE),  # a float is no key part
+    ({"nested": 1}, 1, WRONG_TYPE),
+    ([1], 1, WRONG_TYPE),
+    (2**64, 1, WRONG_TYPE),  # beyond 64 bits (orjson reads it as a float, and so does any key)
+    ("", 1, BAD_STRING),
+    ("a\nb", 1, BAD_STRING),
+    ("x" * 257, 1, BAD_STRING),
+    ("k", "1", WRONG_TYPE),
+    ("k", True, WRONG_TYPE),
+    ("k", 10**400, INVALID_JSON),  # orjson refuses the document
+])
+def test_a_bad_key_part_or_measure_is_a_dead_letter_for_its_aggregation(key: object, measure: object,
+                                                                        reason: str) -> None:
+    spec = _spec(AGG + '[[aggregation]]\nname = "other"\nkey = ["o"]\nmeasures = ["p"]\n')
+    try:
+        raw = orjson.dumps({"ts": T_MS, "k": key, "m": measure, "o": "fine", "p": 1})
+    except TypeError:  # an integer orjson cannot write: the document by hand
+        raw = f'{{"ts": {T_MS}, "k": {key!r}, "m": {measure!r}, "o": "fine", "p": 1}}'.replace("'", '"').encode()
+    judged = judge(raw, spec, max_bytes=65_536, **LIMITS)
+    if reason == INVALID_JSON:
+        assert isinstance(judged, Rejection) and judged.reason == INVALID_JSON
+        return
+    assert isinstance(judged, Judgement)
+    mine, other = judged.results
+    assert isinstance(mine, Rejection) and mine.reason == reason, mine
+    assert other == Counted(("fine",), (1.0,))
+
+
+def test_a_non_finite_measure_from_a_more_permissive_parser_is_a_dead_letter() -> None:
+    spec = _spec(AGG)
+    for value in (math.inf, math.nan, 10**400):
+        judged = judge_object({"ts": T_MS, "k": "a", "m": value}, spec, **LIMITS)
+        assert isinstance(judged, Judgement) and judged.results[0].reason == NON_FINITE_VALUE  # type: ignore[union-attr]
+
+
+def test_where_is_strict_about_types_and_never_a_dead_letter() -> None:
+    spec = _spec(AGG + 'where = { "c.d" = ["x", 1, true] }\n')
+    for value, counted in (("x", True), (1, True), (True, True), ("1", False), (1.0, False), (False, False),
+                           (None, False)):
+        judged = _judged(spec, {"ts": T_MS, "k": "a", "m": 1, "c": {"d": value}})
+        assert isinstance(judged, Judgement)
+        assert (judged.results[0] is not None) == counted, value
+    assert _judged(spec, {"ts": T_MS, "k": "a", "m": 1}).results == (None,)  # type: ignore[union-attr]
+
+
+def test_lookup_walks_objects_only() -> None:
+    event = {"a": {"b": {"c": 0}}, "l": [{"b": 1}], "s": "text"}
+    assert lookup(event, field_path("a.b.c")) == 0
+    for path in ("a.x", "a.b.c.d", "l.b", "s.length", "z"):
+        assert lookup(event, field_path(path)) is MISSING
+
+
+# -- the shipped specs ------------------------------------------------------------------------------
+
+
+def _shipped(name: str) -> Spec:
+    return parse_spec((DEPLOY / f"{name}.toml").read_text(), WINDOWS)
+
+
+def test_the_shipped_specs_parse_and_take_the_events_they_are_written_for() -> None:
+    assert {path.stem for path in DEPLOY.glob("*.toml")} == {"article", "clickstream", "iot"}
+    article = _shipped("article")
+    assert _judged(article, {"user_id": "u1", "event_type": "click", "timestamp": T_MS, "value": 2}) == Judgement(
+        T_MS, (Counted(("click",), (2.0,), ("u1",)),))
+    assert _judged(article, {"event_type": "click", "timestamp": T_MS, "value": 2}).results[0].reason == (  # type: ignore[union-attr]
+        MISSING_FIELD)
+
+    clicks = _shipped("clickstream")
+    event = {"uid": "u1", "page": {"path": "/cart"}, "country": "DE", "ts": 1733480000, "ms_on_page": 5120}
+    assert _judged(clicks, event) == Judgement(T_MS, (Counted(("/cart", "DE"), (5120.0,), ("u1",)),
+                                                      Counted(("u1",), (5120.0,)), Counted(("/cart",), (5120.0,))))
+    no_country = {**event, "page": {"path": "/home"}, "country": None}
+    assert _judged(clicks, no_country).results == (Counted(("/home", None), (5120.0,), ("u1",)),  # type: ignore[union-attr]
+                                                   Counted(("u1",), (5120.0,)), None)
+
+    iot = _shipped("iot")
+    reading = {"device": {"id": "d-17", "site": "berlin"}, "metrics": {"temp": 21.5, "hum": 40.2},
+               "time": "2026-12-06T10:00:00.123+01:00"}
+    at_ms = iso_to_epoch_ms("2026-12-06T09:00:00.123Z")
+    assert _judged(iot, reading) == Judgement(at_ms, (Counted(("d-17",), (21.5, 40.2)),  # type: ignore[arg-type]
+                                                      Counted(("berlin",), (21.5,))))
+    no_humidity = {**reading, "metrics": {"temp": 20}}
+    assert _judged(iot, no_humidity).results == (Counted(("d-17",), (20.0, None)),  # type: ignore[union-attr]
+                                                 Counted(("berlin",), (20.0,)))
