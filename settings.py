@@ -11,6 +11,7 @@ source of the README's settings table.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -68,12 +69,13 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("WEB_BIND", "127.0.0.1", "Address the web server binds to (`0.0.0.0` to expose it)."),
     Setting("WEB_PORT", "6066", "Port of the web server (views, metrics, health)."),
     Setting("WEB_HOST", "127.0.0.1", "Host name other workers use to reach this one (table routing)."),
-    Setting("WEB_AUTH_TOKEN", "", "If set, every `/v1` request needs `Authorization: Bearer <token>` (the dashboard asks for it); `/metrics` and `/` stay open. Set it whenever the port is reachable from outside.", secret=True),
+    Setting("WEB_AUTH_TOKEN", "", "If set, every `/v1` request needs `Authorization: Bearer <token>` (the dashboard asks for it); `/metrics` and `/` stay open. Required when `WEB_BIND` is not a loopback address (see `WEB_AUTH`).", secret=True),
+    Setting("WEB_AUTH", "token", "`token`: the worker refuses to start with `WEB_BIND` beyond loopback and no `WEB_AUTH_TOKEN`; `none`: serve the API without a token to whoever reaches the port (say so explicitly)."),
     Setting("STATE_DIR", "var/state", "Directory of the worker's local state (RocksDB tables)."),
     Setting("LAKE_URL", "s3://lake/", "Data lake root, `s3://bucket/prefix`."),
-    Setting("S3_ENDPOINT_URL", "", "S3 API endpoint (`http(s)://host:port`); empty means AWS S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, profile, instance role)."),
+    Setting("S3_ENDPOINT_URL", "", "S3 API endpoint (`http(s)://host:port`, no credentials in it); empty means AWS S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, profile, instance role)."),
     Setting("S3_REGION", "us-east-1", "S3 region."),
-    Setting("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis server, `redis://`, `rediss://` (TLS) or `unix://`."),
+    Setting("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis server, `redis://`, `rediss://` (TLS) or `unix://`; a password goes in it (`rediss://:password@host:6379/0`) and is never shown.", secret=True),
     Setting("REDIS_KEY_PREFIX", "events:", "Prefix of every Redis key the app writes."),
     Setting("REDIS_TTL", "168h", "Time to live of exported windows in Redis."),
     Setting("REDIS_LATEST_N", "60", "How many latest windows per (window, event_type) the Redis index keeps."),
@@ -108,6 +110,7 @@ _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9:_.-]{0,64}$")
 _HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
+_USERINFO = re.compile(r"//[^/@\s]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +222,7 @@ class _Reader:
         try:
             return parser(value)
         except ValueError as exc:
-            shown = "<hidden>" if name in _SECRETS else repr(value)
+            shown = "<hidden>" if name in _SECRETS else repr(redact_userinfo(value))
             raise SettingsError(name, f"{exc} (got {shown})") from None
 
 
@@ -301,12 +304,20 @@ def _lake_url(text: str) -> tuple[str, str]:
     return parts.netloc, f"{prefix}/" if prefix else ""
 
 
+def redact_userinfo(text: str) -> str:
+    """`text` with the user and password of any URL in it replaced by `***`: safe to show."""
+    return _USERINFO.sub("//***@", text)
+
+
 def _http_url(text: str) -> str | None:
     if not text:
         return None
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("unknown URL scheme: expected http://host:port or https://host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials do not belong in the URL: the AWS chain gives them (AWS_ACCESS_KEY_ID and "
+                         "AWS_SECRET_ACCESS_KEY, a profile, an instance role)")
     parts.port  # noqa: B018 - raises ValueError on a non-numeric port
     return text.rstrip("/")
 
@@ -345,6 +356,33 @@ def _alert_rules(path: str, windows: tuple[WindowSpec, ...]) -> tuple[Rule, ...]
         return parse_rules(text, windows)
     except RuleError as exc:
         raise SettingsError("ALERT_RULES", f"{path}: {exc}") from None
+
+
+def _web(read: _Reader) -> WebSettings:
+    web = WebSettings(
+        bind=read.parse("WEB_BIND", _matching(_HOST, "an IP address or host name")),
+        port=read.parse("WEB_PORT", _port),
+        host=read.parse("WEB_HOST", _matching(_HOST, "a host name")),
+        auth_token=read.parse("WEB_AUTH_TOKEN", _matching(re.compile(r"^(|[!-~]{16,256})$"),
+                                                          "empty, or 16 to 256 printable ASCII characters")),
+    )
+    auth = read.parse("WEB_AUTH", _choice(("token", "none"), lower=True))
+    if auth == "none" and web.auth_token:
+        raise SettingsError("WEB_AUTH", "none, but WEB_AUTH_TOKEN is set: unset one of them")
+    if auth == "token" and not web.auth_token and not _is_loopback(web.bind):
+        raise SettingsError("WEB_BIND", f"{web.bind} is reachable beyond this host, and WEB_AUTH_TOKEN is empty: "
+                                        "set WEB_AUTH_TOKEN, or WEB_AUTH=none to serve every window, alert and "
+                                        "rollup to whoever reaches the port")
+    return web
+
+
+def _is_loopback(bind: str) -> bool:
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
 
 
 def _optional_url(reader: _Reader, name: str, parser: Callable[[str], T]) -> T | None:
@@ -419,13 +457,7 @@ def load(env: Mapping[str, str]) -> Settings:
     return Settings(
         app_id=read.parse("APP_ID", _matching(_APP_ID, "letters, digits, '.', '_' or '-'")),
         kafka=kafka,
-        web=WebSettings(
-            bind=read.parse("WEB_BIND", _matching(_HOST, "an IP address or host name")),
-            port=read.parse("WEB_PORT", _port),
-            host=read.parse("WEB_HOST", _matching(_HOST, "a host name")),
-            auth_token=read.parse("WEB_AUTH_TOKEN", _matching(re.compile(r"^(|[!-~]{16,256})$"),
-                                                              "empty, or 16 to 256 printable ASCII characters")),
-        ),
+        web=_web(read),
         state_dir=Path(read.raw("STATE_DIR") or _DEFAULTS["STATE_DIR"]),
         lake=LakeSettings(
             bucket=bucket,

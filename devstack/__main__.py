@@ -14,7 +14,7 @@ from commands.loadgen import parse_fraction
 from devstack.ports import PortInUseError, ensure_free
 from devstack.stack import Endpoints, Stack
 from ops.process import ManagedProcess, ServiceFailedError, supervise
-from settings import Settings, exit_on_error, load, load_devstack
+from settings import Settings, exit_on_error, load, load_devstack, redact_userinfo
 
 log = logging.getLogger("devstack")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def _banner(settings: Settings, endpoints: Endpoints, stack: Stack, *, with_work
         "embedded stack is up:",
         f"  broker      {endpoints.broker_url}",
         f"  S3          {endpoints.s3_endpoint}  (lake {lake}, raw events under {lake}events/)",
-        f"  Redis       {endpoints.redis_url}  (key prefix {settings.redis.key_prefix!r})",
+        f"  Redis       {redact_userinfo(endpoints.redis_url)}  (key prefix {settings.redis.key_prefix!r})",
         f"  service logs {stack.log_dir}",
     ]
     if with_worker:

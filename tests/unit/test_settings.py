@@ -100,6 +100,42 @@ def test_secret_values_are_not_echoed() -> None:
     assert "hunter2" not in repr(settings)
 
 
+def test_a_password_in_a_url_is_never_echoed() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load({"REDIS_URL": "redis://:hunter2@cache:port/0"})
+    assert caught.value.name == "REDIS_URL" and "hunter2" not in str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        load({"S3_ENDPOINT_URL": "https://key:hunter2@s3.example:9000"})
+    assert caught.value.name == "S3_ENDPOINT_URL" and "credentials do not belong in the URL" in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "key" not in str(caught.value).split("got")[-1]
+
+
+TOKEN = "t" * 16
+
+
+@pytest.mark.parametrize(("env", "error"), [
+    ({"WEB_BIND": "0.0.0.0"}, "WEB_BIND: 0.0.0.0 is reachable beyond this host, and WEB_AUTH_TOKEN is empty"),
+    ({"WEB_BIND": "10.1.2.3"}, "WEB_BIND: 10.1.2.3 is reachable"),
+    ({"WEB_BIND": "::"}, "WEB_BIND: :: is reachable"),
+    ({"WEB_BIND": "worker.internal"}, "WEB_BIND: worker.internal is reachable"),  # a name may resolve anywhere
+    ({"WEB_AUTH": "none", "WEB_AUTH_TOKEN": TOKEN}, "WEB_AUTH: none, but WEB_AUTH_TOKEN is set"),
+    ({"WEB_AUTH": "open"}, "WEB_AUTH: expected one of token, none"),
+    ({"WEB_BIND": "0.0.0.0", "WEB_AUTH": "none"}, None),  # the explicit opt-out
+    ({"WEB_BIND": "0.0.0.0", "WEB_AUTH_TOKEN": TOKEN}, None),
+    ({"WEB_BIND": "127.0.0.2"}, None),
+    ({"WEB_BIND": "::1"}, None),
+    ({"WEB_BIND": "localhost"}, None),
+])
+def test_a_web_server_beyond_loopback_needs_a_token_or_an_explicit_opt_out(env: dict[str, str],
+                                                                          error: str | None) -> None:
+    if error is None:
+        assert load(env).web.bind == env.get("WEB_BIND", "127.0.0.1")
+        return
+    with pytest.raises(SettingsError) as caught:
+        load(env)
+    assert str(caught.value).startswith(error), str(caught.value)
+
+
 def test_devstack_explicit_urls_mean_external_services() -> None:
     config = load_devstack({"BROKER_URL": "kafka://10.0.0.5:9092", "DEVSTACK_S3_PORT": "9000"})
     assert config.external_broker_url == "kafka://10.0.0.5:9092"
@@ -125,3 +161,15 @@ def test_cli_rejects_bad_setting_with_one_line(command: list[str]) -> None:
     assert result.stderr.splitlines() == [
         "error: invalid setting WEB_PORT: expected an integer from 1 to 65535 (got 'abc')"
     ]
+
+
+def test_the_worker_refuses_an_open_port_without_a_token_in_one_line() -> None:
+    env = {**os.environ, "WEB_BIND": "0.0.0.0", "PYTHONPATH": str(ROOT)}
+    env.pop("WEB_AUTH_TOKEN", None)
+    env.pop("WEB_AUTH", None)
+    result = subprocess.run([sys.executable, "-m", "faust", "-A", "app", "worker"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "error: invalid setting WEB_BIND: 0.0.0.0 is reachable beyond this host, and WEB_AUTH_TOKEN is empty: set "
+        "WEB_AUTH_TOKEN, or WEB_AUTH=none to serve every window, alert and rollup to whoever reaches the port"]
