@@ -286,26 +286,26 @@ class ExportPartition:
                             self._cursors_started += self._start_cursors(low)
                 continue
             if isinstance(message, PartialColumns):
-                self._merge(message.partition, message.window, message.start_ms, *message.columns)
+                self._merge(message, *message.columns)
                 continue
             for columns in message.as_columns():  # an earlier generation's message
-                self._merge(columns.partition, columns.window, columns.start_ms, *columns.columns)
+                self._merge(columns, *columns.columns)
         state.next_offset = records[-1].offset + 1
         if self._dirty_count() >= PERSIST_KEYS_LIMIT:
             await self._persist()
         self._start_exports()
 
-    def _merge(self, partition: int, window: str, start_ms: int, *columns: Sequence) -> None:  # type: ignore[type-arg]
+    def _merge(self, message: PartialColumns, *columns: Sequence) -> None:  # type: ignore[type-arg]
         """One input partition's partials of one window instance (InstanceTotals.merge), unless the
         window was exported (a replay: its totals are final) or is no longer configured."""
-        group = (window, start_ms)
-        if group in self.state.ledger or window not in self.size_ms:
+        group = (message.window, message.start_ms)
+        if group in self.state.ledger or message.window not in self.size_ms:
             self.ctx.stats.partials_after_close += len(columns[0])
             return
         instance = self.state.windows.get(group)
         if instance is None:
-            instance = self.state.windows[group] = InstanceTotals(window, start_ms)
-        instance.merge(partition, *columns)
+            instance = self.state.windows[group] = InstanceTotals(message.window, message.start_ms, message.measures)
+        instance.merge(message.partition, *columns)
 
     def _dirty_count(self) -> int:
         return sum(len(instance.dirty) for instance in self.state.windows.values())

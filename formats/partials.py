@@ -5,8 +5,11 @@ A *partials message* carries the cumulative partial aggregates of one input part
 types of one window instance (window, window_start), all of one stage-2 partition, as columns.
 Generations, each still read (a rolling upgrade meets them in the topic and in stage 1's changelog):
 
-- 3 (PARTIALS_VERSION, written now): ``{"v": 3, "p": partition, "w": window, "s": start_ms,
-  "t": [event_type...], "c": [count...], "sum": [...], "min": [...], "max": [...], "m": [marker...]}``;
+- 4 (PARTIALS_VERSION, written for several measures): generation 3 with ``"n": M``, the number of
+  measures; "c", "sum", "min" and "max" then hold M values per key (key j's measure k at j * M + k),
+  "m" one marker per key;
+- 3 (written for one measure, the article's job): ``{"v": 3, "p": partition, "w": window, "s": start_ms,
+  "t": [key...], "c": [count...], "sum": [...], "min": [...], "max": [...], "m": [marker...]}``;
   before the version field was written the same body came without ``"v"`` (recognised by ``"c"``);
 - 2: many keys of any instances, ``{"p": partition, "e": [[window, start_ms, event_type,
   [count, sum, min, max, marker]], ...]}``;
@@ -51,7 +54,8 @@ __all__ = [
     "partial_partition",
 ]
 
-PARTIALS_VERSION: Final = 3
+PARTIALS_VERSION: Final = 4
+_ONE_MEASURE_VERSION: Final = 3
 FRONTIER_VERSION: Final = 1
 PARTIALS_BYTES: Final = 256 * 1024
 
@@ -89,6 +93,7 @@ class PartialColumns(NamedTuple):
     lows: list[float]
     highs: list[float]
     markers: list[int]
+    measures: int = 1  # M: counts, sums, lows and highs hold M values per key
 
     @property
     def columns(self) -> tuple[list[str], list[int], list[float], list[float], list[float], list[int]]:
@@ -97,11 +102,16 @@ class PartialColumns(NamedTuple):
 
     @property
     def entries(self) -> list[tuple[PartialKey, list[float]]]:
-        """Each key's [count, sum, min, max, marker], as PartialsMessage has them."""
-        window, start_ms = self.window, self.start_ms
-        return [(PartialKey(window, start_ms, event_type), [count, total, low, high, marker])
-                for event_type, count, total, low, high, marker in
-                zip(self.types, self.counts, self.sums, self.lows, self.highs, self.markers, strict=True)]
+        """Each key's partial ([count, sum, min, max] per measure, then the marker), as PartialsMessage has
+        them."""
+        window, start_ms, measures = self.window, self.start_ms, self.measures
+        found = []
+        for j, (key, marker) in enumerate(zip(self.types, self.markers, strict=True)):
+            partial: list[float] = []
+            for k in range(j * measures, j * measures + measures):
+                partial += [self.counts[k], self.sums[k], self.lows[k], self.highs[k]]
+            found.append((PartialKey(window, start_ms, key), [*partial, marker]))
+        return found
 
 
 class FrontierMessage(NamedTuple):
@@ -112,10 +122,12 @@ class FrontierMessage(NamedTuple):
 
 
 class Columns(Protocol):
-    """Five columns of partials by slot (count and marker integers): stage 1's open partials of a window
-    instance (tables.partials.InstancePartials), or one input partition's in stage 2
-    (tables.totals.SourceColumns)."""
+    """Five columns of partials by slot (count and marker integers; M values per slot in the first four
+    with M measures): stage 1's open partials of a window instance (tables.partials.InstancePartials),
+    or one input partition's in stage 2 (tables.totals.SourceColumns)."""
 
+    @property
+    def measures(self) -> int: ...
     @property
     def count(self) -> Sequence[int]: ...
     @property
@@ -159,15 +171,21 @@ def encode_partial_columns(partition: int, instance: InstanceColumns, slots: Seq
     """The partials of these slots of one window instance, as a message of generation 3 (stage 1 sends
     it as it is, cut at PARTIALS_BYTES by its caller, and stores the same bytes as its pack)."""
     types = instance.types
+    if instance.measures == 1:
+        return orjson.dumps({"v": _ONE_MEASURE_VERSION, "p": partition, "w": instance.window, "s": instance.start_ms,
+                             "t": [types[i] for i in slots], **partial_columns(instance, slots)})
     return orjson.dumps({"v": PARTIALS_VERSION, "p": partition, "w": instance.window, "s": instance.start_ms,
-                         "t": [types[i] for i in slots], **partial_columns(instance, slots)})
+                         "n": instance.measures, "t": [types[i] for i in slots], **partial_columns(instance, slots)})
 
 
 def partial_columns(columns: Columns, slots: Sequence[int]) -> dict[str, list[Any]]:
-    """The five columns of partials, as both stages' bodies hold them: count, sum, min, max, marker."""
+    """The five columns of partials, as both stages' bodies hold them: count, sum, min, max (M values per
+    slot with M measures), marker."""
     count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
-    return {"c": [count[i] for i in slots], "sum": [total[i] for i in slots], "min": [low[i] for i in slots],
-            "max": [high[i] for i in slots], "m": [marker[i] for i in slots]}
+    measures = columns.measures
+    values = slots if measures == 1 else [i * measures + k for i in slots for k in range(measures)]
+    return {"c": [count[i] for i in values], "sum": [total[i] for i in values], "min": [low[i] for i in values],
+            "max": [high[i] for i in values], "m": [marker[i] for i in slots]}
 
 
 def columns_of(body: dict[str, Any]) -> tuple[list[Any], ...]:
@@ -197,12 +215,15 @@ def decode_stage_message(raw: bytes) -> PartialColumns | PartialsMessage | Front
             raise ValueError(f"a frontier message of unknown version {body['v']!r}: {raw[:200]!r}")
         return FrontierMessage(int(body["p"]), int(body["f"]), int(body["n"]), int(body["at"]))
     if "c" in body:  # the hot path of stage 2, taken as orjson decodes encode_partial_columns' output
-        if body.get("v", PARTIALS_VERSION) != PARTIALS_VERSION:
-            raise ValueError(f"a partials message of unknown version {body['v']!r}: {raw[:200]!r}")
-        columns = body["t"], *columns_of(body)
-        if len(set(map(len, columns))) != 1:
+        version = body.get("v", _ONE_MEASURE_VERSION)
+        measures = 1 if version == _ONE_MEASURE_VERSION else body["n"] if version == PARTIALS_VERSION else 0
+        if type(measures) is not int or measures < 1:
+            raise ValueError(f"a partials message of unknown version {version!r}: {raw[:200]!r}")
+        types, counts, sums, lows, highs, markers = body["t"], *columns_of(body)
+        if not (len(types) == len(markers)
+                and len(counts) == len(sums) == len(lows) == len(highs) == len(types) * measures):
             raise ValueError(f"a partials message with columns of unequal lengths: {raw[:200]!r}")
-        return PartialColumns(body["p"], body["w"], body["s"], *columns)
+        return PartialColumns(body["p"], body["w"], body["s"], types, counts, sums, lows, highs, markers, measures)
     if "e" not in body:  # generation 1: one key
         key = PartialKey(str(body["w"]), int(body["s"]), str(body["t"]))
         return PartialsMessage(int(body["p"]), [(key, _partial(*body["a"]))])

@@ -2,18 +2,20 @@
 value a stage stores for one of its input partitions, in that partition of its changelog
 (tables/store.py keeps them; tables/state.py builds a stage's state from them).
 
-Stage 1 (INGEST_STATE_VERSION 3)::
+Stage 1 (INGEST_STATE_VERSION 4)::
 
     pos                  {"v": 1, "fold": fold_next, "arch": archive_next, "f": frontier_ms, "e": event_ms}
     kp|<16 hex digits>   a pack of one window instance's open partials: the partials message body
-                         (formats/partials.py, generation 3) that carried them, the same bytes
+                         (formats/partials.py, generation 3, or 4 with several measures) that carried
+                         them, the same bytes
 
-Stage 2 (EXPORT_STATE_VERSION 3)::
+Stage 2 (EXPORT_STATE_VERSION 4)::
 
     pos                  {"v": 1, "next": next input offset}
     tp|<16 hex digits>   a pack of one window instance's totals: {"v": 3, "w": window, "s": start_ms,
-                         "t": [event_type...], "p": {input partition: five columns}} (marker -1 where
-                         that partition sent no partial of the type; count and marker integers)
+                         "t": [key...], "p": {input partition: five columns}} (marker -1 where that
+                         partition sent no partial of the key; count and marker integers); with several
+                         measures {"v": 4, "n": M, ...}, M values per key in count, sum, min and max
     f|<input partition>  that partition's frontier (a number)
     l|<window>|<start>   an exported window instance: its end (a number)
     a|t|<track key>      an alert rule's state for one (rule, event type): {"b", "n", "f", "h", "i"}
@@ -37,7 +39,7 @@ from typing import Any, Final, Protocol
 import orjson
 
 from formats.alerts import Track
-from formats.partials import Columns, Instance, column_entries, columns_of, partial_columns
+from formats.partials import Columns, Instance, PartialColumns, columns_of, decode_stage_message, partial_columns
 
 __all__ = [
     "ABSENT_MARKER",
@@ -73,10 +75,11 @@ __all__ = [
     "track_state_key",
 ]
 
-INGEST_STATE_VERSION: Final = 3
-EXPORT_STATE_VERSION: Final = 3
+INGEST_STATE_VERSION: Final = 4
+EXPORT_STATE_VERSION: Final = 4
 _POSITION_VERSION: Final = 1
-_PACK_VERSION: Final = 3
+_PACK_VERSION: Final = 3  # one measure
+_MEASURES_PACK_VERSION: Final = 4  # several: with "n", their number
 
 POSITION_KEY: Final = b"pos"
 PARTIALS_PACK_PREFIX: Final = b"kp|"  # stage 1's open partials, in packs
@@ -134,16 +137,19 @@ def packs_in(prefix: bytes, items: Mapping[bytes, bytes]) -> dict[int, bytes]:
     return {int(key[len(prefix):], 16): value for key, value in items.items() if key.startswith(prefix)}
 
 
-def decode_ingest_pack(raw: bytes) -> tuple[str, int, list[tuple[str, Sequence[float]]]]:
-    """(window, start_ms, [(event_type, [count, sum, min, max, marker])...]) of a stage-1 pack."""
+def decode_ingest_pack(raw: bytes) -> tuple[str, int, list[tuple[str, Sequence[float]]], int]:
+    """(window, start_ms, [(key, partial)...], measures) of a stage-1 pack: a partials message body of
+    generation 3 or 4, or a pack of generation 2."""
     body = orjson.loads(raw)
     if "c" in body:
-        _checked(body, _PACK_VERSION, "a stage-1 pack")
-        entries = [(str(event_type), (count, total, low, high, marker))
-                   for event_type, count, total, low, high, marker in column_entries(body)]
-    else:
-        entries = [(str(event_type), partial) for event_type, partial in body["e"]]
-    return str(body["w"]), int(body["s"]), entries
+        try:
+            message = decode_stage_message(raw)
+        except ValueError as exc:
+            raise StateFormatError(f"a stage-1 pack: {exc}") from None
+        assert isinstance(message, PartialColumns)
+        return message.window, message.start_ms, [(key.event_type, partial) for key, partial in message.entries], \
+            message.measures
+    return str(body["w"]), int(body["s"]), [(str(key), partial) for key, partial in body["e"]], 1
 
 
 class TotalsColumns(Instance, Protocol):
@@ -158,26 +164,37 @@ def encode_totals_columns(instance: TotalsColumns, slots: Sequence[int]) -> byte
     types = instance.types
     sources = {str(partition): partial_columns(columns, slots)
                for partition, columns in sorted(instance.sources.items())}
-    return orjson.dumps({"v": _PACK_VERSION, "w": instance.window, "s": instance.start_ms,
-                         "t": [types[i] for i in slots], "p": sources})
+    if instance.measures == 1:
+        return orjson.dumps({"v": _PACK_VERSION, "w": instance.window, "s": instance.start_ms,
+                             "t": [types[i] for i in slots], "p": sources})
+    return orjson.dumps({"v": _MEASURES_PACK_VERSION, "w": instance.window, "s": instance.start_ms,
+                         "n": instance.measures, "t": [types[i] for i in slots], "p": sources})
 
 
-def decode_totals_pack(raw: bytes) -> tuple[str, int, list[tuple[str, dict[int, Sequence[float]]]]]:
-    """(window, start_ms, [(event_type, {input partition: partial})...]) of a stage-2 pack; a partition
-    without a partial of a type is left out of its dict."""
+def decode_totals_pack(raw: bytes) -> tuple[str, int, list[tuple[str, dict[int, Sequence[float]]]], int]:
+    """(window, start_ms, [(key, {input partition: partial})...], measures) of a stage-2 pack; a partition
+    without a partial of a key is left out of its dict."""
     body = orjson.loads(raw)
     window, start_ms = str(body["w"]), int(body["s"])
     if "t" in body:
-        _checked(body, _PACK_VERSION, "a stage-2 pack")
+        version = body.get("v", _PACK_VERSION)
+        measures = 1 if version == _PACK_VERSION else body["n"] if version == _MEASURES_PACK_VERSION else 0
+        if type(measures) is not int or measures < 1:
+            raise StateFormatError(f"a stage-2 pack of unknown version {version!r}: written by a newer version "
+                                   "of the pipeline")
         entries: list[tuple[str, dict[int, Sequence[float]]]] = [(str(t), {}) for t in body["t"]]
         for partition, columns in body["p"].items():
-            rows = zip(*columns_of(columns), strict=True)
-            for (_, parts), partial in zip(entries, rows, strict=True):
-                if partial[4] != ABSENT_MARKER:
-                    parts[int(partition)] = partial
-        return window, start_ms, entries
-    return window, start_ms, [(str(event_type), {int(p): partial for p, partial in parts.items()})
-                              for event_type, parts in body["e"]]
+            counts, sums, lows, highs, markers = columns_of(columns)
+            for j, ((_, parts), marker) in enumerate(zip(entries, markers, strict=True)):
+                if marker == ABSENT_MARKER:
+                    continue
+                partial: list[float] = []
+                for k in range(j * measures, j * measures + measures):
+                    partial += [counts[k], sums[k], lows[k], highs[k]]
+                parts[int(partition)] = [*partial, marker]
+        return window, start_ms, entries, measures
+    return window, start_ms, [(str(key), {int(p): partial for p, partial in parts.items()})
+                              for key, parts in body["e"]], 1
 
 
 # -- positions ------------------------------------------------------------------------------------

@@ -38,7 +38,9 @@ from formats.partials import PartialKey
 from tables.packed import NO_PACK, PackBooks
 from tables.windows import WindowSpec, is_closed, window_sizes, windows_at
 
-# Partial value layout, a list so that it serializes compactly to the changelog:
+# Partial value layout, a list so that it serializes compactly to the changelog: per measure
+# [count, sum, min, max], then the marker (the highest input offset folded in). The article's job has
+# one measure, and these name its places; a measure no record had yet is [0, 0.0, 0.0, 0.0].
 COUNT, SUM, MIN, MAX, MARKER = range(5)
 NO_EVENT_MS = -(2**63)  # below every event time: no valid event yet
 
@@ -59,6 +61,34 @@ def fold_value(current: list[float], value: float, offset: int) -> None:
     if value > current[MAX]:
         current[MAX] = value
     current[MARKER] = offset
+
+
+def new_measures_partial(values: Sequence[float | None], offset: int) -> list[float]:
+    """The partial of one record of several measures (None: a measure the record does not have)."""
+    partial: list[float] = []
+    for value in values:
+        partial += [0, 0.0, 0.0, 0.0] if value is None else [1, value, value, value]
+    partial.append(offset)
+    return partial
+
+
+def fold_measures(current: list[float], values: Sequence[float | None], offset: int) -> None:
+    """fold_value for each measure the record has: the rule of the folds of several measures (one
+    measure with a value is fold_value exactly)."""
+    for m, value in enumerate(values):
+        if value is None:
+            continue
+        base = 4 * m
+        if current[base] == 0:
+            current[base:base + 4] = [1, value, value, value]
+            continue
+        current[base] += 1
+        current[base + SUM] += value
+        if value < current[base + MIN]:
+            current[base + MIN] = value
+        if value > current[base + MAX]:
+            current[base + MAX] = value
+    current[-1] = offset
 
 
 class Record(NamedTuple):
@@ -117,17 +147,19 @@ class BatchOutcome:
 
 class InstancePartials:
     """The open partials of one window instance (window, start) of one input partition, as columns:
-    slot i holds event type types[i] and its [count, sum, min, max, marker]. With many event types a
-    new key is then a few appends, not an object, and a flush encodes column slices (NOTES.md,
-    Performance). `holder[i]` is the pack holding slot i's newest stored value (-1: none yet), and
-    `dirty` the slots changed since the last flush."""
+    slot i holds the key types[i] (an event type in the article's job) and its partial. With many keys
+    a new key is then a few appends, not an object, and a flush encodes column slices (NOTES.md,
+    Performance). With M measures, count, total, low and high hold M values per slot (slot i's measure
+    m at i * M + m); marker, holder and dirty one per slot. `holder[i]` is the pack holding slot i's
+    newest stored value (-1: none yet), and `dirty` the slots changed since the last flush."""
 
-    __slots__ = ("window", "start_ms", "index", "types", "count", "total", "low", "high", "marker", "holder",
-                 "dirty", "folding")
+    __slots__ = ("window", "start_ms", "measures", "index", "types", "count", "total", "low", "high", "marker",
+                 "holder", "dirty", "folding")
 
-    def __init__(self, window: str, start_ms: int) -> None:
+    def __init__(self, window: str, start_ms: int, measures: int = 1) -> None:
         self.window = window
         self.start_ms = start_ms
+        self.measures = measures
         self.index: dict[str, int] = {}
         self.types: list[str] = []
         self.count = array("q")
@@ -144,26 +176,39 @@ class InstancePartials:
     def __len__(self) -> int:
         return len(self.types)
 
-    def put(self, event_type: str, partial: Sequence[float]) -> int:
-        """Set the partial of `event_type` (a restore's way in); its slot."""
-        count, total, low, high, marker = partial
-        slot = self.index.get(event_type)
+    def put(self, key: str, partial: Sequence[float]) -> int:
+        """Set the partial of `key` (a restore's way in); its slot."""
+        measures = self.measures
+        slot = self.index.get(key)
         if slot is None:
-            slot = self.index[event_type] = len(self.types)
-            self.types.append(event_type)
-            self.count.append(int(count))
-            self.total.append(float(total))
-            self.low.append(float(low))
-            self.high.append(float(high))
-            self.marker.append(int(marker))
+            slot = self.index[key] = len(self.types)
+            self.types.append(key)
+            for m in range(measures):
+                count, total, low, high = partial[4 * m:4 * m + 4]
+                self.count.append(int(count))
+                self.total.append(float(total))
+                self.low.append(float(low))
+                self.high.append(float(high))
+            self.marker.append(int(partial[-1]))
             self.holder.append(NO_PACK)
             return slot
-        self.count[slot], self.total[slot], self.low[slot], self.high[slot], self.marker[slot] = \
-            int(count), float(total), float(low), float(high), int(marker)
+        for m in range(measures):
+            count, total, low, high = partial[4 * m:4 * m + 4]
+            i = slot * measures + m
+            self.count[i], self.total[i], self.low[i], self.high[i] = int(count), float(total), float(low), \
+                float(high)
+        self.marker[slot] = int(partial[-1])
         return slot
 
     def partial(self, slot: int) -> list[float]:
-        return [self.count[slot], self.total[slot], self.low[slot], self.high[slot], self.marker[slot]]
+        measures = self.measures
+        if measures == 1:
+            return [self.count[slot], self.total[slot], self.low[slot], self.high[slot], self.marker[slot]]
+        partial: list[float] = []
+        for i in range(slot * measures, slot * measures + measures):
+            partial += [self.count[i], self.total[i], self.low[i], self.high[i]]
+        partial.append(self.marker[slot])
+        return partial
 
     def key(self, slot: int) -> PartialKey:
         return PartialKey(self.window, self.start_ms, self.types[slot])
@@ -192,10 +237,10 @@ class PartitionPartials:
         """The number of open keys."""
         return sum(len(instance) for instance in self.instances.values())
 
-    def instance(self, window: str, start_ms: int) -> InstancePartials:
+    def instance(self, window: str, start_ms: int, measures: int = 1) -> InstancePartials:
         instance = self.instances.get((window, start_ms))
         if instance is None:
-            instance = self.instances[(window, start_ms)] = InstancePartials(window, start_ms)
+            instance = self.instances[(window, start_ms)] = InstancePartials(window, start_ms, measures)
         return instance
 
     @property
@@ -203,9 +248,10 @@ class PartitionPartials:
         """Every open key's partial (a copy; for tests and the slow paths)."""
         return {key: partial for instance in self.instances.values() for key, partial in instance.entries()}
 
-    def restore(self, seq: int, window: str, start_ms: int, entries: Iterable[tuple[str, Sequence[float]]]) -> None:
+    def restore(self, seq: int, window: str, start_ms: int, entries: Iterable[tuple[str, Sequence[float]]],
+                measures: int = 1) -> None:
         """Pack `seq`'s entries (packs in sequence order, each over the older); books.restored() after the last."""
-        instance = self.instance(window, start_ms)
+        instance = self.instance(window, start_ms, measures)
         self.books.restore_empty(seq)
         for event_type, partial in entries:
             self.books.restore(instance.holder, instance.put(event_type, partial), seq)

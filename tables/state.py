@@ -66,10 +66,10 @@ def decode_export_state(items: Mapping[bytes, bytes]) -> ExportState:
     state = ExportState(stored.next_offset, {}, stored.frontiers, stored.ledger, stored.tracks)
     windows, books = state.windows, state.books
     for seq, raw_pack in sorted(stored.packs.items()):
-        window, start_ms, entries = decode_totals_pack(raw_pack)
+        window, start_ms, entries, measures = decode_totals_pack(raw_pack)
         instance = windows.get((window, start_ms))
         if instance is None:
-            instance = windows[(window, start_ms)] = InstanceTotals(window, start_ms)
+            instance = windows[(window, start_ms)] = InstanceTotals(window, start_ms, measures)
         books.restore_empty(seq)
         for event_type, parts in entries:
             slot = instance.slot(event_type)

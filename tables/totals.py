@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 from formats.state import ABSENT_MARKER
 from tables.packed import NO_PACK
-from tables.partials import COUNT, MARKER, MAX, MIN, SUM
+from tables.partials import COUNT, MAX, MIN, SUM
 
-# Per input partition: [count, sum, min, max, marker]
+# Per input partition: its partial ([count, sum, min, max] per measure, then the marker: tables/partials.py)
 PartsByPartition = dict[int, list[float]]
 
 
@@ -35,7 +35,7 @@ class Totals(NamedTuple):
 def merge_partial(parts: PartsByPartition, partition: int, partial: list[float]) -> bool:
     """Keep the partial with the highest marker for `partition`; True if it changed."""
     current = parts.get(partition)
-    if current is not None and current[MARKER] >= partial[MARKER]:
+    if current is not None and current[-1] >= partial[-1]:  # the marker, last of every partial
         return False
     parts[partition] = list(partial)
     return True
@@ -55,29 +55,58 @@ def combine(parts: Mapping[int, list[float]]) -> Totals:
     return Totals(count, total, low, high)
 
 
+def combine_measures(parts: Mapping[int, list[float]], measures: int) -> tuple[Totals | None, ...]:
+    """combine() of each measure (None: no partition has a value of it); with one measure that every
+    partial has, (combine(parts),)."""
+    result: list[Totals | None] = []
+    for m in range(measures):
+        base = 4 * m
+        count, total, low, high = 0, 0.0, float("inf"), float("-inf")
+        for partition in sorted(parts):
+            partial = parts[partition]
+            if not partial[base + COUNT]:
+                continue
+            count += int(partial[base + COUNT])
+            total += partial[base + SUM]
+            low = min(low, partial[base + MIN])
+            high = max(high, partial[base + MAX])
+        result.append(Totals(count, total, low, high) if count else None)
+    return tuple(result)
+
+
 class SourceColumns:
-    """One input partition's newest partial of each slot of a window instance (marker ABSENT_MARKER: none)."""
+    """One input partition's newest partial of each slot of a window instance (marker ABSENT_MARKER: none);
+    with M measures, M values per slot in count, total, low and high (as tables.partials.InstancePartials)."""
 
-    __slots__ = ("count", "total", "low", "high", "marker")
+    __slots__ = ("measures", "count", "total", "low", "high", "marker")
 
-    def __init__(self, slots: int) -> None:
-        self.count = array("q", [0]) * slots
-        self.total = array("d", [0.0]) * slots
-        self.low = array("d", [0.0]) * slots
-        self.high = array("d", [0.0]) * slots
+    def __init__(self, slots: int, measures: int = 1) -> None:
+        self.measures = measures
+        self.count = array("q", [0]) * (slots * measures)
+        self.total = array("d", [0.0]) * (slots * measures)
+        self.low = array("d", [0.0]) * (slots * measures)
+        self.high = array("d", [0.0]) * (slots * measures)
         self.marker = array("q", [ABSENT_MARKER]) * slots
 
     def append_absent(self) -> None:
-        self.count.append(0)
-        self.total.append(0.0)
-        self.low.append(0.0)
-        self.high.append(0.0)
+        for _ in range(self.measures):
+            self.count.append(0)
+            self.total.append(0.0)
+            self.low.append(0.0)
+            self.high.append(0.0)
         self.marker.append(ABSENT_MARKER)
 
     def partial(self, slot: int) -> list[float] | None:
         if self.marker[slot] == ABSENT_MARKER:
             return None
-        return [self.count[slot], self.total[slot], self.low[slot], self.high[slot], self.marker[slot]]
+        measures = self.measures
+        if measures == 1:
+            return [self.count[slot], self.total[slot], self.low[slot], self.high[slot], self.marker[slot]]
+        partial: list[float] = []
+        for i in range(slot * measures, slot * measures + measures):
+            partial += [self.count[i], self.total[i], self.low[i], self.high[i]]
+        partial.append(self.marker[slot])
+        return partial
 
 
 class InstanceTotals:
@@ -86,11 +115,12 @@ class InstanceTotals:
     over arrays, not over an object per key. `holder[i]` is the pack holding slot i (tables/packed.py),
     and `dirty` the slots changed since they were last written."""
 
-    __slots__ = ("window", "start_ms", "index", "types", "sources", "holder", "dirty")
+    __slots__ = ("window", "start_ms", "measures", "index", "types", "sources", "holder", "dirty")
 
-    def __init__(self, window: str, start_ms: int) -> None:
+    def __init__(self, window: str, start_ms: int, measures: int = 1) -> None:
         self.window = window
         self.start_ms = start_ms
+        self.measures = measures
         self.index: dict[str, int] = {}
         self.types: list[str] = []
         self.sources: dict[int, SourceColumns] = {}  # input partition -> its columns
@@ -114,12 +144,16 @@ class InstanceTotals:
     def source(self, partition: int) -> SourceColumns:
         columns = self.sources.get(partition)
         if columns is None:
-            columns = self.sources[partition] = SourceColumns(len(self.types))
+            columns = self.sources[partition] = SourceColumns(len(self.types), self.measures)
         return columns
 
     def merge(self, partition: int, types: Sequence[str], counts: Sequence[int], sums: Sequence[float],
               lows: Sequence[float], highs: Sequence[float], markers: Sequence[int]) -> None:
-        """merge_partial for each entry of one input partition's columns, inline (the hot path of stage 2)."""
+        """merge_partial for each entry of one input partition's columns, inline (the hot path of stage 2).
+        With M measures, counts, sums, lows and highs hold M values per entry."""
+        if self.measures != 1:
+            self._merge_measures(partition, types, counts, sums, lows, highs, markers)
+            return
         columns = self.source(partition)
         count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
         index, dirty, slot_of = self.index, self.dirty, self.slot
@@ -132,21 +166,67 @@ class InstanceTotals:
             count[i], total[i], low[i], high[i], marker[i] = c, s, lo, hi, m
             dirty.add(i)
 
+    def _merge_measures(self, partition: int, types: Sequence[str], counts: Sequence[int], sums: Sequence[float],
+                        lows: Sequence[float], highs: Sequence[float], markers: Sequence[int]) -> None:
+        measures = self.measures
+        if not len(counts) == len(sums) == len(lows) == len(highs) == len(types) * measures == len(markers) * measures:
+            raise ValueError(f"columns of {len(types)} keys and {measures} measures with unequal lengths")
+        columns = self.source(partition)
+        count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
+        index, dirty, slot_of = self.index, self.dirty, self.slot
+        for j, (key, m) in enumerate(zip(types, markers, strict=True)):
+            i = index.get(key)
+            if i is None:
+                i = slot_of(key)
+            elif marker[i] >= m:
+                continue  # a replayed or older partial: the newer one stays
+            for k in range(measures):
+                count[i * measures + k], total[i * measures + k], low[i * measures + k], high[i * measures + k] = \
+                    counts[j * measures + k], sums[j * measures + k], lows[j * measures + k], highs[j * measures + k]
+            marker[i] = m
+            dirty.add(i)
+
     def set(self, slot: int, parts: Mapping[int, Sequence[float]]) -> None:
         """Make `parts` the slot's partials (a restore's way in: a pack holds all of a slot's)."""
+        measures = self.measures
         for partition, partial in parts.items():
             columns = self.source(partition)
-            count, total, low, high, marker = partial
-            columns.count[slot], columns.total[slot], columns.low[slot], columns.high[slot], columns.marker[slot] = \
-                int(count), float(total), float(low), float(high), int(marker)
+            for k in range(measures):
+                count, total, low, high = partial[4 * k:4 * k + 4]
+                i = slot * measures + k
+                columns.count[i], columns.total[i], columns.low[i], columns.high[i] = \
+                    int(count), float(total), float(low), float(high)
+            columns.marker[slot] = int(partial[-1])
 
     def parts(self, slot: int) -> dict[int, list[float]]:
         """The slot's partial of each input partition that sent one."""
         found = {p: columns.partial(slot) for p, columns in self.sources.items()}
         return {p: partial for p, partial in sorted(found.items()) if partial is not None}
 
+    def measure_totals(self, slots: Iterable[int]) -> list[tuple[Totals | None, ...]]:
+        """combine_measures() of each slot's parts, with the same arithmetic in the same partition order."""
+        measures = self.measures
+        sources = [self.sources[p] for p in sorted(self.sources)]
+        result = []
+        for i in slots:
+            found: list[Totals | None] = []
+            for k in range(i * measures, i * measures + measures):
+                count, total, low, high = 0, 0.0, float("inf"), float("-inf")
+                for columns in sources:
+                    if columns.marker[i] == ABSENT_MARKER or not columns.count[k]:
+                        continue
+                    count += columns.count[k]
+                    total += columns.total[k]
+                    low = min(low, columns.low[k])
+                    high = max(high, columns.high[k])
+                found.append(Totals(count, total, low, high) if count else None)
+            result.append(tuple(found))
+        return result
+
     def totals(self, slots: Iterable[int]) -> list[Totals]:
-        """combine() of each slot's parts, with the same arithmetic in the same partition order."""
+        """combine() of each slot's parts, with the same arithmetic in the same partition order (one measure)."""
+        if self.measures != 1:
+            raise ValueError(f"totals() of an instance of {self.measures} measures: use measure_totals()")
         sources = [self.sources[p] for p in sorted(self.sources)]
         result = []
         for i in slots:

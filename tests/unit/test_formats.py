@@ -44,6 +44,7 @@ from formats.state import (
     StateFormatError,
     encode_export_position,
     encode_ingest_position,
+    encode_totals_columns,
     frontier_state_key,
     ledger_state_key,
     pack_key,
@@ -51,6 +52,7 @@ from formats.state import (
 from formats.watermarks import Mark, decode_mark, encode_mark
 from tables.partials import PartitionPartials
 from tables.state import decode_export_state, decode_ingest_state
+from tables.totals import InstanceTotals, Totals
 from testing.fakes import generation2_messages, stored_packs, stored_totals
 
 HOSTILE = [
@@ -343,3 +345,47 @@ def test_a_state_of_one_record_per_key_is_refused_with_the_upgrade_note(key: byt
         decode_ingest_state(items, 0)
     with pytest.raises(StateFormatError, match="earlier version.*reset"):
         decode_export_state(items)
+
+
+# -- several measures (generation 4) ----------------------------------------------------------------
+
+
+def _two_measures() -> PartitionPartials:
+    partials = PartitionPartials(3)
+    instance = partials.instance("devices/tumbling_1m", 60_000, measures=2)
+    instance.put('["d-17"]', [2, 43.0, 21.5, 21.5, 1, 40.2, 40.2, 40.2, 9])
+    instance.put('["d-18"]', [1, -0.0, -0.0, -0.0, 0, 0.0, 0.0, 0.0, 11])  # no humidity yet
+    return partials
+
+
+def test_a_message_of_several_measures_round_trips_and_names_their_number() -> None:
+    [instance] = _two_measures().instances.values()
+    body = encode_partial_columns(3, instance, [0, 1])
+    assert orjson.loads(body)["v"] == 4 and orjson.loads(body)["n"] == 2
+    message = decode_stage_message(body)
+    assert isinstance(message, PartialColumns) and message.measures == 2
+    assert [(key.event_type, partial) for key, partial in message.entries] == [
+        (key.event_type, partial) for key, partial in instance.entries()]
+    assert _bits(message.entries[1][1]) == _bits(instance.partial(1))  # -0.0 kept
+    bad = orjson.loads(body)
+    bad["c"] = bad["c"][:-1]
+    with pytest.raises(ValueError, match="unequal lengths"):
+        decode_stage_message(orjson.dumps(bad))
+    with pytest.raises(ValueError, match="unknown version"):
+        decode_stage_message(orjson.dumps({**orjson.loads(body), "v": 5}))
+
+
+def test_states_of_several_measures_round_trip() -> None:
+    partials = _two_measures()
+    [instance] = partials.instances.values()
+    items = {pack_key(PARTIALS_PACK_PREFIX, 0): encode_partial_columns(3, instance, [0, 1])}
+    _position, restored = decode_ingest_state(items, 3)
+    assert restored.values == partials.values
+    assert next(iter(restored.instances.values())).measures == 2
+    totals = InstanceTotals("devices/tumbling_1m", 60_000, measures=2)
+    totals.set(totals.slot('["d-17"]'), {0: [2, 43.0, 21.5, 21.5, 1, 40.2, 40.2, 40.2, 9],
+                                         1: [1, 1.0, 1.0, 1.0, 0, 0.0, 0.0, 0.0, 4]})
+    state = decode_export_state({pack_key(TOTALS_PACK_PREFIX, 0): encode_totals_columns(totals, [0])})
+    [again] = state.windows.values()
+    assert again.measures == 2 and again.parts(0) == totals.parts(0)
+    assert again.measure_totals([0]) == [(Totals(3, 44.0, 1.0, 21.5), Totals(1, 40.2, 40.2, 40.2))]

@@ -9,6 +9,8 @@ cases; a failure prints the example and how to reproduce it).
 | event-time bound  | tables/partials.Limits            | fold_records' inline bound                           |
 | merge             | tables/totals.merge_partial       | InstanceTotals.merge                                 |
 | combine           | tables/totals.combine             | InstanceTotals.totals                                |
+| fold, M measures  | tables/partials.fold_measures     | fold_value per measure                               |
+| merge, combine, M | tables/totals.combine_measures    | InstanceTotals.merge, measure_totals                 |
 | event validity    | formats/events._decode_checked    | decode_event's fast path, decode_common              |
 
 The unit tests of each module hold the hand-picked cases (test_windows.py, test_partials.py,
@@ -25,8 +27,18 @@ from hypothesis import strategies as st
 
 from formats.events import Event, _decode_checked, decode_common, decode_event, encode_event
 from formats.partials import PartialKey
-from tables.partials import BatchOutcome, Limits, PartitionPartials, Record, fold_records, fold_value, new_partial
-from tables.totals import InstanceTotals, combine, merge_partial
+from tables.partials import (
+    BatchOutcome,
+    Limits,
+    PartitionPartials,
+    Record,
+    fold_measures,
+    fold_records,
+    fold_value,
+    new_measures_partial,
+    new_partial,
+)
+from tables.totals import InstanceTotals, combine, combine_measures, merge_partial
 from tables.windows import WindowSpec, closed_upto_ms, first_open_start, is_closed, window_starts, windows_at
 
 SETTINGS = settings(max_examples=300, deadline=None)
@@ -185,3 +197,52 @@ def test_the_fast_paths_accept_exactly_what_the_full_checks_accept(document: dic
         fields = decode_common(raw, limits["max_bytes"], limits["min_event_ms"], limits["max_event_ms"])
         if fields is not None:
             assert full == Event(fields.user_id, fields.event_type, fields.timestamp, fields.value)
+
+
+# -- several measures -------------------------------------------------------------------------------
+
+measure_values = st.one_of(st.none(), st.integers(-40, 40).map(lambda q: q / 4))
+
+
+@SETTINGS
+@given(values=st.lists(st.lists(measure_values, min_size=3, max_size=3), min_size=1, max_size=20))
+def test_the_fold_of_several_measures_is_fold_value_per_measure(values: list[list[float | None]]) -> None:
+    """fold_measures folds each measure as fold_value would the values it has."""
+    partial = new_measures_partial(values[0], 0)
+    for offset, row in enumerate(values[1:], start=1):
+        fold_measures(partial, row, offset)
+    for m in range(3):
+        present = [(offset, row[m]) for offset, row in enumerate(values) if row[m] is not None]
+        if not present:
+            assert partial[4 * m:4 * m + 4] == [0, 0.0, 0.0, 0.0]
+            continue
+        one = new_partial(present[0][1], present[0][0])  # type: ignore[arg-type]
+        for offset, value in present[1:]:
+            fold_value(one, value, offset)  # type: ignore[arg-type]
+        assert partial[4 * m:4 * m + 4] == one[:4]
+    assert partial[-1] == len(values) - 1
+
+
+measures_partial = st.lists(st.one_of(st.none(), st.tuples(st.integers(1, 9), st.floats(-1e6, 1e6))),
+                            min_size=2, max_size=2)
+
+
+@SETTINGS
+@given(deliveries=st.lists(st.tuples(st.integers(0, 3), st.sampled_from("abc"), measures_partial,
+                                     st.integers(0, 50)), min_size=1, max_size=40))
+def test_instance_totals_of_several_measures_merge_and_combine_as_the_rules(
+        deliveries: list[tuple[int, str, list[tuple[int, float] | None], int]]) -> None:
+    instance = InstanceTotals("w", 0, measures=2)
+    reference: dict[str, dict[int, list[float]]] = {}
+    for partition, key, measures, marker in deliveries:
+        partial: list[float] = []
+        for measure in measures:
+            partial += [0, 0.0, 0.0, 0.0] if measure is None else [measure[0], measure[1], measure[1] - 1,
+                                                                     measure[1] + 1]
+        partial.append(marker)
+        merge_partial(reference.setdefault(key, {}), partition, partial)
+        instance.merge(partition, [key], partial[0:8:4], partial[1:8:4], partial[2:8:4], partial[3:8:4], [marker])
+    assert {key: instance.parts(instance.index[key]) for key in reference} == reference
+    keys = sorted(reference)
+    got = instance.measure_totals([instance.index[key] for key in keys])
+    assert got == [combine_measures(reference[key], 2) for key in keys]
