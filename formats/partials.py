@@ -51,6 +51,9 @@ __all__ = [
     "encode_frontier",
     "encode_partial_columns",
     "partial_columns",
+    "key_partition",
+    "key_parts",
+    "key_text",
     "partial_partition",
 ]
 
@@ -153,6 +156,23 @@ class Instance(Protocol):
 
 class InstanceColumns(Instance, Columns, Protocol):
     """The partials of one window instance (tables.partials.InstancePartials)."""
+
+
+def key_text(parts: Sequence[str | int | bool | None]) -> str:
+    """A spec's key (its parts) as the text its slots and messages carry: canonical JSON, so that equal
+    keys are equal texts and parts of different types never meet ("1" is not 1)."""
+    return orjson.dumps(list(parts)).decode()
+
+
+def key_parts(text: str) -> tuple[str | int | bool | None, ...]:
+    """Inverse of key_text."""
+    return tuple(orjson.loads(text))
+
+
+def key_partition(aggregation: str, text: str, partitions: int) -> int:
+    """The partials-topic partition of every window of one key of a spec's aggregation: murmur2 of the
+    aggregation and the key text, so that stage 2's parallelism grows with the keys."""
+    return (murmur2(f"{aggregation}\x00{text}".encode()) & 0x7FFFFFFF) % partitions
 
 
 def partial_partition(event_type: str, partitions: int) -> int:

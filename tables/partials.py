@@ -33,10 +33,13 @@ from functools import reduce
 from math import gcd
 from typing import NamedTuple, Protocol
 
-from formats.events import Event, EventColumns, Rejection, decode_common, decode_event
-from formats.partials import PartialKey
+from aggregations.judge import judge
+from aggregations.spec import Spec
+from formats.events import Event, EventColumns, Rejection, decode_common, decode_event, reject
+from formats.partials import PartialKey, key_text
+from tables.families import Family
 from tables.packed import NO_PACK, PackBooks
-from tables.windows import WindowSpec, is_closed, window_sizes, windows_at
+from tables.windows import WindowSpec, is_closed, window_sizes, window_starts, windows_at
 
 # Partial value layout, a list so that it serializes compactly to the changelog: per measure
 # [count, sum, min, max], then the marker (the highest input offset folded in). The article's job has
@@ -114,8 +117,8 @@ class DeadLetter(NamedTuple):
 
 class LateEvent(NamedTuple):
     record: Record
-    event: Event
-    closed: tuple[tuple[str, int], ...]  # (window, start_ms) it missed
+    event: Event | None  # None: an event of a spec (fold_judged)
+    closed: tuple[tuple[str, int], ...]  # (window or family, start_ms) it missed
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,3 +448,66 @@ def _open_slot(instances: dict[tuple[str, int], InstancePartials],
             instance.dirty.add(i)
         cells.append((instance, i))
     return [cells, at[1], None]
+
+
+def fold_judged(
+    partition: int,
+    records: Iterable[RawRecord],
+    partials: PartitionPartials,
+    spec: Spec,
+    families_of: Mapping[str, Sequence[Family]],
+    frontier_ms: int | None,
+    limits: Limits,
+    outcome: BatchOutcome,
+) -> None:
+    """fold_records for the events of a spec (aggregations/judge.py): each record judged once, then,
+    for each aggregation that counts it, folded into every window of each of its families
+    (`families_of`: aggregation name -> families), with fold_measures' rule and the same markers, close
+    rule and late records as fold_records. A record that an aggregation rejects is one dead letter
+    (the reasons of every aggregation that rejects it, in the spec's order), and still counts in the
+    others; a record whose time or document is bad is a dead letter for all."""
+    dead_letters, late = outcome.dead_letters, outcome.late
+    max_event_ms = outcome.max_event_ms.get(partition, NO_EVENT_MS)
+    for record in records:
+        offset, written_ms = record.offset, record.timestamp
+        raw = record.value or b""
+        judged = judge(raw, spec, max_bytes=limits.max_event_bytes, min_event_ms=limits.min_event_ms,
+                       max_event_ms=limits.latest_event_ms(written_ms))
+        if isinstance(judged, Rejection):
+            dead_letters.append(DeadLetter(Record(partition, offset, raw, written_ms), judged))
+            continue
+        event_ms = judged.event_ms
+        if event_ms > max_event_ms:
+            max_event_ms = event_ms
+        rejections: list[Rejection] = []
+        missed: list[tuple[str, int]] = []
+        for aggregation, result in zip(spec.aggregations, judged.results, strict=True):
+            if result is None:
+                continue
+            if isinstance(result, Rejection):
+                rejections.append(result)
+                continue
+            key = key_text(result.key)
+            for family in families_of.get(aggregation.name, ()):
+                for start_ms in window_starts(family, event_ms):
+                    if is_closed(start_ms, family.size_ms, frontier_ms):
+                        missed.append((family.name, start_ms))
+                        continue
+                    instance = partials.instance(family.name, start_ms, family.measures)
+                    slot = instance.index.get(key)
+                    if slot is None:
+                        instance.dirty.add(instance.put(key, new_measures_partial(result.measures, offset)))
+                        continue
+                    current = instance.partial(slot)
+                    if offset > current[-1]:  # else a replayed record this key already holds
+                        fold_measures(current, result.measures, offset)
+                        instance.put(key, current)
+                        instance.dirty.add(slot)
+        if rejections:
+            first = rejections[0]
+            detail = first.detail if len(rejections) == 1 else "; ".join(f"{r.reason}: {r.detail}" for r in rejections)
+            dead_letters.append(DeadLetter(Record(partition, offset, raw, written_ms), reject(first.reason, detail)))
+        if missed:
+            late.append(LateEvent(Record(partition, offset, raw, written_ms), None, tuple(missed)))
+    if max_event_ms != NO_EVENT_MS:
+        outcome.max_event_ms[partition] = max_event_ms

@@ -54,6 +54,9 @@ class WindowSpec:
             raise ValueError(
                 f"invalid window name {self.name!r}: expected 1-63 characters of [a-z0-9_-] starting with [a-z0-9]"
             )
+        self._check_size()
+
+    def _check_size(self) -> None:
         if not _is_int(self.size_ms) or self.size_ms <= 0:
             raise ValueError(f"window {self.name!r}: size_ms must be a positive int, got {self.size_ms!r}")
         if not _is_int(self.step_ms) or not 0 < self.step_ms <= self.size_ms:
