@@ -1,6 +1,10 @@
-"""The raw archive's files: every valid event, as Parquet of RAW_SCHEMA (RAW_FORMAT 1).
+"""The raw archive's files: every valid event, one file per (input partition, first offset), named by
+formats/lake.py; rows in offset order.
 
-One file per (input partition, first offset), named by formats/lake.py; rows in offset order.
+* RAW_FORMAT 1, RAW_SCHEMA: the article's events, their fields as columns (user_id, event_type,
+  timestamp, value).
+* RAW_FORMAT 2, RAW_SPEC_SCHEMA: a spec's events (aggregations/spec.py), the original record (``raw``,
+  its JSON as written) and its event time, so that the batch layer can judge them again.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ import pyarrow.parquet as pq
 from formats.events import Event, EventColumns
 from formats.parquet import TIMESTAMP_MS_UTC, read_parquet, table_of, write_parquet
 
-__all__ = ["RAW_FORMAT", "RAW_SCHEMA", "event_columns_to_parquet", "events_to_parquet", "parquet_to_events",
-           "read_raw_table"]
+__all__ = ["RAW_FORMAT", "RAW_SCHEMA", "RAW_SPEC_SCHEMA", "RawColumns", "event_columns_to_parquet",
+           "events_to_parquet", "parquet_to_events", "parquet_to_raw", "raw_columns_to_parquet", "read_raw_table"]
 
-RAW_FORMAT: Final = 1
+RAW_FORMAT: Final = 2  # the newest: 1 for the article's events, 2 for a spec's
 
 RAW_SCHEMA: Final = pa.schema([
     ("partition", pa.int32()),
@@ -29,8 +33,68 @@ RAW_SCHEMA: Final = pa.schema([
 ])
 
 
-def events_to_parquet(records: Sequence[tuple[int, int, Event]]) -> bytes:
-    """A Parquet file of RAW_SCHEMA from (partition, offset, Event) records, in offset order."""
+RAW_SPEC_SCHEMA: Final = pa.schema([
+    ("partition", pa.int32()),
+    ("offset", pa.int64()),
+    ("timestamp", TIMESTAMP_MS_UTC),
+    ("raw", pa.binary()),
+])
+
+
+class RawColumns:
+    """A spec's events of one partition in offset order, column by column (the rows of RAW_SPEC_SCHEMA):
+    as a Sequence, (partition, offset, raw) records, as EventColumns reads as (partition, offset, Event)."""
+
+    __slots__ = ("event_ms", "offsets", "partition", "raws")
+
+    def __init__(self, partition: int, offsets: list[int] | None = None, event_ms: list[int] | None = None,
+                 raws: list[bytes] | None = None) -> None:
+        self.partition = partition
+        self.offsets: list[int] = offsets if offsets is not None else []
+        self.event_ms: list[int] = event_ms if event_ms is not None else []
+        self.raws: list[bytes] = raws if raws is not None else []
+
+    def append(self, offset: int, event_ms: int, raw: bytes) -> None:
+        self.offsets.append(offset)
+        self.event_ms.append(event_ms)
+        self.raws.append(raw)
+
+    def extend(self, other: RawColumns, start: int = 0, stop: int | None = None) -> None:
+        """Append other's rows [start, stop)."""
+        self.offsets += other.offsets[start:stop]
+        self.event_ms += other.event_ms[start:stop]
+        self.raws += other.raws[start:stop]
+
+    def tail(self, start: int) -> RawColumns:
+        return RawColumns(self.partition, self.offsets[start:], self.event_ms[start:], self.raws[start:])
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, index: int) -> tuple[int, int, bytes]:
+        return self.partition, self.offsets[index], self.raws[index]
+
+
+def raw_columns_to_parquet(columns: RawColumns) -> bytes:
+    """A Parquet file of RAW_SPEC_SCHEMA (RAW_FORMAT 2) from a spec's events of one partition."""
+    table = table_of(RAW_SPEC_SCHEMA, [pa.repeat(pa.scalar(columns.partition, type=pa.int32()), len(columns)),
+                                       columns.offsets, columns.event_ms, columns.raws])
+    return write_parquet(table, [pq.SortingColumn(0), pq.SortingColumn(1)])
+
+
+def parquet_to_raw(data: bytes) -> RawColumns:
+    """Inverse of raw_columns_to_parquet (a file of one partition)."""
+    table = read_parquet(data, RAW_SPEC_SCHEMA, "raw archive of a spec's events")
+    partitions = table.column("partition").to_pylist()
+    return RawColumns(partitions[0] if partitions else 0, table.column("offset").to_pylist(),
+                      table.column("timestamp").cast(pa.int64()).to_pylist(), table.column("raw").to_pylist())
+
+
+def events_to_parquet(records: Sequence[tuple[int, int, Event]] | RawColumns) -> bytes:
+    """A Parquet file of RAW_SCHEMA from (partition, offset, Event) records, in offset order (RAW_FORMAT 1),
+    or of RAW_SPEC_SCHEMA from a spec's RawColumns (RAW_FORMAT 2)."""
+    if isinstance(records, RawColumns):
+        return raw_columns_to_parquet(records)
     if isinstance(records, EventColumns):
         return event_columns_to_parquet(records)
     ordered = sorted(records, key=lambda record: (record[0], record[1]))

@@ -26,25 +26,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from formats.events import Event, EventColumns
+from formats.lake import HOUR_MS
+from formats.raw import RawColumns
 
 log = logging.getLogger(__name__)
-HOUR_MS = 3_600_000
 
-# (partition, start_offset, the file's events) -> sinks.lake.ArchiveOutcome; EventColumns reads as the
-# (partition, offset, Event) records the lake's writer takes.
-PutArchive = Callable[[int, int, EventColumns], Awaitable[Any]]
+# A file's rows: the article's events (EventColumns) or a spec's (RawColumns, the original records).
+Columns = EventColumns | RawColumns
+# (partition, start_offset, the file's rows) -> sinks.lake.ArchiveOutcome.
+PutArchive = Callable[[int, int, Columns], Awaitable[Any]]
 
 
 @dataclass(slots=True)
 class _File:
     hour: int
     opened_at_s: float
-    records: EventColumns  # built as records are added, so the writer encodes them as they are
+    records: Columns  # built as records are added, so the writer encodes them as they are
 
 
 class PartitionArchive:
-    def __init__(self, partition: int, *, put_archive: PutArchive, max_records: int, max_age_s: float) -> None:
+    def __init__(self, partition: int, *, put_archive: PutArchive, max_records: int, max_age_s: float,
+                 columns: Callable[[int], Columns] = EventColumns) -> None:
         self.partition = partition
+        self._columns = columns  # the kind of rows: EventColumns, or RawColumns for a spec's events
         self._put = put_archive
         self.max_records = max_records
         self.max_age_s = max_age_s
@@ -66,11 +70,11 @@ class PartitionArchive:
             return
         self._next_offset = offset + 1
         current = self._file_for(event.event_ms // HOUR_MS, now_s)
-        current.records.append(offset, event)
+        current.records.append(offset, event)  # type: ignore[call-arg]
         if len(current.records) >= self.max_records:
             self._seal()
 
-    def add_columns(self, events: EventColumns, now_s: float) -> None:
+    def add_columns(self, events: Columns, now_s: float) -> None:
         """add() for each of a batch's valid events (in offset order), by slices of its columns."""
         offsets, event_ms = events.offsets, events.event_ms
         start = bisect_right(offsets, max(self._next_offset - 1, self._covered))  # a re-read adds nothing twice
@@ -89,7 +93,7 @@ class PartitionArchive:
             while run_start < run_end:
                 current = self._file_for(hour, now_s)
                 stop = min(run_end, run_start + self.max_records - len(current.records))
-                current.records.extend(events, run_start, stop)
+                current.records.extend(events, run_start, stop)  # type: ignore[arg-type]
                 run_start = stop
                 if len(current.records) >= self.max_records:
                     self._seal()
@@ -101,7 +105,7 @@ class PartitionArchive:
             self._seal()
             current = None
         if current is None:
-            current = self._open = _File(hour, now_s, EventColumns(self.partition))
+            current = self._open = _File(hour, now_s, self._columns(self.partition))
         return current
 
     def roll_aged(self, now_s: float) -> None:

@@ -38,7 +38,7 @@ from botocore.exceptions import (
 from formats.events import Event, EventColumns
 from formats.lake import END_OFFSET_METADATA, RECORDS_METADATA, aggregate_key, archive_key, check_prefix
 from formats.parquet import PARQUET_CONTENT_TYPE
-from formats.raw import events_to_parquet
+from formats.raw import RawColumns, events_to_parquet
 from formats.rows import WindowRow, rows_to_parquet
 from sinks.policy import (
     S3_BUCKET_NOT_FOUND_CODES,
@@ -110,9 +110,9 @@ def make_s3_client_factory(
     return factory
 
 
-def _check_archive_records(partition: int, records: Sequence[tuple[int, int, Event]]) -> None:
+def _check_archive_records(partition: int, records: Sequence[tuple[int, int, Any]]) -> None:
     """put_archive's precondition: records of ``partition`` in strictly increasing offset order."""
-    if isinstance(records, EventColumns):  # the archive's own columns: one C-level pass over the offsets
+    if isinstance(records, EventColumns | RawColumns):  # the archive's own columns: one C-level pass
         offsets = records.offsets
         if records.partition == partition and all(map(operator.lt, offsets, islice(offsets, 1, None))):
             return
@@ -203,12 +203,12 @@ class S3Lake:
         return key
 
     def put_archive(
-        self, partition: int, start_offset: int, records: Sequence[tuple[int, int, Event]]
+        self, partition: int, start_offset: int, records: Sequence[tuple[int, int, Event]] | RawColumns
     ) -> ArchiveOutcome:
         """Write the raw file of ``partition`` starting at ``start_offset``, unless it exists.
 
-        ``records`` are (partition, offset, Event), all of ``partition``, in strictly
-        increasing offset order, the first at an offset >= ``start_offset``.
+        ``records`` are (partition, offset, Event), or a spec's RawColumns (formats/raw.py), all of
+        ``partition``, in strictly increasing offset order, the first at an offset >= ``start_offset``.
 
         The object is created with ``If-None-Match: *`` and metadata ``end-offset`` (last
         offset in the file) and ``records`` (row count). If it already exists (a run wrote it
@@ -234,7 +234,8 @@ class S3Lake:
             raise ValueError(f"first offset {records[0][1]} is before the file's start offset {start_offset}")
         _check_archive_records(partition, records)
         client = self._require_client()
-        first_event_ms = records.event_ms[0] if isinstance(records, EventColumns) else records[0][2].event_ms
+        first_event_ms = records.event_ms[0] if isinstance(records, EventColumns | RawColumns) else \
+            records[0][2].event_ms
         key = archive_key(self._prefix, first_event_ms, partition, start_offset)
         end_offset = records[-1][1]
         body = events_to_parquet(records)

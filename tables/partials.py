@@ -37,6 +37,7 @@ from aggregations.judge import judge
 from aggregations.spec import Spec
 from formats.events import Event, EventColumns, Rejection, decode_common, decode_event, reject
 from formats.partials import PartialKey, key_text
+from formats.raw import RawColumns
 from tables.families import Family
 from tables.packed import NO_PACK, PackBooks
 from tables.windows import WindowSpec, is_closed, window_sizes, window_starts, windows_at
@@ -144,7 +145,8 @@ class Limits:
 class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     late: list[LateEvent] = field(default_factory=list)
-    columns: dict[int, EventColumns] = field(default_factory=dict)  # partition -> valid events, for the archive
+    # partition -> valid events, for the archive (RawColumns: a spec's, as fold_judged finds them)
+    columns: dict[int, EventColumns | RawColumns] = field(default_factory=dict)
     max_event_ms: dict[int, int] = field(default_factory=dict)  # partition -> highest valid event time
 
 
@@ -460,13 +462,18 @@ def fold_judged(
     limits: Limits,
     outcome: BatchOutcome,
 ) -> None:
-    """fold_records for the events of a spec (aggregations/judge.py): each record judged once, then,
+    """fold_records for the events of a spec (aggregations/judge.py): each record judged once, archived
+    (RawColumns, the original bytes) unless its document or time is bad, then,
     for each aggregation that counts it, folded into every window of each of its families
     (`families_of`: aggregation name -> families), with fold_measures' rule and the same markers, close
     rule and late records as fold_records. A record that an aggregation rejects is one dead letter
     (the reasons of every aggregation that rejects it, in the spec's order), and still counts in the
     others; a record whose time or document is bad is a dead letter for all."""
     dead_letters, late = outcome.dead_letters, outcome.late
+    archived = outcome.columns.get(partition)
+    if archived is None:
+        archived = outcome.columns[partition] = RawColumns(partition)
+    assert isinstance(archived, RawColumns)
     max_event_ms = outcome.max_event_ms.get(partition, NO_EVENT_MS)
     for record in records:
         offset, written_ms = record.offset, record.timestamp
@@ -477,6 +484,7 @@ def fold_judged(
             dead_letters.append(DeadLetter(Record(partition, offset, raw, written_ms), judged))
             continue
         event_ms = judged.event_ms
+        archived.append(offset, event_ms, raw)  # every record with a time: the batch layer judges it again
         if event_ms > max_event_ms:
             max_event_ms = event_ms
         rejections: list[Rejection] = []

@@ -14,7 +14,7 @@ import pytest
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints
 from formats.events import Event
-from formats.raw import parquet_to_events
+from formats.raw import RawColumns, parquet_to_events, parquet_to_raw
 from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
 from sinks.policy import S3BucketNotFoundError, SinkUnavailableError
@@ -131,6 +131,17 @@ def test_archive_replay_never_duplicates_or_loses_a_row(lake: S3Lake, s3: Any, b
     assert [offset for _, offset, _ in archived] == [100, 101, 102, 103, 104, 105]
     assert [event.user_id for _, _, event in archived] == [
         "first-100", "first-101", "first-102", "replay-103", "replay-104", "replay-105"]
+
+
+def test_a_specs_raw_records_are_archived_as_written(lake: S3Lake, s3: Any, bucket: str) -> None:
+    records = RawColumns(2, [7, 8], [START_MS, START_MS + 1], [b'{"device": {"id": "d-1"}}', b'{"t\\u00e9": 1}'])
+    outcome = lake.put_archive(2, 7, records)
+    assert outcome.written and outcome.end_offset == 8
+    stored = s3.get_object(Bucket=bucket, Key=outcome.key)
+    assert stored["Metadata"] == {"end-offset": "8", "records": "2"}
+    again = parquet_to_raw(stored["Body"].read())
+    assert (again.partition, again.offsets, again.event_ms, again.raws) == (2, [7, 8], records.event_ms, records.raws)
+    assert lake.put_archive(2, 7, records).written is False
 
 
 def test_missing_bucket_is_bucket_not_found(stack: Endpoints, aws_env: None, unique_name: str) -> None:

@@ -10,7 +10,9 @@ from collections.abc import Iterable
 import pytest
 
 from formats.events import Event
-from sinks.archive import HOUR_MS, PartitionArchive
+from formats.lake import HOUR_MS
+from formats.raw import RawColumns, parquet_to_raw, raw_columns_to_parquet
+from sinks.archive import PartitionArchive
 from sinks.lake import ArchiveOutcome
 
 H0 = 472_222 * HOUR_MS  # 2023-11-14T22:00:00Z, the start of an hour
@@ -295,3 +297,26 @@ def test_adding_a_batch_of_columns_cuts_the_same_files_as_adding_each_event() ->
         per_event = _run(lambda: go(False, batches, max_records))  # noqa: B023 - run at once
         assert _run(lambda: go(True, batches, max_records)) == per_event  # noqa: B023
         assert per_event
+
+
+def test_a_specs_events_are_archived_as_their_original_records_by_the_same_rules() -> None:
+    async def go() -> tuple[FakePut, list[RawColumns]]:
+        put, files = FakePut(), []
+
+        async def keep(partition: int, start_offset: int, records: RawColumns) -> ArchiveOutcome:
+            files.append(records.tail(0))
+            return await put(partition, start_offset, records)  # type: ignore[arg-type]
+
+        archive = PartitionArchive(P, put_archive=keep, max_records=3, max_age_s=60, columns=RawColumns)
+        batch = RawColumns(P)
+        for offset, event_ms in enumerate((H0, H0 + 1, H0 + HOUR_MS, H0 + HOUR_MS, H0 + HOUR_MS, H0 + HOUR_MS)):
+            batch.append(offset, event_ms, b'{"n": %d}' % offset)
+        archive.add_columns(batch, 0.0)
+        archive.add_columns(batch, 0.0)  # a re-read adds nothing twice
+        assert await archive.flush(5)
+        return put, files
+
+    put, files = _run(go)
+    assert put.calls == [(P, 0, [0, 1]), (P, 2, [2, 3, 4]), (P, 5, [5])]  # cut at the hour and at 3 records
+    assert [(f.offsets, f.raws) for f in files][1] == ([2, 3, 4], [b'{"n": 2}', b'{"n": 3}', b'{"n": 4}'])
+    assert parquet_to_raw(raw_columns_to_parquet(files[1])).raws == files[1].raws

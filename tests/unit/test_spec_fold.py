@@ -84,6 +84,13 @@ def _reference(records: list[Record], frontier_ms: int | None) -> tuple[dict[Par
     return partials, dead, late
 
 
+def _has_time(record: Record) -> bool:
+    """The record's document and time are good: it is archived, whatever the aggregations say."""
+    judged = judge_object(orjson.loads(record.raw), SPEC, min_event_ms=LIMITS.min_event_ms,
+                          max_event_ms=LIMITS.latest_event_ms(record.written_ms))
+    return hasattr(judged, "results")
+
+
 @settings(max_examples=150, deadline=None)
 @given(events=st.lists(st.tuples(reading, st.integers(0, 2)), max_size=40), cut=st.integers(0, 40),
        frontier=st.one_of(st.none(), st.integers(-60_000, 120_000)))
@@ -101,6 +108,10 @@ def test_the_spec_fold_equals_the_judgement_and_the_rules(events: list[tuple[dic
     assert partials.values == want
     assert [(d.record.offset, d.rejection.reason) for d in outcome.dead_letters] == dead
     assert [(item.record.offset, item.closed) for item in outcome.late] == late
+    whole_dead = {offset for offset, _ in dead} - {r.offset for r in records if _has_time(r)}
+    archived = outcome.columns[0]
+    assert archived.offsets == [r.offset for r in records if _has_time(r)] and not whole_dead & set(archived.offsets)
+    assert archived.raws == [r.raw for r in records if _has_time(r)]  # type: ignore[union-attr]
     for (family, _start), instance in partials.instances.items():
         assert instance.measures == next(f.measures for f in FAMILIES if f.name == family)
 
