@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+from aggregations.spec import Spec
 from alerts.rules import Rule, RuleError, parse_rules
 from ops.faults import parse_faults
 from tables.windows import DEFAULT_WINDOWS, WindowSpec, parse_duration_ms, parse_windows
@@ -177,6 +178,7 @@ class PipelineSettings:
     ledger_retention_ms: int = 24 * 3_600_000
     fault_injection: tuple[tuple[str, int], ...] = ()
     alert_rules: tuple[Rule, ...] = ()  # from the ALERT_RULES file
+    spec: Spec | None = None  # the aggregations; None: the article's job (not read from the environment yet)
 
 
 @dataclass(frozen=True, slots=True)

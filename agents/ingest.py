@@ -43,9 +43,18 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from agents.watermarks import WatermarkBoard
+from aggregations.judge import judge
 from formats.chunks import encode_in_runs
-from formats.events import Event
-from formats.partials import PARTIALS_BYTES, FrontierMessage, encode_frontier, encode_partial_columns, partial_partition
+from formats.events import Event, EventColumns, Rejection
+from formats.partials import (
+    PARTIALS_BYTES,
+    FrontierMessage,
+    encode_frontier,
+    encode_partial_columns,
+    key_partition,
+    partial_partition,
+)
+from formats.raw import RawColumns
 from formats.side_outputs import (
     FALLBACK_FORWARDED_BYTES,
     MAX_FORWARDED_BYTES,
@@ -66,7 +75,16 @@ from settings import Settings
 from sinks.archive import PartitionArchive
 from sinks.outputs import Outputs
 from sinks.policy import ARCHIVE_BUFFERED_FILES
-from tables.partials import BatchOutcome, InstancePartials, Limits, PartitionPartials, Record, fold_records
+from tables.families import families
+from tables.partials import (
+    BatchOutcome,
+    InstancePartials,
+    Limits,
+    PartitionPartials,
+    Record,
+    fold_judged,
+    fold_records,
+)
 from tables.state import decode_ingest_state
 from tables.store import PartitionStore, changelog_send
 from tables.watermark import PartitionClock
@@ -137,11 +155,15 @@ class IngestPartition:
         self.store = store
         self.position = position
         pipeline = ctx.settings.pipeline
-        self.windows = pipeline.windows
+        self.spec = pipeline.spec
+        self.windows = families(pipeline.windows, self.spec)  # one per window without a spec
+        self._families_of = {aggregation.name: [f for f in self.windows if f.aggregation == aggregation]
+                             for aggregation in (self.spec.aggregations if self.spec else ())}
+        self._aggregation_of = {f.name: f.aggregation.name for f in self.windows if f.aggregation is not None}
         self.partials = partials
         # A crash between a frontier and the deletes it implied leaves closed partials behind, and
-        # a window removed from WINDOWS leaves its open partials: both are dropped.
-        configured = {spec.name for spec in self.windows}
+        # a window removed from WINDOWS (or the spec) leaves its open partials: both are dropped.
+        configured = {family.name for family in self.windows}
         self._stale = partials.drop_windows({window for window, _ in partials.instances} - configured)
         if self._stale:
             log.warning("partition %d: dropping open partials of %s, which WINDOWS no longer lists", partition,
@@ -152,7 +174,8 @@ class IngestPartition:
                                     ctx.clock_ms())
         self.archive = PartitionArchive(partition, put_archive=self._put_archive,
                                         max_records=pipeline.archive_max_records,
-                                        max_age_s=pipeline.archive_max_age_ms / 1000)
+                                        max_age_s=pipeline.archive_max_age_ms / 1000,
+                                        columns=EventColumns if self.spec is None else RawColumns)
         self.side_outputs = SideOutputs(ctx.producer, ctx.topics, partition, dead_letters_upto, late_upto)
         self._published: Mark | None = None
         self._announced_ms: int | None = None  # the frontier stage 2 has heard from this process
@@ -216,6 +239,16 @@ class IngestPartition:
         """Records folded before a restart: only the raw archive may still lack them. (Validity
         does not depend on when a record is read: see Limits.)"""
         limits = self._limits()
+        if self.spec is not None:
+            columns = RawColumns(self.partition)
+            for record in records:
+                raw = record.value or b""
+                judged = judge(raw, self.spec, max_bytes=limits.max_event_bytes, min_event_ms=limits.min_event_ms,
+                               max_event_ms=limits.latest_event_ms(record.timestamp))
+                if not isinstance(judged, Rejection):
+                    columns.append(record.offset, judged.event_ms, raw)
+            self.archive.add_columns(columns, now_s)
+            return
         for record in records:
             decoded = limits.decode(Record(self.partition, record.offset, record.value or b"", record.timestamp))
             if isinstance(decoded, Event):
@@ -228,8 +261,12 @@ class IngestPartition:
     async def _fold(self, records: Sequence[ConsumerRecord], now_s: float) -> None:
         ctx, partition = self.ctx, self.partition
         outcome = BatchOutcome()
-        fold_records(partition, records, self.partials, self.windows, self.position.frontier_ms, self._limits(),
-                     outcome)
+        if self.spec is None:
+            fold_records(partition, records, self.partials, self.windows, self.position.frontier_ms, self._limits(),
+                         outcome)
+        else:
+            fold_judged(partition, records, self.partials, self.spec, self._families_of, self.position.frontier_ms,
+                        self._limits(), outcome)
         if outcome.dead_letters or outcome.late:
             self._side_sent += await self.side_outputs.send(outcome, {r.offset: r for r in records})
         event_ms = outcome.max_event_ms.get(partition)
@@ -270,7 +307,14 @@ class IngestPartition:
             await self.store.put(POSITION_KEY, encode_ingest_position(position))
 
     def _by_target(self, instance: InstancePartials, slots: list[int]) -> dict[int, list[int]]:
-        """The slots by the stage-2 partition of their event type."""
+        """The slots by the stage-2 partition of their event type (a spec's: of their aggregation and key)."""
+        aggregation = self._aggregation_of.get(instance.window)
+        if aggregation is not None:
+            partitions = self.ctx.settings.kafka.topic_partitions
+            keyed: dict[int, list[int]] = {}
+            for slot in slots:
+                keyed.setdefault(key_partition(aggregation, instance.types[slot], partitions), []).append(slot)
+            return keyed
         by_target: dict[int, list[int]] = {}
         target_of, types = self._target_of, instance.types
         for slot in slots:
