@@ -7,9 +7,9 @@ it on its own, and what one rejects or leaves out still counts in the others:
 
 1. ``where``: every condition's field must hold one of its values (types are strict: 1 is not true,
    "1" is not 1); an event that does not match is not counted, and is no dead letter.
-2. the key parts, then the ``distinct`` fields, in order: a string (1 to 256 characters, no control
-   character), an integer (64 bits) or a boolean. One missing or null follows ``missing_key``: a dead
-   letter (missing_field), not counted (skip), or a null value (null).
+2. the key parts, then the ``distinct`` fields, in order, each of its declared type: a string (1 to
+   256 characters, no control character), an integer (64 bits) or a boolean. One missing or null
+   follows ``missing_key``: a dead letter (missing_field), not counted (skip), or a null value (null).
 3. the measures, in order: a finite number (a boolean is not one). A measure missing or null follows
    ``missing_measure``: a dead letter (missing_field), or left out of that measure's statistics (skip).
 
@@ -24,7 +24,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from aggregations.spec import Aggregation, FieldPath, KeyValue, Spec, TimeField
+from aggregations.spec import Aggregation, FieldPath, KeyField, KeyValue, Spec, TimeField
 from formats.events import (
     BAD_TIMESTAMP,
     INVALID_JSON,
@@ -154,11 +154,12 @@ def _judge(event: Mapping[str, Any], aggregation: Aggregation) -> Counted | Reje
     return Counted(key, tuple(measures), distinct)
 
 
-def _key_values(event: Mapping[str, Any], paths: tuple[FieldPath, ...],
+def _key_values(event: Mapping[str, Any], fields: tuple[KeyField, ...],
                 aggregation: Aggregation) -> Key | Rejection | None:
     """The values of key-like fields (key parts, distinct fields); None: the event is skipped."""
     values: list[KeyValue | None] = []
-    for path in paths:
+    for field in fields:
+        path = field.path
         value = lookup(event, path)
         if value is MISSING or value is None:
             if aggregation.missing_key == "dead_letter":
@@ -168,20 +169,24 @@ def _key_values(event: Mapping[str, Any], paths: tuple[FieldPath, ...],
                 return None
             values.append(None)
             continue
-        part = _key_part(value, path)
+        part = _key_part(value, field)
         if isinstance(part, Rejection):
             return part
         values.append(part)
     return tuple(values)
 
 
-def _key_part(value: Any, path: FieldPath) -> KeyValue | Rejection:
-    if isinstance(value, bool):
+_TYPE_NAMES: Final = {"string": "a string", "int": "an integer", "bool": "a boolean"}
+
+
+def _key_part(value: Any, field: KeyField) -> KeyValue | Rejection:
+    path, key_type = field.path.text, field.type
+    if key_type == "bool" and isinstance(value, bool):
         return value
-    if isinstance(value, int):
+    if key_type == "int" and isinstance(value, int) and not isinstance(value, bool):
         if -_INT64 <= value < _INT64:
             return value
-        return reject(WRONG_TYPE, f"{path.text} is an integer beyond 64 bits")
-    if isinstance(value, str):
-        return check_string(value, path.text)
-    return reject(WRONG_TYPE, f"{path.text} must be a string, an integer or a boolean, got {type_name(value)}")
+        return reject(WRONG_TYPE, f"{path} is an integer beyond 64 bits")
+    if key_type == "string" and isinstance(value, str):
+        return check_string(value, path)
+    return reject(WRONG_TYPE, f"{path} must be {_TYPE_NAMES[key_type]}, got {type_name(value)}")

@@ -9,7 +9,7 @@ and the field (settings.py makes it one line naming the file too). The file (TOM
 
     [[aggregation]]
     name = "page_views"               # [a-z0-9][a-z0-9_-]*, at most 63: a path segment and a key part
-    key = ["page.path", "country"]    # 1 to 4 field paths; strings, integers and booleans
+    key = ["page.path", "status:int"] # 1 to 4 field paths, each a string unless it says :int or :bool
     missing_key = "dead_letter"       # a key part missing or null: dead_letter, skip or null (a null part)
     measures = ["ms_on_page"]         # 1 to 8 field paths of numbers: count, sum, min, max, mean of each
     missing_measure = "dead_letter"   # a measure missing or null: dead_letter, or skip (left out of it)
@@ -19,8 +19,10 @@ and the field (settings.py makes it one line naming the file too). The file (TOM
     redis = "every"                   # every window, only the latest window per key, or off
 
 A field path's names are 1 to 64 characters of letters, digits, "_", "-", "@" and "$"; its column in
-the lake is its names joined by "_". An event that one aggregation rejects (a dead letter for it) or
-skips still counts in the others; what counts and what is rejected is aggregations/judge.py's.
+the lake is its names joined by "_". A key part (and a distinct field) has one type, so that its
+column has one: a string (the default), an integer (64 bits, ``:int``) or a boolean (``:bool``).
+An event that one aggregation rejects (a dead letter for it) or skips still counts in the others;
+what counts and what is rejected is aggregations/judge.py's.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ __all__ = [
     "Aggregation",
     "Condition",
     "FieldPath",
+    "KeyField",
     "Spec",
     "SpecError",
     "TimeField",
@@ -49,6 +52,7 @@ __all__ = [
 ]
 
 TIME_FORMATS: Final = ("iso8601", "epoch_s", "epoch_ms", "epoch_us", "epoch_ms_or_iso8601")
+KEY_TYPES: Final = ("string", "int", "bool")
 MISSING_KEY: Final = ("dead_letter", "skip", "null")
 MISSING_MEASURE: Final = ("dead_letter", "skip")
 REDIS_OUTPUTS: Final = ("every", "latest", "off")
@@ -93,6 +97,14 @@ class FieldPath:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyField:
+    """A key part or a distinct field: where it is, and its type (one of KEY_TYPES)."""
+
+    path: FieldPath
+    type: str = "string"
+
+
+@dataclass(frozen=True, slots=True)
 class TimeField:
     path: FieldPath
     format: str  # one of TIME_FORMATS
@@ -109,19 +121,20 @@ class Condition:
 @dataclass(frozen=True, slots=True)
 class Aggregation:
     name: str
-    key: tuple[FieldPath, ...]
+    key: tuple[KeyField, ...]
     missing_key: str  # one of MISSING_KEY
     measures: tuple[FieldPath, ...]
     missing_measure: str  # one of MISSING_MEASURE
     where: tuple[Condition, ...]
-    distinct: tuple[FieldPath, ...]
+    distinct: tuple[KeyField, ...]
     windows: tuple[str, ...]  # names of the configured windows, in their configured order
     redis: str  # one of REDIS_OUTPUTS
 
     def columns(self) -> list[str]:
         """The columns of its rows besides RESERVED_COLUMNS: key parts, then each measure's statistics."""
-        return [path.column for path in self.key] + [f"{measure.column}_{statistic}" for measure in self.measures
-                                                     for statistic in MEASURE_STATISTICS]
+        return [part.path.column for part in self.key] + [f"{measure.column}_{statistic}"
+                                                          for measure in self.measures
+                                                          for statistic in MEASURE_STATISTICS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +209,9 @@ def _aggregation(index: int, table: Mapping[str, Any], windows: list[str]) -> Ag
     for key in table:
         if key not in _FIELDS:
             raise fail(key, f"unknown field; expected one of {', '.join(sorted(_FIELDS))}")
-    key = _paths(table, "key", 1, MAX_KEY_PARTS, fail, required=True)
+    key = _key_fields(table, "key", 1, fail, required=True)
     measures = _paths(table, "measures", 1, MAX_MEASURES, fail, required=True)
-    distinct = _paths(table, "distinct", 0, MAX_KEY_PARTS, fail, required=False)
+    distinct = _key_fields(table, "distinct", 0, fail, required=False)
     missing_key = _choice(table, "missing_key", MISSING_KEY, fail)
     missing_measure = _choice(table, "missing_measure", MISSING_MEASURE, fail)
     redis = _choice(table, "redis", REDIS_OUTPUTS, fail)
@@ -214,7 +227,7 @@ def _aggregation(index: int, table: Mapping[str, Any], windows: list[str]) -> Ag
     columns = aggregation.columns()
     clash = next((c for c in columns if columns.count(c) > 1 or c in RESERVED_COLUMNS), None)
     if clash is not None:
-        raise fail("key" if clash in [p.column for p in key] else "measures",
+        raise fail("key" if clash in [p.path.column for p in key] else "measures",
                    f"its rows would have the column {clash!r} twice (or a reserved one: "
                    f"{', '.join(sorted(RESERVED_COLUMNS))}); a path's column is its names joined by '_'")
     return aggregation
@@ -234,6 +247,29 @@ def _paths(table: Mapping[str, Any], field: str, low: int, high: int, fail: Any,
     if len(set(paths)) != len(paths):
         raise fail(field, "a field path is listed twice")
     return paths
+
+
+def _key_fields(table: Mapping[str, Any], field: str, low: int, fail: Any, *,
+                required: bool) -> tuple[KeyField, ...]:
+    raw = table.get(field)
+    if raw is None and not required:
+        return ()
+    if not isinstance(raw, list) or not low <= len(raw) <= MAX_KEY_PARTS:
+        raise fail(field, f"expected a list of {low} to {MAX_KEY_PARTS} field paths (got {raw!r})")
+    fields = []
+    for item in raw:
+        text, _, key_type = item.partition(":") if isinstance(item, str) else (item, "", "")
+        try:
+            path = field_path(text)
+        except ValueError as exc:
+            raise fail(field, str(exc)) from None
+        key_type = key_type or "string"
+        if key_type not in KEY_TYPES:
+            raise fail(field, f"{item!r}: expected a type of {', '.join(KEY_TYPES)} after ':' (string if none)")
+        fields.append(KeyField(path, key_type))
+    if len({f.path for f in fields}) != len(fields):
+        raise fail(field, "a field path is listed twice")
+    return tuple(fields)
 
 
 def _choice(table: Mapping[str, Any], field: str, options: tuple[str, ...], fail: Any) -> str:

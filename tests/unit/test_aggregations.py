@@ -52,7 +52,7 @@ def test_a_full_spec_parses_with_its_defaults() -> None:
     spec = _spec(AGG + '''
 [[aggregation]]
 name = "b-2"
-key = ["page.path", "country", "flag", "n"]
+key = ["page.path", "country", "flag:bool", "n:int"]
 missing_key = "null"
 measures = ["x.y", "z"]
 missing_measure = "skip"
@@ -65,7 +65,8 @@ redis = "latest"
     assert spec.time == TimeField(field_path("ts"), "epoch_ms")
     assert (a.missing_key, a.missing_measure, a.redis, a.windows, a.where, a.distinct) == (
         "dead_letter", "dead_letter", "every", WINDOWS, (), ())
-    assert [p.text for p in b.key] == ["page.path", "country", "flag", "n"]
+    assert [(p.path.text, p.type) for p in b.key] == [("page.path", "string"), ("country", "string"),
+                                                      ("flag", "bool"), ("n", "int")]
     assert [(c.path.text, c.values) for c in b.where] == [("country", ("DE", "FR")), ("page.kind", ("product",)),
                                                            ("n", (3,)), ("flag", (True,))]
     assert b.windows == ("hopping_1m",) and b.redis == "latest"
@@ -205,29 +206,29 @@ def test_key_parts_measures_and_their_policies_per_aggregation() -> None:
     spec = _spec('''
 [[aggregation]]
 name = "strict"
-key = ["k.a", "k.b"]
+key = ["k.a", "k.b:int"]
 measures = ["m.x", "m.y"]
 
 [[aggregation]]
 name = "lenient"
-key = ["k.a", "k.b"]
+key = ["k.a", "k.b:int"]
 missing_key = "null"
 measures = ["m.x", "m.y"]
 missing_measure = "skip"
 
 [[aggregation]]
 name = "skipping"
-key = ["k.b"]
+key = ["k.b:int"]
 missing_key = "skip"
 measures = ["m.x"]
 ''')
     whole = {"ts": T_MS, "k": {"a": "x", "b": 7}, "m": {"x": 1, "y": 2.5}}
     assert _judged(spec, whole) == Judgement(T_MS, (Counted(("x", 7), (1.0, 2.5)),) * 2 + (Counted((7,), (1.0,)),))
-    partial = {"ts": T_MS, "k": {"a": True}, "m": {"x": -0.5, "y": None}}
+    partial = {"ts": T_MS, "k": {"a": "y"}, "m": {"x": -0.5, "y": None}}
     strict, lenient, skipping = _judged(spec, partial).results  # type: ignore[union-attr]
     assert isinstance(strict, Rejection) and strict.reason == MISSING_FIELD
     assert strict.detail == "k.b is missing (aggregation strict)"
-    assert lenient == Counted((True, None), (-0.5, None))  # the event still counts in the others
+    assert lenient == Counted(("y", None), (-0.5, None))  # the event still counts in the others
     assert skipping is None
 
 
@@ -265,6 +266,21 @@ def test_a_non_finite_measure_from_a_more_permissive_parser_is_a_dead_letter() -
     for value in (math.inf, math.nan, 10**400):
         judged = judge_object({"ts": T_MS, "k": "a", "m": value}, spec, **LIMITS)
         assert isinstance(judged, Judgement) and judged.results[0].reason == NON_FINITE_VALUE  # type: ignore[union-attr]
+
+
+def test_a_key_part_is_of_its_declared_type() -> None:
+    spec = _spec(AGG.replace('key = ["k"]', 'key = ["k", "n:int", "b:bool"]'))
+    for values, wrong in ((("a", 1, True), None), (("a", "1", True), "n must be an integer, got str"),
+                          (("a", True, True), "n must be an integer, got bool"),
+                          (("a", 1, 1), "b must be a boolean, got int"), ((1, 1, True), "k must be a string, got int")):
+        judged = _judged(spec, {"ts": T_MS, "k": values[0], "n": values[1], "b": values[2], "m": 1})
+        result = judged.results[0]  # type: ignore[union-attr]
+        if wrong is None:
+            assert result == Counted(values, (1.0,))
+        else:
+            assert isinstance(result, Rejection) and (result.reason, result.detail) == (WRONG_TYPE, wrong)
+    with pytest.raises(SpecError, match="expected a type of string, int, bool after ':'"):
+        _spec(AGG.replace('key = ["k"]', 'key = ["k:float"]'))
 
 
 def test_where_is_strict_about_types_and_never_a_dead_letter() -> None:
