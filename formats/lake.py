@@ -3,6 +3,8 @@
 Layout version LAYOUT_VERSION (1: every name below since the first release)::
 
     aggregated/{window}/year=YYYY/month=MM/day=DD/hour=HH/{window}-{window_start_ms}-part{part:04d}.parquet
+    aggregated/{aggregation}/{window}/year=YYYY/month=MM/day=DD/hour=HH/{window}-{window_start_ms}-part{part:04d}.parquet
+                                                                                          (a spec's aggregation)
     events/year=YYYY/month=MM/day=DD/hour=HH/part-{partition:05d}-{start_offset:020d}.parquet
     aggregated/hourly/year=YYYY/month=MM/day=DD/hour=HH/hourly-{hour_start_ms}.parquet   (batch layer)
     aggregated/daily/year=YYYY/month=MM/day=DD/daily-{day_start_ms}.parquet
@@ -50,6 +52,7 @@ __all__ = [
     "restate_manifest_key",
     "rollup_folders",
     "rollup_key",
+    "spec_aggregate_key",
 ]
 
 LAYOUT_VERSION: Final = 1
@@ -203,6 +206,16 @@ def aggregate_key(prefix: str, window: str, window_start_ms: int, part: int) -> 
     # name can ever add path levels or fake a partition column.
     name = encode_key_part(window)
     return f"{prefix}aggregated/{name}/{_hour_dirs(window_start_ms)}/{name}-{window_start_ms}-part{part:04d}.parquet"
+
+
+def spec_aggregate_key(prefix: str, aggregation: str, window: str, window_start_ms: int, part: int) -> str:
+    """Key of part ``part`` of one window instance of a spec's aggregation, in the UTC hour of its start."""
+    check_prefix(prefix)
+    if part < 0:
+        raise ValueError(f"part must be >= 0, got {part}")
+    folder, name = encode_key_part(aggregation), encode_key_part(window)
+    return (f"{prefix}aggregated/{folder}/{name}/{_hour_dirs(window_start_ms)}/{name}-{window_start_ms}-"
+            f"part{part:04d}.parquet")
 
 
 def archive_key(prefix: str, first_event_ms: int, partition: int, start_offset: int) -> str:

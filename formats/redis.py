@@ -33,6 +33,14 @@ Keys (``P`` is the configured key prefix, ``enc`` is ``formats.keys.encode_key_p
         ``duration_ms``, ``last_sealed_hour_ms`` and counters summed over runs
         (formats/batch.py ``BatchRun``, ``BATCH_COUNTERS``). No TTL: runs may be a day apart.
 
+    P agg:{enc(aggregation)}:{enc(window)}:{key}:{window_start_ms}
+        hash of one closed window of a spec's aggregation (formats/aggregates.py), when its
+        ``redis`` output is ``every``. ``key`` is its parts, each encoded by its type (a string by
+        ``enc``, an integer in decimal, a boolean ``true``/``false``, a null ``%00``), joined by ``:``.
+    P agglatest:{enc(aggregation)}:{enc(window)}:{key}
+        sorted set of the key's latest windows, as ``latest:`` (``every``: ``latest_n`` of them;
+        ``latest``: the newest one only, and no hash).
+
 (no space between ``P`` and the rest: ``events:win:tumbling_1m:click:1763251140000``).
 Both keys get a TTL of ``ttl_ms``, refreshed by every write.
 
@@ -43,12 +51,13 @@ foreign SCAN pattern or leave the prefix.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from formats.keys import encode_key_part
 
-__all__ = ["KEYS_VERSION", "alerts_active_key", "alerts_recent_key", "batch_status_key", "latest_key", "types_key",
-           "window_hash_key"]
+__all__ = ["KEYS_VERSION", "aggregate_hash_key", "aggregate_latest_key", "alerts_active_key", "alerts_recent_key",
+           "batch_status_key", "encode_key", "latest_key", "types_key", "window_hash_key"]
 
 KEYS_VERSION: Final = 1
 
@@ -77,3 +86,20 @@ def alerts_recent_key(prefix: str) -> str:
 
 def batch_status_key(prefix: str) -> str:
     return f"{prefix}batch:status"
+
+
+def encode_key(parts: Sequence[str | int | bool | None]) -> str:
+    """A spec's key in a Redis key: each part encoded by its type, joined by ':' (a part's type is fixed
+    by the spec, so the encoding is injective; no encoded part holds ':')."""
+    return ":".join("%00" if part is None else ("true" if part else "false") if isinstance(part, bool)
+                    else str(part) if isinstance(part, int) else encode_key_part(part) for part in parts)
+
+
+def aggregate_hash_key(prefix: str, aggregation: str, window: str, parts: Sequence[str | int | bool | None],
+                       window_start_ms: int) -> str:
+    return (f"{prefix}agg:{encode_key_part(aggregation)}:{encode_key_part(window)}:{encode_key(parts)}:"
+            f"{int(window_start_ms)}")
+
+
+def aggregate_latest_key(prefix: str, aggregation: str, window: str, parts: Sequence[str | int | bool | None]) -> str:
+    return f"{prefix}agglatest:{encode_key_part(aggregation)}:{encode_key_part(window)}:{encode_key(parts)}"

@@ -1,0 +1,195 @@
+"""A spec's closed windows (AGGREGATE_FORMAT 1): one row per (aggregation, window, window start, key),
+with the key's parts and each measure's count, sum, min, max and mean.
+
+* Parquet, one object per (aggregation, window, start, stage-2 partition) named by formats/lake.py:
+  ``window_start``, ``window_end`` (timestamp[ms, tz=UTC]), ``window`` (string), one typed column per key
+  part (string, int64 or bool, named by its field path's column), per measure ``<column>_count``
+  (int64), ``_sum``, ``_min``, ``_max``, ``_mean`` (float64, null when no event of the window had the
+  measure), ``revision``, ``late_count`` (int64). Rows sorted by window start, then key.
+* JSON (the Redis index members, the web API): the same fields, measures as
+  ``{"<column>": {"count", "sum", "min", "max", "mean"}}`` (null when the measure had no value), the
+  key as ``{"<column>": part}``, non-finite floats as their repr string.
+* the Redis hash of one window (formats/redis.py names it): the JSON's fields, each a string (ints as
+  str(int), floats as repr(float), booleans "true"/"false"; "" for a null key part and for the
+  statistics of a measure no event of the window had).
+
+The row's layout comes from its aggregation (``AggregateLayout``): the caller builds it from the spec
+(aggregations/spec.py), which this module does not import.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from formats.events import iso_utc
+from formats.parquet import TIMESTAMP_MS_UTC, read_parquet, table_of, write_parquet
+
+__all__ = ["AGGREGATE_FORMAT", "AggregateLayout", "AggregateRow", "MeasureStats", "aggregate_row_from_json",
+           "aggregate_row_to_api", "aggregate_row_to_hash", "aggregate_row_to_json", "aggregate_rows_to_parquet",
+           "layout_fields", "parquet_to_aggregate_rows"]
+
+AGGREGATE_FORMAT: Final = 1
+_ARROW_TYPES: Final = {"string": pa.string(), "int": pa.int64(), "bool": pa.bool_()}
+_STATISTICS: Final = ("count", "sum", "min", "max", "mean")
+
+KeyPart = str | int | bool | None
+
+
+class MeasureStats(NamedTuple):
+    """A measure's statistics over one window's events that had it (count > 0)."""
+
+    count: int
+    sum: float
+    min: float
+    max: float
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count
+
+
+class AggregateRow(NamedTuple):
+    aggregation: str
+    window: str
+    window_start_ms: int
+    window_end_ms: int
+    key: tuple[KeyPart, ...]
+    measures: tuple[MeasureStats | None, ...]  # None: no event of the window had the measure
+    revision: int = 0
+    late_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateLayout:
+    """The columns of one aggregation's rows: its key parts (column, type: string, int or bool) and its
+    measures (column)."""
+
+    key: tuple[tuple[str, str], ...]
+    measures: tuple[str, ...]
+
+    def schema(self) -> pa.Schema:
+        fields = [("window_start", TIMESTAMP_MS_UTC), ("window_end", TIMESTAMP_MS_UTC), ("window", pa.string())]
+        fields += [(column, _ARROW_TYPES[key_type]) for column, key_type in self.key]
+        fields += [(f"{m}_{statistic}", pa.int64() if statistic == "count" else pa.float64())
+                   for m in self.measures for statistic in _STATISTICS]
+        fields += [("revision", pa.int64()), ("late_count", pa.int64())]
+        return pa.schema(fields)
+
+
+def _order(row: AggregateRow) -> tuple[Any, ...]:
+    # Parts of one column have one type, but may be null: nulls first.
+    return (row.window_start_ms, tuple((part is not None, part) for part in row.key), row.window)
+
+
+def aggregate_rows_to_parquet(rows: Sequence[AggregateRow], layout: AggregateLayout) -> bytes:
+    """A Parquet file of the layout's schema, rows sorted by (window_start, key)."""
+    ordered = sorted(rows, key=_order)
+    columns: list[list[Any]] = [[r.window_start_ms for r in ordered], [r.window_end_ms for r in ordered],
+                                [r.window for r in ordered]]
+    columns += [[r.key[i] for r in ordered] for i in range(len(layout.key))]
+    for m in range(len(layout.measures)):
+        stats = [r.measures[m] for r in ordered]
+        columns += [[None if s is None else s.count for s in stats],
+                    [None if s is None else float(s.sum) for s in stats],
+                    [None if s is None else float(s.min) for s in stats],
+                    [None if s is None else float(s.max) for s in stats],
+                    [None if s is None else s.mean for s in stats]]
+    columns += [[r.revision for r in ordered], [r.late_count for r in ordered]]
+    return write_parquet(table_of(layout.schema(), columns), [pq.SortingColumn(0)])
+
+
+def parquet_to_aggregate_rows(data: bytes, aggregation: str, layout: AggregateLayout) -> list[AggregateRow]:
+    """Inverse of aggregate_rows_to_parquet (the means are derived, so they are not read back)."""
+    table = read_parquet(data, layout.schema(), f"aggregate file of {aggregation}")
+    column = table.column
+    starts = column("window_start").cast(pa.int64()).to_pylist()
+    ends = column("window_end").cast(pa.int64()).to_pylist()
+    keys = list(zip(*(column(name).to_pylist() for name, _ in layout.key), strict=True))
+    measures: list[list[MeasureStats | None]] = [[] for _ in starts]
+    for m in layout.measures:
+        for row, values in zip(measures, zip(*(column(f"{m}_{s}").to_pylist() for s in _STATISTICS[:4]),
+                                             strict=True), strict=True):
+            row.append(None if values[0] is None else MeasureStats(*values))
+    return [AggregateRow(aggregation, window, start, end, key, tuple(stats), revision, late)
+            for window, start, end, key, stats, revision, late in zip(
+                column("window").to_pylist(), starts, ends, keys, measures, column("revision").to_pylist(),
+                column("late_count").to_pylist(), strict=True)]
+
+
+def _json_float(number: float) -> float | str:
+    return number if math.isfinite(number) else repr(number)
+
+
+def _stats_json(stats: MeasureStats | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    return {"count": stats.count, "sum": _json_float(float(stats.sum)), "min": _json_float(float(stats.min)),
+            "max": _json_float(float(stats.max)), "mean": _json_float(stats.mean)}
+
+
+def aggregate_row_to_api(row: AggregateRow, layout: AggregateLayout) -> dict[str, Any]:
+    """A row as the web API answers it, and as the Redis index holds it (aggregate_row_to_json)."""
+    return {"aggregation": row.aggregation, "window": row.window, "window_start_ms": row.window_start_ms,
+            "window_end_ms": row.window_end_ms, "window_start": iso_utc(row.window_start_ms),
+            "window_end": iso_utc(row.window_end_ms),
+            "key": {column: part for (column, _), part in zip(layout.key, row.key, strict=True)},
+            "measures": {column: _stats_json(stats) for column, stats in zip(layout.measures, row.measures,
+                                                                               strict=True)},
+            "revision": row.revision, "late_count": row.late_count}
+
+
+def aggregate_row_to_json(row: AggregateRow, layout: AggregateLayout) -> bytes:
+    """Canonical compact JSON (sorted keys): equal rows give equal bytes."""
+    return orjson.dumps(aggregate_row_to_api(row, layout), option=orjson.OPT_SORT_KEYS)
+
+
+def aggregate_row_from_json(data: bytes | str, layout: AggregateLayout) -> AggregateRow:
+    """Inverse of aggregate_row_to_json."""
+    body = orjson.loads(data)
+    measures = tuple(None if (s := body["measures"][m]) is None else
+                     MeasureStats(int(s["count"]), float(s["sum"]), float(s["min"]), float(s["max"]))
+                     for m in layout.measures)
+    return AggregateRow(str(body["aggregation"]), str(body["window"]), int(body["window_start_ms"]),
+                        int(body["window_end_ms"]), tuple(body["key"][column] for column, _ in layout.key), measures,
+                        int(body["revision"]), int(body["late_count"]))
+
+
+def _text(part: KeyPart) -> str:
+    if part is None:
+        return ""
+    if isinstance(part, bool):
+        return "true" if part else "false"
+    return str(part)
+
+
+def aggregate_row_to_hash(row: AggregateRow, layout: AggregateLayout) -> dict[str, str]:
+    """The Redis hash of a row (see the module doc)."""
+    fields = {"aggregation": row.aggregation, "window": row.window, "window_start_ms": str(int(row.window_start_ms)),
+              "window_end_ms": str(int(row.window_end_ms)), "revision": str(int(row.revision)),
+              "late_count": str(int(row.late_count))}
+    fields.update({f"key.{column}": _text(part) for (column, _), part in zip(layout.key, row.key, strict=True)})
+    for column, stats in zip(layout.measures, row.measures, strict=True):
+        if stats is None:
+            fields.update({f"{column}.{statistic}": "" for statistic in _STATISTICS})
+        else:
+            fields.update({f"{column}.count": str(int(stats.count)), f"{column}.sum": repr(float(stats.sum)),
+                           f"{column}.min": repr(float(stats.min)), f"{column}.max": repr(float(stats.max)),
+                           f"{column}.mean": repr(stats.mean)})
+    return fields
+
+
+def layout_fields(layout: AggregateLayout) -> Mapping[str, str]:
+    """Every field of an aggregate hash of the layout, in aggregate_row_to_hash's order, with its kind."""
+    found = {"aggregation": "string", "window": "string", "window_start_ms": "int", "window_end_ms": "int",
+             "revision": "int", "late_count": "int"}  # the same order as aggregate_row_to_hash's
+    found.update({f"key.{column}": key_type for column, key_type in layout.key})
+    found.update({f"{column}.{statistic}": "int" if statistic == "count" else "float"
+                  for column in layout.measures for statistic in _STATISTICS})
+    return found
