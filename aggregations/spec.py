@@ -33,6 +33,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from formats.aggregates import AggregateLayout
 from formats.keys import MAX_PART_CHARS
 
 __all__ = [
@@ -129,6 +130,11 @@ class Aggregation:
     distinct: tuple[KeyField, ...]
     windows: tuple[str, ...]  # names of the configured windows, in their configured order
     redis: str  # one of REDIS_OUTPUTS
+
+    def layout(self) -> AggregateLayout:
+        """The columns of its rows, as formats/aggregates.py lays them out."""
+        return AggregateLayout(tuple((part.path.column, part.type) for part in self.key),
+                               tuple(measure.column for measure in self.measures))
 
     def columns(self) -> list[str]:
         """The columns of its rows besides RESERVED_COLUMNS: key parts, then each measure's statistics."""

@@ -35,8 +35,16 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from formats.aggregates import AggregateLayout, AggregateRow, aggregate_rows_to_parquet
 from formats.events import Event, EventColumns
-from formats.lake import END_OFFSET_METADATA, RECORDS_METADATA, aggregate_key, archive_key, check_prefix
+from formats.lake import (
+    END_OFFSET_METADATA,
+    RECORDS_METADATA,
+    aggregate_key,
+    archive_key,
+    check_prefix,
+    spec_aggregate_key,
+)
 from formats.parquet import PARQUET_CONTENT_TYPE
 from formats.raw import RawColumns, events_to_parquet
 from formats.rows import WindowRow, rows_to_parquet
@@ -200,6 +208,15 @@ class S3Lake:
         with self._translate_errors("put", key):
             client.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=PARQUET_CONTENT_TYPE)
         logger.debug("wrote %d rows to s3://%s/%s", len(rows), self._bucket, key)
+        return key
+
+    def put_aggregate_rows(self, aggregation: str, window: str, window_start_ms: int, part: int,
+                           rows: Sequence[AggregateRow], layout: AggregateLayout) -> str:
+        """Write one window instance's rows of a spec's aggregation (replacing the object); its key."""
+        key = spec_aggregate_key(self._prefix, aggregation, window, window_start_ms, part)
+        with self._translate_errors("put", key):
+            self._require_client().put_object(Bucket=self._bucket, Key=key, ContentType=PARQUET_CONTENT_TYPE,
+                                              Body=aggregate_rows_to_parquet(rows, layout))
         return key
 
     def put_archive(

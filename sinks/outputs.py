@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from formats.aggregates import AggregateRow
 from formats.batch import BatchStatus
 from formats.rows import WindowRow
 from ops.metrics import PipelineMetrics
@@ -26,6 +27,7 @@ from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
 from sinks.policy import RetryPolicy, retry_forever
 from sinks.redis_store import RedisWindowStore
 from sinks.rollups import RollupRead, read_rollups
+from tables.families import Family
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,6 +89,17 @@ class Outputs:
         """Write one closed window's rows to S3, then Redis; returns the S3 object key."""
         key = await self.call("s3", "aggregates", self.lake.put_aggregates, window, start_ms, part, rows)
         await self.call("redis", "windows", self.redis.write, rows)
+        return key
+
+    async def export_aggregate(self, family: Family, start_ms: int, part: int, rows: Sequence[AggregateRow]) -> str:
+        """Write one closed window instance's rows of a spec's aggregation to S3, then to Redis as its
+        output says; returns the S3 object key."""
+        aggregation = family.aggregation
+        assert aggregation is not None, "the article's windows are export_window's"
+        layout = aggregation.layout()
+        key = await self.call("s3", "aggregates", self.lake.put_aggregate_rows, aggregation.name, family.window,
+                              start_ms, part, rows, layout)
+        await self.call("redis", "windows", self.redis.write_aggregates, rows, layout, aggregation.redis)
         return key
 
     async def write_alerts(self, alerts: Sequence[tuple[str, str, int, bytes]]) -> None:

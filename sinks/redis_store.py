@@ -24,8 +24,25 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from formats.aggregates import (
+    AggregateLayout,
+    AggregateRow,
+    aggregate_row_from_json,
+    aggregate_row_to_hash,
+    aggregate_row_to_json,
+    layout_fields,
+)
 from formats.batch import BatchRun, BatchStatus, batch_run_to_hash, batch_status_from_hash
-from formats.redis import alerts_active_key, alerts_recent_key, batch_status_key, latest_key, types_key, window_hash_key
+from formats.redis import (
+    aggregate_hash_key,
+    aggregate_latest_key,
+    alerts_active_key,
+    alerts_recent_key,
+    batch_status_key,
+    latest_key,
+    types_key,
+    window_hash_key,
+)
 from formats.rows import WindowRow, row_from_hash, row_from_json, row_to_hash, row_to_json
 from sinks.policy import REDIS_PERMANENT_ERRORS, REDIS_TRANSIENT_ERRORS, SinkConfigurationError, SinkUnavailableError
 
@@ -46,7 +63,8 @@ MAX_RECENT_ALERTS: Final = 1000
 # row: with 10,000 event types the server's parsing of the arguments cost more than the writes.
 # Numbers travel as strings (a Lua number would print a window start as 1.793574e+12). Each row
 # first removes the index member with its window start, so a window never has two members; ZADD
-# GT never lowers a type's score (a replay of an older window). The indexes are trimmed and their
+# GT never lowers a type's score (a replay of an older window). A row with an empty hash key goes to
+# its index only (a spec's aggregation whose Redis output is `latest`). The indexes are trimmed and their
 # TTLs set once each, in the order of first use.
 WRITE_ROWS: Final = """
 local ttl, latest_n, max_types = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -61,11 +79,13 @@ local indexes, seen = {}, {}
 for r = 1, #rows do
   local row = rows[r]
   local key, index, start = row[1], row[2], row[3]
-  for i = 1, n_fields do
-    pairs_[2 * i] = row[4 + i]
+  if key ~= '' then  -- '' : the row goes to its index only
+    for i = 1, n_fields do
+      pairs_[2 * i] = row[4 + i]
+    end
+    redis.call('HSET', key, unpack(pairs_, 1, 2 * n_fields))
+    redis.call('PEXPIRE', key, ttl)
   end
-  redis.call('HSET', key, unpack(pairs_, 1, 2 * n_fields))
-  redis.call('PEXPIRE', key, ttl)
   redis.call('ZREMRANGEBYSCORE', index, start, start)
   redis.call('ZADD', index, start, row[4])
   if not seen[index] then
@@ -209,6 +229,34 @@ class RedisWindowStore:
         with self._translate_errors("write"):
             self._scripts(client).write_rows(args=[self._ttl_ms, self._latest_n, MAX_INDEXED_TYPES, body])
         logger.debug("wrote %d window rows to %s", len(rows), self._target)
+
+    def write_aggregates(self, rows: Sequence[AggregateRow], layout: AggregateLayout, output: str) -> None:
+        """Write a spec's rows as its Redis output says (aggregations/spec.py REDIS_OUTPUTS): `every` window's
+        hash and the key's latest-windows index, or only the `latest` window in that index, in one call of
+        the same script as write(); `off` writes nothing."""
+        if not rows or output == "off":
+            return
+        client = self._require_client()
+        prefix, every = self._prefix, output == "every"
+        entries = [[aggregate_hash_key(prefix, row.aggregation, row.window, row.key, row.window_start_ms) if every
+                    else "", aggregate_latest_key(prefix, row.aggregation, row.window, row.key),
+                    str(int(row.window_start_ms)), aggregate_row_to_json(row, layout).decode(),
+                    *(aggregate_row_to_hash(row, layout).values() if every else ())] for row in rows]
+        body = msgspec.msgpack.encode([list(layout_fields(layout)) if every else [], entries, []])
+        with self._translate_errors("write"):
+            self._scripts(client).write_rows(args=[self._ttl_ms, self._latest_n if every else 1, MAX_INDEXED_TYPES,
+                                                   body])
+        logger.debug("wrote %d rows of %s to %s", len(rows), rows[0].aggregation, self._target)
+
+    def latest_aggregates(self, aggregation: str, window: str, key: Sequence[str | int | bool | None], n: int,
+                          layout: AggregateLayout) -> list[AggregateRow]:
+        """Up to n latest windows of one key of a spec's aggregation, newest first."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        client = self._require_client()
+        with self._translate_errors("read"):
+            members = client.zrevrange(aggregate_latest_key(self._prefix, aggregation, window, key), 0, n - 1)
+        return [aggregate_row_from_json(member, layout) for member in members]
 
     def _scripts(self, client: redis.Redis) -> _Scripts:
         if self._registered is None or self._registered.client is not client:

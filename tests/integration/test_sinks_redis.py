@@ -13,6 +13,7 @@ import redis
 
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints
+from formats.aggregates import AggregateLayout, AggregateRow, MeasureStats
 from formats.batch import BATCH_COUNTERS, BatchRun
 from formats.keys import decode_key_part
 from formats.rows import WindowRow
@@ -268,3 +269,34 @@ def test_batch_runs_add_up_in_the_status_hash_without_a_ttl(store: RedisWindowSt
                                      "periods_computed": 4, "rows_restated": 8, "objects_written": 12}
     assert scan(raw, f"{prefix}*") == {f"{prefix}batch:status"}
     assert raw.pttl(f"{prefix}batch:status") == -1  # runs may be a day apart
+
+
+# -- a spec's aggregations ----------------------------------------------------------------------------
+
+LAYOUT = AggregateLayout(key=(("device_id", "string"), ("port", "int")), measures=("temp", "hum"))
+
+
+def aggregate_row(device: str, start_ms: int, temp: float, hum: float | None = None) -> AggregateRow:
+    return AggregateRow("devices", "tumbling_1m", start_ms, start_ms + 60_000, (device, 7),
+                        (MeasureStats(1, temp, temp, temp), None if hum is None else MeasureStats(1, hum, hum, hum)))
+
+
+def test_a_specs_rows_follow_its_redis_output(store: RedisWindowStore, raw: redis.Redis, prefix: str) -> None:
+    rows = [aggregate_row("d:1", START_MS + m * 60_000, m - 0.5, 40.0 if m % 2 else None) for m in range(5)]
+    store.write_aggregates(rows, LAYOUT, "every")
+    latest = store.latest_aggregates("devices", "tumbling_1m", ("d:1", 7), 10, LAYOUT)
+    assert latest == rows[::-1][:3]  # latest_n of 3, newest first
+    hashes = scan(raw, f"{prefix}agg:*")
+    assert len(hashes) == 5 and f"{prefix}agg:devices:tumbling_1m:d%3A1:7:{START_MS}" in hashes
+    fields = raw.hgetall(f"{prefix}agg:devices:tumbling_1m:d%3A1:7:{START_MS}")
+    assert fields[b"temp.sum"] == b"-0.5" and fields[b"hum.count"] == b"" and fields[b"key.port"] == b"7"
+    assert 0 < raw.pttl(f"{prefix}agg:devices:tumbling_1m:d%3A1:7:{START_MS}") <= TTL_MS
+    store.write_aggregates(rows[:2], LAYOUT, "every")  # a replay changes nothing
+    assert store.latest_aggregates("devices", "tumbling_1m", ("d:1", 7), 10, LAYOUT) == rows[::-1][:3]
+
+    other = [aggregate_row("d-2", START_MS + m * 60_000, float(m)) for m in range(3)]
+    store.write_aggregates(other, LAYOUT, "latest")  # the newest window only, and no hash
+    assert store.latest_aggregates("devices", "tumbling_1m", ("d-2", 7), 10, LAYOUT) == [other[-1]]
+    assert not scan(raw, f"{prefix}agg:*d-2*")
+    store.write_aggregates([aggregate_row("d-3", START_MS, 1.0)], LAYOUT, "off")
+    assert not scan(raw, f"{prefix}*d-3*")

@@ -13,6 +13,7 @@ import pytest
 
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints
+from formats.aggregates import AggregateLayout, AggregateRow, MeasureStats, parquet_to_aggregate_rows
 from formats.events import Event
 from formats.raw import RawColumns, parquet_to_events, parquet_to_raw
 from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
@@ -142,6 +143,18 @@ def test_a_specs_raw_records_are_archived_as_written(lake: S3Lake, s3: Any, buck
     again = parquet_to_raw(stored["Body"].read())
     assert (again.partition, again.offsets, again.event_ms, again.raws) == (2, [7, 8], records.event_ms, records.raws)
     assert lake.put_archive(2, 7, records).written is False
+
+
+def test_a_specs_rows_go_to_their_aggregations_folder(lake: S3Lake, s3: Any, bucket: str) -> None:
+    layout = AggregateLayout(key=(("device_id", "string"),), measures=("temp",))
+    rows = [AggregateRow("devices", "tumbling_1m", START_MS, START_MS + 60_000, (d,), (MeasureStats(1, 2.5, 2.5, 2.5),))
+            for d in ("d-2", "d-1")]
+    key = lake.put_aggregate_rows("devices", "tumbling_1m", START_MS, 3, rows, layout)
+    assert key == f"lake/aggregated/devices/tumbling_1m/{HOUR_DIRS}/tumbling_1m-{START_MS}-part0003.parquet"
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert parquet_to_aggregate_rows(body, "devices", layout) == rows[::-1]
+    assert lake.put_aggregate_rows("devices", "tumbling_1m", START_MS, 3, rows, layout) == key  # replaced whole
+    assert keys(s3, bucket) == [key]
 
 
 def test_missing_bucket_is_bucket_not_found(stack: Endpoints, aws_env: None, unique_name: str) -> None:
