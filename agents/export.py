@@ -51,10 +51,18 @@ from aiokafka.structs import ConsumerRecord
 
 from alerts.engine import evaluate_window, parse_track_key, quiet_limit, track_key
 from alerts.rules import Rule
+from formats.aggregates import AggregateRow, MeasureStats
 from formats.alerts import Alert, alert_headers, alert_seq, encode_alert
 from formats.chunks import encode_in_runs
 from formats.events import iso_utc
-from formats.partials import FrontierMessage, PartialColumns, PartialKey, decode_stage_message, partial_partition
+from formats.partials import (
+    FrontierMessage,
+    PartialColumns,
+    PartialKey,
+    decode_stage_message,
+    key_parts,
+    partial_partition,
+)
 from formats.rows import WindowRow
 from formats.state import (
     ALERT_SEQ_KEY,
@@ -80,6 +88,7 @@ from ops.metrics import PipelineMetrics
 from ops.stats import PipelineStats
 from settings import Settings
 from sinks.outputs import Outputs
+from tables.families import Family, families
 from tables.state import ExportState, decode_export_state
 from tables.store import PartitionStore, changelog_send
 from tables.totals import InstanceTotals
@@ -204,8 +213,9 @@ class ExportPartition:
         self.partition = partition
         self.store = store
         self.state = state
-        self.size_ms = window_sizes(ctx.settings.pipeline.windows)
-        self.specs = {spec.name: spec for spec in ctx.settings.pipeline.windows}
+        self.families = {f.name: f for f in families(ctx.settings.pipeline.windows, ctx.settings.pipeline.spec)}
+        self.size_ms = window_sizes(tuple(self.families.values()))
+        self.specs: dict[str, WindowSpec] = dict(self.families)
         self.rules: tuple[Rule, ...] = ctx.settings.pipeline.alert_rules
         self.quiet = {w: quiet_limit([r for r in self.rules if r.window == w]) for w in {r.window for r in self.rules}}
         self.alerts_sent_upto = alerts_sent_upto  # the highest sequence number in the alerts topic
@@ -413,18 +423,22 @@ class ExportPartition:
             raise _first_error(group_error) from None
         await store.commit()
 
-    async def _write_window(self, step: Step, rows: list[WindowRow], crossings: list[tuple[int, int]],
-                            limit: asyncio.Semaphore) -> None:
+    async def _write_window(self, step: Step, rows: list[WindowRow] | list[AggregateRow],
+                            crossings: list[tuple[int, int]], limit: asyncio.Semaphore) -> None:
         ctx = self.ctx
+        family = self.families[step.window]
         async with limit:
             ctx.faults.check("export.write")
-            object_key = await ctx.outputs.export_window(step.window, step.start_ms, self.partition, rows)
+            if family.aggregation is None:
+                object_key = await ctx.outputs.export_window(step.window, step.start_ms, self.partition, rows)
+            else:
+                object_key = await ctx.outputs.export_aggregate(family, step.start_ms, self.partition, rows)
         closed_at_ms = next((at for low, at in crossings if low >= step.end_ms), None)
         delay_ms = None if closed_at_ms is None else ctx.clock_ms() - closed_at_ms
         ctx.stats.record_export(len(rows), delay_ms)
         if delay_ms is not None:
             ctx.metrics.window_close_delay.observe(delay_ms / 1000)
-        log.info("exported %s window %s: %d event types to S3 %s and Redis, %s after the watermark passed",
+        log.info("exported %s window %s: %d keys to S3 %s and Redis, %s after the watermark passed",
                  step.window, iso_utc(step.start_ms), len(rows), object_key,
                  "replayed" if delay_ms is None else f"{delay_ms} ms")
 
@@ -483,13 +497,24 @@ class ExportPartition:
     # -- rows -----------------------------------------------------------------------------------
 
     def _rows(self, instance: InstanceTotals, slots: Sequence[int] | None = None) -> list[WindowRow]:
-        """The rows of these slots (all by default), by event type."""
+        """The rows of these slots (all by default), by event type (a spec's family: _aggregate_rows)."""
         types = instance.types
         chosen = sorted(range(len(types)) if slots is None else slots, key=types.__getitem__)
         window, start_ms = instance.window, instance.start_ms
         end_ms = start_ms + self.size_ms[window]
+        family = self.families[window]
+        if family.aggregation is not None:
+            return self._aggregate_rows(family, instance, chosen)  # type: ignore[return-value]
         return [WindowRow(window, start_ms, end_ms, types[slot], totals.count, totals.sum, totals.min, totals.max)
                 for slot, totals in zip(chosen, instance.totals(chosen), strict=True)]
+
+    def _aggregate_rows(self, family: Family, instance: InstanceTotals, slots: list[int]) -> list[AggregateRow]:
+        aggregation, types, start_ms = family.aggregation, instance.types, instance.start_ms
+        assert aggregation is not None
+        end_ms = start_ms + family.size_ms
+        return [AggregateRow(aggregation.name, family.window, start_ms, end_ms, key_parts(types[slot]),
+                             tuple(None if t is None else MeasureStats(*t) for t in totals))
+                for slot, totals in zip(slots, instance.measure_totals(slots), strict=True)]
 
     def rows(self, window: str, event_type: str | None) -> list[WindowRow]:
         rows = []

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from formats.aggregates import AggregateRow
 from formats.batch import RollupRow, parquet_to_rollups
 from formats.chunks import encode_in_runs
 from formats.events import Event
@@ -27,6 +28,7 @@ from formats.side_outputs import source_offset
 from formats.state import TOTALS_PACK_PREFIX, encode_totals_columns, pack_key
 from sinks.lake import ArchiveOutcome
 from tables.changelog import apply_changes, changes_of
+from tables.families import Family
 from tables.partials import BatchOutcome, Limits, PartitionPartials, Record, fold_records
 from tables.totals import InstanceTotals
 from tables.windows import WindowSpec
@@ -164,6 +166,7 @@ class FakeOutputs:
     fail_at: int | None = None  # the Nth export raises
     alerts_active: dict[str, bytes] = field(default_factory=dict)  # Redis' alerts:active hash
     alerts_recent: dict[bytes, int] = field(default_factory=dict)  # Redis' alerts:recent sorted set
+    aggregate_redis: dict[tuple[Any, ...], AggregateRow] = field(default_factory=dict)  # a spec's rows by key
 
     async def write_alerts(self, alerts: list[tuple[str, str, int, bytes]]) -> None:
         for state, name, end_ms, body in alerts:
@@ -184,6 +187,17 @@ class FakeOutputs:
         for row in rows:
             self.redis[(row.window, row.window_start_ms, row.event_type)] = row
         return f"aggregated/{window}/{start_ms}-{part}"
+
+    async def export_aggregate(self, family: Family, start_ms: int, part: int, rows: list[AggregateRow]) -> str:
+        """export_window for a spec's family: the lake by (family, start, part), Redis by the row's key (as if
+        every window were written there)."""
+        self.exports += 1
+        if self.fail_at is not None and self.exports >= self.fail_at:
+            raise CrashError(f"crash at export {self.exports}")
+        self.lake.aggregates[(family.name, start_ms, part)] = list(rows)  # type: ignore[assignment]
+        for row in rows:
+            self.aggregate_redis[(row.aggregation, row.window, row.window_start_ms, row.key)] = row
+        return f"aggregated/{family.name}/{start_ms}-{part}"
 
 
 @dataclass
