@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
-from aggregations.spec import Spec
+from aggregations.spec import Spec, SpecError, parse_spec
 from alerts.rules import Rule, RuleError, parse_rules
 from ops.faults import parse_faults
-from tables.windows import DEFAULT_WINDOWS, WindowSpec, parse_duration_ms, parse_windows
+from tables.windows import DEFAULT_WINDOWS, RESERVED_NAMES, WindowSpec, parse_duration_ms, parse_windows
 
 T = TypeVar("T")
 
@@ -88,6 +88,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("ARCHIVE_MAX_RECORDS", "50000", "Raw archive files are rolled after this many records..."),
     Setting("ARCHIVE_MAX_AGE", "60s", "...or when their oldest record is this old."),
     Setting("EXPORT_LEDGER_RETENTION", "24h", "How long stage 2 remembers that a window was exported, after the window's end: a replay of its partials within this horizon cannot re-open it (stage 2 stores its input position at least every 5 s, so a crash replays at most that much of its own input)."),
+    Setting("AGGREGATIONS", "", "Path of the aggregation spec (TOML, see [Your own events](#your-own-events)): the event's time field and the aggregations to keep; empty means the article's job. A bad spec stops startup with one line naming the aggregation and the field."),
     Setting("ALERT_RULES", "", "Path of the alert rules file (TOML, see [Alert rules](#alert-rules)); empty means no rules. A bad rule stops startup with one line naming the rule and the field."),
     Setting("LAG_WARNING", "100000", "Log a warning while the input consumer lag of this worker exceeds this many records."),
     Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write, alerts.send). Empty in production."),
@@ -178,7 +179,7 @@ class PipelineSettings:
     ledger_retention_ms: int = 24 * 3_600_000
     fault_injection: tuple[tuple[str, int], ...] = ()
     alert_rules: tuple[Rule, ...] = ()  # from the ALERT_RULES file
-    spec: Spec | None = None  # the aggregations; None: the article's job (not read from the environment yet)
+    spec: Spec | None = None  # from the AGGREGATIONS file; None: the article's job
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +361,28 @@ def _alert_rules(path: str, windows: tuple[WindowSpec, ...]) -> tuple[Rule, ...]
         raise SettingsError("ALERT_RULES", f"{path}: {exc}") from None
 
 
+def _aggregations(path: str, windows: tuple[WindowSpec, ...]) -> Spec | None:
+    """The spec of the AGGREGATIONS file (None: the article's job): its problem, if any, named with the
+    aggregation and the field."""
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError("AGGREGATIONS", f"cannot read the spec {path!r}: "
+                                            f"{getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        spec = parse_spec(text, [w.name for w in windows])
+    except SpecError as exc:
+        raise SettingsError("AGGREGATIONS", f"{path}: {exc}") from None
+    taken = {w.name for w in windows} | set(RESERVED_NAMES)
+    for aggregation in spec.aggregations:
+        if aggregation.name in taken:
+            raise SettingsError("AGGREGATIONS", f"{path}: aggregation {aggregation.name!r}: field 'name': a window's "
+                                                "or the batch layer's folder in the lake has that name")
+    return spec
+
+
 def _web(read: _Reader) -> WebSettings:
     web = WebSettings(
         bind=read.parse("WEB_BIND", _matching(_HOST, "an IP address or host name")),
@@ -456,6 +479,11 @@ def load(env: Mapping[str, str]) -> Settings:
     windows = read.parse("WINDOWS", parse_windows)
     bucket, prefix = read.parse("LAKE_URL", _lake_url)
     lateness_ms = read.parse("ALLOWED_LATENESS", parse_duration_ms)
+    rules = _alert_rules(read.raw("ALERT_RULES"), windows)
+    spec = _aggregations(read.raw("AGGREGATIONS"), windows)
+    if spec is not None and rules:
+        raise SettingsError("ALERT_RULES", "alert rules judge the article's windows, and this version does not run "
+                                           "them on AGGREGATIONS: unset one of the two")
     return Settings(
         app_id=read.parse("APP_ID", _matching(_APP_ID, "letters, digits, '.', '_' or '-'")),
         kafka=kafka,
@@ -484,7 +512,8 @@ def load(env: Mapping[str, str]) -> Settings:
             lag_warning_records=read.parse("LAG_WARNING", _integer(1, 10**12)),
             ledger_retention_ms=read.parse("EXPORT_LEDGER_RETENTION", _positive_duration_ms),
             fault_injection=tuple(read.parse("FAULT_INJECTION", parse_faults).items()),
-            alert_rules=_alert_rules(read.raw("ALERT_RULES"), windows),
+            alert_rules=rules,
+            spec=spec,
         ),
         log_level=read.parse("LOG_LEVEL", _choice(_LOG_LEVELS, lower=True)),
     )

@@ -27,6 +27,7 @@ from formats.events import (
     Rejection,
     iso_to_epoch_ms,
 )
+from settings import SettingsError, load
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "aggregations"
 WINDOWS = ("tumbling_1m", "hopping_1m")
@@ -332,3 +333,26 @@ def test_the_shipped_specs_parse_and_take_the_events_they_are_written_for() -> N
     no_humidity = {**reading, "metrics": {"temp": 20}}
     assert _judged(iot, no_humidity).results == (Counted(("d-17",), (20.0, None)),  # type: ignore[union-attr]
                                                  Counted(("berlin",), (20.0,)))
+
+
+def test_the_aggregations_setting_loads_a_spec_or_names_its_problem(tmp_path: Path) -> None:
+    assert load({}).pipeline.spec is None
+    spec = load({"AGGREGATIONS": str(DEPLOY / "iot.toml")}).pipeline.spec
+    assert spec is not None and [a.name for a in spec.aggregations] == ["devices", "sites"]
+    path = tmp_path / "spec.toml"
+    path.write_text('[time]\nfield = "ts"\nformat = "epoch_ms"\n' + AGG + 'missing_measure = "maybe"\n')
+    with pytest.raises(SettingsError) as caught:
+        load({"AGGREGATIONS": str(path)})
+    assert str(caught.value) == (f"AGGREGATIONS: {path}: aggregation 'a': field 'missing_measure': expected one of "
+                                 "dead_letter, skip (got 'maybe')")
+    with pytest.raises(SettingsError, match="^AGGREGATIONS: cannot read the spec"):
+        load({"AGGREGATIONS": str(tmp_path / "missing.toml")})
+    # An aggregation's folder in the lake would be a window's or a rollup's.
+    for taken in ("tumbling_1m", "hourly", "daily"):
+        path.write_text('[time]\nfield = "ts"\nformat = "epoch_ms"\n' + AGG.replace('"a"', f'"{taken}"'))
+        with pytest.raises(SettingsError, match=f"aggregation '{taken}': field 'name': a window's or the batch"):
+            load({"AGGREGATIONS": str(path)})
+    # Alert rules judge the article's windows only, so far.
+    with pytest.raises(SettingsError, match="^ALERT_RULES: alert rules judge the article's windows"):
+        load({"AGGREGATIONS": str(DEPLOY / "iot.toml"),
+              "ALERT_RULES": str(DEPLOY.parent / "alerts" / "rules.example.toml")})

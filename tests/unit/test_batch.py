@@ -402,15 +402,21 @@ def test_spark_job_selects_the_embedded_jobs_periods_and_files() -> None:
                                                                 [DAY, DAY + DAY_MS])
 
 
-@pytest.mark.parametrize(("args", "line"), [
-    (["--from", "yesterday"], "error: invalid --from: expected ISO-8601 such as 2026-11-01T22:00Z or 2026-11-01, "
-                              "or epoch milliseconds (got 'yesterday')"),
-    (["--to", "1999-01-01"], "error: invalid --to: expected a time from 2000-01-01 on (got '1999-01-01')"),
-    (["--from", "2026-11-02", "--to", "2026-11-01"],
-     "error: invalid --to: 2026-11-01T00:00:00Z is not after --from 2026-11-02T00:00:00Z"),
+@pytest.mark.parametrize(("args", "env", "line"), [
+    *[(args, {}, line) for args, line in [
+        (["--from", "yesterday"], "error: invalid --from: expected ISO-8601 such as 2026-11-01T22:00Z or 2026-11-01, "
+                                  "or epoch milliseconds (got 'yesterday')"),
+        (["--to", "1999-01-01"], "error: invalid --to: expected a time from 2000-01-01 on (got '1999-01-01')"),
+        (["--from", "2026-11-02", "--to", "2026-11-01"],
+         "error: invalid --to: 2026-11-01T00:00:00Z is not after --from 2026-11-02T00:00:00Z"),
+    ]],
+    ([], {"AGGREGATIONS": "deploy/aggregations/iot.toml"},
+     "error: the batch layer rolls up the article's job only: it does not run with AGGREGATIONS yet "
+     "(README: Your own events)"),
 ])
-def test_cli_refuses_a_bad_range_with_one_line(args: list[str], line: str) -> None:
+def test_cli_refuses_a_bad_range_or_a_spec_with_one_line(args: list[str], env: dict[str, str], line: str) -> None:
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-m", "faust", "-A", "app", "batch", *args], cwd=root,
-                            env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=60)
+                            env={**os.environ, "PYTHONPATH": str(root), **env}, capture_output=True, text=True,
+                            timeout=60)
     assert (result.returncode, result.stdout, result.stderr.splitlines()) == (2, "", [line])
