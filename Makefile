@@ -53,11 +53,12 @@ $(SPARK_STAMP): requirements.txt requirements-spark.txt constraints.txt
 test-spark: $(SPARK_STAMP)
 	$(SPARK_VENV)/bin/python -m pytest tests/spark
 
-## chaos: the randomized fault suite, ITERATIONS iterations from SEED (random and printed when empty)
+## chaos: the randomized fault suite, ITERATIONS iterations from SEED (random and printed when empty); SPEC=iot runs the IoT spec
 ITERATIONS ?= 10
 SEED ?=
 chaos: install
-	$(BIN)/python tests/chaos/runner.py --iterations $(ITERATIONS) $(if $(SEED),--seed $(SEED)) --dir var/chaos/$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/python tests/chaos/runner.py --iterations $(ITERATIONS) $(if $(SEED),--seed $(SEED)) $(if $(SPEC),--spec $(SPEC)) \
+	  --dir var/chaos/$$(date +%Y%m%d-%H%M%S)
 
 # The dashboard test drives Debian's Chromium (playwright's own browser download needs a
 # network this project does not have). Installed with apt when root, as in CI; elsewhere

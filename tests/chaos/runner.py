@@ -41,6 +41,7 @@ for path in (ROOT, ROOT / "tests", ROOT / "tests" / "e2e", HERE):
 
 import checks  # noqa: E402
 import groundtruth as gt  # noqa: E402
+import specref  # noqa: E402
 from pipeline_harness import (  # noqa: E402
     Names,
     OwnRedis,
@@ -50,6 +51,8 @@ from pipeline_harness import (  # noqa: E402
     produce,
     read_aggregates,
     read_archive,
+    read_spec_archive,
+    read_spec_rows,
     read_topic,
     run,
     web_port,
@@ -68,6 +71,7 @@ DRAIN_DEADLINE_S = 180.0  # after the last fault
 STOP_DEADLINE_S = 30.0
 CHUNK = 300  # records per produce call; phase 1 is spread over a few seconds so faults land in it
 MAX_CHUNKS_WITH_PAUSES = 60  # a larger event set is sent at full speed after the first chunks
+SPEC_LATEST_N = 60  # windows per key read back from a spec's Redis index (more than any key has)
 
 
 def stopped_cleanly(status: int) -> bool:
@@ -100,6 +104,7 @@ class Iteration:
     phase_started: dict[str, float] = field(default_factory=dict)
     status_errors: dict[int, str] = field(default_factory=dict)
     flood: bool = False  # a malformed record after every record
+    spec: bool = False  # the IoT spec (AGGREGATIONS=deploy/aggregations/iot.toml) instead of the article's job
     timers: list[threading.Thread] = field(default_factory=list)
     last_fault_at: float = 0.0
 
@@ -108,6 +113,8 @@ class Iteration:
     def env(self, index: int) -> dict[str, str]:
         env = worker_env(self.stack, self.names, self.directory / f"state{index}", web_port())
         env["REDIS_URL"] = self.redis.url
+        if self.spec:
+            env["AGGREGATIONS"] = str(specref.SPEC_PATH)
         return env
 
     def new_worker(self) -> Slot:
@@ -296,7 +303,22 @@ class Iteration:
     def names(self) -> Names:
         return names_for(f"chaos-{self.plan.seed}")
 
+    def produce_paced(self, records: list[gt.Produced]) -> list[int]:
+        """Phase 1 in chunks with pauses, so that the faults land in it; their offsets."""
+        offsets: list[int] = []
+        paced = CHUNK * MAX_CHUNKS_WITH_PAUSES
+        for start in range(0, min(len(records), paced), CHUNK):
+            offsets += run(produce(self.stack, self.names.events, records[start:start + CHUNK]))
+            self.watch_exits()
+            time.sleep(0.2)
+        if len(records) > paced:
+            offsets += run(produce(self.stack, self.names.events, records[paced:]))
+        return offsets
+
     def execute(self) -> None:
+        if self.spec:
+            self.execute_spec()
+            return
         names, plan = self.names, self.plan
         s3 = self.stack.s3_client()
         s3.create_bucket(Bucket=names.bucket)
@@ -312,14 +334,7 @@ class Iteration:
         faults.start()
 
         self.phase_started["phase1"] = time.monotonic()
-        offsets1: list[int] = []
-        paced = CHUNK * MAX_CHUNKS_WITH_PAUSES
-        for start in range(0, min(len(on_time), paced), CHUNK):
-            offsets1 += run(produce(self.stack, names.events, on_time[start:start + CHUNK]))
-            self.watch_exits()
-            time.sleep(0.2)
-        if len(on_time) > paced:
-            offsets1 += run(produce(self.stack, names.events, on_time[paced:]))
+        offsets1 = self.produce_paced(on_time)
         bad = {i for i, _ in reasons}
         valid1 = [(r.partition, o, gt.decode_valid(r)) for i, (r, o) in enumerate(zip(on_time, offsets1, strict=True))
                   if i not in bad]
@@ -374,6 +389,72 @@ class Iteration:
         self.problems += checks.dead_letters(run(read_topic(self.stack, names.dlq)), dead)
         self.problems += checks.late_records(run(read_topic(self.stack, names.late)), expected.late)
         self.problems += checks.archive(read_archive(s3, names.bucket), valid_positions)
+
+    def execute_spec(self) -> None:
+        """The same run on the IoT spec (tests/e2e/specref.py), against its reference."""
+        names, plan = self.names, self.plan
+        spec = specref.spec()
+        layouts = {a.name: a.layout() for a in spec.aggregations}
+        s3 = self.stack.s3_client()
+        s3.create_bucket(Bucket=names.bucket)
+        run(create_topics(self.stack, names))
+        on_time = specref.phase1(plan.per_partition, seed=plan.seed)
+        if plan.oversized:
+            on_time = specref.with_oversized_record(on_time, plan.seed)
+        for _ in range(plan.initial_workers):
+            self.new_worker()
+        faults = threading.Thread(target=self.run_faults, daemon=True)
+        faults.start()
+
+        self.phase_started["phase1"] = time.monotonic()
+        offsets1 = self.produce_paced([s.record for s in on_time])
+        frontier_ms = specref.frontier_after(on_time)
+        last = {s.record.partition: o for s, o in zip(on_time, offsets1, strict=True)}
+        if not (self.wait(lambda: self.processed(last), f"the on-time readings to be read up to {last}",
+                          detail=self.read_upto)
+                and self.wait(lambda: self.frontiers() == dict.fromkeys(range(gt.PARTITIONS), frontier_ms),
+                              f"every partition's frontier to reach {frontier_ms}", detail=self.frontiers)):
+            return
+
+        self.phase_started["phase2"] = time.monotonic()
+        late_phase = specref.phase2(frontier_ms, seed=plan.seed)
+        offsets2 = run(produce(self.stack, names.events, [s.record for s in late_phase]))
+        last2 = {s.record.partition: o for s, o in zip(late_phase, offsets2, strict=True)}
+        if not self.wait(lambda: self.processed(last2), f"the late readings to be read up to {last2}",
+                         detail=self.read_upto):
+            return
+        self.phase_started["export"] = time.monotonic()
+        sentinel_offsets = run(produce(self.stack, names.events, [s.record for s in specref.sentinels()]))
+        expected = specref.reference(list(zip(on_time, offsets1, strict=True)),
+                                     list(zip(late_phase, offsets2, strict=True)), frontier_ms, sentinel_offsets)
+        index = specref.redis_expected(expected.rows, SPEC_LATEST_N)
+        faults.join(timeout=STEP_DEADLINE_S)
+        with self.lock:
+            if not self.alive():
+                self.start(self.slots[0])
+
+        store = RedisWindowStore(self.redis.url, names.redis_prefix, ttl_ms=3_600_000, latest_n=SPEC_LATEST_N)
+
+        def drained() -> bool:
+            if sum(len(rows) for rows in read_spec_rows(s3, names.bucket, spec).values()) < len(expected.rows):
+                return False
+            if checks.spec_redis_written(store, index, layouts) < len(index):
+                return False
+            archived = sum(len(c.offsets) for (c,) in read_spec_archive(s3, names.bucket).values())
+            return (archived >= len(expected.archived)
+                    and len(run(read_topic(self.stack, names.dlq))) >= len(expected.dead)
+                    and len(run(read_topic(self.stack, names.late))) >= len(expected.late))
+
+        store.open()
+        try:
+            self.wait(drained, "every output to be written after the last fault", DRAIN_DEADLINE_S)
+            self.problems += checks.spec_rows(read_spec_rows(s3, names.bucket, spec), expected.rows)
+            self.problems += checks.spec_redis(store, index, layouts)
+        finally:
+            store.close()
+        self.problems += checks.dead_letters(run(read_topic(self.stack, names.dlq)), expected.dead)
+        self.problems += checks.late_records(run(read_topic(self.stack, names.late)), expected.late)
+        self.problems += checks.spec_archive(read_spec_archive(s3, names.bucket), expected.archived)
 
     def recover_stores(self) -> None:
         """Whatever happened, the next iteration starts with S3 and Redis up."""
@@ -437,10 +518,11 @@ def chaos_stack(directory: Path) -> Any:
             service_thread.shutdown()
 
 
-def run_iteration(stack: ChaosStack, plan: Plan, directory: Path, flood: bool = False) -> tuple[list[str], float]:
+def run_iteration(stack: ChaosStack, plan: Plan, directory: Path, flood: bool = False,
+                  spec: bool = False) -> tuple[list[str], float]:
     directory.mkdir(parents=True, exist_ok=True)
     iteration = Iteration(plan, stack.endpoints, stack.redis, stack.s3_pid, stack.service_thread, directory,
-                          flood=flood)
+                          flood=flood, spec=spec)
     started = time.monotonic()
     try:
         iteration.execute()
@@ -453,11 +535,13 @@ def run_iteration(stack: ChaosStack, plan: Plan, directory: Path, flood: bool = 
 
 
 def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout,
-              seeds: list[int] | None = None, per_partition: int | None = None, flood: bool = False) -> int:
+              seeds: list[int] | None = None, per_partition: int | None = None, flood: bool = False,
+              spec: bool = False) -> int:
     """Run the iterations; print one line each; return how many failed."""
     rng = random.Random(seed)
     seeds = seeds or [rng.randrange(1, 10**6) for _ in range(iterations)]
-    print(f"chaos: {iterations} iterations, seed {seed} (iteration seeds {seeds}); logs in {directory}",
+    job = "the IoT spec" if spec else "the article's job"
+    print(f"chaos: {iterations} iterations of {job}, seed {seed} (iteration seeds {seeds}); logs in {directory}",
           file=out, flush=True)
     failed = kills = topology = 0
     with chaos_stack(directory) as stack:
@@ -468,7 +552,7 @@ def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout
             kills += plan.kills
             topology += plan.topology_changes > 0
             problems, elapsed = run_iteration(stack, plan, directory / f"iteration-{index:03d}-{iteration_seed}",
-                                              flood)
+                                              flood, spec)
             verdict = "PASS" if not problems else "FAIL"
             print(f"iteration {index}/{iterations} seed {iteration_seed}: {plan.describe()} -> {verdict} "
                   f"in {elapsed:.0f}s", file=out, flush=True)
@@ -489,13 +573,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=int, action="append", help="run this iteration seed (repeatable)")
     parser.add_argument("--per-partition", type=int, help="on-time events per partition (default: from the seed)")
     parser.add_argument("--flood", action="store_true", help="a malformed record after every record")
+    parser.add_argument("--spec", choices=("iot",), help="run the shipped IoT spec instead of the article's job")
     args = parser.parse_args(argv)
+    if args.spec and args.flood:
+        parser.error("--flood is for the article's job only")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the harness's own clients: expected noise
     seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="chaos-"))
     iterations = len(args.only) if args.only else args.iterations
     return 1 if run_chaos(iterations, seed, directory, seeds=args.only, per_partition=args.per_partition,
-                          flood=args.flood) else 0
+                          flood=args.flood, spec=args.spec is not None) else 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from formats.aggregates import AggregateLayout, AggregateRow
+from formats.raw import RawColumns
 from formats.rows import WindowRow
 from formats.side_outputs import (
     HEADER_MISSED,
@@ -148,3 +150,76 @@ def archive(files: Mapping[str, list[Any]], valid: set[tuple[int, int]]) -> list
                 or name != f"part-{rows[0][0]:05d}-{rows[0][1]:020d}.parquet"):
             problems.append(f"raw archive: {key} spans hours or is misnamed")
     return problems
+
+
+# -- a spec's outputs (tests/e2e/specref.py) -------------------------------------------------------------
+
+SpecRows = Mapping[tuple[str, str, int, tuple[Any, ...]], AggregateRow]  # (aggregation, window, start, key) -> row
+SpecIndex = Mapping[tuple[str, str, tuple[Any, ...]], list[AggregateRow]]  # (aggregation, window, key) -> newest first
+
+
+def spec_rows(files: Mapping[str, list[AggregateRow]], expected: SpecRows) -> list[str]:
+    """A spec's Parquet rows: one per (aggregation, window, start, key) across all objects, equal to the
+    reference's, each object holding one window instance in its aggregation's folder."""
+    rows = [row for file_rows in files.values() for row in file_rows]
+    counts = Counter((r.aggregation, r.window, r.window_start_ms, r.key) for r in rows)
+    problems = []
+    twice = [key for key, n in counts.items() if n > 1]
+    if twice:
+        problems.append(f"S3 spec rows: {len(twice)} rows appear more than once: {_first(twice)}")
+    got = {(r.aggregation, r.window, r.window_start_ms, r.key): r for r in rows}
+    problems += _diff("S3 spec rows", got, expected)
+    for key, file_rows in files.items():
+        instances = {(r.aggregation, r.window, r.window_start_ms) for r in file_rows}
+        if len(instances) != 1:
+            problems.append(f"S3 spec rows: {key} holds {len(instances)} window instances, not one")
+            continue
+        ((aggregation, window, start),) = instances
+        hour = f"/hour={(start // 3_600_000) % 24:02d}/"
+        if not key.startswith(f"aggregated/{aggregation}/{window}/") or hour not in key or \
+                f"/{window}-{start}-part" not in key:
+            problems.append(f"S3 spec rows: {aggregation}/{window}@{start} misplaced in {key}")
+    return problems
+
+
+def _spec_index(store: RedisWindowStore, expected: SpecIndex, layouts: Mapping[str, AggregateLayout],
+                n: int) -> dict[tuple[str, str, tuple[Any, ...]], list[AggregateRow]]:
+    return {(aggregation, window, key): store.latest_aggregates(aggregation, window, key, n, layouts[aggregation])
+            for (aggregation, window, key) in expected}
+
+
+def spec_redis_written(store: RedisWindowStore, expected: SpecIndex, layouts: Mapping[str, AggregateLayout]) -> int:
+    """How many keys' Redis indexes already hold their newest reference window: what to wait for."""
+    got = _spec_index(store, expected, layouts, 1)
+    return sum(got[k] == rows[:1] for k, rows in expected.items())
+
+
+def spec_redis(store: RedisWindowStore, expected: SpecIndex, layouts: Mapping[str, AggregateLayout]) -> list[str]:
+    """Each key's Redis index of a spec's aggregation: exactly the reference's rows, newest first."""
+    n = max(len(rows) for rows in expected.values()) + 1
+    return _diff("Redis spec index", _spec_index(store, expected, layouts, n), expected)
+
+
+def spec_archive(files: Mapping[str, list[RawColumns]], expected: Mapping[tuple[int, int], bytes]) -> list[str]:
+    """Every record with a good time once in the raw archive with its original bytes, in files of one
+    event-time hour named by their first record."""
+    positions: Counter[tuple[int, int]] = Counter()
+    got: dict[tuple[int, int], bytes] = {}
+    problems = []
+    for key, (columns,) in files.items():
+        for offset, raw in zip(columns.offsets, columns.raws, strict=True):
+            positions[(columns.partition, offset)] += 1
+            got[(columns.partition, offset)] = raw
+        if not columns.offsets:
+            problems.append(f"raw archive: {key} is empty")
+            continue
+        first_ms = columns.event_ms[0]
+        hours = {event_ms // 3_600_000 for event_ms in columns.event_ms}
+        name = key.rsplit("/", 1)[-1]
+        if (len(hours) != 1 or f"/hour={(first_ms // 3_600_000) % 24:02d}/" not in key
+                or name != f"part-{columns.partition:05d}-{columns.offsets[0]:020d}.parquet"):
+            problems.append(f"raw archive: {key} spans hours or is misnamed")
+    twice = [key for key, n in positions.items() if n > 1]
+    if twice:
+        problems.append(f"raw archive: {len(twice)} records archived more than once: {_first(twice)}")
+    return problems + _diff("raw archive", got, expected)

@@ -18,10 +18,12 @@ import helpers
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from groundtruth import PARTITIONS, Produced
 
+from aggregations.spec import Spec
 from devstack import services
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints, without_service_urls
-from formats.raw import parquet_to_events
+from formats.aggregates import AggregateRow, parquet_to_aggregate_rows
+from formats.raw import RawColumns, parquet_to_events, parquet_to_raw
 from formats.rows import parquet_to_rows
 from ops.process import ManagedProcess
 
@@ -202,6 +204,22 @@ def read_aggregates(client: Any, bucket: str) -> dict[str, list[Any]]:
 
 def read_archive(client: Any, bucket: str) -> dict[str, list[Any]]:
     return read_objects(client, bucket, "events/", parquet_to_events)
+
+
+def read_spec_rows(client: Any, bucket: str, spec: Spec) -> dict[str, list[AggregateRow]]:
+    """Every object of every aggregation of `spec`, decoded."""
+    found: dict[str, list[AggregateRow]] = {}
+    for aggregation in spec.aggregations:
+        layout = aggregation.layout()
+        found.update(read_objects(client, bucket, f"aggregated/{aggregation.name}/",
+                                  lambda body, name=aggregation.name, layout=layout: parquet_to_aggregate_rows(
+                                      body, name, layout)))
+    return found
+
+
+def read_spec_archive(client: Any, bucket: str) -> dict[str, list[RawColumns]]:
+    """The raw archive of a spec's events: one RawColumns per object."""
+    return read_objects(client, bucket, "events/", lambda body: [parquet_to_raw(body)])
 
 
 def run(coro: Any) -> Any:
