@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from formats.aggregates import AggregateRow
+from formats.aggregates import AggregateLayout, AggregateRow
 from formats.batch import BatchStatus
 from formats.rows import WindowRow
 from ops.metrics import PipelineMetrics
@@ -115,6 +115,10 @@ class Outputs:
 
     async def read_latest(self, window: str, event_type: str, n: int) -> list[WindowRow]:
         return await self.call_once("redis", "read", self.redis.latest, window, event_type, n)
+
+    async def read_latest_aggregates(self, aggregation: str, window: str, key: Sequence[str | int | bool | None],
+                                     n: int, layout: AggregateLayout) -> list[AggregateRow]:
+        return await self.call_once("redis", "read", self.redis.latest_aggregates, aggregation, window, key, n, layout)
 
     async def read_event_types(self, window: str, n: int) -> list[str]:
         return await self.call_once("redis", "read", self.redis.event_types, window, n)

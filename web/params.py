@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from aggregations.spec import Aggregation, KeyValue, Spec
 from batch.periods import parse_time
 from formats.events import iso_utc as iso
+from formats.keys import MAX_PART_CHARS
 from formats.lake import PERIOD_MS
 from tables.windows import WindowSpec
 
@@ -38,6 +40,77 @@ def find_window(windows: Sequence[WindowSpec], name: str) -> WindowSpec:
             return spec
     known = ", ".join(spec.name for spec in windows)
     raise UnknownNameError(f"unknown window {name!r}; configured windows: {known}")
+
+
+def find_aggregation(spec: Spec | None, name: str) -> Aggregation:
+    aggregations = spec.aggregations if spec is not None else ()
+    for aggregation in aggregations:
+        if aggregation.name == name:
+            return aggregation
+    known = ", ".join(a.name for a in aggregations) or "none (AGGREGATIONS is not set: the pipeline runs the " \
+                                                       "article's job, see /v1/windows)"
+    raise UnknownNameError(f"unknown aggregation {name!r}; aggregations: {known}")
+
+
+def find_aggregation_window(windows: Sequence[WindowSpec], aggregation: Aggregation, name: str) -> WindowSpec:
+    """A window the aggregation keeps (its `windows`)."""
+    for spec in windows:
+        if spec.name == name and name in aggregation.windows:
+            return spec
+    raise UnknownNameError(f"aggregation {aggregation.name!r} keeps no window {name!r}; its windows: "
+                           f"{', '.join(aggregation.windows)}")
+
+
+_INT64: Final = 2**63
+
+
+def parse_key(query: Mapping[str, str], aggregation: Aggregation) -> tuple[KeyValue | None, ...]:
+    """The key of one of the aggregation's keys, each part a query parameter named by its column, of the
+    part's type: a string (1 to MAX_PART_CHARS characters), an integer or `true`/`false`; empty for a
+    null part (an aggregation whose `missing_key` is `null` has them)."""
+    columns = ", ".join(part.path.column for part in aggregation.key)
+    parts: list[KeyValue | None] = []
+    for part in aggregation.key:
+        column = part.path.column
+        text = query.get(column)
+        if text is None:
+            raise BadParameterError(f"{column} is required: the key of aggregation {aggregation.name!r} is {columns}")
+        if text == "":
+            if aggregation.missing_key != "null":
+                raise BadParameterError(f"{column} is empty: aggregation {aggregation.name!r} has no null key parts")
+            parts.append(None)
+        elif part.type == "int":
+            try:
+                value = int(text)
+            except ValueError:
+                raise BadParameterError(f"{column} must be an integer, got {text[:64]!r}") from None
+            if not -_INT64 <= value < _INT64:
+                raise BadParameterError(f"{column} is an integer beyond 64 bits")
+            parts.append(value)
+        elif part.type == "bool":
+            if text not in ("true", "false"):
+                raise BadParameterError(f"{column} must be true or false, got {text[:64]!r}")
+            parts.append(text == "true")
+        else:
+            if len(text) > MAX_PART_CHARS:
+                raise BadParameterError(f"{column} is longer than {MAX_PART_CHARS} characters")
+            parts.append(text)
+    return tuple(parts)
+
+
+def aggregation_to_api(aggregation: Aggregation) -> dict[str, Any]:
+    """What /v1/aggregations says of one aggregation: the spec's fields, with each field's column."""
+    def field(path: Any) -> dict[str, str]:
+        return {"field": path.text, "column": path.column}
+
+    return {"name": aggregation.name,
+            "key": [{**field(part.path), "type": part.type} for part in aggregation.key],
+            "missing_key": aggregation.missing_key,
+            "measures": [field(measure) for measure in aggregation.measures],
+            "missing_measure": aggregation.missing_measure,
+            "where": [{"field": c.path.text, "values": list(c.values)} for c in aggregation.where],
+            "distinct": [{**field(part.path), "type": part.type} for part in aggregation.distinct],
+            "windows": list(aggregation.windows), "redis": aggregation.redis}
 
 
 def parse_limit(query: Mapping[str, str], default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:

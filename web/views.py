@@ -8,7 +8,9 @@ every worker can read:
 - `/v1/windows/{window}/value` is answered by the worker that owns the key, or routed to it;
 - `/v1/windows/{window}/closed` reads the latest closed windows from Redis;
 - `/v1/alerts` reads the alerts firing now and the recent ones from Redis;
-- `/v1/rollups/{hourly|daily}` reads the batch layer's rollups of a range from the lake.
+- `/v1/rollups/{hourly|daily}` reads the batch layer's rollups of a range from the lake;
+- `/v1/aggregations` lists a spec's aggregations, and `/v1/aggregations/{aggregation}/{window}/closed`
+  reads one key's latest closed windows from Redis.
 
 Errors are JSON, `{"error": {"status": 404, "message": "..."}}`: 400 for a bad
 parameter, 404 for an unknown name, 503 while the worker is not ready.
@@ -30,6 +32,7 @@ from faust.web import exceptions
 from yarl import URL
 
 from agents.monitor import not_ready_reasons
+from formats.aggregates import aggregate_row_to_api
 from formats.batch import rollup_to_api
 from formats.events import iso_utc
 from formats.partials import PartialKey, partial_partition
@@ -41,8 +44,12 @@ from tables.windows import is_closed
 from web.params import (
     BadParameterError,
     UnknownNameError,
+    aggregation_to_api,
+    find_aggregation,
+    find_aggregation_window,
     find_window,
     parse_event_type,
+    parse_key,
     parse_limit,
     parse_rollup_range,
     parse_start,
@@ -337,6 +344,35 @@ class AlertsView(ApiView):
                         key=lambda a: (-a["window_start_ms"], a["rule"], a["event_type"]))
         history = [a for a in map(orjson.loads, recent) if keep(a) and (state is None or a["state"] == state)]
         return self.json({"active": firing, "recent": history[:limit], "rules": rules})
+
+
+@blueprint.route("/aggregations", name="aggregations")
+class AggregationsView(ApiView):
+    """The aggregations of the AGGREGATIONS spec (none: the pipeline runs the article's job)."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        spec = self.app.settings.pipeline.spec
+        aggregations = [aggregation_to_api(a) for a in spec.aggregations] if spec is not None else []
+        return self.json({"aggregations": aggregations, "watermark": self.watermark()})
+
+
+@blueprint.route("/aggregations/{aggregation}/{window}/closed", name="aggregation-closed")
+class AggregationClosedView(ApiView):
+    """The latest closed windows of one key of a spec's aggregation, newest first, from Redis (any worker
+    answers); the key's parts are query parameters named by their columns."""
+
+    async def get(self, request: web.Request, aggregation: str, window: str) -> web.Response:
+        found = find_aggregation(self.app.settings.pipeline.spec, aggregation)
+        spec = find_aggregation_window(self.app.settings.pipeline.windows, found, window)
+        if found.redis == "off":
+            raise UnknownNameError(f"aggregation {found.name!r} writes its windows to the lake only (redis = \"off\")")
+        key = parse_key(request.query, found)
+        limit = parse_limit(request.query)
+        layout = found.layout()
+        rows = await self.app.outputs.read_latest_aggregates(found.name, spec.name, key, limit, layout)
+        return self.json({"aggregation": found.name, "window": spec.name, "watermark": self.watermark(),
+                          "key": {column: part for (column, _), part in zip(layout.key, key, strict=True)},
+                          "closed": [aggregate_row_to_api(row, layout) for row in rows]})
 
 
 @blueprint.route("/rollups/{period}", name="rollups")

@@ -11,6 +11,7 @@ faults (make chaos SPEC=iot)."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 import checks
 import specref
@@ -30,7 +31,9 @@ from pipeline_harness import (
 )
 
 from devstack.stack import Endpoints
+from formats.aggregates import aggregate_row_to_api
 from sinks.redis_store import RedisWindowStore
+from web.params import aggregation_to_api
 
 STEP_DEADLINE_S = 120.0
 LATEST_N = 60
@@ -73,6 +76,22 @@ def test_a_spec_end_to_end_equals_the_reference(stack: Endpoints, unique_name: s
         wait_for(lambda: checks.spec_redis_written(store, index, layouts) == len(index), timeout_s=STEP_DEADLINE_S,
                  what="every key's newest window in Redis")
         assert checks.spec_redis(store, index, layouts) == []
+
+        # The web API: the spec, and each key's closed windows as Redis holds them.
+        assert worker.get("/v1/aggregations")[1]["aggregations"] == [aggregation_to_api(a) for a in spec.aggregations]
+        for (aggregation, window, key), rows in index.items():
+            column = layouts[aggregation].key[0][0]
+            status, body = worker.get(f"/v1/aggregations/{aggregation}/{window}/closed?"
+                                      + urlencode({column: key[0], "limit": LATEST_N}))
+            assert (status, body["key"], body["closed"]) == (
+                200, {column: key[0]}, [aggregate_row_to_api(row, layouts[aggregation]) for row in rows])
+        for path, status, message in [
+            ("/v1/aggregations/rooms/tumbling_1m/closed?room=1", 404, "unknown aggregation 'rooms'"),
+            ("/v1/aggregations/devices/daily/closed?device_id=d-1", 404, "keeps no window 'daily'"),
+            ("/v1/aggregations/sites/tumbling_1m/closed?device_id=d-1", 400, "device_site is required"),
+        ]:
+            answer = worker.get(path)
+            assert answer[0] == status and message in answer[1]["error"]["message"], (path, answer)
         wait_for(lambda: len(run(read_topic(stack, names.late))) >= len(want.late), timeout_s=STEP_DEADLINE_S,
                  what="the late readings in the late topic")
         assert checks.dead_letters(run(read_topic(stack, names.dlq)), want.dead) == []

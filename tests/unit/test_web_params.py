@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from aggregations.spec import parse_spec
 from formats.events import iso_utc
 from formats.rows import WindowRow, row_to_api
 from tables.windows import WindowSpec
 from web.params import (
     BadParameterError,
     UnknownNameError,
+    aggregation_to_api,
+    find_aggregation,
+    find_aggregation_window,
     find_window,
     parse_event_type,
+    parse_key,
     parse_limit,
     parse_rollup_range,
     parse_start,
@@ -20,6 +25,7 @@ from web.params import (
 
 TUMBLING = WindowSpec("tumbling_1m", 60_000, 60_000)
 HOPPING = WindowSpec("hopping_1m", 60_000, 30_000)
+WINDOWS = (TUMBLING, HOPPING)
 START_MS = 1_795_665_060_000  # 2026-11-26T03:51:00Z
 
 
@@ -157,3 +163,60 @@ def test_rollup_range_at_its_bounds() -> None:
     assert week.to_ms == NOV1_MS + 7 * DAY_MS
     assert parse_rollup_range("daily", {"from": "2026-11-01T23:59Z", "to": "2027-01-31T00:00:01Z"},
                               NOW_MS).from_ms == NOV1_MS  # 92 days from Nov 1, the last one entered by a second
+
+
+_SPEC = parse_spec('[time]\nfield = "ts"\nformat = "epoch_ms"\n'
+                   '[[aggregation]]\nname = "pages"\nkey = ["page.path", "status:int", "bot:bool"]\n'
+                   'missing_key = "null"\nmeasures = ["ms"]\nwindows = ["tumbling_1m"]\n'
+                   '[[aggregation]]\nname = "users"\nkey = ["uid"]\nmeasures = ["ms"]\nredis = "off"\n'
+                   'where = { country = ["DE", "FR"] }\ndistinct = ["session:int"]\n',
+                   ["tumbling_1m", "hopping_1m"])
+
+
+def test_find_aggregation_names_the_spec_or_its_absence() -> None:
+    assert find_aggregation(_SPEC, "users").name == "users"
+    with pytest.raises(UnknownNameError, match="unknown aggregation 'x'; aggregations: pages, users"):
+        find_aggregation(_SPEC, "x")
+    with pytest.raises(UnknownNameError, match="aggregations: none \\(AGGREGATIONS is not set"):
+        find_aggregation(None, "pages")
+    pages = _SPEC.aggregations[0]
+    assert find_aggregation_window(WINDOWS, pages, "tumbling_1m").name == "tumbling_1m"
+    for name in ("hopping_1m", "x"):  # configured but not kept by pages, and not configured
+        with pytest.raises(UnknownNameError, match=f"^aggregation 'pages' keeps no window '{name}'; its windows: "
+                                                   "tumbling_1m$"):
+            find_aggregation_window(WINDOWS, pages, name)
+
+
+@pytest.mark.parametrize(("query", "key"), [
+    ({"page_path": "/cart", "status": "200", "bot": "false"}, ("/cart", 200, False)),
+    ({"page_path": "", "status": "-9223372036854775808", "bot": "true"}, (None, -2**63, True)),
+    ({"page_path": "ü" * 256, "status": "", "bot": ""}, ("ü" * 256, None, None)),
+])
+def test_parse_key_takes_each_part_by_its_column_and_type(query: dict[str, str], key: tuple[object, ...]) -> None:
+    assert parse_key({**query, "limit": "3"}, _SPEC.aggregations[0]) == key
+
+
+@pytest.mark.parametrize(("aggregation", "query", "message"), [
+    (0, {"status": "1", "bot": "true"}, "page_path is required: the key of aggregation 'pages' is page_path, "
+                                        "status, bot"),
+    (0, {"page_path": "/", "status": "2xx", "bot": "true"}, "status must be an integer, got '2xx'"),
+    (0, {"page_path": "/", "status": str(2**63), "bot": "true"}, "status is an integer beyond 64 bits"),
+    (0, {"page_path": "/", "status": "1", "bot": "yes"}, "bot must be true or false, got 'yes'"),
+    (0, {"page_path": "x" * 257, "status": "1", "bot": "true"}, "page_path is longer than 256 characters"),
+    (1, {"uid": ""}, "uid is empty: aggregation 'users' has no null key parts"),
+])
+def test_parse_key_refuses(aggregation: int, query: dict[str, str], message: str) -> None:
+    with pytest.raises(BadParameterError) as caught:
+        parse_key(query, _SPEC.aggregations[aggregation])
+    assert str(caught.value) == message
+
+
+def test_an_aggregation_as_the_api_lists_it() -> None:
+    assert aggregation_to_api(_SPEC.aggregations[1]) == {
+        "name": "users", "key": [{"field": "uid", "column": "uid", "type": "string"}], "missing_key": "dead_letter",
+        "measures": [{"field": "ms", "column": "ms"}], "missing_measure": "dead_letter",
+        "where": [{"field": "country", "values": ["DE", "FR"]}],
+        "distinct": [{"field": "session", "column": "session", "type": "int"}],
+        "windows": ["tumbling_1m", "hopping_1m"], "redis": "off"}
+    assert aggregation_to_api(_SPEC.aggregations[0])["key"][0] == {"field": "page.path", "column": "page_path",
+                                                                    "type": "string"}
