@@ -82,15 +82,21 @@ prometheus:
 
 ## bench: whole-pipeline events/s and export latency, median of RUNS runs of EVENTS preloaded events
 ## (EVENT_TYPES=N: N distinct event types instead of 3; COMPRESSION=snappy etc.: the events' and the worker's
-## codec, with the events' bytes per record on the wire; WORKERS=N: N processes under python -m commands.workers)
+## codec, with the events' bytes per record on the wire; WORKERS=N: N processes under python -m commands.workers;
+## SPEC=deploy/aggregations/iot.toml: that spec's events, KEYS keys per aggregation and EVENTS_PER_KEY events per key
+## in each minute of event time, with rows/s, peak RSS and whether the lake is exact)
 EVENTS ?= 200000
 RUNS ?= 3
 EVENT_TYPES ?=
 COMPRESSION ?= none
 WORKERS ?= 1
+SPEC ?=
+KEYS ?= 100000
+EVENTS_PER_KEY ?= 2
 bench: install
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
-	  --compression $(COMPRESSION) --workers $(WORKERS)
+	  --compression $(COMPRESSION) --workers $(WORKERS) \
+	  $(if $(SPEC),--spec $(SPEC) --keys $(KEYS) --events-per-key $(EVENTS_PER_KEY))
 
 ## bench-peers: the same windowed job in Bytewax and Quix Streams (each in its venv under var/peers), interleaved
 ## with this project over one topic of PEER_EVENTS preloaded events, RUNS rounds: events/s, ratios, checked totals

@@ -40,7 +40,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from commands.loadgen import DEFAULT_TYPES, EventGenerator, produce_events
+from aggregations.spec import SpecError
+from bench.spec import KeyShape, Recording, Reference, lake_totals
+from commands.loadgen import DEFAULT_TYPES, EventGenerator, RecordSource, SpecEventGenerator, produce_events
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls
 from formats.events import Event, encode_event
@@ -102,8 +104,10 @@ def sentinel_value(count: int) -> bytes:
 
 
 async def preload(bootstrap: str, topic: str, count: int, event_types: int | None = None,
-                  compression: str = "none") -> int:
-    """Create `topic` (PARTITIONS partitions) and fill it: `count` events, then one sentinel per partition."""
+                  compression: str = "none", shape: KeyShape | None = None,
+                  reference: Reference | None = None) -> int:
+    """Create `topic` (PARTITIONS partitions) and fill it: `count` events, then one sentinel per partition.
+    With a key shape, the events of its spec (each also added to `reference`)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -118,25 +122,38 @@ async def preload(bootstrap: str, topic: str, count: int, event_types: int | Non
             await producer.send(topic, key=key, value=value)
 
         # The produce command's generator and loop at --rate 0, with event time from BASE_MS.
-        await produce_events(send, generator(event_types), rate=0, count=count, event_ms=event_ms)
+        if shape is None:
+            await produce_events(send, generator(event_types), rate=0, count=count, event_ms=event_ms)
+            sentinel, end_ms = sentinel_value(count), last_event_ms(count)
+        else:
+            assert reference is not None
+            source = Recording(SpecEventGenerator(shape.spec, keys=shape.keys, seed=1), reference)
+            await produce_events(send, source, rate=0, count=count, event_ms=partial(shape.event_ms, BASE_MS))
+            end_ms = shape.event_ms(BASE_MS, count)
+            # A generator of its own, so that the events above do not depend on the sentinels.
+            sentinel = SpecEventGenerator(shape.spec, keys=1, seed=2).record(end_ms + SENTINEL_AFTER_MS).value
         for partition in range(PARTITIONS):
-            await producer.send(topic, key=b"bench", value=sentinel_value(count), partition=partition)
+            await producer.send(topic, key=b"bench", value=sentinel, partition=partition)
         await producer.flush()
-        return last_event_ms(count)
+        return end_ms
     finally:
         await producer.stop()
 
 
-def wire_bytes_per_event(compression: str, count: int, event_types: int | None = None) -> float:
+def wire_bytes_per_event(compression: str, count: int, event_types: int | None = None,
+                         shape: KeyShape | None = None) -> float:
     """Bytes per event of the preloaded events (the first WIRE_SAMPLE_EVENTS) in record batches as
     the preload's producer builds them with `compression`: what the broker stores and sends."""
     builder_of = partial(DefaultRecordBatchBuilder, 2, CODECS[compression], 0, -1, -1, -1, PRELOAD_BATCH_BYTES)
-    source, sample = generator(event_types), min(count, WIRE_SAMPLE_EVENTS)
+    sample = min(count, WIRE_SAMPLE_EVENTS)
+    source: RecordSource = generator(event_types) if shape is None else SpecEventGenerator(shape.spec, keys=shape.keys,
+                                                                                             seed=1)
     builders = [builder_of() for _ in range(PARTITIONS)]
     total = 0
     for index in range(sample):
-        timestamp = event_ms(index)
-        key, value, _, _ = source.record(timestamp)
+        timestamp = event_ms(index) if shape is None else shape.event_ms(BASE_MS, index)
+        record = source.record(timestamp)
+        key, value = record.key, record.value
         # Round robin stands in for the key's hash: each batch holds one partition's records, as the producer's.
         partition = index % PARTITIONS
         if builders[partition].append(index, timestamp, key, value, []) is None:  # full: the record starts the next
@@ -176,21 +193,34 @@ def worker_status(port: int) -> dict[str, Any] | None:
 
 
 def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path, py_spy: str | None = None,
-             event_types: int | None = None, compression: str = "none", workers: int = 1) -> dict[str, Any]:
+             event_types: int | None = None, compression: str = "none", workers: int = 1,
+             shape: KeyShape | None = None) -> dict[str, Any]:
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"{run_id}-events"
     started = time.monotonic()
-    asyncio.run(preload(endpoints.broker_url.removeprefix("kafka://"), topic, events, event_types, compression))
+    reference = Reference(shape.spec) if shape is not None else None
+    asyncio.run(preload(endpoints.broker_url.removeprefix("kafka://"), topic, events, event_types, compression,
+                        shape, reference))
     preload_s = time.monotonic() - started
-    return {"events": events, "preload_s": round(preload_s, 1),
-            **measure_worker(endpoints, topic, events, work_dir, log_dir, run_id, py_spy, compression=compression,
-                             workers=workers)}
+    result = {"events": events, "preload_s": round(preload_s, 1),
+              **measure_worker(endpoints, topic, events, work_dir, log_dir, run_id, py_spy, compression=compression,
+                               workers=workers, spec_path=shape.spec_path if shape is not None else None)}
+    if shape is not None and reference is not None:
+        want, got = reference.totals(), lake_totals(endpoints.s3_client(), run_id, shape.spec)
+        result["exact"] = got == want
+        if got != want:
+            result["lake_differs"] = {f"{a}/{w}": {"lake": got.get((a, w)), "reference": want.get((a, w))}
+                                      for (a, w) in sorted(set(got) | set(want)) if got.get((a, w)) != want.get((a, w))}
+        result["rows_per_s"] = round(result["rows_exported"] / result["elapsed_s"])
+    return result
 
 
 def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path, log_dir: Path, run_id: str,
-                   py_spy: str | None = None, *, compression: str = "none", workers: int = 1) -> dict[str, Any]:
+                   py_spy: str | None = None, *, compression: str = "none", workers: int = 1,
+                   spec_path: Path | None = None) -> dict[str, Any]:
     """The pipeline (APP_ID `run_id`) over the preloaded `topic`, from its first consumed event until done:
-    one worker, or `workers` processes under `python -m commands.workers` (web ports in a row)."""
+    one worker, or `workers` processes under `python -m commands.workers` (web ports in a row); with
+    `spec_path`, on that spec (AGGREGATIONS)."""
     s3 = endpoints.s3_client()
     s3.create_bucket(Bucket=run_id)
     port = free_port_block(workers)
@@ -205,6 +235,7 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
         # measures throughput, not the configured file age (with 1s, 200k events took ~0.75 s
         # more: the four sentinels spill into files of their own, which wait out the age).
         "ARCHIVE_MAX_AGE": "250ms",
+        **({"AGGREGATIONS": str(spec_path)} if spec_path is not None else {}),
     }
     total = events + PARTITIONS
     if workers == 1:
@@ -248,8 +279,10 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
         return {
             "elapsed_s": round(elapsed, 2),
             "events_per_s": round(events / elapsed), "windows_exported": status["windows_exported"],
+            "rows_exported": status["rows_exported"],
             "export_delay_p50_ms": status["export_delay_ms"]["p50"],
             "export_delay_p99_ms": status["export_delay_ms"]["p99"],
+            "rss_peak_mib": round(peak_rss_kib(worker.pid) / 1024),
         }
     finally:
         worker.send_signal(signal.SIGINT if py_spy else signal.SIGTERM)  # py-spy writes its profile on SIGINT
@@ -258,6 +291,20 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The peak resident memory (VmHWM) of a process and its descendants, summed: a worker, or the
+    workers under commands.workers (py-spy's child, when profiling)."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # gone already
+        return total
+    return total + sum(peak_rss_kib(int(child)) for child in children)
 
 
 def combined_status(statuses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -269,6 +316,7 @@ def combined_status(statuses: list[dict[str, Any]]) -> dict[str, Any]:
     return {"consumed_total": sum(s["consumed_total"] for s in statuses),
             "archive_buffered": sum(s["archive_buffered"] for s in statuses),
             "windows_exported": sum(s["windows_exported"] for s in statuses),
+            "rows_exported": sum(s.get("rows_exported", 0) for s in statuses),
             "export_delay_ms": {"p50": worst("p50"), "p99": worst("p99")}}
 
 
@@ -284,7 +332,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="codec of the preloaded events and of the worker's own producer (KAFKA_COMPRESSION)")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes (python -m commands.workers --count N; default 1)")
+    parser.add_argument("--spec", type=Path, metavar="PATH",
+                        help="an aggregation spec (AGGREGATIONS) instead of the article's job, with a key shape:")
+    parser.add_argument("--keys", type=int, default=100_000,
+                        help="with --spec: keys of each aggregation per minute of event time (default 100000)")
+    parser.add_argument("--events-per-key", type=int, default=2,
+                        help="with --spec: events of each key per minute of event time (default 2)")
     args = parser.parse_args(argv)
+    shape = None
+    if args.spec is not None:
+        if args.event_types is not None:
+            parser.error("--event-types is for the article's job; with --spec, --keys sets the cardinality")
+        if not 1 <= args.keys <= 10_000_000 or not 1 <= args.events_per_key <= 1_000_000:
+            parser.error("--keys must be from 1 to 10000000 and --events-per-key from 1 to 1000000")
+        try:
+            shape = KeyShape.load(args.spec, args.keys, args.events_per_key)
+        except (OSError, SpecError) as exc:
+            parser.error(f"--spec {args.spec}: {exc}")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.events < 1 or args.runs < 1:
@@ -301,20 +365,27 @@ def main(argv: list[str] | None = None) -> int:
         with embedded_stack(work_dir) as endpoints:
             for i in range(args.runs):
                 result = run_once(endpoints, args.events, work_dir, log_dir, args.py_spy, args.event_types,
-                                  args.compression, args.workers)
+                                  args.compression, args.workers, shape)
                 results.append(result)
                 print(f"run {i + 1}: {json.dumps(result)}", flush=True)
     summary = {
         "machine": machine(), "events": args.events, "runs": args.runs, "event_types": args.event_types or 3,
         "compression": args.compression, "workers": args.workers,
-        "wire_bytes_per_event": round(wire_bytes_per_event(args.compression, args.events, args.event_types), 1),
+        "wire_bytes_per_event": round(wire_bytes_per_event(args.compression, args.events, args.event_types, shape),
+                                      1),
         "median_events_per_s": statistics.median(r["events_per_s"] for r in results),
         "median_export_delay_p50_ms": statistics.median(r["export_delay_p50_ms"] or 0 for r in results),
         "median_export_delay_p99_ms": statistics.median(r["export_delay_p99_ms"] or 0 for r in results),
+        "median_rss_peak_mib": statistics.median(r["rss_peak_mib"] for r in results),
     }
+    if shape is not None:
+        del summary["event_types"]
+        summary.update(spec=str(args.spec), keys=shape.keys, events_per_key=shape.events_per_key,
+                       median_rows_per_s=statistics.median(r["rows_per_s"] for r in results),
+                       exact=all(r["exact"] for r in results))
     print(f"summary: {json.dumps(summary)}")
     (log_dir / "results.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
-    return 0
+    return 0 if summary.get("exact", True) else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Deterministic demo load: weighted event types, exact shares of malformed and late records.
 
 Shared by `faust -A app produce` (commands/produce.py) and `make bench` (bench/__main__.py):
-`EventGenerator` decides what each record is, `produce_events` paces the records into a
-send function. Nothing here knows faust or Kafka, so tests drive it with plain data.
+`EventGenerator` decides what each record of the article's job is, `SpecEventGenerator` what each
+record of an aggregation spec is (with a chosen number of keys), `produce_events` paces the records
+into a send function. Nothing here knows faust or Kafka, so tests drive it with plain data.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
 from itertools import accumulate
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 
+from aggregations.spec import KeyValue, Spec
 from formats.events import (
     BAD_TIMESTAMP,
     INVALID_JSON,
@@ -29,6 +31,7 @@ from formats.events import (
     WRONG_TYPE,
     Event,
     encode_event,
+    iso_utc,
 )
 from tables.windows import WindowSpec
 
@@ -262,7 +265,158 @@ class EventGenerator:
         return GeneratedRecord(event.user_id.encode(), encode_event(event), VALID, None)
 
 
+# -- a spec's events ----------------------------------------------------------------------
+
+
+class Counted(NamedTuple):
+    """What the generator meant one aggregation to take of a valid record: its key and measures."""
+
+    aggregation: str
+    key: tuple[KeyValue, ...]
+    measures: tuple[float, ...]
+
+
+class SpecRecord(NamedTuple):
+    key: bytes
+    value: bytes
+    kind: str  # VALID, MALFORMED or LATE
+    reason: str | None
+    event_ms: int  # the event time the record carries (a malformed one's intended time)
+    counted: tuple[Counted, ...]  # empty for a malformed record
+
+
+def _set_path(document: dict[str, Any], names: Sequence[str], value: object) -> None:
+    for name in names[:-1]:
+        document = document.setdefault(name, {})
+    document[names[-1]] = value
+
+
+def _time_value(event_ms: int, time_format: str) -> object:
+    if time_format == "iso8601":
+        return iso_utc(event_ms)
+    if time_format == "epoch_s":
+        return event_ms / 1000  # the shortest repr of ms / 1000 has at most 3 decimals: the same instant
+    if time_format == "epoch_us":
+        return event_ms * 1000
+    return event_ms  # epoch_ms and epoch_ms_or_iso8601
+
+
+class SpecEventGenerator:
+    """Events of an aggregation spec (aggregations/spec.py) with `keys` distinct keys: the n-th record
+    takes key number n mod `keys` in every aggregation (a string part "<column>-<number>", an
+    integer part the number, a boolean part whether the number is even), so each aggregation whose
+    `where` it passes has `keys` keys (fewer for keys of booleans only). A field that a `where` names
+    takes, in every other record, one of the condition's values in turn (then the aggregations that
+    group by it get those values as keys too); measures are multiples of 0.25 from 0 to 100, so sums
+    are exact in any order. Malformed records alternate between cut JSON and a missing time.
+
+    Reproducible like EventGenerator, and each record says what it meant each aggregation to count
+    (`SpecRecord.counted`): a reference for the outputs that does not ask the pipeline's judge.
+    """
+
+    def __init__(self, spec: Spec, *, keys: int, seed: int = 0, malformed: Fraction = Fraction(0),
+                 late: Fraction = Fraction(0), late_offset_ms: int = 0) -> None:
+        if keys < 1:
+            raise ValueError("keys must be at least 1")
+        if late and late_offset_ms <= 0:
+            raise ValueError("late events need a positive late_offset_ms")
+        self.spec = spec
+        self.keys = keys
+        self.late_offset_ms = late_offset_ms
+        self.schedule = AnomalySchedule(malformed, late)
+        self._rng = random.Random(seed)
+        self._where: dict[tuple[str, ...], tuple[KeyValue, ...]] = {}
+        for aggregation in spec.aggregations:
+            for condition in aggregation.where:
+                self._where.setdefault(condition.path.names, condition.values)
+        key_fields = {part.path.names: part.type for a in spec.aggregations for part in (*a.key, *a.distinct)}
+        measure_fields = {path.names for a in spec.aggregations for path in a.measures}
+        clash = (set(key_fields) & measure_fields) | ({spec.time.path.names} & (set(key_fields) | measure_fields))
+        if clash:
+            raise ValueError(f"the spec uses {'.'.join(min(clash))} as two kinds of field: this generator makes "
+                             "each field one kind")
+        for a in spec.aggregations:
+            for part in (*a.key, *a.distinct):
+                if key_fields[part.path.names] != part.type:
+                    raise ValueError(f"the spec uses {part.path.text} both as {part.type} and as "
+                                     f"{key_fields[part.path.names]}: this generator gives a field one type")
+        paths = sorted({*key_fields, *measure_fields, *self._where, spec.time.path.names})
+        for shorter, longer in zip(paths, paths[1:], strict=False):
+            if longer[:len(shorter)] == shorter:
+                raise ValueError(f"the spec uses {'.'.join(shorter)} and {'.'.join(longer)}, one inside the "
+                                 "other: this generator cannot make both")
+        self._key_fields = key_fields
+        self._measure_fields = sorted(measure_fields)
+        self._index = 0
+
+    def _key_value(self, names: tuple[str, ...], key_type: str, number: int) -> KeyValue:
+        if key_type == "int":
+            return number
+        if key_type == "bool":
+            return number % 2 == 0
+        return f"{'_'.join(names)}-{number}"
+
+    def _document(self, number: int, event_ms: int) -> tuple[dict[str, Any], dict[tuple[str, ...], object]]:
+        rng = self._rng
+        values: dict[tuple[str, ...], object] = {}
+        for names, key_type in self._key_fields.items():
+            values[names] = self._key_value(names, key_type, number)
+        for names in self._measure_fields:
+            values[names] = rng.randrange(0, 400) / 4
+        for names, allowed in self._where.items():
+            if number % 2 == 0:
+                values[names] = allowed[(number // 2) % len(allowed)]
+            elif names not in values:
+                values[names] = f"{'_'.join(names)}-other"
+        document: dict[str, Any] = {}
+        _set_path(document, self.spec.time.path.names, _time_value(event_ms, self.spec.time.format))
+        for names, value in values.items():
+            _set_path(document, names, value)
+        return document, values
+
+    def _counted(self, values: dict[tuple[str, ...], object]) -> tuple[Counted, ...]:
+        counted = []
+        for aggregation in self.spec.aggregations:
+            if all(any(type(values[c.path.names]) is type(v) and values[c.path.names] == v for v in c.values)
+                   for c in aggregation.where):
+                key = tuple(values[part.path.names] for part in aggregation.key)
+                measures = tuple(values[path.names] for path in aggregation.measures)
+                counted.append(Counted(aggregation.name, key, measures))  # type: ignore[arg-type]
+        return tuple(counted)
+
+    def record(self, event_ms: int) -> SpecRecord:
+        """The next record at the stream's current event time `event_ms`."""
+        kind = self.schedule.next_kind()
+        number = self._index % self.keys
+        self._index += 1
+        if kind == LATE:
+            event_ms -= self.late_offset_ms
+        document, values = self._document(number, event_ms)
+        key = str(number).encode()
+        if kind == MALFORMED:
+            if self.schedule.malformed % 2:
+                return SpecRecord(key, orjson.dumps(document)[:-1], MALFORMED, INVALID_JSON, event_ms, ())
+            _drop_path(document, self.spec.time.path.names)
+            return SpecRecord(key, orjson.dumps(document), MALFORMED, MISSING_FIELD, event_ms, ())
+        return SpecRecord(key, orjson.dumps(document), kind, None, event_ms, self._counted(values))
+
+
+def _drop_path(document: dict[str, Any], names: Sequence[str]) -> None:
+    for name in names[:-1]:
+        document = document[name]
+    del document[names[-1]]
+
+
 # -- pacing -------------------------------------------------------------------------------
+
+
+class RecordSource(Protocol):
+    """What produce_events draws records from: EventGenerator, SpecEventGenerator, or a wrapper of one."""
+
+    schedule: AnomalySchedule
+
+    def record(self, event_ms: int) -> GeneratedRecord | SpecRecord: ...
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +431,7 @@ class Progress:
         return self.produced / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @classmethod
-    def of(cls, generator: EventGenerator, elapsed_s: float) -> Progress:
+    def of(cls, generator: RecordSource, elapsed_s: float) -> Progress:
         schedule = generator.schedule
         return cls(schedule.records, schedule.malformed, schedule.late, elapsed_s)
 
@@ -300,7 +454,7 @@ def event_limit(rate: int, count: int, duration_s: float) -> int:
 
 async def produce_events(
     send: Send,
-    generator: EventGenerator,
+    generator: RecordSource,
     *,
     rate: int,
     count: int = 0,
@@ -331,8 +485,8 @@ async def produce_events(
         if limit:
             due = min(due, limit)
         for index in range(produced, due):
-            key, value, _, _ = generator.record(event_ms(index))
-            await send(key, value)
+            record = generator.record(event_ms(index))
+            await send(record.key, record.value)
         produced = max(produced, due)
         if on_progress is not None:
             on_progress(Progress.of(generator, clock() - started))

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from bench.__main__ import CODECS, combined_status, event_ms, generator, wire_bytes_per_event
+from bench.__main__ import BASE_MS, CODECS, ROOT, combined_status, event_ms, generator, wire_bytes_per_event
 from bench.soak import CLOSE_POLL_S, SAMPLE_S, STARTUP_ALLOWANCE_S, Drain, generator_shortfall, wait_for_close
+from bench.spec import KeyShape, Recording, Reference
+from commands.loadgen import SpecEventGenerator
 
 
 def test_uncompressed_wire_bytes_are_the_records_plus_batch_overhead() -> None:
@@ -26,13 +28,15 @@ def test_every_codec_the_settings_offer_compresses_the_events(codec: str) -> Non
 
 def test_several_workers_add_up_and_report_the_worst_delay() -> None:
     statuses = [json.loads(text) for text in (
-        '{"consumed_total": 10, "archive_buffered": 1, "windows_exported": 3, "export_delay_ms": {"p50": 5, "p99": 9}}',
-        '{"consumed_total": 4, "archive_buffered": 0, "windows_exported": 2, "export_delay_ms": {"p50": null, '
-        '"p99": null}}',
-        '{"consumed_total": 1, "archive_buffered": 2, "windows_exported": 0, "export_delay_ms": {"p50": 7, "p99": 8}}',
+        '{"consumed_total": 10, "archive_buffered": 1, "windows_exported": 3, "rows_exported": 30, '
+        '"export_delay_ms": {"p50": 5, "p99": 9}}',
+        '{"consumed_total": 4, "archive_buffered": 0, "windows_exported": 2, "rows_exported": 4, '
+        '"export_delay_ms": {"p50": null, "p99": null}}',
+        '{"consumed_total": 1, "archive_buffered": 2, "windows_exported": 0, "rows_exported": 0, '
+        '"export_delay_ms": {"p50": 7, "p99": 8}}',
     )]
     assert combined_status(statuses) == {"consumed_total": 15, "archive_buffered": 3, "windows_exported": 5,
-                                         "export_delay_ms": {"p50": 7, "p99": 9}}
+                                         "rows_exported": 34, "export_delay_ms": {"p50": 7, "p99": 9}}
     none = combined_status(statuses[1:2])
     assert none["export_delay_ms"] == {"p50": None, "p99": None}
 
@@ -82,3 +86,18 @@ def test_a_window_still_open_at_the_deadline_fails_the_soak() -> None:
 def test_events_not_consumed_or_a_silent_worker_fail_the_soak() -> None:
     assert _wait(_Polls(Drain(99, 4, 0))) == "consumed 99 of 100 events 30 s after the producer stopped"
     assert _wait(_Polls(None)) == "the worker did not answer in the 30 s after the producer stopped"
+
+
+def test_a_key_shape_spaces_the_events_and_the_reference_counts_each_window_instance() -> None:
+    shape = KeyShape.load(ROOT / "deploy" / "aggregations" / "iot.toml", keys=2, events_per_key=1)
+    assert [shape.event_ms(BASE_MS, i) - BASE_MS for i in range(5)] == [0, 30_000, 60_000, 90_000, 120_000]
+    reference = Reference(shape.spec)
+    source = Recording(SpecEventGenerator(shape.spec, keys=2, seed=1), reference)
+    records = [source.record(shape.event_ms(BASE_MS, i)) for i in range(4)]
+    temps = [r.counted[0].measures[0] for r in records]
+    # Keys 0, 1, 0, 1 at 0 s, 30 s, 60 s, 90 s: two tumbling minutes of two keys each; hopping windows
+    # from -30 s to 90 s holding events {0}, {0, 1}, {1, 2}, {2, 3}, {3}.
+    hopping_sum = sum(temps) * 2
+    assert reference.totals() == {
+        ("devices", "tumbling_1m"): (4, 4, sum(temps)), ("devices", "hopping_1m"): (8, 8, hopping_sum),
+        ("sites", "tumbling_1m"): (4, 4, sum(temps)), ("sites", "hopping_1m"): (8, 8, hopping_sum)}

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from agents.ingest import MIN_EVENT_MS
+from aggregations.judge import judge
+from aggregations.spec import Spec, parse_spec
 from commands.loadgen import (
     LATE,
     LATE_MARGIN_MS,
@@ -26,6 +28,7 @@ from commands.loadgen import (
     EventGenerator,
     GeneratedRecord,
     Progress,
+    SpecEventGenerator,
     late_offset_ms,
     parse_fraction,
     parse_type_weights,
@@ -380,3 +383,55 @@ def test_command_rejects_bad_options_with_one_line(args: list[str], error: str) 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == error
+
+
+# -- a spec's events ----------------------------------------------------------------------
+
+_DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "aggregations"
+_WINDOWS = ["tumbling_1m", "hopping_1m"]
+_T_MS = 1_733_480_000_000
+
+
+def _shipped_spec(name: str) -> Spec:
+    return parse_spec((_DEPLOY / f"{name}.toml").read_text(), _WINDOWS)
+
+
+@pytest.mark.parametrize("name", ["article", "clickstream", "iot"])
+def test_a_spec_generator_means_what_the_judge_counts(name: str) -> None:
+    """Every record's intended outcome (SpecRecord.counted, the malformed reason) is what the pipeline's
+    judge makes of it: two independent readings of the spec agree."""
+    spec = _shipped_spec(name)
+    generator = SpecEventGenerator(spec, keys=7, seed=3, malformed=Fraction(1, 10), late=Fraction(1, 10),
+                                   late_offset_ms=120_000)
+    kinds: Counter[str] = Counter()
+    keys: dict[str, set[tuple[object, ...]]] = {}
+    for i in range(400):
+        record = generator.record(_T_MS + i * 250)
+        kinds[record.kind] += 1
+        judged = judge(record.value, spec, max_bytes=65_536, min_event_ms=MIN_EVENT_MS, max_event_ms=_T_MS + 10**9)
+        if record.kind == "malformed":
+            assert isinstance(judged, Rejection) and judged.reason == record.reason
+            continue
+        assert not isinstance(judged, Rejection) and judged.event_ms == record.event_ms
+        want = {c.aggregation: (c.key, c.measures) for c in record.counted}
+        got = {a.name: (r.key, r.measures) for a, r in zip(spec.aggregations, judged.results, strict=True)
+               if r is not None and not isinstance(r, Rejection)}
+        assert got == want and len(got) == sum(r is not None for r in judged.results)
+        for aggregation, (key, _) in want.items():
+            keys.setdefault(aggregation, set()).add(key)
+    assert kinds == {"valid": 320, "malformed": 40, "late": 40}
+    # Each aggregation without a `where` sees every key number; a `where` keeps some of them.
+    for aggregation in spec.aggregations:
+        assert len(keys[aggregation.name]) == (7 if not aggregation.where else 3), aggregation.name
+
+
+def test_a_spec_generator_refuses_a_spec_it_cannot_honour() -> None:
+    time = '[time]\nfield = "ts"\nformat = "epoch_ms"\n'
+    clash = time + ('[[aggregation]]\nname = "a"\nkey = ["k"]\nmeasures = ["m"]\n'
+                    '[[aggregation]]\nname = "b"\nkey = ["k:int"]\nmeasures = ["m"]\n')
+    nested = time + '[[aggregation]]\nname = "a"\nkey = ["d"]\nmeasures = ["d.m"]\n'
+    for text, message in [(clash, "uses k both as string and as int"), (nested, "uses d and d.m, one inside")]:
+        with pytest.raises(ValueError, match=message):
+            SpecEventGenerator(parse_spec(text, _WINDOWS), keys=1)
+    with pytest.raises(ValueError, match="keys must be at least 1"):
+        SpecEventGenerator(_shipped_spec("iot"), keys=0)

@@ -1,0 +1,108 @@
+"""`make bench SPEC=...`: the pipeline on an aggregation spec with a key shape, and its exactness.
+
+The key shape is how many keys each aggregation has in a minute of event time (`keys`) and how many
+events each key gets in it (`events_per_key`): the preload's event time advances one minute (the size
+of the default windows) per keys x events_per_key events, and commands/loadgen.py's
+SpecEventGenerator gives the n-th event key number n mod keys.
+
+The run is exact when the lake holds, for every aggregation and window, as many rows, as many events
+in them and the same sum of the first measure as the generator meant (SpecRecord.counted), summed
+over every window closed by the data: a check of every row would hold millions of them twice in
+this process.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aggregations.spec import Spec, parse_spec
+from commands.loadgen import AnomalySchedule, SpecEventGenerator, SpecRecord
+from formats.aggregates import parquet_to_aggregate_rows
+from tables.windows import DEFAULT_WINDOWS, WindowSpec, parse_windows
+
+MINUTE_MS = 60_000
+WINDOWS: tuple[WindowSpec, ...] = parse_windows(DEFAULT_WINDOWS)  # the bench's worker runs the default WINDOWS
+
+Totals = dict[tuple[str, str], tuple[int, int, float]]  # (aggregation, window) -> rows, events, sum of measure 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyShape:
+    spec_path: Path
+    spec: Spec
+    keys: int  # keys per aggregation in a minute of event time
+    events_per_key: int  # events per key in that minute
+
+    @classmethod
+    def load(cls, spec_path: Path, keys: int, events_per_key: int) -> KeyShape:
+        spec = parse_spec(spec_path.read_text(encoding="utf-8"), [w.name for w in WINDOWS])
+        return cls(spec_path, spec, keys, events_per_key)
+
+    def event_ms(self, base_ms: int, index: int) -> int:
+        return base_ms + index * MINUTE_MS // (self.keys * self.events_per_key)
+
+
+@dataclass
+class Reference:
+    """What the preloaded events mean, per window instance: the keys it has, its events and their sum."""
+
+    spec: Spec
+    keys: dict[tuple[str, str, int], set[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(set))
+    events: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    sums: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, record: SpecRecord) -> None:
+        kept = {a.name: a.windows for a in self.spec.aggregations}
+        for counted in record.counted:
+            for window in WINDOWS:
+                if window.name not in kept[counted.aggregation]:
+                    continue
+                start = record.event_ms - record.event_ms % window.step_ms
+                while start > record.event_ms - window.size_ms:
+                    self.keys[(counted.aggregation, window.name, start)].add(counted.key)
+                    self.events[(counted.aggregation, window.name)] += 1
+                    self.sums[(counted.aggregation, window.name)] += counted.measures[0]
+                    start -= window.step_ms
+
+    def totals(self) -> Totals:
+        rows: dict[tuple[str, str], int] = defaultdict(int)
+        for (aggregation, window, _), keys in self.keys.items():
+            rows[(aggregation, window)] += len(keys)
+        return {k: (rows[k], self.events[k], self.sums[k]) for k in rows}
+
+
+class Recording:
+    """A SpecEventGenerator whose records also go to a Reference (produce_events takes either)."""
+
+    def __init__(self, generator: SpecEventGenerator, reference: Reference) -> None:
+        self.generator = generator
+        self.reference = reference
+        self.schedule: AnomalySchedule = generator.schedule
+
+    def record(self, event_ms: int) -> SpecRecord:
+        record = self.generator.record(event_ms)
+        self.reference.add(record)
+        return record
+
+
+def lake_totals(client: Any, bucket: str, spec: Spec) -> Totals:
+    """The same totals from every object of every aggregation in the lake."""
+    rows: dict[tuple[str, str], int] = defaultdict(int)
+    events: dict[tuple[str, str], int] = defaultdict(int)
+    sums: dict[tuple[str, str], float] = defaultdict(float)
+    for aggregation in spec.aggregations:
+        layout = aggregation.layout()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                      Prefix=f"aggregated/{aggregation.name}/"):
+            for item in page.get("Contents", []):
+                body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                for row in parquet_to_aggregate_rows(body, aggregation.name, layout):
+                    stats = row.measures[0]
+                    rows[(row.aggregation, row.window)] += 1
+                    events[(row.aggregation, row.window)] += 0 if stats is None else stats.count
+                    sums[(row.aggregation, row.window)] += 0.0 if stats is None else stats.sum
+    return {k: (rows[k], events[k], sums[k]) for k in rows}
+
