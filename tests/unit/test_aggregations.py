@@ -5,6 +5,9 @@ time, and the shipped example specs on the events they are written for."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -356,3 +359,22 @@ def test_the_aggregations_setting_loads_a_spec_or_names_its_problem(tmp_path: Pa
     with pytest.raises(SettingsError, match="^ALERT_RULES: alert rules judge the article's windows"):
         load({"AGGREGATIONS": str(DEPLOY / "iot.toml"),
               "ALERT_RULES": str(DEPLOY.parent / "alerts" / "rules.example.toml")})
+
+
+def test_a_bad_spec_stops_the_worker_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "spec.toml"
+    path.write_text('[time]\nfield = "ts"\nformat = "epoch_ms"\n' + AGG.replace('["k"]', '["k:float"]'))
+    root = DEPLOY.parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("F_", "FAUST_"))}
+    env.update(PYTHONPATH=str(root), AGGREGATIONS=str(path))
+    done = subprocess.run([sys.executable, "-m", "faust", "-A", "app", "worker"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: invalid setting AGGREGATIONS: {path}: {_spec_error(path.read_text())}"], done.stderr
+
+
+def _spec_error(text: str) -> str:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, WINDOWS)
+    return str(caught.value)
