@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from formats.aggregates import AggregateLayout
+from formats.batch import ROLLUP_STATISTICS, AggregateRollupLayout
 from formats.keys import MAX_PART_CHARS
 
 __all__ = [
@@ -65,6 +66,8 @@ MAX_CONDITION_VALUES: Final = 1000
 MAX_PATH_DEPTH: Final = 8
 # The columns every aggregation's rows have besides its key parts and measures.
 RESERVED_COLUMNS: Final = frozenset({"window", "window_start", "window_end", "revision", "late_count"})
+# And those of its rollups (formats/batch.AggregateRollupLayout).
+RESERVED_ROLLUP_COLUMNS: Final = frozenset({"period", "period_start", "period_end", "events"})
 MEASURE_STATISTICS: Final = ("count", "sum", "min", "max", "mean")
 _NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _FIELD_NAME: Final = re.compile(r"[A-Za-z0-9_@$-]{1,64}")
@@ -135,6 +138,18 @@ class Aggregation:
         """The columns of its rows, as formats/aggregates.py lays them out."""
         return AggregateLayout(tuple((part.path.column, part.type) for part in self.key),
                                tuple(measure.column for measure in self.measures))
+
+    def rollup_layout(self) -> AggregateRollupLayout:
+        """The columns of its hourly and daily rollups (the batch layer's)."""
+        return AggregateRollupLayout(tuple((part.path.column, part.type) for part in self.key),
+                                     tuple(measure.column for measure in self.measures),
+                                     tuple(field.path.column for field in self.distinct))
+
+    def rollup_columns(self) -> list[str]:
+        """The columns of its rollups besides RESERVED_ROLLUP_COLUMNS."""
+        return [part.path.column for part in self.key] + [
+            f"{measure.column}_{statistic}" for measure in self.measures for statistic in ROLLUP_STATISTICS] + [
+            f"{field.path.column}_distinct" for field in self.distinct]
 
     def columns(self) -> list[str]:
         """The columns of its rows besides RESERVED_COLUMNS: key parts, then each measure's statistics."""
@@ -230,12 +245,15 @@ def _aggregation(index: int, table: Mapping[str, Any], windows: list[str]) -> Ag
     aggregation = Aggregation(name=name, key=key, missing_key=missing_key, measures=measures,
                               missing_measure=missing_measure, where=where, distinct=distinct,
                               windows=tuple(w for w in windows if w in chosen), redis=redis)
-    columns = aggregation.columns()
-    clash = next((c for c in columns if columns.count(c) > 1 or c in RESERVED_COLUMNS), None)
-    if clash is not None:
-        raise fail("key" if clash in [p.path.column for p in key] else "measures",
-                   f"its rows would have the column {clash!r} twice (or a reserved one: "
-                   f"{', '.join(sorted(RESERVED_COLUMNS))}); a path's column is its names joined by '_'")
+    for columns, reserved in ((aggregation.columns(), RESERVED_COLUMNS),
+                              (aggregation.rollup_columns(), RESERVED_ROLLUP_COLUMNS)):
+        clash = next((c for c in columns if columns.count(c) > 1 or c in reserved), None)
+        if clash is not None:
+            field = ("key" if clash in [p.path.column for p in key] else
+                     "distinct" if clash.endswith("_distinct") and distinct else "measures")
+            raise fail(field, f"its rows would have the column {clash!r} twice (or a reserved one: "
+                              f"{', '.join(sorted(RESERVED_COLUMNS | RESERVED_ROLLUP_COLUMNS))}); a path's "
+                              "column is its names joined by '_'")
     return aggregation
 
 

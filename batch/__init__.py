@@ -8,9 +8,11 @@ speed layer's windows restated with late data.
 ``stage2``     reading what stage 2 has exported, from its changelog;
 ``manifest``   what changed since a period was processed;
 ``inputs``     reading raw files, skipping foreign ones;
-``rollup``     the engine of the rollups (DuckDB);
+``judging``    a spec's events in the raw archive, judged again per aggregation;
+``rollup``     the engine of the rollups (DuckDB), the article's and a spec's aggregations';
 ``restate``    the pure restatement: which hours, the fold of a window from raw events, the comparison;
 ``restating``  one run's restatement of the windows of those hours, in S3 and Redis;
+``spec_restating`` the same for each aggregation of a spec;
 ``job``        one run: periods, then restatement; ``report`` what it reports;
 ``progress``   the run's progress line;
 ``spark_job``  the rollups on Apache Spark (its own entry point, `make test-spark`).

@@ -89,6 +89,7 @@ class PeriodInputs:
     skipped: dict[str, str] = field(default_factory=dict)
     archive_files: int = 0
     schema: pa.Schema = ROLLUP_INPUT_SCHEMA  # the columns streamed
+    read_table: Callable[[bytes], pa.Table] = read_raw_table  # a file's bytes as a table (or ValueError)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         for key in sorted(self.listing):  # the lake's order: the same input, the same sums bit for bit
@@ -98,7 +99,7 @@ class PeriodInputs:
                 continue
             self.archive_files += 1
             try:
-                table = read_raw_table(self.read(key))
+                table = self.read_table(self.read(key))
             except (ValueError, pa.ArrowException) as exc:
                 self.skipped[key] = f"not a raw archive file: {str(exc)[:200]}"
                 continue

@@ -103,9 +103,6 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
         settings: Settings = self.app.settings  # type: ignore[attr-defined]
         if from_ is not None and to is not None and to <= from_:
             exit_with_line(f"error: invalid --to: {iso_utc(to)} is not after --from {iso_utc(from_)}", 2)
-        if settings.pipeline.spec is not None:
-            exit_with_line("error: the batch layer rolls up the article's job only: it does not run with AGGREGATIONS "
-                           "yet (README: Your own events)", 2)
         redis_settings = settings.redis
         redis = RedisWindowStore(redis_settings.url, redis_settings.key_prefix, redis_settings.ttl_ms,
                                  redis_settings.latest_n)
@@ -132,7 +129,8 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
         redis.open()
         try:
             report = await asyncio.to_thread(run_batch, lake, sealed_until_ms=bound, plan=Plan(from_, to),
-                                             say=progress.line, restatement=restatement, progress=progress)
+                                             say=progress.line, restatement=restatement, progress=progress,
+                                             spec=settings.pipeline.spec)
         except UnreadableHourError as exc:
             progress.finish()
             status.fail(str(exc), bound)

@@ -1,7 +1,7 @@
-"""The batch layer's files and status: hourly and daily rollups (Parquet of ROLLUP_SCHEMA, ROLLUP_FORMAT 1),
-the manifests of what each period and each restated hour read (JSON, MANIFEST_FORMAT 1, in their
-``format`` field), and the batch job's status hash in Redis (STATUS_FORMAT 1; formats/redis.py names
-its key).
+"""The batch layer's files and status: hourly and daily rollups (Parquet of ROLLUP_SCHEMA, ROLLUP_FORMAT 1; a
+spec's aggregation's of AggregateRollupLayout.schema(), AGGREGATE_ROLLUP_FORMAT 1), the manifests of what each
+period and each restated hour read (JSON, MANIFEST_FORMAT 1, in their ``format`` field), and the batch job's
+status hash in Redis (STATUS_FORMAT 1; formats/redis.py names its key).
 """
 
 from __future__ import annotations
@@ -19,21 +19,25 @@ from formats.parquet import MEASURE_FIELDS, TIMESTAMP_MS_UTC, read_parquet, tabl
 from formats.rows import JSON_OPTIONS, json_float
 
 __all__ = [
+    "AGGREGATE_ROLLUP_FORMAT",
     "BATCH_COUNTERS",
     "JSON_CONTENT_TYPE",
     "MANIFEST_FORMAT",
     "ROLLUP_FORMAT",
     "ROLLUP_SCHEMA",
     "STATUS_FORMAT",
+    "AggregateRollupLayout",
     "BatchRun",
     "BatchStatus",
     "Manifest",
     "RestateManifest",
     "RollupRow",
+    "aggregate_rollup_to_parquet",
     "batch_run_to_hash",
     "batch_status_from_hash",
     "manifest_from_json",
     "manifest_to_json",
+    "parquet_to_aggregate_rollup",
     "parquet_to_rollups",
     "restate_manifest_from_json",
     "restate_manifest_to_json",
@@ -131,6 +135,47 @@ def rollup_to_api(row: RollupRow) -> dict[str, Any]:
     }
 
 
+AGGREGATE_ROLLUP_FORMAT: Final = 1
+ROLLUP_STATISTICS: Final = ("count", "sum", "min", "max", "mean", "p50", "p95", "p99")
+_KEY_TYPES: Final = {"string": pa.string(), "int": pa.int64(), "bool": pa.bool_()}
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateRollupLayout:
+    """The columns of a spec's aggregation's rollups: one row per (period, key) with ``period_start``,
+    ``period_end`` (timestamp[ms, tz=UTC]), ``period`` ("hourly" or "daily"), one typed column per key
+    part (string, int64 or bool), ``events`` (the events counted), per measure ``<column>_count`` (int64),
+    ``_sum``, ``_min``, ``_max``, ``_mean``, ``_p50``, ``_p95``, ``_p99`` (float64; null when no event of
+    the key had the measure), and per distinct field ``<column>_distinct`` (int64: its distinct values,
+    a null not counted). Rows sorted by key, nulls first. Definitions as the article's rollups'
+    (batch/rollup.py): compensated sums in the lake's order, nearest-rank percentiles."""
+
+    key: tuple[tuple[str, str], ...]  # (column, type: string, int or bool)
+    measures: tuple[str, ...]
+    distinct: tuple[str, ...]
+
+    def schema(self) -> pa.Schema:
+        fields = [("period_start", TIMESTAMP_MS_UTC), ("period_end", TIMESTAMP_MS_UTC), ("period", pa.string())]
+        fields += [(column, _KEY_TYPES[key_type]) for column, key_type in self.key]
+        fields.append(("events", pa.int64()))
+        fields += [(f"{m}_{statistic}", pa.int64() if statistic == "count" else pa.float64())
+                   for m in self.measures for statistic in ROLLUP_STATISTICS]
+        fields += [(f"{d}_distinct", pa.int64()) for d in self.distinct]
+        return pa.schema(fields)
+
+
+def aggregate_rollup_to_parquet(table: pa.Table, layout: AggregateRollupLayout) -> bytes:
+    """A Parquet file of the layout's schema from a table with its columns (in any order), rows in the
+    table's order (the engine's: by key)."""
+    schema = layout.schema()
+    return write_parquet(table.select(schema.names).cast(schema), [pq.SortingColumn(0)])
+
+
+def parquet_to_aggregate_rollup(data: bytes, layout: AggregateRollupLayout) -> pa.Table:
+    """A rollup file of the layout as a table; ValueError if it is not one."""
+    return read_parquet(data, layout.schema(), "aggregation rollup")
+
+
 MANIFEST_FORMAT: Final = 1
 
 
@@ -141,7 +186,10 @@ class Manifest:
     inputs: every object listed in the period's raw folders, key -> ETag (skipped ones included,
       so that an unchanged listing is recognised whole);
     skipped: key -> why it was not counted (a foreign name, not a raw archive file, ...);
-    output: the rollup object written, None when no event was counted.
+    output: the rollup object written, None when no event was counted;
+    definition: for a spec's aggregation, the fingerprint of what it was computed by (the spec's time and
+      the aggregation, batch/spec_job.py): a changed aggregation is computed again. None (and absent from
+      the JSON) for the article's rollups.
     No wall-clock time: the same inputs give the same bytes.
     """
 
@@ -153,10 +201,12 @@ class Manifest:
     events: int
     rows: int
     output: str | None
+    definition: str | None = None
 
 
 def manifest_to_json(manifest: Manifest) -> bytes:
     return orjson.dumps({
+        **({} if manifest.definition is None else {"definition": manifest.definition}),
         "format": MANIFEST_FORMAT,
         "period": manifest.period,
         "start_ms": manifest.start_ms,
@@ -180,7 +230,8 @@ def manifest_from_json(data: bytes) -> Manifest:
                         inputs={str(k): str(v) for k, v in obj["inputs"].items()},
                         skipped={str(k): str(v) for k, v in obj["skipped"].items()},
                         events=int(obj["events"]), rows=int(obj["rows"]),
-                        output=None if obj["output"] is None else str(obj["output"]))
+                        output=None if obj["output"] is None else str(obj["output"]),
+                        definition=None if obj.get("definition") is None else str(obj["definition"]))
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
         raise ValueError(f"not a batch manifest: {exc}") from None
 
@@ -192,7 +243,8 @@ class RestateManifest:
     end_ms: the end of the last of those windows (raw files of every hour up to it were read);
     windows: the window specs restated, as name:size_ms:step_ms;
     inputs, skipped, events: as in Manifest, over all those hours;
-    restated: rows rewritten by the run that wrote the manifest (0 when nothing differed).
+    restated: rows rewritten by the run that wrote the manifest (0 when nothing differed);
+    definition: as in Manifest (None for the article's windows).
     """
 
     start_ms: int
@@ -202,10 +254,12 @@ class RestateManifest:
     skipped: Mapping[str, str]
     events: int
     restated: int
+    definition: str | None = None
 
 
 def restate_manifest_to_json(manifest: RestateManifest) -> bytes:
     return orjson.dumps({
+        **({} if manifest.definition is None else {"definition": manifest.definition}),
         "format": MANIFEST_FORMAT,
         "period": "restated",
         "start_ms": manifest.start_ms,
@@ -229,7 +283,8 @@ def restate_manifest_from_json(data: bytes) -> RestateManifest:
                                windows=[str(w) for w in obj["windows"]],
                                inputs={str(k): str(v) for k, v in obj["inputs"].items()},
                                skipped={str(k): str(v) for k, v in obj["skipped"].items()},
-                               events=int(obj["events"]), restated=int(obj["restated"]))
+                               events=int(obj["events"]), restated=int(obj["restated"]),
+                               definition=None if obj.get("definition") is None else str(obj["definition"]))
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
         raise ValueError(f"not a restatement manifest: {exc}") from None
 

@@ -11,6 +11,8 @@ Layout version LAYOUT_VERSION (1: every name below since the first release)::
     batch/manifests/hourly/year=YYYY/month=MM/day=DD/hour=HH/hourly-{hour_start_ms}.json
     batch/manifests/daily/year=YYYY/month=MM/day=DD/daily-{day_start_ms}.json
     batch/manifests/restated/year=YYYY/month=MM/day=DD/hour=HH/restated-{hour_start_ms}.json
+    aggregated/{aggregation}/{hourly|daily}/...{period}-{start_ms}.parquet    (a spec's aggregation's rollups)
+    batch/manifests/aggregations/{aggregation}/{hourly|daily|restated}/...{period}-{start_ms}.json
 
 Hours are UTC; an object is in the folder of the hour (or day) its window, file or period starts in.
 Names are pure functions of their inputs, so a replay writes the same keys. A raw file carries its
@@ -52,7 +54,12 @@ __all__ = [
     "restate_manifest_key",
     "rollup_folders",
     "rollup_key",
+    "spec_aggregate_hour_prefix",
     "spec_aggregate_key",
+    "spec_manifest_key",
+    "parse_spec_aggregate_key",
+    "spec_rollup_key",
+    "spec_rollup_prefix",
 ]
 
 LAYOUT_VERSION: Final = 1
@@ -216,6 +223,49 @@ def spec_aggregate_key(prefix: str, aggregation: str, window: str, window_start_
     folder, name = encode_key_part(aggregation), encode_key_part(window)
     return (f"{prefix}aggregated/{folder}/{name}/{_hour_dirs(window_start_ms)}/{name}-{window_start_ms}-"
             f"part{part:04d}.parquet")
+
+
+def spec_aggregate_hour_prefix(prefix: str, aggregation: str, window: str, hour_start_ms: int) -> str:
+    """The folder of one window's objects of a spec's aggregation whose window_start is in one UTC hour."""
+    check_prefix(prefix)
+    return f"{prefix}aggregated/{encode_key_part(aggregation)}/{encode_key_part(window)}/{_hour_dirs(hour_start_ms)}/"
+
+
+def parse_spec_aggregate_key(prefix: str, aggregation: str, key: str) -> AggregateKey | None:
+    """Inverse of spec_aggregate_key for one aggregation, or None for any other name."""
+    name = _AGGREGATE_NAME.fullmatch(key.rsplit("/", 1)[-1])
+    if name is None:
+        return None
+    start_ms, part = int(name.group(2)), int(name.group(3))
+    try:
+        window = decode_key_part(name.group(1))
+        if spec_aggregate_key(prefix, aggregation, window, start_ms, part) != key:
+            return None
+    except (ValueError, OverflowError):
+        return None
+    return AggregateKey(window, start_ms, part)
+
+
+def spec_rollup_key(prefix: str, aggregation: str, period: str, start_ms: int) -> str:
+    """Key of a spec's aggregation's hourly or daily rollup of the period starting at ``start_ms``."""
+    check_prefix(prefix)
+    return (f"{prefix}aggregated/{encode_key_part(aggregation)}/{period}/{_period_dirs(period, start_ms)}/"
+            f"{period}-{start_ms}.parquet")
+
+
+def spec_rollup_prefix(prefix: str, aggregation: str, period: str) -> str:
+    """The folder of every hourly or daily rollup of a spec's aggregation."""
+    check_prefix(prefix)
+    return f"{prefix}aggregated/{encode_key_part(aggregation)}/{period}/"
+
+
+def spec_manifest_key(prefix: str, aggregation: str, period: str, start_ms: int) -> str:
+    """Key of the manifest of a spec's aggregation's rollup of a period (hourly, daily), or of its
+    restatement of the windows starting in one hour (restated)."""
+    check_prefix(prefix)
+    dirs = _hour_dirs(start_ms) if period == "restated" else _period_dirs(period, start_ms)
+    return (f"{prefix}batch/manifests/aggregations/{encode_key_part(aggregation)}/{period}/{dirs}/"
+            f"{period}-{start_ms}.json")
 
 
 def archive_key(prefix: str, first_event_ms: int, partition: int, start_offset: int) -> str:

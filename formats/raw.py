@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -19,7 +20,8 @@ from formats.events import Event, EventColumns
 from formats.parquet import TIMESTAMP_MS_UTC, read_parquet, table_of, write_parquet
 
 __all__ = ["RAW_FORMAT", "RAW_SCHEMA", "RAW_SPEC_SCHEMA", "RawColumns", "event_columns_to_parquet",
-           "events_to_parquet", "parquet_to_events", "parquet_to_raw", "raw_columns_to_parquet", "read_raw_table"]
+           "events_to_parquet", "parquet_to_events", "parquet_to_raw", "raw_columns_to_parquet", "read_raw_records",
+           "read_raw_table"]
 
 RAW_FORMAT: Final = 2  # the newest: 1 for the article's events, 2 for a spec's
 
@@ -122,6 +124,26 @@ def read_raw_table(data: bytes) -> pa.Table:
     """A raw archive file as a table of RAW_SCHEMA; ValueError (or pyarrow's ArrowException) if it is
     not one."""
     return read_parquet(data, RAW_SCHEMA, "raw event archive")
+
+
+def read_raw_records(data: bytes) -> pa.Table:
+    """A raw archive file of either format as a table of RAW_SPEC_SCHEMA, the records a spec judges: a
+    format-2 file as it is; a format-1 file's events as the article's JSON records (user_id, event_type,
+    timestamp in epoch ms, value), so that a spec added to a deployment reads the hours before it too.
+    ValueError (or pyarrow's ArrowException) if it is neither."""
+    table = pq.read_table(pa.BufferReader(data))
+    if table.schema.equals(RAW_SPEC_SCHEMA, check_metadata=False):
+        return table
+    if not table.schema.equals(RAW_SCHEMA, check_metadata=False):
+        raise ValueError(f"not a raw event archive file: schema is "
+                         f"{table.schema.to_string(show_schema_metadata=False)!r}")
+    times = table.column("timestamp").cast(pa.int64()).to_pylist()
+    raws = [orjson.dumps({"user_id": user_id, "event_type": event_type, "timestamp": event_ms, "value": value})
+            for user_id, event_type, event_ms, value in zip(
+                table.column("user_id").to_pylist(), table.column("event_type").to_pylist(), times,
+                table.column("value").to_pylist(), strict=True)]
+    return table_of(RAW_SPEC_SCHEMA, [table.column("partition").combine_chunks(),
+                                      table.column("offset").combine_chunks(), times, raws])
 
 
 def parquet_to_events(data: bytes) -> list[tuple[int, int, Event]]:

@@ -104,6 +104,14 @@ redis = "latest"
      'measures = ["m"]\n', "aggregation 'a': field 'key': its rows would have the column 'a_b' twice"),
     ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = ["window"]\nmeasures = ["m"]\n',
      "aggregation 'a': field 'key': its rows would have the column 'window'"),
+    # The rollups' columns too: a distinct field's, a percentile's, and the reserved events and period.
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = ["u_distinct"]\n'
+     'measures = ["m"]\ndistinct = ["u"]\n',
+     "aggregation 'a': field 'key': its rows would have the column 'u_distinct'"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = ["m_p95"]\nmeasures = ["m"]\n',
+     "aggregation 'a': field 'key': its rows would have the column 'm_p95'"),
+    ('[time]\nfield = "ts"\nformat = "iso8601"\n[[aggregation]]\nname = "a"\nkey = ["events"]\nmeasures = ["m"]\n',
+     "aggregation 'a': field 'key': its rows would have the column 'events'"),
     ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'missing_key = "drop"\n',
      "aggregation 'a': field 'missing_key': expected one of dead_letter, skip, null (got 'drop')"),
     ('[time]\nfield = "ts"\nformat = "iso8601"\n' + AGG + 'missing_measure = "null"\n',
