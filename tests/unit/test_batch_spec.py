@@ -359,3 +359,48 @@ def test_recompute_folds_as_the_stages_do(seed: int) -> None:
     rows = recompute_aggregation(aggregation, WINDOWS[:1], HOUR, judged)
     expected = {k: r for k, r in window_reference(the_spec, events).items() if k[0] == "users"}
     assert {(r.aggregation, r.window, r.window_start_ms, r.key): r for r in rows.values()} == expected
+
+
+class CrashingRedis(AggregateRedis):
+    """Its writes count with the lake's puts, so a crash can fall on one."""
+
+    def __init__(self, lake: MemoryLake) -> None:
+        super().__init__()
+        self.lake = lake
+
+    def write_aggregates(self, rows: Sequence[AggregateRow], layout: AggregateLayout, output: str) -> None:
+        self.lake.put_bytes("redis-write", b"", "")
+        del self.lake.objects["redis-write"]
+        super().write_aggregates(rows, layout, output)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_crash_at_a_random_write_is_completed_exactly_by_the_next_run(seed: int) -> None:
+    the_spec = spec()
+    lake = MemoryLake()
+    redis = CrashingRedis(lake)
+    config = Restatement(WINDOWS, STAGE2_PARTITIONS, Exported(), redis)
+    on_time = clicks(200, seed, 0, HOUR, 2 * HOUR_MS + 30 * 60_000)
+    late = clicks(20, seed + 100, 100_000, HOUR, 2 * HOUR_MS + 30 * 60_000)
+    archive(lake, [*on_time, *late])
+    export_speed_layer(lake, the_spec, window_reference(the_spec, on_time))
+    sealed = HOUR + 10 * HOUR_MS
+    probe = MemoryLake()
+    probe.objects = dict(lake.objects)
+    run_batch(probe, sealed_until_ms=sealed, plan=Plan(), say=lambda _: None,
+              restatement=Restatement(WINDOWS, STAGE2_PARTITIONS, Exported(), CrashingRedis(probe)), spec=the_spec)
+    crash_at = random.Random(seed).randrange(1, probe.puts + 1)
+    print(f"seed {seed}: crash at write {crash_at} of {probe.puts}")
+    lake.crash_at = crash_at
+    with pytest.raises(SystemExit):
+        run_batch(lake, sealed_until_ms=sealed, plan=Plan(), say=lambda _: None, restatement=config, spec=the_spec)
+    lake.crash_at = None
+    run_batch(lake, sealed_until_ms=sealed, plan=Plan(), say=lambda _: None, restatement=config, spec=the_spec)
+    expected = restated_reference(window_reference(the_spec, on_time), window_reference(the_spec, [*on_time, *late]))
+    assert windows_in_lake(lake, the_spec) == expected
+    assert redis.rows == {k: r for k, r in expected.items() if k[0] == "checkout" and r.revision}
+    everything = [*on_time, *late]
+    for aggregation in the_spec.aggregations:
+        expected_rollups = {start: rows for start, rows in rollup_reference(everything, aggregation.name,
+                                                                             "hourly").items()}
+        assert rollups_in_lake(lake, aggregation, "hourly") == expected_rollups
