@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import helpers
+import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from groundtruth import PARTITIONS, Produced
 
@@ -23,6 +24,7 @@ from devstack import services
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints, without_service_urls
 from formats.aggregates import AggregateRow, parquet_to_aggregate_rows
+from formats.batch import AggregateRollupLayout, parquet_to_aggregate_rollup
 from formats.raw import RawColumns, parquet_to_events, parquet_to_raw
 from formats.rows import parquet_to_rows
 from ops.process import ManagedProcess
@@ -211,9 +213,27 @@ def read_spec_rows(client: Any, bucket: str, spec: Spec) -> dict[str, list[Aggre
     found: dict[str, list[AggregateRow]] = {}
     for aggregation in spec.aggregations:
         layout = aggregation.layout()
-        found.update(read_objects(client, bucket, f"aggregated/{aggregation.name}/",
+        folder = f"aggregated/{aggregation.name}/"
+        found.update(read_objects(client, bucket, folder,
                                   lambda body, name=aggregation.name, layout=layout: parquet_to_aggregate_rows(
-                                      body, name, layout)))
+                                      body, name, layout), skip=(f"{folder}hourly/", f"{folder}daily/")))
+    return found
+
+
+def read_spec_rollups(client: Any, bucket: str, spec: Spec) -> dict[str, list[dict[str, Any]]]:
+    """Every rollup object of every aggregation of `spec`, as rows (dicts, times in epoch ms)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for aggregation in spec.aggregations:
+        layout = aggregation.rollup_layout()
+
+        def decode(body: bytes, layout: AggregateRollupLayout = layout) -> list[dict[str, Any]]:
+            table = parquet_to_aggregate_rollup(body, layout)
+            for i in (0, 1):
+                table = table.set_column(i, table.schema.names[i], table.column(i).cast(pa.int64()))
+            return table.to_pylist()
+
+        for kind in ("hourly", "daily"):
+            found.update(read_objects(client, bucket, f"aggregated/{aggregation.name}/{kind}/", decode))
     return found
 
 

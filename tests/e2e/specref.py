@@ -13,6 +13,7 @@ so every float sum is exact in any order.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -250,3 +251,55 @@ def redis_expected(rows: dict[RowKey, AggregateRow], latest_n: int
     for (aggregation, window, _start, key), row in sorted(rows.items(), key=lambda item: -item[0][2]):
         by_key[(aggregation, window, key)].append(row)
     return {k: v[:1] if REDIS_OUTPUT[k[0]] == "latest" else v[:latest_n] for k, v in by_key.items()}
+
+
+def _largest(row: AggregateRow | None) -> int:
+    return 0 if row is None else max((m.count for m in row.measures if m is not None), default=0)
+
+
+def restated(speed: dict[RowKey, AggregateRow], full: dict[RowKey, AggregateRow]) -> dict[RowKey, AggregateRow]:
+    """The rows after the batch layer's restatement (README, Your own events): a row whose statistics the
+    late readings changed, or that the speed layer never wrote, has revision 1 and late_count its largest
+    measure count's growth; the others are the speed layer's."""
+    found = {}
+    for key, row in full.items():
+        old = speed.get(key)
+        found[key] = old if old is not None and old.measures == row.measures else row._replace(
+            revision=1, late_count=_largest(row) - _largest(old))
+    return found
+
+
+def _nearest_rank(values: list[float], p: int) -> float:
+    ordered = sorted(values)
+    return ordered[math.ceil(p * len(ordered) / 100) - 1]
+
+
+MEASURE_COLUMNS = {"devices": ("metrics_temp", "metrics_hum"), "sites": ("metrics_temp",)}
+KEY_COLUMNS = {"devices": "device_id", "sites": "device_site"}
+
+
+def rollups(sent: list[Sent], periods: dict[str, int], before_ms: int
+            ) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+    """Per (aggregation, period kind, period start) the rollup rows of the readings (a kind's length in
+    `periods`), for the periods ending by `before_ms` (the sealed ones), rows by key."""
+    groups: dict[tuple[str, str, int, Any], list[tuple[float | None, ...]]] = defaultdict(list)
+    for s in sent:
+        if s.reading.event_ms is None:
+            continue
+        for aggregation, key, measures in _counted(s.reading):
+            for kind, length in periods.items():
+                start = s.reading.event_ms - s.reading.event_ms % length
+                if start + length <= before_ms:
+                    groups[(aggregation, kind, start, key)].append(measures)
+    found: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for (aggregation, kind, start, key), events in sorted(groups.items(), key=lambda item: item[0]):
+        row: dict[str, Any] = {"period_start": start, "period_end": start + periods[kind], "period": kind,
+                               KEY_COLUMNS[aggregation]: key, "events": len(events)}
+        for m, column in enumerate(MEASURE_COLUMNS[aggregation]):
+            values = [e[m] for e in events if e[m] is not None]
+            stats: list[Any] = ([len(values), sum(values), min(values), max(values), sum(values) / len(values),
+                                 *(_nearest_rank(values, p) for p in (50, 95, 99))] if values else [0] + [None] * 7)
+            row.update({f"{column}_{name}": value for name, value in zip(
+                ("count", "sum", "min", "max", "mean", "p50", "p95", "p99"), stats, strict=True)})
+        found[(aggregation, kind, start)].append(row)
+    return found

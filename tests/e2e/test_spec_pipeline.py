@@ -5,11 +5,15 @@ rejects and the other counts, malformed records and bad times; then, once the fr
 readings wholly late, partly late and on time; then the sentinels. Every exported row of every
 aggregation, window and key in S3, each key's Redis index (the latest window per device; every window
 per site), the dead letters with their reasons, the late records with the windows they missed and the
-raw archive of original records equal specref's reference. The chaos suite runs the same phases under
-faults (make chaos SPEC=iot)."""
+raw archive of original records equal specref's reference. Then the batch layer (`faust -A app batch`
+with the same spec): every sealed hour's and day's rollups of each aggregation, and the windows restated
+with the late readings in S3 and Redis, equal the reference too. The chaos suite runs the pipeline's
+phases under faults (make chaos SPEC=iot)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -23,6 +27,7 @@ from pipeline_harness import (
     names_for,
     produce,
     read_spec_archive,
+    read_spec_rollups,
     read_spec_rows,
     read_topic,
     run,
@@ -32,11 +37,14 @@ from pipeline_harness import (
 
 from devstack.stack import Endpoints
 from formats.aggregates import aggregate_row_to_api
+from formats.lake import DAY_MS, HOUR_MS, spec_rollup_key
 from sinks.redis_store import RedisWindowStore
 from web.params import aggregation_to_api
 
 STEP_DEADLINE_S = 120.0
+BATCH_DEADLINE_S = 300.0
 LATEST_N = 60
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_spec_end_to_end_equals_the_reference(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
@@ -100,6 +108,25 @@ def test_a_spec_end_to_end_equals_the_reference(stack: Endpoints, unique_name: s
             client, names.bucket).values()), timeout_s=STEP_DEADLINE_S, what="every record with a time archived")
         assert checks.spec_archive(read_spec_archive(client, names.bucket), want.archived) == []
         assert list_etags(client, names.bucket, "aggregated/tumbling_1m/") == {}  # the article's job is off
+
+        # The batch layer: rollups of every sealed period (the sentinels' hour and day are not sealed), and
+        # the windows restated with every late reading (those a day late open windows never exported).
+        result = subprocess.run([sys.executable, "-m", "faust", "-A", "app", "batch"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=BATCH_DEADLINE_S)
+        (tmp_path / "batch.log").write_text(result.stdout + result.stderr)
+        assert result.returncode == 0, result.stdout + result.stderr
+        sealed_ms = specref.SENTINEL_MS - specref.SENTINEL_MS % HOUR_MS
+        everything = [*phase1, *phase2]
+        expected = {spec_rollup_key("", aggregation, kind, start): rows for (aggregation, kind, start), rows in
+                    specref.rollups(everything, {"hourly": HOUR_MS, "daily": DAY_MS}, sealed_ms).items()}
+        assert {k for k in expected if "/daily/" in k} and len(expected) > 6
+        assert read_spec_rollups(client, names.bucket, spec) == expected
+        full = specref.reference(list(zip(phase1, offsets1, strict=True)), list(zip(phase2, offsets2, strict=True)),
+                                 -(2**63), sentinel_offsets).rows
+        final = specref.restated(want.rows, full)
+        assert sum(1 for row in final.values() if row.revision) > 10
+        assert checks.spec_rows(read_spec_rows(client, names.bucket, spec), final) == []
+        assert checks.spec_redis(store, specref.redis_expected(final, LATEST_N), layouts) == []
     finally:
         store.close()
         worker.stop()
