@@ -1,23 +1,27 @@
-"""A spec end to end (AGGREGATIONS=deploy/aggregations/iot.toml), with the worker as a real process on
-the embedded stack, in the phases of tests/e2e/specref.py: IoT readings on every partition across an
-hour boundary, with measures missing, hostile device and site names, records that one aggregation
-rejects and the other counts, malformed records and bad times; then, once the frontier has settled,
-readings wholly late, partly late and on time; then the sentinels. Every exported row of every
-aggregation, window and key in S3, each key's Redis index (the latest window per device; every window
-per site), the dead letters with their reasons, the late records with the windows they missed and the
-raw archive of original records equal specref's reference. Then the batch layer (`faust -A app batch`
-with the same spec): every sealed hour's and day's rollups of each aggregation, and the windows restated
-with the late readings in S3 and Redis, equal the reference too. The chaos suite runs the pipeline's
-phases under faults (make chaos SPEC=iot)."""
+"""The shipped IoT and clickstream specs end to end (AGGREGATIONS=deploy/aggregations/iot.toml, then
+clickstream.toml), with the worker as a real process on the embedded stack, in the phases of
+tests/e2e/specgen.py with the records of tests/e2e/specref.py (IoT) and tests/e2e/clickref.py (clickstream):
+records on every partition across an hour boundary, with measures missing, null key parts, hostile keys,
+records that one aggregation rejects and others count, malformed records and bad times; then, once the
+frontier has settled, records wholly late, partly late and on time; then the sentinels. Every exported row
+of every aggregation, window and key in S3, each key's Redis index (by the aggregation's output: latest,
+every or off), the web API, the dead letters with their reasons, the late records with the windows they
+missed and the raw archive of original records equal the reference. Then the batch layer (`faust -A app
+batch` with the same spec): every sealed hour's and day's rollups of each aggregation, and the windows
+restated with the late readings in S3 and Redis, equal the reference too. The chaos suite runs the
+pipeline's phases under faults (make chaos SPEC=iot)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import checks
+import clickref
+import pytest
 import specref
 from helpers import wait_for
 from pipeline_harness import (
@@ -47,35 +51,36 @@ LATEST_N = 60
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_spec_end_to_end_equals_the_reference(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ref", [specref, clickref], ids=["iot", "clickstream"])
+def test_a_spec_end_to_end_equals_the_reference(ref: Any, stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
     names = names_for(unique_name)
-    spec = specref.spec()
+    spec = ref.spec()
     layouts = {a.name: a.layout() for a in spec.aggregations}
     client = stack.s3_client()
     client.create_bucket(Bucket=names.bucket)
     run(create_topics(stack, names))
-    env = {**worker_env(stack, names, tmp_path / "state", web_port()), "AGGREGATIONS": str(specref.SPEC_PATH)}
+    env = {**worker_env(stack, names, tmp_path / "state", web_port()), "AGGREGATIONS": str(ref.SPEC_PATH)}
     worker = Worker(env, tmp_path / "worker.log")
     store = RedisWindowStore(stack.redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=LATEST_N)
     store.open()
     worker.start()
     try:
-        phase1 = specref.phase1(300, seed=3)
+        phase1 = ref.phase1(300, seed=3)
         offsets1 = run(produce(stack, names.events, [s.record for s in phase1]))
-        frontier_ms = specref.frontier_after(phase1)
+        frontier_ms = ref.frontier_after(phase1)
         wait_for(lambda: worker.status()["frontier_ms"] == frontier_ms, timeout_s=STEP_DEADLINE_S,
                  what=f"the frontier to reach {frontier_ms} after phase 1", detail=worker.status)
 
-        phase2 = specref.phase2(frontier_ms, seed=4)
+        phase2 = ref.phase2(frontier_ms, seed=4)
         offsets2 = run(produce(stack, names.events, [s.record for s in phase2]))
         last2 = {s.record.partition: o for s, o in zip(phase2, offsets2, strict=True)}
         wait_for(lambda: all(worker.status()["input_offsets"].get(str(p), -1) >= o for p, o in last2.items()),
                  timeout_s=STEP_DEADLINE_S, what="phase 2 to be read", detail=worker.status)
-        sentinel_offsets = run(produce(stack, names.events, [s.record for s in specref.sentinels()]))
-        want = specref.reference(list(zip(phase1, offsets1, strict=True)), list(zip(phase2, offsets2, strict=True)),
+        sentinel_offsets = run(produce(stack, names.events, [s.record for s in ref.sentinels()]))
+        want = ref.reference(list(zip(phase1, offsets1, strict=True)), list(zip(phase2, offsets2, strict=True)),
                                  frontier_ms, sentinel_offsets)
-        index = specref.redis_expected(want.rows, LATEST_N)
-        assert {k[0] for k in want.rows} == {"devices", "sites"} and want.late and want.dead
+        index = ref.redis_expected(want.rows, LATEST_N)
+        assert {k[0] for k in want.rows} == {a.name for a in spec.aggregations} and want.late and want.dead
         assert any(None in row.measures for row in want.rows.values())
 
         wait_for(lambda: sum(len(rows) for rows in read_spec_rows(client, names.bucket, spec).values())
@@ -88,16 +93,14 @@ def test_a_spec_end_to_end_equals_the_reference(stack: Endpoints, unique_name: s
         # The web API: the spec, and each key's closed windows as Redis holds them.
         assert worker.get("/v1/aggregations")[1]["aggregations"] == [aggregation_to_api(a) for a in spec.aggregations]
         for (aggregation, window, key), rows in index.items():
-            column = layouts[aggregation].key[0][0]
+            columns = [column for column, _ in layouts[aggregation].key]
+            query = {column: "" if part is None else part for column, part in zip(columns, key, strict=True)}
             status, body = worker.get(f"/v1/aggregations/{aggregation}/{window}/closed?"
-                                      + urlencode({column: key[0], "limit": LATEST_N}))
+                                      + urlencode({**query, "limit": LATEST_N}))
             assert (status, body["key"], body["closed"]) == (
-                200, {column: key[0]}, [aggregate_row_to_api(row, layouts[aggregation]) for row in rows])
-        for path, status, message in [
-            ("/v1/aggregations/rooms/tumbling_1m/closed?room=1", 404, "unknown aggregation 'rooms'"),
-            ("/v1/aggregations/devices/daily/closed?device_id=d-1", 404, "keeps no window 'daily'"),
-            ("/v1/aggregations/sites/tumbling_1m/closed?device_id=d-1", 400, "device_site is required"),
-        ]:
+                200, dict(zip(columns, key, strict=True)),
+                [aggregate_row_to_api(row, layouts[aggregation]) for row in rows])
+        for path, status, message in ref.API_ERRORS:
             answer = worker.get(path)
             assert answer[0] == status and message in answer[1]["error"]["message"], (path, answer)
         wait_for(lambda: len(run(read_topic(stack, names.late))) >= len(want.late), timeout_s=STEP_DEADLINE_S,
@@ -115,18 +118,18 @@ def test_a_spec_end_to_end_equals_the_reference(stack: Endpoints, unique_name: s
                                 capture_output=True, text=True, timeout=BATCH_DEADLINE_S)
         (tmp_path / "batch.log").write_text(result.stdout + result.stderr)
         assert result.returncode == 0, result.stdout + result.stderr
-        sealed_ms = specref.SENTINEL_MS - specref.SENTINEL_MS % HOUR_MS
+        sealed_ms = ref.SENTINEL_MS - ref.SENTINEL_MS % HOUR_MS
         everything = [*phase1, *phase2]
         expected = {spec_rollup_key("", aggregation, kind, start): rows for (aggregation, kind, start), rows in
-                    specref.rollups(everything, {"hourly": HOUR_MS, "daily": DAY_MS}, sealed_ms).items()}
+                    ref.rollups(everything, {"hourly": HOUR_MS, "daily": DAY_MS}, sealed_ms).items()}
         assert {k for k in expected if "/daily/" in k} and len(expected) > 6
         assert read_spec_rollups(client, names.bucket, spec) == expected
-        full = specref.reference(list(zip(phase1, offsets1, strict=True)), list(zip(phase2, offsets2, strict=True)),
+        full = ref.reference(list(zip(phase1, offsets1, strict=True)), list(zip(phase2, offsets2, strict=True)),
                                  -(2**63), sentinel_offsets).rows
-        final = specref.restated(want.rows, full)
+        final = ref.restated(want.rows, full)
         assert sum(1 for row in final.values() if row.revision) > 10
         assert checks.spec_rows(read_spec_rows(client, names.bucket, spec), final) == []
-        assert checks.spec_redis(store, specref.redis_expected(final, LATEST_N), layouts) == []
+        assert checks.spec_redis(store, ref.redis_expected(final, LATEST_N), layouts) == []
     finally:
         store.close()
         worker.stop()
