@@ -53,7 +53,7 @@ $(SPARK_STAMP): requirements.txt requirements-spark.txt constraints.txt
 test-spark: $(SPARK_STAMP)
 	$(SPARK_VENV)/bin/python -m pytest tests/spark
 
-## chaos: the randomized fault suite, ITERATIONS iterations from SEED (random and printed when empty); SPEC=iot runs the IoT spec
+## chaos: the randomized fault suite, ITERATIONS iterations from SEED (random and printed when empty); SPEC=iot or clickstream runs that shipped spec
 ITERATIONS ?= 10
 SEED ?=
 chaos: install

@@ -40,6 +40,7 @@ for path in (ROOT, ROOT / "tests", ROOT / "tests" / "e2e", HERE):
         sys.path.insert(0, str(path))
 
 import checks  # noqa: E402
+import clickref  # noqa: E402
 import groundtruth as gt  # noqa: E402
 import specref  # noqa: E402
 from pipeline_harness import (  # noqa: E402
@@ -71,6 +72,7 @@ DRAIN_DEADLINE_S = 180.0  # after the last fault
 STOP_DEADLINE_S = 30.0
 CHUNK = 300  # records per produce call; phase 1 is spread over a few seconds so faults land in it
 MAX_CHUNKS_WITH_PAUSES = 60  # a larger event set is sent at full speed after the first chunks
+SPECS = {"iot": specref, "clickstream": clickref}  # the shipped specs --spec runs, with their records
 SPEC_LATEST_N = 60  # windows per key read back from a spec's Redis index (more than any key has)
 
 
@@ -104,7 +106,7 @@ class Iteration:
     phase_started: dict[str, float] = field(default_factory=dict)
     status_errors: dict[int, str] = field(default_factory=dict)
     flood: bool = False  # a malformed record after every record
-    spec: bool = False  # the IoT spec (AGGREGATIONS=deploy/aggregations/iot.toml) instead of the article's job
+    spec: str | None = None  # a shipped spec (SPECS) instead of the article's job
     timers: list[threading.Thread] = field(default_factory=list)
     last_fault_at: float = 0.0
 
@@ -114,7 +116,7 @@ class Iteration:
         env = worker_env(self.stack, self.names, self.directory / f"state{index}", web_port())
         env["REDIS_URL"] = self.redis.url
         if self.spec:
-            env["AGGREGATIONS"] = str(specref.SPEC_PATH)
+            env["AGGREGATIONS"] = str(SPECS[self.spec].SPEC_PATH)
         return env
 
     def new_worker(self) -> Slot:
@@ -391,8 +393,10 @@ class Iteration:
         self.problems += checks.archive(read_archive(s3, names.bucket), valid_positions)
 
     def execute_spec(self) -> None:
-        """The same run on the IoT spec (tests/e2e/specref.py), against its reference."""
+        """The same run on a shipped spec (tests/e2e/specref.py, clickref.py), against its reference."""
         names, plan = self.names, self.plan
+        assert self.spec is not None
+        specref = SPECS[self.spec]
         spec = specref.spec()
         layouts = {a.name: a.layout() for a in spec.aggregations}
         s3 = self.stack.s3_client()
@@ -519,7 +523,7 @@ def chaos_stack(directory: Path) -> Any:
 
 
 def run_iteration(stack: ChaosStack, plan: Plan, directory: Path, flood: bool = False,
-                  spec: bool = False) -> tuple[list[str], float]:
+                  spec: str | None = None) -> tuple[list[str], float]:
     directory.mkdir(parents=True, exist_ok=True)
     iteration = Iteration(plan, stack.endpoints, stack.redis, stack.s3_pid, stack.service_thread, directory,
                           flood=flood, spec=spec)
@@ -536,11 +540,11 @@ def run_iteration(stack: ChaosStack, plan: Plan, directory: Path, flood: bool = 
 
 def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout,
               seeds: list[int] | None = None, per_partition: int | None = None, flood: bool = False,
-              spec: bool = False) -> int:
+              spec: str | None = None) -> int:
     """Run the iterations; print one line each; return how many failed."""
     rng = random.Random(seed)
     seeds = seeds or [rng.randrange(1, 10**6) for _ in range(iterations)]
-    job = "the IoT spec" if spec else "the article's job"
+    job = f"the {spec} spec" if spec else "the article's job"
     print(f"chaos: {iterations} iterations of {job}, seed {seed} (iteration seeds {seeds}); logs in {directory}",
           file=out, flush=True)
     failed = kills = topology = 0
@@ -573,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=int, action="append", help="run this iteration seed (repeatable)")
     parser.add_argument("--per-partition", type=int, help="on-time events per partition (default: from the seed)")
     parser.add_argument("--flood", action="store_true", help="a malformed record after every record")
-    parser.add_argument("--spec", choices=("iot",), help="run the shipped IoT spec instead of the article's job")
+    parser.add_argument("--spec", choices=tuple(SPECS), help="run a shipped spec instead of the article's job")
     args = parser.parse_args(argv)
     if args.spec and args.flood:
         parser.error("--flood is for the article's job only")
@@ -582,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     directory = args.dir or Path(tempfile.mkdtemp(prefix="chaos-"))
     iterations = len(args.only) if args.only else args.iterations
     return 1 if run_chaos(iterations, seed, directory, seeds=args.only, per_partition=args.per_partition,
-                          flood=args.flood, spec=args.spec is not None) else 0
+                          flood=args.flood, spec=args.spec) else 0
 
 
 if __name__ == "__main__":
