@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
-from aggregations.spec import Spec, SpecError, parse_spec
+from aggregations.spec import Spec, SpecError, article_spec, parse_spec
 from alerts.rules import Rule, RuleError, parse_rules
 from ops.faults import parse_faults
 from tables.windows import DEFAULT_WINDOWS, RESERVED_NAMES, WindowSpec, parse_duration_ms, parse_windows
@@ -375,6 +375,8 @@ def _aggregations(path: str, windows: tuple[WindowSpec, ...]) -> Spec | None:
         spec = parse_spec(text, [w.name for w in windows])
     except SpecError as exc:
         raise SettingsError("AGGREGATIONS", f"{path}: {exc}") from None
+    if spec == article_spec([w.name for w in windows]):
+        return None  # the article's job declared as a spec: run it as without one (README: Your own events)
     taken = {w.name for w in windows} | set(RESERVED_NAMES)
     for aggregation in spec.aggregations:
         if aggregation.name in taken:

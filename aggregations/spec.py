@@ -49,6 +49,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "TimeField",
+    "article_spec",
     "field_path",
     "parse_spec",
 ]
@@ -162,6 +163,17 @@ class Aggregation:
 class Spec:
     time: TimeField
     aggregations: tuple[Aggregation, ...]
+
+
+def article_spec(windows: Collection[str]) -> Spec:
+    """The article's job as a spec (deploy/aggregations/article.toml): per event type, the value of each
+    event, every window, Redis every window; the distinct users in the batch layer's rollups. A spec
+    equal to it runs the article's job itself, with its outputs byte for byte (settings.py): the
+    article's validation order and layout, which a spec's judge and layout would not reproduce exactly."""
+    return Spec(TimeField(FieldPath(("timestamp",)), "epoch_ms_or_iso8601"), (Aggregation(
+        name="events", key=(KeyField(FieldPath(("event_type",))),), missing_key="dead_letter",
+        measures=(FieldPath(("value",)),), missing_measure="dead_letter", where=(),
+        distinct=(KeyField(FieldPath(("user_id",))),), windows=tuple(windows), redis="every"),))
 
 
 def field_path(text: object) -> FieldPath:

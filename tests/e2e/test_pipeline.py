@@ -5,6 +5,7 @@ the worker is SIGKILLed in the middle of the stream and restarted."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -15,12 +16,14 @@ from urllib.parse import quote
 import checks
 import groundtruth as gt
 import pytest
+import redis as redis_client
 from helpers import metric_samples, wait_for
 from pipeline_harness import (
     Names,
     OwnRedis,
     Worker,
     create_topics,
+    list_etags,
     names_for,
     produce,
     read_aggregates,
@@ -44,11 +47,14 @@ LATEST_N = 60  # REDIS_LATEST_N's default: the closed windows Redis indexes per 
 
 def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool = False,
                   redis: OwnRedis | None = None, per_partition: int = PER_PARTITION, oversized: bool = False,
-                  fault: str | None = None) -> None:
+                  fault: str | None = None, extra_env: dict[str, str] | None = None,
+                  snapshot: list[dict[str, Any]] | None = None) -> None:
+    """The phases of groundtruth.py against its reference; with `snapshot`, every output of the run is
+    appended to it once checked (_snapshot)."""
     client = stack.s3_client()
     client.create_bucket(Bucket=names.bucket)
     run(create_topics(stack, names))
-    env = worker_env(stack, names, tmp_path / "state", web_port())
+    env = {**worker_env(stack, names, tmp_path / "state", web_port()), **(extra_env or {})}
     if redis is not None:
         env["REDIS_URL"] = redis.url
     if fault is not None:
@@ -141,6 +147,8 @@ def _run_scenario(stack: Endpoints, names: Names, tmp_path: Path, *, crash: bool
         if not crash and redis is None:  # counters restart with the worker; outages skew them
             _check_web(worker, expected, reasons)
             _check_metrics(worker, expected, reasons, on_time + late_phase + gt.sentinels())
+        if snapshot is not None:
+            snapshot.append(_snapshot(stack, names, worker))
     finally:
         started = time.monotonic()
         status = worker.stop()
@@ -273,6 +281,71 @@ def _check_outage_metrics(worker: Worker) -> None:
 
 def test_ground_truth(stack: Endpoints, unique_name: str, tmp_path: Path) -> None:
     _run_scenario(stack, names_for(unique_name), tmp_path, crash=False)
+
+
+def test_an_explicit_copy_of_the_default_spec_gives_every_output_of_no_spec(stack: Endpoints, unique_name: str,
+                                                                            tmp_path: Path) -> None:
+    """AGGREGATIONS=deploy/aggregations/article.toml: the same run passes the same ground truth, and every
+    output (S3 keys and bytes, Redis keys and values, both topics, the web API, the metrics' series) is
+    the run's without AGGREGATIONS, but for the names each run is given."""
+    snapshots: list[dict[str, Any]] = []
+    spec = Path(__file__).resolve().parents[2] / "deploy" / "aggregations" / "article.toml"
+    for label, extra in (("none", {}), ("copy", {"AGGREGATIONS": str(spec)})):
+        (tmp_path / label).mkdir()
+        _run_scenario(stack, names_for(f"{unique_name}-{label}"), tmp_path / label, extra_env=extra,
+                      snapshot=snapshots)
+    without, with_copy = snapshots
+    assert without["s3"] and without["redis"] and without["dlq"] and without["late"] and without["api"]
+    for part in without:
+        assert with_copy[part] == without[part], part
+
+
+def _without_wall_time(answer: tuple[int, Any]) -> tuple[int, Any]:
+    """An API answer with its watermark's low mark only: the rest says how long ago it moved."""
+    status, body = answer
+    if isinstance(body, dict) and isinstance(body.get("watermark"), dict):
+        body = {**body, "watermark": body["watermark"].get("low_ms")}
+    return status, body
+
+
+def _snapshot(stack: Endpoints, names: Names, worker: Worker) -> dict[str, Any]:
+    """Every output of a run, with the run's own names (topics, bucket, Redis prefix) and the records' write times in
+    dead-letter details replaced by placeholders: the window objects' keys and bytes, the raw archive's rows
+    (its files are cut by time), every Redis key's type and value, the dead-letter and late records with their
+    headers, the web API's answers and the metrics' series."""
+    client = stack.s3_client()
+
+    def plain(text: str) -> str:
+        text = text.replace(names.app_id, "<app>")  # the topics' names and the internal topics' start with it
+        # The latest time accepted is the record's write time plus MAX_CLOCK_SKEW: another in each run.
+        return re.sub(r"(outside \[[0-9]+, )[0-9]+\]", r"\1<written + skew>]", text)
+
+    s3 = {key: client.get_object(Bucket=names.bucket, Key=key)["Body"].read()
+          for key in list_etags(client, names.bucket, "aggregated/")}
+    archive = sorted((p, o, e) for rows in read_archive(client, names.bucket).values() for p, o, e in rows)
+    redis = {}
+    store = redis_client.Redis.from_url(stack.redis_url)
+    try:
+        for key in sorted(store.scan_iter(match=f"{names.redis_prefix}*".encode())):
+            kind = store.type(key).decode()
+            value: Any = {"hash": lambda k: store.hgetall(k), "zset": lambda k: store.zrange(k, 0, -1, withscores=True),
+                          "string": lambda k: store.get(k)}[kind](key)
+            redis[key.decode()[len(names.redis_prefix):]] = (kind, value)
+    finally:
+        store.close()
+    topics = {}
+    for label, topic in (("dlq", names.dlq), ("late", names.late)):
+        topics[label] = sorted((r.partition, r.offset, r.key, r.value, [(k, plain(v.decode())) for k, v in r.headers])
+                               for r in run(read_topic(stack, topic)))
+    api = {}
+    for window, _size, _step in gt.WINDOWS:
+        paths = [f"/v1/windows/{window}/open"] + [f"/v1/windows/{window}/closed?event_type={quote(t)}&limit=1000"
+                                                  for t in gt.EVENT_TYPES]
+        api.update({path: _without_wall_time(worker.get(path)) for path in paths})
+    api["/v1/aggregations"] = _without_wall_time(worker.get("/v1/aggregations"))
+    series = sorted({(name, tuple((k, plain(v)) for k, v in labels))
+                     for name, labels in metric_samples(worker.metrics())})
+    return {"s3": s3, "archive": archive, "redis": redis, **topics, "api": api, "metrics": series}
 
 
 @pytest.mark.timeout(600)

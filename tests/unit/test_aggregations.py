@@ -369,6 +369,28 @@ def test_the_aggregations_setting_loads_a_spec_or_names_its_problem(tmp_path: Pa
               "ALERT_RULES": str(DEPLOY.parent / "alerts" / "rules.example.toml")})
 
 
+def test_a_copy_of_the_articles_spec_is_the_articles_job(tmp_path: Path) -> None:
+    """deploy/aggregations/article.toml, or any text that parses to it, gives the settings of no spec at all
+    (so the worker, the batch layer and the web API run the article's job, byte for byte); a spec that
+    differs in anything, even the aggregation's name or its Redis output, is a spec."""
+    assert load({"AGGREGATIONS": str(DEPLOY / "article.toml")}) == load({})
+    windows = "tumbling_1m:60s,hopping_5m:5m:1m"
+    assert load({"AGGREGATIONS": str(DEPLOY / "article.toml"), "WINDOWS": windows}) == load({"WINDOWS": windows})
+    assert load({"AGGREGATIONS": str(DEPLOY / "article.toml"),
+                 "ALERT_RULES": str(DEPLOY.parent / "alerts" / "rules.example.toml")}).pipeline.spec is None
+    text = (DEPLOY / "article.toml").read_text(encoding="utf-8")
+    path = tmp_path / "copy.toml"
+    path.write_text("# the same job, written otherwise\n" + text.replace('key = ["event_type"]',
+                                                                         'key = ["event_type:string"]'))
+    assert load({"AGGREGATIONS": str(path)}).pipeline.spec is None
+    for change in [('name = "events"', 'name = "types"'), ('distinct = ["user_id"]', ""),
+                   ('measures = ["value"]', 'measures = ["value"]\nredis = "latest"'),
+                   ('measures = ["value"]', 'measures = ["value"]\nwindows = ["tumbling_1m"]'),
+                   ('format = "epoch_ms_or_iso8601"', 'format = "epoch_ms"')]:
+        path.write_text(text.replace(*change))
+        assert load({"AGGREGATIONS": str(path)}).pipeline.spec is not None, change
+
+
 def test_a_bad_spec_stops_the_worker_with_one_line(tmp_path: Path) -> None:
     path = tmp_path / "spec.toml"
     path.write_text('[time]\nfield = "ts"\nformat = "epoch_ms"\n' + AGG.replace('["k"]', '["k:float"]'))
