@@ -32,6 +32,7 @@ __all__ = [
     "Manifest",
     "RestateManifest",
     "RollupRow",
+    "aggregate_rollup_to_api",
     "aggregate_rollup_to_parquet",
     "batch_run_to_hash",
     "batch_status_from_hash",
@@ -169,6 +170,22 @@ def aggregate_rollup_to_parquet(table: pa.Table, layout: AggregateRollupLayout) 
     table's order (the engine's: by key)."""
     schema = layout.schema()
     return write_parquet(table.select(schema.names).cast(schema), [pq.SortingColumn(0)])
+
+
+def aggregate_rollup_to_api(row: Mapping[str, Any], layout: AggregateRollupLayout) -> dict[str, Any]:
+    """A row of a spec's rollups (its columns, times in epoch ms) as the web API answers it: the key as
+    ``{"<column>": part}``, each measure's statistics as ``{"<column>": {"count", ...}}`` (null when no
+    event had the measure), each distinct field's count as ``{"<column>": n}``."""
+    start, end = int(row["period_start"]), int(row["period_end"])
+    measures: dict[str, Any] = {}
+    for m in layout.measures:
+        measures[m] = None if not row[f"{m}_count"] else {
+            statistic: row[f"{m}_{statistic}"] if statistic == "count" else json_float(row[f"{m}_{statistic}"])
+            for statistic in ROLLUP_STATISTICS}
+    return {"period": row["period"], "period_start": iso_utc(start), "period_end": iso_utc(end),
+            "period_start_ms": start, "period_end_ms": end,
+            "key": {column: row[column] for column, _ in layout.key}, "events": row["events"],
+            "measures": measures, "distinct": {d: row[f"{d}_distinct"] for d in layout.distinct}}
 
 
 def parquet_to_aggregate_rollup(data: bytes, layout: AggregateRollupLayout) -> pa.Table:

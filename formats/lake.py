@@ -107,10 +107,13 @@ def rollup_key(prefix: str, period: str, start_ms: int) -> str:
     return f"{prefix}aggregated/{period}/{_period_dirs(period, start_ms)}/{period}-{start_ms}.parquet"
 
 
-def rollup_folders(prefix: str, period: str, first_start_ms: int, last_start_ms: int) -> list[str]:
-    """The folders to list for the rollups of the periods starting in [first_start_ms, last_start_ms]:
-    one per UTC day for hourly rollups, one per UTC month for daily ones."""
+def rollup_folders(prefix: str, period: str, first_start_ms: int, last_start_ms: int,
+                   aggregation: str | None = None) -> list[str]:
+    """The folders to list for the rollups of the periods starting in [first_start_ms, last_start_ms]
+    (of a spec's aggregation, or the article's): one per UTC day for hourly rollups, one per UTC month
+    for daily ones."""
     check_prefix(prefix)
+    base = f"{prefix}aggregated/" if aggregation is None else f"{prefix}aggregated/{encode_key_part(aggregation)}/"
     if period not in ROLLUP_PERIODS:
         raise ValueError(f"unknown rollup period {period!r}: expected one of {ROLLUP_PERIODS}")
     folders: list[str] = []
@@ -118,10 +121,10 @@ def rollup_folders(prefix: str, period: str, first_start_ms: int, last_start_ms:
     last = _EPOCH + timedelta(milliseconds=last_start_ms)
     while at <= last:
         if period == "hourly":
-            folders.append(f"{prefix}aggregated/hourly/{at:year=%Y/month=%m/day=%d}/")
+            folders.append(f"{base}hourly/{at:year=%Y/month=%m/day=%d}/")
             at = datetime(at.year, at.month, at.day, tzinfo=timezone.utc) + timedelta(days=1)
         else:
-            folders.append(f"{prefix}aggregated/daily/{at:year=%Y/month=%m}/")
+            folders.append(f"{base}daily/{at:year=%Y/month=%m}/")
             at = datetime(at.year + at.month // 12, at.month % 12 + 1, 1, tzinfo=timezone.utc)
     return folders
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from formats.aggregates import AggregateLayout, AggregateRow
-from formats.batch import BatchStatus
+from formats.batch import AggregateRollupLayout, BatchStatus
 from formats.rows import WindowRow
 from ops.metrics import PipelineMetrics
 from ops.stats import PipelineStats
@@ -26,7 +26,7 @@ from settings import Settings
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
 from sinks.policy import RetryPolicy, retry_forever
 from sinks.redis_store import RedisWindowStore
-from sinks.rollups import RollupRead, read_rollups
+from sinks.rollups import AggregateRollupRead, RollupRead, read_aggregate_rollups, read_rollups
 from tables.families import Family
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,12 @@ class Outputs:
     async def read_rollups(self, period: str, from_ms: int, to_ms: int) -> RollupRead:
         """The batch layer's rollup rows of [from_ms, to_ms) from the lake (sinks/rollups.py); not retried."""
         return await self.call_once("s3", "read", read_rollups, self.lake, period, from_ms, to_ms)
+
+    async def read_aggregate_rollups(self, aggregation: str, layout: AggregateRollupLayout, period: str,
+                                     from_ms: int, to_ms: int) -> AggregateRollupRead:
+        """A spec's aggregation's rollup rows of [from_ms, to_ms) from the lake; not retried."""
+        return await self.call_once("s3", "read", read_aggregate_rollups, self.lake, aggregation, layout, period,
+                                    from_ms, to_ms)
 
     async def call_once(self, sink: str, operation: str, fn: Callable[..., T], *args: Any) -> T:
         """A read for the web views: one attempt, so a store outage answers 503 at once."""

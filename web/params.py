@@ -69,16 +69,26 @@ def parse_key(query: Mapping[str, str], aggregation: Aggregation) -> tuple[KeyVa
     part's type: a string (1 to MAX_PART_CHARS characters), an integer or `true`/`false`; empty for a
     null part (an aggregation whose `missing_key` is `null` has them)."""
     columns = ", ".join(part.path.column for part in aggregation.key)
-    parts: list[KeyValue | None] = []
+    for part in aggregation.key:
+        if part.path.column not in query:
+            raise BadParameterError(f"{part.path.column} is required: the key of aggregation {aggregation.name!r} "
+                                    f"is {columns}")
+    return tuple(parse_key_filter(query, aggregation).values())
+
+
+def parse_key_filter(query: Mapping[str, str], aggregation: Aggregation) -> dict[str, KeyValue | None]:
+    """The key parts among the query parameters (column -> part, in the key's order), each as parse_key
+    reads it; the others are absent."""
+    parts: dict[str, KeyValue | None] = {}
     for part in aggregation.key:
         column = part.path.column
         text = query.get(column)
         if text is None:
-            raise BadParameterError(f"{column} is required: the key of aggregation {aggregation.name!r} is {columns}")
+            continue
         if text == "":
             if aggregation.missing_key != "null":
                 raise BadParameterError(f"{column} is empty: aggregation {aggregation.name!r} has no null key parts")
-            parts.append(None)
+            parts[column] = None
         elif part.type == "int":
             try:
                 value = int(text)
@@ -86,16 +96,16 @@ def parse_key(query: Mapping[str, str], aggregation: Aggregation) -> tuple[KeyVa
                 raise BadParameterError(f"{column} must be an integer, got {text[:64]!r}") from None
             if not -_INT64 <= value < _INT64:
                 raise BadParameterError(f"{column} is an integer beyond 64 bits")
-            parts.append(value)
+            parts[column] = value
         elif part.type == "bool":
             if text not in ("true", "false"):
                 raise BadParameterError(f"{column} must be true or false, got {text[:64]!r}")
-            parts.append(text == "true")
+            parts[column] = text == "true"
         else:
             if len(text) > MAX_PART_CHARS:
                 raise BadParameterError(f"{column} is longer than {MAX_PART_CHARS} characters")
-            parts.append(text)
-    return tuple(parts)
+            parts[column] = text
+    return parts
 
 
 def aggregation_to_api(aggregation: Aggregation) -> dict[str, Any]:
@@ -185,7 +195,8 @@ class RollupRange:
     event_type: str | None
 
 
-def parse_rollup_range(period: str, query: Mapping[str, str], now_ms: int) -> RollupRange:
+def parse_rollup_range(period: str, query: Mapping[str, str], now_ms: int, *, by_event_type: bool = True
+                       ) -> RollupRange:
     """`from` and `to` as --from/--to take them (batch/periods.py parse_time: ISO-8601, no zone
     meaning UTC, or epoch ms). Either missing is derived from the other with the default span; both
     missing is the default span up to the end of the current period. `from` is rounded down to its
@@ -210,7 +221,7 @@ def parse_rollup_range(period: str, query: Mapping[str, str], now_ms: int) -> Ro
     if periods > maximum:
         raise BadParameterError(f"from {iso(from_ms)} to {iso(to_ms)} spans {periods} {period} periods; at most "
                                 f"{maximum} per request")
-    return RollupRange(period, first, to_ms, parse_event_type(query, required=False))
+    return RollupRange(period, first, to_ms, parse_event_type(query, required=False) if by_event_type else None)
 
 
 def _rollup_instant(query: Mapping[str, str], name: str) -> int | None:

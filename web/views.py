@@ -23,7 +23,7 @@ import hmac
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import orjson
@@ -33,7 +33,7 @@ from yarl import URL
 
 from agents.monitor import not_ready_reasons
 from formats.aggregates import aggregate_row_to_api
-from formats.batch import rollup_to_api
+from formats.batch import aggregate_rollup_to_api, rollup_to_api
 from formats.events import iso_utc
 from formats.partials import PartialKey, partial_partition
 from formats.rows import WindowRow, row_to_api
@@ -50,6 +50,7 @@ from web.params import (
     find_window,
     parse_event_type,
     parse_key,
+    parse_key_filter,
     parse_limit,
     parse_rollup_range,
     parse_start,
@@ -375,12 +376,40 @@ class AggregationClosedView(ApiView):
                           "closed": [aggregate_row_to_api(row, layout) for row in rows]})
 
 
+AGGREGATE_ROLLUP_ROWS: Final = 1_000  # rows a request of a spec's rollups answers by default
+MAX_AGGREGATE_ROLLUP_ROWS: Final = 10_000  # and at most (per-user rollups have a row per user and hour)
+
+
+@blueprint.route("/aggregations/{aggregation}/rollups/{period}", name="aggregation-rollups")
+class AggregationRollupsView(ApiView):
+    """A spec's aggregation's hourly or daily rollup rows of a range, from the lake (any worker answers;
+    S3 errors answer 503), by period then key; key parts given as query parameters (any of them) filter
+    the rows; at most `limit` rows, and `truncated` says whether there were more."""
+
+    async def get(self, request: web.Request, aggregation: str, period: str) -> web.Response:
+        found = find_aggregation(self.app.settings.pipeline.spec, aggregation)
+        wanted = parse_rollup_range(period, request.query, _now_ms(), by_event_type=False)
+        key = parse_key_filter(request.query, found)
+        limit = parse_limit(request.query, default=AGGREGATE_ROLLUP_ROWS, maximum=MAX_AGGREGATE_ROLLUP_ROWS)
+        layout = found.rollup_layout()
+        read = await self.app.outputs.read_aggregate_rollups(found.name, layout, wanted.period, wanted.from_ms,
+                                                             wanted.to_ms)
+        rows = [row for row in read.rows if all(row[column] == part for column, part in key.items())]
+        return self.json({"aggregation": found.name, "period": wanted.period, "from_ms": wanted.from_ms,
+                          "to_ms": wanted.to_ms, "from": iso_utc(wanted.from_ms), "to": iso_utc(wanted.to_ms),
+                          "key": key, "rollups": [aggregate_rollup_to_api(row, layout) for row in rows[:limit]],
+                          "truncated": len(rows) > limit, "skipped": read.skipped})
+
+
 @blueprint.route("/rollups/{period}", name="rollups")
 class RollupsView(ApiView):
     """The batch layer's hourly or daily rollup rows of a range, from the lake (any worker answers; S3
     errors answer 503). Periods with no object yet are simply absent."""
 
     async def get(self, request: web.Request, period: str) -> web.Response:
+        if self.app.settings.pipeline.spec is not None:
+            raise UnknownNameError("this pipeline runs an AGGREGATIONS spec: its rollups are per aggregation, at "
+                                   "/v1/aggregations/{aggregation}/rollups/{period}")
         wanted = parse_rollup_range(period, request.query, _now_ms())
         read = await self.app.outputs.read_rollups(wanted.period, wanted.from_ms, wanted.to_ms)
         rows = [rollup_to_api(row) for row in read.rows

@@ -41,6 +41,7 @@ from pipeline_harness import (
 
 from devstack.stack import Endpoints
 from formats.aggregates import aggregate_row_to_api
+from formats.batch import aggregate_rollup_to_api
 from formats.lake import DAY_MS, HOUR_MS, spec_rollup_key
 from sinks.redis_store import RedisWindowStore
 from web.params import aggregation_to_api
@@ -124,6 +125,24 @@ def test_a_spec_end_to_end_equals_the_reference(ref: Any, stack: Endpoints, uniq
                     ref.rollups(everything, {"hourly": HOUR_MS, "daily": DAY_MS}, sealed_ms).items()}
         assert {k for k in expected if "/daily/" in k} and len(expected) > 6
         assert read_spec_rollups(client, names.bucket, spec) == expected
+        # The same rollups through the web API, per aggregation and period, and filtered by a key.
+        by_period = ref.rollups(everything, {"hourly": HOUR_MS, "daily": DAY_MS}, sealed_ms)
+        for aggregation in spec.aggregations:
+            layout = aggregation.rollup_layout()
+            for kind in ("hourly", "daily"):
+                starts = sorted(start for (name, k, start) in by_period if (name, k) == (aggregation.name, kind))
+                rows = [row for start in starts for row in by_period[(aggregation.name, kind, start)]]
+                query = {"from": starts[0], "to": sealed_ms, "limit": 10_000}
+                status, body = worker.get(f"/v1/aggregations/{aggregation.name}/rollups/{kind}?{urlencode(query)}")
+                assert (status, body["rollups"], body["truncated"]) == (
+                    200, [aggregate_rollup_to_api(row, layout) for row in rows], False), (aggregation.name, kind)
+                first = rows[0][layout.key[0][0]]
+                status, body = worker.get(f"/v1/aggregations/{aggregation.name}/rollups/{kind}?" + urlencode(
+                    {**query, layout.key[0][0]: "" if first is None else first, "limit": 1}))
+                picked = [aggregate_rollup_to_api(row, layout) for row in rows if row[layout.key[0][0]] == first]
+                assert (status, body["rollups"], body["truncated"]) == (200, picked[:1], len(picked) > 1)
+        status, body = worker.get("/v1/rollups/hourly")
+        assert status == 404 and "/v1/aggregations/{aggregation}/rollups/{period}" in body["error"]["message"]
         full = ref.reference(list(zip(phase1, offsets1, strict=True)), list(zip(phase2, offsets2, strict=True)),
                                  -(2**63), sentinel_offsets).rows
         final = ref.restated(want.rows, full)

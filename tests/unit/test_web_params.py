@@ -17,6 +17,7 @@ from web.params import (
     find_window,
     parse_event_type,
     parse_key,
+    parse_key_filter,
     parse_limit,
     parse_rollup_range,
     parse_start,
@@ -209,6 +210,15 @@ def test_parse_key_refuses(aggregation: int, query: dict[str, str], message: str
     with pytest.raises(BadParameterError) as caught:
         parse_key(query, _SPEC.aggregations[aggregation])
     assert str(caught.value) == message
+
+
+def test_a_key_filter_takes_the_parts_given() -> None:
+    pages = _SPEC.aggregations[0]
+    assert parse_key_filter({"limit": "3"}, pages) == {}
+    assert parse_key_filter({"bot": "false", "page_path": "/a"}, pages) == {"page_path": "/a", "bot": False}
+    assert list(parse_key_filter({"bot": "true", "status": "-1"}, pages)) == ["status", "bot"]  # the key's order
+    with pytest.raises(BadParameterError, match="^status must be an integer, got 'x'$"):
+        parse_key_filter({"status": "x"}, pages)
 
 
 def test_an_aggregation_as_the_api_lists_it() -> None:
