@@ -198,6 +198,12 @@ class ExportStage:
         rows.sort(key=lambda r: (r.window_start_ms, r.event_type))
         return rows
 
+    def open_aggregate_rows(self, family: str, key: str) -> list[AggregateRow]:
+        """This worker's windows of one key (its key_text) of a spec's family not yet exported, by start."""
+        rows: list[AggregateRow] = [row for part in self.partitions.values()  # type: ignore[misc]
+                                    for row in part.rows(family, key)]
+        return sorted(rows, key=lambda row: row.window_start_ms)
+
     def open_row(self, key: PartialKey) -> WindowRow | None:
         for part in self.partitions.values():
             row = part.row(key)

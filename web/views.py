@@ -35,7 +35,7 @@ from agents.monitor import not_ready_reasons
 from formats.aggregates import aggregate_row_to_api
 from formats.batch import aggregate_rollup_to_api, rollup_to_api
 from formats.events import iso_utc
-from formats.partials import PartialKey, partial_partition
+from formats.partials import PartialKey, key_partition, key_text, partial_partition
 from formats.rows import WindowRow, row_to_api
 from ops.metrics import CONTENT_TYPE_LATEST
 from sinks.policy import SinkConfigurationError, SinkUnavailableError
@@ -115,6 +115,17 @@ class ApiView(web.View):
         reasons = not_ready_reasons(self.app)
         if reasons:
             raise exceptions.ServiceUnavailable(f"worker not ready: {'; '.join(reasons)}")
+
+    async def route(self, request: web.Request, owner: URL) -> web.Response:
+        """The answer of the worker that owns the key asked for (one hop: it answers from its own state)."""
+        target = owner.with_path(request.url.path).with_query({**request.query, HOP_PARAM: "1"})
+        timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S * 2)
+        try:
+            async with self.app.http_client.get(target, timeout=timeout, headers=peer_headers(self.app)) as response:
+                body = await response.text()
+                return self.text(body, content_type="application/json", status=response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise exceptions.ServiceUnavailable(f"owner {owner} of this key did not answer: {exc!r}") from None
 
     def watermark(self) -> dict[str, Any]:
         app = self.app
@@ -292,7 +303,7 @@ class WindowValueView(ApiView):
         key = PartialKey(spec.name, start_ms, event_type)
         owner = owner_of(app, key)
         if owner is not None and not same_node(app, owner) and HOP_PARAM not in request.query:
-            return await self._route(request, owner)
+            return await self.route(request, owner)
         self.require_ready()
         row = local_open_row(app, key, spec)
         state = "open"
@@ -308,15 +319,6 @@ class WindowValueView(ApiView):
         return self.json({"window": spec.name, "watermark": self.watermark(), "state": state,
                           "row": row_to_api(row), "served_by": str(app.conf.canonical_url)})
 
-    async def _route(self, request: web.Request, owner: URL) -> web.Response:
-        target = owner.with_path(request.url.path).with_query({**request.query, HOP_PARAM: "1"})
-        timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S * 2)
-        try:
-            async with self.app.http_client.get(target, timeout=timeout, headers=peer_headers(self.app)) as response:
-                body = await response.text()
-                return self.text(body, content_type="application/json", status=response.status)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise exceptions.ServiceUnavailable(f"owner {owner} of this key did not answer: {exc!r}") from None
 
 
 ALERT_STATES = ("firing", "resolved")
@@ -374,6 +376,31 @@ class AggregationClosedView(ApiView):
         return self.json({"aggregation": found.name, "window": spec.name, "watermark": self.watermark(),
                           "key": {column: part for (column, _), part in zip(layout.key, key, strict=True)},
                           "closed": [aggregate_row_to_api(row, layout) for row in rows]})
+
+
+@blueprint.route("/aggregations/{aggregation}/{window}/open", name="aggregation-open")
+class AggregationOpenView(ApiView):
+    """The windows of one key of a spec's aggregation not exported yet, oldest first, from the stage-2
+    state of the worker that owns the key (another worker routes the request there, as for
+    /v1/windows/{window}/value); `state` is "closing" once the watermark has passed a window."""
+
+    async def get(self, request: web.Request, aggregation: str, window: str) -> web.Response:
+        found = find_aggregation(self.app.settings.pipeline.spec, aggregation)
+        spec = find_aggregation_window(self.app.settings.pipeline.windows, found, window)
+        key = parse_key(request.query, found)
+        app, text, layout = self.app, key_text(key), found.layout()
+        owner = owner_of_partition(app, key_partition(found.name, text, app.settings.kafka.topic_partitions))
+        if owner is not None and not same_node(app, owner) and HOP_PARAM not in request.query:
+            return await self.route(request, owner)
+        self.require_ready()
+        low_ms = app.stats.low_frontier_ms
+        rows = app.pipeline.export.open_aggregate_rows(f"{found.name}/{spec.name}", text)
+        found_rows = [{**aggregate_row_to_api(row, layout),
+                       "state": "closing" if is_closed(row.window_start_ms, spec.size_ms, low_ms) else "open"}
+                      for row in rows]
+        return self.json({"aggregation": found.name, "window": spec.name, "watermark": self.watermark(),
+                          "key": {column: part for (column, _), part in zip(layout.key, key, strict=True)},
+                          "open": found_rows, "served_by": str(app.conf.canonical_url)})
 
 
 AGGREGATE_ROLLUP_ROWS: Final = 1_000  # rows a request of a spec's rollups answers by default
@@ -458,7 +485,10 @@ def owners(app: WebApp) -> list[URL]:
 
 def owner_of(app: WebApp, key: PartialKey) -> URL | None:
     """The worker owning this window key: the one whose stage 2 owns the partition its partials go to."""
-    partition = partial_partition(key.event_type, app.settings.kafka.topic_partitions)
+    return owner_of_partition(app, partial_partition(key.event_type, app.settings.kafka.topic_partitions))
+
+
+def owner_of_partition(app: WebApp, partition: int) -> URL | None:
     for url, partitions in app.pipeline.export_runner.owners().items():
         if partition in partitions:
             return URL(url)

@@ -182,3 +182,25 @@ def rollups(spec: Spec, sent: list[Sent], periods: dict[str, int], before_ms: in
             row[f"{field.path.column}_distinct"] = len({c.distinct[d] for c in members if c.distinct[d] is not None})
         found[(name, kind, start)].append(row)
     return found
+
+
+def open_rows(spec: Spec, sent: list[Sent]) -> dict[tuple[str, str, Key], list[AggregateRow]]:
+    """Per (aggregation, window, key) the windows of `sent` (the sentinels: every window they are in is
+    open at the end), oldest first."""
+    windows = {a.name: a.windows for a in spec.aggregations}
+    cells: dict[RowKey, list[list[float]]] = {}
+    for s in sent:
+        assert s.outcome.event_ms is not None
+        for counted in s.outcome.counted:
+            for window, start, _end in _windows(s.outcome.event_ms, windows[counted.aggregation]):
+                values = cells.setdefault((counted.aggregation, window, start, counted.key),
+                                          [[] for _ in counted.measures])
+                for m, value in enumerate(counted.measures):
+                    if value is not None:
+                        values[m].append(value)
+    found: dict[tuple[str, str, Key], list[AggregateRow]] = defaultdict(list)
+    for (aggregation, window, start, key), values in sorted(cells.items(), key=lambda item: item[0][2]):
+        found[(aggregation, window, key)].append(AggregateRow(
+            aggregation, window, start, start + WINDOWS[window][0], key,
+            tuple(MeasureStats(len(v), sum(v), min(v), max(v)) if v else None for v in values)))
+    return found

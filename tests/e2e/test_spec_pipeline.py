@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 import checks
 import clickref
 import pytest
+import specgen
 import specref
 from helpers import wait_for
 from pipeline_harness import (
@@ -101,6 +102,13 @@ def test_a_spec_end_to_end_equals_the_reference(ref: Any, stack: Endpoints, uniq
             assert (status, body["key"], body["closed"]) == (
                 200, dict(zip(columns, key, strict=True)),
                 [aggregate_row_to_api(row, layouts[aggregation]) for row in rows])
+        # The open windows: the sentinels', from the stage-2 state of the key's owner.
+        for (aggregation, window, key), rows in specgen.open_rows(spec, ref.sentinels()).items():
+            columns = [column for column, _ in layouts[aggregation].key]
+            query = {column: "" if part is None else part for column, part in zip(columns, key, strict=True)}
+            status, body = worker.get(f"/v1/aggregations/{aggregation}/{window}/open?{urlencode(query)}")
+            assert (status, body["open"]) == (200, [{**aggregate_row_to_api(row, layouts[aggregation]),
+                                                     "state": "open"} for row in rows]), (aggregation, window)
         for path, status, message in ref.API_ERRORS:
             answer = worker.get(path)
             assert answer[0] == status and message in answer[1]["error"]["message"], (path, answer)
