@@ -346,8 +346,9 @@ def _readable_file(text: str) -> str:
     return text
 
 
-def _alert_rules(path: str, windows: tuple[WindowSpec, ...]) -> tuple[Rule, ...]:
-    """The rules of the ALERT_RULES file: its problem, if any, named with the rule and the field."""
+def _alert_rules(path: str, windows: tuple[WindowSpec, ...], spec: Spec | None) -> tuple[Rule, ...]:
+    """The rules of the ALERT_RULES file (with a spec, of its aggregations): its problem, if any, named
+    with the rule and the field."""
     if not path:
         return ()
     try:
@@ -356,7 +357,7 @@ def _alert_rules(path: str, windows: tuple[WindowSpec, ...]) -> tuple[Rule, ...]
         raise SettingsError("ALERT_RULES", f"cannot read the rules file {path!r}: "
                                            f"{getattr(exc, 'strerror', None) or exc}") from None
     try:
-        return parse_rules(text, windows)
+        return parse_rules(text, windows, spec)
     except RuleError as exc:
         raise SettingsError("ALERT_RULES", f"{path}: {exc}") from None
 
@@ -481,11 +482,8 @@ def load(env: Mapping[str, str]) -> Settings:
     windows = read.parse("WINDOWS", parse_windows)
     bucket, prefix = read.parse("LAKE_URL", _lake_url)
     lateness_ms = read.parse("ALLOWED_LATENESS", parse_duration_ms)
-    rules = _alert_rules(read.raw("ALERT_RULES"), windows)
     spec = _aggregations(read.raw("AGGREGATIONS"), windows)
-    if spec is not None and rules:
-        raise SettingsError("ALERT_RULES", "alert rules judge the article's windows, and this version does not run "
-                                           "them on AGGREGATIONS: unset one of the two")
+    rules = _alert_rules(read.raw("ALERT_RULES"), windows, spec)
     return Settings(
         app_id=read.parse("APP_ID", _matching(_APP_ID, "letters, digits, '.', '_' or '-'")),
         kafka=kafka,

@@ -60,7 +60,9 @@ from formats.partials import (
     PartialColumns,
     PartialKey,
     decode_stage_message,
+    key_partition,
     key_parts,
+    key_text,
     partial_partition,
 )
 from formats.rows import WindowRow
@@ -226,8 +228,10 @@ class ExportPartition:
         self.quiet = {w: quiet_limit([r for r in self.rules if r.window == w]) for w in {r.window for r in self.rules}}
         self.alerts_sent_upto = alerts_sent_upto  # the highest sequence number in the alerts topic
         partitions = ctx.settings.kafka.topic_partitions
+        # The listed types (a spec's rule: keys) this partition judges: those routed to it.
         self._owned_types = {t for rule in self.rules for t in rule.event_types
-                             if partial_partition(t, partitions) == partition}
+                             if (partial_partition(t, partitions) if rule.aggregation is None
+                                 else key_partition(rule.aggregation, t, partitions)) == partition}
         self.source_partitions = ctx.settings.kafka.topic_partitions
         self._job: asyncio.Task[None] | None = None
         self._crossings: list[tuple[int, int]] = []  # (low frontier, announced at) since the last export
@@ -417,7 +421,8 @@ class ExportPartition:
                     if write is not None:
                         await write
                     if step.judge:
-                        await self._judge(step, {row.event_type: row for row in rows})
+                        await self._judge(step, {key_text(row.key) if isinstance(row, AggregateRow)
+                                                 else row.event_type: row for row in rows})
                     if step.totals is not None:
                         window, start_ms = step.window, step.start_ms
                         await store.put(ledger_state_key(window, start_ms), encode_number(step.end_ms))
@@ -448,7 +453,7 @@ class ExportPartition:
                  step.window, iso_utc(step.start_ms), len(rows), object_key,
                  "replayed" if delay_ms is None else f"{delay_ms} ms")
 
-    async def _judge(self, step: Step, rows: dict[str, WindowRow]) -> None:
+    async def _judge(self, step: Step, rows: dict[str, WindowRow | AggregateRow]) -> None:
         """The rules of one closed window: alerts sent and awaited, then to Redis, then the state."""
         ctx, state = self.ctx, self.state
         alerts, changed = evaluate_window(self.rules, state.tracks, step.window, step.start_ms, step.end_ms, rows,

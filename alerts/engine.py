@@ -16,6 +16,11 @@ What a window says about a type:
 Which types a rule watches: the ones it lists, in every closed window; a rule that lists none
 watches every type from its first row on, and forgets a type (its state) once it has had no row for
 `FORGET_AFTER` windows while not firing. Absence rules must list their types (alerts/rules.py).
+
+A rule of a spec's aggregation (its `measure_index` set) judges keys as types: the rows are the
+aggregation's (formats.aggregates.AggregateRow, by key text), and what it observes of a row is its
+measure's statistics (no value of the measure: as no row). An absence rule of one sees only whether
+the key has a row.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from alerts.rules import Rule
 from formats.alerts import Alert, Track
@@ -129,8 +134,27 @@ def step(rule: Rule, track: Track, row: Observed | None) -> tuple[str | None, fl
     return None, value
 
 
+class _Seen(NamedTuple):
+    """A spec's row as an absence rule observes it: present, with its largest measure count."""
+
+    count: int
+    sum: float = 0.0
+    min: float = 0.0
+    max: float = 0.0
+
+
+def observed(rule: Rule, row: object | None) -> Observed | None:
+    """What a rule observes of a window's row of one type or key (see the module doc)."""
+    if row is None or rule.aggregation is None:
+        return row  # type: ignore[return-value]
+    measures = row.measures  # type: ignore[attr-defined]
+    if rule.measure_index is None:
+        return _Seen(max((m.count for m in measures if m is not None), default=0))
+    return measures[rule.measure_index]  # type: ignore[no-any-return]
+
+
 def evaluate_window(rules: Sequence[Rule], tracks: dict[str, Track], window: str, start_ms: int, end_ms: int,
-                    rows: Mapping[str, Observed], owns: Callable[[str], bool] = lambda _: True
+                    rows: Mapping[str, object], owns: Callable[[str], bool] = lambda _: True
                     ) -> tuple[list[Alert], set[str]]:
     """Every rule of `window` over one closed window; mutates `tracks` (keyed by track_key).
 
@@ -154,7 +178,7 @@ def evaluate_window(rules: Sequence[Rule], tracks: dict[str, Track], window: str
             before = tracks.get(key)
             track = Track() if before is None else Track(before.breaching, before.normal, before.firing,
                                                          list(before.history), before.idle)
-            row = rows.get(event_type)
+            row = observed(rule, rows.get(event_type))
             state, value = step(rule, track, row)
             if state is not None and value is not None:
                 alerts.append(Alert(alert_id(rule.name, event_type, start_ms, state), rule.name, rule.kind,

@@ -16,7 +16,9 @@ from commands.loadgen import (
     DEFAULT_TYPES,
     EventGenerator,
     Progress,
+    RecordSource,
     Send,
+    SpecEventGenerator,
     event_limit,
     late_offset_ms,
     parse_fraction,
@@ -173,7 +175,8 @@ def _sender(producer: Producer, topic: str, deliveries: Deliveries) -> Send:
 
 
 class produce(AppCommand):  # noqa: N801 - the class name is the subcommand name
-    """Produce demo events (user_id, event_type, timestamp, value) to the events topic."""
+    """Produce demo events (user_id, event_type, timestamp, value) to the events topic; with AGGREGATIONS,
+    events of the spec (--users distinct keys per aggregation)."""
 
     options = [
         option("--rate", type=click.IntRange(min=0), default=2000, show_default=True,
@@ -182,13 +185,15 @@ class produce(AppCommand):  # noqa: N801 - the class name is the subcommand name
                help="Stop after this many events (0: no limit)."),
         option("--duration", type=click.FloatRange(min=0), default=0.0, show_default=True,
                help="Stop after this many seconds (0: no limit); with --rate, after rate x duration events."),
-        option("--users", type=click.IntRange(min=1), default=1000, show_default=True, help="Distinct user ids."),
+        option("--users", type=click.IntRange(min=1), default=1000, show_default=True,
+               help="Distinct user ids (with AGGREGATIONS: distinct keys per aggregation)."),
         option("--types", default=DEFAULT_TYPES, show_default=True, callback=_check_types,
-               help="Event types with relative weights, name[:weight] separated by commas."),
+               help="Event types with relative weights, name[:weight] separated by commas (not with AGGREGATIONS)."),
         option("--malformed", type=_FractionType(), default="0", show_default=True, callback=_check_anomaly_sum,
                help="Fraction in [0,1] of records the worker must dead-letter, floor(n x F) of the first n, cycling "
                     "through truncated JSON, a missing field, a wrong type, NaN and 1e999 values (invalid JSON to "
-                    "the parser), an unparseable timestamp and epoch seconds given as milliseconds."),
+                    "the parser), an unparseable timestamp and epoch seconds given as milliseconds (with "
+                    "AGGREGATIONS: cut JSON and a missing time in turn)."),
         option("--late", type=_FractionType(), default="0", show_default=True, callback=_check_anomaly_sum,
                help="Fraction in [0,1] of valid events stamped ALLOWED_LATENESS + the longest window + 60 s before "
                     "now (3 min with the default settings): a worker that keeps up has closed their windows and "
@@ -200,8 +205,17 @@ class produce(AppCommand):  # noqa: N801 - the class name is the subcommand name
                   late: Fraction, seed: int) -> None:
         settings = self.app.settings  # type: ignore[attr-defined]
         offset_ms = late_offset_ms(settings.pipeline.allowed_lateness_ms, settings.pipeline.windows)
-        generator = EventGenerator(seed=seed, users=users, types=types, malformed=malformed, late=late,
-                                   late_offset_ms=offset_ms)
+        spec = settings.pipeline.spec
+        generator: RecordSource
+        if spec is None:
+            generator = EventGenerator(seed=seed, users=users, types=types, malformed=malformed, late=late,
+                                       late_offset_ms=offset_ms)
+        elif types != DEFAULT_TYPES:
+            raise click.UsageError("--types makes the article's events; with AGGREGATIONS set, --users is the "
+                                   "number of keys per aggregation")
+        else:  # AGGREGATIONS: the spec's events, --users keys per aggregation (commands/loadgen.py)
+            generator = SpecEventGenerator(spec, keys=users, seed=seed, malformed=malformed, late=late,
+                                           late_offset_ms=offset_ms)
         # The worker's layout and check: a missing topic gets TOPIC_PARTITIONS, a mismatch is refused.
         try:
             await ensure_topics(client_options(settings.kafka), [TopicSpec(settings.kafka.topic_events,

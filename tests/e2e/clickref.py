@@ -38,8 +38,14 @@ from formats.events import (
     WRONG_TYPE,
 )
 
-__all__ = ["API_ERRORS", "Expected", "RowKey", "SPEC_PATH", "Sent", "frontier_after", "phase1", "phase2",
-           "redis_expected", "reference", "restated", "rollups", "sentinels", "spec", "with_oversized_record"]
+# Threshold rules the end-to-end test sets (ALERT_RULES), with their reference in specgen.
+ALERT_RULES = (specgen.ThresholdRule("slow_checkout", "checkout", "tumbling_1m", "ms_on_page", "mean", ">",
+                                     6000.0),
+               specgen.ThresholdRule("busy_page", "page_views", "hopping_1m", "ms_on_page", "count", ">", 3.0))
+
+__all__ = ["ALERT_RULES", "API_ERRORS", "SPEC_PATH", "Expected", "RowKey", "Sent", "frontier_after",
+           "phase1", "phase2", "redis_expected", "reference", "restated", "rollups", "sentinels", "spec",
+           "warmup", "with_oversized_record"]
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "deploy" / "aggregations" / "clickstream.toml"
 WINDOWS = {name: (size, step) for name, size, step in gt.WINDOWS}
@@ -138,6 +144,14 @@ def defective(partition: int, event_ms: int, rng: random.Random, which: int) -> 
     ]
     body, expected = cases[which % len(cases)]
     return Sent(_record(partition, body), expected)
+
+
+def warmup(seed: int) -> list[Sent]:
+    """Phase 0: one good record per partition ten minutes before phase 1. Once the frontier is its low
+    watermark, stage 2 knows the low watermark it starts judging alert rules from exactly (every window
+    of the phases after it is judged), as in tests/e2e/test_alerts.py."""
+    rng = random.Random(seed)
+    return [click(partition, BASE_MS - 600_000 + partition * 1_000, rng) for partition in range(PARTITIONS)]
 
 
 def phase1(per_partition: int, seed: int) -> list[Sent]:

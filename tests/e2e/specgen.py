@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import groundtruth as gt
+import orjson
 
 from aggregations.spec import Spec
 from formats.aggregates import AggregateRow, MeasureStats
 
 WINDOWS = {name: (size, step) for name, size, step in gt.WINDOWS}
 PARTITIONS = gt.PARTITIONS
+SENTINEL_MS = gt.SENTINEL_MS
 
 RowKey = tuple[str, str, int, tuple[Any, ...]]  # aggregation, window, start, key
 Key = tuple[Any, ...]
@@ -204,3 +206,56 @@ def open_rows(spec: Spec, sent: list[Sent]) -> dict[tuple[str, str, Key], list[A
             aggregation, window, start, start + WINDOWS[window][0], key,
             tuple(MeasureStats(len(v), sum(v), min(v), max(v)) if v else None for v in values)))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdRule:
+    """A threshold rule of one aggregation's window and measure statistic, for every key, `for` and
+    `resolve_for` 1: what the spec's end-to-end test sets in ALERT_RULES, and its reference below."""
+
+    name: str
+    aggregation: str
+    window: str
+    measure: str  # the measure's column
+    statistic: str  # count, sum, mean, min or max
+    op: str  # > or <
+    threshold: float
+
+    def toml(self) -> str:
+        return (f'[[rule]]\nname = "{self.name}"\nkind = "threshold"\naggregation = "{self.aggregation}"\n'
+                f'window = "{self.window}"\nmeasure = "{self.measure}.{self.statistic}"\nop = "{self.op}"\n'
+                f"threshold = {self.threshold}\n")
+
+
+def threshold_alerts(spec: Spec, rule: ThresholdRule, rows: dict[RowKey, AggregateRow], closed_until_ms: int
+                     ) -> list[tuple[str, str, int, str, float]]:
+    """(rule, key text, window start, state, value) of every alert the rule makes over the exported rows:
+    per key, every window from its first row on that has closed by `closed_until_ms`, in order. A
+    window without a row of the key, or whose row has no value of the measure, has count and sum 0 and
+    no mean, min or max (not judged); a value beyond the threshold fires (when not firing), one within
+    it resolves (README, Alert rules)."""
+    aggregation = next(a for a in spec.aggregations if a.name == rule.aggregation)
+    index = [m.column for m in aggregation.measures].index(rule.measure)
+    size, step = WINDOWS[rule.window]
+    by_key: dict[Key, dict[int, AggregateRow]] = defaultdict(dict)
+    for (name, window, start, key), row in rows.items():
+        if (name, window) == (rule.aggregation, rule.window):
+            by_key[key][start] = row
+    found = []
+    for key, key_rows in by_key.items():
+        firing = False
+        for start in range(min(key_rows), closed_until_ms - size + 1, step):
+            row = key_rows.get(start)
+            stats = None if row is None else row.measures[index]
+            if stats is None:
+                if rule.statistic not in ("count", "sum"):
+                    continue
+                value = 0.0
+            else:
+                value = stats.mean if rule.statistic == "mean" else float(getattr(stats, rule.statistic))
+            beyond = value > rule.threshold if rule.op == ">" else value < rule.threshold
+            if beyond != firing:
+                firing = beyond
+                found.append((rule.name, orjson.dumps(list(key)).decode(), start, "firing" if firing else "resolved",
+                              value))
+    return sorted(found)

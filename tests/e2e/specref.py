@@ -53,8 +53,13 @@ API_ERRORS = [
     ("/v1/aggregations/sites/tumbling_1m/closed?device_id=d-1", 400, "device_site is required"),
 ]
 
-__all__ = ["API_ERRORS", "Expected", "RowKey", "Sent", "frontier_after", "phase1", "phase2", "redis_expected",
-           "reference", "restated", "rollups", "sentinels", "spec", "with_oversized_record"]
+# Threshold rules the end-to-end test sets (ALERT_RULES), with their reference in specgen.
+ALERT_RULES = (specgen.ThresholdRule("hot_device", "devices", "tumbling_1m", "metrics_temp", "max", ">", 20.0),
+               specgen.ThresholdRule("dry_site", "sites", "hopping_1m", "metrics_temp", "mean", "<", 2.5))
+
+__all__ = ["ALERT_RULES", "API_ERRORS", "Expected", "RowKey", "Sent", "frontier_after", "phase1", "phase2",
+           "redis_expected", "reference", "restated", "rollups", "sentinels", "spec", "warmup",
+           "with_oversized_record"]
 
 
 def spec() -> Spec:
@@ -130,6 +135,14 @@ def defective(partition: int, event_ms: int, rng: random.Random, which: int) -> 
     ]
     body, expected = cases[which % len(cases)]
     return Sent(_record(partition, body), expected)
+
+
+def warmup(seed: int) -> list[Sent]:
+    """Phase 0: one good record per partition ten minutes before phase 1. Once the frontier is its low
+    watermark, stage 2 knows the low watermark it starts judging alert rules from exactly (every window
+    of the phases after it is judged), as in tests/e2e/test_alerts.py."""
+    rng = random.Random(seed)
+    return [reading(partition, BASE_MS - 600_000 + partition * 1_000, rng) for partition in range(PARTITIONS)]
 
 
 def phase1(per_partition: int, seed: int) -> list[Sent]:

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 import checks
 import clickref
+import groundtruth as gt
 import pytest
 import specgen
 import specref
@@ -42,6 +43,7 @@ from pipeline_harness import (
 
 from devstack.stack import Endpoints
 from formats.aggregates import aggregate_row_to_api
+from formats.alerts import decode_alert
 from formats.batch import aggregate_rollup_to_api
 from formats.lake import DAY_MS, HOUR_MS, spec_rollup_key
 from sinks.redis_store import RedisWindowStore
@@ -61,12 +63,20 @@ def test_a_spec_end_to_end_equals_the_reference(ref: Any, stack: Endpoints, uniq
     client = stack.s3_client()
     client.create_bucket(Bucket=names.bucket)
     run(create_topics(stack, names))
-    env = {**worker_env(stack, names, tmp_path / "state", web_port()), "AGGREGATIONS": str(ref.SPEC_PATH)}
+    rules = tmp_path / "rules.toml"
+    rules.write_text("\n".join(rule.toml() for rule in ref.ALERT_RULES))
+    env = {**worker_env(stack, names, tmp_path / "state", web_port()), "AGGREGATIONS": str(ref.SPEC_PATH),
+           "ALERT_RULES": str(rules)}
     worker = Worker(env, tmp_path / "worker.log")
     store = RedisWindowStore(stack.redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=LATEST_N)
     store.open()
     worker.start()
     try:
+        warm = ref.warmup(seed=2)
+        offsets0 = run(produce(stack, names.events, [s.record for s in warm]))
+        first_low_ms = min(s.outcome.event_ms for s in warm if s.outcome.event_ms is not None) - gt.LATENESS_MS
+        wait_for(lambda: worker.status()["frontier_ms"] == first_low_ms, timeout_s=STEP_DEADLINE_S,
+                 what=f"the frontier to reach {first_low_ms} after phase 0", detail=worker.status)
         phase1 = ref.phase1(300, seed=3)
         offsets1 = run(produce(stack, names.events, [s.record for s in phase1]))
         frontier_ms = ref.frontier_after(phase1)
@@ -79,7 +89,8 @@ def test_a_spec_end_to_end_equals_the_reference(ref: Any, stack: Endpoints, uniq
         wait_for(lambda: all(worker.status()["input_offsets"].get(str(p), -1) >= o for p, o in last2.items()),
                  timeout_s=STEP_DEADLINE_S, what="phase 2 to be read", detail=worker.status)
         sentinel_offsets = run(produce(stack, names.events, [s.record for s in ref.sentinels()]))
-        want = ref.reference(list(zip(phase1, offsets1, strict=True)), list(zip(phase2, offsets2, strict=True)),
+        on_time = list(zip([*warm, *phase1], [*offsets0, *offsets1], strict=True))
+        want = ref.reference(on_time, list(zip(phase2, offsets2, strict=True)),
                                  frontier_ms, sentinel_offsets)
         index = ref.redis_expected(want.rows, LATEST_N)
         assert {k[0] for k in want.rows} == {a.name for a in spec.aggregations} and want.late and want.dead
@@ -112,6 +123,16 @@ def test_a_spec_end_to_end_equals_the_reference(ref: Any, stack: Endpoints, uniq
         for path, status, message in ref.API_ERRORS:
             answer = worker.get(path)
             assert answer[0] == status and message in answer[1]["error"]["message"], (path, answer)
+        # The alert rules of the aggregations, judged per key as each window closed.
+        closed_until_ms = specgen.SENTINEL_MS - gt.LATENESS_MS  # the sentinels' frontier
+        alerts = sorted(a for rule in ref.ALERT_RULES
+                        for a in specgen.threshold_alerts(spec, rule, want.rows, closed_until_ms))
+        assert {a[3] for a in alerts} == {"firing", "resolved"}
+        wait_for(lambda: len(run(read_topic(stack, names.alerts))) >= len(alerts), timeout_s=STEP_DEADLINE_S,
+                 what=f"the {len(alerts)} alerts in the alerts topic")
+        made = [decode_alert(record.value) for record in run(read_topic(stack, names.alerts))]
+        assert sorted((a.rule, a.event_type, a.window_start_ms, a.state, a.value) for a in made) == alerts
+        assert {a.window for a in made} == {f"{rule.aggregation}/{rule.window}" for rule in ref.ALERT_RULES}
         wait_for(lambda: len(run(read_topic(stack, names.late))) >= len(want.late), timeout_s=STEP_DEADLINE_S,
                  what="the late readings in the late topic")
         assert checks.dead_letters(run(read_topic(stack, names.dlq)), want.dead) == []
@@ -128,7 +149,7 @@ def test_a_spec_end_to_end_equals_the_reference(ref: Any, stack: Endpoints, uniq
         (tmp_path / "batch.log").write_text(result.stdout + result.stderr)
         assert result.returncode == 0, result.stdout + result.stderr
         sealed_ms = ref.SENTINEL_MS - ref.SENTINEL_MS % HOUR_MS
-        everything = [*phase1, *phase2]
+        everything = [*warm, *phase1, *phase2]
         expected = {spec_rollup_key("", aggregation, kind, start): rows for (aggregation, kind, start), rows in
                     ref.rollups(everything, {"hourly": HOUR_MS, "daily": DAY_MS}, sealed_ms).items()}
         assert {k for k in expected if "/daily/" in k} and len(expected) > 6
@@ -151,7 +172,7 @@ def test_a_spec_end_to_end_equals_the_reference(ref: Any, stack: Endpoints, uniq
                 assert (status, body["rollups"], body["truncated"]) == (200, picked[:1], len(picked) > 1)
         status, body = worker.get("/v1/rollups/hourly")
         assert status == 404 and "/v1/aggregations/{aggregation}/rollups/{period}" in body["error"]["message"]
-        full = ref.reference(list(zip(phase1, offsets1, strict=True)), list(zip(phase2, offsets2, strict=True)),
+        full = ref.reference(on_time, list(zip(phase2, offsets2, strict=True)),
                                  -(2**63), sentinel_offsets).rows
         final = ref.restated(want.rows, full)
         assert sum(1 for row in final.values() if row.revision) > 10

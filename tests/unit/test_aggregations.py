@@ -363,8 +363,8 @@ def test_the_aggregations_setting_loads_a_spec_or_names_its_problem(tmp_path: Pa
         path.write_text('[time]\nfield = "ts"\nformat = "epoch_ms"\n' + AGG.replace('"a"', f'"{taken}"'))
         with pytest.raises(SettingsError, match=f"aggregation '{taken}': field 'name': a window's or the batch"):
             load({"AGGREGATIONS": str(path)})
-    # Alert rules judge the article's windows only, so far.
-    with pytest.raises(SettingsError, match="^ALERT_RULES: alert rules judge the article's windows"):
+    # With a spec, alert rules name its aggregations (the article's rules do not).
+    with pytest.raises(SettingsError, match="field 'aggregation': expected one of the spec's aggregations"):
         load({"AGGREGATIONS": str(DEPLOY / "iot.toml"),
               "ALERT_RULES": str(DEPLOY.parent / "alerts" / "rules.example.toml")})
 

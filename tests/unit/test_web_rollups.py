@@ -41,8 +41,8 @@ class FakeWeb:
 
 def get(outputs: FakeOutputs, period: str, **query: str) -> SimpleNamespace:
     sensors = SimpleNamespace(on_web_request_start=lambda *a, **k: None, on_web_request_end=lambda *a, **k: None)
-    app = SimpleNamespace(settings=SimpleNamespace(web=SimpleNamespace(auth_token="")), sensors=sensors,
-                          outputs=outputs)
+    settings = SimpleNamespace(web=SimpleNamespace(auth_token=""), pipeline=SimpleNamespace(spec=None))
+    app = SimpleNamespace(settings=settings, sensors=sensors, outputs=outputs)
     request = SimpleNamespace(method="GET", match_info={"period": period}, query=query, headers={})
     return asyncio.run(RollupsView(app, FakeWeb()).dispatch(request))  # type: ignore[arg-type]
 
