@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aggregations.spec import Spec, parse_spec
+from aggregations.spec import Spec, SpecError, article_spec, parse_spec
 from commands.loadgen import AnomalySchedule, SpecEventGenerator, SpecRecord
 from formats.aggregates import parquet_to_aggregate_rows
 from tables.windows import DEFAULT_WINDOWS, WindowSpec, parse_windows
@@ -38,7 +38,12 @@ class KeyShape:
 
     @classmethod
     def load(cls, spec_path: Path, keys: int, events_per_key: int) -> KeyShape:
-        spec = parse_spec(spec_path.read_text(encoding="utf-8"), [w.name for w in WINDOWS])
+        """The shape of a spec's run; SpecError for a spec the worker would not run as a spec."""
+        names = [w.name for w in WINDOWS]
+        spec = parse_spec(spec_path.read_text(encoding="utf-8"), names)
+        if spec == article_spec(names):
+            raise SpecError("it is the article's job, which the worker runs as without AGGREGATIONS (README: Your "
+                            "own events): measure it with --event-types N (make bench EVENT_TYPES=N)")
         return cls(spec_path, spec, keys, events_per_key)
 
     def event_ms(self, base_ms: int, index: int) -> int:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from aggregations.spec import SpecError
 from bench.__main__ import BASE_MS, CODECS, ROOT, combined_status, event_ms, generator, wire_bytes_per_event
 from bench.soak import CLOSE_POLL_S, SAMPLE_S, STARTUP_ALLOWANCE_S, Drain, generator_shortfall, wait_for_close
 from bench.spec import KeyShape, Recording, Reference
@@ -101,3 +102,8 @@ def test_a_key_shape_spaces_the_events_and_the_reference_counts_each_window_inst
     assert reference.totals() == {
         ("devices", "tumbling_1m"): (4, 4, sum(temps)), ("devices", "hopping_1m"): (8, 8, hopping_sum),
         ("sites", "tumbling_1m"): (4, 4, sum(temps)), ("sites", "hopping_1m"): (8, 8, hopping_sum)}
+
+
+def test_the_articles_spec_is_measured_as_the_articles_job() -> None:
+    with pytest.raises(SpecError, match="it is the article's job.*--event-types N"):
+        KeyShape.load(ROOT / "deploy" / "aggregations" / "article.toml", keys=2, events_per_key=1)
