@@ -346,16 +346,21 @@ def _readable_file(text: str) -> str:
     return text
 
 
+def _read_text(setting: str, path: str, what: str) -> str:
+    """The text of the file a setting names, or one line saying why it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(setting, f"cannot read {what} {path!r}: "
+                                     f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
 def _alert_rules(path: str, windows: tuple[WindowSpec, ...], spec: Spec | None) -> tuple[Rule, ...]:
     """The rules of the ALERT_RULES file (with a spec, of its aggregations): its problem, if any, named
     with the rule and the field."""
     if not path:
         return ()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError("ALERT_RULES", f"cannot read the rules file {path!r}: "
-                                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    text = _read_text("ALERT_RULES", path, "the rules file")
     try:
         return parse_rules(text, windows, spec)
     except RuleError as exc:
@@ -367,11 +372,7 @@ def _aggregations(path: str, windows: tuple[WindowSpec, ...]) -> Spec | None:
     aggregation and the field."""
     if not path:
         return None
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError("AGGREGATIONS", f"cannot read the spec {path!r}: "
-                                            f"{getattr(exc, 'strerror', None) or exc}") from None
+    text = _read_text("AGGREGATIONS", path, "the spec")
     try:
         spec = parse_spec(text, [w.name for w in windows])
     except SpecError as exc:

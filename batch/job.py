@@ -140,10 +140,9 @@ def _raw_listing(lake: BatchLake, say: Callable[[str], None], report: RunReport)
     return hours
 
 
-def _process(lake: BatchLake, period: Period, listing: Mapping[str, str], reason: str, say: Callable[[str], None],
-             report: RunReport) -> None:
-    inputs = PeriodInputs(lake.prefix, listing, lake.get_bytes)
-    rows = rollup(period, inputs.reader())
+def _check_inputs(lake: BatchLake, period: Period, inputs: PeriodInputs, say: Callable[[str], None],
+                  report: RunReport) -> None:
+    """After a period's files were read: report those skipped, and refuse a period none could be read of."""
     for key, why in sorted(inputs.skipped.items()):
         say(f"warning: {period.label()}: skipped s3://{lake.bucket}/{key}: {why}")
     report.skipped.update(inputs.skipped)
@@ -152,6 +151,13 @@ def _process(lake: BatchLake, period: Period, listing: Mapping[str, str], reason
         raise UnreadableHourError(
             f"error: {period.label()} is sealed but cannot be read: none of its {inputs.archive_files} raw files "
             f"could be counted (s3://{lake.bucket}/{first}: {inputs.skipped[first]})")
+
+
+def _process(lake: BatchLake, period: Period, listing: Mapping[str, str], reason: str, say: Callable[[str], None],
+             report: RunReport) -> None:
+    inputs = PeriodInputs(lake.prefix, listing, lake.get_bytes)
+    rows = rollup(period, inputs.reader())
+    _check_inputs(lake, period, inputs, say, report)
     output = None
     if rows:
         output = rollup_key(lake.prefix, period.kind, period.start_ms)
@@ -206,14 +212,7 @@ def _process_spec(lake: BatchLake, spec: Spec, period: Period, listing: Mapping[
                   due: list[tuple[Aggregation, str]], say: Callable[[str], None], report: RunReport) -> None:
     inputs = spec_inputs(lake.prefix, listing, lake.get_bytes)
     judged = dict(zip((a.name for a in spec.aggregations), judge_to_tables(inputs, spec), strict=True))
-    for key, why in sorted(inputs.skipped.items()):
-        say(f"warning: {period.label()}: skipped s3://{lake.bucket}/{key}: {why}")
-    report.skipped.update(inputs.skipped)
-    if inputs.archive_files and not inputs.events:
-        first = min(inputs.skipped)
-        raise UnreadableHourError(
-            f"error: {period.label()} is sealed but cannot be read: none of its {inputs.archive_files} raw files "
-            f"could be counted (s3://{lake.bucket}/{first}: {inputs.skipped[first]})")
+    _check_inputs(lake, period, inputs, say, report)
     for aggregation, reason in due:
         layout = aggregation.rollup_layout()
         table = aggregation_rollup(period, layout, judged[aggregation.name])

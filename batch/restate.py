@@ -35,7 +35,7 @@ from tables.totals import combine
 from tables.windows import WindowSpec, window_starts
 
 __all__ = ["Change", "Comparison", "compare", "hours_to_restate", "place", "recompute", "span_end_ms",
-           "starts_in_hour", "windows_overlap"]
+           "span_listing", "starts_in_hour", "windows_overlap", "windows_text"]
 
 # (partition, offset, event_type, event_ms, value): what the fold reads of a raw event.
 RawEvent = tuple[int, int, str, int, float]
@@ -51,6 +51,17 @@ def span_end_ms(windows: Sequence[WindowSpec], hour_ms: int) -> int | None:
     """The end of the last window starting in the hour (events up to it are read); None if none starts."""
     ends = [starts[-1] + spec.size_ms for spec in windows if (starts := starts_in_hour(spec, hour_ms))]
     return max(ends) if ends else None
+
+
+def span_listing(hours: Mapping[int, Mapping[str, str]], hour_ms: int, end_ms: int) -> dict[str, str]:
+    """The raw objects (key -> ETag) of every hour of the span [hour_ms, end_ms)."""
+    return {key: etag for hour in range(hour_ms, hour_of(end_ms - 1) + HOUR_MS, HOUR_MS)
+            for key, etag in hours.get(hour, {}).items()}
+
+
+def windows_text(windows: Sequence[WindowSpec]) -> list[str]:
+    """The window specs as a restatement manifest lists them, name:size_ms:step_ms."""
+    return [f"{spec.name}:{spec.size_ms}:{spec.step_ms}" for spec in windows]
 
 
 def windows_overlap(windows: Sequence[WindowSpec], hour_ms: int, from_ms: int | None, to_ms: int | None) -> bool:

@@ -28,12 +28,12 @@ import pyarrow as pa
 
 from batch.inputs import RESTATE_INPUT_SCHEMA, PeriodInputs
 from batch.manifest import read_manifest
-from batch.periods import Period, hour_of
+from batch.periods import Period
 from batch.report import BatchLake, RunReport
-from batch.restate import Change, compare, key_of, place, recompute, span_end_ms
+from batch.restate import Change, compare, key_of, place, recompute, span_end_ms, span_listing, windows_text
 from formats.batch import JSON_CONTENT_TYPE, RestateManifest, restate_manifest_from_json, restate_manifest_to_json
 from formats.events import iso_utc
-from formats.lake import HOUR_MS, aggregate_hour_prefix, aggregate_key, parse_aggregate_key, restate_manifest_key
+from formats.lake import aggregate_hour_prefix, aggregate_key, parse_aggregate_key, restate_manifest_key
 from formats.parquet import PARQUET_CONTENT_TYPE
 from formats.partials import PartialKey, partial_partition
 from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
@@ -70,7 +70,7 @@ class Restatement:
         return aggregate_key(prefix, key.window, key.start_ms, part)
 
     def specs_text(self) -> list[str]:
-        return [f"{spec.name}:{spec.size_ms}:{spec.step_ms}" for spec in self.windows]
+        return windows_text(self.windows)
 
 
 def restate_hours(lake: BatchLake, hours: Mapping[int, Mapping[str, str]], selected: Sequence[int],
@@ -97,8 +97,7 @@ def _restate_if_needed(lake: BatchLake, hours: Mapping[int, Mapping[str, str]], 
     if old is None and (sealed_until_ms is None or end_ms > sealed_until_ms):
         report.restate_not_sealed += 1
         return
-    listing = {k: etag for h in range(hour, hour_of(end_ms - 1) + HOUR_MS, HOUR_MS)
-               for k, etag in hours.get(h, {}).items()}
+    listing = span_listing(hours, hour, end_ms)
     if old is not None and dict(old.inputs) == listing and not backfill:
         report.restate_up_to_date += 1
         return

@@ -39,7 +39,7 @@ from batch.judging import JudgedEvents, judge_inputs, spec_inputs
 from batch.manifest import read_manifest
 from batch.periods import Period, hour_of
 from batch.report import BatchLake, RunReport
-from batch.restate import hours_to_restate, span_end_ms
+from batch.restate import hours_to_restate, span_end_ms, span_listing, windows_text
 from formats.aggregates import (
     AggregateLayout,
     AggregateRow,
@@ -236,11 +236,10 @@ def _restate_if_needed(lake: BatchLake, spec: Spec, index: int, windows: tuple[W
     if old is None and (sealed_until_ms is None or end_ms > sealed_until_ms):
         report.restate_not_sealed += 1
         return
-    listing = {k: etag for h in range(hour, hour_of(end_ms - 1) + HOUR_MS, HOUR_MS)
-               for k, etag in hours.get(h, {}).items()}
-    windows_text = [f"{w.name}:{w.size_ms}:{w.step_ms}" for w in windows]
+    listing = span_listing(hours, hour, end_ms)
+    specs_text = windows_text(windows)
     fingerprint = definition(spec, aggregation)
-    if (old is not None and dict(old.inputs) == listing and not backfill and list(old.windows) == windows_text
+    if (old is not None and dict(old.inputs) == listing and not backfill and list(old.windows) == specs_text
             and old.definition == fingerprint):
         report.restate_up_to_date += 1
         return
@@ -288,7 +287,7 @@ def _restate_if_needed(lake: BatchLake, spec: Spec, index: int, windows: tuple[W
         for first in range(0, len(final), REDIS_CHUNK_ROWS):
             redis.write_aggregates(final[first:first + REDIS_CHUNK_ROWS], layout, aggregation.redis)
         report.redis_rows_written += len(final)
-    manifest = RestateManifest(start_ms=hour, end_ms=end_ms, windows=windows_text, inputs=listing,
+    manifest = RestateManifest(start_ms=hour, end_ms=end_ms, windows=specs_text, inputs=listing,
                                skipped=skipped, events=sum(i.events for i in inputs), restated=len(changes),
                                definition=fingerprint)
     lake.put_bytes(key, restate_manifest_to_json(manifest), JSON_CONTENT_TYPE)

@@ -26,6 +26,7 @@ datasets never share a folder with a window's.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Final
@@ -157,13 +158,18 @@ class AggregateKey:
 def parse_aggregate_key(prefix: str, key: str) -> AggregateKey | None:
     """Inverse of aggregate_key, or None for any other name (the key must be exactly what aggregate_key
     gives back for what it parses to)."""
+    return _parse_window_object(key, lambda window, start_ms, part: aggregate_key(prefix, window, start_ms, part))
+
+
+def _parse_window_object(key: str, name_of: Callable[[str, int, int], str]) -> AggregateKey | None:
+    """The window, start and part of a window object's key, if `name_of` gives that key back for them."""
     name = _AGGREGATE_NAME.fullmatch(key.rsplit("/", 1)[-1])
     if name is None:
         return None
     start_ms, part = int(name.group(2)), int(name.group(3))
     try:
         window = decode_key_part(name.group(1))
-        if aggregate_key(prefix, window, start_ms, part) != key:
+        if name_of(window, start_ms, part) != key:
             return None
     except (ValueError, OverflowError):
         return None
@@ -236,17 +242,8 @@ def spec_aggregate_hour_prefix(prefix: str, aggregation: str, window: str, hour_
 
 def parse_spec_aggregate_key(prefix: str, aggregation: str, key: str) -> AggregateKey | None:
     """Inverse of spec_aggregate_key for one aggregation, or None for any other name."""
-    name = _AGGREGATE_NAME.fullmatch(key.rsplit("/", 1)[-1])
-    if name is None:
-        return None
-    start_ms, part = int(name.group(2)), int(name.group(3))
-    try:
-        window = decode_key_part(name.group(1))
-        if spec_aggregate_key(prefix, aggregation, window, start_ms, part) != key:
-            return None
-    except (ValueError, OverflowError):
-        return None
-    return AggregateKey(window, start_ms, part)
+    return _parse_window_object(key, lambda window, start_ms, part: spec_aggregate_key(prefix, aggregation, window,
+                                                                                        start_ms, part))
 
 
 def spec_rollup_key(prefix: str, aggregation: str, period: str, start_ms: int) -> str:
