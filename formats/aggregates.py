@@ -32,12 +32,13 @@ from formats.events import iso_utc
 from formats.parquet import TIMESTAMP_MS_UTC, read_parquet, table_of, write_parquet
 
 __all__ = ["AGGREGATE_FORMAT", "AggregateLayout", "AggregateRow", "MeasureStats", "aggregate_row_from_json",
-           "aggregate_row_to_api", "aggregate_row_to_hash", "aggregate_row_to_json", "aggregate_rows_to_parquet",
-           "layout_fields", "parquet_to_aggregate_rows"]
+           "STATISTICS", "aggregate_row_to_api", "aggregate_row_to_hash", "aggregate_row_to_json",
+           "aggregate_rows_to_parquet", "layout_fields", "parquet_to_aggregate_rows", "parquet_to_aggregate_table",
+           "table_to_aggregate_rows"]
 
 AGGREGATE_FORMAT: Final = 1
 _ARROW_TYPES: Final = {"string": pa.string(), "int": pa.int64(), "bool": pa.bool_()}
-_STATISTICS: Final = ("count", "sum", "min", "max", "mean")
+STATISTICS: Final = ("count", "sum", "min", "max", "mean")  # per measure, in column order
 
 KeyPart = str | int | bool | None
 
@@ -78,7 +79,7 @@ class AggregateLayout:
         fields = [("window_start", TIMESTAMP_MS_UTC), ("window_end", TIMESTAMP_MS_UTC), ("window", pa.string())]
         fields += [(column, _ARROW_TYPES[key_type]) for column, key_type in self.key]
         fields += [(f"{m}_{statistic}", pa.int64() if statistic == "count" else pa.float64())
-                   for m in self.measures for statistic in _STATISTICS]
+                   for m in self.measures for statistic in STATISTICS]
         fields += [("revision", pa.int64()), ("late_count", pa.int64())]
         return pa.schema(fields)
 
@@ -107,14 +108,23 @@ def aggregate_rows_to_parquet(rows: Sequence[AggregateRow], layout: AggregateLay
 
 def parquet_to_aggregate_rows(data: bytes, aggregation: str, layout: AggregateLayout) -> list[AggregateRow]:
     """Inverse of aggregate_rows_to_parquet (the means are derived, so they are not read back)."""
-    table = read_parquet(data, layout.schema(), f"aggregate file of {aggregation}")
+    return table_to_aggregate_rows(parquet_to_aggregate_table(data, aggregation, layout), aggregation, layout)
+
+
+def parquet_to_aggregate_table(data: bytes, aggregation: str, layout: AggregateLayout) -> pa.Table:
+    """An aggregate file's table, checked against the layout's schema (ValueError if it is not one)."""
+    return read_parquet(data, layout.schema(), f"aggregate file of {aggregation}")
+
+
+def table_to_aggregate_rows(table: pa.Table, aggregation: str, layout: AggregateLayout) -> list[AggregateRow]:
+    """The rows of a table of the layout's schema, in the table's order."""
     column = table.column
     starts = column("window_start").cast(pa.int64()).to_pylist()
     ends = column("window_end").cast(pa.int64()).to_pylist()
     keys = list(zip(*(column(name).to_pylist() for name, _ in layout.key), strict=True))
     measures: list[list[MeasureStats | None]] = [[] for _ in starts]
     for m in layout.measures:
-        for row, values in zip(measures, zip(*(column(f"{m}_{s}").to_pylist() for s in _STATISTICS[:4]),
+        for row, values in zip(measures, zip(*(column(f"{m}_{s}").to_pylist() for s in STATISTICS[:4]),
                                              strict=True), strict=True):
             row.append(None if values[0] is None else MeasureStats(*values))
     return [AggregateRow(aggregation, window, start, end, key, tuple(stats), revision, late)
@@ -177,7 +187,7 @@ def aggregate_row_to_hash(row: AggregateRow, layout: AggregateLayout) -> dict[st
     fields.update({f"key.{column}": _text(part) for (column, _), part in zip(layout.key, row.key, strict=True)})
     for column, stats in zip(layout.measures, row.measures, strict=True):
         if stats is None:
-            fields.update({f"{column}.{statistic}": "" for statistic in _STATISTICS})
+            fields.update({f"{column}.{statistic}": "" for statistic in STATISTICS})
         else:
             fields.update({f"{column}.count": str(int(stats.count)), f"{column}.sum": repr(float(stats.sum)),
                            f"{column}.min": repr(float(stats.min)), f"{column}.max": repr(float(stats.max)),
@@ -191,5 +201,5 @@ def layout_fields(layout: AggregateLayout) -> Mapping[str, str]:
              "revision": "int", "late_count": "int"}  # the same order as aggregate_row_to_hash's
     found.update({f"key.{column}": key_type for column, key_type in layout.key})
     found.update({f"{column}.{statistic}": "int" if statistic == "count" else "float"
-                  for column in layout.measures for statistic in _STATISTICS})
+                  for column in layout.measures for statistic in STATISTICS})
     return found

@@ -25,6 +25,7 @@ from ops.stats import PipelineStats
 from settings import Settings
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
 from sinks.policy import RetryPolicy, retry_forever
+from sinks.ranking import ObjectCache, TopKeys, read_top_keys
 from sinks.redis_store import RedisWindowStore
 from sinks.rollups import AggregateRollupRead, RollupRead, read_aggregate_rollups, read_rollups
 from tables.families import Family
@@ -46,6 +47,7 @@ class Outputs:
         self._rng = random.Random()
         self._open_lock = threading.Lock()
         self._opened = False
+        self._window_objects = ObjectCache()  # the top keys' decoded window objects
 
     def _ensure_open(self) -> None:
         with self._open_lock:
@@ -135,6 +137,12 @@ class Outputs:
         """A spec's aggregation's rollup rows of [from_ms, to_ms) from the lake; not retried."""
         return await self.call_once("s3", "read", read_aggregate_rollups, self.lake, aggregation, layout, period,
                                     from_ms, to_ms)
+
+    async def read_top_keys(self, aggregation: str, layout: AggregateLayout, window: str, newest_start_ms: int,
+                            measure: str, statistic: str, descending: bool, n: int, exact_start: bool) -> TopKeys:
+        """A closed window's top keys by a measure statistic, from the lake (sinks/ranking.py); not retried."""
+        return await self.call_once("s3", "read", read_top_keys, self.lake, self._window_objects, aggregation, layout,
+                                    window, newest_start_ms, measure, statistic, descending, n, exact_start)
 
     async def call_once(self, sink: str, operation: str, fn: Callable[..., T], *args: Any) -> T:
         """A read for the web views: one attempt, so a store outage answers 503 at once."""

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from aggregations.spec import Aggregation, KeyValue, Spec
 from batch.periods import parse_time
+from formats.aggregates import STATISTICS
 from formats.events import iso_utc as iso
 from formats.keys import MAX_PART_CHARS
 from formats.lake import PERIOD_MS
@@ -121,6 +122,25 @@ def aggregation_to_api(aggregation: Aggregation) -> dict[str, Any]:
             "where": [{"field": c.path.text, "values": list(c.values)} for c in aggregation.where],
             "distinct": [{**field(part.path), "type": part.type} for part in aggregation.distinct],
             "windows": list(aggregation.windows), "redis": aggregation.redis}
+
+
+def parse_measure(query: Mapping[str, str], aggregation: Aggregation) -> tuple[str, str]:
+    """`measure` as ``<measure column>.<statistic>`` (the alert rules' form): (column, statistic)."""
+    text = query.get("measure", "")
+    column, _, statistic = text.rpartition(".")
+    columns = [measure.column for measure in aggregation.measures]
+    if column not in columns or statistic not in STATISTICS:
+        raise BadParameterError(f"measure must be <measure>.<statistic>: a measure of {aggregation.name!r}, "
+                                f"{', '.join(columns)}, and one of {', '.join(STATISTICS)} (got {text[:64]!r})")
+    return column, statistic
+
+
+def parse_order(query: Mapping[str, str]) -> bool:
+    """`order`: "desc" (the default, highest first) or "asc"; True for descending."""
+    text = query.get("order", "desc")
+    if text not in ("desc", "asc"):
+        raise BadParameterError(f"order must be 'desc' or 'asc', got {text[:64]!r}")
+    return text == "desc"
 
 
 def parse_limit(query: Mapping[str, str], default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:

@@ -9,8 +9,9 @@ every worker can read:
 - `/v1/windows/{window}/closed` reads the latest closed windows from Redis;
 - `/v1/alerts` reads the alerts firing now and the recent ones from Redis;
 - `/v1/rollups/{hourly|daily}` reads the batch layer's rollups of a range from the lake;
-- `/v1/aggregations` lists a spec's aggregations, and `/v1/aggregations/{aggregation}/{window}/closed`
-  reads one key's latest closed windows from Redis.
+- `/v1/aggregations` lists a spec's aggregations, `/v1/aggregations/{aggregation}/{window}/closed`
+  reads one key's latest closed windows from Redis, `.../open` its open ones from its owner, and
+  `.../top` ranks a closed window's keys by a measure, from the lake.
 
 Errors are JSON, `{"error": {"status": 404, "message": "..."}}`: 400 for a bad
 parameter, 404 for an unknown name, 503 while the worker is not ready.
@@ -40,7 +41,7 @@ from formats.rows import WindowRow, row_to_api
 from ops.metrics import CONTENT_TYPE_LATEST
 from sinks.policy import SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import MAX_RECENT_ALERTS
-from tables.windows import is_closed
+from tables.windows import closed_upto_ms, is_closed
 from web.params import (
     BadParameterError,
     UnknownNameError,
@@ -52,6 +53,8 @@ from web.params import (
     parse_key,
     parse_key_filter,
     parse_limit,
+    parse_measure,
+    parse_order,
     parse_rollup_range,
     parse_start,
     watermark_json,
@@ -401,6 +404,48 @@ class AggregationOpenView(ApiView):
         return self.json({"aggregation": found.name, "window": spec.name, "watermark": self.watermark(),
                           "key": {column: part for (column, _), part in zip(layout.key, key, strict=True)},
                           "open": found_rows, "served_by": str(app.conf.canonical_url)})
+
+
+TOP_KEYS: Final = 10  # keys a top-keys request answers by default (at most MAX_LIMIT)
+
+
+@blueprint.route("/aggregations/{aggregation}/{window}/top", name="aggregation-top")
+class AggregationTopView(ApiView):
+    """The keys of a spec's aggregation's newest closed window (or the closed window at `start`) ranked
+    by `measure` (``<measure>.<statistic>``), highest first (`order=asc`: lowest), from the lake (any
+    worker answers; sinks/ranking.py); `keys` counts the window's keys that had the measure, `parts` the
+    stage-2 partitions whose export of the window was read."""
+
+    async def get(self, request: web.Request, aggregation: str, window: str) -> web.Response:
+        found = find_aggregation(self.app.settings.pipeline.spec, aggregation)
+        spec = find_aggregation_window(self.app.settings.pipeline.windows, found, window)
+        measure, statistic = parse_measure(request.query, found)
+        descending = parse_order(request.query)
+        limit = parse_limit(request.query, default=TOP_KEYS)
+        low_ms = self.app.stats.low_frontier_ms
+        exact = "start" in request.query
+        if exact:
+            newest = parse_start(request.query, spec)
+            if not is_closed(newest, spec.size_ms, low_ms):
+                raise UnknownNameError(f"window {spec.name!r} starting at {iso_utc(newest)} is not closed yet: its "
+                                       f"keys' values so far are at /v1/aggregations/{found.name}/{spec.name}/open")
+        elif low_ms is None:
+            newest = None
+        else:
+            newest = closed_upto_ms(spec.size_ms, low_ms)
+            newest -= newest % spec.step_ms
+        layout = found.layout()
+        answer: dict[str, Any] = {"aggregation": found.name, "window": spec.name, "watermark": self.watermark(),
+                                  "measure": f"{measure}.{statistic}", "order": "desc" if descending else "asc"}
+        if newest is None:
+            return self.json({**answer, "window_start_ms": None, "window_start": None, "keys": 0, "parts": 0,
+                              "top": []})
+        read = await self.app.outputs.read_top_keys(found.name, layout, spec.name, newest, measure, statistic,
+                                                    descending, limit, exact)
+        start = read.window_start_ms
+        return self.json({**answer, "window_start_ms": start, "window_start": None if start is None else iso_utc(start),
+                          "keys": read.keys, "parts": read.parts, "skipped": read.skipped,
+                          "top": [aggregate_row_to_api(row, layout) for row in read.rows]})
 
 
 AGGREGATE_ROLLUP_ROWS: Final = 1_000  # rows a request of a spec's rollups answers by default

@@ -1,0 +1,137 @@
+"""A closed window's keys ranked by one measure statistic, from the lake (GET
+/v1/aggregations/{aggregation}/{window}/top, and the dashboard's top keys).
+
+The lake holds every key of a spec's window instance, whatever the aggregation's Redis output,
+one object per stage-2 partition (formats/lake.py ``spec_aggregate_key``). So the ranking of the
+newest closed window is: list the folder of the hour its start is in, take the newest start
+there whose window the watermark has closed, GET its objects, sort. The stores keep no ranking
+of their own: Redis indexes windows per key.
+
+A window's objects land as each stage-2 partition exports it, within the export delay after the
+watermark passed its end; until the last one has, the ranking covers the partitions that have
+(``parts`` says how many objects it read). Objects are cached by key and ETag, so a dashboard
+polling the same window costs one LIST per poll; a restated object has a new ETag and is read again.
+
+Blocking (S3 calls): run it in a thread, not on an event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from formats.aggregates import AggregateLayout, AggregateRow, parquet_to_aggregate_table, table_to_aggregate_rows
+from formats.lake import HOUR_MS, parse_spec_aggregate_key, spec_aggregate_hour_prefix
+from sinks.lake import LakeReader
+
+__all__ = ["CACHED_OBJECTS", "HOURS_SEARCHED", "ObjectCache", "TopKeys", "rank_table", "read_top_keys"]
+
+log = logging.getLogger(__name__)
+
+READ_THREADS: Final = 8  # parallel GETs: one object per stage-2 partition
+CACHED_OBJECTS: Final = 64  # decoded window objects kept per worker (a few windows of 8-16 partitions)
+HOURS_SEARCHED: Final = 3  # hour folders listed back from the newest closed start before giving up
+
+
+class ObjectCache:
+    """Decoded window objects by (key, ETag), least recently used first out; thread-safe."""
+
+    def __init__(self, size: int = CACHED_OBJECTS) -> None:
+        self._size = size
+        self._tables: OrderedDict[tuple[str, str], pa.Table] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, etag: str) -> pa.Table | None:
+        with self._lock:
+            table = self._tables.get((key, etag))
+            if table is not None:
+                self._tables.move_to_end((key, etag))
+            return table
+
+    def put(self, key: str, etag: str, table: pa.Table) -> None:
+        with self._lock:
+            self._tables[(key, etag)] = table
+            self._tables.move_to_end((key, etag))
+            while len(self._tables) > self._size:
+                self._tables.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TopKeys:
+    window_start_ms: int | None  # None: no closed window with objects in the folders searched
+    rows: list[AggregateRow]  # ranked, best first
+    keys: int = 0  # keys of the window whose rows have the measure (the ranked population)
+    parts: int = 0  # objects read: stage-2 partitions that had exported the window
+    skipped: list[str] = field(default_factory=list)  # keys of objects that are not this aggregation's files
+
+
+def rank_table(table: pa.Table, layout: AggregateLayout, measure: str, statistic: str, descending: bool,
+               n: int) -> pa.Table:
+    """The `n` rows of `table` (the layout's schema) best by the measure's statistic, among rows whose
+    measure has a value (its count is not null); ties in key order, so equal inputs rank alike."""
+    table = table.filter(pc.is_valid(table.column(f"{measure}_count")))
+    order = [(f"{measure}_{statistic}", "descending" if descending else "ascending", "at_end")]
+    order += [(name, "ascending", "at_start") for name, _ in layout.key]  # null key parts first, as the files
+    indices = pc.sort_indices(table, sort_keys=order)
+    return table.take(indices[:n])
+
+
+def read_top_keys(lake: LakeReader, cache: ObjectCache, aggregation: str, layout: AggregateLayout, window: str,
+                  newest_start_ms: int, measure: str, statistic: str, descending: bool, n: int,
+                  exact_start: bool = False) -> TopKeys:
+    """The top `n` keys by the measure's statistic (layout columns) of the newest window instance starting at
+    or before `newest_start_ms` that has objects in the lake (only that start if `exact_start`)."""
+    hour = newest_start_ms - newest_start_ms % HOUR_MS
+    for back in range(1 if exact_start else HOURS_SEARCHED):
+        listed = lake.list_etags(spec_aggregate_hour_prefix(lake.prefix, aggregation, window, hour - back * HOUR_MS))
+        by_start: dict[int, list[str]] = {}
+        for key in listed:
+            parsed = parse_spec_aggregate_key(lake.prefix, aggregation, key)
+            if parsed is not None and parsed.window == window and parsed.window_start_ms <= newest_start_ms \
+                    and (not exact_start or parsed.window_start_ms == newest_start_ms):
+                by_start.setdefault(parsed.window_start_ms, []).append(key)
+        if by_start:
+            start = max(by_start)
+            keys = sorted(by_start[start])
+            return _rank(lake, cache, aggregation, layout, start, keys, listed, measure, statistic, descending, n)
+    return TopKeys(None, [])
+
+
+def _rank(lake: LakeReader, cache: ObjectCache, aggregation: str, layout: AggregateLayout, start: int,
+          keys: Sequence[str], etags: dict[str, str], measure: str, statistic: str, descending: bool,
+          n: int) -> TopKeys:
+    tables: dict[str, pa.Table] = {}
+    missing = []
+    for key in keys:
+        cached = cache.get(key, etags[key])
+        if cached is None:
+            missing.append(key)
+        else:
+            tables[key] = cached
+    with ThreadPoolExecutor(min(READ_THREADS, max(1, len(missing)))) as pool:
+        bodies = list(pool.map(lake.get_bytes, missing))
+    skipped = []
+    for key, body in zip(missing, bodies, strict=True):
+        try:
+            table = parquet_to_aggregate_table(body, aggregation, layout)
+        except (ValueError, pa.ArrowException) as exc:
+            log.warning("top keys: s3://%s/%s is not a window file of %s (%s): left out", lake.bucket, key,
+                        aggregation, exc)
+            skipped.append(key)
+            continue
+        cache.put(key, etags[key], table)
+        tables[key] = table
+    if not tables:
+        return TopKeys(start, [], 0, 0, skipped)
+    whole = pa.concat_tables([tables[key] for key in keys if key in tables])
+    ranked = rank_table(whole, layout, measure, statistic, descending, n)
+    population = len(whole) - whole.column(f"{measure}_count").null_count
+    return TopKeys(start, table_to_aggregate_rows(ranked, aggregation, layout), population, len(tables), skipped)
