@@ -151,6 +151,8 @@ class LakeReader(Protocol):
 
     def list_etags(self, prefix: str) -> dict[str, str]: ...
 
+    def list_folders(self, prefix: str) -> list[str]: ...
+
     def get_bytes(self, key: str) -> bytes: ...
 
 
@@ -292,6 +294,22 @@ class S3Lake:
                 page = client.list_objects_v2(**request)
             for item in page.get("Contents", []):
                 found[str(item["Key"])] = str(item["ETag"]).strip('"')
+            if not page.get("IsTruncated"):
+                return found
+            token = str(page["NextContinuationToken"])
+
+    def list_folders(self, prefix: str) -> list[str]:
+        """The folders right under ``prefix`` (absolute, ending in "/"), each ending in "/"."""
+        client = self._require_client()
+        found: list[str] = []
+        token: str | None = None
+        while True:
+            request: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "Delimiter": "/"}
+            if token is not None:
+                request["ContinuationToken"] = token
+            with self._translate_errors("list", prefix):
+                page = client.list_objects_v2(**request)
+            found.extend(str(item["Prefix"]) for item in page.get("CommonPrefixes", []))
             if not page.get("IsTruncated"):
                 return found
             token = str(page["NextContinuationToken"])

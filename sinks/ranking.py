@@ -3,8 +3,9 @@
 
 The lake holds every key of a spec's window instance, whatever the aggregation's Redis output,
 one object per stage-2 partition (formats/lake.py ``spec_aggregate_key``). So the ranking of the
-newest closed window is: list the folder of the hour its start is in, take the newest start
-there whose window the watermark has closed, GET its objects, sort. The stores keep no ranking
+newest closed window is: list the folder of the hour its start is in (or, when it holds none, the
+newest hour folder before it), take the newest start there whose window the watermark has closed, GET
+its objects, sort. The stores keep no ranking
 of their own: Redis indexes windows per key.
 
 A window's objects land as each stage-2 partition exports it, within the export delay after the
@@ -20,9 +21,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Final
 
 import pyarrow as pa
@@ -32,13 +34,13 @@ from formats.aggregates import AggregateLayout, AggregateRow, parquet_to_aggrega
 from formats.lake import HOUR_MS, parse_spec_aggregate_key, spec_aggregate_hour_prefix
 from sinks.lake import LakeReader
 
-__all__ = ["CACHED_OBJECTS", "HOURS_SEARCHED", "ObjectCache", "TopKeys", "rank_table", "read_top_keys"]
+__all__ = ["CACHED_OBJECTS", "ObjectCache", "TopKeys", "rank_table", "read_top_keys"]
 
 log = logging.getLogger(__name__)
 
 READ_THREADS: Final = 8  # parallel GETs: one object per stage-2 partition
 CACHED_OBJECTS: Final = 64  # decoded window objects kept per worker (a few windows of 8-16 partitions)
-HOURS_SEARCHED: Final = 3  # hour folders listed back from the newest closed start before giving up
+_HOUR_LEVELS: Final = 4  # year=, month=, day=, hour=
 
 
 class ObjectCache:
@@ -89,9 +91,10 @@ def read_top_keys(lake: LakeReader, cache: ObjectCache, aggregation: str, layout
                   exact_start: bool = False) -> TopKeys:
     """The top `n` keys by the measure's statistic (layout columns) of the newest window instance starting at
     or before `newest_start_ms` that has objects in the lake (only that start if `exact_start`)."""
-    hour = newest_start_ms - newest_start_ms % HOUR_MS
-    for back in range(1 if exact_start else HOURS_SEARCHED):
-        listed = lake.list_etags(spec_aggregate_hour_prefix(lake.prefix, aggregation, window, hour - back * HOUR_MS))
+    folder = spec_aggregate_hour_prefix(lake.prefix, aggregation, window, newest_start_ms - newest_start_ms % HOUR_MS)
+    folders = [folder] if exact_start else chain([folder], _hour_folders_before(lake, folder))
+    for listed_folder in folders:
+        listed = lake.list_etags(listed_folder)
         by_start: dict[int, list[str]] = {}
         for key in listed:
             parsed = parse_spec_aggregate_key(lake.prefix, aggregation, key)
@@ -100,9 +103,31 @@ def read_top_keys(lake: LakeReader, cache: ObjectCache, aggregation: str, layout
                 by_start.setdefault(parsed.window_start_ms, []).append(key)
         if by_start:
             start = max(by_start)
-            keys = sorted(by_start[start])
-            return _rank(lake, cache, aggregation, layout, start, keys, listed, measure, statistic, descending, n)
+            return _rank(lake, cache, aggregation, layout, start, sorted(by_start[start]), listed, measure,
+                         statistic, descending, n)
     return TopKeys(None, [])
+
+
+def _hour_folders_before(lake: LakeReader, hour_folder: str) -> Iterator[str]:
+    """The window's hour folders in the lake before `hour_folder` (``.../year=/month=/day=/hour=/``),
+    newest first: one LIST per folder level visited, so an aggregation whose newest window is days old
+    costs a few calls, not one per hour. The names are zero-padded, so they sort as the times they name."""
+    base = hour_folder
+    for _ in range(_HOUR_LEVELS):
+        base = base[:base.rindex("/", 0, len(base) - 1) + 1]
+    target = hour_folder[len(base):]
+
+    def walk(prefix: str, level: int) -> Iterator[str]:
+        for folder in sorted(lake.list_folders(prefix), reverse=True):
+            relative = folder[len(base):]
+            if relative > target[:len(relative)] or (level == _HOUR_LEVELS and relative == target):
+                continue  # later than the hour asked for, or that hour itself (already listed)
+            if level == _HOUR_LEVELS:
+                yield folder
+            else:
+                yield from walk(folder, level + 1)
+
+    yield from walk(base, 1)
 
 
 def _rank(lake: LakeReader, cache: ObjectCache, aggregation: str, layout: AggregateLayout, start: int,

@@ -19,6 +19,7 @@ from formats.raw import RawColumns, parquet_to_events, parquet_to_raw
 from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
 from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
 from sinks.policy import S3BucketNotFoundError, SinkUnavailableError
+from sinks.ranking import ObjectCache, read_top_keys
 from testing.reference import exact
 
 START_MS = 1763251170000  # 2025-11-15T23:59:30Z
@@ -155,6 +156,29 @@ def test_a_specs_rows_go_to_their_aggregations_folder(lake: S3Lake, s3: Any, buc
     assert parquet_to_aggregate_rows(body, "devices", layout) == rows[::-1]
     assert lake.put_aggregate_rows("devices", "tumbling_1m", START_MS, 3, rows, layout) == key  # replaced whole
     assert keys(s3, bucket) == [key]
+
+
+def test_the_top_keys_of_the_newest_window_found_by_walking_the_folders(lake: S3Lake) -> None:
+    """sinks/ranking.py on the real S3: the folder listing (Delimiter) finds the newest window days back."""
+    layout = AggregateLayout(key=(("device_id", "string"),), measures=("temp",))
+    starts = (START_MS - 86_400_000, START_MS, START_MS + 30_000)  # a day before, 23:59:30, 00:00 the next day
+
+    def rows(start: int) -> list[AggregateRow]:
+        return [AggregateRow("devices", "tumbling_1m", start, start + 60_000, (f"d-{d}",),
+                             (MeasureStats(d + 1, 10.0 * d + start % 7, 0.0, 9.0),)) for d in range(6)]
+
+    for start in starts:
+        lake.put_aggregate_rows("devices", "tumbling_1m", start, 0, rows(start)[::2], layout)
+        lake.put_aggregate_rows("devices", "tumbling_1m", start, 1, rows(start)[1::2], layout)
+    folder = "lake/aggregated/devices/tumbling_1m/"
+    assert lake.list_folders(folder) == [f"{folder}year=2025/"]
+    assert lake.list_folders(f"{folder}year=2025/month=11/") == [f"{folder}year=2025/month=11/day={d}/"
+                                                                 for d in (14, 15, 16)]
+    for newest, found in ((START_MS + 7 * 86_400_000, starts[2]), (START_MS + 29_999, starts[1]),
+                          (START_MS - 1, starts[0])):
+        top = read_top_keys(lake, ObjectCache(), "devices", layout, "tumbling_1m", newest, "temp", "sum", True, 3)
+        assert (top.window_start_ms, top.parts, top.keys) == (found, 2, 6)
+        assert top.rows == sorted(rows(found), key=lambda row: -row.measures[0].sum)[:3]  # type: ignore[union-attr]
 
 
 def test_missing_bucket_is_bucket_not_found(stack: Endpoints, aws_env: None, unique_name: str) -> None:

@@ -28,6 +28,7 @@ LAYOUT = DEVICES.layout()
 PREFIX = "lake/"
 T0 = 1_796_000_400_000  # 2026-11-30T01:00:00Z, a whole hour
 MINUTE = 60_000
+HOUR = 3_600_000
 
 
 class MemoryLake:
@@ -36,6 +37,7 @@ class MemoryLake:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
         self.gets: list[str] = []
+        self.lists: list[str] = []
 
     bucket = "bucket"
     prefix = PREFIX
@@ -43,6 +45,11 @@ class MemoryLake:
     def list_etags(self, prefix: str) -> dict[str, str]:
         return {key: hashlib.md5(body).hexdigest() for key, body in sorted(self.objects.items())  # noqa: S324
                 if key.startswith(prefix)}
+
+    def list_folders(self, prefix: str) -> list[str]:
+        self.lists.append(prefix)
+        return sorted({prefix + key[len(prefix):].split("/", 1)[0] + "/" for key in self.objects
+                       if key.startswith(prefix) and "/" in key[len(prefix):]})
 
     def get_bytes(self, key: str) -> bytes:
         self.gets.append(key)
@@ -145,13 +152,26 @@ def test_a_given_start_and_an_open_one(lake: tuple[MemoryLake, dict[int, list[Ag
     assert "not closed yet" in response.body["error"]["message"]
 
 
-def test_no_watermark_or_no_objects_answer_no_window(lake: tuple[MemoryLake, dict[int, list[AggregateRow]]]) -> None:
+def test_no_watermark_or_no_closed_window_answer_no_window(lake: tuple[MemoryLake, dict[int, list[AggregateRow]]]
+                                                           ) -> None:
     memory, _ = lake
     assert get(memory, ObjectCache(), None, measure="metrics_temp.mean").body["window_start_ms"] is None
-    far = T0 + 10 * 3_600_000  # three hour folders back from here hold nothing
-    body = get(memory, ObjectCache(), far, measure="metrics_temp.mean").body
+    body = get(memory, ObjectCache(), T0 + MINUTE - 1, measure="metrics_temp.mean").body  # minute 0 still open
     assert (body["window_start_ms"], body["top"], body["keys"], body["parts"]) == (None, [], 0, 0)
     assert memory.gets == []
+
+
+def test_the_newest_window_found_in_an_earlier_hour_or_day(lake: tuple[MemoryLake, dict[int, list[AggregateRow]]]
+                                                          ) -> None:
+    memory, written = lake
+    later = window_rows(random.Random(8), T0 + 5 * HOUR, 4)  # after the first watermark below: left out then
+    write(memory, later, parts=2)
+    for low, rows in ((T0 + 3 * HOUR, written[T0 + 2 * MINUTE]), (T0 + 3 * 24 * HOUR, later)):
+        memory.lists.clear()
+        body = get(memory, ObjectCache(), low, measure="metrics_temp.sum", limit="1000").body
+        assert body["window_start_ms"] == rows[0].window_start_ms
+        assert body["top"] == [aggregate_row_to_api(r, LAYOUT) for r in expected(rows, 0, "sum", True, 1000)]
+        assert len(memory.lists) <= 4  # a LIST per folder level walked, not one per hour between
 
 
 def test_objects_are_read_once_until_their_etag_changes(lake: tuple[MemoryLake, dict[int, list[AggregateRow]]]) -> None:
