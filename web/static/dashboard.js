@@ -31,6 +31,12 @@
   const ROLLUP_PERIODS = { hourly: 3600000, daily: 86400000 };
   const ROLLUP_MEASURES = ["count", "distinct_users", "sum", "mean", "p50", "p95", "p99", "min", "max"];
   const MEASURES = ["count", "sum", "mean", "min", "max"];
+  // With an AGGREGATIONS spec: the top keys of the newest closed window, read from the lake (one LIST per
+  // poll while the window stays the same: the worker caches its objects), and their closed windows from Redis.
+  const TOP_POLL_MS = 5000;
+  const TOP_TIMEOUT_MS = 10000;
+  const TOP_LIMIT = 10;
+  const TOP_STATISTICS = ["max", "mean", "min", "sum", "count"];
   const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2",
     "#db2777", "#65a30d", "#475569", "#ea580c", "#4f46e5", "#0d9488"];
 
@@ -40,6 +46,11 @@
     error: null,
     unreachableSince: null,
     lastOkAt: null,
+    spec: null, // the aggregations of /v1/aggregations once it answered; [] when the worker runs the article's job
+    // The top keys panel (a spec only): the selection, the ranked rows of /v1/aggregations/{a}/{w}/top, and
+    // the series drawn (a line per ranked key, from its closed windows in Redis).
+    top: { aggregation: null, window: null, measure: null, order: "desc", window_start_ms: null, rows: [],
+      keys: 0, parts: 0, series: [], error: null, historyError: null, polls: 0 },
     windows: [], // from /v1/windows
     window: null,
     measure: "count",
@@ -64,6 +75,10 @@
   const rollupPlots = { hourly: null, daily: null };
   const rollupKeys = { hourly: "", daily: "" }; // what each plot was built for, as valuesKey
   let refreshTimer = null;
+  let topPlot = null;
+  let topKey = ""; // what topPlot was built for, as valuesKey
+  let topTimer = null;
+  let topGeneration = 0; // a new selection starts a new generation; an older poll's answer is dropped
   let recentTotals = []; // {total, at} of the last RATE_SPAN + 1 polls
 
   const $ = (id) => document.getElementById(id);
@@ -156,8 +171,9 @@
     const started = performance.now();
     let answers = null;
     try {
+      if (state.spec == null) await loadSpec();
       if (state.windows.length === 0) await loadWindows();
-      answers = await fetchAll({ window: state.window, measure: state.measure });
+      answers = await fetchAll({ window: specMode() ? null : state.window, measure: state.measure });
       setReachable(null);
     } catch (err) {
       setReachable(err);
@@ -187,9 +203,64 @@
     onStatus(status, requestedAt);
     onAlerts(alerts); // before the chart: its markers come from these alerts
     // A selection changed while the requests were out: their answer is for the old one.
-    if (selection.window === state.window && selection.measure === state.measure) {
+    if (!specMode() && selection.window === state.window && selection.measure === state.measure) {
       onWindowValues(selection, closed, open);
     }
+  }
+
+  const specMode = () => state.spec != null && state.spec.length > 0;
+
+  // Which panels show depends on the worker's job: with a spec, the top keys take the place of the event
+  // types' window values, and the batch rollups are per aggregation (the API names them).
+  async function loadSpec() {
+    const body = await getJSON("/v1/aggregations");
+    state.spec = body.aggregations || [];
+    document.body.dataset.mode = specMode() ? "spec" : "article";
+    if (!specMode()) {
+      pollRollups();
+      return;
+    }
+    $("values-card").hidden = true;
+    $("top-card").hidden = false;
+    $("rollups-charts").hidden = true;
+    $("rollups-caption").hidden = true;
+    $("rollup-measure-select").parentElement.hidden = true;
+    const note = $("rollups-note");
+    note.textContent = "This worker runs an AGGREGATIONS spec: each aggregation's hourly and daily rollups are at " +
+      "/v1/aggregations/{aggregation}/rollups/{period}.";
+    note.hidden = false;
+    const hash = readHash();
+    fillSelect($("agg-select"), state.spec.map((a) => a.name));
+    const wanted = state.spec.find((a) => a.name === hash.get("aggregation")) || state.spec[0];
+    setAggregation(wanted.name, hash.get("agg_window"), hash.get("agg_measure"));
+    state.top.order = hash.get("order") === "asc" ? "asc" : "desc";
+    $("agg-order-select").value = state.top.order;
+    pollTop(++topGeneration);
+  }
+
+  function fillSelect(select, values, labels) {
+    select.replaceChildren(...values.map((value, i) => {
+      const option = document.createElement("option");
+      option.value = value;
+      option.textContent = labels ? labels[i] : value;
+      return option;
+    }));
+  }
+
+  const aggregationOf = (name) => state.spec.find((a) => a.name === name);
+
+  // An aggregation's windows and measures fill their selects; a window or measure it lacks falls back to its first.
+  function setAggregation(name, windowName, measure) {
+    const aggregation = aggregationOf(name);
+    const measures = aggregation.measures.flatMap((m) => TOP_STATISTICS.map((s) => `${m.column}.${s}`));
+    fillSelect($("agg-window-select"), aggregation.windows);
+    fillSelect($("agg-measure-select"), measures);
+    Object.assign(state.top, { aggregation: name,
+      window: aggregation.windows.includes(windowName) ? windowName : aggregation.windows[0],
+      measure: measures.includes(measure) ? measure : measures[0] });
+    $("agg-select").value = name;
+    $("agg-window-select").value = state.top.window;
+    $("agg-measure-select").value = state.top.measure;
   }
 
   async function loadWindows() {
@@ -467,6 +538,136 @@
     el.hidden = notes.length === 0;
   }
 
+  // ---- top keys (a spec) -------------------------------------------------------------
+
+  const aggregationPath = (top, what, query) =>
+    `/v1/aggregations/${encodeURIComponent(top.aggregation)}/${encodeURIComponent(top.window)}/${what}?${query}`;
+
+  // A key's parts as the closed-window endpoint takes them: one parameter per column, empty for a null part.
+  const keyQuery = (key) => Object.entries(key).map(([column, part]) => [column, part == null ? "" : String(part)]);
+  const keyText = (key) => Object.values(key).map((part) => (part == null ? "null" : String(part))).join(" · ");
+
+  // A statistic of a row's measure; a measure without a value, or a non-finite one (sent as its repr), is null.
+  function statOf(row, measure) {
+    const dot = measure.lastIndexOf(".");
+    const stats = row.measures[measure.slice(0, dot)];
+    const statistic = measure.slice(dot + 1);
+    const value = stats ? stats[statistic] : null;
+    return typeof value === "number" ? value : null;
+  }
+
+  async function pollTop(generation) {
+    if (generation !== topGeneration) return;
+    clearTimeout(topTimer);
+    const selection = { ...state.top };
+    const query = new URLSearchParams({ measure: selection.measure, order: selection.order, limit: TOP_LIMIT });
+    let answer = null;
+    let error = null;
+    let historyError = null;
+    const history = new Map();
+    try {
+      answer = await getJSON(aggregationPath(selection, "top", query), TOP_TIMEOUT_MS);
+      if (aggregationOf(selection.aggregation).redis === "every") {
+        const asked = await Promise.allSettled(answer.top.map((r) => getJSON(aggregationPath(selection, "closed",
+          new URLSearchParams([...keyQuery(r.key), ["limit", CLOSED_LIMIT]])))));
+        asked.forEach((result, i) => {
+          if (result.status === "fulfilled") history.set(keyText(answer.top[i].key), result.value.closed || []);
+          else historyError = result.reason.message;
+        });
+      }
+    } catch (err) {
+      error = err.message;
+    }
+    if (generation !== topGeneration) return; // the selection changed while the requests were out
+    if (answer) {
+      Object.assign(state.top, { window_start_ms: answer.window_start_ms, rows: answer.top, keys: answer.keys,
+        parts: answer.parts, series: topSeries(answer.top, history, selection.measure) });
+    }
+    Object.assign(state.top, { error, historyError, polls: state.top.polls + 1 });
+    renderTop();
+    topTimer = setTimeout(() => pollTop(generation), TOP_POLL_MS);
+  }
+
+  // A line per ranked key, in rank order: its closed windows from Redis, and the ranked window itself.
+  function topSeries(rows, history, measure) {
+    return rows.map((r) => {
+      const key = keyText(r.key);
+      const points = new Map((history.get(key) || []).map((h) => [h.window_start_ms, statOf(h, measure)]));
+      points.set(r.window_start_ms, statOf(r, measure));
+      return { key, points: [...points].map(([start_ms, value]) => ({ start_ms, value })).sort(byStart) };
+    });
+  }
+
+  function renderTop() {
+    const { rows, series, measure, window: name, aggregation, error, historyError } = state.top;
+    $("top").tBodies[0].replaceChildren(...rows.map((r, i) => {
+      const stats = r.measures[measure.slice(0, measure.lastIndexOf("."))];
+      const tr = row([[String(i + 1), "num"], [keyText(r.key), "type"], [fmtNum(statOf(r, measure)), "num"],
+        [fmtInt(stats ? stats.count : null), "num"],
+        [r.revision ? `${r.revision} (${fmtNum(r.late_count)} late)` : "—", "num"]]);
+      tr.children[1].style.setProperty("--swatch", colorOf(keyText(r.key)));
+      tr.children[1].title = keyText(r.key);
+      tr.dataset.key = JSON.stringify(r.key);
+      tr.dataset.value = String(statOf(r, measure));
+      return tr;
+    }));
+    const el = $("top-chart");
+    const advance = (state.windows.find((w) => w.name === name) || {}).advance_ms;
+    const xs = windowStarts(series.map((s) => ({ closed: s.points, open: [] })), advance);
+    const index = new Map(xs.map((x, i) => [x, i]));
+    const data = [xs.map((x) => x / 1000)];
+    for (const s of series) {
+      const ys = new Array(xs.length).fill(null);
+      for (const p of s.points) ys[index.get(p.start_ms)] = p.value;
+      data.push(ys);
+    }
+    const plotKey = JSON.stringify([aggregation, name, measure, series.map((s) => s.key)]);
+    if (topPlot && plotKey === topKey) {
+      topPlot.setData(data);
+    } else {
+      if (topPlot) topPlot.destroy();
+      topPlot = new uPlot({
+        width: chartWidth(el), height: 340,
+        padding: [null, 28, null, null],
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+        scales: { x: { time: true } },
+        series: [{ label: "window start" }, ...series.map((s) => ({ label: s.key, stroke: colorOf(s.key), width: 2,
+          points: { show: true, size: 5, fill: colorOf(s.key) } }))],
+        axes: [{ values: timeTicks, incrs: WINDOW_INCRS },
+          { label: measure, size: 70, values: (u, ticks) => ticks.map(fmtNum) }],
+        legend: { live: true },
+      }, data, el);
+      topKey = plotKey;
+    }
+    Object.assign(el.dataset, { aggregation, window: name, measure, series: String(series.length),
+      points: String(series.reduce((a, s) => a + s.points.filter((p) => p.value != null).length, 0)) });
+    const start = state.top.window_start_ms;
+    $("top-summary").textContent = start == null ? "" :
+      `window ${fmtTime(start)} UTC · ${fmtInt(state.top.keys)} keys · ${fmtInt(state.top.parts)} partitions read`;
+    const notes = [];
+    if (error) notes.push(`Top keys unavailable: ${error}; showing the last answer.`);
+    if (historyError) notes.push(`Some keys' closed windows are unavailable: ${historyError}.`);
+    if (!error && start == null) notes.push("No closed window of this aggregation yet: keys appear once one closes.");
+    const redis = aggregationOf(aggregation).redis;
+    if (redis !== "every") {
+      const kept = redis === "off" ? "no window" : "only the newest window";
+      notes.push(`This aggregation keeps ${kept} per key in Redis: the chart shows the ranked window only.`);
+    }
+    const note = $("top-note");
+    note.textContent = notes.join(" ");
+    note.hidden = notes.length === 0;
+  }
+
+  function selectTop(changes) {
+    if (changes.aggregation) setAggregation(changes.aggregation, state.top.window, state.top.measure);
+    else Object.assign(state.top, changes);
+    Object.assign(state.top, { rows: [], series: [], window_start_ms: null, keys: 0, parts: 0, error: null,
+      historyError: null });
+    writeHash();
+    renderTop();
+    pollTop(++topGeneration);
+  }
+
   // ---- alerts ------------------------------------------------------------------------
 
   function onAlerts(result) {
@@ -732,12 +933,14 @@
   function watchSize() {
     const observer = new ResizeObserver(() => {
       if (valuesPlot) valuesPlot.setSize({ width: chartWidth($("window-chart")), height: 340 });
+      if (topPlot) topPlot.setSize({ width: chartWidth($("top-chart")), height: 340 });
       if (ratePlot) ratePlot.setSize({ width: chartWidth($("rate-chart")), height: 220 });
       for (const [period, plot] of Object.entries(rollupPlots)) {
         if (plot) plot.setSize({ width: chartWidth($(`rollup-${period}-chart`)), height: 260 });
       }
     });
     observer.observe($("window-chart"));
+    observer.observe($("top-chart"));
     observer.observe($("rate-chart"));
     observer.observe($("rollup-hourly-chart"));
     observer.observe($("rollup-daily-chart"));
@@ -751,6 +954,11 @@
 
   function writeHash() {
     const params = new URLSearchParams({ window: state.window || "", measure: state.measure });
+    if (specMode()) {
+      const { aggregation, window: name, measure, order } = state.top;
+      const wanted = { aggregation, agg_window: name, agg_measure: measure, order };
+      for (const [k, v] of Object.entries(wanted)) params.set(k, v);
+    }
     history.replaceState(null, "", `#${params}`);
   }
 
@@ -785,14 +993,17 @@
     $("measure-select").value = state.measure;
     $("window-select").addEventListener("change", (e) => select({ window: e.target.value }));
     $("measure-select").addEventListener("change", (e) => select({ measure: e.target.value }));
+    $("agg-select").addEventListener("change", (e) => selectTop({ aggregation: e.target.value }));
+    $("agg-window-select").addEventListener("change", (e) => selectTop({ window: e.target.value }));
+    $("agg-measure-select").addEventListener("change", (e) => selectTop({ measure: e.target.value }));
+    $("agg-order-select").addEventListener("change", (e) => selectTop({ order: e.target.value }));
     $("rollup-measure-select").addEventListener("change", (e) => {
       if (!ROLLUP_MEASURES.includes(e.target.value)) return;
       state.rollups.measure = e.target.value;
       renderRollups();
     });
     watchSize();
-    poll();
-    pollRollups();
+    poll(); // its first answer of /v1/aggregations starts the rollups' or the top keys' polling
   }
 
   start();
