@@ -43,6 +43,7 @@ __all__ = [
     "BATCH_S3_ATTEMPTS",
     "REDIS_PERMANENT_ERRORS",
     "REDIS_TRANSIENT_ERRORS",
+    "REDIS_TRANSIENT_REPLIES",
     "S3_BUCKET_NOT_FOUND_CODES",
     "S3_PRECONDITION_FAILED_CODES",
     "S3_TRANSIENT_CODES",
@@ -84,6 +85,9 @@ REDIS_TRANSIENT_ERRORS: Final = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.OutOfMemoryError,  # maxmemory reached; expiring TTLs free memory
 )
+# Error replies redis-py raises as a plain ResponseError that mean "not now": a script running past
+# its time limit (BUSY), a replica without its master (MASTERDOWN).
+REDIS_TRANSIENT_REPLIES: Final = ("BUSY ", "MASTERDOWN ")
 
 
 class SinkUnavailableError(Exception):

@@ -6,10 +6,12 @@ import dataclasses
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
 import redis
+from helpers import wait_for
 
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints
@@ -18,7 +20,7 @@ from formats.batch import BATCH_COUNTERS, BatchRun
 from formats.keys import decode_key_part
 from formats.rows import WindowRow
 from sinks.policy import SinkConfigurationError, SinkUnavailableError
-from sinks.redis_store import MAX_INDEXED_TYPES, RedisWindowStore
+from sinks.redis_store import MAX_INDEXED_TYPES, ROWS_PER_SCRIPT, RedisWindowStore
 from testing.reference import exact
 
 START_MS = 1763251140000  # 2025-11-15T23:59:00Z
@@ -300,3 +302,50 @@ def test_a_specs_rows_follow_its_redis_output(store: RedisWindowStore, raw: redi
     assert not scan(raw, f"{prefix}agg:*d-2*")
     store.write_aggregates([aggregate_row("d-3", START_MS, 1.0)], LAYOUT, "off")
     assert not scan(raw, f"{prefix}*d-3*")
+
+
+def test_a_window_of_more_keys_than_a_script_call_takes_is_written_whole(store: RedisWindowStore,
+                                                                         raw: redis.Redis, prefix: str) -> None:
+    rows = [aggregate_row(f"d-{i}", START_MS, float(i)) for i in range(2 * ROWS_PER_SCRIPT + 1)]
+    store.write_aggregates(rows, LAYOUT, "latest")
+    assert len(scan(raw, f"{prefix}agglatest:*")) == len(rows)
+    assert store.latest_aggregates("devices", "tumbling_1m", (f"d-{len(rows) - 1}", 7), 1, LAYOUT) == [rows[-1]]
+
+
+def test_a_script_past_its_time_limit_is_a_transient_failure(store: RedisWindowStore, raw: redis.Redis,
+                                                             stack: Endpoints) -> None:
+    """Redis answers BUSY while another client's script runs past its time limit: retry, not a crash
+    (seen when one call wrote a window of 250,000 keys)."""
+    threshold = raw.config_get("lua-time-limit")["lua-time-limit"]
+    raw.config_set("lua-time-limit", 20)
+    spin = "local t = redis.call('TIME'); while tonumber(redis.call('TIME')[1]) < tonumber(t[1]) + 20 do end"
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(redis.Redis.from_url(stack.redis_url).eval, spin, 0)
+        try:
+            wait_for(lambda: _is_busy(raw), timeout_s=10, what="another client's script to hold Redis")
+            with pytest.raises(SinkUnavailableError, match="BUSY"):
+                store.write([row()])
+        finally:
+            killer = redis.Redis.from_url(stack.redis_url)
+            wait_for(lambda: _killed(killer), timeout_s=10, what="the spinning script to be killed")
+            killer.close()
+            raw.config_set("lua-time-limit", threshold)
+        with pytest.raises(redis.exceptions.ResponseError):
+            busy.result(timeout=10)
+    store.write([row()])  # and Redis takes writes again
+
+
+def _is_busy(client: redis.Redis) -> bool:
+    try:
+        client.ping()
+    except redis.exceptions.ResponseError as exc:
+        return str(exc).startswith("BUSY")
+    return False
+
+
+def _killed(client: redis.Redis) -> bool:
+    try:
+        client.script_kill()
+    except redis.exceptions.ResponseError as exc:
+        return "NOTBUSY" in str(exc)
+    return True
