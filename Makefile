@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install run stack test test-fast test-spark chaos chromium prometheus bench bench-peers bench-stages bench-batch soak clean
+.PHONY: help install kafka run stack test test-fast test-spark chaos chromium prometheus bench bench-peers bench-stages bench-batch soak clean
 
 ## help: this list
 help:
@@ -22,17 +22,34 @@ $(STAMP): requirements.txt requirements-devstack.txt requirements-test.txt const
 	  -r requirements-devstack.txt -r requirements-test.txt
 	touch $(STAMP)
 
+# The embedded stack's broker: Apache Kafka unless DEVSTACK_BROKER=tansu (README, Brokers). Kafka's jars
+# come from Maven Central, pinned by devstack/kafka/pom.xml; -C fails on a checksum mismatch.
+DEVSTACK_BROKER ?= kafka
+KAFKA_POM := devstack/kafka/pom.xml
+KAFKA_STAMP := var/kafka/.installed
+BROKER_DEPS := $(if $(filter tansu,$(DEVSTACK_BROKER)),,kafka)
+
+## kafka: Apache Kafka's jars into var/kafka/libs (Maven and Java 17; the version is devstack/kafka/pom.xml's)
+kafka: $(KAFKA_STAMP)
+
+$(KAFKA_STAMP): $(KAFKA_POM)
+	@command -v mvn >/dev/null || { echo "mvn not found: Apache Kafka's jars are fetched with Maven (and run on Java 17); install both, or set DEVSTACK_BROKER=tansu" >&2; exit 2; }
+	rm -rf var/kafka/libs
+	mvn -q -B -C -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime \
+	  -DoutputDirectory=$(CURDIR)/var/kafka/libs
+	touch $@
+
 ## run: the embedded stack, the Faust worker and a demo producer (Ctrl-C stops all);
 ## RATE events/s, of which fractions MALFORMED go to the dead-letter topic and LATE to the late topic
-run: install
+run: install $(BROKER_DEPS)
 	$(BIN)/python -m devstack run --rate $(RATE) --malformed $(MALFORMED) --late $(LATE)
 
 ## stack: only the embedded broker, S3 and Redis
-stack: install
+stack: install $(BROKER_DEPS)
 	$(BIN)/python -m devstack up
 
-## test: the whole suite (unit, integration and end-to-end on the embedded stack)
-test: install chromium prometheus
+## test: the whole suite (unit, integration and end-to-end on the embedded stack, its broker Apache Kafka)
+test: install chromium prometheus $(BROKER_DEPS)
 	$(BIN)/python -m pytest
 
 ## test-fast: the unit tests only (no servers, seconds)
@@ -56,7 +73,7 @@ test-spark: $(SPARK_STAMP)
 ## chaos: the randomized fault suite, ITERATIONS iterations from SEED (random and printed when empty); SPEC=iot or clickstream runs that shipped spec
 ITERATIONS ?= 10
 SEED ?=
-chaos: install
+chaos: install $(BROKER_DEPS)
 	$(BIN)/python tests/chaos/runner.py --iterations $(ITERATIONS) $(if $(SEED),--seed $(SEED)) $(if $(SPEC),--spec $(SPEC)) \
 	  --dir var/chaos/$$(date +%Y%m%d-%H%M%S)
 
@@ -93,7 +110,7 @@ WORKERS ?= 1
 SPEC ?=
 KEYS ?= 100000
 EVENTS_PER_KEY ?= 2
-bench: install
+bench: install $(BROKER_DEPS)
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
 	  --compression $(COMPRESSION) --workers $(WORKERS) \
 	  $(if $(SPEC),--spec $(SPEC) --keys $(KEYS) --events-per-key $(EVENTS_PER_KEY))
@@ -105,7 +122,7 @@ PEERS := var/peers
 GRACE_MS ?=
 # A million events, so that what every run pays once (the last files and windows, a start) weighs little.
 PEER_EVENTS ?= 1000000
-bench-peers: install $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed
+bench-peers: install $(BROKER_DEPS) $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed
 	$(BIN)/python -m bench.peers --events $(PEER_EVENTS) --rounds $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
 	  $(if $(GRACE_MS),--grace-ms $(GRACE_MS))
 
@@ -130,7 +147,7 @@ bench-batch: install
 ## soak: the load generator at SOAK_RATE events/s for SOAK_DURATION s against one worker: RSS, lag, close delay
 SOAK_RATE ?= 50000
 SOAK_DURATION ?= 600
-soak: install
+soak: install $(BROKER_DEPS)
 	$(BIN)/python -m bench.soak --rate $(SOAK_RATE) --duration $(SOAK_DURATION)
 
 ## clean: remove var/ (the embedded stack's data, state and logs)

@@ -94,8 +94,10 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write, alerts.send). Empty in production."),
     Setting("LOG_LEVEL", "info", "Level of the pipeline's own logs: debug, info, warning or error (faust's logs follow `faust worker -l`)."),
     Setting("DEVSTACK_DIR", "var", "Embedded stack only: directory of the services' data and logs."),
-    Setting("DEVSTACK_BROKER_PORT", "9092", "Embedded stack only: port of the Tansu broker."),
-    Setting("DEVSTACK_BROKER_STORAGE", "s3", "Embedded stack only: `s3` (topics survive restarts) or `memory`."),
+    Setting("DEVSTACK_BROKER", "kafka", "Embedded stack only: the broker it runs, `kafka` (Apache Kafka in KRaft mode: Java 17, and `make kafka` fetches it with Maven) or `tansu` (Tansu, from the Python requirements; no transactions, so no fencing: see [Brokers](#brokers))."),
+    Setting("DEVSTACK_BROKER_PORT", "9092", "Embedded stack only: port of the broker."),
+    Setting("DEVSTACK_CONTROLLER_PORT", "9093", "Embedded stack only: port of Kafka's KRaft controller (`DEVSTACK_BROKER=kafka`)."),
+    Setting("DEVSTACK_BROKER_STORAGE", "s3", "Embedded stack only: where Tansu keeps its topics, `s3` (they survive restarts) or `memory`; Kafka keeps them under `DEVSTACK_DIR`, and `memory` starts it empty."),
     Setting("DEVSTACK_S3_PORT", "8333", "Embedded stack only: S3 port of SeaweedFS, which also uses the 9 ports above it."),
     Setting("DEVSTACK_REDIS_PORT", "6379", "Embedded stack only: port of Redis."),
 )
@@ -199,7 +201,9 @@ class DevstackSettings:
     """The embedded stack. A service whose URL is set explicitly is not started."""
 
     data_dir: Path
+    broker: str  # kafka or tansu
     broker_port: int
+    controller_port: int
     broker_storage: str
     s3_port: int
     redis_port: int
@@ -523,12 +527,15 @@ def load(env: Mapping[str, str]) -> Settings:
 def load_devstack(env: Mapping[str, str]) -> DevstackSettings:
     """Parse the embedded stack's settings; explicitly set service URLs mean 'already running'."""
     read = _Reader(env)
-    ports = {name: read.parse(name, _port) for name in ("DEVSTACK_BROKER_PORT", "DEVSTACK_S3_PORT", "DEVSTACK_REDIS_PORT")}
+    ports = {name: read.parse(name, _port) for name in ("DEVSTACK_BROKER_PORT", "DEVSTACK_CONTROLLER_PORT",
+                                                          "DEVSTACK_S3_PORT", "DEVSTACK_REDIS_PORT")}
     if ports["DEVSTACK_S3_PORT"] > 65535 - 9:
         raise SettingsError("DEVSTACK_S3_PORT", "SeaweedFS needs this port and the 9 above it: expected at most 65526")
     return DevstackSettings(
         data_dir=Path(read.raw("DEVSTACK_DIR") or _DEFAULTS["DEVSTACK_DIR"]),
+        broker=read.parse("DEVSTACK_BROKER", _choice(("kafka", "tansu"), lower=True)),
         broker_port=ports["DEVSTACK_BROKER_PORT"],
+        controller_port=ports["DEVSTACK_CONTROLLER_PORT"],
         broker_storage=read.parse("DEVSTACK_BROKER_STORAGE", _choice(("s3", "memory"), lower=True)),
         s3_port=ports["DEVSTACK_S3_PORT"],
         redis_port=ports["DEVSTACK_REDIS_PORT"],

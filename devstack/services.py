@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import shutil
+import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +35,7 @@ class ServiceSpec:
     ready_timeout_s: float
     env: Mapping[str, str] = field(default_factory=dict)
     stop_grace_s: float = 10.0
+    prepare: Callable[[], None] | None = None  # run once its ports are known free, before it starts
 
 
 def s3_client(endpoint: str, credentials: Mapping[str, str]) -> Any:
@@ -103,6 +108,108 @@ def tansu(port: int, storage: str, s3_endpoint: str | None, credentials: Mapping
     # Tansu has been seen to ignore SIGTERM for > 5 s: keep the grace short, then SIGKILL.
     return ServiceSpec("broker (Tansu)", argv, {port: "DEVSTACK_BROKER_PORT"}, ready,
                        ready_timeout_s=60, env=env, stop_grace_s=5)
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+KAFKA_POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"  # the one home of Kafka's version
+KAFKA_LIBS = PROJECT_ROOT / "var" / "kafka" / "libs"  # where `make kafka` puts its jars
+# The embedded broker's settings besides its listeners and directory: one node, so every internal
+# topic has one replica; groups start at once (no initial rebalance delay, which only helps many
+# members joining a real cluster); topics exist only when the pipeline creates them, as on a
+# production cluster; and records up to 10 MiB, so that an oversized event reaches the pipeline (which
+# dead-letters it) instead of being refused by the broker. The rest is Kafka's defaults.
+KAFKA_PROPERTIES = {
+    "process.roles": "broker,controller",
+    "node.id": "1",
+    "controller.listener.names": "CONTROLLER",
+    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "inter.broker.listener.name": "PLAINTEXT",
+    "offsets.topic.replication.factor": "1",
+    "offsets.topic.num.partitions": "8",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "transaction.state.log.num.partitions": "8",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "auto.create.topics.enable": "false",
+    "message.max.bytes": str(10 * 1024 * 1024),
+}
+KAFKA_LOG4J2 = """status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.org.name = org.apache.kafka
+logger.org.level = warn
+"""
+
+
+def kafka_version() -> str:
+    """The Kafka version devstack/kafka/pom.xml pins."""
+    import xml.etree.ElementTree as ET
+
+    found = ET.parse(KAFKA_POM).getroot().find("{http://maven.apache.org/POM/4.0.0}properties/"
+                                               "{http://maven.apache.org/POM/4.0.0}kafka.version")
+    assert found is not None and found.text, f"{KAFKA_POM} pins no kafka.version"
+    return found.text.strip()
+
+
+def java_binary() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    found = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not found or not Path(found).exists():
+        raise FileNotFoundError("java not found: Apache Kafka needs Java 17 or later (or set DEVSTACK_BROKER=tansu)")
+    return found
+
+
+def kafka(data_dir: Path, port: int, controller_port: int, fresh: bool) -> ServiceSpec:
+    """Apache Kafka in KRaft mode, one combined broker and controller on 127.0.0.1, its log under
+    `data_dir` (formatted on first use; `fresh` empties it first), from the jars `make kafka` fetched."""
+    version = kafka_version()
+    if not (KAFKA_LIBS / f"kafka_2.13-{version}.jar").exists():
+        raise FileNotFoundError(f"Apache Kafka {version} is not in {KAFKA_LIBS}: run `make kafka` (Java 17 and "
+                                "Maven), or set DEVSTACK_BROKER=tansu")
+    java = java_binary()
+    classpath = f"{KAFKA_LIBS}/*"
+    config = data_dir / "server.properties"
+    log_config = data_dir / "log4j2.properties"
+    log_dirs = data_dir / "data"
+    properties = {
+        **KAFKA_PROPERTIES,
+        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "log.dirs": str(log_dirs),
+    }
+    jvm = [java, "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+           f"-Dlog4j2.configurationFile={log_config}", "-cp", classpath]
+
+    def prepare() -> None:
+        if fresh and log_dirs.exists():
+            shutil.rmtree(log_dirs)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config.write_text("".join(f"{name}={value}\n" for name, value in properties.items()))
+        log_config.write_text(KAFKA_LOG4J2)
+        if (log_dirs / "meta.properties").exists():
+            return  # formatted before: its topics survive the restart
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        formatted = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                                   capture_output=True, text=True, timeout=120)
+        if formatted.returncode != 0:
+            raise RuntimeError(f"formatting Kafka's log directory {log_dirs} failed: "
+                               f"{(formatted.stderr or formatted.stdout).strip()[-2000:]}")
+
+    def ready() -> bool:
+        return asyncio.run(_kafka_metadata_ok(f"{HOST}:{port}"))
+
+    ports = {port: "DEVSTACK_BROKER_PORT", controller_port: "DEVSTACK_CONTROLLER_PORT"}
+    return ServiceSpec(f"broker (Apache Kafka {version})", [*jvm, "kafka.Kafka", str(config)], ports, ready,
+                       ready_timeout_s=90, stop_grace_s=20, prepare=prepare)
 
 
 async def _kafka_metadata_ok(bootstrap: str) -> bool:

@@ -39,8 +39,8 @@ class Endpoints:
 
 # Service URLs in an environment make the stack reuse those services (see Stack).
 SERVICE_URL_SETTINGS = ("BROKER_URL", "S3_ENDPOINT_URL", "REDIS_URL")
-# Ports an isolated stack uses from its base port: broker, Redis, then SeaweedFS's block.
-ISOLATED_PORT_COUNT = 2 + services.SEAWEEDFS_PORT_COUNT
+# Ports an isolated stack uses from its base port: broker, Redis, SeaweedFS's block, then Kafka's controller.
+ISOLATED_PORT_COUNT = 3 + services.SEAWEEDFS_PORT_COUNT
 
 
 def without_service_urls(env: Mapping[str, str]) -> dict[str, str]:
@@ -55,6 +55,7 @@ def isolated_settings(data_dir: str, base_port: int, storage: str) -> dict[str, 
         "DEVSTACK_BROKER_PORT": str(base_port),
         "DEVSTACK_REDIS_PORT": str(base_port + 1),
         "DEVSTACK_S3_PORT": str(base_port + 2),
+        "DEVSTACK_CONTROLLER_PORT": str(base_port + 2 + services.SEAWEEDFS_PORT_COUNT),
         "DEVSTACK_BROKER_STORAGE": storage,
     }
 
@@ -91,14 +92,18 @@ class Stack:
             s3_endpoint = f"http://{services.HOST}:{config.s3_port}"
             self._run(services.seaweedfs(self.data_dir / "s3", config.s3_port, credentials))
         buckets = list(self.buckets)
-        if config.external_broker_url is None and config.broker_storage == "s3":
+        if config.external_broker_url is None and config.broker == "tansu" and config.broker_storage == "s3":
             buckets.append(services.BROKER_BUCKET)
         services.ensure_buckets(s3_endpoint, credentials, buckets)
 
         broker_url = config.external_broker_url
         if broker_url is None:
             broker_url = f"kafka://{services.HOST}:{config.broker_port}"
-            self._run(services.tansu(config.broker_port, config.broker_storage, s3_endpoint, credentials))
+            if config.broker == "kafka":
+                self._run(services.kafka(self.data_dir / "kafka", config.broker_port, config.controller_port,
+                                         fresh=config.broker_storage == "memory"))
+            else:
+                self._run(services.tansu(config.broker_port, config.broker_storage, s3_endpoint, credentials))
 
         redis_url = config.external_redis_url
         if redis_url is None:
@@ -111,6 +116,8 @@ class Stack:
             ensure_free(port, service=spec.name, setting=setting)
         for directory in (self.data_dir / "s3", self.data_dir / "redis", self.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        if spec.prepare is not None:
+            spec.prepare()
         slug = spec.name.split(" ")[0]
         process = ManagedProcess(spec.name, spec.argv, log_path=self.log_dir / f"{slug}.log",
                                  env={**self._env, **spec.env}, cwd=self.data_dir)

@@ -32,9 +32,11 @@ class TailReadError(RuntimeError):
 
 
 def reader(options: Mapping[str, Any]) -> AIOKafkaConsumer:
-    """A consumer without a group, for reads of assigned partitions."""
+    """A consumer without a group, for reads of assigned partitions. A read from an offset the log does
+    not have raises OffsetOutOfRangeError (``auto_offset_reset="none"``) rather than silently starting
+    over from the beginning (Kafka's reset): a restore must know its position was not in the log."""
     return AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-                            auto_offset_reset="earliest", **options)
+                            auto_offset_reset="none", **options)
 
 
 Records = AsyncIterator[tuple[TopicPartition, list[ConsumerRecord]]]

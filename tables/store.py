@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 from aiokafka.structs import RecordMetadata
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
@@ -81,7 +82,7 @@ class PartitionStore:
         clock = asyncio.get_running_loop().time
         log_at = clock() + RESTORE_LOG_EVERY_S
         try:
-            async for _, records in read_to_end(consumer, {self.tp: first}):
+            async for _, records in read_to_end(consumer, {self.tp: first if first else None}):
                 if clock() >= log_at:
                     log_at = clock() + RESTORE_LOG_EVERY_S
                     end = consumer.highwater(self.tp) or 0
@@ -99,21 +100,32 @@ class PartitionStore:
                 batch.put(CHECKPOINT_KEY, str(records[-1].offset).encode())
                 db.write(batch, self._write_options)
                 self.checkpoint = records[-1].offset
+        except OffsetOutOfRangeError:
+            # Kafka refuses a read from past the end (or before the start) of the log: the local state's
+            # checkpoint is not an offset of this changelog (the topic was recreated or truncated).
+            self.close()
+            return await self._rebuild(consumer, "is not an offset of the changelog")
         except BaseException:
             self.close()
             raise
         highwater = consumer.highwater(self.tp)
         if highwater is not None and self.checkpoint >= highwater:
-            # The local state is ahead of the changelog: the topic was recreated (a broker
-            # with memory storage restarted). It cannot be trusted; start over from the topic.
-            log.warning("%s: local state at changelog offset %d is ahead of the changelog's end %d; rebuilding it "
-                        "from the changelog", self.path, self.checkpoint, highwater)
+            # Tansu answers a read from past the end with nothing and the end offset.
             self.close()
-            shutil.rmtree(self.path, ignore_errors=True)
-            return await self.restore(consumer)
+            return await self._rebuild(consumer, f"is past the changelog's end {highwater}")
         if restored:
             log.info("%s[%d]: %d changelog records restored", self.tp.topic, self.tp.partition, restored)
         return {key: value for key, value in db.items() if key != CHECKPOINT_KEY}
+
+    async def _rebuild(self, consumer: AIOKafkaConsumer, why: str) -> dict[bytes, bytes]:
+        """The local state cannot be trusted (the topic was recreated: a broker with memory storage
+        restarted, or the topic was deleted): start over from the changelog alone."""
+        log.warning("%s: local state at changelog offset %d %s; rebuilding it from the changelog", self.path,
+                    self.checkpoint, why)
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self.checkpoint < 0:
+            raise StoreError(f"{self.tp.topic}[{self.tp.partition}] cannot be read from its start")
+        return await self.restore(consumer)
 
     async def put(self, key: bytes, value: bytes | None) -> None:
         """Write one key (None deletes it); durable once `commit()` returns."""

@@ -1,7 +1,9 @@
-"""Reading partitions to their end (tables/changelog.py), on the real broker.
+"""Reading partitions to their end (tables/changelog.py), on the real broker, and a read from an offset
+the log does not have.
 
 Tansu reports a partition's end (ListOffsets) as the base offset of its last record batch
-+ 1, so the records of a multi-record last batch lie beyond it: the reads must find them."""
++ 1, so the records of a multi-record last batch lie beyond it: the reads must find them; Kafka's
+ListOffsets is exact."""
 
 from __future__ import annotations
 
@@ -23,14 +25,13 @@ async def _produce(bootstrap: str, topic: str) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
     await producer.start()
     try:
-        # Partition 0: two batches, the last of 20 records. Partition 1: a single record,
-        # with a source offset lower than an earlier one's (the maximum counts, not the last).
-        # Partition 2: empty.
+        # Partition 0: two batches, the last of 20 records. Partition 1: one batch of two records, in
+        # source order as the pipeline writes them. Partition 2: empty.
         for batch in (range(0, 30, 3), range(100, 120)):
             for source in batch:
                 await producer.send(topic, b"x", partition=0, headers=[(HEADER_OFFSET, str(source).encode())])
             await producer.flush()
-        for source in (7, 5):
+        for source in (5, 7):
             await producer.send(topic, b"y", partition=1, headers=[(HEADER_OFFSET, str(source).encode())])
         await producer.flush()
     finally:

@@ -145,6 +145,16 @@ def test_devstack_explicit_urls_mean_external_services() -> None:
         load_devstack({"DEVSTACK_S3_PORT": "65530"})
 
 
+def test_devstack_broker_is_kafka_unless_tansu_is_asked_for() -> None:
+    config = load_devstack({})
+    assert (config.broker, config.broker_port, config.controller_port) == ("kafka", 9092, 9093)
+    assert load_devstack({"DEVSTACK_BROKER": "Tansu"}).broker == "tansu"
+    with pytest.raises(SettingsError, match="^DEVSTACK_BROKER"):
+        load_devstack({"DEVSTACK_BROKER": "redpanda"})
+    with pytest.raises(SettingsError, match="^DEVSTACK_CONTROLLER_PORT"):
+        load_devstack({"DEVSTACK_CONTROLLER_PORT": "0"})
+
+
 def test_every_documented_setting_is_read() -> None:
     source = (ROOT / "settings.py").read_text()
     for setting in SETTINGS_DOC:
