@@ -57,6 +57,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("KAFKA_SASL_USERNAME", "", "SASL user name (required with PLAIN and SCRAM)."),
     Setting("KAFKA_SASL_PASSWORD", "", "SASL password (required with PLAIN and SCRAM; never logged).", secret=True),
     Setting("KAFKA_SASL_OAUTH_TOKEN_FILE", "", "OAUTHBEARER: a file holding the current token, read at every authentication, so that a sidecar can refresh it (e.g. an MSK IAM or OIDC token)."),
+    Setting("KAFKA_IDEMPOTENCE", "true", "The idempotent producer (`true` or `false`): a send the client retries after a lost answer is written once. Every Kafka since 0.11 has it; `false` only for a broker without it, such as Tansu (the embedded stack sets it for Tansu). Off for the produce command when `PRODUCE_ACKS` is not `all`."),
     Setting("KAFKA_COMPRESSION", "none", "Compression of what the worker and the produce command write: none, gzip, snappy, lz4 or zstd."),
     Setting("KAFKA_LINGER", "5ms", "How long a producer waits to fill a batch (the article's producer: 10ms)."),
     Setting("KAFKA_BATCH_BYTES", "262144", "Largest record batch a producer builds, in bytes (the article's: 32768)."),
@@ -131,6 +132,7 @@ class KafkaSettings:
     compression: str  # aiokafka's compression_type: "none" is None
     linger_ms: int
     batch_bytes: int
+    idempotence: bool
     produce_acks: str
     topic_events: str
     topic_dlq: str
@@ -473,6 +475,7 @@ def load(env: Mapping[str, str]) -> Settings:
         compression=read.parse("KAFKA_COMPRESSION", _choice(KAFKA_COMPRESSIONS, lower=True)),
         linger_ms=read.parse("KAFKA_LINGER", parse_duration_ms),
         batch_bytes=read.parse("KAFKA_BATCH_BYTES", _integer(1024, 64 * 1024 * 1024)),
+        idempotence=read.parse("KAFKA_IDEMPOTENCE", _choice(("true", "false"), lower=True)) == "true",
         produce_acks=read.parse("PRODUCE_ACKS", _choice(("all", "1", "0"), lower=True)),
         topic_events=read.parse("TOPIC_EVENTS", topic),
         topic_dlq=read.parse("TOPIC_DLQ", topic),

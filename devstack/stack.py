@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -22,6 +22,7 @@ class Endpoints:
     s3_endpoint: str
     redis_url: str
     credentials: Mapping[str, str]
+    broker_settings: Mapping[str, str] = field(default_factory=dict)  # what the broker needs of clients
 
     def s3_client(self) -> Any:
         """A boto3 S3 client for this stack's endpoint and credentials."""
@@ -31,6 +32,7 @@ class Endpoints:
         """Environment for processes that use the stack (worker, producer, tests)."""
         return {
             **self.credentials,
+            **self.broker_settings,
             "BROKER_URL": self.broker_url,
             "S3_ENDPOINT_URL": self.s3_endpoint,
             "REDIS_URL": self.redis_url,
@@ -97,6 +99,7 @@ class Stack:
         services.ensure_buckets(s3_endpoint, credentials, buckets)
 
         broker_url = config.external_broker_url
+        broker_settings = {}
         if broker_url is None:
             broker_url = f"kafka://{services.HOST}:{config.broker_port}"
             if config.broker == "kafka":
@@ -104,12 +107,13 @@ class Stack:
                                          fresh=config.broker_storage == "memory"))
             else:
                 self._run(services.tansu(config.broker_port, config.broker_storage, s3_endpoint, credentials))
+                broker_settings = dict(services.TANSU_CLIENT_SETTINGS)
 
         redis_url = config.external_redis_url
         if redis_url is None:
             redis_url = f"redis://{services.HOST}:{config.redis_port}/0"
             self._run(services.redis(self.data_dir / "redis", config.redis_port))
-        return Endpoints(broker_url, s3_endpoint, redis_url, credentials)
+        return Endpoints(broker_url, s3_endpoint, redis_url, credentials, broker_settings)
 
     def _run(self, spec: services.ServiceSpec) -> None:
         for port, setting in spec.ports.items():

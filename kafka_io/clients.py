@@ -67,6 +67,8 @@ class Producer:
     acks=all, because state is only as durable as the changelog records it rests on; and
     records to one partition are delivered in the order they were sent (aiokafka keeps one
     batch in flight per partition), which the stage changelogs and the partials topic rely on.
+    Idempotent (KAFKA_IDEMPOTENCE) where the broker has it: a batch the client sends again after
+    a lost answer is written once, with its producer id and sequence numbers.
     A failed send is an error for the caller: after a failure later records could land
     with a gap before them, so the stages stop the worker instead of going on (crash-only).
     """
@@ -76,6 +78,8 @@ class Producer:
         all only for the produce command (a worker's state rests on acks=all)."""
         self._options = {
             "acks": "all" if acks == "all" else int(acks),
+            # Idempotence needs acks=all; the produce command may ask for less.
+            "enable_idempotence": kafka.idempotence and acks == "all",
             "linger_ms": kafka.linger_ms,
             "max_batch_size": kafka.batch_bytes,
             "compression_type": None if kafka.compression == "none" else kafka.compression,

@@ -26,15 +26,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+def _stack(tmp_path_factory: pytest.TempPathFactory, broker: str | None) -> Iterator[Endpoints]:
     # No test may depend on a service that happens to run on the machine.
     env = without_service_urls(os.environ)
-    data_dir = tmp_path_factory.mktemp("devstack")
+    if broker is not None:
+        env["DEVSTACK_BROKER"] = broker
+    data_dir = tmp_path_factory.mktemp(f"devstack-{broker or 'default'}")
     # Memory storage: tests make their own topics and never restart this broker.
     config = load_devstack({**env, **isolated_settings(str(data_dir), free_port_block(ISOLATED_PORT_COUNT), "memory")})
     with Stack(config, buckets=[], env=env) as endpoints:
         yield endpoints
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    """The embedded stack on the broker DEVSTACK_BROKER names: Apache Kafka unless it says tansu."""
+    yield from _stack(tmp_path_factory, None)
+
+
+@pytest.fixture(scope="session")
+def tansu_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    """A second embedded stack on Tansu, for the tests of what Tansu still supports (README, Brokers)."""
+    yield from _stack(tmp_path_factory, "tansu")
 
 
 @pytest.fixture

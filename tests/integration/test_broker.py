@@ -9,6 +9,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from helpers import create_topics
 
 from devstack.stack import Endpoints
+from kafka_io.clients import Producer
+from settings import load
 
 PARTITIONS = 2
 MESSAGES = 40
@@ -80,3 +82,33 @@ async def _scenario(bootstrap: str, topic: str, group: str) -> None:
 
 def test_group_commit_and_resume(stack: Endpoints, unique_name: str) -> None:
     asyncio.run(_scenario(_bootstrap(stack), unique_name, f"{unique_name}-group"))
+
+
+def test_the_workers_producer_is_idempotent_where_the_broker_allows_it(stack: Endpoints, unique_name: str) -> None:
+    """KAFKA_IDEMPOTENCE: on Kafka the worker's producer gets a producer id (InitProducerId) and writes
+    with it; the embedded stack turns it off for Tansu, which refuses InitProducerId."""
+    settings = load({**stack.env(), "TOPIC_EVENTS": unique_name})
+    assert settings.kafka.idempotence == (stack.broker_settings.get("KAFKA_IDEMPOTENCE") != "false")
+
+    async def go() -> tuple[int, list[bytes]]:
+        await create_topics(_bootstrap(stack), [unique_name], 1)
+        producer = Producer(settings.kafka, max_value_bytes=1024)
+        await producer.start()
+        try:
+            for i in range(3):
+                await (await producer.send(unique_name, b"v%d" % i, partition=0))
+            manager = producer._producer._txn_manager if producer._producer else None  # noqa: SLF001
+            producer_id = manager.producer_id if manager is not None else -1
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(stack), auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(unique_name, 0)])
+            return producer_id, [r.value for r in await _read(consumer, 3)]
+        finally:
+            await consumer.stop()
+
+    producer_id, values = asyncio.run(go())
+    assert values == [b"v0", b"v1", b"v2"]
+    assert (producer_id >= 0) == settings.kafka.idempotence

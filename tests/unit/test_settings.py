@@ -183,3 +183,10 @@ def test_the_worker_refuses_an_open_port_without_a_token_in_one_line() -> None:
     assert result.stderr.splitlines() == [
         "error: invalid setting WEB_BIND: 0.0.0.0 is reachable beyond this host, and WEB_AUTH_TOKEN is empty: set "
         "WEB_AUTH_TOKEN, or WEB_AUTH=none to serve every window, alert and rollup to whoever reaches the port"]
+
+
+def test_the_idempotent_producer_is_on_unless_turned_off() -> None:
+    assert load({}).kafka.idempotence is True
+    assert load({"KAFKA_IDEMPOTENCE": "FALSE"}).kafka.idempotence is False
+    with pytest.raises(SettingsError, match="^KAFKA_IDEMPOTENCE"):
+        load({"KAFKA_IDEMPOTENCE": "yes"})
