@@ -132,7 +132,8 @@ def register(app: MonitoredApp) -> Monitor:
         total, rate = stats.rate_since_last_call(time.monotonic())
         if rate > 0:
             log.info("consumed %d events (%.0f events/s), %d dead-lettered, %d late, frontier %s",
-                     total, rate, stats.dead_letters, stats.late, stats.frontier_ms)
+                     total, rate, stats.dead_letters, stats.late,
+                     stats.frontier_over(app.pipeline.ingest_runner.assigned))
 
     async def read_batch_status() -> None:
         try:

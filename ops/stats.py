@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 DELAY_SAMPLES = 10_000
@@ -33,10 +34,13 @@ class PipelineStats:
     def total(self) -> int:
         return sum(self.consumed.values())
 
-    @property
-    def frontier_ms(self) -> int | None:
-        """The lowest frontier this worker announced for its input partitions."""
-        return min(self.frontiers_ms.values()) if self.frontiers_ms else None
+    def frontier_over(self, partitions: Iterable[int]) -> int | None:
+        """The lowest frontier this worker announced for these input partitions (its own), None until every
+        one of them has announced one: a partition without a frontier yet judges nothing late."""
+        announced = [self.frontiers_ms.get(p) for p in partitions]
+        if not announced or None in announced:
+            return None
+        return min(ms for ms in announced if ms is not None)
 
     def forget_partition(self, partition: int) -> None:
         """An input partition went to another worker: its frontier and buffer are no longer ours."""

@@ -184,7 +184,7 @@ class StatusView(ApiView):
             "lag_by_partition": lag,
             "dead_letters": stats.dead_letters,
             "late": stats.late,
-            "frontier_ms": stats.frontier_ms,
+            "frontier_ms": stats.frontier_over(pipeline.ingest_runner.assigned),
             "frontiers_ms": {str(p): ms for p, ms in sorted(stats.frontiers_ms.items())},
             "watermark": self.watermark(),
             "windows_exported": stats.windows_exported,
