@@ -119,7 +119,8 @@ KAFKA_POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"  # the one hom
 KAFKA_LIBS = PROJECT_ROOT / "var" / "kafka" / "libs"  # where `make kafka` puts its jars
 # The embedded broker's settings besides its listeners and directory: one node, so every internal
 # topic has one replica; groups start at once (no initial rebalance delay, which only helps many
-# members joining a real cluster); topics exist only when the pipeline creates them, as on a
+# members joining a real cluster); compaction looks for work every second, so that a test sees it;
+# topics exist only when the pipeline creates them, as on a
 # production cluster; and records up to 10 MiB, so that an oversized event reaches the pipeline (which
 # dead-letters it) instead of being refused by the broker. The rest is Kafka's defaults.
 KAFKA_PROPERTIES = {
@@ -136,6 +137,7 @@ KAFKA_PROPERTIES = {
     "share.coordinator.state.topic.replication.factor": "1",
     "share.coordinator.state.topic.min.isr": "1",
     "group.initial.rebalance.delay.ms": "0",
+    "log.cleaner.backoff.ms": "1000",  # the cleaner looks for work every second, not every 15 s
     "auto.create.topics.enable": "false",
     "message.max.bytes": str(10 * 1024 * 1024),
 }

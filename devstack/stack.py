@@ -23,6 +23,7 @@ class Endpoints:
     redis_url: str
     credentials: Mapping[str, str]
     broker_settings: Mapping[str, str] = field(default_factory=dict)  # what the broker needs of clients
+    broker: str = "external"  # kafka or tansu when the stack started it
 
     def s3_client(self) -> Any:
         """A boto3 S3 client for this stack's endpoint and credentials."""
@@ -113,7 +114,8 @@ class Stack:
         if redis_url is None:
             redis_url = f"redis://{services.HOST}:{config.redis_port}/0"
             self._run(services.redis(self.data_dir / "redis", config.redis_port))
-        return Endpoints(broker_url, s3_endpoint, redis_url, credentials, broker_settings)
+        broker = "external" if config.external_broker_url else config.broker
+        return Endpoints(broker_url, s3_endpoint, redis_url, credentials, broker_settings, broker)
 
     def _run(self, spec: services.ServiceSpec) -> None:
         for port, setting in spec.ports.items():

@@ -16,10 +16,14 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from settings import Settings
+from tables.store import CHANGELOG_DELETE_RETENTION_MS
 
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+# The changelogs (and the watermarks) keep the newest record per key; deletions are kept as long as the
+# state stores rely on (tables/store.py, which rebuilds a local state older than that).
+CHANGELOG_CONFIGS = {"cleanup.policy": "compact", "delete.retention.ms": str(CHANGELOG_DELETE_RETENTION_MS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,7 @@ async def ensure_topics(options: dict[str, Any], specs: Sequence[TopicSpec], rep
             return
         response = await admin.create_topics([
             NewTopic(spec.name, spec.partitions, replication,
-                     topic_configs={"cleanup.policy": "compact"} if spec.compacted else {})
+                     topic_configs=CHANGELOG_CONFIGS if spec.compacted else {})
             for spec in missing])
         for topic, code, message in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):  # another worker may create it at the same moment

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -31,13 +32,25 @@ from tables.changelog import changes_of, read_to_end
 
 log = logging.getLogger(__name__)
 
-# Sorts before every state key: the changelog offset the local database holds up to.
+# Sort before every state key: the changelog offset the local database holds up to, and when (wall
+# clock, ms) it was written.
 CHECKPOINT_KEY = b"\x00checkpoint"
+CHECKPOINT_AT_KEY = b"\x00checkpoint-at"
+# The changelogs are compacted, and compaction drops a deletion (tombstone) delete.retention.ms after it
+# is cleaned: a local state that has not read a deletion by then may never see it, and would keep the
+# deleted key. The pipeline creates its changelogs with this retention (kafka_io/topics.py), and a local
+# state whose checkpoint is older than MAX_LOCAL_AGE_MS is rebuilt from the changelog alone.
+CHANGELOG_DELETE_RETENTION_MS = 24 * 3_600_000
+MAX_LOCAL_AGE_MS = CHANGELOG_DELETE_RETENTION_MS - 3_600_000
 
 Send = Callable[[str, bytes, bytes | None, int], Awaitable["asyncio.Future[RecordMetadata]"]]
 
 
 RESTORE_LOG_EVERY_S = 1.0
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def progress_percent(total: int, done: int) -> float:
@@ -54,10 +67,13 @@ class StoreError(RuntimeError):
 class PartitionStore:
     """The state of one (stage, partition): `restore()` it, then `put()` and `commit()` changes."""
 
-    def __init__(self, path: Path, topic: str, partition: int, send: Send) -> None:
+    def __init__(self, path: Path, topic: str, partition: int, send: Send, *,
+                 max_local_age_ms: int = MAX_LOCAL_AGE_MS, clock_ms: Callable[[], int] = _wall_ms) -> None:
         self.path = path
         self.tp = TopicPartition(topic, partition)
         self._send = send
+        self._max_local_age_ms = max_local_age_ms
+        self._clock_ms = clock_ms
         self._db: Rdict | None = None
         self._staged: list[tuple[bytes, bytes | None, asyncio.Future[RecordMetadata]]] = []
         self._write_options = WriteOptions()
@@ -77,6 +93,12 @@ class PartitionStore:
         db = self._db = self._open()
         raw = db.get(CHECKPOINT_KEY)
         self.checkpoint = int(raw) if raw is not None else -1
+        written_at = db.get(CHECKPOINT_AT_KEY)
+        if self.checkpoint >= 0 and (written_at is None or
+                                     self._clock_ms() - int(written_at) > self._max_local_age_ms):
+            self.close()
+            return await self._rebuild(consumer, "is older than the changelog keeps its deletions "
+                                                 f"({self._max_local_age_ms} ms)")
         restored = 0
         first = self.checkpoint + 1
         clock = asyncio.get_running_loop().time
@@ -98,6 +120,7 @@ class PartitionStore:
                         batch.put(key, value)
                 restored += len(changes)
                 batch.put(CHECKPOINT_KEY, str(records[-1].offset).encode())
+                batch.put(CHECKPOINT_AT_KEY, str(self._clock_ms()).encode())
                 db.write(batch, self._write_options)
                 self.checkpoint = records[-1].offset
         except OffsetOutOfRangeError:
@@ -115,7 +138,7 @@ class PartitionStore:
             return await self._rebuild(consumer, f"is past the changelog's end {highwater}")
         if restored:
             log.info("%s[%d]: %d changelog records restored", self.tp.topic, self.tp.partition, restored)
-        return {key: value for key, value in db.items() if key != CHECKPOINT_KEY}
+        return {key: value for key, value in db.items() if key not in (CHECKPOINT_KEY, CHECKPOINT_AT_KEY)}
 
     async def _rebuild(self, consumer: AIOKafkaConsumer, why: str) -> dict[bytes, bytes]:
         """The local state cannot be trusted (the topic was recreated: a broker with memory storage
@@ -148,6 +171,7 @@ class PartitionStore:
                 batch.put(key, value)
         last = max(m.offset for m in metadata)
         batch.put(CHECKPOINT_KEY, str(last).encode())
+        batch.put(CHECKPOINT_AT_KEY, str(self._clock_ms()).encode())
         self._db.write(batch, self._write_options)
         self.checkpoint = last
 
