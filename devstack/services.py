@@ -127,7 +127,6 @@ KAFKA_PROPERTIES = {
     "process.roles": "broker,controller",
     "node.id": "1",
     "controller.listener.names": "CONTROLLER",
-    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
     "inter.broker.listener.name": "PLAINTEXT",
     "offsets.topic.replication.factor": "1",
     "offsets.topic.num.partitions": "8",
@@ -165,6 +164,15 @@ def kafka_version() -> str:
     return found.text.strip()
 
 
+def _cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, never starting with "-", which the storage
+    tool's argument parser would take for an option (Kafka's own Uuid.randomUuid avoids it too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def java_binary() -> str:
     java_home = os.environ.get("JAVA_HOME")
     found = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
@@ -173,7 +181,18 @@ def java_binary() -> str:
     return found
 
 
-def kafka(data_dir: Path, port: int, controller_port: int, fresh: bool) -> ServiceSpec:
+@dataclass(frozen=True, slots=True)
+class KafkaListeners:
+    """Listeners besides PLAINTEXT (the tests of TLS and SASL): name -> (port, security protocol), the
+    broker properties they need, and arguments for the storage formatter (SCRAM users)."""
+
+    listeners: Mapping[str, tuple[int, str]]
+    properties: Mapping[str, str] = field(default_factory=dict)
+    format_args: tuple[str, ...] = ()
+
+
+def kafka(data_dir: Path, port: int, controller_port: int, fresh: bool,
+          extra: KafkaListeners | None = None) -> ServiceSpec:
     """Apache Kafka in KRaft mode, one combined broker and controller on 127.0.0.1, its log under
     `data_dir` (formatted on first use; `fresh` empties it first), from the jars `make kafka` fetched."""
     version = kafka_version()
@@ -185,12 +204,17 @@ def kafka(data_dir: Path, port: int, controller_port: int, fresh: bool) -> Servi
     config = data_dir / "server.properties"
     log_config = data_dir / "log4j2.properties"
     log_dirs = data_dir / "data"
+    listeners = {"PLAINTEXT": (port, "PLAINTEXT"), **(extra.listeners if extra else {})}
     properties = {
         **KAFKA_PROPERTIES,
         "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": ",".join([*(f"{name}://{HOST}:{p}" for name, (p, _) in listeners.items()),
+                               f"CONTROLLER://{HOST}:{controller_port}"]),
+        "advertised.listeners": ",".join(f"{name}://{HOST}:{p}" for name, (p, _) in listeners.items()),
+        "listener.security.protocol.map": ",".join([*(f"{name}:{protocol}" for name, (_, protocol)
+                                                      in listeners.items()), "CONTROLLER:PLAINTEXT"]),
         "log.dirs": str(log_dirs),
+        **(extra.properties if extra else {}),
     }
     jvm = [java, "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
            f"-Dlog4j2.configurationFile={log_config}", "-cp", classpath]
@@ -203,8 +227,9 @@ def kafka(data_dir: Path, port: int, controller_port: int, fresh: bool) -> Servi
         log_config.write_text(KAFKA_LOG4J2)
         if (log_dirs / "meta.properties").exists():
             return  # formatted before: its topics survive the restart
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        formatted = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+        cluster_id = _cluster_id()
+        formatted = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                                    *(extra.format_args if extra else ())],
                                    capture_output=True, text=True, timeout=120)
         if formatted.returncode != 0:
             raise RuntimeError(f"formatting Kafka's log directory {log_dirs} failed: "
@@ -213,7 +238,8 @@ def kafka(data_dir: Path, port: int, controller_port: int, fresh: bool) -> Servi
     def ready() -> bool:
         return asyncio.run(_kafka_metadata_ok(f"{HOST}:{port}"))
 
-    ports = {port: "DEVSTACK_BROKER_PORT", controller_port: "DEVSTACK_CONTROLLER_PORT"}
+    ports = {port: "DEVSTACK_BROKER_PORT", controller_port: "DEVSTACK_CONTROLLER_PORT",
+             **{p: f"the {name} listener" for name, (p, _) in (extra.listeners if extra else {}).items()}}
     return ServiceSpec(f"broker (Apache Kafka {version})", [*jvm, "kafka.Kafka", str(config)], ports, ready,
                        ready_timeout_s=90, stop_grace_s=20, prepare=prepare)
 
