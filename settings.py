@@ -53,6 +53,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("KAFKA_SSL_CAFILE", "", "CA bundle (PEM) that verifies the brokers (SSL protocols); empty means the system's."),
     Setting("KAFKA_SSL_CERTFILE", "", "Client certificate (PEM) for mutual TLS (SSL protocols); needs KAFKA_SSL_KEYFILE."),
     Setting("KAFKA_SSL_KEYFILE", "", "Private key (PEM) of the client certificate."),
+    Setting("KAFKA_SSL_KEY_PASSWORD", "", "Passphrase of an encrypted KAFKA_SSL_KEYFILE (never logged).", secret=True),
     Setting("KAFKA_SASL_MECHANISM", "PLAIN", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (SASL protocols only)."),
     Setting("KAFKA_SASL_USERNAME", "", "SASL user name (required with PLAIN and SCRAM)."),
     Setting("KAFKA_SASL_PASSWORD", "", "SASL password (required with PLAIN and SCRAM; never logged).", secret=True),
@@ -128,6 +129,7 @@ class KafkaSettings:
     ssl_cafile: str | None
     ssl_certfile: str | None
     ssl_keyfile: str | None
+    ssl_key_password: str = field(repr=False)
     sasl_oauth_token_file: str | None
     compression: str  # aiokafka's compression_type: "none" is None
     linger_ms: int
@@ -437,6 +439,56 @@ def _refuse_faust_variables(env: Mapping[str, str]) -> None:
                                       "the README's table (e.g. BROKER_URL, WEB_PORT)")
 
 
+class _KeyIsEncryptedError(Exception):
+    """The client key asks for a passphrase and KAFKA_SSL_KEY_PASSWORD gives none."""
+
+
+def _check_tls_files(cafile: str | None, certfile: str | None, keyfile: str | None, key_password: str) -> None:
+    """Load the TLS files as the Kafka clients will, so that a bad one is one line at start-up (naming the
+    setting) rather than a traceback at the first connection. OpenSSL would prompt on the terminal for an
+    encrypted key's passphrase: the callback answers instead, or refuses."""
+    import ssl
+
+    if cafile:
+        try:
+            ssl.create_default_context(cafile=cafile)
+        except (ssl.SSLError, ValueError) as exc:
+            raise SettingsError("KAFKA_SSL_CAFILE", f"{cafile} holds no PEM CA certificate ({exc})") from None
+
+    def passphrase() -> str:
+        if not key_password:
+            raise _KeyIsEncryptedError
+        return key_password
+
+    if certfile and keyfile:
+        try:
+            text = Path(certfile).read_text(errors="replace")
+            ssl.PEM_cert_to_DER_cert(text[text.index("-----BEGIN CERTIFICATE-----"):])
+        except ValueError:
+            raise SettingsError("KAFKA_SSL_CERTFILE", f"{certfile} holds no PEM certificate") from None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            context.load_cert_chain(certfile, keyfile, password=passphrase)
+        except _KeyIsEncryptedError:
+            raise SettingsError("KAFKA_SSL_KEY_PASSWORD", f"{keyfile} is encrypted: set its passphrase") from None
+        except ssl.SSLError as exc:
+            # OpenSSL says only "PEM lib" for a wrong passphrase: an encrypted key that did not load, and
+            # not for a certificate that does not match it, is taken for one.
+            if key_password and _is_encrypted_pem(keyfile) and "KEY_VALUES_MISMATCH" not in str(exc):
+                raise SettingsError("KAFKA_SSL_KEY_PASSWORD", f"does not decrypt {keyfile}") from None
+            raise SettingsError("KAFKA_SSL_CERTFILE", f"{certfile} and {keyfile} are not a PEM certificate and its "
+                                f"private key ({exc.reason or exc})") from None
+
+
+def _is_encrypted_pem(path: str) -> bool:
+    """A PEM private key under a passphrase: PKCS#8's ENCRYPTED PRIVATE KEY, or OpenSSL's legacy header."""
+    try:
+        head = Path(path).read_bytes()[:4096]
+    except OSError:
+        return False
+    return b"ENCRYPTED PRIVATE KEY" in head or b"Proc-Type: 4,ENCRYPTED" in head
+
+
 def load(env: Mapping[str, str]) -> Settings:
     """Parse the worker's settings from `env`; raise SettingsError on a bad value."""
     _refuse_faust_variables(env)
@@ -461,6 +513,11 @@ def load(env: Mapping[str, str]) -> Settings:
     for name in ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE"):
         if files[name] and protocol not in ("SSL", "SASL_SSL"):
             raise SettingsError(name, f"needs KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL (got {protocol})")
+    key_password = read.raw("KAFKA_SSL_KEY_PASSWORD")
+    if key_password and not files["KAFKA_SSL_KEYFILE"]:
+        raise SettingsError("KAFKA_SSL_KEY_PASSWORD", "is the passphrase of KAFKA_SSL_KEYFILE, which is not set")
+    _check_tls_files(files["KAFKA_SSL_CAFILE"], files["KAFKA_SSL_CERTFILE"], files["KAFKA_SSL_KEYFILE"],
+                     key_password)
     topic = _matching(_TOPIC_NAME, "a topic name of letters, digits, '.', '_' or '-'")
     kafka = KafkaSettings(
         bootstrap_servers=read.parse("BROKER_URL", _bootstrap_servers),
@@ -471,6 +528,7 @@ def load(env: Mapping[str, str]) -> Settings:
         ssl_cafile=files["KAFKA_SSL_CAFILE"],
         ssl_certfile=files["KAFKA_SSL_CERTFILE"],
         ssl_keyfile=files["KAFKA_SSL_KEYFILE"],
+        ssl_key_password=key_password,
         sasl_oauth_token_file=files["KAFKA_SASL_OAUTH_TOKEN_FILE"],
         compression=read.parse("KAFKA_COMPRESSION", _choice(KAFKA_COMPRESSIONS, lower=True)),
         linger_ms=read.parse("KAFKA_LINGER", parse_duration_ms),

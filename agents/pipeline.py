@@ -23,7 +23,7 @@ from agents.ingest import IngestContext, IngestStage
 from agents.runner import StageRunner, exit_process, exit_with_line
 from agents.watermarks import WatermarkBoard
 from formats.side_outputs import MAX_FORWARDED_BYTES
-from kafka_io.clients import Producer, client_options
+from kafka_io.clients import BrokerAccessError, Producer, check_access, client_options
 from kafka_io.topics import TopicLayoutError, Topics, ensure_topics, topic_specs, topics_for
 from ops.faults import Faults
 from ops.metrics import PipelineMetrics
@@ -65,12 +65,13 @@ class Pipeline(Service):
 
     async def on_start(self) -> None:
         try:
+            await check_access(self.settings.kafka)
             await ensure_topics(self._options, topic_specs(self.topics, self.settings.kafka.topic_partitions),
                                 self.settings.kafka.topic_replication)
             await self.producer.start()
             await self.board.start()
             await asyncio.gather(self.export_runner.start(), self.ingest_runner.start())
-        except TopicLayoutError as exc:
+        except (TopicLayoutError, BrokerAccessError) as exc:
             exit_with_line(f"error: {exc}")
         except Exception as exc:  # noqa: BLE001 - a worker that cannot start must not linger half up
             exit_process(exc)

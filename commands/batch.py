@@ -25,7 +25,7 @@ from batch.stage1 import Stage1Reader
 from batch.stage2 import Stage2View, read_stage2
 from formats.batch import BatchRun
 from formats.events import iso_utc
-from kafka_io.clients import client_options
+from kafka_io.clients import BrokerAccessError, check_access, client_options
 from kafka_io.topics import topics_for
 from settings import Settings
 from sinks.lake import S3Lake, make_s3_client_factory
@@ -107,6 +107,10 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
         redis = RedisWindowStore(redis_settings.url, redis_settings.key_prefix, redis_settings.ttl_ms,
                                  redis_settings.latest_n)
         status = RunStatus(redis, started_s)
+        try:
+            await check_access(settings.kafka)
+        except BrokerAccessError as exc:
+            exit_with_line(f"error: {exc}", 2)
         try:
             bound = await asyncio.wait_for(sealed_until_now(settings), KAFKA_DEADLINE_S)
         except Exception as exc:  # noqa: BLE001 - any failure to read stage 1 ends the run in one line

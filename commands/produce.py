@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import click
 from faust.cli import AppCommand, option
 
+from agents.runner import exit_with_line
 from commands.loadgen import (
     DEFAULT_TYPES,
     EventGenerator,
@@ -25,7 +26,7 @@ from commands.loadgen import (
     parse_type_weights,
     produce_events,
 )
-from kafka_io.clients import Producer, client_options
+from kafka_io.clients import BrokerAccessError, Producer, check_access, client_options
 from kafka_io.topics import TopicLayoutError, TopicSpec, ensure_topics
 
 REPORT_EVERY_S = 5.0  # a plain progress line this often when stdout is not a terminal
@@ -216,6 +217,10 @@ class produce(AppCommand):  # noqa: N801 - the class name is the subcommand name
         else:  # AGGREGATIONS: the spec's events, --users keys per aggregation (commands/loadgen.py)
             generator = SpecEventGenerator(spec, keys=users, seed=seed, malformed=malformed, late=late,
                                            late_offset_ms=offset_ms)
+        try:
+            await check_access(settings.kafka)
+        except BrokerAccessError as exc:
+            exit_with_line(f"error: {exc}", 2)
         # The worker's layout and check: a missing topic gets TOPIC_PARTITIONS, a mismatch is refused.
         try:
             await ensure_topics(client_options(settings.kafka), [TopicSpec(settings.kafka.topic_events,

@@ -10,6 +10,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.abc import AbstractTokenProvider
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.structs import RecordMetadata
 
 from settings import KafkaSettings
@@ -22,13 +29,91 @@ MIN_REQUEST_BYTES = 1024 * 1024
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     """TLS for the SSL protocols: the brokers verified against KAFKA_SSL_CAFILE (or the system's CAs),
-    and a client certificate when KAFKA_SSL_CERTFILE is set (mutual TLS)."""
+    and a client certificate when KAFKA_SSL_CERTFILE is set (mutual TLS), its key decrypted with
+    KAFKA_SSL_KEY_PASSWORD (settings.py checked the files at start-up)."""
     if kafka.security_protocol not in ("SSL", "SASL_SSL"):
         return None
     context = ssl.create_default_context(cafile=kafka.ssl_cafile)
     if kafka.ssl_certfile:
-        context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+        context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile, password=kafka.ssl_key_password or None)
     return context
+
+
+class BrokerAccessError(Exception):
+    """The brokers answer, but refuse this client: a setting to fix (named), not a failure to retry."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+ACCESS_CHECK_TIMEOUT_S = 15.0
+
+
+async def check_access(kafka: KafkaSettings) -> None:
+    """Connect to the bootstrap brokers once, as every client of the pipeline will, and raise
+    BrokerAccessError naming the setting when TLS or SASL refuses it. A broker that does not answer is not
+    a setting error: the clients' own retries and the caller handle it."""
+    options = client_options(kafka)
+    for server in kafka.bootstrap_servers:
+        host, _, port = server.rpartition(":")
+        try:
+            if "ssl_context" in options:
+                await _tls_handshake(host, int(port), options["ssl_context"])
+            conn = await create_conn(
+                host, int(port), request_timeout_ms=int(ACCESS_CHECK_TIMEOUT_S * 1000),
+                ssl_context=options.get("ssl_context"), security_protocol=kafka.security_protocol,
+                sasl_mechanism=options.get("sasl_mechanism"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password"),
+                sasl_oauth_token_provider=options.get("sasl_oauth_token_provider"))
+        except ssl.SSLCertVerificationError as exc:
+            raise BrokerAccessError("KAFKA_SSL_CAFILE", f"the broker at {server} presented a certificate that "
+                                    f"does not verify against it: {exc.verify_message}") from None
+        except _RefusedAfterHandshakeError:
+            raise BrokerAccessError("KAFKA_SSL_CERTFILE", f"the broker at {server} closed the connection after the "
+                                    "TLS handshake: does it want a client certificate it trusts?") from None
+        except ssl.SSLError as exc:
+            if "WRONG_VERSION_NUMBER" in str(exc) or "record layer failure" in str(exc):
+                raise BrokerAccessError("KAFKA_SECURITY_PROTOCOL", f"the broker at {server} does not speak TLS "
+                                        f"on that port ({kafka.security_protocol})") from None
+            raise BrokerAccessError("KAFKA_SSL_CERTFILE", f"the broker at {server} refused the TLS handshake "
+                                    f"({exc.reason or exc}): does it want a client certificate it trusts?") from None
+        except (SaslAuthenticationFailed, IllegalSaslStateError, UnsupportedSaslMechanismError) as exc:
+            who = f" of {kafka.sasl_username!r}" if kafka.sasl_username else ""
+            raise BrokerAccessError("KAFKA_SASL_PASSWORD" if kafka.sasl_username else "KAFKA_SASL_MECHANISM",
+                                    f"the broker at {server} refused the SASL {kafka.sasl_mechanism} login{who}: "
+                                    f"{_redacted(str(exc), kafka.sasl_password)}") from None
+        except (TimeoutError, OSError, KafkaError):
+            continue  # not answering, or answering oddly: the clients' retries and errors take it from here
+        conn.close()
+        return
+
+
+class _RefusedAfterHandshakeError(Exception):
+    """The broker closed the connection right after the TLS handshake."""
+
+
+TLS_ALERT_WAIT_S = 0.5
+
+
+async def _tls_handshake(host: str, port: int, context: ssl.SSLContext) -> None:
+    """A TLS handshake alone, so that its failures keep their cause (aiokafka reports a closed connection).
+    With TLS 1.3 a broker that refuses the client's certificate (or its absence) says so only after the
+    handshake, in an alert the first read meets; a broker content with it waits for a request."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context),
+                                            ACCESS_CHECK_TIMEOUT_S)
+    try:
+        if await asyncio.wait_for(reader.read(1), TLS_ALERT_WAIT_S) == b"":
+            raise _RefusedAfterHandshakeError
+    except TimeoutError:
+        pass
+    finally:
+        writer.close()
+
+
+def _redacted(text: str, secret: str) -> str:
+    return text.replace(secret, "<hidden>") if secret else text
 
 
 class FileTokenProvider(AbstractTokenProvider):

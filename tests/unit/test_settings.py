@@ -190,3 +190,32 @@ def test_the_idempotent_producer_is_on_unless_turned_off() -> None:
     assert load({"KAFKA_IDEMPOTENCE": "FALSE"}).kafka.idempotence is False
     with pytest.raises(SettingsError, match="^KAFKA_IDEMPOTENCE"):
         load({"KAFKA_IDEMPOTENCE": "yes"})
+
+
+def test_tls_files_are_checked_at_start_up_with_one_line(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    client = ca.issue_cert("client")
+    key = serialization.load_pem_private_key(client.private_key_pem.bytes(), password=None)
+    files = {"ca": ca.cert_pem.bytes(), "cert": client.cert_chain_pems[0].bytes(), "junk": b"no PEM here\n",
+             "key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.BestAvailableEncryption(b"right"))}
+    for name, body in files.items():
+        (tmp_path / name).write_bytes(body)
+    tls = {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": str(tmp_path / "ca"),
+           "KAFKA_SSL_CERTFILE": str(tmp_path / "cert"), "KAFKA_SSL_KEYFILE": str(tmp_path / "key")}
+    settings = load({**tls, "KAFKA_SSL_KEY_PASSWORD": "right"})
+    assert settings.kafka.ssl_key_password == "right" and "right" not in repr(settings)
+    cases = [({"KAFKA_SSL_CAFILE": str(tmp_path / "junk")}, "KAFKA_SSL_CAFILE"),
+             ({}, "KAFKA_SSL_KEY_PASSWORD: " + str(tmp_path / "key") + " is encrypted"),
+             ({"KAFKA_SSL_KEY_PASSWORD": "wrong"}, "KAFKA_SSL_KEY_PASSWORD: does not decrypt"),
+             ({"KAFKA_SSL_CERTFILE": str(tmp_path / "junk"), "KAFKA_SSL_KEY_PASSWORD": "right"}, "KAFKA_SSL_CERTFILE")]
+    for change, error in cases:
+        with pytest.raises(SettingsError) as caught:
+            load({**tls, **change})
+        assert str(caught.value).startswith(error), str(caught.value)
+        assert "wrong" not in str(caught.value) and "right" not in str(caught.value)
+    with pytest.raises(SettingsError, match="^KAFKA_SSL_KEY_PASSWORD: is the passphrase of KAFKA_SSL_KEYFILE"):
+        load({"KAFKA_SSL_KEY_PASSWORD": "right"})
