@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,12 +36,10 @@ from formats.lake import aggregate_hour_prefix, aggregate_key, parse_aggregate_k
 from formats.parquet import PARQUET_CONTENT_TYPE
 from formats.partials import PartialKey, partial_partition
 from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
+from sinks.lake import get_objects
 from tables.windows import WindowSpec
 
 __all__ = ["Restatement", "WindowWriter", "restate_hours"]
-
-READ_THREADS = 8  # parallel GETs of an hour's window objects (hundreds of small files)
-REDIS_CHUNK_ROWS = 2_000  # rows per Redis transaction when repopulating
 
 
 class WindowWriter(Protocol):
@@ -129,8 +126,7 @@ def _stored(lake: BatchLake, hour: int, config: Restatement, say: Callable[[str]
                 say(f"warning: skipped s3://{lake.bucket}/{key}: not a window object name")
                 continue
             keys.append(key)
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        bodies = list(pool.map(lake.get_bytes, keys))
+    bodies = get_objects(lake, keys)
     return {key: parquet_to_rows(body) for key, body in zip(keys, bodies, strict=True)}
 
 
@@ -169,8 +165,7 @@ def _restate_hour(lake: BatchLake, hour: int, end_ms: int, listing: Mapping[str,
     if backfill and config.redis is not None:
         final = sorted((row for rows in objects.values() for row in rows), key=lambda r: (r.window_start_ms,
                                                                                           r.window, r.event_type))
-        for first in range(0, len(final), REDIS_CHUNK_ROWS):
-            config.redis.write(final[first:first + REDIS_CHUNK_ROWS])
+        config.redis.write(final)  # in script calls of ROWS_PER_SCRIPT rows (sinks/redis_store.py)
         report.redis_rows_written += len(final)
     manifest = RestateManifest(start_ms=hour, end_ms=end_ms, windows=config.specs_text(), inputs=dict(listing),
                                skipped=dict(inputs.skipped), events=inputs.events, restated=len(comparison.changes))

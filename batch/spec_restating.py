@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,14 +57,13 @@ from formats.lake import (
 )
 from formats.parquet import PARQUET_CONTENT_TYPE
 from formats.partials import key_partition, key_text
+from sinks.lake import get_objects
 from tables.partials import fold_measures, new_measures_partial
 from tables.totals import combine_measures
 from tables.windows import WindowSpec, window_starts
 
 __all__ = ["AggregateChange", "definition", "recompute_aggregation", "restate_spec_hours", "spec_hours_to_restate"]
 
-READ_THREADS = 8  # parallel GETs of an hour's window objects
-REDIS_CHUNK_ROWS = 2_000  # rows per Redis call when repopulating
 
 RowKey = tuple[str, int, tuple[Any, ...]]  # window, window start, key parts
 
@@ -284,8 +282,7 @@ def _restate_if_needed(lake: BatchLake, spec: Spec, index: int, windows: tuple[W
         say(f"restated {aggregation.name} {window} {iso_utc(start_ms)}: {len(window_changes)} rows")
     if backfill and redis is not None:
         final = sorted((row for rows in objects.values() for row in rows), key=lambda r: _order(_key(r)))
-        for first in range(0, len(final), REDIS_CHUNK_ROWS):
-            redis.write_aggregates(final[first:first + REDIS_CHUNK_ROWS], layout, aggregation.redis)
+        redis.write_aggregates(final, layout, aggregation.redis)  # in script calls of ROWS_PER_SCRIPT rows
         report.redis_rows_written += len(final)
     manifest = RestateManifest(start_ms=hour, end_ms=end_ms, windows=specs_text, inputs=listing,
                                skipped=skipped, events=sum(i.events for i in inputs), restated=len(changes),
@@ -307,8 +304,7 @@ def _stored(lake: BatchLake, aggregation: Aggregation, windows: Sequence[WindowS
                 say(f"warning: skipped s3://{lake.bucket}/{key}: not a window object name")
                 continue
             keys.append(key)
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        bodies = list(pool.map(lake.get_bytes, keys))
+    bodies = get_objects(lake, keys)
     return {key: parquet_to_aggregate_rows(body, aggregation.name, layout)
             for key, body in zip(keys, bodies, strict=True)}
 

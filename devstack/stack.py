@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -22,8 +22,12 @@ class Endpoints:
     s3_endpoint: str
     redis_url: str
     credentials: Mapping[str, str]
-    broker_settings: Mapping[str, str] = field(default_factory=dict)  # what the broker needs of clients
     broker: str = "external"  # kafka or tansu when the stack started it
+
+    @property
+    def broker_settings(self) -> dict[str, str]:
+        """What the broker needs of its clients' settings (Tansu: no idempotent producer)."""
+        return dict(services.TANSU_CLIENT_SETTINGS) if self.broker == "tansu" else {}
 
     def s3_client(self) -> Any:
         """A boto3 S3 client for this stack's endpoint and credentials."""
@@ -100,7 +104,6 @@ class Stack:
         services.ensure_buckets(s3_endpoint, credentials, buckets)
 
         broker_url = config.external_broker_url
-        broker_settings = {}
         if broker_url is None:
             broker_url = f"kafka://{services.HOST}:{config.broker_port}"
             if config.broker == "kafka":
@@ -108,14 +111,13 @@ class Stack:
                                          fresh=config.broker_storage == "memory"))
             else:
                 self._run(services.tansu(config.broker_port, config.broker_storage, s3_endpoint, credentials))
-                broker_settings = dict(services.TANSU_CLIENT_SETTINGS)
 
         redis_url = config.external_redis_url
         if redis_url is None:
             redis_url = f"redis://{services.HOST}:{config.redis_port}/0"
             self._run(services.redis(self.data_dir / "redis", config.redis_port))
         broker = "external" if config.external_broker_url else config.broker
-        return Endpoints(broker_url, s3_endpoint, redis_url, credentials, broker_settings, broker)
+        return Endpoints(broker_url, s3_endpoint, redis_url, credentials, broker)
 
     def _run(self, spec: services.ServiceSpec) -> None:
         for port, setting in spec.ports.items():

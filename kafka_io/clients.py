@@ -54,19 +54,15 @@ async def check_access(kafka: KafkaSettings) -> None:
     """Connect to the bootstrap brokers once, as every client of the pipeline will, and raise
     BrokerAccessError naming the setting when TLS or SASL refuses it. A broker that does not answer is not
     a setting error: the clients' own retries and the caller handle it."""
-    options = client_options(kafka)
+    # The connection options every client gets (TLS and SASL: one home), less the servers, tried one by one.
+    options = {name: value for name, value in client_options(kafka).items() if name != "bootstrap_servers"}
     for server in kafka.bootstrap_servers:
         host, _, port = server.rpartition(":")
         try:
             if "ssl_context" in options:
                 await _tls_handshake(host, int(port), options["ssl_context"])
-            conn = await create_conn(
-                host, int(port), request_timeout_ms=int(ACCESS_CHECK_TIMEOUT_S * 1000),
-                ssl_context=options.get("ssl_context"), security_protocol=kafka.security_protocol,
-                sasl_mechanism=options.get("sasl_mechanism"),
-                sasl_plain_username=options.get("sasl_plain_username"),
-                sasl_plain_password=options.get("sasl_plain_password"),
-                sasl_oauth_token_provider=options.get("sasl_oauth_token_provider"))
+            conn = await create_conn(host, int(port), request_timeout_ms=int(ACCESS_CHECK_TIMEOUT_S * 1000),
+                                     **options)
         except ssl.SSLCertVerificationError as exc:
             raise BrokerAccessError("KAFKA_SSL_CAFILE", f"the broker at {server} presented a certificate that "
                                     f"does not verify against it: {exc.verify_message}") from None

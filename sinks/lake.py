@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -58,7 +59,8 @@ from sinks.policy import (
     s3_failure_is_transient,
 )
 
-__all__ = ["ArchiveOutcome", "LakeReader", "S3Client", "S3Lake", "make_s3_client_factory"]
+__all__ = ["READ_THREADS", "ArchiveOutcome", "LakeReader", "S3Client", "S3Lake", "get_objects",
+           "make_s3_client_factory"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +156,17 @@ class LakeReader(Protocol):
     def list_folders(self, prefix: str) -> list[str]: ...
 
     def get_bytes(self, key: str) -> bytes: ...
+
+
+READ_THREADS = 8  # parallel GETs of small objects: a range's rollups, an hour's or a window's window objects
+
+
+def get_objects(lake: LakeReader, keys: Sequence[str]) -> list[bytes]:
+    """The bodies of `keys`, in their order, READ_THREADS GETs at a time (blocking: call from a thread)."""
+    if not keys:
+        return []
+    with ThreadPoolExecutor(min(READ_THREADS, len(keys))) as pool:
+        return list(pool.map(lake.get_bytes, keys))
 
 
 class S3Lake:
@@ -283,36 +296,27 @@ class S3Lake:
 
     def list_etags(self, prefix: str) -> dict[str, str]:
         """Every object whose key starts with ``prefix`` (absolute: include the lake prefix), key -> ETag."""
-        client = self._require_client()
-        found: dict[str, str] = {}
-        token: str | None = None
-        while True:
-            request: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
-            if token is not None:
-                request["ContinuationToken"] = token
-            with self._translate_errors("list", prefix):
-                page = client.list_objects_v2(**request)
-            for item in page.get("Contents", []):
-                found[str(item["Key"])] = str(item["ETag"]).strip('"')
-            if not page.get("IsTruncated"):
-                return found
-            token = str(page["NextContinuationToken"])
+        return {str(item["Key"]): str(item["ETag"]).strip('"')
+                for page in self._list_pages(prefix) for item in page.get("Contents", [])}
 
     def list_folders(self, prefix: str) -> list[str]:
         """The folders right under ``prefix`` (absolute, ending in "/"), each ending in "/"."""
+        return [str(item["Prefix"]) for page in self._list_pages(prefix, delimiter="/")
+                for item in page.get("CommonPrefixes", [])]
+
+    def _list_pages(self, prefix: str, delimiter: str | None = None) -> Iterator[Mapping[str, Any]]:
+        """Every page of a ListObjectsV2 of ``prefix``, following the continuation tokens."""
         client = self._require_client()
-        found: list[str] = []
-        token: str | None = None
+        request: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+        if delimiter is not None:
+            request["Delimiter"] = delimiter
         while True:
-            request: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "Delimiter": "/"}
-            if token is not None:
-                request["ContinuationToken"] = token
             with self._translate_errors("list", prefix):
                 page = client.list_objects_v2(**request)
-            found.extend(str(item["Prefix"]) for item in page.get("CommonPrefixes", []))
+            yield page
             if not page.get("IsTruncated"):
-                return found
-            token = str(page["NextContinuationToken"])
+                return
+            request["ContinuationToken"] = str(page["NextContinuationToken"])
 
     def get_bytes(self, key: str) -> bytes:
         client = self._require_client()

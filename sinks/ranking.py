@@ -22,7 +22,6 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Final
@@ -32,13 +31,12 @@ import pyarrow.compute as pc
 
 from formats.aggregates import AggregateLayout, AggregateRow, parquet_to_aggregate_table, table_to_aggregate_rows
 from formats.lake import HOUR_MS, parse_spec_aggregate_key, spec_aggregate_hour_prefix
-from sinks.lake import LakeReader
+from sinks.lake import LakeReader, get_objects
 
 __all__ = ["CACHED_OBJECTS", "ObjectCache", "TopKeys", "rank_table", "read_top_keys"]
 
 log = logging.getLogger(__name__)
 
-READ_THREADS: Final = 8  # parallel GETs: one object per stage-2 partition
 CACHED_OBJECTS: Final = 64  # decoded window objects kept per worker (a few windows of 8-16 partitions)
 _HOUR_LEVELS: Final = 4  # year=, month=, day=, hour=
 
@@ -141,8 +139,7 @@ def _rank(lake: LakeReader, cache: ObjectCache, aggregation: str, layout: Aggreg
             missing.append(key)
         else:
             tables[key] = cached
-    with ThreadPoolExecutor(min(READ_THREADS, max(1, len(missing)))) as pool:
-        bodies = list(pool.map(lake.get_bytes, missing))
+    bodies = get_objects(lake, missing)
     skipped = []
     for key, body in zip(missing, bodies, strict=True):
         try:

@@ -13,7 +13,6 @@ Blocking (S3 calls): run it in a thread, not on an event loop.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +20,11 @@ import pyarrow as pa
 
 from formats.batch import AggregateRollupLayout, RollupRow, parquet_to_aggregate_rollup, parquet_to_rollups
 from formats.lake import PERIOD_MS, rollup_folders, rollup_key, spec_rollup_key
-from sinks.lake import LakeReader
+from sinks.lake import LakeReader, get_objects
 
-__all__ = ["READ_THREADS", "AggregateRollupRead", "RollupRead", "read_aggregate_rollups", "read_rollups"]
+__all__ = ["AggregateRollupRead", "RollupRead", "read_aggregate_rollups", "read_rollups"]
 
 log = logging.getLogger(__name__)
-
-READ_THREADS = 8  # parallel GETs: one small object per period
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +43,7 @@ def read_rollups(lake: LakeReader, period: str, from_ms: int, to_ms: int) -> Rol
     for folder in rollup_folders(lake.prefix, period, starts[0], starts[-1]):
         listed.update(lake.list_etags(folder))
     keys = [key for key in (rollup_key(lake.prefix, period, start) for start in starts) if key in listed]
-    with ThreadPoolExecutor(min(READ_THREADS, max(1, len(keys)))) as pool:
-        bodies = list(pool.map(lake.get_bytes, keys))
+    bodies = get_objects(lake, keys)
     rows: list[RollupRow] = []
     skipped = []
     for key, body in zip(keys, bodies, strict=True):
@@ -78,8 +74,7 @@ def read_aggregate_rollups(lake: LakeReader, aggregation: str, layout: Aggregate
         listed.update(lake.list_etags(folder))
     keys = [key for key in (spec_rollup_key(lake.prefix, aggregation, period, start) for start in starts)
             if key in listed]
-    with ThreadPoolExecutor(min(READ_THREADS, max(1, len(keys)))) as pool:
-        bodies = list(pool.map(lake.get_bytes, keys))
+    bodies = get_objects(lake, keys)
     rows: list[dict[str, Any]] = []
     skipped = []
     for key, body in zip(keys, bodies, strict=True):  # keys in period order; rows by key within each

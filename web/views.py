@@ -41,7 +41,7 @@ from formats.rows import WindowRow, row_to_api
 from ops.metrics import CONTENT_TYPE_LATEST
 from sinks.policy import SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import MAX_RECENT_ALERTS
-from tables.windows import closed_upto_ms, is_closed
+from tables.windows import first_open_start, is_closed
 from web.params import (
     BadParameterError,
     UnknownNameError,
@@ -432,8 +432,7 @@ class AggregationTopView(ApiView):
         elif low_ms is None:
             newest = None
         else:
-            newest = closed_upto_ms(spec.size_ms, low_ms)
-            newest -= newest % spec.step_ms
+            newest = first_open_start(spec, low_ms) - spec.step_ms  # the newest closed window's start
         layout = found.layout()
         answer: dict[str, Any] = {"aggregation": found.name, "window": spec.name, "watermark": self.watermark(),
                                   "measure": f"{measure}.{statistic}", "order": "desc" if descending else "asc"}

@@ -600,15 +600,16 @@
 
   function renderTop() {
     const { rows, series, measure, window: name, aggregation, error, historyError } = state.top;
+    const counted = measure.replace(/[^.]+$/, "count"); // the same measure's count of events
     $("top").tBodies[0].replaceChildren(...rows.map((r, i) => {
-      const stats = r.measures[measure.slice(0, measure.lastIndexOf("."))];
-      const tr = row([[String(i + 1), "num"], [keyText(r.key), "type"], [fmtNum(statOf(r, measure)), "num"],
-        [fmtInt(stats ? stats.count : null), "num"],
+      const value = statOf(r, measure);
+      const tr = row([[String(i + 1), "num"], [keyText(r.key), "type"], [fmtNum(value), "num"],
+        [fmtInt(statOf(r, counted)), "num"],
         [r.revision ? `${r.revision} (${fmtNum(r.late_count)} late)` : "—", "num"]]);
       tr.children[1].style.setProperty("--swatch", colorOf(keyText(r.key)));
       tr.children[1].title = keyText(r.key);
       tr.dataset.key = JSON.stringify(r.key);
-      tr.dataset.value = String(statOf(r, measure));
+      tr.dataset.value = String(value);
       return tr;
     }));
     const el = $("top-chart");
