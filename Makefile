@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install kafka run stack test test-fast test-spark chaos chromium prometheus bench bench-peers bench-stages bench-batch soak clean
+.PHONY: help install kafka run stack test test-fast test-spark chaos chromium prometheus bench bench-restore bench-peers bench-stages bench-batch soak clean
 
 ## help: this list
 help:
@@ -114,6 +114,11 @@ bench: install $(BROKER_DEPS)
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
 	  --compression $(COMPRESSION) --workers $(WORKERS) \
 	  $(if $(SPEC),--spec $(SPEC) --keys $(KEYS) --events-per-key $(EVENTS_PER_KEY))
+
+## bench-restore: the stages' restore time after EVENTS events, with and without local state (SPEC, KEYS as for bench);
+## DEVSTACK_BROKER=tansu for Tansu
+bench-restore: install $(BROKER_DEPS)
+	$(BIN)/python -m bench.restore --events $(EVENTS) $(if $(SPEC),--spec $(SPEC) --keys $(KEYS))
 
 ## bench-peers: the same windowed job in Bytewax and Quix Streams (each in its venv under var/peers), interleaved
 ## with this project over one topic of PEER_EVENTS preloaded events, RUNS rounds: events/s, ratios, checked totals

@@ -58,6 +58,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("KAFKA_SASL_USERNAME", "", "SASL user name (required with PLAIN and SCRAM)."),
     Setting("KAFKA_SASL_PASSWORD", "", "SASL password (required with PLAIN and SCRAM; never logged).", secret=True),
     Setting("KAFKA_SASL_OAUTH_TOKEN_FILE", "", "OAUTHBEARER: a file holding the current token, read at every authentication, so that a sidecar can refresh it (e.g. an MSK IAM or OIDC token)."),
+    Setting("KAFKA_TRANSACTIONS", "true", "Kafka transactions (`true` or `false`): each stage partition writes through a transactional producer of its own (transactional id `APP_ID-<stage>-<partition>`), so that a worker that was paused past the session timeout and replaced cannot write once it resumes (zombie fencing), and readers see a partition's writes only once committed. Needs the idempotent producer, and on a broker with ACLs `Write` on those transactional ids. `false` only for a broker without transactions, such as Tansu (the embedded stack sets it for Tansu)."),
     Setting("KAFKA_IDEMPOTENCE", "true", "The idempotent producer (`true` or `false`): a send the client retries after a lost answer is written once. Every Kafka since 0.11 has it; `false` only for a broker without it, such as Tansu (the embedded stack sets it for Tansu). Off for the produce command when `PRODUCE_ACKS` is not `all`."),
     Setting("KAFKA_COMPRESSION", "none", "Compression of what the worker and the produce command write: none, gzip, snappy, lz4 or zstd."),
     Setting("KAFKA_LINGER", "5ms", "How long a producer waits to fill a batch (the article's producer: 10ms)."),
@@ -135,6 +136,7 @@ class KafkaSettings:
     linger_ms: int
     batch_bytes: int
     idempotence: bool
+    transactions: bool
     produce_acks: str
     topic_events: str
     topic_dlq: str
@@ -519,6 +521,11 @@ def load(env: Mapping[str, str]) -> Settings:
     _check_tls_files(files["KAFKA_SSL_CAFILE"], files["KAFKA_SSL_CERTFILE"], files["KAFKA_SSL_KEYFILE"],
                      key_password)
     topic = _matching(_TOPIC_NAME, "a topic name of letters, digits, '.', '_' or '-'")
+    idempotence = read.parse("KAFKA_IDEMPOTENCE", _choice(("true", "false"), lower=True)) == "true"
+    transactions = read.parse("KAFKA_TRANSACTIONS", _choice(("true", "false"), lower=True)) == "true"
+    if transactions and not idempotence:
+        raise SettingsError("KAFKA_TRANSACTIONS", "transactions need the idempotent producer: set KAFKA_IDEMPOTENCE=true, "
+                            "or KAFKA_TRANSACTIONS=false on a broker without either")
     kafka = KafkaSettings(
         bootstrap_servers=read.parse("BROKER_URL", _bootstrap_servers),
         security_protocol=protocol,
@@ -533,7 +540,8 @@ def load(env: Mapping[str, str]) -> Settings:
         compression=read.parse("KAFKA_COMPRESSION", _choice(KAFKA_COMPRESSIONS, lower=True)),
         linger_ms=read.parse("KAFKA_LINGER", parse_duration_ms),
         batch_bytes=read.parse("KAFKA_BATCH_BYTES", _integer(1024, 64 * 1024 * 1024)),
-        idempotence=read.parse("KAFKA_IDEMPOTENCE", _choice(("true", "false"), lower=True)) == "true",
+        idempotence=idempotence,
+        transactions=transactions,
         produce_acks=read.parse("PRODUCE_ACKS", _choice(("all", "1", "0"), lower=True)),
         topic_events=read.parse("TOPIC_EVENTS", topic),
         topic_dlq=read.parse("TOPIC_DLQ", topic),

@@ -92,7 +92,7 @@ from settings import Settings
 from sinks.outputs import Outputs
 from tables.families import Family, families
 from tables.state import ExportState, decode_export_state
-from tables.store import PartitionStore, changelog_send
+from tables.store import PartitionStore, close_stores, open_writers
 from tables.totals import InstanceTotals
 from tables.watermark import low_frontier
 from tables.windows import WindowSpec, first_open_start, is_closed, window_sizes
@@ -177,14 +177,15 @@ class ExportStage:
 
     async def open(self, partitions: Sequence[int], reader: AIOKafkaConsumer) -> dict[int, ExportPartition]:
         ctx = self.ctx
-        stores = {q: PartitionStore(ctx.state_dir / "export" / f"{q:05d}", ctx.topics.export_state, q,
-                                    changelog_send(ctx.producer.send)) for q in partitions}
+        # Writers first: with transactions, starting one fences the partition's previous owner (agents/ingest.py).
+        writers = await open_writers(ctx.producer, f"{ctx.settings.app_id}-{self.name}", partitions)
+        stores = {q: PartitionStore(ctx.state_dir / "export" / f"{q:05d}", ctx.topics.export_state, q, writers[q])
+                  for q in partitions}
         try:
             states = {q: decode_export_state(await store.restore(reader)) for q, store in stores.items()}
             sent = await last_source_offsets(reader, ctx.topics.alerts, partitions, position=alert_seq)
         except BaseException:
-            for store in stores.values():
-                store.close()
+            await close_stores(stores.values())
             raise
         self.partitions = {q: ExportPartition(ctx, q, stores[q], states[q], sent[q]) for q in partitions}
         return dict(self.partitions)
@@ -409,8 +410,10 @@ class ExportPartition:
     async def _export(self, steps: list[Step], crossings: list[tuple[int, int]]) -> None:
         state, store = self.state, self.store
         # First what the input brought: rule cursors written now must not be overwritten by older ones,
-        # and the totals exported are stored before the ledger says they were.
+        # and the totals exported are stored before the ledger says they were. Committed before the S3 and
+        # Redis writes, which may wait out an outage: no transaction stays open across them.
         await self._persist()
+        await store.commit()
         rows_of = [await self._rows_in_turns(step.totals) if step.totals is not None else [] for step in steps]
         # A backlog closes many windows at once: their rows are written side by side (each write is
         # idempotent), while judging and the ledger follow the steps' order, each window after its rows.
@@ -465,8 +468,8 @@ class ExportPartition:
         for seq, alert in enumerate(alerts, start=first_seq):
             if seq > self.alerts_sent_upto:  # not in the topic yet (a replay skips what was sent)
                 ctx.faults.check("alerts.send")
-                sent.append(await ctx.producer.send(ctx.topics.alerts, encode_alert(alert), key=alert.id.encode(),
-                                                    partition=self.partition, headers=alert_headers(seq)))
+                sent.append(await self.store.writer.send(ctx.topics.alerts, encode_alert(alert), key=alert.id.encode(),
+                                                         partition=self.partition, headers=alert_headers(seq)))
                 self.alerts_sent_upto = seq
                 ctx.metrics.alerts.labels(alert.rule, alert.severity, alert.state).inc()
                 log.info("alert %s %s: rule %s, %s %s window %s, value %r (threshold %r)", alert.state,
@@ -474,6 +477,7 @@ class ExportPartition:
                          alert.value, alert.threshold)
         await asyncio.gather(*sent)  # in the topic before the state says they were made
         if alerts:
+            await self.store.commit()  # and committed: no transaction stays open across a Redis write
             await ctx.outputs.write_alerts([_redis_alert(alert) for alert in alerts])
         assert step.cursor_after is not None
         state.cursors[step.window] = step.cursor_after
@@ -570,7 +574,7 @@ class ExportPartition:
             if graceful:
                 await self._persist()
                 await self.store.commit()
-        self.store.close()
+        await close_stores([self.store])
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

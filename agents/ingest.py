@@ -86,7 +86,7 @@ from tables.partials import (
     fold_records,
 )
 from tables.state import decode_ingest_state
-from tables.store import PartitionStore, changelog_send
+from tables.store import PartitionStore, PartitionWriter, close_stores, open_writers
 from tables.watermark import PartitionClock
 
 log = logging.getLogger(__name__)
@@ -130,15 +130,17 @@ class IngestStage:
 
     async def open(self, partitions: Sequence[int], reader: AIOKafkaConsumer) -> dict[int, IngestPartition]:
         ctx = self.ctx
-        stores = {p: PartitionStore(ctx.state_dir / "ingest" / f"{p:05d}", ctx.topics.ingest_state, p,
-                                    changelog_send(ctx.producer.send)) for p in partitions}
+        # Writers first: with transactions, starting one fences the partition's previous owner, so that
+        # what is read next (state, dead letters, late records) is all it will ever have written.
+        writers = await open_writers(ctx.producer, f"{ctx.settings.app_id}-{self.name}", partitions)
+        stores = {p: PartitionStore(ctx.state_dir / "ingest" / f"{p:05d}", ctx.topics.ingest_state, p, writers[p])
+                  for p in partitions}
         try:
             restored = {p: decode_ingest_state(await store.restore(reader), p) for p, store in stores.items()}
             dead_upto = await last_source_offsets(reader, ctx.topics.dead_letters, partitions)
             late_upto = await last_source_offsets(reader, ctx.topics.late, partitions)
         except BaseException:
-            for store in stores.values():
-                store.close()
+            await close_stores(stores.values())
             raise
         self.partitions = {
             p: IngestPartition(ctx, p, stores[p], *restored[p], dead_upto[p], late_upto[p]) for p in partitions}
@@ -176,7 +178,7 @@ class IngestPartition:
                                         max_records=pipeline.archive_max_records,
                                         max_age_s=pipeline.archive_max_age_ms / 1000,
                                         columns=EventColumns if self.spec is None else RawColumns)
-        self.side_outputs = SideOutputs(ctx.producer, ctx.topics, partition, dead_letters_upto, late_upto)
+        self.side_outputs = SideOutputs(store.writer, ctx.topics, partition, dead_letters_upto, late_upto)
         self._published: Mark | None = None
         self._announced_ms: int | None = None  # the frontier stage 2 has heard from this process
         self._max_buffered = ARCHIVE_BUFFERED_FILES * pipeline.archive_max_records
@@ -286,21 +288,22 @@ class IngestPartition:
         batch is sent once per flush, which is what bounds the partials of many event types.
         """
         ctx, partition, topics, partials, put = self.ctx, self.partition, self.ctx.topics, self.partials, self.store.put
+        send = self.store.writer.send
         partials_sent = []
         for instance, slots in partials.take_dirty():
             encode = functools.partial(encode_partial_columns, partition, instance)
             for target, run in self._by_target(instance, slots).items():
                 for start, stop, body in encode_in_runs(run, encode, PARTIALS_BYTES):
                     ctx.faults.check("ingest.send")
-                    partials_sent.append(await ctx.producer.send(topics.partials, body, partition=target))
+                    partials_sent.append(await send(topics.partials, body, partition=target))
                     seq = partials.books.packed(instance.holder, run[start:stop])
                     await put(pack_key(PARTIALS_PACK_PREFIX, seq), body)
         await self._delete_packs()
-        # All of it durable before the position passes the records it covers.
-        await self.store.commit()
+        # All of it durable (and committed: one transaction) before the position passes the records it covers.
         side_sent, self._side_sent = self._side_sent, []
-        await self.side_outputs.wait(side_sent)
+        await self.side_outputs.wait(side_sent)  # a record refused as too large goes again, cut, before the commit
         await asyncio.gather(*partials_sent)
+        await self.store.commit()
         position = self._position_now()
         if position != self.position:
             self.position = position
@@ -357,13 +360,14 @@ class IngestPartition:
         mark = self.clock.mark(now_ms)
         if mark != self._published:
             await self.store.commit()  # the event time behind the mark is durable before anyone uses it
-            await ctx.producer.send(ctx.topics.watermarks, encode_mark(mark, now_ms), key=str(self.partition).encode(),
-                                    partition=self.partition)
+            await self.store.writer.send(ctx.topics.watermarks, encode_mark(mark, now_ms),
+                                         key=str(self.partition).encode(), partition=self.partition)
             self._published = mark
         frontier = self.position.frontier_ms
         if frontier is not None and frontier != self._announced_ms:
             await self.store.commit()
             await self._announce(frontier, now_ms)
+        await self.store.commit()  # the mark and the frontier visible now (transactions), not at the next tick
         ctx.stats.archive_buffered[self.partition] = self.archive.buffered()
 
     async def _advance_frontier(self, low_ms: int) -> None:
@@ -380,12 +384,12 @@ class IngestPartition:
         self._stale = []
 
     async def _announce(self, frontier_ms: int, now_ms: int) -> None:
-        """Tell every stage-2 partition, after the partials it covers (same producer, in order)."""
+        """Tell every stage-2 partition, after the partials it covers (same writer, in order)."""
         ctx = self.ctx
         partitions = ctx.settings.kafka.topic_partitions
         body = encode_frontier(FrontierMessage(self.partition, frontier_ms, partitions, now_ms))
         for target in range(partitions):
-            await ctx.producer.send(ctx.topics.partials, body, partition=target)
+            await self.store.writer.send(ctx.topics.partials, body, partition=target)
         self._announced_ms = frontier_ms
         ctx.stats.frontiers_ms[self.partition] = frontier_ms
 
@@ -403,7 +407,7 @@ class IngestPartition:
                      self.partition, exc)
         finally:
             await self.archive.close()
-            self.store.close()
+            await close_stores([self.store])
             self.ctx.stats.forget_partition(self.partition)
 
 
@@ -429,9 +433,9 @@ class SideOutputs:
     (formats.side_outputs.forwarded), never left behind: a bad record must not stop the worker.
     """
 
-    def __init__(self, producer: Producer, topics: Topics, partition: int, dead_letters_upto: int,
+    def __init__(self, writer: PartitionWriter, topics: Topics, partition: int, dead_letters_upto: int,
                  late_upto: int) -> None:
-        self.producer = producer
+        self.writer = writer
         self.topics = topics
         self.partition = partition
         self.dead_letters_upto = dead_letters_upto
@@ -474,7 +478,7 @@ class SideOutputs:
         for limit in (max_bytes, FALLBACK_FORWARDED_BYTES):
             value, headers = forwarded(forward.raw, forward.headers, limit)
             try:
-                return await self.producer.send(forward.topic, value, key=forward.key, partition=self.partition,
+                return await self.writer.send(forward.topic, value, key=forward.key, partition=self.partition,
                                                 headers=headers, timestamp_ms=forward.timestamp_ms)
             except MessageSizeTooLargeError:  # beyond the producer's own limit: cut it further
                 if limit == FALLBACK_FORWARDED_BYTES:

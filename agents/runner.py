@@ -30,12 +30,13 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from agents.group import StickyAssignor
-from kafka_io.clients import Producer
-from tables.changelog import reader
+from kafka_io.clients import BrokerAccessError, Producer
+from tables.changelog import ISOLATION_LEVEL, end_of, reader
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ MAX_POLL_RECORDS = 5_000
 COMMIT_EVERY_S = 5.0  # committed offsets are for monitoring tools only; positions live in the state
 REVOKE_FLUSH_TIMEOUT_S = 20.0
 CRASH_EXIT_STATUS = 70  # EX_SOFTWARE
+FENCED = "another worker took over its partitions while it was paused"  # in the log line of a fenced zombie
 # Session and rebalance timeouts: a dead member is noticed within the session timeout
 # (Tansu answers a first JoinGroup after half of it), and members rejoin quickly.
 SESSION_TIMEOUT_MS = 10_000
@@ -80,8 +82,13 @@ class Stage(Protocol):
 
 def exit_process(exc: BaseException) -> None:
     """Crash-only: log why, and end the process at once (a supervisor restarts it)."""
-    log.critical("stopping the worker after an unexpected error; its state is restored from Kafka on restart",
-                 exc_info=exc)
+    if isinstance(exc, ProducerFenced):
+        # Expected of a zombie: the worker was paused past the session timeout, and its partitions' next
+        # owners fenced its writers (kafka_io.clients.TransactionalWriter). Nothing it wrote since is visible.
+        log.error("stopping the worker: %s, and fenced its writes (%r); it restarts and rejoins", FENCED, exc)
+    else:
+        log.critical("stopping the worker after an unexpected error; its state is restored from Kafka on restart",
+                     exc_info=exc)
     for handler in logging.getLogger().handlers:
         with contextlib.suppress(Exception):
             handler.flush()
@@ -134,6 +141,7 @@ class StageRunner(Service):
         await self._reader.start()
         self._consumer = AIOKafkaConsumer(
             group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level=ISOLATION_LEVEL,
             partition_assignment_strategy=(self.assignor,), session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS, rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
             max_poll_interval_ms=MAX_POLL_INTERVAL_MS, fetch_max_wait_ms=POLL_TIMEOUT_MS,
@@ -162,15 +170,16 @@ class StageRunner(Service):
         return self.assignor.owners
 
     def lag(self) -> dict[int, int]:
-        """Records not yet processed per owned partition: high watermark minus the next offset to process."""
+        """Records not yet processed per owned partition: the end (tables.changelog.end_of) minus the next
+        offset to process."""
         lag: dict[int, int] = {}
         consumer = self._consumer
         if consumer is None:
             return lag
         for partition, position in self.positions.items():
-            highwater = consumer.highwater(TopicPartition(self.stage.topic, partition))
-            if highwater is not None:
-                lag[partition] = max(0, highwater - position)
+            end = end_of(consumer, TopicPartition(self.stage.topic, partition))
+            if end is not None:
+                lag[partition] = max(0, end - position)
         return lag
 
     def _owned_partitions(self) -> list[int]:
@@ -196,6 +205,8 @@ class StageRunner(Service):
             await self._run()
         except asyncio.CancelledError:
             raise
+        except BrokerAccessError as exc:  # a setting to fix (KAFKA_TRANSACTIONS), not a failure to restart on
+            self._on_layout_error(f"error: {exc}")
         except BaseException as exc:  # noqa: BLE001 - crash-only: whatever it was, stop the worker
             if self._stopping:
                 log.debug("%s: loop ended while stopping: %r", self.stage.name, exc)

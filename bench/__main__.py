@@ -217,6 +217,24 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path, p
     return result
 
 
+def worker_env(endpoints: Endpoints, run_id: str, topic: str, state_dir: Path, port: int, *,
+               compression: str = "none", spec_path: Path | None = None) -> dict[str, str]:
+    """A bench worker's settings: APP_ID, bucket and key prefix `run_id`, input `topic`, web `port`."""
+    return {
+        **without_service_urls(os.environ),
+        **endpoints.env(),
+        "PYTHONPATH": str(ROOT), "APP_ID": run_id, "TOPIC_EVENTS": topic, "TOPIC_DLQ": f"{run_id}-dlq",
+        "TOPIC_LATE": f"{run_id}-late", "TOPIC_PARTITIONS": str(PARTITIONS), "LAKE_URL": f"s3://{run_id}/",
+        "REDIS_KEY_PREFIX": f"{run_id}:", "WEB_PORT": str(port), "STATE_DIR": str(state_dir),
+        "LOG_LEVEL": "warning", "IDLE_TIMEOUT": "1h", "KAFKA_COMPRESSION": compression,
+        # The last, partly filled archive files roll by age: keep that tail short so the run
+        # measures throughput, not the configured file age (with 1s, 200k events took ~0.75 s
+        # more: the four sentinels spill into files of their own, which wait out the age).
+        "ARCHIVE_MAX_AGE": "250ms",
+        **({"AGGREGATIONS": str(spec_path)} if spec_path is not None else {}),
+    }
+
+
 def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path, log_dir: Path, run_id: str,
                    py_spy: str | None = None, *, compression: str = "none", workers: int = 1,
                    spec_path: Path | None = None, expected_rows: int | None = None) -> dict[str, Any]:
@@ -226,19 +244,7 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
     s3 = endpoints.s3_client()
     s3.create_bucket(Bucket=run_id)
     port = free_port_block(workers)
-    env = {
-        **without_service_urls(os.environ),
-        **endpoints.env(),
-        "PYTHONPATH": str(ROOT), "APP_ID": run_id, "TOPIC_EVENTS": topic, "TOPIC_DLQ": f"{run_id}-dlq",
-        "TOPIC_LATE": f"{run_id}-late", "TOPIC_PARTITIONS": str(PARTITIONS), "LAKE_URL": f"s3://{run_id}/",
-        "REDIS_KEY_PREFIX": f"{run_id}:", "WEB_PORT": str(port), "STATE_DIR": str(work_dir / run_id),
-        "LOG_LEVEL": "warning", "IDLE_TIMEOUT": "1h", "KAFKA_COMPRESSION": compression,
-        # The last, partly filled archive files roll by age: keep that tail short so the run
-        # measures throughput, not the configured file age (with 1s, 200k events took ~0.75 s
-        # more: the four sentinels spill into files of their own, which wait out the age).
-        "ARCHIVE_MAX_AGE": "250ms",
-        **({"AGGREGATIONS": str(spec_path)} if spec_path is not None else {}),
-    }
+    env = worker_env(endpoints, run_id, topic, work_dir / run_id, port, compression=compression, spec_path=spec_path)
     total = events + PARTITIONS
     if workers == 1:
         command = [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "warn"]

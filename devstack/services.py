@@ -87,8 +87,9 @@ def seaweedfs(data_dir: Path, port: int, credentials: Mapping[str, str]) -> Serv
     return ServiceSpec("s3 (SeaweedFS)", argv, ports, ready, ready_timeout_s=60)
 
 
-# Tansu refuses InitProducerId (NOTES.md, No fencing of zombies): its clients send without idempotence.
-TANSU_CLIENT_SETTINGS = {"KAFKA_IDEMPOTENCE": "false"}
+# Tansu refuses InitProducerId (NOTES.md, No fencing of zombies): its clients send without idempotence
+# and without transactions.
+TANSU_CLIENT_SETTINGS = {"KAFKA_IDEMPOTENCE": "false", "KAFKA_TRANSACTIONS": "false"}
 
 
 def tansu(port: int, storage: str, s3_endpoint: str | None, credentials: Mapping[str, str]) -> ServiceSpec:

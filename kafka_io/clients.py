@@ -1,8 +1,9 @@
-"""aiokafka clients built from settings, and the worker's one producer."""
+"""aiokafka clients built from settings: the worker's producer, and the writers of its stage partitions."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,11 +16,13 @@ from aiokafka.errors import (
     IllegalSaslStateError,
     KafkaError,
     SaslAuthenticationFailed,
+    TransactionalIdAuthorizationFailed,
     UnsupportedSaslMechanismError,
 )
 from aiokafka.structs import RecordMetadata
 
 from settings import KafkaSettings
+from tables.store import PartitionWriter
 
 Headers = Sequence[tuple[str, bytes]]
 # Room for headers and the record batch framing on top of the largest value sent.
@@ -157,7 +160,8 @@ class Producer:
     def __init__(self, kafka: KafkaSettings, *, max_value_bytes: int, acks: str = "all") -> None:
         """`max_value_bytes`: the largest value sent (a forwarded original record); `acks` other than
         all only for the produce command (a worker's state rests on acks=all)."""
-        self._options = {
+        self._transactions = kafka.transactions and acks == "all"
+        self._options: dict[str, Any] = {
             "acks": "all" if acks == "all" else int(acks),
             # Idempotence needs acks=all; the produce command may ask for less.
             "enable_idempotence": kafka.idempotence and acks == "all",
@@ -188,3 +192,91 @@ class Producer:
     async def flush(self) -> None:
         if self._producer is not None:
             await self._producer.flush()
+
+    async def commit(self) -> None:
+        """Nothing to do: a send is durable once its future resolves (the PartitionWriter interface)."""
+
+    async def close(self) -> None:
+        """Nothing to do: the worker's producer outlives its partitions (the PartitionWriter interface)."""
+
+    async def writer(self, owner: str) -> PartitionWriter:
+        """The writer of one stage partition, `owner` naming it (`APP_ID-<stage>-<partition>`).
+
+        With KAFKA_TRANSACTIONS, a transactional producer of its own, whose transactional id is the owner:
+        starting it fences every earlier producer of that id (a previous owner of the partition, paused
+        or not) and aborts its open transaction, so it must start before the partition is restored.
+        Without, this producer (shared by all partitions: one connection, sends durable once acked)."""
+        if not self._transactions:
+            return self
+        writer = TransactionalWriter({**self._options, "transactional_id": owner,
+                                      "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS})
+        await writer.start()
+        return writer
+
+
+# A transaction lasts from a partition's first send after a commit to the next commit: at most a tick or
+# a flush, and never across an S3 or Redis write (agents/export.py commits first). One that lasts longer
+# is aborted by the broker, and its producer fenced: the worker stops and restarts (crash-only).
+TRANSACTION_TIMEOUT_MS = 60_000
+
+
+class TransactionalWriter:
+    """One stage partition's transactional producer: its sends since the last commit are one transaction,
+    which readers (read_committed) see whole or not at all. A producer fenced by a newer one of the same
+    transactional id (the partition's next owner) raises ProducerFenced at its next send or commit."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.transactional_id: str = options["transactional_id"]
+        self._options = options
+        self._producer: AIOKafkaProducer | None = None
+        self._sent = False  # anything sent since the last commit
+
+    async def start(self) -> None:
+        producer = self._producer = AIOKafkaProducer(**self._options)
+        try:
+            await producer.start()
+            # Waits for the producer id: the broker has then fenced the id's earlier producers, and aborted
+            # (or finished committing) their last transaction.
+            await producer.begin_transaction()
+        except TransactionalIdAuthorizationFailed:
+            await producer.stop()
+            raise BrokerAccessError("KAFKA_TRANSACTIONS", f"the broker refuses the transactional id "
+                                    f"{self.transactional_id!r}: grant Write on transactional ids starting with "
+                                    "APP_ID, or set KAFKA_TRANSACTIONS=false") from None
+        except KafkaError as exc:
+            await producer.stop()
+            raise BrokerAccessError("KAFKA_TRANSACTIONS", f"the broker did not start a transactional producer "
+                                    f"({exc!r}): it may have no transactions (Tansu); set KAFKA_TRANSACTIONS=false "
+                                    "for it") from None
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, partition: int | None = None,
+                   headers: Headers | None = None, timestamp_ms: int | None = None
+                   ) -> asyncio.Future[RecordMetadata]:
+        assert self._producer is not None, "the writer is not started"
+        self._sent = True
+        return await self._producer.send(topic, value=value, key=key, partition=partition,
+                                         headers=list(headers) if headers else None, timestamp_ms=timestamp_ms)
+
+    async def commit(self) -> None:
+        """Commit what was sent since the last commit (every send is delivered first) and open the next."""
+        producer = self._producer
+        assert producer is not None, "the writer is not started"
+        if not self._sent:
+            return
+        await producer.commit_transaction()
+        self._sent = False
+        await producer.begin_transaction()
+
+    async def close(self) -> None:
+        """Stop the producer; what was sent and not committed is aborted (here, or by the next owner's start)."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            if self._sent:
+                await producer.abort_transaction()
+        except Exception:  # noqa: BLE001 - fenced or failed already: the next owner's start aborts it
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await producer.stop()

@@ -11,14 +11,32 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from formats.side_outputs import Headers, source_offset
 from tables.changelog import Records, read_to_end
 
+# How far back the first read of a partition's tail starts, and how much further each next read goes.
+TAIL_FIRST_BACK = 8
+TAIL_GROWTH = 16
+
 
 async def last_records(consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition]) -> Records:
-    """The records of each partition's last batch onwards (all of them where ListOffsets is exact)."""
+    """The last record of each partition (with some before it) to the end, in offset order, for each partition
+    that has one. The last offsets of a log written with transactions hold commit markers, which no read
+    returns, and an aborted transaction's records, which read_committed skips: a read that finds no record
+    starts again further back (8, 128, 2048, ... offsets before the end), down to the log's start."""
     tps = list(tps)
     consumer.assign(tps)
     ends = await consumer.end_offsets(tps)
-    async for item in read_to_end(consumer, {tp: max(ends[tp] - 1, 0) for tp in tps}):
-        yield item
+    firsts = await consumer.beginning_offsets(tps)
+    back = TAIL_FIRST_BACK
+    pending = [tp for tp in tps if ends[tp] > firsts[tp]]
+    for tp in tps:
+        if tp not in pending:
+            consumer.seek(tp, ends[tp])  # empty: a follower (agents/watermarks.py) reads on from its end
+    while pending:
+        found: set[TopicPartition] = set()
+        async for tp, records in read_to_end(consumer, {tp: max(ends[tp] - back, firsts[tp]) for tp in pending}):
+            found.add(tp)
+            yield tp, records
+        pending = [tp for tp in pending if tp not in found and ends[tp] - back > firsts[tp]]
+        back *= TAIL_GROWTH
 
 
 async def last_source_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: Iterable[int], *,

@@ -1,10 +1,13 @@
 """Reading partitions to their real end, and a stage's changelog into its items: the one reader that
 every restore goes through (tables/store.py for the stages, batch/stage2.py, the in-memory fakes).
 
-The end of a partition is taken from the high watermark of fetch responses, not from
-ListOffsets: Tansu (0.6.0) answers ListOffsets with the base offset of the last record
-batch + 1, short of the real end when that batch holds several records, while its fetch
-responses carry the right high watermark. A read is over once the position reaches it.
+Every reader is read_committed: a transaction's records (kafka_io.clients.TransactionalWriter) are
+read once committed and never if aborted. The end of a partition is taken from fetch responses, not
+from ListOffsets: their last stable offset (the first offset of a transaction still open: a read
+could not pass it, and need not wait for it, since what it holds is not committed yet), or where a
+broker gives none, their high watermark. Tansu (0.6.0) answers ListOffsets with the base offset of
+the last record batch + 1, short of the real end when that batch holds several records, while its
+fetch responses carry the right high watermark. A read is over once the position reaches the end.
 
 A changelog record without a key is not state (skipped); one without a value deletes its key
 (formats/state.py lays out the keys and values).
@@ -19,7 +22,8 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-__all__ = ["Change", "TailReadError", "apply_changes", "changes_of", "read_items", "read_to_end", "reader"]
+__all__ = ["ISOLATION_LEVEL", "Change", "TailReadError", "apply_changes", "changes_of", "end_of", "read_items",
+           "read_to_end", "reader"]
 
 FETCH_MAX_WAIT_MS = 100
 # A read of a quiet partition ends within a few fetches; past this, something is wrong with
@@ -36,7 +40,19 @@ def reader(options: Mapping[str, Any]) -> AIOKafkaConsumer:
     not have raises OffsetOutOfRangeError (``auto_offset_reset="none"``) rather than silently starting
     over from the beginning (Kafka's reset): a restore must know its position was not in the log."""
     return AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-                            auto_offset_reset="none", **options)
+                            auto_offset_reset="none", isolation_level=ISOLATION_LEVEL, **options)
+
+
+# Every consumer of the pipeline (the stages' too: agents/runner.py) reads committed records only.
+ISOLATION_LEVEL = "read_committed"
+
+
+def end_of(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """Where a read of `tp` ends as of the last fetch response (see the module doc); None before one."""
+    stable = consumer.last_stable_offset(tp)
+    if stable is not None and stable >= 0:
+        return stable
+    return consumer.highwater(tp)
 
 
 Records = AsyncIterator[tuple[TopicPartition, list[ConsumerRecord]]]
@@ -62,8 +78,8 @@ async def read_to_end(consumer: AIOKafkaConsumer, starts: Mapping[TopicPartition
             if records:
                 yield tp, records
         for tp in list(pending):
-            highwater = consumer.highwater(tp)
-            if highwater is not None and await consumer.position(tp) >= highwater:
+            end = end_of(consumer, tp)
+            if end is not None and await consumer.position(tp) >= end:
                 pending.discard(tp)
         if pending and clock() > give_up_at:
             names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(pending))

@@ -5,10 +5,12 @@ changelog topic, written in order by the partition's single owner. A restored st
 therefore the state after some prefix of its writes: consistent by construction, with
 no second topic whose restored prefix could disagree with it (NOTES.md).
 
-Writes go to the changelog first. They reach the local RocksDB only once the broker has
-acknowledged them, together with the changelog offset they reached (the checkpoint), in
-one atomic write batch: the local database always holds exactly a prefix of the
-changelog, never a write that the broker may have lost. Restoring reads the local
+Writes go to the changelog first, through the partition's writer (kafka_io.clients.PartitionWriter),
+which carries every other record the partition writes too. They reach the local RocksDB only once
+the broker has them and the writer has committed them (with transactions: once readers can see
+them; an aborted write is in the log but never read), together with the changelog offset they
+reached (the checkpoint), in one atomic write batch: the local database always holds exactly a
+prefix of the changelog as its readers see it, never a write that the broker may have lost. Restoring reads the local
 database, then the changelog after its checkpoint to the real end. The WAL is off: after
 a crash RocksDB comes back at an earlier flushed write batch, checkpoint included, and
 the changelog fills in the rest.
@@ -20,8 +22,9 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
@@ -43,9 +46,6 @@ CHECKPOINT_AT_KEY = b"\x00checkpoint-at"
 CHANGELOG_DELETE_RETENTION_MS = 24 * 3_600_000
 MAX_LOCAL_AGE_MS = CHANGELOG_DELETE_RETENTION_MS - 3_600_000
 
-Send = Callable[[str, bytes, bytes | None, int], Awaitable["asyncio.Future[RecordMetadata]"]]
-
-
 RESTORE_LOG_EVERY_S = 1.0
 
 
@@ -60,6 +60,19 @@ def progress_percent(total: int, done: int) -> float:
     return max(0.0, min(100.0, 100.0 * done / total))
 
 
+class PartitionWriter(Protocol):
+    """Every record one stage partition writes (PartitionStore holds it; kafka_io.clients makes them): `send()` queues a
+    record, and `commit()` makes everything sent so far visible to readers at once."""
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, partition: int | None = None,
+                   headers: Sequence[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None
+                   ) -> asyncio.Future[RecordMetadata]: ...
+
+    async def commit(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class StoreError(RuntimeError):
     """The local state cannot be used (another process holds it, or the changelog disagrees)."""
 
@@ -67,11 +80,11 @@ class StoreError(RuntimeError):
 class PartitionStore:
     """The state of one (stage, partition): `restore()` it, then `put()` and `commit()` changes."""
 
-    def __init__(self, path: Path, topic: str, partition: int, send: Send, *,
+    def __init__(self, path: Path, topic: str, partition: int, writer: PartitionWriter, *,
                  max_local_age_ms: int = MAX_LOCAL_AGE_MS, clock_ms: Callable[[], int] = _wall_ms) -> None:
         self.path = path
         self.tp = TopicPartition(topic, partition)
-        self._send = send
+        self.writer = writer  # every Kafka write of the partition goes through it
         self._max_local_age_ms = max_local_age_ms
         self._clock_ms = clock_ms
         self._db: Rdict | None = None
@@ -152,16 +165,16 @@ class PartitionStore:
 
     async def put(self, key: bytes, value: bytes | None) -> None:
         """Write one key (None deletes it); durable once `commit()` returns."""
-        future = await self._send(self.tp.topic, key, value, self.tp.partition)
+        future = await self.writer.send(self.tp.topic, value, key=key, partition=self.tp.partition)
         self._staged.append((key, value, future))
 
     async def commit(self) -> None:
-        """Wait until the broker has every write so far; then apply them locally with their checkpoint."""
-        if not self._staged:
-            return
+        """Wait until the broker has every write so far, commit everything the partition's writer sent (its
+        other topics' records too), then apply the writes locally with their checkpoint."""
         staged, self._staged = self._staged, []
         metadata = await asyncio.gather(*(future for _, _, future in staged))
-        if self._db is None:
+        await self.writer.commit()
+        if self._db is None or not staged:
             return  # closed meanwhile (revoked): the changelog has the writes, the next restore reads them
         batch = WriteBatch(raw_mode=True)
         for key, value, _ in staged:
@@ -187,8 +200,25 @@ class PartitionStore:
             db.close()
 
 
-def changelog_send(send: Callable[..., Awaitable[asyncio.Future[RecordMetadata]]]) -> Send:
-    """Adapt the producer's send to the store's (topic, key, value, partition)."""
-    async def store_send(topic: str, key: bytes, value: bytes | None, partition: int) -> asyncio.Future[RecordMetadata]:
-        return await send(topic, value, key=key, partition=partition)
-    return store_send
+class Writers(Protocol):
+    async def writer(self, owner: str) -> PartitionWriter: ...  # kafka_io.clients.Producer.writer
+
+
+async def open_writers(writers: Writers, prefix: str, partitions: Sequence[int]) -> dict[int, PartitionWriter]:
+    """The writer of each partition, owner `<prefix>-<partition>`, started together (with transactions each
+    start is a round trip to the coordinator, which fences the partition's previous owner)."""
+    opened = await asyncio.gather(*(writers.writer(f"{prefix}-{p}") for p in partitions), return_exceptions=True)
+    failed = [result for result in opened if isinstance(result, BaseException)]
+    if failed:
+        for result in opened:
+            if not isinstance(result, BaseException):
+                await result.close()
+        raise failed[0]
+    return dict(zip(partitions, opened, strict=True))  # type: ignore[arg-type]
+
+
+async def close_stores(stores: Iterable[PartitionStore]) -> None:
+    """Release each store's local database and stop its writer (what it sent and did not commit is aborted)."""
+    for store in stores:
+        store.close()
+        await store.writer.close()

@@ -70,6 +70,16 @@ class FakeBroker:
     async def flush(self) -> None:
         return None
 
+    async def writer(self, owner: str) -> FakeBroker:
+        """A stage partition's writer (kafka_io.clients.Producer.writer): the broker itself, every send durable."""
+        return self
+
+    async def commit(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
     def log(self, topic: str, partition: int) -> list[Sent]:
         return self.logs[(topic, partition)]
 
@@ -79,6 +89,7 @@ class FakeStore:
 
     def __init__(self, broker: FakeBroker, topic: str, partition: int) -> None:
         self.broker, self.topic, self.partition = broker, topic, partition
+        self.writer = broker
 
     def restore(self) -> dict[bytes, bytes]:
         items: dict[bytes, bytes] = {}

@@ -8,7 +8,10 @@ that a seed replays the same plan. Kinds:
   by crashing); an immediate restart may be killed again within seconds (startup, restore);
 - join: a new worker joins the group (up to MAX_WORKERS);
 - leave: a worker is stopped with SIGTERM and must exit within the deadline;
-- outage: S3 or Redis frozen (SIGSTOP) for a while, or Redis stopped and started again.
+- outage: S3 or Redis frozen (SIGSTOP) for a while, or Redis stopped and started again;
+- pause: a worker frozen (SIGSTOP) past the session timeout, then resumed (SIGCONT): with another
+  worker, a zombie, whose partitions were taken over meanwhile (on a broker with transactions: it
+  is fenced, and stops, or rejoins first).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ PHASES = ("phase1", "phase2", "export")
 class Fault:
     phase: str
     delay_s: float
-    kind: str  # kill | join | leave | s3-freeze | redis-freeze | redis-restart
+    kind: str  # kill | join | leave | s3-freeze | redis-freeze | redis-restart | pause
     restart: str = ""  # kills: immediate | delayed | never
     restart_after_s: float = 0.0
     duration_s: float = 0.0  # outages
@@ -54,6 +57,10 @@ class Plan:
         return sum(1 + (f.kill_again_after_s is not None) for f in self.faults if f.kind == "kill")
 
     @property
+    def pauses(self) -> int:
+        return sum(1 for f in self.faults if f.kind == "pause")
+
+    @property
     def topology_changes(self) -> int:
         return sum(1 for f in self.faults if f.kind in ("join", "leave") or (f.kind == "kill" and f.restart == "never"))
 
@@ -63,7 +70,11 @@ class Plan:
                 f"{self.initial_workers} worker(s), {self.kills} kills: {faults}")
 
 
-def make_plan(seed: int) -> Plan:
+PAUSE_S = (12.0, 20.0)  # past the session timeout (10 s): the group moves the worker's partitions
+
+
+def make_plan(seed: int, *, pauses: bool = True) -> Plan:
+    """`pauses`: whether zombies may be made (only where the broker fences them: transactions)."""
     rng = random.Random(seed)
     topology = rng.choices(("stay", "join", "leave", "join-leave"), weights=(4, 3, 2, 2))[0]
     initial = 2 if topology in ("leave", "join-leave") or rng.random() < 0.3 else 1
@@ -89,6 +100,9 @@ def make_plan(seed: int) -> Plan:
         phase, delay, duration = rng.choice(PHASES), rng.uniform(0, 8), rng.uniform(5, 20)
         faults.append(Fault(phase, delay, kind, duration_s=duration))
         faults.append(Fault(phase, delay + duration * rng.uniform(0.2, 0.8), "kill", "immediate"))
+    pause = Fault(rng.choice(PHASES[:2]), rng.uniform(0, 10), "pause", duration_s=rng.uniform(*PAUSE_S))
+    if pauses and rng.random() < 0.5:
+        faults.append(pause)
     faults.sort(key=lambda f: (PHASES.index(f.phase), f.delay_s))
     faults = _keep_one_worker(faults, initial)
     return Plan(seed, rng.choice((800, 1200, 1800)), rng.random() < 0.5, initial, tuple(faults))

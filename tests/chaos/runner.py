@@ -61,6 +61,7 @@ from pipeline_harness import (  # noqa: E402
 )
 from plan import Fault, Plan, make_plan  # noqa: E402
 
+from agents.runner import CRASH_EXIT_STATUS, FENCED  # noqa: E402
 from devstack.ports import free_port_block  # noqa: E402
 from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls  # noqa: E402
 from settings import load_devstack  # noqa: E402
@@ -90,6 +91,7 @@ class Slot:
     index: int
     worker: Worker
     expected_exit: bool = True  # False while it runs: an exit we did not cause is a bug
+    paused: bool = False  # frozen by a pause fault (SIGSTOP) until it is resumed
 
 
 @dataclass
@@ -109,6 +111,7 @@ class Iteration:
     spec: str | None = None  # a shipped spec (SPECS) instead of the article's job
     timers: list[threading.Thread] = field(default_factory=list)
     last_fault_at: float = 0.0
+    fenced: int = 0  # workers that stopped because a successor fenced them (after a pause)
 
     # -- workers --------------------------------------------------------------------------------
 
@@ -160,8 +163,11 @@ class Iteration:
                 process = slot.worker.process
                 if not slot.expected_exit and process is not None and process.poll() is not None:
                     tail = slot.worker.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                    self.problems.append(f"worker{slot.index} exited by itself with status {process.returncode}: "
-                                         + " | ".join(line.strip()[:300] for line in tail))
+                    if process.returncode == CRASH_EXIT_STATUS and any(FENCED in line for line in tail):
+                        self.fenced += 1  # a zombie's expected end: its supervisor restarts it
+                    else:
+                        self.problems.append(f"worker{slot.index} exited by itself with status {process.returncode}: "
+                                             + " | ".join(line.strip()[:300] for line in tail))
                     self.start(slot)
 
     def statuses(self) -> list[dict[str, Any]]:
@@ -222,6 +228,22 @@ class Iteration:
             pid = self.s3_pid if fault.kind == "s3-freeze" else self.redis.process.pid  # type: ignore[union-attr]
             os.killpg(pid, signal.SIGSTOP)
             self._later(fault.duration_s, lambda: os.killpg(pid, signal.SIGCONT), locked=False)
+        elif fault.kind == "pause":
+            slot = self._pick_alive(rng)
+            if slot is None:
+                self.problems.append("no live worker to pause within the deadline")
+                return
+            process = slot.worker.process
+            assert process is not None
+            with self.lock:
+                slot.paused = True
+                process.send_signal(signal.SIGSTOP)
+
+            def resume() -> None:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGCONT)
+                slot.paused = False
+            self._later(fault.duration_s, resume)
         elif fault.kind == "redis-restart":
             # Started from the run's long-lived thread: a child's PR_SET_PDEATHSIG fires when the
             # *thread* that started it ends, and this one ends with the iteration.
@@ -232,7 +254,7 @@ class Iteration:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with self.lock:
-                alive = self.alive()
+                alive = [slot for slot in self.alive() if not slot.paused]
                 if len(alive) >= at_least:
                     return rng.choice(sorted(alive, key=lambda s: s.index))
             if at_least > 1:
@@ -474,6 +496,9 @@ class Iteration:
     def stop_all(self) -> None:
         self.watch_exits()
         with self.lock:
+            for slot in self.slots:  # a harness error may leave one frozen
+                if slot.paused and slot.worker.process is not None and slot.worker.process.poll() is None:
+                    slot.worker.process.send_signal(signal.SIGCONT)
             for slot in self.alive():
                 slot.expected_exit = True
                 slot.worker.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
@@ -523,7 +548,7 @@ def chaos_stack(directory: Path) -> Any:
 
 
 def run_iteration(stack: ChaosStack, plan: Plan, directory: Path, flood: bool = False,
-                  spec: str | None = None) -> tuple[list[str], float]:
+                  spec: str | None = None) -> tuple[list[str], float, int]:
     directory.mkdir(parents=True, exist_ok=True)
     iteration = Iteration(plan, stack.endpoints, stack.redis, stack.s3_pid, stack.service_thread, directory,
                           flood=flood, spec=spec)
@@ -535,7 +560,7 @@ def run_iteration(stack: ChaosStack, plan: Plan, directory: Path, flood: bool = 
     finally:
         iteration.stop_all()
         iteration.recover_stores()
-    return iteration.problems, time.monotonic() - started
+    return iteration.problems, time.monotonic() - started, iteration.fenced
 
 
 def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout,
@@ -547,16 +572,20 @@ def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout
     job = f"the {spec} spec" if spec else "the article's job"
     print(f"chaos: {iterations} iterations of {job}, seed {seed} (iteration seeds {seeds}); logs in {directory}",
           file=out, flush=True)
-    failed = kills = topology = 0
+    failed = kills = topology = pauses = fenced = 0
     with chaos_stack(directory) as stack:
+        # Zombies only where the broker fences them (README, Brokers): Tansu has no transactions.
+        with_pauses = stack.endpoints.broker != "tansu"
         for index, iteration_seed in enumerate(seeds, 1):
-            plan = make_plan(iteration_seed)
+            plan = make_plan(iteration_seed, pauses=with_pauses)
             if per_partition:
                 plan = dataclasses.replace(plan, per_partition=per_partition)
             kills += plan.kills
             topology += plan.topology_changes > 0
-            problems, elapsed = run_iteration(stack, plan, directory / f"iteration-{index:03d}-{iteration_seed}",
-                                              flood, spec)
+            pauses += plan.pauses
+            where = directory / f"iteration-{index:03d}-{iteration_seed}"
+            problems, elapsed, zombies = run_iteration(stack, plan, where, flood, spec)
+            fenced += zombies
             verdict = "PASS" if not problems else "FAIL"
             print(f"iteration {index}/{iterations} seed {iteration_seed}: {plan.describe()} -> {verdict} "
                   f"in {elapsed:.0f}s", file=out, flush=True)
@@ -564,7 +593,8 @@ def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout
                 print(f"    {problem}", file=out, flush=True)
             failed += bool(problems)
     print(f"chaos summary: {iterations - failed} of {iterations} passed, seed {seed}, {kills} SIGKILLs, "
-          f"{topology} iterations with a worker joining or leaving", file=out, flush=True)
+          f"{topology} iterations with a worker joining or leaving, {pauses} pauses ({fenced} zombies fenced)",
+          file=out, flush=True)
     return failed
 
 

@@ -7,16 +7,20 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import ProducerFenced
 from helpers import create_topics
 
 from devstack.stack import Endpoints
+from kafka_io.clients import Producer
 from kafka_io.topics import CHANGELOG_CONFIGS
+from settings import load
 from tables.changelog import read_to_end, reader
-from tables.store import PartitionStore
+from tables.store import PartitionStore, close_stores
 
 COMPACTION_DEADLINE_S = 60.0  # the cleaner looks every second (devstack's log.cleaner.backoff.ms)
 
@@ -37,9 +41,24 @@ class _Harness:
         await self.reader.stop()
 
     def store(self, partition: int = 1) -> PartitionStore:
-        async def send(topic: str, key: bytes, value: bytes | None, partition: int) -> asyncio.Future:  # type: ignore[type-arg]
-            return await self.producer.send(topic, value, key=key, partition=partition)
-        return PartitionStore(self.path, self.topic, partition, send)
+        return PartitionStore(self.path, self.topic, partition, _Writer(self.producer))
+
+
+class _Writer:
+    """A plain producer as a partition's writer (kafka_io.clients.Producer without transactions)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, partition: int | None = None,
+                   headers: Any = None, timestamp_ms: int | None = None) -> asyncio.Future:  # type: ignore[type-arg]
+        return await self.producer.send(topic, value, key=key, partition=partition)
+
+    async def commit(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
 
 def test_restore_from_the_changelog_and_from_the_local_state(stack: Endpoints, unique_name: str,
@@ -66,11 +85,11 @@ def test_restore_from_the_changelog_and_from_the_local_state(stack: Endpoints, u
             assert await again.restore(h.reader) == want
             again.close()
             # Another machine: everything from the changelog.
-            fresh = PartitionStore(tmp_path / "b", topic, 1, again._send)
+            fresh = PartitionStore(tmp_path / "b", topic, 1, again.writer)
             assert await fresh.restore(h.reader) == want
             fresh.close()
             # A changelog that does not back the local state (the topic was recreated): rebuilt.
-            other = PartitionStore(tmp_path / "a", topic, 0, again._send)
+            other = PartitionStore(tmp_path / "a", topic, 0, again.writer)
             assert await other.restore(h.reader) == {}
             other.close()
 
@@ -122,7 +141,7 @@ def test_a_restore_over_a_compacted_changelog_is_exact(stack: Endpoints, unique_
         finally:
             await admin.close()
         async with _Harness(bootstrap, topic, tmp_path / "live") as h:
-            store = PartitionStore(h.path, topic, 0, h.store()._send)
+            store = PartitionStore(h.path, topic, 0, h.store().writer)
             assert await store.restore(h.reader) == {}
             want: dict[bytes, bytes] = {}
             written = 0
@@ -141,7 +160,7 @@ def test_a_restore_over_a_compacted_changelog_is_exact(stack: Endpoints, unique_
                     store.close()
                     for name in ("stale", "stale-kept"):
                         shutil.copytree(tmp_path / "live", tmp_path / name)
-                    store = PartitionStore(h.path, topic, 0, h.store()._send)
+                    store = PartitionStore(h.path, topic, 0, h.store().writer)
                     assert await store.restore(h.reader) == want
                 await asyncio.sleep(0.15)  # the next write rolls the segment
 
@@ -166,15 +185,63 @@ def test_a_restore_over_a_compacted_changelog_is_exact(stack: Endpoints, unique_
                 await asyncio.sleep(1)
             store.close()
 
-            fresh = PartitionStore(tmp_path / "fresh", topic, 0, h.store()._send)
+            fresh = PartitionStore(tmp_path / "fresh", topic, 0, h.store().writer)
             assert await fresh.restore(h.reader) == want
             fresh.close()
             # The hazard the age rule is for: a local state that missed the deletions keeps the deleted keys.
-            kept = PartitionStore(tmp_path / "stale-kept", topic, 0, h.store()._send, max_local_age_ms=10**12)
+            kept = PartitionStore(tmp_path / "stale-kept", topic, 0, h.store().writer, max_local_age_ms=10**12)
             assert set(await kept.restore(h.reader)) == set(want) | deleted
             kept.close()
-            stale = PartitionStore(tmp_path / "stale", topic, 0, h.store()._send, max_local_age_ms=0)
+            stale = PartitionStore(tmp_path / "stale", topic, 0, h.store().writer, max_local_age_ms=0)
             assert await stale.restore(h.reader) == want
             stale.close()
+
+    asyncio.run(go())
+
+
+def test_a_fenced_writer_leaves_its_successor_exactly_what_it_committed(stack: Endpoints, unique_name: str,
+                                                                         tmp_path: Path) -> None:
+    """KAFKA_TRANSACTIONS: a partition's next owner starts its writer (same transactional id) before it
+    restores; from then on the previous owner's writes, sent or not, committed or not, reach no reader, and
+    its next send or commit raises ProducerFenced. What it committed before is restored, and nothing else."""
+    if stack.broker != "kafka":
+        pytest.skip("Tansu has no transactions (README, Brokers)")
+    bootstrap = stack.broker_url.removeprefix("kafka://")
+    topic, other = f"{unique_name}-state", f"{unique_name}-out"
+    settings = load({**stack.env(), "APP_ID": unique_name})
+    assert settings.kafka.transactions
+
+    async def go() -> None:
+        await create_topics(bootstrap, [topic, other], 1)
+        producer = Producer(settings.kafka, max_value_bytes=1024)
+        reader_ = reader({"bootstrap_servers": bootstrap})
+        await reader_.start()
+        try:
+            zombie = PartitionStore(tmp_path / "zombie", topic, 0, await producer.writer(f"{unique_name}-ingest-0"))
+            assert await zombie.restore(reader_) == {}
+            await zombie.put(b"a", b"1")
+            await zombie.writer.send(other, b"side output 1", partition=0)
+            await zombie.commit()
+            await zombie.put(b"a", b"2")  # sent and acknowledged, never committed
+            await zombie.writer.send(other, b"side output 2", partition=0)
+            await asyncio.sleep(0)
+            # The successor: same owner name, so the same transactional id.
+            successor = PartitionStore(tmp_path / "successor", topic, 0,
+                                       await producer.writer(f"{unique_name}-ingest-0"))
+            assert await successor.restore(reader_) == {b"a": b"1"}
+            with pytest.raises(ProducerFenced):
+                await zombie.put(b"a", b"3")
+                await zombie.commit()
+            await successor.put(b"b", b"1")
+            await successor.commit()
+            fresh = PartitionStore(tmp_path / "fresh", topic, 0, successor.writer)
+            assert await fresh.restore(reader_) == {b"a": b"1", b"b": b"1"}
+            fresh.close()
+            got = [record.value async for _, records in read_to_end(reader_, {TopicPartition(other, 0): None})
+                   for record in records]
+            assert got == [b"side output 1"]
+            await close_stores([zombie, successor])
+        finally:
+            await reader_.stop()
 
     asyncio.run(go())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from helpers import create_topics
 
@@ -59,3 +60,33 @@ def test_reads_go_past_the_reported_end(stack: Endpoints, unique_name: str) -> N
     found, offsets = asyncio.run(_read(bootstrap, topic))
     assert found == {0: 119, 1: 7, 2: -1}
     assert offsets == {0: list(range(25, 30)), 1: [0, 1], 2: []}
+
+
+def test_the_tail_of_a_transactional_log_is_its_last_committed_record(stack: Endpoints, unique_name: str) -> None:
+    """A log written with transactions ends with commit markers, and here with an aborted transaction of
+    30 records after them: the tail is still the last committed record (kafka_io.tail.last_records)."""
+    if stack.broker != "kafka":
+        pytest.skip("Tansu has no transactions (README, Brokers)")
+    topic = f"{unique_name}-dlq"
+    bootstrap = stack.broker_url.removeprefix("kafka://")
+
+    async def go() -> dict[int, int]:
+        await create_topics(bootstrap, [topic], PARTITIONS)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=unique_name)
+        await producer.start()
+        try:
+            for committed, sources in ((True, range(3)), (True, range(10, 13)), (False, range(20, 50))):
+                await producer.begin_transaction()
+                for source in sources:
+                    await producer.send(topic, b"x", partition=0, headers=[(HEADER_OFFSET, str(source).encode())])
+                await (producer.commit_transaction() if committed else producer.abort_transaction())
+        finally:
+            await producer.stop()
+        consumer = reader({"bootstrap_servers": bootstrap})
+        await consumer.start()
+        try:
+            return await last_source_offsets(consumer, topic, range(PARTITIONS))
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(go()) == {0: 12, 1: -1, 2: -1}

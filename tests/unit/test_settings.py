@@ -187,9 +187,18 @@ def test_the_worker_refuses_an_open_port_without_a_token_in_one_line() -> None:
 
 def test_the_idempotent_producer_is_on_unless_turned_off() -> None:
     assert load({}).kafka.idempotence is True
-    assert load({"KAFKA_IDEMPOTENCE": "FALSE"}).kafka.idempotence is False
+    assert load({"KAFKA_IDEMPOTENCE": "FALSE", "KAFKA_TRANSACTIONS": "false"}).kafka.idempotence is False
     with pytest.raises(SettingsError, match="^KAFKA_IDEMPOTENCE"):
         load({"KAFKA_IDEMPOTENCE": "yes"})
+
+
+def test_transactions_are_on_by_default_and_need_the_idempotent_producer() -> None:
+    assert load({}).kafka.transactions is True
+    assert load({"KAFKA_TRANSACTIONS": "False"}).kafka.transactions is False
+    with pytest.raises(SettingsError, match="^KAFKA_TRANSACTIONS: transactions need the idempotent producer"):
+        load({"KAFKA_IDEMPOTENCE": "false"})
+    with pytest.raises(SettingsError, match="^KAFKA_TRANSACTIONS"):
+        load({"KAFKA_TRANSACTIONS": "maybe"})
 
 
 def test_tls_files_are_checked_at_start_up_with_one_line(tmp_path: Path) -> None:

@@ -1,0 +1,135 @@
+"""A zombie: a worker paused (SIGSTOP) past the session timeout while it works, replaced by the other
+worker, and resumed (SIGCONT) while events still arrive. Its partitions' next owner started their writers
+(kafka_io.clients.TransactionalWriter) before restoring them, so whatever the paused worker sends after
+it resumes is fenced: it stops (or rejoins the group and takes its share again), and every output equals
+the ground truth, nothing doubled, lost or interleaved. Apache Kafka only: Tansu has no transactions,
+and the README says what that leaves open there."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import checks
+import groundtruth as gt
+import pytest
+from helpers import wait_for
+from pipeline_harness import (
+    Worker,
+    create_topics,
+    names_for,
+    produce,
+    read_aggregates,
+    read_archive,
+    read_topic,
+    run,
+    web_port,
+    worker_env,
+)
+
+from agents.runner import FENCED
+from devstack.stack import Endpoints
+from sinks.redis_store import RedisWindowStore
+
+PER_PARTITION = 1_500
+CHUNK = 30  # records per send of the steady producer
+CHUNK_EVERY_S = 0.1  # 4 x 1,500 records in about 20 s: the stream runs before, during and after the pause
+STEP_DEADLINE_S = 180.0
+PAUSE_PAST_TAKEOVER_S = 2.0
+WINDOW_MS = {name: size for name, size, _ in gt.WINDOWS}
+
+
+class _SteadyProducer(threading.Thread):
+    """Sends the records in order, CHUNK at a time, so that the paused worker is in mid-work when paused
+    and has records to fetch when resumed."""
+
+    def __init__(self, stack: Endpoints, topic: str, records: list[gt.Produced]) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.topic, self.records = stack, topic, records
+        self.offsets: list[int] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for first in range(0, len(self.records), CHUNK):
+                self.offsets += run(produce(self.stack, self.topic, self.records[first:first + CHUNK]))
+                time.sleep(CHUNK_EVERY_S)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_a_paused_worker_that_resumes_after_its_successor_took_over_is_fenced(
+        stack: Endpoints, unique_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if stack.broker != "kafka":
+        pytest.skip("Tansu has no transactions: no fencing (README, Exactly once)")
+    names = names_for(unique_name)
+    client = stack.s3_client()
+    client.create_bucket(Bucket=names.bucket)
+    run(create_topics(stack, names))
+    workers = [Worker(worker_env(stack, names, tmp_path / f"state{i}", web_port()), tmp_path / f"worker{i}.log")
+               for i in range(2)]
+    on_time, reasons = gt.phase1(PER_PARTITION, seed=11)
+    try:
+        for worker in workers:
+            worker.start()
+        wait_for(lambda: all(w.status()["assigned"]["events"] for w in workers)
+                 and all(w.get("/v1/health/ready")[0] == 200 for w in workers), timeout_s=STEP_DEADLINE_S,
+                 what="both workers to share the partitions", detail=lambda: [w.status()["assigned"] for w in workers])
+        victim = next(w for w in workers if 0 in w.status()["assigned"]["events"])
+        survivor = next(w for w in workers if w is not victim)
+        assert victim.process is not None
+        producer = _SteadyProducer(stack, names.events, on_time)
+        producer.start()
+        wait_for(lambda: victim.status()["input_offsets"].get("0", -1) >= PER_PARTITION // 4,
+                 timeout_s=STEP_DEADLINE_S, what="the victim to be in mid-stream")
+        victim.process.send_signal(signal.SIGSTOP)
+        paused_at = time.monotonic()
+        everything = list(range(gt.PARTITIONS))
+        wait_for(lambda: survivor.status()["assigned"] == {"events": everything, "partials": everything}
+                 and survivor.get("/v1/health/ready")[0] == 200, timeout_s=STEP_DEADLINE_S,
+                 what="the survivor to own every partition", detail=survivor.status)
+        time.sleep(PAUSE_PAST_TAKEOVER_S)  # the survivor writes meanwhile: the stream goes on
+        paused_s = time.monotonic() - paused_at
+        victim.process.send_signal(signal.SIGCONT)
+        producer.join(timeout=STEP_DEADLINE_S)
+        assert not producer.is_alive() and producer.error is None, producer.error
+        offsets = producer.offsets
+
+        bad = {i for i, _ in reasons}
+        valid = [(r.partition, o, gt.decode_valid(r)) for i, (r, o) in enumerate(zip(on_time, offsets, strict=True))
+                 if i not in bad]
+        sentinel_offsets = run(produce(stack, names.events, gt.sentinels()))
+        expected = gt.reference([v for _, _, v in valid], [], 0)  # type: ignore[misc]
+        wait_for(lambda: sum(len(r) for r in read_aggregates(client, names.bucket).values()) >= len(expected.rows),
+                 timeout_s=STEP_DEADLINE_S, what="every window in S3")
+        positions = {(p, o) for p, o, _ in valid} | set(enumerate(sentinel_offsets))
+        wait_for(lambda: sum(len(r) for r in read_archive(client, names.bucket).values()) >= len(positions),
+                 timeout_s=STEP_DEADLINE_S, what="every valid event in the raw archive")
+
+        problems = checks.aggregates(read_aggregates(client, names.bucket), expected.rows, WINDOW_MS)
+        store = RedisWindowStore(stack.redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
+        store.open()
+        try:
+            wait_for(lambda: checks.redis_windows_written(store, expected.rows) >= len(expected.rows),
+                     timeout_s=STEP_DEADLINE_S, what="every window in Redis")
+            problems += checks.redis_rows(store, expected.rows, WINDOW_MS)
+        finally:
+            store.close()
+        dead = [(on_time[i].partition, offsets[i], on_time[i].value, reason) for i, reason in reasons]
+        problems += checks.dead_letters(run(read_topic(stack, names.dlq)), dead)
+        problems += checks.late_records(run(read_topic(stack, names.late)), {})  # every event is on time
+        problems += checks.archive(read_archive(client, names.bucket), positions)
+        assert not problems, "\n".join(problems)
+        fenced = FENCED in victim.log_path.read_text()
+        with capsys.disabled():
+            print(f"\nthe victim was paused {paused_s:.1f} s; on resuming it was "
+                  f"{'fenced and stopped' if fenced else 'told to rejoin before it wrote'}")
+    finally:
+        for worker in workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGCONT)
+            worker.stop()
