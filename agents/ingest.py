@@ -299,11 +299,12 @@ class IngestPartition:
                     seq = partials.books.packed(instance.holder, run[start:stop])
                     await put(pack_key(PARTIALS_PACK_PREFIX, seq), body)
         await self._delete_packs()
-        # All of it durable (and committed: one transaction) before the position passes the records it covers.
+        # All of it durable before the position passes the records it covers (with transactions: in the same
+        # transaction as the position, or an earlier one; the tick commits).
         side_sent, self._side_sent = self._side_sent, []
         await self.side_outputs.wait(side_sent)  # a record refused as too large goes again, cut, before the commit
         await asyncio.gather(*partials_sent)
-        await self.store.commit()
+        await self.store.durable()
         position = self._position_now()
         if position != self.position:
             self.position = position
@@ -359,22 +360,22 @@ class IngestPartition:
             await self._write_position(deletes=self._stale)
         mark = self.clock.mark(now_ms)
         if mark != self._published:
-            await self.store.commit()  # the event time behind the mark is durable before anyone uses it
+            await self.store.durable()  # the event time behind the mark is durable before anyone uses it
             await self.store.writer.send(ctx.topics.watermarks, encode_mark(mark, now_ms),
                                          key=str(self.partition).encode(), partition=self.partition)
             self._published = mark
         frontier = self.position.frontier_ms
         if frontier is not None and frontier != self._announced_ms:
-            await self.store.commit()
+            await self.store.durable()
             await self._announce(frontier, now_ms)
-        await self.store.commit()  # the mark and the frontier visible now (transactions), not at the next tick
+        await self.store.commit()  # the tick's writes visible now (one transaction), not at the next tick
         ctx.stats.archive_buffered[self.partition] = self.archive.buffered()
 
     async def _advance_frontier(self, low_ms: int) -> None:
         closed = self.partials.pop_closed(self.windows, low_ms)
         self.position = dataclasses.replace(self.position, frontier_ms=low_ms)
         await self._write_position(deletes=[*self._stale, *closed])  # frontier first, then the deletes
-        await self.store.commit()
+        await self.store.durable()
 
     async def _write_position(self, deletes: Sequence[InstancePartials] = ()) -> None:
         self.position = self._position_now()

@@ -157,6 +157,8 @@ class Producer:
     with a gap before them, so the stages stop the worker instead of going on (crash-only).
     """
 
+    transactional = False  # as a partition's writer (PartitionWriter): the shared producer, no transactions
+
     def __init__(self, kafka: KafkaSettings, *, max_value_bytes: int, acks: str = "all") -> None:
         """`max_value_bytes`: the largest value sent (a forwarded original record); `acks` other than
         all only for the produce command (a worker's state rests on acks=all)."""
@@ -224,6 +226,8 @@ class TransactionalWriter:
     """One stage partition's transactional producer: its sends since the last commit are one transaction,
     which readers (read_committed) see whole or not at all. A producer fenced by a newer one of the same
     transactional id (the partition's next owner) raises ProducerFenced at its next send or commit."""
+
+    transactional = True
 
     def __init__(self, options: dict[str, Any]) -> None:
         self.transactional_id: str = options["transactional_id"]

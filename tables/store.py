@@ -64,6 +64,8 @@ class PartitionWriter(Protocol):
     """Every record one stage partition writes (PartitionStore holds it; kafka_io.clients makes them): `send()` queues a
     record, and `commit()` makes everything sent so far visible to readers at once."""
 
+    transactional: bool  # whether commit() is a transaction's (else each send is durable once acknowledged)
+
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, partition: int | None = None,
                    headers: Sequence[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None
                    ) -> asyncio.Future[RecordMetadata]: ...
@@ -187,6 +189,14 @@ class PartitionStore:
         batch.put(CHECKPOINT_AT_KEY, str(self._clock_ms()).encode())
         self._db.write(batch, self._write_options)
         self.checkpoint = last
+
+    async def durable(self) -> None:
+        """Make everything written so far durable before anything written after it can be read: without
+        transactions, commit(); with them nothing to wait for, since later writes are in the same transaction
+        (read whole or not at all) or a later one, and a commit() at the end of the unit of work makes it
+        visible. The stages call this where order matters and commit() where a unit of work ends."""
+        if not self.writer.transactional:
+            await self.commit()
 
     @property
     def pending(self) -> int:

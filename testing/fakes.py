@@ -50,6 +50,8 @@ class Sent:
 class FakeBroker:
     """Every send lands at once (acks=all and ordered), until the one asked to fail."""
 
+    transactional = False  # as a partition's writer (Producer.writer)
+
     partitions: int = 2
     logs: dict[tuple[str, int], list[Sent]] = field(default_factory=lambda: defaultdict(list))
     sends: int = 0
@@ -100,6 +102,9 @@ class FakeStore:
         await self.broker.send(self.topic, value, key=key, partition=self.partition)
 
     async def commit(self) -> None:
+        return None
+
+    async def durable(self) -> None:
         return None
 
     def close(self) -> None:

@@ -47,6 +47,8 @@ class _Harness:
 class _Writer:
     """A plain producer as a partition's writer (kafka_io.clients.Producer without transactions)."""
 
+    transactional = False
+
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.producer = producer
 
