@@ -92,11 +92,19 @@ def run(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path, shape:
     state_dir = work_dir / run_id
     sizes = {stage: asyncio.run(changelog_records(bootstrap, f"{run_id}-{stage}-state")) for stage in ("ingest",
                                                                                                       "export")}
-    env = worker_env(endpoints, run_id, topic, state_dir, free_port_block(1), spec_path=spec_path)
-    local = restart(env, log_dir / f"{run_id}-local.log")
-    shutil.rmtree(state_dir)
-    env = worker_env(endpoints, run_id, topic, work_dir / f"{run_id}-new", free_port_block(1), spec_path=spec_path)
-    fresh = restart(env, log_dir / f"{run_id}-fresh.log")
+    # Each restart from the state the first worker left: its STATE_DIR copied, or none at all. Twice each,
+    # alternating; the first restart also pays the broker's first look at the stopped worker's ids.
+    kept = work_dir / f"{run_id}-kept"
+    shutil.copytree(state_dir, kept)
+    local, fresh = [], []
+    for attempt in range(2):
+        shutil.rmtree(state_dir, ignore_errors=True)
+        shutil.copytree(kept, state_dir)
+        env = worker_env(endpoints, run_id, topic, state_dir, free_port_block(1), spec_path=spec_path)
+        local.append(restart(env, log_dir / f"{run_id}-local{attempt}.log"))
+        env = worker_env(endpoints, run_id, topic, work_dir / f"{run_id}-new{attempt}", free_port_block(1),
+                         spec_path=spec_path)
+        fresh.append(restart(env, log_dir / f"{run_id}-fresh{attempt}.log"))
     return {"events": events, "broker": endpoints.broker, "events_per_s": first["events_per_s"],
             "changelog_offsets": sizes, "with_local_state_s": local, "without_local_state_s": fresh}
 
