@@ -424,6 +424,10 @@ class ExportPartition:
                           for step, rows in zip(steps, rows_of, strict=True)]
                 for step, rows, write in zip(steps, rows_of, writes, strict=True):
                     if write is not None:
+                        if not write.done():
+                            # The ledger entries so far committed first: no transaction stays open while a
+                            # write may wait out an S3 or Redis outage (the broker would abort it after 60 s).
+                            await store.commit()
                         await write
                     if step.judge:
                         await self._judge(step, {key_text(row.key) if isinstance(row, AggregateRow)

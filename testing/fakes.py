@@ -102,10 +102,11 @@ class FakeStore:
         await self.broker.send(self.topic, value, key=key, partition=self.partition)
 
     async def commit(self) -> None:
-        return None
+        await self.writer.commit()
 
     async def durable(self) -> None:
-        return None
+        if not self.writer.transactional:
+            await self.commit()
 
     def close(self) -> None:
         return None

@@ -18,7 +18,7 @@ import pytest
 
 from agents import export
 from agents.export import PERSIST_INTERVAL_MS, TICK_INTERVAL_S, ExportContext, ExportPartition
-from formats.partials import FrontierMessage, PartialKey, encode_frontier
+from formats.partials import FrontierMessage, PartialKey, decode_stage_message, encode_frontier
 from formats.state import POSITION_KEY, TOTALS_PACK_PREFIX, decode_export_position, pack_key
 from kafka_io.topics import topics_for
 from ops.metrics import PipelineMetrics
@@ -255,3 +255,49 @@ def test_the_input_is_stored_every_persist_interval_not_at_every_tick() -> None:
     asyncio.run(scenario())
     restored = decode_export_state(FakeStore(run.broker, TOPICS.export_state, Q).restore())
     assert restored.totals()[key] == {0: [11, 10.0, 0.0, 10.0, 10]}  # the newest partial, as merged
+
+
+class _TransactionalBroker(FakeBroker):
+    """The fake broker as a transactional writer: counts what was sent since the last commit."""
+
+    transactional = True
+    uncommitted = 0
+
+    async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        self.uncommitted += 1
+        return await super().send(*args, **kwargs)
+
+    async def commit(self) -> None:
+        self.uncommitted = 0
+
+
+class _SlowOutputs(RecordingOutputs):
+    """Each export takes turns of the event loop, and notes how many sends were uncommitted as it ends."""
+
+    def __init__(self, broker: _TransactionalBroker) -> None:
+        super().__init__()
+        self.broker = broker
+        self.open_at_write: list[int] = []
+
+    async def export_window(self, window: str, start_ms: int, part: int, rows: list[Any]) -> str:
+        # Each write longer than the one before: the job, entering its windows in the ledger in order, then
+        # waits for each write with the ledger entries of the windows before it behind it.
+        for _ in range(20 * (len(self.open_at_write) + 1)):
+            await asyncio.sleep(0)
+        self.open_at_write.append(self.broker.uncommitted)  # while the job waits for it
+        return await super().export_window(window, start_ms, part, rows)
+
+
+def test_no_transaction_stays_open_while_a_window_is_written() -> None:
+    """With transactions (kafka_io.clients.TransactionalWriter) an export job commits before each S3 and
+    Redis write it may wait for: a write that waits out an outage must not hold a transaction open past
+    the broker's timeout. A backlog's job writes windows side by side and enters each in the ledger in
+    order, so the ledger entries of the first windows are committed before the job waits for the next."""
+    # A backlog: every partial first, then the frontiers that close every window, so one job exports them all.
+    frontiers = [m for m in MESSAGES if isinstance(decode_stage_message(m), FrontierMessage)]
+    backlog = [m for m in MESSAGES if m not in frontiers] + frontiers[-2:]  # the sentinels' two
+    broker = _TransactionalBroker()
+    run = Run(broker, _SlowOutputs(broker))
+    asyncio.run(_drive(run, backlog, seed=1))
+    _assert_same_as_clean(run)
+    assert len(run.outputs.open_at_write) >= 10 and set(run.outputs.open_at_write) == {0}  # type: ignore[attr-defined]
