@@ -230,7 +230,10 @@ class produce(AppCommand):  # noqa: N801 - the class name is the subcommand name
             raise click.UsageError(str(exc)) from None
         producer = Producer(settings.kafka, max_value_bytes=settings.pipeline.max_event_bytes,
                             acks=settings.kafka.produce_acks)
-        await producer.start()
+        try:
+            await producer.start()
+        except BrokerAccessError as exc:
+            exit_with_line(f"error: {exc}", 2)
         topic_name = settings.kafka.topic_events
         deliveries = Deliveries()
         display = StatusDisplay(self.stdout, tty=self.stdout.isatty(), rate=rate,

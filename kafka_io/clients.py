@@ -14,6 +14,7 @@ from aiokafka.abc import AbstractTokenProvider
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     IllegalSaslStateError,
+    KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
     TransactionalIdAuthorizationFailed,
@@ -177,8 +178,19 @@ class Producer:
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(**self._options)  # aiokafka clients need the running loop
-        await self._producer.start()
+        """Start the producer; an idempotent one gets its producer id first, which a broker without idempotence
+        (Tansu) refuses: BrokerAccessError naming KAFKA_IDEMPOTENCE, a setting to change, not a failure to retry."""
+        producer = self._producer = AIOKafkaProducer(**self._options)  # aiokafka clients need the running loop
+        try:
+            await producer.start()
+        except (TransactionalIdAuthorizationFailed, KafkaError) as exc:
+            if not self._options["enable_idempotence"] or isinstance(exc, (KafkaConnectionError, TimeoutError)):
+                raise
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise BrokerAccessError("KAFKA_IDEMPOTENCE", f"the broker refused an idempotent producer ({exc!r}): it "
+                                    "may have no idempotence (Tansu); set KAFKA_IDEMPOTENCE=false and "
+                                    "KAFKA_TRANSACTIONS=false for it") from None
 
     async def stop(self) -> None:
         if self._producer is not None:
