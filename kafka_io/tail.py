@@ -18,25 +18,31 @@ TAIL_GROWTH = 16
 
 async def last_records(consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition]) -> Records:
     """The last record of each partition (with some before it) to the end, in offset order, for each partition
-    that has one. The last offsets of a log written with transactions hold commit markers, which no read
-    returns, and an aborted transaction's records, which read_committed skips: a read that finds no record
-    starts again further back (8, 128, 2048, ... offsets before the end), down to the log's start."""
+    that has one; the consumer is then assigned every partition at its end, so that a follower
+    (agents/watermarks.py) reads on from there. The last offsets of a log written with transactions hold
+    commit markers, which no read returns, and an aborted or still open transaction's records, which
+    read_committed skips: a read that finds no record starts again further back (8, 128, 2048, ... offsets
+    before the end), down to the log's start."""
     tps = list(tps)
     consumer.assign(tps)
     ends = await consumer.end_offsets(tps)
     firsts = await consumer.beginning_offsets(tps)
     back = TAIL_FIRST_BACK
     pending = [tp for tp in tps if ends[tp] > firsts[tp]]
-    for tp in tps:
-        if tp not in pending:
-            consumer.seek(tp, ends[tp])  # empty: a follower (agents/watermarks.py) reads on from its end
+    resume = {tp: ends[tp] for tp in tps if tp not in pending}  # where each partition's reading ended
     while pending:
         found: set[TopicPartition] = set()
-        async for tp, records in read_to_end(consumer, {tp: max(ends[tp] - back, firsts[tp]) for tp in pending}):
+        starts = {tp: max(ends[tp] - back, firsts[tp]) for tp in pending}
+        async for tp, records in read_to_end(consumer, starts):
             found.add(tp)
             yield tp, records
+        for tp in starts:  # each read to its end; the next pass's assignment drops them
+            resume[tp] = await consumer.position(tp)
         pending = [tp for tp in pending if tp not in found and ends[tp] - back > firsts[tp]]
         back *= TAIL_GROWTH
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, resume[tp])
 
 
 async def last_source_offsets(consumer: AIOKafkaConsumer, topic: str, partitions: Iterable[int], *,
