@@ -183,7 +183,7 @@ class Producer:
         producer = self._producer = AIOKafkaProducer(**self._options)  # aiokafka clients need the running loop
         try:
             await producer.start()
-        except (TransactionalIdAuthorizationFailed, KafkaError) as exc:
+        except KafkaError as exc:
             if not self._options["enable_idempotence"] or isinstance(exc, (KafkaConnectionError, TimeoutError)):
                 raise
             with contextlib.suppress(Exception):

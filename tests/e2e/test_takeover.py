@@ -63,6 +63,38 @@ def _shift(records: list[gt.Produced], partitions: set[int], shift_ms: int) -> l
     return moved
 
 
+def assert_every_output_exact(stack: Endpoints, names: Names, on_time: list[gt.Produced], offsets: list[int],
+                              reasons: list[tuple[int, str]]) -> None:
+    """Sentinels close every window; then S3, Redis, the dead letters, the late topic (empty: every event is
+    on time) and the raw archive must equal the ground truth of the on-time events at these offsets."""
+    client = stack.s3_client()
+    bad = {i for i, _ in reasons}
+    valid = [(r.partition, o, gt.decode_valid(r)) for i, (r, o) in enumerate(zip(on_time, offsets, strict=True))
+             if i not in bad]
+    sentinel_offsets = run(produce(stack, names.events, gt.sentinels()))
+    expected = gt.reference([v for _, _, v in valid], [], 0)  # type: ignore[misc]
+    wait_for(lambda: sum(len(r) for r in read_aggregates(client, names.bucket).values()) >= len(expected.rows),
+             timeout_s=STEP_DEADLINE_S, what="every window in S3")
+    positions = {(p, o) for p, o, _ in valid} | set(enumerate(sentinel_offsets))
+    wait_for(lambda: sum(len(r) for r in read_archive(client, names.bucket).values()) >= len(positions),
+             timeout_s=STEP_DEADLINE_S, what="every valid event in the raw archive")
+
+    problems = checks.aggregates(read_aggregates(client, names.bucket), expected.rows, WINDOW_MS)
+    store = RedisWindowStore(stack.redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
+    store.open()
+    try:
+        wait_for(lambda: checks.redis_windows_written(store, expected.rows) >= len(expected.rows),
+                 timeout_s=STEP_DEADLINE_S, what="every window in Redis")
+        problems += checks.redis_rows(store, expected.rows, WINDOW_MS)
+    finally:
+        store.close()
+    dead = [(on_time[i].partition, offsets[i], on_time[i].value, reason) for i, reason in reasons]
+    problems += checks.dead_letters(run(read_topic(stack, names.dlq)), dead)
+    problems += checks.late_records(run(read_topic(stack, names.late)), {})  # every event is on time
+    problems += checks.archive(read_archive(client, names.bucket), positions)
+    assert not problems, "\n".join(problems)
+
+
 def _run(stack: Endpoints, names: Names, tmp_path: Path, *, far_apart: bool) -> float:
     """Returns the seconds from the SIGKILL until the survivor owned every partition and was ready."""
     client = stack.s3_client()
@@ -102,31 +134,7 @@ def _run(stack: Endpoints, names: Names, tmp_path: Path, *, far_apart: bool) -> 
                  what="the survivor to own every partition", detail=survivor.status)
         takeover_s = time.monotonic() - killed_at
 
-        bad = {i for i, _ in reasons}
-        valid = [(r.partition, o, gt.decode_valid(r)) for i, (r, o) in enumerate(zip(on_time, offsets, strict=True))
-                 if i not in bad]
-        sentinel_offsets = run(produce(stack, names.events, gt.sentinels()))
-        expected = gt.reference([v for _, _, v in valid], [], 0)  # type: ignore[misc]
-        wait_for(lambda: sum(len(r) for r in read_aggregates(client, names.bucket).values()) >= len(expected.rows),
-                 timeout_s=STEP_DEADLINE_S, what="every window in S3")
-        positions = {(p, o) for p, o, _ in valid} | set(enumerate(sentinel_offsets))
-        wait_for(lambda: sum(len(r) for r in read_archive(client, names.bucket).values()) >= len(positions),
-                 timeout_s=STEP_DEADLINE_S, what="every valid event in the raw archive")
-
-        problems = checks.aggregates(read_aggregates(client, names.bucket), expected.rows, WINDOW_MS)
-        store = RedisWindowStore(stack.redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
-        store.open()
-        try:
-            wait_for(lambda: checks.redis_windows_written(store, expected.rows) >= len(expected.rows),
-                     timeout_s=STEP_DEADLINE_S, what="every window in Redis")
-            problems += checks.redis_rows(store, expected.rows, WINDOW_MS)
-        finally:
-            store.close()
-        dead = [(on_time[i].partition, offsets[i], on_time[i].value, reason) for i, reason in reasons]
-        problems += checks.dead_letters(run(read_topic(stack, names.dlq)), dead)
-        problems += checks.late_records(run(read_topic(stack, names.late)), {})  # every event is on time
-        problems += checks.archive(read_archive(client, names.bucket), positions)
-        assert not problems, "\n".join(problems)
+        assert_every_output_exact(stack, names, on_time, offsets, reasons)
         return takeover_s
     finally:
         for worker in workers:

@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import checks
 import groundtruth as gt
 import pytest
 from helpers import wait_for
@@ -21,24 +20,20 @@ from pipeline_harness import (
     create_topics,
     names_for,
     produce,
-    read_aggregates,
-    read_archive,
-    read_topic,
     run,
     web_port,
     worker_env,
 )
+from test_takeover import assert_every_output_exact
 
 from agents.runner import FENCED
 from devstack.stack import Endpoints
-from sinks.redis_store import RedisWindowStore
 
 PER_PARTITION = 1_500
 CHUNK = 30  # records per send of the steady producer
 CHUNK_EVERY_S = 0.1  # 4 x 1,500 records in about 20 s: the stream runs before, during and after the pause
 STEP_DEADLINE_S = 180.0
 PAUSE_PAST_TAKEOVER_S = 2.0
-WINDOW_MS = {name: size for name, size, _ in gt.WINDOWS}
 
 
 class _SteadyProducer(threading.Thread):
@@ -67,8 +62,7 @@ def test_a_paused_worker_that_resumes_after_its_successor_took_over_is_fenced(
     if stack.broker != "kafka":
         pytest.skip("Tansu has no transactions: no fencing (README, Exactly once)")
     names = names_for(unique_name)
-    client = stack.s3_client()
-    client.create_bucket(Bucket=names.bucket)
+    stack.s3_client().create_bucket(Bucket=names.bucket)
     run(create_topics(stack, names))
     workers = [Worker(worker_env(stack, names, tmp_path / f"state{i}", web_port()), tmp_path / f"worker{i}.log")
                for i in range(2)]
@@ -97,33 +91,7 @@ def test_a_paused_worker_that_resumes_after_its_successor_took_over_is_fenced(
         victim.process.send_signal(signal.SIGCONT)
         producer.join(timeout=STEP_DEADLINE_S)
         assert not producer.is_alive() and producer.error is None, producer.error
-        offsets = producer.offsets
-
-        bad = {i for i, _ in reasons}
-        valid = [(r.partition, o, gt.decode_valid(r)) for i, (r, o) in enumerate(zip(on_time, offsets, strict=True))
-                 if i not in bad]
-        sentinel_offsets = run(produce(stack, names.events, gt.sentinels()))
-        expected = gt.reference([v for _, _, v in valid], [], 0)  # type: ignore[misc]
-        wait_for(lambda: sum(len(r) for r in read_aggregates(client, names.bucket).values()) >= len(expected.rows),
-                 timeout_s=STEP_DEADLINE_S, what="every window in S3")
-        positions = {(p, o) for p, o, _ in valid} | set(enumerate(sentinel_offsets))
-        wait_for(lambda: sum(len(r) for r in read_archive(client, names.bucket).values()) >= len(positions),
-                 timeout_s=STEP_DEADLINE_S, what="every valid event in the raw archive")
-
-        problems = checks.aggregates(read_aggregates(client, names.bucket), expected.rows, WINDOW_MS)
-        store = RedisWindowStore(stack.redis_url, names.redis_prefix, ttl_ms=3_600_000, latest_n=60)
-        store.open()
-        try:
-            wait_for(lambda: checks.redis_windows_written(store, expected.rows) >= len(expected.rows),
-                     timeout_s=STEP_DEADLINE_S, what="every window in Redis")
-            problems += checks.redis_rows(store, expected.rows, WINDOW_MS)
-        finally:
-            store.close()
-        dead = [(on_time[i].partition, offsets[i], on_time[i].value, reason) for i, reason in reasons]
-        problems += checks.dead_letters(run(read_topic(stack, names.dlq)), dead)
-        problems += checks.late_records(run(read_topic(stack, names.late)), {})  # every event is on time
-        problems += checks.archive(read_archive(client, names.bucket), positions)
-        assert not problems, "\n".join(problems)
+        assert_every_output_exact(stack, names, on_time, producer.offsets, reasons)
         fenced = FENCED in victim.log_path.read_text()
         with capsys.disabled():
             print(f"\nthe victim was paused {paused_s:.1f} s; on resuming it was "
