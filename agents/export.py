@@ -574,6 +574,10 @@ class ExportPartition:
             job.cancel()  # the next owner exports it again: same content
             with contextlib.suppress(asyncio.CancelledError):
                 await job
+            # Cancelled in the middle, the job leaves the state half changed (totals taken for writing and not
+            # written, a window out of the ledger whose deletes were not sent): nothing of it is written, and
+            # the next owner reads the input again from the stored position (agents/runner.py, revocation).
+            graceful = False
         with contextlib.suppress(Exception):
             if graceful:
                 await self._persist()

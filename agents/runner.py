@@ -8,10 +8,15 @@ ticks. The runner owns the loop around them:
 
 - assignment: partitions arrive paused; the loop restores their processors, seeks each to
   its processor's position and resumes it.
-- revocation (the eager protocol revokes everything at every rebalance): the loop is
-  cancelled wherever it is, processors close (gracefully: writing what they can in a few
-  seconds), and the producer is flushed before the group goes on, so that a partition's
-  next owner reads every record its previous owner wrote.
+- revocation (the eager protocol revokes everything at every rebalance): the loop stops
+  between two units of work (a batch of every partition, or a tick), processors close
+  (gracefully: writing what they can in a few seconds), and the producer is flushed before
+  the group goes on, so that a partition's next owner reads every record its previous owner
+  wrote. A unit of work that does not end within UNIT_WAIT_S is cancelled, and its
+  processors then close without writing anything: cancelled in the middle, their state in
+  memory is half changed (partials taken for sending and not sent, a position past them),
+  and writing it would commit that half (NOTES.md, Real Kafka: the zombie test's lost
+  events). Closing without writing is a crash, which the stages are built to survive.
 - flow: a processor that cannot take more (a sink write pending, a full buffer) has its
   partition paused; the loop keeps polling, so the member stays in the group.
 - failure: any unexpected exception stops the worker process (crash-only): its state
@@ -47,6 +52,8 @@ POLL_TIMEOUT_MS = 100
 MAX_POLL_RECORDS = 5_000
 COMMIT_EVERY_S = 5.0  # committed offsets are for monitoring tools only; positions live in the state
 REVOKE_FLUSH_TIMEOUT_S = 20.0
+# How long a revocation waits for the unit of work under way (a batch takes ~100 ms at full speed).
+UNIT_WAIT_S = 5.0
 CRASH_EXIT_STATUS = 70  # EX_SOFTWARE
 FENCED = "another worker took over its partitions while it was paused"  # in the log line of a fenced zombie
 # Session and rebalance timeouts: a dead member is noticed within the session timeout
@@ -133,6 +140,8 @@ class StageRunner(Service):
         self._next_tick_s = 0.0
         self._next_commit_s = 0.0
         self._stopping = False
+        self._stop_requested = False  # the loop returns at the end of its unit of work
+        self._in_unit = False  # the loop is in a unit of work: the processors' state is half changed
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -151,8 +160,8 @@ class StageRunner(Service):
 
     async def on_stop(self) -> None:
         self._stopping = True  # an assignment that completes while the consumer leaves starts nothing
-        await self._stop_loop()
-        await self._close_processors(graceful=True)
+        whole = await self._stop_loop()
+        await self._close_processors(graceful=whole)
         await self._flush()
         if self._consumer is not None:
             await self._consumer.stop()  # leaves the group: the others rebalance at once
@@ -191,14 +200,29 @@ class StageRunner(Service):
         if self._loop_task is not None and not self._loop_task.done():
             # Revocation always stops the loop before the next assignment starts it.
             self._on_crash(RuntimeError(f"{self.stage.name}: a second loop was about to start"))
+        self._stop_requested = False
         self._loop_task = asyncio.ensure_future(self._run_guarded())
 
-    async def _stop_loop(self) -> None:
+    async def _stop_loop(self) -> bool:
+        """Stop the loop at the end of its unit of work, or cancel it after UNIT_WAIT_S. True when the
+        processors' state is whole (the loop stopped between two units), False when it was cancelled in one."""
         task, self._loop_task = self._loop_task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is None or task.done():
+            return True
+        self._stop_requested = True
+        if self._in_unit:
+            await asyncio.wait([task], timeout=UNIT_WAIT_S)
+        if not task.done():
+            task.cancel()  # waiting for records, restoring, or stuck in a unit of work past UNIT_WAIT_S
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        whole = not self._in_unit
+        if not whole:
+            log.warning("%s: a batch or tick did not end within %.0fs of the revocation; its partitions close "
+                        "without writing, and their next owners read again what they had not stored",
+                        self.stage.name, UNIT_WAIT_S)
+        self._in_unit = False
+        return whole
 
     async def _run_guarded(self) -> None:
         try:
@@ -218,22 +242,33 @@ class StageRunner(Service):
         assert consumer is not None and self._reader is not None
         if self._to_open is not None:
             await self._open(self._to_open)
-        while True:
+        # A revocation stops the loop where the processors' state is whole: here, between two units of work.
+        while not self._stop_requested:
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_POLL_RECORDS)
+            if self._stop_requested:
+                return  # records fetched and not processed: the next owner reads them from the processors' positions
             work = [(tp.partition, processor, records) for tp, records in batches.items()
                     if records and (processor := self.processors.get(tp.partition)) is not None]
             # Partitions are independent: their batches run together, so that their waits for the
             # broker's acknowledgements overlap.
+            self._in_unit = True
             await asyncio.gather(*(processor.process(records) for _, processor, records in work))
             for partition, _, records in work:
                 self.positions[partition] = records[-1].offset + 1
+            self._in_unit = False
+            if self._stop_requested:
+                return
             now_s = time.monotonic()
             if now_s >= self._next_tick_s:
                 self._next_tick_s = now_s + self.stage.tick_interval_s
                 now_ms = self._clock_ms()
                 # Together, like batches: a tick waits for acknowledgements (partials, changelog), and
                 # one partition after another would leave the loop idle for each round trip in turn.
+                self._in_unit = True
                 await asyncio.gather(*(processor.tick(now_ms) for processor in list(self.processors.values())))
+                self._in_unit = False
+                if self._stop_requested:
+                    return
             self._apply_flow(consumer)
             if now_s >= self._next_commit_s:
                 self._next_commit_s = now_s + COMMIT_EVERY_S
@@ -288,8 +323,8 @@ class StageRunner(Service):
 
     async def _revoke(self) -> None:
         self.rebalancing = True
-        await self._stop_loop()
-        await self._close_processors(graceful=True)
+        whole = await self._stop_loop()
+        await self._close_processors(graceful=whole)
         await self._flush()
 
     def _assigned(self, assigned: set[TopicPartition]) -> None:

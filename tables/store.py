@@ -91,6 +91,7 @@ class PartitionStore:
         self._clock_ms = clock_ms
         self._db: Rdict | None = None
         self._staged: list[tuple[bytes, bytes | None, asyncio.Future[RecordMetadata]]] = []
+        self._committing = asyncio.Lock()
         self._write_options = WriteOptions()
         self._write_options.disable_wal = True
         self.checkpoint = -1  # changelog offset the local database holds up to
@@ -172,23 +173,34 @@ class PartitionStore:
 
     async def commit(self) -> None:
         """Wait until the broker has every write so far, commit everything the partition's writer sent (its
-        other topics' records too), then apply the writes locally with their checkpoint."""
-        staged, self._staged = self._staged, []
-        metadata = await asyncio.gather(*(future for _, _, future in staged))
-        await self.writer.commit()
-        if self._db is None or not staged:
-            return  # closed meanwhile (revoked): the changelog has the writes, the next restore reads them
-        batch = WriteBatch(raw_mode=True)
-        for key, value, _ in staged:
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        last = max(m.offset for m in metadata)
-        batch.put(CHECKPOINT_KEY, str(last).encode())
-        batch.put(CHECKPOINT_AT_KEY, str(self._clock_ms()).encode())
-        self._db.write(batch, self._write_options)
-        self.checkpoint = last
+        other topics' records too), then apply the writes locally with their checkpoint.
+
+        The writes stay staged until they are applied: a commit cancelled while it waits (a revocation)
+        leaves them to the next one. Taken out before, they were lost to the local database while the
+        writer's next commit made them visible, and the next commit's checkpoint then claimed them: a
+        restore from that database came back with older values than its changelog (NOTES.md, Real Kafka)."""
+        async with self._committing:  # one at a time: each applies the oldest writes, in changelog order
+            staged = self._staged
+            count = len(staged)
+            futures = [future for _, _, future in staged[:count]]
+            if futures:
+                await asyncio.wait(futures)  # not gather, which cancelled the sends themselves when cancelled
+            metadata = [future.result() for future in futures]  # a failed send raises here
+            await self.writer.commit()
+            if self._db is None or self._staged is not staged or not count:
+                return  # closed meanwhile (revoked): the changelog has the writes, the next restore reads them
+            batch = WriteBatch(raw_mode=True)
+            for key, value, _ in staged[:count]:
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+            last = max(m.offset for m in metadata)
+            batch.put(CHECKPOINT_KEY, str(last).encode())
+            batch.put(CHECKPOINT_AT_KEY, str(self._clock_ms()).encode())
+            self._db.write(batch, self._write_options)
+            self.checkpoint = last
+            del staged[:count]  # sends made while it waited stay for the next commit
 
     async def durable(self) -> None:
         """Make everything written so far durable before anything written after it can be read: without

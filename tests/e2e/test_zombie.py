@@ -57,11 +57,6 @@ class _SteadyProducer(threading.Thread):
 
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
-# An open correctness bug, not a pass (NOTES.md, Real Kafka): in about 3 runs of 8 the windows around the
-# moment the paused worker rejoins miss a few events of one input partition (S3 and Redis rows short; dead
-# letters, late records and the raw archive exact). Not strict: the other runs pass and must keep passing.
-@pytest.mark.xfail(reason="open bug: events lost from windows around a resumed worker's rejoin (NOTES.md)",
-                   strict=False)
 def test_a_paused_worker_that_resumes_after_its_successor_took_over_is_fenced(
         stack: Endpoints, unique_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if stack.broker != "kafka":

@@ -258,12 +258,14 @@ def test_the_input_is_stored_every_persist_interval_not_at_every_tick() -> None:
 
 
 class _TransactionalBroker(FakeBroker):
-    """The fake broker as a transactional writer: counts what was sent since the last commit."""
+    """The fake broker as a transactional writer: counts what was sent since the last commit. A send takes
+    a turn of the event loop, as a real one may (waiting for room in the producer's buffer)."""
 
     transactional = True
     uncommitted = 0
 
     async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        await asyncio.sleep(0)
         self.uncommitted += 1
         return await super().send(*args, **kwargs)
 
@@ -301,3 +303,61 @@ def test_no_transaction_stays_open_while_a_window_is_written() -> None:
     asyncio.run(_drive(run, backlog, seed=1))
     _assert_same_as_clean(run)
     assert len(run.outputs.open_at_write) >= 10 and set(run.outputs.open_at_write) == {0}  # type: ignore[attr-defined]
+
+
+async def _drive_revoked(run: Run, messages: list[bytes], seed: int, revoke_at: int
+                         ) -> tuple[ExportPartition, int, list[int]]:
+    """_drive, revoked once at its `revoke_at`th step (a batch, a tick, or a turn of an export job in the
+    background) and closed as the runner closes a partition between two units of work (gracefully; an
+    export job under way is abandoned), then reopened by its next owner. Also returns how many steps it
+    took, and those taken while an export job was writing to the changelog (sends not yet committed)."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    records = [SimpleNamespace(offset=i, value=m) for i, m in enumerate(messages)]
+    part = _open(run, clock)
+    index, steps, writing = part.start_offset() or 0, 0, []
+
+    async def step() -> None:
+        nonlocal part, index, steps
+        steps += 1
+        if not part.accepting() and run.broker.uncommitted:  # type: ignore[attr-defined]
+            writing.append(steps)
+        if steps == revoke_at:
+            await part.close(graceful=True)
+            part = _open(run, clock)
+            index = part.start_offset() or 0
+
+    while True:
+        await part.tick(clock())
+        await step()
+        while not part.accepting():  # an export in the background: the runner pauses the partition
+            await asyncio.sleep(0)
+            await step()
+            await part.tick(clock())
+        if index >= len(records):
+            return part, steps, writing
+        batch = records[index:index + rng.randint(1, 12)]
+        await part.process(batch)
+        index += len(batch)
+        clock.now_ms += 500
+        await step()
+
+
+def _revocation_steps() -> list[int]:
+    """Every step with an export job writing to the changelog, and every tenth step."""
+    broker = _TransactionalBroker()
+    run = Run(broker, _SlowOutputs(broker))
+    _, steps, writing = asyncio.run(_drive_revoked(run, MESSAGES, 1, revoke_at=-1))
+    return sorted(set(writing) | set(range(1, steps + 1, 10)))
+
+
+@pytest.mark.parametrize("revoke_at", _revocation_steps())
+def test_a_revocation_at_any_step_exports_the_same_windows(revoke_at: int) -> None:
+    """Closed gracefully between two units of work, the partition writes what it read; with an export job
+    under way (its writes and sends take turns of the event loop here), the job is cancelled in the middle,
+    and the close writes nothing of its half-changed state (agents/runner.py, revocation)."""
+    broker = _TransactionalBroker()
+    run = Run(broker, _SlowOutputs(broker))
+    part, _, _ = asyncio.run(_drive_revoked(run, MESSAGES, 1, revoke_at))
+    _assert_same_as_clean(run)
+    _assert_books_match_the_changelog(run, part)

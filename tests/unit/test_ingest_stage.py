@@ -117,6 +117,40 @@ async def _drive(run: Run, records: list[Any], batch_seed: int, settings: Settin
             part = _open(run, board, clock, settings)
 
 
+async def _drive_revoked(run: Run, records: list[Any], revoke_at: int) -> tuple[IngestPartition, int]:
+    """_drive without crashes, revoked once after its `revoke_at`th batch or tick: closed as the runner closes
+    a partition between two units of work (gracefully: it writes its partials, raw files and position),
+    then reopened by its next owner. Also returns how many batches and ticks it took."""
+    board, clock = FakeBoard(), FakeClock()
+    rng = random.Random(1)
+    part = _open(run, board, clock)
+    index, steps = part.start_offset() or 0, 0
+
+    async def step() -> None:
+        nonlocal part, index, steps
+        steps += 1
+        if steps == revoke_at:
+            await part.close(graceful=True)
+            part = _open(run, board, clock)
+            index = part.start_offset() or 0
+
+    while index < len(records):
+        board.low_ms = _low_before(records, index)
+        await part.tick(clock())
+        await step()
+        batch = records[index:index + rng.randint(1, 9)]
+        await part.process(batch)
+        await part.archive.settle(1)
+        clock.now_ms += 700
+        index += len(batch)
+        await step()
+    board.low_ms = _low_before(records, len(records))
+    await part.tick(clock())
+    assert await part.archive.flush(1)
+    await part.tick(clock())
+    return part, steps
+
+
 def _outputs(run: Run) -> dict[str, Any]:
     broker = run.broker
     newest: dict[Any, list[float]] = {}
@@ -193,6 +227,17 @@ def test_a_crash_at_any_send_ends_with_the_clean_outputs(crash_at: int) -> None:
     run = Run(FakeBroker(fail_at=crash_at), FakeOutputs())
     part = asyncio.run(_drive(run, RECORDS, batch_seed=1))  # the clean run's batches up to the crash, then others
     assert run.crashes == 1
+    assert _outputs(run) == CLEAN
+    _assert_books_match_the_changelog(run, part)
+
+
+REVOCATION_STEPS = asyncio.run(_drive_revoked(Run(FakeBroker(), FakeOutputs()), RECORDS, revoke_at=-1))[1]
+
+
+@pytest.mark.parametrize("revoke_at", range(1, REVOCATION_STEPS + 1))
+def test_a_revocation_between_any_two_units_of_work_ends_with_the_clean_outputs(revoke_at: int) -> None:
+    run = Run(FakeBroker(), FakeOutputs())
+    part, _ = asyncio.run(_drive_revoked(run, RECORDS, revoke_at))
     assert _outputs(run) == CLEAN
     _assert_books_match_the_changelog(run, part)
 
