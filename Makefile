@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install kafka run stack test test-fast test-spark chaos chromium prometheus bench bench-restore bench-peers bench-stages bench-batch soak clean
+.PHONY: help install kafka run stack test test-fast test-spark spark-jars chaos chromium prometheus bench bench-restore bench-peers bench-stages bench-batch soak clean
 
 ## help: this list
 help:
@@ -60,14 +60,30 @@ test-fast: install
 # venv under var/, never .venv, so `make install` and `make test` stay without it. Java 17 runs it.
 SPARK_VENV := var/spark-venv
 SPARK_STAMP := $(SPARK_VENV)/.installed
-$(SPARK_STAMP): requirements.txt requirements-spark.txt constraints.txt
+$(SPARK_STAMP): requirements.txt requirements-devstack.txt requirements-spark.txt constraints.txt
 	test -x $(SPARK_VENV)/bin/python || $(PYTHON) -m venv $(SPARK_VENV)
 	$(SPARK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt \
-	  -r requirements-spark.txt
+	  -r requirements-devstack.txt -r requirements-spark.txt
 	touch $(SPARK_STAMP)
 
-## test-spark: the batch layer's Spark job against the embedded engine, in Spark local mode (venv var/spark-venv)
-test-spark: $(SPARK_STAMP)
+# The s3a connector (hadoop-aws, at PySpark's Hadoop version, and the AWS SDK bundle: about 700 MB) from
+# Maven Central, pinned by devstack/spark/pom.xml; the Spark test's s3a run puts them on Spark's classpath.
+SPARK_POM := devstack/spark/pom.xml
+SPARK_JARS_STAMP := var/spark/.installed
+
+## spark-jars: the s3a connector's jars into var/spark/jars (Maven; the versions are devstack/spark/pom.xml's)
+spark-jars: $(SPARK_JARS_STAMP)
+
+$(SPARK_JARS_STAMP): $(SPARK_POM)
+	@command -v mvn >/dev/null || { echo "mvn not found: the s3a connector's jars are fetched with Maven" >&2; exit 2; }
+	rm -rf var/spark/jars
+	mvn -q -B -C -f $(SPARK_POM) dependency:copy-dependencies -DincludeScope=runtime \
+	  -DoutputDirectory=$(CURDIR)/var/spark/jars
+	touch $@
+
+## test-spark: the batch layer's Spark job against the embedded engine, in Spark local mode (venv var/spark-venv),
+## on a local copy of the lake and through s3a on the embedded S3
+test-spark: $(SPARK_STAMP) $(SPARK_JARS_STAMP) $(BROKER_DEPS)
 	$(SPARK_VENV)/bin/python -m pytest tests/spark
 
 ## chaos: the randomized fault suite, ITERATIONS iterations from SEED (random and printed when empty); SPEC=iot or clickstream runs that shipped spec

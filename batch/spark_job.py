@@ -35,8 +35,8 @@ the job with Spark's error naming the file, where the embedded engine skips the 
 On a cluster the lake is an `s3a://` URI and the hadoop-aws connector must be on Spark's classpath
 (`--packages org.apache.hadoop:hadoop-aws:<Spark's Hadoop version>`); the driver needs this
 repository on PYTHONPATH and the project's requirements (pyarrow, orjson, boto3), the executors
-nothing but Spark (no Python UDFs). Tested in Spark local mode on a local copy of the lake
-(tests/spark/test_spark_rollups.py, `make test-spark`); the s3a path is not tested here.
+nothing but Spark (no Python UDFs). Tested in Spark local mode on a local copy of the lake and through
+s3a on the embedded S3 (tests/spark/test_spark_rollups.py, `make test-spark`).
 """
 
 from __future__ import annotations

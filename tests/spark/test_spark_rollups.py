@@ -2,7 +2,8 @@
 
 `make test-spark` runs it in its own venv with PySpark; without PySpark (the project's venv, `make test`)
 the module is skipped at collection. Spark runs in local mode as `python -m batch.spark_job`, a process
-of its own, on a local copy of the lake (no s3a connector here). The lake holds five hours over a day
+of its own, on a local copy of the lake, and on the same lake in the embedded S3 through s3a (hadoop-aws
+and the AWS SDK bundle, `make spark-jars`). The lake holds five hours over a day
 boundary, raw files that arrive after their hour was computed (late events), and objects that both
 engines must skip. Every rollup object must have the same name and bytes on both sides, and its rows
 must equal a plain-Python reference.
@@ -14,6 +15,7 @@ import hashlib
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -30,10 +32,10 @@ pytest.importorskip("pyspark", reason="PySpark is not installed: `make test-spar
 
 from batch.job import Plan, run_batch  # noqa: E402
 from batch.report import RunReport
-from formats.batch import ROLLUP_SCHEMA, RollupRow
+from devstack.stack import Endpoints
+from formats.batch import ROLLUP_SCHEMA, RollupRow, parquet_to_rollups
 from formats.events import Event  # noqa: E402
 from formats.raw import events_to_parquet
-from formats.rows import parquet_to_rollups  # noqa: E402
 from sinks.lake import archive_key  # noqa: E402
 
 pytestmark = pytest.mark.spark
@@ -166,9 +168,9 @@ def reference(counted: Iterable[Counted], hours: Iterable[int]) -> dict[tuple[st
     return rows
 
 
-def run_spark(lake: Path, tmp_path: Path, *args: str) -> list[str]:
+def run_spark(lake: Path | str, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
     """The entry point as a user runs it (its own process, its own JVM); returns its lines."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     done = subprocess.run([sys.executable, "-m", "batch.spark_job", "--master", "local[2]", "--lake", str(lake),
                            *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=SPARK_DEADLINE_S)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -194,8 +196,8 @@ def assert_same_outputs(lakes: Lakes, expected: dict[tuple[str, int], list[Rollu
     assert set(DirectoryLake(lakes.spark).list_etags("")) == raw | set(spark)
 
 
-def skipped_in(lines: list[str], root: Path) -> set[str]:
-    prefix = f"warning: skipped file:{root}/"
+def skipped_in(lines: list[str], root: Path | str) -> set[str]:
+    prefix = f"warning: skipped {root}/" if isinstance(root, str) else f"warning: skipped file:{root}/"
     return {line.removeprefix(prefix).split(": ", 1)[0] for line in lines if line.startswith(prefix)}
 
 
@@ -243,3 +245,63 @@ def test_spark_job_refuses_a_bad_range(tmp_path: Path) -> None:
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=SPARK_DEADLINE_S)
     assert done.returncode == 2
     assert "invalid --from: expected" in done.stderr
+
+
+# The s3a connector's jars (`make spark-jars`, devstack/spark/pom.xml): hadoop-aws at PySpark's Hadoop version
+# and the AWS SDK bundle it was built with.
+S3A_JARS = sorted((ROOT / "var" / "spark" / "jars").glob("*.jar"))
+
+
+def s3a_env(stack: Endpoints) -> dict[str, str]:
+    """Spark's settings for the embedded S3, as a user passes them to spark-submit (--jars, --conf); the
+    credentials come from the environment, through the AWS SDK's default chain."""
+    conf = {
+        "spark.hadoop.fs.s3a.endpoint": stack.s3_endpoint,
+        "spark.hadoop.fs.s3a.endpoint.region": stack.credentials["AWS_DEFAULT_REGION"],
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+    }
+    submit = ["--jars", ",".join(map(str, S3A_JARS)), *(f"--conf={k}={v}" for k, v in conf.items()), "pyspark-shell"]
+    return {**stack.credentials, "PYSPARK_SUBMIT_ARGS": " ".join(submit)}
+
+
+def upload(stack: Endpoints, root: Path, bucket: str, prefix: str) -> None:
+    client = stack.s3_client()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            client.put_object(Bucket=bucket, Key=prefix + path.relative_to(root).as_posix(), Body=path.read_bytes())
+
+
+def download(stack: Endpoints, bucket: str, prefix: str, root: Path) -> None:
+    """Every object under `prefix`, as files under `root` (a key ending in / would fail here: no directory
+    markers either)."""
+    client = stack.s3_client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", ()):
+            path = root / item["Key"].removeprefix(prefix)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+
+
+@pytest.mark.skipif(not S3A_JARS, reason="the s3a connector's jars are not in var/spark/jars: `make spark-jars`")
+def test_spark_rollups_through_s3a_equal_the_embedded_engine(stack: Endpoints, unique_name: str,
+                                                              tmp_path: Path) -> None:
+    """The same lake in the embedded S3 (SeaweedFS), read and written by Spark through s3a (hadoop-aws): the
+    objects it writes there are the embedded engine's, name for name and byte for byte."""
+    lakes = Lakes(tmp_path)
+    foreign = on_time(lakes)
+    late(lakes)
+    run_batch(DirectoryLake(lakes.embedded), sealed_until_ms=SEALED_MS, plan=Plan(), say=lambda _line: None)
+    bucket, prefix = unique_name, "lake/"
+    stack.s3_client().create_bucket(Bucket=bucket)
+    upload(stack, lakes.spark, bucket, prefix)
+    lake = f"s3a://{bucket}/{prefix.rstrip('/')}"
+
+    lines = run_spark(lake, tmp_path, env=s3a_env(stack))
+
+    assert skipped_in(lines, lake) == foreign
+    assert lines[-1] == f"spark batch: {len(HOURS)} hours and 2 days computed; {len(HOURS) + 2} objects written, " \
+                        f"{len(foreign)} foreign objects skipped"
+    shutil.rmtree(lakes.spark)
+    download(stack, bucket, prefix, lakes.spark)  # what Spark left in the bucket, every object
+    assert_same_outputs(lakes, reference(lakes.counted, HOURS))
