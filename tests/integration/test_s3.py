@@ -55,26 +55,3 @@ def test_parquet_roundtrip(stack: Endpoints, unique_name: str) -> None:
     assert dataset.column("event_type").to_pylist() == ["click", "../=/\x00é"]
     assert dataset.column("hour").to_pylist() == [23, 23]
 
-
-def test_the_embedded_s3_refuses_requests_not_signed_with_its_credentials(stack: Endpoints, unique_name: str) -> None:
-    """SeaweedFS runs with the stack's credentials as its one identity (devstack/services.py): an unsigned
-    request and one signed with another secret are refused, and the stack's own client is served."""
-    import boto3
-    import botocore
-    from botocore.config import Config
-
-    client = stack.s3_client()
-    client.create_bucket(Bucket=unique_name)
-    client.put_object(Bucket=unique_name, Key="k", Body=b"v")
-    anonymous = boto3.client("s3", endpoint_url=stack.s3_endpoint, region_name="us-east-1",
-                             config=Config(signature_version=botocore.UNSIGNED))
-    wrong = boto3.client("s3", endpoint_url=stack.s3_endpoint, region_name="us-east-1",
-                         aws_access_key_id=stack.credentials["AWS_ACCESS_KEY_ID"], aws_secret_access_key="not-it")
-    for other in (anonymous, wrong):
-        try:
-            other.get_object(Bucket=unique_name, Key="k")
-        except botocore.exceptions.ClientError as exc:
-            assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403, exc.response
-        else:
-            raise AssertionError("the embedded S3 served a request not signed with its credentials")
-    assert client.get_object(Bucket=unique_name, Key="k")["Body"].read() == b"v"

@@ -260,6 +260,9 @@ def s3a_env(stack: Endpoints) -> dict[str, str]:
         "spark.hadoop.fs.s3a.endpoint.region": stack.credentials["AWS_DEFAULT_REGION"],
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+        # The SDK signs an upload over plain HTTP chunk by chunk, which SeaweedFS without identities refuses
+        # ("Signed request requires setting up SeaweedFS S3 authentication"); this signer sends it whole.
+        "spark.hadoop.fs.s3a.s3.signing-algorithm": "AWS4UnsignedPayloadSignerType",
     }
     submit = ["--jars", ",".join(map(str, S3A_JARS)), *(f"--conf={k}={v}" for k, v in conf.items()), "pyspark-shell"]
     return {**stack.credentials, "PYSPARK_SUBMIT_ARGS": " ".join(submit)}
