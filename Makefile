@@ -136,16 +136,25 @@ bench: install $(BROKER_DEPS)
 bench-restore: install $(BROKER_DEPS)
 	$(BIN)/python -m bench.restore --events $(EVENTS) $(if $(SPEC),--spec $(SPEC) --keys $(KEYS))
 
-## bench-peers: the same windowed job in Bytewax and Quix Streams (each in its venv under var/peers), interleaved
-## with this project over one topic of PEER_EVENTS preloaded events, RUNS rounds: events/s, ratios, checked totals
-## (GRACE_MS: the peers' grace instead of the input's whole event-time span)
+## bench-peers: the same windowed job in Bytewax, Quix Streams (each in its venv under var/peers) and Spark
+## Structured Streaming (make test-spark's venv), interleaved with this project over one topic of PEER_EVENTS
+## preloaded events, RUNS rounds: events/s, ratios, checked totals (GRACE_MS: the peers' grace instead of the
+## input's whole event-time span)
 PEERS := var/peers
 GRACE_MS ?=
 # A million events, so that what every run pays once (the last files and windows, a start) weighs little.
 PEER_EVENTS ?= 1000000
-bench-peers: install $(BROKER_DEPS) $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed
+bench-peers: install $(BROKER_DEPS) $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed $(SPARK_STAMP) \
+  $(PEERS)/spark/.installed
 	$(BIN)/python -m bench.peers --events $(PEER_EVENTS) --rounds $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
 	  $(if $(GRACE_MS),--grace-ms $(GRACE_MS))
+
+# Spark's Kafka source for its peer (Maven Central, pinned by bench/peers/spark/pom.xml; -C checks checksums).
+$(PEERS)/spark/.installed: bench/peers/spark/pom.xml
+	@command -v mvn >/dev/null || { echo "mvn not found: Spark's Kafka source is fetched with Maven" >&2; exit 2; }
+	rm -rf $(PEERS)/spark/jars
+	mvn -q -B -C -f $< dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(PEERS)/spark/jars
+	touch $@
 
 # A peer's own venv, pinned by bench/peers/requirements-<peer>.txt (never this project's requirements).
 $(PEERS)/%/.installed: bench/peers/requirements-%.txt

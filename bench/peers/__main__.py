@@ -1,9 +1,11 @@
-"""`make bench-peers`: the same windowed job in Bytewax and Quix Streams, interleaved with this project.
+"""`make bench-peers`: the same windowed job in Bytewax, Quix Streams and Spark Structured Streaming, interleaved
+with this project.
 
 One embedded stack (memory storage, free ports) and one preloaded topic, read by every contender:
 EVENTS events (4 partitions, `make bench`'s generator and event times) and a sentinel per partition.
-Each round runs this project's worker, then Bytewax, then Quix Streams, each from scratch (a new
-consumer group and empty state). The job: tumbling 60 s and hopping 60 s / 30 s event-time windows
+Each round runs this project's worker, then Bytewax, then Quix Streams, then Spark Structured Streaming
+(the article's engine, bench/peers/spark_app.py), each from scratch (a new consumer group or none, and empty
+state). The job: tumbling 60 s and hopping 60 s / 30 s event-time windows
 with count, sum, min, max and mean per event_type.
 
 events/s = EVENTS / wall time from the contender's first consumed record until its last window
@@ -12,7 +14,9 @@ is out:
   every valid event in the raw archive; seen by polling the worker's /v1/status every 50 ms);
 - Bytewax and Quix Streams: timed inside the peer process (time.monotonic), from the first record
   its first step sees to the last closed window it emits, which is when its windows account for
-  every input event (Bytewax closes them at the end of input; Quix when the sentinels pass).
+  every input event (Bytewax closes them at the end of input; Quix when the sentinels pass);
+- Spark: from the start of its streaming queries (its JVM and session are up) to the last batch that
+  emitted windows (the sentinels' watermark closes them all).
 Start-up, topic creation, group join and state recovery count for none of them.
 
 Each contender's closed windows (this project's read back from the lake) are checked against totals
@@ -61,6 +65,9 @@ ROOT = Path(__file__).resolve().parents[2]
 VENVS = ROOT / "var" / "peers"
 BYTEWAX = "Bytewax 0.21.1"
 QUIX = "Quix Streams 3.28.1"
+SPARK = "Spark Structured Streaming 4.3.0"
+SPARK_PYTHON = ROOT / "var" / "spark-venv" / "bin" / "python"  # make test-spark's venv
+SPARK_JARS = VENVS / "spark" / "jars"  # its Kafka source (bench/peers/spark/pom.xml)
 
 NOTES = (
     "Quix Streams 3.28.1 fails against Tansu with KeyError: 'retention.ms' in TopicManager.derive_topic_config "
@@ -126,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"grace {grace_ms} ms: it must be at least 0 and end a window before the sentinels' event time "
                      "(fewer --events)")
     pythons = {name: VENVS / venv / "bin" / "python" for name, venv in ((BYTEWAX, "bytewax"), (QUIX, "quix"))}
+    pythons[SPARK] = SPARK_PYTHON
     for name, python in pythons.items():
         if not python.exists():
             parser.error(f"{name}: no venv at {python.parent.parent} (make bench-peers creates it)")
@@ -140,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp, embedded_stack(Path(tmp)) as endpoints:
         work_dir = Path(tmp)
+        broker = {"kafka": "Apache Kafka", "tansu": "Tansu (memory storage)"}.get(endpoints.broker, endpoints.broker)
         run_id = f"peers-{uuid.uuid4().hex[:8]}"
         topic = f"{run_id}-events"
         brokers = endpoints.broker_url.removeprefix("kafka://")
@@ -158,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
                     "--partitions", str(PARTITIONS), "--grace-ms", str(grace_ms),
                     "--state-dir", str(work_dir / round_id), "--report", str(work_dir / f"{round_id}.json")]
 
-        peers: dict[str, Callable[[str], list[str]]] = {BYTEWAX: bytewax, QUIX: quix}
+        def spark(round_id: str) -> list[str]:
+            return [str(pythons[SPARK]), "-m", "bench.peers.spark_app", "--brokers", brokers, "--topic", topic,
+                    "--grace-ms", str(grace_ms), "--jars", str(SPARK_JARS), "--checkpoints", str(work_dir / round_id),
+                    "--report", str(work_dir / f"{round_id}.json")]
+
+        peers: dict[str, Callable[[str], list[str]]] = {BYTEWAX: bytewax, QUIX: quix, SPARK: spark}
         for round_no in range(1, args.rounds + 1):
             for name in (PROJECT, *peers):
                 round_id = f"{run_id}-r{round_no}-{name.split()[0].lower()}"
@@ -176,18 +190,19 @@ def main(argv: list[str] | None = None) -> int:
                 result["round"] = round_no
                 results.append(result)
                 print(f"round {round_no}: {json.dumps(result)}", flush=True)
-    return _report(args, grace_ms, started, results)
+    return _report(args, grace_ms, started, results, broker)
 
 
-def _report(args: argparse.Namespace, grace_ms: int, started: datetime, results: list[dict[str, Any]]) -> int:
+def _report(args: argparse.Namespace, grace_ms: int, started: datetime, results: list[dict[str, Any]],
+            broker: str) -> int:
     names = list(dict.fromkeys(r["contender"] for r in results))
     contenders = []
     for name in names:
         rates = [r["events_per_s"] for r in results if r["contender"] == name]
         contenders.append(Contender(name, rates, *_summaries(results, name)))
     table = format_table(contenders)
-    heading = (f"{args.events:,} preloaded events, {args.event_types or 3} event types, 4 partitions, Tansu memory "
-               f"storage; {args.rounds} interleaved rounds; peers' grace {grace_ms:,} ms; {machine()}; "
+    heading = (f"{args.events:,} preloaded events, {args.event_types or 3} event types, 4 partitions, {broker}; "
+               f"{args.rounds} interleaved rounds; peers' grace {grace_ms:,} ms; {machine()}; "
                f"{started:%Y-%m-%d}")
     print("\nevents/s: input events / wall time from the contender's first consumed record until its last window "
           "is out (this project: every window exported to S3 and Redis and the raw archive written; a peer: the "
