@@ -34,13 +34,15 @@ IDLE_STOP_S = 5.0
 
 
 def shim_tansu() -> None:
-    """Treat a missing `retention.ms` as infinite (Tansu's DescribeConfigs returns no entries)."""
+    """Derive Quix's own topics with an infinite `retention.ms`: Tansu's DescribeConfigs returns no entries
+    (a KeyError without it), and on Kafka the source's 7 days deleted segments of its repartition topic
+    while Quix read them, since it writes the events' month-old timestamps there (NOTES.md, Real Kafka)."""
     derive = TopicManager.derive_topic_config.__func__  # type: ignore[attr-defined]
 
     def derive_topic_config(cls: type[TopicManager], topics: Any) -> Any:
         topics = list(topics)
         for topic in topics:
-            topic.broker_config.extra_config.setdefault("retention.ms", "-1")
+            topic.broker_config.extra_config["retention.ms"] = "-1"
         return derive(cls, topics)
 
     TopicManager.derive_topic_config = classmethod(derive_topic_config)  # type: ignore[method-assign]
