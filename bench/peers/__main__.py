@@ -71,8 +71,9 @@ SPARK_JARS = VENVS / "spark" / "jars"  # its Kafka source (bench/peers/spark/pom
 
 NOTES = (
     "Quix Streams 3.28.1 fails against Tansu with KeyError: 'retention.ms' in TopicManager.derive_topic_config "
-    "(Tansu's DescribeConfigs returns no entries): its app here (bench/peers/quix_app.py) treats a missing "
-    "retention as infinite.",
+    "(Tansu's DescribeConfigs returns no entries), and on Kafka the 7 days it derives from the source topic deleted "
+    "its repartition topic's records (stamped with the events' old times) while it read them: its app here "
+    "(bench/peers/quix_app.py) derives its topics with infinite retention.",
     "Grace: Quix Streams closes windows per key by that key's latest event time, and with Quix's default grace (0) "
     "a preloaded topic, whose partitions are read in any order, has events dropped as late (--grace-ms 0 shows how "
     "many). By default both peers get a grace (Bytewax: the EventClock's wait) of the input's whole event-time span "
