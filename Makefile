@@ -22,8 +22,17 @@ $(STAMP): requirements.txt requirements-devstack.txt requirements-test.txt const
 	  -r requirements-devstack.txt -r requirements-test.txt
 	touch $(STAMP)
 
+# A pom's runtime jars from Maven Central into a directory, then the stamp: -C fails on a checksum mismatch.
+# $(call maven-jars,POM,DIRECTORY,WHY) where WHY names a variable holding the line for a machine without mvn.
+define maven-jars
+@command -v mvn >/dev/null || { echo "mvn not found: $($(3))" >&2; exit 2; }
+rm -rf $(2)
+mvn -q -B -C -f $(1) dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(2)
+touch $@
+endef
+
 # The embedded stack's broker: Apache Kafka unless DEVSTACK_BROKER=tansu (README, Brokers). Kafka's jars
-# come from Maven Central, pinned by devstack/kafka/pom.xml; -C fails on a checksum mismatch.
+# come from Maven Central, pinned by devstack/kafka/pom.xml.
 DEVSTACK_BROKER ?= kafka
 KAFKA_POM := devstack/kafka/pom.xml
 KAFKA_STAMP := var/kafka/.installed
@@ -32,12 +41,9 @@ BROKER_DEPS := $(if $(filter tansu,$(DEVSTACK_BROKER)),,kafka)
 ## kafka: Apache Kafka's jars into var/kafka/libs (Maven and Java 17; the version is devstack/kafka/pom.xml's)
 kafka: $(KAFKA_STAMP)
 
+KAFKA_NO_MVN := Apache Kafka's jars are fetched with Maven (and run on Java 17); install both, or set DEVSTACK_BROKER=tansu
 $(KAFKA_STAMP): $(KAFKA_POM)
-	@command -v mvn >/dev/null || { echo "mvn not found: Apache Kafka's jars are fetched with Maven (and run on Java 17); install both, or set DEVSTACK_BROKER=tansu" >&2; exit 2; }
-	rm -rf var/kafka/libs
-	mvn -q -B -C -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime \
-	  -DoutputDirectory=$(CURDIR)/var/kafka/libs
-	touch $@
+	$(call maven-jars,$(KAFKA_POM),var/kafka/libs,KAFKA_NO_MVN)
 
 ## run: the embedded stack, the Faust worker and a demo producer (Ctrl-C stops all);
 ## RATE events/s, of which fractions MALFORMED go to the dead-letter topic and LATE to the late topic
@@ -74,12 +80,9 @@ SPARK_JARS_STAMP := var/spark/.installed
 ## spark-jars: the s3a connector's jars into var/spark/jars (Maven; the versions are devstack/spark/pom.xml's)
 spark-jars: $(SPARK_JARS_STAMP)
 
+SPARK_NO_MVN := the s3a connector's jars are fetched with Maven
 $(SPARK_JARS_STAMP): $(SPARK_POM)
-	@command -v mvn >/dev/null || { echo "mvn not found: the s3a connector's jars are fetched with Maven" >&2; exit 2; }
-	rm -rf var/spark/jars
-	mvn -q -B -C -f $(SPARK_POM) dependency:copy-dependencies -DincludeScope=runtime \
-	  -DoutputDirectory=$(CURDIR)/var/spark/jars
-	touch $@
+	$(call maven-jars,$(SPARK_POM),var/spark/jars,SPARK_NO_MVN)
 
 ## test-spark: the batch layer's Spark job against the embedded engine, in Spark local mode (venv var/spark-venv),
 ## on a local copy of the lake and through s3a on the embedded S3
@@ -150,11 +153,9 @@ bench-peers: install $(BROKER_DEPS) $(PEERS)/bytewax/.installed $(PEERS)/quix/.i
 	  $(if $(GRACE_MS),--grace-ms $(GRACE_MS))
 
 # Spark's Kafka source for its peer (Maven Central, pinned by bench/peers/spark/pom.xml; -C checks checksums).
+PEERS_SPARK_NO_MVN := Spark's Kafka source is fetched with Maven
 $(PEERS)/spark/.installed: bench/peers/spark/pom.xml
-	@command -v mvn >/dev/null || { echo "mvn not found: Spark's Kafka source is fetched with Maven" >&2; exit 2; }
-	rm -rf $(PEERS)/spark/jars
-	mvn -q -B -C -f $< dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(PEERS)/spark/jars
-	touch $@
+	$(call maven-jars,$<,$(PEERS)/spark/jars,PEERS_SPARK_NO_MVN)
 
 # A peer's own venv, pinned by bench/peers/requirements-<peer>.txt (never this project's requirements).
 $(PEERS)/%/.installed: bench/peers/requirements-%.txt

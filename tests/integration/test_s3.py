@@ -54,4 +54,3 @@ def test_parquet_roundtrip(stack: Endpoints, unique_name: str) -> None:
     dataset = pq.read_table(f"{bucket}/aggregated/tumbling_1m", filesystem=fs, partitioning="hive")
     assert dataset.column("event_type").to_pylist() == ["click", "../=/\x00é"]
     assert dataset.column("hour").to_pylist() == [23, 23]
-

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -84,6 +84,12 @@ class Run:
     broker: FakeBroker
     outputs: FakeOutputs
     crashes: int = 0
+    steps: int = 0  # batches, ticks and turns of a background export job that _drive took
+    writing: list[int] = field(default_factory=list)  # the steps taken while an export job wrote to the changelog
+
+
+class _RevokedError(Exception):
+    """The partition is revoked (_drive's revoke_at)."""
 
 
 class RecordingOutputs(FakeOutputs):
@@ -106,20 +112,32 @@ def _open(run: Run, clock: FakeClock) -> ExportPartition:
     return ExportPartition(ctx, Q, store, decode_export_state(store.restore()))  # type: ignore[arg-type]
 
 
-async def _drive(run: Run, messages: list[bytes], seed: int) -> ExportPartition:
+async def _drive(run: Run, messages: list[bytes], seed: int, revoke_at: int | None = None) -> ExportPartition:
     """Feed the input from where the stage says it resumes, crash-restoring whenever a write fails;
-    the partition's last owner."""
+    the partition's last owner. With `revoke_at`, revoked once at that step (run.steps: a batch, a tick,
+    or a turn of an export job in the background): closed as the runner closes a partition between two
+    units of work (gracefully; an export job under way is abandoned), then reopened by its next owner."""
     rng = random.Random(seed)
     clock = FakeClock()
     records = [SimpleNamespace(offset=i, value=m) for i, m in enumerate(messages)]
     part = _open(run, clock)
+
+    def step() -> None:
+        run.steps += 1
+        if not part.accepting() and getattr(run.broker, "uncommitted", 0):  # _TransactionalBroker's
+            run.writing.append(run.steps)
+        if run.steps == revoke_at:
+            raise _RevokedError
+
     while True:
         try:
             index = part.start_offset() or 0
             while True:
                 await part.tick(clock())
+                step()
                 while not part.accepting():  # an export in the background: the runner pauses the partition
                     await asyncio.sleep(0)
+                    step()
                     await part.tick(clock())
                 if index >= len(records):
                     return part
@@ -127,10 +145,14 @@ async def _drive(run: Run, messages: list[bytes], seed: int) -> ExportPartition:
                 await part.process(batch)
                 index += len(batch)
                 clock.now_ms += 500
+                step()
         except CrashError:
             run.crashes += 1
             await part.close(graceful=False)
             run.broker.fail_at = run.outputs.fail_at = None
+            part = _open(run, clock)
+        except _RevokedError:
+            await part.close(graceful=True)
             part = _open(run, clock)
 
 
@@ -305,50 +327,12 @@ def test_no_transaction_stays_open_while_a_window_is_written() -> None:
     assert len(run.outputs.open_at_write) >= 10 and set(run.outputs.open_at_write) == {0}  # type: ignore[attr-defined]
 
 
-async def _drive_revoked(run: Run, messages: list[bytes], seed: int, revoke_at: int
-                         ) -> tuple[ExportPartition, int, list[int]]:
-    """_drive, revoked once at its `revoke_at`th step (a batch, a tick, or a turn of an export job in the
-    background) and closed as the runner closes a partition between two units of work (gracefully; an
-    export job under way is abandoned), then reopened by its next owner. Also returns how many steps it
-    took, and those taken while an export job was writing to the changelog (sends not yet committed)."""
-    rng = random.Random(seed)
-    clock = FakeClock()
-    records = [SimpleNamespace(offset=i, value=m) for i, m in enumerate(messages)]
-    part = _open(run, clock)
-    index, steps, writing = part.start_offset() or 0, 0, []
-
-    async def step() -> None:
-        nonlocal part, index, steps
-        steps += 1
-        if not part.accepting() and run.broker.uncommitted:  # type: ignore[attr-defined]
-            writing.append(steps)
-        if steps == revoke_at:
-            await part.close(graceful=True)
-            part = _open(run, clock)
-            index = part.start_offset() or 0
-
-    while True:
-        await part.tick(clock())
-        await step()
-        while not part.accepting():  # an export in the background: the runner pauses the partition
-            await asyncio.sleep(0)
-            await step()
-            await part.tick(clock())
-        if index >= len(records):
-            return part, steps, writing
-        batch = records[index:index + rng.randint(1, 12)]
-        await part.process(batch)
-        index += len(batch)
-        clock.now_ms += 500
-        await step()
-
-
 def _revocation_steps() -> list[int]:
     """Every step with an export job writing to the changelog, and every tenth step."""
     broker = _TransactionalBroker()
     run = Run(broker, _SlowOutputs(broker))
-    _, steps, writing = asyncio.run(_drive_revoked(run, MESSAGES, 1, revoke_at=-1))
-    return sorted(set(writing) | set(range(1, steps + 1, 10)))
+    asyncio.run(_drive(run, MESSAGES, 1))
+    return sorted(set(run.writing) | set(range(1, run.steps + 1, 10)))
 
 
 @pytest.mark.parametrize("revoke_at", _revocation_steps())
@@ -358,6 +342,7 @@ def test_a_revocation_at_any_step_exports_the_same_windows(revoke_at: int) -> No
     and the close writes nothing of its half-changed state (agents/runner.py, revocation)."""
     broker = _TransactionalBroker()
     run = Run(broker, _SlowOutputs(broker))
-    part, _, _ = asyncio.run(_drive_revoked(run, MESSAGES, 1, revoke_at))
+    part = asyncio.run(_drive(run, MESSAGES, 1, revoke_at))
+    assert run.crashes == 0
     _assert_same_as_clean(run)
     _assert_books_match_the_changelog(run, part)

@@ -75,6 +75,14 @@ class ChangelogEnd:
         return self.end
 
 
+async def _opened(path: Path) -> tuple[HeldWriter, PartitionStore]:
+    """A store with no local state yet, over a changelog that holds nothing, and its writer."""
+    writer = HeldWriter()
+    store = PartitionStore(path, TOPIC, 0, writer)
+    await store.restore(ChangelogEnd(0))  # type: ignore[arg-type]
+    return writer, store
+
+
 async def _restored(path: Path, end: int) -> tuple[dict[bytes, bytes], int]:
     store = PartitionStore(path, TOPIC, 0, HeldWriter())
     items = await store.restore(ChangelogEnd(end))  # type: ignore[arg-type]
@@ -84,9 +92,7 @@ async def _restored(path: Path, end: int) -> tuple[dict[bytes, bytes], int]:
 
 def test_a_commit_cancelled_while_it_waits_leaves_its_writes_to_the_next_commit(tmp_path: Path) -> None:
     async def scenario() -> tuple[dict[bytes, bytes], int]:
-        writer = HeldWriter()
-        store = PartitionStore(tmp_path / "state", TOPIC, 0, writer)
-        await store.restore(ChangelogEnd(0))  # type: ignore[arg-type]
+        writer, store = await _opened(tmp_path / "state")
         await store.put(b"pack-1", b"new")
         await store.put(b"pack-2", b"new")
         commit = asyncio.ensure_future(store.commit())
@@ -108,9 +114,7 @@ def test_a_commit_cancelled_while_it_waits_leaves_its_writes_to_the_next_commit(
 
 def test_writes_staged_while_a_commit_waits_go_to_the_next_commit(tmp_path: Path) -> None:
     async def scenario() -> tuple[dict[bytes, bytes], int, int]:
-        writer = HeldWriter()
-        store = PartitionStore(tmp_path / "state", TOPIC, 0, writer)
-        await store.restore(ChangelogEnd(0))  # type: ignore[arg-type]
+        writer, store = await _opened(tmp_path / "state")
         await store.put(b"a", b"1")
         first = asyncio.ensure_future(store.commit())
         await asyncio.sleep(0)
@@ -133,9 +137,7 @@ def test_writes_staged_while_a_commit_waits_go_to_the_next_commit(tmp_path: Path
 
 def test_a_store_closed_while_its_commit_waits_applies_nothing(tmp_path: Path) -> None:
     async def scenario() -> tuple[dict[bytes, bytes], int]:
-        writer = HeldWriter()
-        store = PartitionStore(tmp_path / "state", TOPIC, 0, writer)
-        await store.restore(ChangelogEnd(0))  # type: ignore[arg-type]
+        writer, store = await _opened(tmp_path / "state")
         await store.put(b"a", b"1")
         commit = asyncio.ensure_future(store.commit())
         await asyncio.sleep(0)
