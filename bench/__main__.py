@@ -132,6 +132,10 @@ async def preload(bootstrap: str, topic: str, count: int, event_types: int | Non
             end_ms = shape.event_ms(BASE_MS, count)
             # A generator of its own, so that the events above do not depend on the sentinels.
             sentinel = SpecEventGenerator(shape.spec, keys=1, seed=2).record(end_ms + SENTINEL_AFTER_MS).value
+        # Each sentinel alone in the last record batch of its partition: a reader that takes the end from
+        # ListOffsets (Spark's Kafka source) reads it on Tansu too, which answers with the base offset of the
+        # last batch + 1 (NOTES.md).
+        await producer.flush()
         for partition in range(PARTITIONS):
             await producer.send(topic, key=b"bench", value=sentinel, partition=partition)
         await producer.flush()
