@@ -164,11 +164,12 @@ $(PEERS)/%/.installed: bench/peers/requirements-%.txt
 	touch $@
 
 ## bench-stages: both stages' own CPU cost over in-memory fakes (no broker, S3 or Redis), in make bench's shape
-## with STAGE_EVENTS events of EVENT_TYPES types (default 10000): events per CPU second, keys touched, exactness
+## with STAGE_EVENTS events of EVENT_TYPES types (default 10000), or of SPEC with KEYS and EVENTS_PER_KEY as for
+## bench: events per CPU second, keys touched, exactness
 STAGE_EVENTS ?= 100000
 bench-stages: install
 	$(BIN)/python -m bench.stages --events $(STAGE_EVENTS) --runs $(RUNS) \
-	  --event-types $(or $(EVENT_TYPES),10000)
+	  $(if $(SPEC),--spec $(SPEC) --keys $(KEYS) --events-per-key $(EVENTS_PER_KEY),--event-types $(or $(EVENT_TYPES),10000))
 
 ## bench-batch: the batch layer's rollup throughput, raw events/s for an hour of BATCH_EVENTS raw events (median of RUNS)
 BATCH_EVENTS ?= 5000000

@@ -51,7 +51,7 @@ from formats.partials import (
     FrontierMessage,
     encode_frontier,
     encode_partial_columns,
-    key_partition,
+    key_partitions,
     partial_partition,
 )
 from formats.raw import RawColumns
@@ -316,8 +316,10 @@ class IngestPartition:
         if aggregation is not None:
             partitions = self.ctx.settings.kafka.topic_partitions
             keyed: dict[int, list[int]] = {}
-            for slot in slots:
-                keyed.setdefault(key_partition(aggregation, instance.types[slot], partitions), []).append(slot)
+            types = instance.types
+            for slot, target in zip(slots, key_partitions(aggregation, [types[slot] for slot in slots], partitions),
+                                    strict=True):
+                keyed.setdefault(target, []).append(slot)
             return keyed
         by_target: dict[int, list[int]] = {}
         target_of, types = self._target_of, instance.types

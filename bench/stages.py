@@ -12,6 +12,12 @@ the stages tick as often per event as they would at that rate.
 Reported per run: events / CPU seconds of the process, and how many window keys each step
 touched (the partials sent, the two stages' pack entries, the rows exported): with many event
 types every one of them is Python work per key (NOTES.md, Performance).
+
+With `--spec PATH --keys N --events-per-key M`, the same over `make bench SPEC=...`'s events of that
+spec (bench/spec.py: N keys per aggregation and minute of event time, M events each), its rows encoded
+as the sinks encode a spec's (Parquet, and the Redis JSON and hash its output writes), and checked as
+`make bench SPEC=...` checks the lake (rows, events and the first measure's sum per aggregation and
+window).
 """
 
 from __future__ import annotations
@@ -33,12 +39,15 @@ from agents.export import TICK_INTERVAL_S as EXPORT_TICK_S
 from agents.export import ExportContext, ExportPartition
 from agents.ingest import TICK_INTERVAL_S as INGEST_TICK_S
 from agents.ingest import IngestContext, IngestPartition
+from aggregations.spec import SpecError
 from app import tune_garbage_collector
-from bench.__main__ import PARTITIONS, event_ms, generator, machine, sentinel_value
+from bench.__main__ import BASE_MS, PARTITIONS, SENTINEL_AFTER_MS, event_ms, generator, machine, sentinel_value
 from bench.peers.job import WindowRow as JobRow
 from bench.peers.project import job_window_names
 from bench.peers.totals import Check, check, reference
-from commands.loadgen import produce_events
+from bench.spec import KeyShape, Recording, Reference, Totals
+from commands.loadgen import SpecEventGenerator, produce_events
+from formats.aggregates import AggregateRow, aggregate_row_to_hash, aggregate_row_to_json, aggregate_rows_to_parquet
 from formats.partials import PartialColumns, PartialsMessage, decode_stage_message
 from formats.rows import WindowRow, row_to_hash, row_to_json, rows_to_parquet
 from formats.state import PARTIALS_PACK_PREFIX, TOTALS_PACK_PREFIX
@@ -46,6 +55,7 @@ from kafka_io.topics import Topics, topics_for
 from ops.metrics import PipelineMetrics
 from ops.stats import PipelineStats
 from settings import Settings, load
+from tables.families import Family
 from tables.state import decode_export_state, decode_ingest_state
 from testing.fakes import FakeBoard, FakeBroker, FakeClock, FakeOutputs, FakeStore
 
@@ -65,14 +75,31 @@ class EncodingOutputs(FakeOutputs):
             row_to_json(row)
         return await super().export_window(window, start_ms, part, rows)
 
+    async def export_aggregate(self, family: Family, start_ms: int, part: int, rows: list[AggregateRow]) -> str:
+        aggregation = family.aggregation
+        assert aggregation is not None
+        layout = aggregation.layout()
+        aggregate_rows_to_parquet(rows, layout)
+        if aggregation.redis != "off":  # sinks.redis_store.write_aggregates' encodings
+            for row in rows:
+                aggregate_row_to_json(row, layout)
+                if aggregation.redis == "every":
+                    aggregate_row_to_hash(row, layout)
+        return await super().export_aggregate(family, start_ms, part, rows)
 
-def bench_settings() -> Settings:
+
+def bench_settings(shape: KeyShape | None = None) -> Settings:
     """The worker's settings in `make bench` that bear on the stages."""
-    return load({"TOPIC_PARTITIONS": str(PARTITIONS), "IDLE_TIMEOUT": "1h", "ARCHIVE_MAX_AGE": "250ms"})
+    env = {"TOPIC_PARTITIONS": str(PARTITIONS), "IDLE_TIMEOUT": "1h", "ARCHIVE_MAX_AGE": "250ms"}
+    if shape is not None:
+        env["AGGREGATIONS"] = str(shape.spec_path)
+    return load(env)
 
 
-def preloaded(events: int, event_types: int | None) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
-    """`make bench`'s topic, per partition: the events as its preload sends them, then one sentinel each."""
+def preloaded(events: int, event_types: int | None, shape: KeyShape | None = None,
+              reference: Reference | None = None) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
+    """`make bench`'s topic, per partition: the events as its preload sends them, then one sentinel each.
+    With a key shape, its spec's events, each added to `reference` (bench.__main__.preload's)."""
     partitioner = DefaultPartitioner()
     every = list(range(PARTITIONS))
     records: dict[int, list[ConsumerRecord[bytes, bytes]]] = {p: [] for p in every}
@@ -84,13 +111,23 @@ def preloaded(events: int, event_types: int | None) -> dict[int, list[ConsumerRe
     async def send(key: bytes, value: bytes) -> None:
         append(partitioner(key, every, every), key, value)
 
-    asyncio.run(produce_events(send, generator(event_types), rate=0, count=events, event_ms=event_ms))
+    if shape is None:
+        asyncio.run(produce_events(send, generator(event_types), rate=0, count=events, event_ms=event_ms))
+        sentinel = sentinel_value(events)
+    else:
+        assert reference is not None
+        source = Recording(SpecEventGenerator(shape.spec, keys=shape.keys, seed=1), reference)
+        asyncio.run(produce_events(send, source, rate=0, count=events,
+                                   event_ms=lambda index: shape.event_ms(BASE_MS, index)))
+        end_ms = shape.event_ms(BASE_MS, events)
+        sentinel = SpecEventGenerator(shape.spec, keys=1, seed=2).record(end_ms + SENTINEL_AFTER_MS).value
     for partition in every:
-        append(partition, b"bench", sentinel_value(events))
+        append(partition, b"bench", sentinel)
     return records
 
 
-async def run_once(settings: Settings, records: dict[int, list[ConsumerRecord[bytes, bytes]]]) -> dict[str, Any]:
+async def run_once(settings: Settings, records: dict[int, list[ConsumerRecord[bytes, bytes]]],
+                   reference: Reference | None = None) -> dict[str, Any]:
     topics = topics_for(settings)
     broker, outputs, clock, board = FakeBroker(partitions=PARTITIONS), EncodingOutputs(), FakeClock(), FakeBoard()
     ingest_ctx = IngestContext(settings, topics, broker, outputs, board, PipelineStats(),  # type: ignore[arg-type]
@@ -147,9 +184,26 @@ async def run_once(settings: Settings, records: dict[int, list[ConsumerRecord[by
         idle += 1
     cpu_s = done - started
     events = sum(len(log) for log in records.values())
+    result = {"events_per_cpu_s": round(events / cpu_s), "cpu_s": round(cpu_s, 2), **touches(broker, topics)}
+    if reference is not None:
+        expected, got = reference.totals(), spec_totals(outputs)
+        return {**result, "rows": sum(rows for rows, _, _ in got.values()), "exact": got == expected,
+                **({} if got == expected else {"expected": str(expected), "got": str(got)})}
     verdict, rows = exactness(records, outputs)
-    return {"events_per_cpu_s": round(events / cpu_s), "cpu_s": round(cpu_s, 2), **touches(broker, topics),
-            "windows": f"{verdict.summary()}, {rows} rows", "exact": verdict.exact}
+    return {**result, "windows": f"{verdict.summary()}, {rows} rows", "exact": verdict.exact}
+
+
+def spec_totals(outputs: FakeOutputs) -> Totals:
+    """bench.spec.lake_totals over the fake lake's rows."""
+    totals: dict[tuple[str, str], tuple[int, int, float]] = {}
+    for rows in outputs.lake.aggregates.values():
+        for row in rows:
+            assert isinstance(row, AggregateRow)
+            stats = row.measures[0]
+            n, events, total = totals.get((row.aggregation, row.window), (0, 0, 0.0))
+            totals[(row.aggregation, row.window)] = (n + 1, events + (0 if stats is None else stats.count),
+                                                     total + (0.0 if stats is None else stats.sum))
+    return totals
 
 
 def touches(broker: FakeBroker, topics: Topics) -> dict[str, int]:
@@ -186,21 +240,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--event-types", type=int, default=10_000, metavar="N",
                         help="N equally likely event types (default 10000)")
     parser.add_argument("--runs", type=int, default=3, help="runs; the summary is their median (default 3)")
+    parser.add_argument("--spec", type=Path, metavar="PATH", help="an aggregation spec instead of the article's job")
+    parser.add_argument("--keys", type=int, default=100_000,
+                        help="with --spec: keys of each aggregation per minute of event time (default 100000)")
+    parser.add_argument("--events-per-key", type=int, default=2,
+                        help="with --spec: events of each key per minute of event time (default 2)")
     args = parser.parse_args(argv)
     if args.events < 1 or args.runs < 1 or not 1 <= args.event_types <= 100_000:
         parser.error("--events and --runs must be at least 1, --event-types between 1 and 100000")
-    settings = bench_settings()
-    records = preloaded(args.events, args.event_types)
+    shape = reference = None
+    if args.spec is not None:
+        if args.keys < 1 or args.events_per_key < 1:
+            parser.error("--keys and --events-per-key must be at least 1")
+        try:
+            shape = KeyShape.load(args.spec, args.keys, args.events_per_key)
+        except (OSError, SpecError) as exc:
+            parser.error(f"--spec {args.spec}: {exc}")
+        reference = Reference(shape.spec)
+    settings = bench_settings(shape)
+    records = preloaded(args.events, args.event_types, shape, reference)
     tune_garbage_collector()  # as in the worker
     print(f"machine: {machine()}", flush=True)
     results = []
     for run in range(args.runs):
-        result = asyncio.run(run_once(settings, records))
+        result = asyncio.run(run_once(settings, records, reference))
         results.append(result)
         print(f"run {run + 1}: {json.dumps(result)}", flush=True)
     median = statistics.median(result["events_per_cpu_s"] for result in results)
-    summary = {"events": args.events, "event_types": args.event_types, "runs": args.runs,
-               "median_events_per_cpu_s": median}
+    summary = {"events": args.events, "runs": args.runs, "median_events_per_cpu_s": median,
+               **({"event_types": args.event_types} if shape is None else
+                  {"spec": str(args.spec), "keys": args.keys, "events_per_key": args.events_per_key})}
     print(f"summary: {json.dumps(summary)}")
     return 0 if all(result["exact"] for result in results) else 1
 

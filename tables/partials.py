@@ -40,7 +40,7 @@ from formats.partials import PartialKey, key_text
 from formats.raw import RawColumns
 from tables.families import Family
 from tables.packed import NO_PACK, PackBooks
-from tables.windows import WindowSpec, is_closed, window_sizes, window_starts, windows_at
+from tables.windows import WindowSpec, is_closed, window_sizes, windows_at
 
 # Partial value layout, a list so that it serializes compactly to the changelog: per measure
 # [count, sum, min, max], then the marker (the highest input offset folded in). The article's job has
@@ -475,10 +475,18 @@ def fold_judged(
         archived = outcome.columns[partition] = RawColumns(partition)
     assert isinstance(archived, RawColumns)
     max_event_ms = outcome.max_event_ms.get(partition, NO_EVENT_MS)
+    # Per aggregation: its families, and the slot of event time that decides their windows (as in
+    # fold_records); per (aggregation, slot): the instances it folds into and the windows it missed,
+    # looked up once per batch, not per record and family.
+    plans = [(aggregation.name, families_of.get(aggregation.name, ()),
+              reduce(gcd, (family.step_ms for family in families_of.get(aggregation.name, ())), 0) or 1)
+             for aggregation in spec.aggregations]
+    windows_of: dict[tuple[str, int], tuple[list[InstancePartials], tuple[tuple[str, int], ...]]] = {}
+    max_bytes, min_ms = limits.max_event_bytes, limits.min_event_ms
     for record in records:
         offset, written_ms = record.offset, record.timestamp
         raw = record.value or b""
-        judged = judge(raw, spec, max_bytes=limits.max_event_bytes, min_event_ms=limits.min_event_ms,
+        judged = judge(raw, spec, max_bytes=max_bytes, min_event_ms=min_ms,
                        max_event_ms=limits.latest_event_ms(written_ms))
         if isinstance(judged, Rejection):
             dead_letters.append(DeadLetter(Record(partition, offset, raw, written_ms), judged))
@@ -489,28 +497,62 @@ def fold_judged(
             max_event_ms = event_ms
         rejections: list[Rejection] = []
         missed: list[tuple[str, int]] = []
-        for aggregation, result in zip(spec.aggregations, judged.results, strict=True):
+        for (name, family_list, slot_ms), result in zip(plans, judged.results, strict=True):
             if result is None:
                 continue
             if isinstance(result, Rejection):
                 rejections.append(result)
                 continue
-            key = key_text(result.key)
-            for family in families_of.get(aggregation.name, ()):
-                for start_ms in window_starts(family, event_ms):
-                    if is_closed(start_ms, family.size_ms, frontier_ms):
-                        missed.append((family.name, start_ms))
-                        continue
-                    instance = partials.instance(family.name, start_ms, family.measures)
-                    slot = instance.index.get(key)
-                    if slot is None:
-                        instance.dirty.add(instance.put(key, new_measures_partial(result.measures, offset)))
-                        continue
-                    current = instance.partial(slot)
-                    if offset > current[-1]:  # else a replayed record this key already holds
-                        fold_measures(current, result.measures, offset)
-                        instance.put(key, current)
-                        instance.dirty.add(slot)
+            time_slot = event_ms - event_ms % slot_ms
+            at = windows_of.get((name, time_slot))
+            if at is None:
+                opened, closed = windows_at(family_list, time_slot, frontier_ms)
+                measures_of = {family.name: family.measures for family in family_list}
+                at = windows_of[(name, time_slot)] = (
+                    [partials.instance(group[0], group[1], measures_of[group[0]]) for group in opened], closed)
+            if at[1]:
+                missed += at[1]
+            key, values = key_text(result.key), result.measures
+            for instance in at[0]:  # fold_measures (new_measures_partial for a new key), inline
+                marker = instance.marker
+                slot = instance.index.get(key)
+                if slot is None:
+                    instance.index[key] = len(marker)
+                    instance.dirty.add(len(marker))
+                    instance.types.append(key)
+                    count, total, low, high = instance.count, instance.total, instance.low, instance.high
+                    for value in values:
+                        if value is None:
+                            count.append(0)
+                            total.append(0.0)
+                            low.append(0.0)
+                            high.append(0.0)
+                        else:
+                            count.append(1)
+                            total.append(value)
+                            low.append(value)
+                            high.append(value)
+                    marker.append(offset)
+                    instance.holder.append(NO_PACK)
+                    continue
+                if offset <= marker[slot]:
+                    continue  # a replayed record this key already holds
+                count, total, low, high = instance.count, instance.total, instance.low, instance.high
+                i = slot * len(values)
+                for value in values:
+                    if value is not None:
+                        if count[i] == 0:
+                            count[i], total[i], low[i], high[i] = 1, value, value, value
+                        else:
+                            count[i] += 1
+                            total[i] += value
+                            if value < low[i]:
+                                low[i] = value
+                            if value > high[i]:
+                                high[i] = value
+                    i += 1
+                marker[slot] = offset
+                instance.dirty.add(slot)
         if rejections:
             first = rejections[0]
             detail = first.detail if len(rejections) == 1 else "; ".join(f"{r.reason}: {r.detail}" for r in rejections)

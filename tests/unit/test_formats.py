@@ -21,6 +21,9 @@ from formats.partials import (
     decode_stage_message,
     encode_frontier,
     encode_partial_columns,
+    key_partition,
+    key_partitions,
+    murmur2_many,
     partial_partition,
 )
 from formats.side_outputs import (
@@ -267,6 +270,28 @@ def test_partial_partition_is_kafkas_default_partitioner_of_the_encoded_event_ty
         for event_type in HOSTILE[:10] + [str(rng.random()) for _ in range(50)]:
             key = encode_key_part(event_type).encode()
             assert partial_partition(event_type, n) == partitioner(key, list(range(n)), list(range(n)))
+
+
+def test_murmur2_many_is_aiokafkas_murmur2_of_each_input() -> None:
+    from aiokafka.partitioner import murmur2
+
+    rng = random.Random(11)
+    # Every length from 0 to 40 (each remainder mod 4, rows shorter and longer than their neighbours), and
+    # bytes of every value.
+    datas = [bytes(rng.randrange(256) for _ in range(length)) for length in [*range(41), *range(40, -1, -1)] * 5]
+    datas += [bytes(range(256)), b"\xff" * 97, b""]
+    rng.shuffle(datas)
+    assert murmur2_many(datas).tolist() == [murmur2(data) for data in datas]
+    assert murmur2_many([]).tolist() == []
+    assert murmur2_many([b""]).tolist() == [murmur2(b"")]
+
+
+def test_key_partitions_is_key_partition_of_each_key() -> None:
+    rng = random.Random(12)
+    texts = [*HOSTILE, *(f'["device-{rng.randrange(10**9)}", {rng.randrange(-9, 10**12)}]' for _ in range(500))]
+    for partitions in (1, 3, 4, 64):
+        assert key_partitions("devices", texts, partitions) == [key_partition("devices", t, partitions) for t in texts]
+    assert key_partitions("devices", [], 4) == []
 
 
 def test_every_window_of_an_event_type_goes_to_one_partition() -> None:

@@ -102,8 +102,13 @@ def test_the_spec_fold_equals_the_judgement_and_the_rules(events: list[tuple[dic
         records.append(Record(0, offset, orjson.dumps(event), -1))
     frontier_ms = None if frontier is None else BASE_MS + frontier
     partials, outcome = PartitionPartials(0), BatchOutcome()
-    for batch in (records[:cut], records[cut:]):
-        fold_judged(0, batch, partials, SPEC, FAMILIES_OF, frontier_ms, LIMITS, outcome)
+    fold_judged(0, records[:cut], partials, SPEC, FAMILIES_OF, frontier_ms, LIMITS, outcome)
+    partials.take_dirty()
+    before = partials.values
+    fold_judged(0, records[cut:], partials, SPEC, FAMILIES_OF, frontier_ms, LIMITS, outcome)
+    # The second batch marks dirty exactly the keys it changed (a flush sends those).
+    changed = {key for key, partial in partials.values.items() if before.get(key) != partial}
+    assert {instance.key(slot) for instance, slots in partials.take_dirty() for slot in slots} == changed
     want, dead, late = _reference(records, frontier_ms)
     assert partials.values == want
     assert [(d.record.offset, d.rejection.reason) for d in outcome.dead_letters] == dead
