@@ -20,6 +20,7 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
     UnsupportedSaslMechanismError,
 )
+from aiokafka.producer.transaction_manager import TransactionState
 from aiokafka.structs import RecordMetadata
 
 from settings import KafkaSettings
@@ -228,6 +229,9 @@ class Producer:
         return writer
 
 
+# The transaction manager's states after a failure (TransactionalWriter._raise_if_failed).
+_FAILED_STATES = (TransactionState.ABORTABLE_ERROR, TransactionState.FATAL_ERROR)
+
 # A transaction lasts from a partition's first send after a commit to the next commit: at most a tick or
 # a flush, and never across an S3 or Redis write (agents/export.py commits first). One that lasts longer
 # is aborted by the broker, and its producer fenced: the worker stops and restarts (crash-only).
@@ -269,6 +273,7 @@ class TransactionalWriter:
                    headers: Headers | None = None, timestamp_ms: int | None = None
                    ) -> asyncio.Future[RecordMetadata]:
         assert self._producer is not None, "the writer is not started"
+        self._raise_if_failed()
         self._sent = True
         return await self._producer.send(topic, value=value, key=key, partition=partition,
                                          headers=list(headers) if headers else None, timestamp_ms=timestamp_ms)
@@ -279,9 +284,24 @@ class TransactionalWriter:
         assert producer is not None, "the writer is not started"
         if not self._sent:
             return
+        self._raise_if_failed()
         await producer.commit_transaction()
         self._sent = False
         await producer.begin_transaction()
+
+    def _raise_if_failed(self) -> None:
+        """Raise what failed the transaction, if something did. aiokafka 0.14.0 answers a send after that
+        with IllegalOperation ("not in transaction") and a commit with an AssertionError (an invalid state
+        transition), whatever the cause: a zombie whose in-flight batch met its successor's fence then
+        stopped with a traceback instead of ProducerFenced (tests/integration/test_store.py, in CI). The
+        cause is on the producer's transaction manager, which only this class reaches into."""
+        assert self._producer is not None
+        manager = self._producer._txn_manager  # noqa: SLF001 - see the docstring
+        if manager is None or manager.state not in _FAILED_STATES:
+            return
+        waiter = manager.wait_for_transaction_end()
+        if waiter is not None and waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
+            raise waiter.exception()  # type: ignore[misc]
 
     async def close(self) -> None:
         """Stop the producer; what was sent and not committed is aborted (here, or by the next owner's start)."""
