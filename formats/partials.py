@@ -235,19 +235,25 @@ def encode_partial_columns(partition: int, instance: InstanceColumns, slots: Seq
     types = instance.types
     if instance.measures == 1:
         return orjson.dumps({"v": _ONE_MEASURE_VERSION, "p": partition, "w": instance.window, "s": instance.start_ms,
-                             "t": [types[i] for i in slots], **partial_columns(instance, slots)})
+                             "t": [types[i] for i in slots], **partial_columns(instance, slots)},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
     return orjson.dumps({"v": PARTIALS_VERSION, "p": partition, "w": instance.window, "s": instance.start_ms,
-                         "n": instance.measures, "t": [types[i] for i in slots], **partial_columns(instance, slots)})
+                         "n": instance.measures, "t": [types[i] for i in slots], **partial_columns(instance, slots)},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def partial_columns(columns: Columns, slots: Sequence[int]) -> dict[str, list[Any]]:
+def partial_columns(columns: Columns, slots: Sequence[int]) -> dict[str, np.ndarray]:
     """The five columns of partials, as both stages' bodies hold them: count, sum, min, max (M values per
-    slot with M measures), marker."""
-    count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
+    slot with M measures), marker; numpy arrays for orjson's OPT_SERIALIZE_NUMPY, which writes the bytes
+    the same values as Python numbers give, without a Python object per value."""
     measures = columns.measures
-    values = slots if measures == 1 else [i * measures + k for i in slots for k in range(measures)]
-    return {"c": [count[i] for i in values], "sum": [total[i] for i in values], "min": [low[i] for i in values],
-            "max": [high[i] for i in values], "m": [marker[i] for i in slots]}
+    chosen = np.asarray(slots, dtype=np.intp)
+    values = chosen if measures == 1 else (chosen[:, None] * measures + np.arange(measures)).ravel()
+    return {"c": np.asarray(columns.count, dtype=np.int64)[values],
+            "sum": np.asarray(columns.total, dtype=np.float64)[values],
+            "min": np.asarray(columns.low, dtype=np.float64)[values],
+            "max": np.asarray(columns.high, dtype=np.float64)[values],
+            "m": np.asarray(columns.marker, dtype=np.int64)[chosen]}
 
 
 def columns_of(body: dict[str, Any]) -> tuple[list[Any], ...]:

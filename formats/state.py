@@ -166,9 +166,10 @@ def encode_totals_columns(instance: TotalsColumns, slots: Sequence[int]) -> byte
                for partition, columns in sorted(instance.sources.items())}
     if instance.measures == 1:
         return orjson.dumps({"v": _PACK_VERSION, "w": instance.window, "s": instance.start_ms,
-                             "t": [types[i] for i in slots], "p": sources})
+                             "t": [types[i] for i in slots], "p": sources}, option=orjson.OPT_SERIALIZE_NUMPY)
     return orjson.dumps({"v": _MEASURES_PACK_VERSION, "w": instance.window, "s": instance.start_ms,
-                         "n": instance.measures, "t": [types[i] for i in slots], "p": sources})
+                         "n": instance.measures, "t": [types[i] for i in slots], "p": sources},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode_totals_pack(raw: bytes) -> tuple[str, int, list[tuple[str, dict[int, Sequence[float]]]], int]:
