@@ -17,9 +17,15 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
+import numpy as np
+
 from formats.state import ABSENT_MARKER
 from tables.packed import NO_PACK
 from tables.partials import COUNT, MAX, MIN, SUM
+
+# A message of at least this many keys is merged as columns (_merge_columns); below it, numpy's fixed cost
+# per call is more than the loop's (the article's job sends a few keys per message).
+COLUMN_MERGE_MIN = 64
 
 # Per input partition: its partial ([count, sum, min, max] per measure, then the marker: tables/partials.py)
 PartsByPartition = dict[int, list[float]]
@@ -151,6 +157,8 @@ class InstanceTotals:
               lows: Sequence[float], highs: Sequence[float], markers: Sequence[int]) -> None:
         """merge_partial for each entry of one input partition's columns, inline (the hot path of stage 2).
         With M measures, counts, sums, lows and highs hold M values per entry."""
+        if len(types) >= COLUMN_MERGE_MIN and self._merge_columns(partition, types, counts, sums, lows, highs, markers):
+            return
         if self.measures != 1:
             self._merge_measures(partition, types, counts, sums, lows, highs, markers)
             return
@@ -185,6 +193,38 @@ class InstanceTotals:
                     counts[j * measures + k], sums[j * measures + k], lows[j * measures + k], highs[j * measures + k]
             marker[i] = m
             dirty.add(i)
+
+    def _merge_columns(self, partition: int, types: Sequence[str], counts: Sequence[int], sums: Sequence[float],
+                       lows: Sequence[float], highs: Sequence[float], markers: Sequence[int]) -> bool:
+        """merge() of a large message as column operations: the slots looked up (new keys added) in one pass,
+        then every entry whose marker is newer than its slot's assigned at once. False (nothing done) for a
+        message that names a key twice, whose entries the loop must take in order."""
+        measures = self.measures
+        if not len(counts) == len(sums) == len(lows) == len(highs) == len(types) * measures == len(markers) * measures:
+            raise ValueError(f"columns of {len(types)} keys and {measures} measures with unequal lengths")
+        index = self.index
+        slots = [index.get(key) for key in types]
+        if None in slots:
+            if len(set(types)) != len(types):
+                return False
+            slot_of = self.slot
+            slots = [slot_of(key) if slot is None else slot for key, slot in zip(types, slots, strict=True)]
+        elif len(set(slots)) != len(slots):
+            return False
+        columns = self.source(partition)  # after the new slots: their appends must precede the views below
+        chosen = np.asarray(slots, dtype=np.intp)
+        wanted = np.asarray(markers, dtype=np.int64)
+        held = np.frombuffer(columns.marker, dtype=np.int64)
+        newer = held[chosen] < wanted  # a new slot holds ABSENT_MARKER: always older
+        picked = chosen[newer]
+        held[picked] = wanted[newer]
+        for column, values, kind in ((columns.count, counts, np.int64), (columns.total, sums, np.float64),
+                                     (columns.low, lows, np.float64), (columns.high, highs, np.float64)):
+            view = np.frombuffer(column, dtype=kind).reshape(-1, measures)
+            view[picked] = np.asarray(values, dtype=kind).reshape(-1, measures)[newer]
+        # The views are gone when this returns (an array exporting its buffer cannot grow).
+        self.dirty.update(picked.tolist())
+        return True
 
     def set(self, slot: int, parts: Mapping[int, Sequence[float]]) -> None:
         """Make `parts` the slot's partials (a restore's way in: a pack holds all of a slot's)."""

@@ -20,6 +20,8 @@ test_totals.py, test_events.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import orjson
 from hypothesis import given, settings
@@ -27,6 +29,7 @@ from hypothesis import strategies as st
 
 from formats.events import Event, _decode_checked, decode_common, decode_event, encode_event
 from formats.partials import PartialKey
+from tables import totals
 from tables.partials import (
     BatchOutcome,
     Limits,
@@ -161,6 +164,22 @@ partials_drawn = st.tuples(st.integers(1, 9), st.floats(allow_nan=False, width=6
                            min_size=1, max_size=40))
 def test_instance_totals_merge_and_combine_as_the_rules(
         deliveries: list[tuple[int, list[tuple[str, tuple[int, float, int]]]]]) -> None:
+    for column_merge_min in (totals.COLUMN_MERGE_MIN, 1):  # the loop, and the columns' merge
+        with _column_merge_from(column_merge_min):
+            _merge_and_combine_as_the_rules(deliveries)
+
+
+@contextmanager
+def _column_merge_from(keys: int) -> Iterator[None]:
+    """InstanceTotals.merge takes messages of at least `keys` keys as columns (tables.totals.COLUMN_MERGE_MIN)."""
+    default, totals.COLUMN_MERGE_MIN = totals.COLUMN_MERGE_MIN, keys
+    try:
+        yield
+    finally:
+        totals.COLUMN_MERGE_MIN = default
+
+
+def _merge_and_combine_as_the_rules(deliveries: list[tuple[int, list[tuple[str, tuple[int, float, int]]]]]) -> None:
     instance = InstanceTotals("w", 0)
     reference: dict[str, dict[int, list[float]]] = {}
     for partition, entries in deliveries:
@@ -170,6 +189,7 @@ def test_instance_totals_merge_and_combine_as_the_rules(
             merge_partial(reference.setdefault(event_type, {}), partition, partial)
         instance.merge(partition, *map(list, zip(*[(t, *p) for t, p in partials], strict=True)))
     assert {t: instance.parts(instance.index[t]) for t in reference} == reference
+    assert {instance.types[i] for i in instance.dirty} == set(reference)  # every key merged, none persisted
     types = sorted(reference)
     got = instance.totals([instance.index[t] for t in types])
     want = [combine(reference[t]) for t in types]
@@ -231,6 +251,13 @@ measures_partial = st.lists(st.one_of(st.none(), st.tuples(st.integers(1, 9), st
 @given(deliveries=st.lists(st.tuples(st.integers(0, 3), st.sampled_from("abc"), measures_partial,
                                      st.integers(0, 50)), min_size=1, max_size=40))
 def test_instance_totals_of_several_measures_merge_and_combine_as_the_rules(
+        deliveries: list[tuple[int, str, list[tuple[int, float] | None], int]]) -> None:
+    for column_merge_min in (totals.COLUMN_MERGE_MIN, 1):  # the loop, and the columns' merge
+        with _column_merge_from(column_merge_min):
+            _measures_merge_and_combine_as_the_rules(deliveries)
+
+
+def _measures_merge_and_combine_as_the_rules(
         deliveries: list[tuple[int, str, list[tuple[int, float] | None], int]]) -> None:
     instance = InstanceTotals("w", 0, measures=2)
     reference: dict[str, dict[int, list[float]]] = {}
