@@ -14,13 +14,14 @@ this process.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aggregations.spec import Spec, SpecError, article_spec, parse_spec
 from commands.loadgen import AnomalySchedule, SpecEventGenerator, SpecRecord
-from formats.aggregates import parquet_to_aggregate_rows
+from formats.aggregates import AggregateRow, parquet_to_aggregate_rows
 from tables.windows import DEFAULT_WINDOWS, WindowSpec, parse_windows
 
 MINUTE_MS = 60_000
@@ -95,19 +96,26 @@ class Recording:
 
 def lake_totals(client: Any, bucket: str, spec: Spec) -> Totals:
     """The same totals from every object of every aggregation in the lake."""
-    rows: dict[tuple[str, str], int] = defaultdict(int)
+    def rows() -> Iterator[AggregateRow]:
+        for aggregation in spec.aggregations:
+            layout = aggregation.layout()
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                          Prefix=f"aggregated/{aggregation.name}/"):
+                for item in page.get("Contents", []):
+                    body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                    yield from parquet_to_aggregate_rows(body, aggregation.name, layout)
+
+    return row_totals(rows())
+
+
+def row_totals(rows: Iterable[AggregateRow]) -> Totals:
+    """Per (aggregation, window): the rows, the events in them and the sum of their first measure."""
+    counts: dict[tuple[str, str], int] = defaultdict(int)
     events: dict[tuple[str, str], int] = defaultdict(int)
     sums: dict[tuple[str, str], float] = defaultdict(float)
-    for aggregation in spec.aggregations:
-        layout = aggregation.layout()
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                      Prefix=f"aggregated/{aggregation.name}/"):
-            for item in page.get("Contents", []):
-                body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-                for row in parquet_to_aggregate_rows(body, aggregation.name, layout):
-                    stats = row.measures[0]
-                    rows[(row.aggregation, row.window)] += 1
-                    events[(row.aggregation, row.window)] += 0 if stats is None else stats.count
-                    sums[(row.aggregation, row.window)] += 0.0 if stats is None else stats.sum
-    return {k: (rows[k], events[k], sums[k]) for k in rows}
-
+    for row in rows:
+        stats = row.measures[0]
+        counts[(row.aggregation, row.window)] += 1
+        events[(row.aggregation, row.window)] += 0 if stats is None else stats.count
+        sums[(row.aggregation, row.window)] += 0.0 if stats is None else stats.sum
+    return {k: (counts[k], events[k], sums[k]) for k in counts}

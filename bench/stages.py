@@ -45,7 +45,7 @@ from bench.__main__ import BASE_MS, PARTITIONS, SENTINEL_AFTER_MS, event_ms, gen
 from bench.peers.job import WindowRow as JobRow
 from bench.peers.project import job_window_names
 from bench.peers.totals import Check, check, reference
-from bench.spec import KeyShape, Recording, Reference, Totals
+from bench.spec import KeyShape, Recording, Reference, row_totals
 from commands.loadgen import SpecEventGenerator, produce_events
 from formats.aggregates import AggregateRow, aggregate_row_to_hash, aggregate_row_to_json, aggregate_rows_to_parquet
 from formats.partials import PartialColumns, PartialsMessage, decode_stage_message
@@ -186,24 +186,11 @@ async def run_once(settings: Settings, records: dict[int, list[ConsumerRecord[by
     events = sum(len(log) for log in records.values())
     result = {"events_per_cpu_s": round(events / cpu_s), "cpu_s": round(cpu_s, 2), **touches(broker, topics)}
     if reference is not None:
-        expected, got = reference.totals(), spec_totals(outputs)
+        expected, got = reference.totals(), row_totals(row for rows in outputs.lake.aggregates.values() for row in rows)
         return {**result, "rows": sum(rows for rows, _, _ in got.values()), "exact": got == expected,
                 **({} if got == expected else {"expected": str(expected), "got": str(got)})}
     verdict, rows = exactness(records, outputs)
     return {**result, "windows": f"{verdict.summary()}, {rows} rows", "exact": verdict.exact}
-
-
-def spec_totals(outputs: FakeOutputs) -> Totals:
-    """bench.spec.lake_totals over the fake lake's rows."""
-    totals: dict[tuple[str, str], tuple[int, int, float]] = {}
-    for rows in outputs.lake.aggregates.values():
-        for row in rows:
-            assert isinstance(row, AggregateRow)
-            stats = row.measures[0]
-            n, events, total = totals.get((row.aggregation, row.window), (0, 0, 0.0))
-            totals[(row.aggregation, row.window)] = (n + 1, events + (0 if stats is None else stats.count),
-                                                     total + (0.0 if stats is None else stats.sum))
-    return totals
 
 
 def touches(broker: FakeBroker, topics: Topics) -> dict[str, int]:

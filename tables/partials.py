@@ -78,7 +78,8 @@ def new_measures_partial(values: Sequence[float | None], offset: int) -> list[fl
 
 def fold_measures(current: list[float], values: Sequence[float | None], offset: int) -> None:
     """fold_value for each measure the record has: the rule of the folds of several measures (one
-    measure with a value is fold_value exactly)."""
+    measure with a value is fold_value exactly). fold_judged writes it out inline; tests/unit/test_spec_fold.py
+    checks it against this rule."""
     for m, value in enumerate(values):
         if value is None:
             continue
@@ -513,27 +514,11 @@ def fold_judged(
             if at[1]:
                 missed += at[1]
             key, values = key_text(result.key), result.measures
-            for instance in at[0]:  # fold_measures (new_measures_partial for a new key), inline
+            for instance in at[0]:  # fold_measures, inline (a key's first record: put, once per key and instance)
                 marker = instance.marker
                 slot = instance.index.get(key)
                 if slot is None:
-                    instance.index[key] = len(marker)
-                    instance.dirty.add(len(marker))
-                    instance.types.append(key)
-                    count, total, low, high = instance.count, instance.total, instance.low, instance.high
-                    for value in values:
-                        if value is None:
-                            count.append(0)
-                            total.append(0.0)
-                            low.append(0.0)
-                            high.append(0.0)
-                        else:
-                            count.append(1)
-                            total.append(value)
-                            low.append(value)
-                            high.append(value)
-                    marker.append(offset)
-                    instance.holder.append(NO_PACK)
+                    instance.dirty.add(instance.put(key, new_measures_partial(values, offset)))
                     continue
                 if offset <= marker[slot]:
                     continue  # a replayed record this key already holds

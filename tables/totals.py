@@ -80,6 +80,13 @@ def combine_measures(parts: Mapping[int, list[float]], measures: int) -> tuple[T
     return tuple(result)
 
 
+def _check_lengths(measures: int, types: Sequence[str], counts: Sequence[int], sums: Sequence[float],
+                   lows: Sequence[float], highs: Sequence[float], markers: Sequence[int]) -> None:
+    """ValueError unless a message's columns hold one key and marker per entry, M values each for the rest."""
+    if not len(counts) == len(sums) == len(lows) == len(highs) == len(types) * measures == len(markers) * measures:
+        raise ValueError(f"columns of {len(types)} keys and {measures} measures with unequal lengths")
+
+
 class SourceColumns:
     """One input partition's newest partial of each slot of a window instance (marker ABSENT_MARKER: none);
     with M measures, M values per slot in count, total, low and high (as tables.partials.InstancePartials)."""
@@ -177,8 +184,7 @@ class InstanceTotals:
     def _merge_measures(self, partition: int, types: Sequence[str], counts: Sequence[int], sums: Sequence[float],
                         lows: Sequence[float], highs: Sequence[float], markers: Sequence[int]) -> None:
         measures = self.measures
-        if not len(counts) == len(sums) == len(lows) == len(highs) == len(types) * measures == len(markers) * measures:
-            raise ValueError(f"columns of {len(types)} keys and {measures} measures with unequal lengths")
+        _check_lengths(measures, types, counts, sums, lows, highs, markers)
         columns = self.source(partition)
         count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
         index, dirty, slot_of = self.index, self.dirty, self.slot
@@ -200,8 +206,7 @@ class InstanceTotals:
         then every entry whose marker is newer than its slot's assigned at once. False (nothing done) for a
         message that names a key twice, whose entries the loop must take in order."""
         measures = self.measures
-        if not len(counts) == len(sums) == len(lows) == len(highs) == len(types) * measures == len(markers) * measures:
-            raise ValueError(f"columns of {len(types)} keys and {measures} measures with unequal lengths")
+        _check_lengths(measures, types, counts, sums, lows, highs, markers)
         index = self.index
         slots = [index.get(key) for key in types]
         if None in slots:
