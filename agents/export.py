@@ -46,12 +46,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from alerts.engine import evaluate_window, parse_track_key, quiet_limit, track_key
 from alerts.rules import Rule
-from formats.aggregates import AggregateRow, MeasureStats
+from formats.aggregates import AggregateColumns, AggregateRow
 from formats.alerts import Alert, alert_headers, alert_seq, encode_alert
 from formats.chunks import encode_in_runs
 from formats.events import iso_utc
@@ -60,8 +61,8 @@ from formats.partials import (
     PartialColumns,
     PartialKey,
     decode_stage_message,
+    key_part_columns,
     key_partition,
-    key_parts,
     key_text,
     partial_partition,
 )
@@ -414,7 +415,7 @@ class ExportPartition:
         # Redis writes, which may wait out an outage: no transaction stays open across them.
         await self._persist()
         await store.commit()
-        rows_of = [await self._rows_in_turns(step.totals) if step.totals is not None else [] for step in steps]
+        rows_of = [await self._export_rows(step.totals) if step.totals is not None else [] for step in steps]
         # A backlog closes many windows at once: their rows are written side by side (each write is
         # idempotent), while judging and the ledger follow the steps' order, each window after its rows.
         limit = asyncio.Semaphore(EXPORT_CONCURRENCY)
@@ -430,8 +431,7 @@ class ExportPartition:
                             await store.commit()
                         await write
                     if step.judge:
-                        await self._judge(step, {key_text(row.key) if isinstance(row, AggregateRow)
-                                                 else row.event_type: row for row in rows})
+                        await self._judge(step, _by_key(rows))
                     if step.totals is not None:
                         window, start_ms = step.window, step.start_ms
                         await store.put(ledger_state_key(window, start_ms), encode_number(step.end_ms))
@@ -443,16 +443,16 @@ class ExportPartition:
             raise _first_error(group_error) from None
         await store.commit()
 
-    async def _write_window(self, step: Step, rows: list[WindowRow] | list[AggregateRow],
+    async def _write_window(self, step: Step, rows: list[WindowRow] | AggregateColumns,
                             crossings: list[tuple[int, int]], limit: asyncio.Semaphore) -> None:
         ctx = self.ctx
         family = self.families[step.window]
         async with limit:
             ctx.faults.check("export.write")
-            if family.aggregation is None:
-                object_key = await ctx.outputs.export_window(step.window, step.start_ms, self.partition, rows)
+            if isinstance(rows, AggregateColumns):
+                object_key = await ctx.outputs.export_aggregate(family, self.partition, rows)
             else:
-                object_key = await ctx.outputs.export_aggregate(family, step.start_ms, self.partition, rows)
+                object_key = await ctx.outputs.export_window(step.window, step.start_ms, self.partition, rows)
         closed_at_ms = next((at for low, at in crossings if low >= step.end_ms), None)
         delay_ms = None if closed_at_ms is None else ctx.clock_ms() - closed_at_ms
         ctx.stats.record_export(len(rows), delay_ms)
@@ -517,11 +517,16 @@ class ExportPartition:
 
     # -- rows -----------------------------------------------------------------------------------
 
-    async def _rows_in_turns(self, instance: InstanceTotals) -> list[WindowRow]:
-        """_rows(instance), built ROWS_PER_TURN at a time with a turn of the event loop between: the rows of a
-        window of 250,000 keys built at once held the loop for 14 s, past the group's session timeout, so the
-        worker missed its heartbeats, left the group and rejoined forever (1M keys, on Kafka). The partition
-        is paused while it exports, so no partial changes the instance meanwhile."""
+    async def _export_rows(self, instance: InstanceTotals) -> list[WindowRow] | AggregateColumns:
+        """What an export writes of a closed instance: a spec's family's rows as columns, built at once (no
+        object per row: 250,000 keys take a fraction of a second); the article's rows built ROWS_PER_TURN at
+        a time with a turn of the event loop between: the rows of a window of 250,000 keys built at once held
+        the loop for 14 s, past the group's session timeout, so the worker missed its heartbeats, left the
+        group and rejoined forever (1M keys, on Kafka). The partition is paused while it exports, so no
+        partial changes the instance meanwhile."""
+        family = self.families[instance.window]
+        if family.aggregation is not None:
+            return self._aggregate_columns(family, instance)
         types = instance.types
         chosen = sorted(range(len(types)), key=types.__getitem__)
         rows: list[WindowRow] = []
@@ -543,12 +548,19 @@ class ExportPartition:
                 for slot, totals in zip(chosen, instance.totals(chosen), strict=True)]
 
     def _aggregate_rows(self, family: Family, instance: InstanceTotals, slots: list[int]) -> list[AggregateRow]:
+        return self._aggregate_columns(family, instance, slots).rows()
+
+    def _aggregate_columns(self, family: Family, instance: InstanceTotals,
+                           slots: Sequence[int] | None = None) -> AggregateColumns:
+        """The rows of these slots (all by default) of a spec's family, as columns in key order."""
         aggregation, types, start_ms = family.aggregation, instance.types, instance.start_ms
         assert aggregation is not None
-        end_ms = start_ms + family.size_ms
-        return [AggregateRow(aggregation.name, family.window, start_ms, end_ms, key_parts(types[slot]),
-                             tuple(None if t is None else MeasureStats(*t) for t in totals))
-                for slot, totals in zip(slots, instance.measure_totals(slots), strict=True)]
+        layout = aggregation.layout()
+        chosen = np.arange(len(types), dtype=np.intp) if slots is None else np.asarray(slots, dtype=np.intp)
+        texts = types if slots is None else [types[slot] for slot in slots]
+        return AggregateColumns.in_key_order(aggregation.name, family.window, start_ms, start_ms + family.size_ms,
+                                             key_part_columns(texts, len(layout.key)),
+                                             *instance.measure_columns(chosen), layout)
 
     def rows(self, window: str, event_type: str | None) -> list[WindowRow]:
         rows = []
@@ -583,6 +595,13 @@ class ExportPartition:
                 await self._persist()
                 await self.store.commit()
         await close_stores([self.store])
+
+
+def _by_key(rows: list[WindowRow] | AggregateColumns) -> dict[str, WindowRow | AggregateRow]:
+    """A closed window's rows by key, as the alert rules take them."""
+    if isinstance(rows, AggregateColumns):
+        return {key_text(row.key): row for row in rows.rows()}
+    return {row.event_type: row for row in rows}
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

@@ -47,8 +47,14 @@ from bench.peers.project import job_window_names
 from bench.peers.totals import Check, check, reference
 from bench.spec import KeyShape, Recording, Reference, row_totals
 from commands.loadgen import SpecEventGenerator, produce_events
-from formats.aggregates import AggregateRow, aggregate_row_to_hash, aggregate_row_to_json, aggregate_rows_to_parquet
+from formats.aggregates import (
+    AggregateColumns,
+    aggregate_columns_to_hashes,
+    aggregate_columns_to_json,
+    aggregate_columns_to_parquet,
+)
 from formats.partials import PartialColumns, PartialsMessage, decode_stage_message
+from formats.redis import aggregate_hash_keys, aggregate_latest_keys, encode_keys
 from formats.rows import WindowRow, row_to_hash, row_to_json, rows_to_parquet
 from formats.state import PARTIALS_PACK_PREFIX, TOTALS_PACK_PREFIX
 from kafka_io.topics import Topics, topics_for
@@ -75,17 +81,19 @@ class EncodingOutputs(FakeOutputs):
             row_to_json(row)
         return await super().export_window(window, start_ms, part, rows)
 
-    async def export_aggregate(self, family: Family, start_ms: int, part: int, rows: list[AggregateRow]) -> str:
+    async def export_aggregate(self, family: Family, part: int, columns: AggregateColumns) -> str:
         aggregation = family.aggregation
         assert aggregation is not None
         layout = aggregation.layout()
-        aggregate_rows_to_parquet(rows, layout)
-        if aggregation.redis != "off":  # sinks.redis_store.write_aggregates' encodings
-            for row in rows:
-                aggregate_row_to_json(row, layout)
-                if aggregation.redis == "every":
-                    aggregate_row_to_hash(row, layout)
-        return await super().export_aggregate(family, start_ms, part, rows)
+        aggregate_columns_to_parquet(columns, layout)
+        if aggregation.redis != "off":  # sinks.redis_store.write_aggregate_columns' encodings
+            keys = encode_keys(columns.parts, len(columns))
+            aggregate_latest_keys("", aggregation.name, family.window, keys)
+            aggregate_columns_to_json(columns, layout)
+            if aggregation.redis == "every":
+                aggregate_hash_keys("", aggregation.name, family.window, keys, columns.window_start_ms)
+                aggregate_columns_to_hashes(columns, layout)
+        return await super().export_aggregate(family, part, columns)
 
 
 def bench_settings(shape: KeyShape | None = None) -> Settings:

@@ -53,8 +53,8 @@ __all__ = [
     "encode_partial_columns",
     "partial_columns",
     "key_partition",
+    "key_part_columns",
     "key_partitions",
-    "key_parts",
     "key_text",
     "partial_partition",
 ]
@@ -166,9 +166,11 @@ def key_text(parts: Sequence[str | int | bool | None]) -> str:
     return orjson.dumps(list(parts)).decode()
 
 
-def key_parts(text: str) -> tuple[str | int | bool | None, ...]:
-    """Inverse of key_text."""
-    return tuple(orjson.loads(text))
+def key_part_columns(texts: Sequence[str], parts: int) -> list[list[str | int | bool | None]]:
+    """The inverse of key_text for many keys of `parts` parts each, as one column per part, parsed in one
+    call."""
+    keys = orjson.loads("[" + ",".join(texts) + "]")
+    return [[key[i] for key in keys] for i in range(parts)]
 
 
 def key_partition(aggregation: str, text: str, partitions: int) -> int:

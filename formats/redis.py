@@ -56,8 +56,9 @@ from typing import Final
 
 from formats.keys import encode_key_part
 
-__all__ = ["KEYS_VERSION", "aggregate_hash_key", "aggregate_latest_key", "alerts_active_key", "alerts_recent_key",
-           "batch_status_key", "encode_key", "latest_key", "types_key", "window_hash_key"]
+__all__ = ["KEYS_VERSION", "aggregate_hash_key", "aggregate_hash_keys", "aggregate_latest_key",
+           "aggregate_latest_keys", "alerts_active_key", "alerts_recent_key", "batch_status_key", "encode_key",
+           "encode_keys", "latest_key", "types_key", "window_hash_key"]
 
 KEYS_VERSION: Final = 1
 
@@ -88,18 +89,42 @@ def batch_status_key(prefix: str) -> str:
     return f"{prefix}batch:status"
 
 
+def _encode_part(part: str | int | bool | None) -> str:
+    return ("%00" if part is None else ("true" if part else "false") if isinstance(part, bool)
+            else str(part) if isinstance(part, int) else encode_key_part(part))
+
+
 def encode_key(parts: Sequence[str | int | bool | None]) -> str:
     """A spec's key in a Redis key: each part encoded by its type, joined by ':' (a part's type is fixed
     by the spec, so the encoding is injective; no encoded part holds ':')."""
-    return ":".join("%00" if part is None else ("true" if part else "false") if isinstance(part, bool)
-                    else str(part) if isinstance(part, int) else encode_key_part(part) for part in parts)
+    return ":".join(map(_encode_part, parts))
+
+
+def encode_keys(parts: Sequence[Sequence[str | int | bool | None]], n: int) -> list[str]:
+    """encode_key of each of n keys given as columns (one per part)."""
+    if not parts:
+        return [""] * n
+    columns = [list(map(_encode_part, column)) for column in parts]
+    return columns[0] if len(columns) == 1 else [":".join(key) for key in zip(*columns, strict=True)]
 
 
 def aggregate_hash_key(prefix: str, aggregation: str, window: str, parts: Sequence[str | int | bool | None],
                        window_start_ms: int) -> str:
-    return (f"{prefix}agg:{encode_key_part(aggregation)}:{encode_key_part(window)}:{encode_key(parts)}:"
-            f"{int(window_start_ms)}")
+    return aggregate_hash_keys(prefix, aggregation, window, [encode_key(parts)], window_start_ms)[0]
 
 
 def aggregate_latest_key(prefix: str, aggregation: str, window: str, parts: Sequence[str | int | bool | None]) -> str:
-    return f"{prefix}agglatest:{encode_key_part(aggregation)}:{encode_key_part(window)}:{encode_key(parts)}"
+    return aggregate_latest_keys(prefix, aggregation, window, [encode_key(parts)])[0]
+
+
+def aggregate_hash_keys(prefix: str, aggregation: str, window: str, keys: Sequence[str], window_start_ms: int
+                        ) -> list[str]:
+    """aggregate_hash_key of each key already encoded by encode_keys."""
+    head, tail = f"{prefix}agg:{encode_key_part(aggregation)}:{encode_key_part(window)}:", f":{int(window_start_ms)}"
+    return [f"{head}{key}{tail}" for key in keys]
+
+
+def aggregate_latest_keys(prefix: str, aggregation: str, window: str, keys: Sequence[str]) -> list[str]:
+    """aggregate_latest_key of each key already encoded by encode_keys."""
+    head = f"{prefix}agglatest:{encode_key_part(aggregation)}:{encode_key_part(window)}:"
+    return [head + key for key in keys]

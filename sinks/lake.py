@@ -36,7 +36,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from formats.aggregates import AggregateLayout, AggregateRow, aggregate_rows_to_parquet
+from formats.aggregates import AggregateColumns, AggregateLayout, aggregate_columns_to_parquet
 from formats.events import Event, EventColumns
 from formats.lake import (
     END_OFFSET_METADATA,
@@ -225,13 +225,12 @@ class S3Lake:
         logger.debug("wrote %d rows to s3://%s/%s", len(rows), self._bucket, key)
         return key
 
-    def put_aggregate_rows(self, aggregation: str, window: str, window_start_ms: int, part: int,
-                           rows: Sequence[AggregateRow], layout: AggregateLayout) -> str:
+    def put_aggregate_columns(self, columns: AggregateColumns, part: int, layout: AggregateLayout) -> str:
         """Write one window instance's rows of a spec's aggregation (replacing the object); its key."""
-        key = spec_aggregate_key(self._prefix, aggregation, window, window_start_ms, part)
+        key = spec_aggregate_key(self._prefix, columns.aggregation, columns.window, columns.window_start_ms, part)
         with self._translate_errors("put", key):
             self._require_client().put_object(Bucket=self._bucket, Key=key, ContentType=PARQUET_CONTENT_TYPE,
-                                              Body=aggregate_rows_to_parquet(rows, layout))
+                                              Body=aggregate_columns_to_parquet(columns, layout))
         return key
 
     def put_archive(

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from formats.aggregates import AggregateLayout, AggregateRow
+from formats.aggregates import AggregateColumns, AggregateLayout, AggregateRow
 from formats.batch import AggregateRollupLayout, BatchStatus
 from formats.rows import WindowRow
 from ops.metrics import PipelineMetrics
@@ -93,15 +93,14 @@ class Outputs:
         await self.call("redis", "windows", self.redis.write, rows)
         return key
 
-    async def export_aggregate(self, family: Family, start_ms: int, part: int, rows: Sequence[AggregateRow]) -> str:
+    async def export_aggregate(self, family: Family, part: int, columns: AggregateColumns) -> str:
         """Write one closed window instance's rows of a spec's aggregation to S3, then to Redis as its
         output says; returns the S3 object key."""
         aggregation = family.aggregation
         assert aggregation is not None, "the article's windows are export_window's"
         layout = aggregation.layout()
-        key = await self.call("s3", "aggregates", self.lake.put_aggregate_rows, aggregation.name, family.window,
-                              start_ms, part, rows, layout)
-        await self.call("redis", "windows", self.redis.write_aggregates, rows, layout, aggregation.redis)
+        key = await self.call("s3", "aggregates", self.lake.put_aggregate_columns, columns, part, layout)
+        await self.call("redis", "windows", self.redis.write_aggregate_columns, columns, layout, aggregation.redis)
         return key
 
     async def write_alerts(self, alerts: Sequence[tuple[str, str, int, bytes]]) -> None:

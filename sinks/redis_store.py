@@ -25,8 +25,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from formats.aggregates import (
+    AggregateColumns,
     AggregateLayout,
     AggregateRow,
+    aggregate_columns_to_hashes,
+    aggregate_columns_to_json,
     aggregate_row_from_json,
     aggregate_row_to_hash,
     aggregate_row_to_json,
@@ -35,10 +38,13 @@ from formats.aggregates import (
 from formats.batch import BatchRun, BatchStatus, batch_run_to_hash, batch_status_from_hash
 from formats.redis import (
     aggregate_hash_key,
+    aggregate_hash_keys,
     aggregate_latest_key,
+    aggregate_latest_keys,
     alerts_active_key,
     alerts_recent_key,
     batch_status_key,
+    encode_keys,
     latest_key,
     types_key,
     window_hash_key,
@@ -256,19 +262,44 @@ class RedisWindowStore:
         the same script as write(); `off` writes nothing."""
         if not rows or output == "off":
             return
-        client = self._require_client()
         prefix, every = self._prefix, output == "every"
+        entries = [[aggregate_hash_key(prefix, row.aggregation, row.window, row.key, row.window_start_ms) if every
+                    else "", aggregate_latest_key(prefix, row.aggregation, row.window, row.key),
+                    str(int(row.window_start_ms)), aggregate_row_to_json(row, layout).decode(),
+                    *(aggregate_row_to_hash(row, layout).values() if every else ())] for row in rows]
+        self._write_aggregate_entries(entries, layout, every)
+        logger.debug("wrote %d rows of %s to %s", len(rows), rows[0].aggregation, self._target)
+
+    def write_aggregate_columns(self, columns: AggregateColumns, layout: AggregateLayout, output: str) -> None:
+        """write_aggregates(columns.rows(), layout, output), the keys, index members and hash values of the
+        window instance built from its columns, not row by row."""
+        n = len(columns)
+        if not n or output == "off":
+            return
+        prefix, every = self._prefix, output == "every"
+        aggregation, window, start = columns.aggregation, columns.window, str(int(columns.window_start_ms))
+        keys = encode_keys(columns.parts, n)
+        latest = aggregate_latest_keys(prefix, aggregation, window, keys)
+        members = [member.decode() for member in aggregate_columns_to_json(columns, layout)]
+        if every:
+            entries = [[hash_key, index, start, member, *values] for hash_key, index, member, values in zip(
+                aggregate_hash_keys(prefix, aggregation, window, keys, columns.window_start_ms), latest, members,
+                aggregate_columns_to_hashes(columns, layout), strict=True)]
+        else:
+            entries = [["", index, start, member] for index, member in zip(latest, members, strict=True)]
+        self._write_aggregate_entries(entries, layout, every)
+        logger.debug("wrote %d rows of %s to %s", n, aggregation, self._target)
+
+    def _write_aggregate_entries(self, entries: list[list[str]], layout: AggregateLayout, every: bool) -> None:
+        """The write script's rows (WRITE_ROWS), ROWS_PER_SCRIPT per call; `every` keeps latest_n windows per
+        key, `latest` one."""
+        client = self._require_client()
         fields = list(layout_fields(layout)) if every else []
-        for chunk in _chunks(rows):
-            entries = [[aggregate_hash_key(prefix, row.aggregation, row.window, row.key, row.window_start_ms) if every
-                        else "", aggregate_latest_key(prefix, row.aggregation, row.window, row.key),
-                        str(int(row.window_start_ms)), aggregate_row_to_json(row, layout).decode(),
-                        *(aggregate_row_to_hash(row, layout).values() if every else ())] for row in chunk]
-            body = msgspec.msgpack.encode([fields, entries, []])
+        for chunk in _chunks(entries):
+            body = msgspec.msgpack.encode([fields, chunk, []])
             with self._translate_errors("write"):
                 self._scripts(client).write_rows(args=[self._ttl_ms, self._latest_n if every else 1,
                                                        MAX_INDEXED_TYPES, body])
-        logger.debug("wrote %d rows of %s to %s", len(rows), rows[0].aggregation, self._target)
 
     def latest_aggregates(self, aggregation: str, window: str, key: Sequence[str | int | bool | None], n: int,
                           layout: AggregateLayout) -> list[AggregateRow]:

@@ -250,23 +250,32 @@ class InstanceTotals:
 
     def measure_totals(self, slots: Iterable[int]) -> list[tuple[Totals | None, ...]]:
         """combine_measures() of each slot's parts, with the same arithmetic in the same partition order."""
-        measures = self.measures
-        sources = [self.sources[p] for p in sorted(self.sources)]
-        result = []
-        for i in slots:
-            found: list[Totals | None] = []
-            for k in range(i * measures, i * measures + measures):
-                count, total, low, high = 0, 0.0, float("inf"), float("-inf")
-                for columns in sources:
-                    if columns.marker[i] == ABSENT_MARKER or not columns.count[k]:
-                        continue
-                    count += columns.count[k]
-                    total += columns.total[k]
-                    low = min(low, columns.low[k])
-                    high = max(high, columns.high[k])
-                found.append(Totals(count, total, low, high) if count else None)
-            result.append(tuple(found))
-        return result
+        counts, sums, lows, highs = self.measure_columns(np.fromiter(slots, dtype=np.intp))
+        return [tuple(Totals(c, s, lo, hi) if c else None for c, s, lo, hi in zip(*row, strict=True))
+                for row in zip(counts.tolist(), sums.tolist(), lows.tolist(), highs.tolist(), strict=True)]
+
+    def measure_columns(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """measure_totals() of these slots as columns: counts (int64), sums, mins and maxs (float64), one row
+        per slot and one column per measure (a count of 0: no partition has a value of it). Each step is
+        combine_measures' for every slot at once: the input partitions in ascending order, a sum the
+        sequential sum, min(low, x) and max(high, x) as Python takes them (x only if strictly beyond)."""
+        shape = (len(slots), self.measures)
+        count = np.zeros(shape, dtype=np.int64)
+        total = np.zeros(shape, dtype=np.float64)
+        low = np.full(shape, np.inf)
+        high = np.full(shape, -np.inf)
+        for partition in sorted(self.sources):
+            columns = self.sources[partition]
+            held = np.frombuffer(columns.marker, dtype=np.int64)[slots] != ABSENT_MARKER
+            c = np.frombuffer(columns.count, dtype=np.int64).reshape(-1, self.measures)[slots]
+            present = held[:, None] & (c != 0)
+            t, lo, hi = (np.frombuffer(column, dtype=np.float64).reshape(-1, self.measures)[slots]
+                         for column in (columns.total, columns.low, columns.high))
+            count = np.where(present, count + c, count)
+            total = np.where(present, total + t, total)
+            low = np.where(present & (lo < low), lo, low)
+            high = np.where(present & (hi > high), hi, high)
+        return count, total, low, high
 
     def totals(self, slots: Iterable[int]) -> list[Totals]:
         """combine() of each slot's parts, with the same arithmetic in the same partition order (one measure)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from formats.aggregates import AggregateRow
+from formats.aggregates import AggregateColumns, AggregateRow
 from formats.batch import RollupRow, parquet_to_rollups
 from formats.chunks import encode_in_runs
 from formats.events import Event
@@ -205,16 +205,17 @@ class FakeOutputs:
             self.redis[(row.window, row.window_start_ms, row.event_type)] = row
         return f"aggregated/{window}/{start_ms}-{part}"
 
-    async def export_aggregate(self, family: Family, start_ms: int, part: int, rows: list[AggregateRow]) -> str:
+    async def export_aggregate(self, family: Family, part: int, columns: AggregateColumns) -> str:
         """export_window for a spec's family: the lake by (family, start, part), Redis by the row's key (as if
         every window were written there)."""
         self.exports += 1
         if self.fail_at is not None and self.exports >= self.fail_at:
             raise CrashError(f"crash at export {self.exports}")
-        self.lake.aggregates[(family.name, start_ms, part)] = list(rows)  # type: ignore[assignment]
+        rows = columns.rows()
+        self.lake.aggregates[(family.name, columns.window_start_ms, part)] = rows  # type: ignore[assignment]
         for row in rows:
             self.aggregate_redis[(row.aggregation, row.window, row.window_start_ms, row.key)] = row
-        return f"aggregated/{family.name}/{start_ms}-{part}"
+        return f"aggregated/{family.name}/{columns.window_start_ms}-{part}"
 
 
 @dataclass

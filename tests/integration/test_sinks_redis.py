@@ -15,7 +15,7 @@ from helpers import wait_for
 
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints
-from formats.aggregates import AggregateLayout, AggregateRow, MeasureStats
+from formats.aggregates import AggregateColumns, AggregateLayout, AggregateRow, MeasureStats
 from formats.batch import BATCH_COUNTERS, BatchRun
 from formats.keys import decode_key_part
 from formats.rows import WindowRow
@@ -310,6 +310,34 @@ def test_a_window_of_more_keys_than_a_script_call_takes_is_written_whole(store: 
     store.write_aggregates(rows, LAYOUT, "latest")
     assert len(scan(raw, f"{prefix}agglatest:*")) == len(rows)
     assert store.latest_aggregates("devices", "tumbling_1m", (f"d-{len(rows) - 1}", 7), 1, LAYOUT) == [rows[-1]]
+
+
+@pytest.mark.parametrize("output", ["every", "latest"])
+def test_a_window_written_as_columns_is_its_rows_written(stack: Endpoints, raw: redis.Redis, prefix: str,
+                                                         output: str) -> None:
+    """write_aggregate_columns (the speed layer's export) leaves Redis as write_aggregates of the same rows:
+    every key, value, member, score and TTL bound alike, under two prefixes."""
+    rows = [aggregate_row(f"d:{i % 5}", START_MS, i * 0.5 - 3, None if i % 3 else float(i)) for i in range(5)]
+    rows += [AggregateRow("devices", "tumbling_1m", START_MS, START_MS + 60_000, (None, None),
+                          (MeasureStats(2, -0.0, -1.0, float("inf")), None))]
+    by_rows, by_columns = open_store(stack, prefix + "rows:"), open_store(stack, prefix + "columns:")
+    try:
+        by_rows.write_aggregates(rows, LAYOUT, output)
+        by_columns.write_aggregate_columns(AggregateColumns.of_rows(rows, LAYOUT), LAYOUT, output)
+    finally:
+        by_rows.close()
+        by_columns.close()
+    assert redis_content(raw, prefix + "columns:") == redis_content(raw, prefix + "rows:") != {}
+
+
+def redis_content(raw: redis.Redis, prefix: str) -> dict[str, object]:
+    """Every key under the prefix (the prefix cut off) with its content, and whether it has a TTL."""
+    found: dict[str, object] = {}
+    for key in scan(raw, f"{prefix}*"):
+        kind = raw.type(key).decode()
+        value = raw.hgetall(key) if kind == "hash" else raw.zrange(key, 0, -1, withscores=True)
+        found[key[len(prefix):]] = (kind, value, raw.pttl(key) > 0)
+    return found
 
 
 def test_a_script_past_its_time_limit_is_a_transient_failure(store: RedisWindowStore, raw: redis.Redis,

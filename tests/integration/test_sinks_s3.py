@@ -13,7 +13,7 @@ import pytest
 
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints
-from formats.aggregates import AggregateLayout, AggregateRow, MeasureStats, parquet_to_aggregate_rows
+from formats.aggregates import AggregateColumns, AggregateLayout, AggregateRow, MeasureStats, parquet_to_aggregate_rows
 from formats.events import Event
 from formats.raw import RawColumns, parquet_to_events, parquet_to_raw
 from formats.rows import WindowRow, parquet_to_rows, rows_to_parquet
@@ -150,11 +150,11 @@ def test_a_specs_rows_go_to_their_aggregations_folder(lake: S3Lake, s3: Any, buc
     layout = AggregateLayout(key=(("device_id", "string"),), measures=("temp",))
     rows = [AggregateRow("devices", "tumbling_1m", START_MS, START_MS + 60_000, (d,), (MeasureStats(1, 2.5, 2.5, 2.5),))
             for d in ("d-2", "d-1")]
-    key = lake.put_aggregate_rows("devices", "tumbling_1m", START_MS, 3, rows, layout)
+    key = lake.put_aggregate_columns(AggregateColumns.of_rows(rows, layout), 3, layout)
     assert key == f"lake/aggregated/devices/tumbling_1m/{HOUR_DIRS}/tumbling_1m-{START_MS}-part0003.parquet"
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert parquet_to_aggregate_rows(body, "devices", layout) == rows[::-1]
-    assert lake.put_aggregate_rows("devices", "tumbling_1m", START_MS, 3, rows, layout) == key  # replaced whole
+    assert lake.put_aggregate_columns(AggregateColumns.of_rows(rows, layout), 3, layout) == key  # replaced whole
     assert keys(s3, bucket) == [key]
 
 
@@ -168,8 +168,8 @@ def test_the_top_keys_of_the_newest_window_found_by_walking_the_folders(lake: S3
                              (MeasureStats(d + 1, 10.0 * d + start % 7, 0.0, 9.0),)) for d in range(6)]
 
     for start in starts:
-        lake.put_aggregate_rows("devices", "tumbling_1m", start, 0, rows(start)[::2], layout)
-        lake.put_aggregate_rows("devices", "tumbling_1m", start, 1, rows(start)[1::2], layout)
+        lake.put_aggregate_columns(AggregateColumns.of_rows(rows(start)[::2], layout), 0, layout)
+        lake.put_aggregate_columns(AggregateColumns.of_rows(rows(start)[1::2], layout), 1, layout)
     folder = "lake/aggregated/devices/tumbling_1m/"
     assert lake.list_folders(folder) == [f"{folder}year=2025/"]
     assert lake.list_folders(f"{folder}year=2025/month=11/") == [f"{folder}year=2025/month=11/day={d}/"

@@ -243,7 +243,10 @@ def test_the_fold_of_several_measures_is_fold_value_per_measure(values: list[lis
     assert partial[-1] == len(values) - 1
 
 
-measures_partial = st.lists(st.one_of(st.none(), st.tuples(st.integers(1, 9), st.floats(-1e6, 1e6))),
+# count, sum, min, max: any floats but NaN, drawn apart so that each statistic's arithmetic is checked on its
+# own; zeros of both signs often, since min(0.0, -0.0) is the first of them.
+statistic = st.one_of(st.floats(allow_nan=False), st.sampled_from([0.0, -0.0]))
+measures_partial = st.lists(st.one_of(st.none(), st.tuples(st.integers(1, 9), statistic, statistic, statistic)),
                             min_size=2, max_size=2)
 
 
@@ -251,25 +254,24 @@ measures_partial = st.lists(st.one_of(st.none(), st.tuples(st.integers(1, 9), st
 @given(deliveries=st.lists(st.tuples(st.integers(0, 3), st.sampled_from("abc"), measures_partial,
                                      st.integers(0, 50)), min_size=1, max_size=40))
 def test_instance_totals_of_several_measures_merge_and_combine_as_the_rules(
-        deliveries: list[tuple[int, str, list[tuple[int, float] | None], int]]) -> None:
+        deliveries: list[tuple[int, str, list[tuple[int, float, float, float] | None], int]]) -> None:
     for column_merge_min in (totals.COLUMN_MERGE_MIN, 1):  # the loop, and the columns' merge
         with _column_merge_from(column_merge_min):
             _measures_merge_and_combine_as_the_rules(deliveries)
 
 
 def _measures_merge_and_combine_as_the_rules(
-        deliveries: list[tuple[int, str, list[tuple[int, float] | None], int]]) -> None:
+        deliveries: list[tuple[int, str, list[tuple[int, float, float, float] | None], int]]) -> None:
     instance = InstanceTotals("w", 0, measures=2)
     reference: dict[str, dict[int, list[float]]] = {}
     for partition, key, measures, marker in deliveries:
         partial: list[float] = []
         for measure in measures:
-            partial += [0, 0.0, 0.0, 0.0] if measure is None else [measure[0], measure[1], measure[1] - 1,
-                                                                     measure[1] + 1]
+            partial += [0, 0.0, 0.0, 0.0] if measure is None else list(measure)
         partial.append(marker)
         merge_partial(reference.setdefault(key, {}), partition, partial)
         instance.merge(partition, [key], partial[0:8:4], partial[1:8:4], partial[2:8:4], partial[3:8:4], [marker])
     assert {key: instance.parts(instance.index[key]) for key in reference} == reference
     keys = sorted(reference)
     got = instance.measure_totals([instance.index[key] for key in keys])
-    assert got == [combine_measures(reference[key], 2) for key in keys]
+    assert repr(got) == repr([combine_measures(reference[key], 2) for key in keys])  # -0.0 apart from 0.0
