@@ -39,6 +39,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from prometheus_client.parser import text_string_to_metric_families
 
 from aggregations.spec import SpecError
 from bench.spec import KeyShape, Recording, Reference, lake_totals
@@ -190,6 +191,19 @@ def worker_json(port: int, path: str) -> Any:
         return None
 
 
+def sink_write_seconds(port: int) -> dict[tuple[str, str], float]:
+    """The summed duration of the worker's sink writes by (sink, operation), from its /metrics (threads write
+    side by side, so this is thread time, not wall time); empty if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    return {(sample.labels["sink"], sample.labels["operation"]): sample.value
+            for family in text_string_to_metric_families(text) if family.name == "pipeline_sink_write_seconds"
+            for sample in family.samples if sample.name.endswith("_sum")}
+
+
 def worker_status(port: int) -> dict[str, Any] | None:
     """The worker's /v1/status, or None while it does not answer (the soak reads it too)."""
     status: dict[str, Any] | None = worker_json(port, "/v1/status")
@@ -218,6 +232,10 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path, p
             result["lake_differs"] = {f"{a}/{w}": {"lake": got.get((a, w)), "reference": want.get((a, w))}
                                       for (a, w) in sorted(set(got) | set(want)) if got.get((a, w)) != want.get((a, w))}
         result["rows_per_s"] = round(result["rows_exported"] / result["elapsed_s"])
+        # Each output's rows per second of its own writes (the write threads' time, not the run's).
+        for sink in ("s3", "redis"):
+            seconds = result[f"{sink}_window_write_s"]
+            result[f"{sink}_rows_per_write_s"] = round(result["rows_exported"] / seconds) if seconds else None
     return result
 
 
@@ -295,6 +313,10 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
         if first_s is None or done_s is None:
             raise RuntimeError(f"run did not finish within {RUN_DEADLINE_S:.0f}s; see {log.name}")
         elapsed = done_s - first_s
+        written: dict[tuple[str, str], float] = {}
+        for p in ports:
+            for labels, seconds in sink_write_seconds(p).items():
+                written[labels] = written.get(labels, 0.0) + seconds
         return {
             "elapsed_s": round(elapsed, 2),
             "events_per_s": round(events / elapsed), "windows_exported": status["windows_exported"],
@@ -302,6 +324,8 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
             "export_delay_p50_ms": status["export_delay_ms"]["p50"],
             "export_delay_p99_ms": status["export_delay_ms"]["p99"],
             "rss_peak_mib": round(peak_rss_kib(worker.pid) / 1024),
+            "s3_window_write_s": round(written.get(("s3", "aggregates"), 0.0), 2),
+            "redis_window_write_s": round(written.get(("redis", "windows"), 0.0), 2),
         }
     finally:
         worker.send_signal(signal.SIGINT if py_spy else signal.SIGTERM)  # py-spy writes its profile on SIGINT
@@ -401,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         del summary["event_types"]
         summary.update(spec=str(args.spec), keys=shape.keys, events_per_key=shape.events_per_key,
                        median_rows_per_s=statistics.median(r["rows_per_s"] for r in results),
+                       median_s3_rows_per_write_s=statistics.median(r["s3_rows_per_write_s"] or 0 for r in results),
+                       median_redis_rows_per_write_s=statistics.median(r["redis_rows_per_write_s"] or 0
+                                                                       for r in results),
                        exact=all(r["exact"] for r in results))
     print(f"summary: {json.dumps(summary)}")
     (log_dir / "results.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))

@@ -271,6 +271,13 @@ class AggregateColumns:
     def __len__(self) -> int:
         return len(self.counts)
 
+    def part(self, start: int, stop: int) -> AggregateColumns:
+        """Rows start to stop (the arrays are views)."""
+        return AggregateColumns(self.aggregation, self.window, self.window_start_ms, self.window_end_ms,
+                                tuple(values[start:stop] for values in self.parts), self.counts[start:stop],
+                                self.sums[start:stop], self.mins[start:stop], self.maxs[start:stop], self.revision,
+                                self.late_count)
+
     def keys(self) -> list[tuple[KeyPart, ...]]:
         return list(zip(*self.parts, strict=True)) if self.parts else [()] * len(self)
 

@@ -271,24 +271,25 @@ class RedisWindowStore:
         logger.debug("wrote %d rows of %s to %s", len(rows), rows[0].aggregation, self._target)
 
     def write_aggregate_columns(self, columns: AggregateColumns, layout: AggregateLayout, output: str) -> None:
-        """write_aggregates(columns.rows(), layout, output), the keys, index members and hash values of the
-        window instance built from its columns, not row by row."""
-        n = len(columns)
-        if not n or output == "off":
+        """write_aggregates(columns.rows(), layout, output), the keys, index members and hash values of each
+        script call's rows built from the columns, not row by row."""
+        if not len(columns) or output == "off":
             return
         prefix, every = self._prefix, output == "every"
         aggregation, window, start = columns.aggregation, columns.window, str(int(columns.window_start_ms))
-        keys = encode_keys(columns.parts, n)
-        latest = aggregate_latest_keys(prefix, aggregation, window, keys)
-        members = [member.decode() for member in aggregate_columns_to_json(columns, layout)]
-        if every:
-            entries = [[hash_key, index, start, member, *values] for hash_key, index, member, values in zip(
-                aggregate_hash_keys(prefix, aggregation, window, keys, columns.window_start_ms), latest, members,
-                aggregate_columns_to_hashes(columns, layout), strict=True)]
-        else:
-            entries = [["", index, start, member] for index, member in zip(latest, members, strict=True)]
-        self._write_aggregate_entries(entries, layout, every)
-        logger.debug("wrote %d rows of %s to %s", n, aggregation, self._target)
+        for first in range(0, len(columns), ROWS_PER_SCRIPT):  # what one call takes, no more in memory at once
+            chunk = columns.part(first, first + ROWS_PER_SCRIPT)
+            keys = encode_keys(chunk.parts, len(chunk))
+            latest = aggregate_latest_keys(prefix, aggregation, window, keys)
+            members = [member.decode() for member in aggregate_columns_to_json(chunk, layout)]
+            if every:
+                entries = [[hash_key, index, start, member, *values] for hash_key, index, member, values in zip(
+                    aggregate_hash_keys(prefix, aggregation, window, keys, chunk.window_start_ms), latest, members,
+                    aggregate_columns_to_hashes(chunk, layout), strict=True)]
+            else:
+                entries = [["", index, start, member] for index, member in zip(latest, members, strict=True)]
+            self._write_aggregate_entries(entries, layout, every)
+        logger.debug("wrote %d rows of %s to %s", len(columns), aggregation, self._target)
 
     def _write_aggregate_entries(self, entries: list[list[str]], layout: AggregateLayout, every: bool) -> None:
         """The write script's rows (WRITE_ROWS), ROWS_PER_SCRIPT per call; `every` keeps latest_n windows per

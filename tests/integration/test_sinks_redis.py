@@ -317,7 +317,8 @@ def test_a_window_written_as_columns_is_its_rows_written(stack: Endpoints, raw: 
                                                          output: str) -> None:
     """write_aggregate_columns (the speed layer's export) leaves Redis as write_aggregates of the same rows:
     every key, value, member, score and TTL bound alike, under two prefixes."""
-    rows = [aggregate_row(f"d:{i % 5}", START_MS, i * 0.5 - 3, None if i % 3 else float(i)) for i in range(5)]
+    rows = [aggregate_row(f"d:{i}", START_MS, i * 0.5 - 3, None if i % 3 else float(i))
+            for i in range(ROWS_PER_SCRIPT + 5)]  # two script calls
     rows += [AggregateRow("devices", "tumbling_1m", START_MS, START_MS + 60_000, (None, None),
                           (MeasureStats(2, -0.0, -1.0, float("inf")), None))]
     by_rows, by_columns = open_store(stack, prefix + "rows:"), open_store(stack, prefix + "columns:")
