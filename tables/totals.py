@@ -272,7 +272,8 @@ class InstanceTotals:
             t, lo, hi = (np.frombuffer(column, dtype=np.float64).reshape(-1, self.measures)[slots]
                          for column in (columns.total, columns.low, columns.high))
             count = np.where(present, count + c, count)
-            total = np.where(present, total + t, total)
+            with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows is inf (or nan), as in Python
+                total = np.where(present, total + t, total)
             low = np.where(present & (lo < low), lo, low)
             high = np.where(present & (hi > high), hi, high)
         return count, total, low, high
