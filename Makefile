@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install kafka run stack test test-fast test-spark spark-jars chaos chromium prometheus bench bench-restore bench-peers bench-stages bench-batch soak clean
+.PHONY: help install kafka run stack test test-fast test-spark spark-jars chaos chromium prometheus bench bench-restore bench-peers bench-stages bench-redis bench-batch soak clean
 
 ## help: this list
 help:
@@ -170,6 +170,12 @@ STAGE_EVENTS ?= 100000
 bench-stages: install
 	$(BIN)/python -m bench.stages --events $(STAGE_EVENTS) --runs $(RUNS) \
 	  $(if $(SPEC),--spec $(SPEC) --keys $(KEYS) --events-per-key $(EVENTS_PER_KEY),--event-types $(or $(EVENT_TYPES),10000))
+
+## bench-redis: the Redis output's cost per row (wall, client and server CPU) for a window of REDIS_ROWS IoT device
+## rows, written as rows and as columns, with each Redis output (medians of RUNS windows)
+REDIS_ROWS ?= 50000
+bench-redis: install
+	$(BIN)/python -m bench.redis_rows --rows $(REDIS_ROWS) --runs $(RUNS)
 
 ## bench-batch: the batch layer's rollup throughput, raw events/s for an hour of BATCH_EVENTS raw events (median of RUNS)
 BATCH_EVENTS ?= 5000000
