@@ -12,6 +12,8 @@ from urllib.parse import quote
 import pytest
 import redis
 from helpers import wait_for
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from devstack.ports import free_port_block
 from devstack.stack import Endpoints
@@ -349,7 +351,10 @@ def test_a_script_past_its_time_limit_is_a_transient_failure(store: RedisWindowS
     raw.config_set("lua-time-limit", 20)
     spin = "local t = redis.call('TIME'); while tonumber(redis.call('TIME')[1]) < tonumber(t[1]) + 20 do end"
     with ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(redis.Redis.from_url(stack.redis_url).eval, spin, 0)
+        # The spinning client neither times out nor retries: redis-py 8 gives a client a 5 s socket timeout
+        # and 10 retries, so its 20 s script ran again after the kill below and held Redis anew.
+        spinner = redis.Redis.from_url(stack.redis_url, socket_timeout=60, retry=Retry(NoBackoff(), 0))
+        busy = pool.submit(spinner.eval, spin, 0)
         try:
             wait_for(lambda: _is_busy(raw), timeout_s=10, what="another client's script to hold Redis")
             with pytest.raises(SinkUnavailableError, match="BUSY"):
