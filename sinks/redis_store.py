@@ -263,11 +263,12 @@ class RedisWindowStore:
         if not rows or output == "off":
             return
         prefix, every = self._prefix, output == "every"
-        entries = [[aggregate_hash_key(prefix, row.aggregation, row.window, row.key, row.window_start_ms) if every
-                    else "", aggregate_latest_key(prefix, row.aggregation, row.window, row.key),
-                    str(int(row.window_start_ms)), aggregate_row_to_json(row, layout).decode(),
-                    *(aggregate_row_to_hash(row, layout).values() if every else ())] for row in rows]
-        self._write_aggregate_entries(entries, layout, every)
+        for chunk in _chunks(rows):  # one script call's entries in memory at a time
+            self._write_aggregate_entries([
+                [aggregate_hash_key(prefix, row.aggregation, row.window, row.key, row.window_start_ms) if every
+                 else "", aggregate_latest_key(prefix, row.aggregation, row.window, row.key),
+                 str(int(row.window_start_ms)), aggregate_row_to_json(row, layout).decode(),
+                 *(aggregate_row_to_hash(row, layout).values() if every else ())] for row in chunk], layout, every)
         logger.debug("wrote %d rows of %s to %s", len(rows), rows[0].aggregation, self._target)
 
     def write_aggregate_columns(self, columns: AggregateColumns, layout: AggregateLayout, output: str) -> None:
@@ -292,15 +293,13 @@ class RedisWindowStore:
         logger.debug("wrote %d rows of %s to %s", len(columns), aggregation, self._target)
 
     def _write_aggregate_entries(self, entries: list[list[str]], layout: AggregateLayout, every: bool) -> None:
-        """The write script's rows (WRITE_ROWS), ROWS_PER_SCRIPT per call; `every` keeps latest_n windows per
-        key, `latest` one."""
+        """One call of the write script (WRITE_ROWS) with these rows, at most ROWS_PER_SCRIPT; `every` keeps
+        latest_n windows per key, `latest` one."""
         client = self._require_client()
-        fields = list(layout_fields(layout)) if every else []
-        for chunk in _chunks(entries):
-            body = msgspec.msgpack.encode([fields, chunk, []])
-            with self._translate_errors("write"):
-                self._scripts(client).write_rows(args=[self._ttl_ms, self._latest_n if every else 1,
-                                                       MAX_INDEXED_TYPES, body])
+        body = msgspec.msgpack.encode([list(layout_fields(layout)) if every else [], entries, []])
+        with self._translate_errors("write"):
+            self._scripts(client).write_rows(args=[self._ttl_ms, self._latest_n if every else 1, MAX_INDEXED_TYPES,
+                                                   body])
 
     def latest_aggregates(self, aggregation: str, window: str, key: Sequence[str | int | bool | None], n: int,
                           layout: AggregateLayout) -> list[AggregateRow]:
