@@ -119,38 +119,39 @@ prometheus:
 ## bench: whole-pipeline events/s and export latency, median of RUNS runs of EVENTS preloaded events
 ## (EVENT_TYPES=N: N distinct event types instead of 3; COMPRESSION=snappy etc.: the events' and the worker's
 ## codec, with the events' bytes per record on the wire; WORKERS=N: N processes under python -m commands.workers;
-## SPEC=deploy/aggregations/iot.toml: that spec's events, KEYS keys per aggregation and EVENTS_PER_KEY events per key
-## in each minute of event time, with rows/s, peak RSS and whether the lake is exact)
+## SPEC=deploy/aggregations/iot.toml: that spec's events, KEYS keys per aggregation (default 100000) and EVENTS_PER_KEY
+## events per key in each minute of event time, with rows/s, peak RSS and whether the lake is exact)
 EVENTS ?= 200000
 RUNS ?= 3
 EVENT_TYPES ?=
 COMPRESSION ?= none
 WORKERS ?= 1
 SPEC ?=
-KEYS ?= 100000
+KEYS ?=
+SPEC_KEYS = $(or $(KEYS),100000)
 EVENTS_PER_KEY ?= 2
 bench: install $(BROKER_DEPS)
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
 	  --compression $(COMPRESSION) --workers $(WORKERS) \
-	  $(if $(SPEC),--spec $(SPEC) --keys $(KEYS) --events-per-key $(EVENTS_PER_KEY))
+	  $(if $(SPEC),--spec $(SPEC) --keys $(SPEC_KEYS) --events-per-key $(EVENTS_PER_KEY))
 
 ## bench-restore: the stages' restore time after EVENTS events, with and without local state (SPEC, KEYS as for bench);
 ## DEVSTACK_BROKER=tansu for Tansu
 bench-restore: install $(BROKER_DEPS)
-	$(BIN)/python -m bench.restore --events $(EVENTS) $(if $(SPEC),--spec $(SPEC) --keys $(KEYS))
+	$(BIN)/python -m bench.restore --events $(EVENTS) $(if $(SPEC),--spec $(SPEC) --keys $(SPEC_KEYS))
 
 ## bench-peers: the same windowed job in Bytewax, Quix Streams (each in its venv under var/peers) and Spark
 ## Structured Streaming (make test-spark's venv), interleaved with this project over one topic of PEER_EVENTS
-## preloaded events, RUNS rounds: events/s, ratios, checked totals (GRACE_MS: the peers' grace instead of the
-## input's whole event-time span)
+## preloaded events, RUNS rounds: events/s, ratios, checked totals (KEYS=N or EVENT_TYPES=N: N event types, the
+## job's keys, instead of 3; GRACE_MS: the peers' grace instead of the input's whole event-time span)
 PEERS := var/peers
 GRACE_MS ?=
 # A million events, so that what every run pays once (the last files and windows, a start) weighs little.
 PEER_EVENTS ?= 1000000
 bench-peers: install $(BROKER_DEPS) $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed $(SPARK_STAMP) \
   $(PEERS)/spark/.installed
-	$(BIN)/python -m bench.peers --events $(PEER_EVENTS) --rounds $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
-	  $(if $(GRACE_MS),--grace-ms $(GRACE_MS))
+	$(BIN)/python -m bench.peers --events $(PEER_EVENTS) --rounds $(RUNS) \
+	  $(if $(or $(KEYS),$(EVENT_TYPES)),--keys $(or $(KEYS),$(EVENT_TYPES))) $(if $(GRACE_MS),--grace-ms $(GRACE_MS))
 
 # Spark's Kafka source for its peer (Maven Central, pinned by bench/peers/spark/pom.xml; -C checks checksums).
 PEERS_SPARK_NO_MVN := Spark's Kafka source is fetched with Maven
@@ -169,7 +170,7 @@ $(PEERS)/%/.installed: bench/peers/requirements-%.txt
 STAGE_EVENTS ?= 100000
 bench-stages: install
 	$(BIN)/python -m bench.stages --events $(STAGE_EVENTS) --runs $(RUNS) \
-	  $(if $(SPEC),--spec $(SPEC) --keys $(KEYS) --events-per-key $(EVENTS_PER_KEY),--event-types $(or $(EVENT_TYPES),10000))
+	  $(if $(SPEC),--spec $(SPEC) --keys $(SPEC_KEYS) --events-per-key $(EVENTS_PER_KEY),--event-types $(or $(EVENT_TYPES),10000))
 
 ## bench-redis: the Redis output's cost per row (wall, client and server CPU) for a window of REDIS_ROWS IoT device
 ## rows, written as rows and as columns, with each Redis output (medians of RUNS windows)

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000, help="events preloaded (default 200000)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--event-types", type=int, metavar="N", help="N equally likely event types instead of 3")
+    parser.add_argument("--event-types", "--keys", type=int, metavar="N", dest="event_types",
+                        help="N equally likely event types instead of 3: N keys, as the job groups by event type")
     parser.add_argument("--grace-ms", type=int, metavar="MS",
                         help="the peers' grace (default: the input's event-time span plus a window, so none is late)")
     args = parser.parse_args(argv)
@@ -145,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}; {started:%Y-%m-%d}", flush=True)
     gen = generator(args.event_types)
     expected = reference(gen.record(event_ms(i)).value for i in range(args.events))
-    types = ",".join(parse_type_weights(type_weights(args.event_types)))
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp, embedded_stack(Path(tmp)) as endpoints:
         work_dir = Path(tmp)
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         run_id = f"peers-{uuid.uuid4().hex[:8]}"
         topic = f"{run_id}-events"
         brokers = endpoints.broker_url.removeprefix("kafka://")
+        types_file = work_dir / "event-types.txt"
+        types_file.write_text("\n".join(parse_type_weights(type_weights(args.event_types))))
         clock = time.monotonic()
         asyncio.run(preload(brokers, topic, args.events, args.event_types))
         print(f"preloaded {args.events} events into {topic} in {time.monotonic() - clock:.1f} s; "
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def quix(round_id: str) -> list[str]:
             return [str(pythons[QUIX]), "-m", "bench.peers.quix_app", "--brokers", brokers, "--topic", topic,
-                    "--group", round_id, "--events", str(args.events), "--types", types,
+                    "--group", round_id, "--events", str(args.events), "--types-file", str(types_file),
                     "--partitions", str(PARTITIONS), "--grace-ms", str(grace_ms),
                     "--state-dir", str(work_dir / round_id), "--report", str(work_dir / f"{round_id}.json")]
 
@@ -202,7 +204,7 @@ def _report(args: argparse.Namespace, grace_ms: int, started: datetime, results:
         rates = [r["events_per_s"] for r in results if r["contender"] == name]
         contenders.append(Contender(name, rates, *_summaries(results, name)))
     table = format_table(contenders)
-    heading = (f"{args.events:,} preloaded events, {args.event_types or 3} event types, 4 partitions, {broker}; "
+    heading = (f"{args.events:,} preloaded events, {args.event_types or 3} keys (event types), 4 partitions, {broker}; "
                f"{args.rounds} interleaved rounds; peers' grace {grace_ms:,} ms; {machine()}; "
                f"{started:%Y-%m-%d}")
     print("\nevents/s: input events / wall time from the contender's first consumed record until its last window "

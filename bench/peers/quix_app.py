@@ -98,7 +98,8 @@ def main() -> None:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--events", type=int, required=True, help="events in the topic, sentinels excluded")
-    parser.add_argument("--types", required=True, help="the event types, comma-separated (for the sentinels)")
+    # A file, not an argument: 100,000 types outgrow what one argument of a command line may hold (128 KiB).
+    parser.add_argument("--types-file", type=Path, required=True, help="the event types, one a line (sentinels)")
     parser.add_argument("--partitions", type=int, required=True, help="input partitions, one sentinel each")
     parser.add_argument("--grace-ms", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
@@ -107,7 +108,7 @@ def main() -> None:
     shim_tansu()
     app = Application(broker_address=args.brokers, consumer_group=args.group, auto_offset_reset="earliest",
                       state_dir=args.state_dir, loglevel="WARNING")
-    collector = Collector(app, args.events, args.types.split(","), args.partitions)
+    collector = Collector(app, args.events, args.types_file.read_text().split(), args.partitions)
     topic = app.topic(args.topic, value_deserializer="json",
                       timestamp_extractor=lambda value, _headers, _ts, _type: value["timestamp"])
     sdf = app.dataframe(topic).apply(collector.fan_out, expand=True).group_by("event_type")
