@@ -36,12 +36,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregations.spec import SpecError
+from bench.peers.job import WINDOW_STEPS_MS
+from bench.peers.totals import window_starts
 from bench.spec import KeyShape, Recording, Reference, lake_totals
 from commands.loadgen import DEFAULT_TYPES, EventGenerator, RecordSource, SpecEventGenerator, produce_events
 from devstack.ports import free_port_block
@@ -86,6 +89,18 @@ def type_weights(event_types: int | None) -> str:
 def generator(event_types: int | None = None) -> EventGenerator:
     """The preload's generator: the same records again for a reference computed from them (bench.peers)."""
     return EventGenerator(seed=1, users=10_000, types=type_weights(event_types))
+
+
+def article_rows(count: int, event_types: int | None = None) -> int:
+    """The rows the article's job exports for the first `count` preloaded events: one per window
+    instance and event type with an event in it (the worker's default windows are the peers' job's)."""
+    gen = generator(event_types)
+    keys: set[tuple[str, int, str]] = set()
+    for index in range(count):
+        event = orjson.loads(gen.record(event_ms(index)).value)
+        for window, step_ms in WINDOW_STEPS_MS.items():
+            keys.update((window, start, event["event_type"]) for start in window_starts(event["timestamp"], step_ms))
+    return len(keys)
 
 
 def event_ms(index: int) -> int:
@@ -221,10 +236,11 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path, p
                         shape, reference))
     preload_s = time.monotonic() - started
     want = reference.totals() if reference is not None else None
+    rows = article_rows(events, event_types) if want is None else sum(rows for rows, _, _ in want.values())
     result = {"events": events, "preload_s": round(preload_s, 1),
               **measure_worker(endpoints, topic, events, work_dir, log_dir, run_id, py_spy, compression=compression,
                                workers=workers, spec_path=shape.spec_path if shape is not None else None,
-                               expected_rows=None if want is None else sum(rows for rows, _, _ in want.values()))}
+                               expected_rows=rows)}
     if shape is not None and want is not None:
         got = lake_totals(endpoints.s3_client(), run_id, shape.spec)
         result["exact"] = got == want

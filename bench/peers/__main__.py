@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     if name == PROJECT:
                         result = {"contender": name,
-                                  **measure_worker(endpoints, topic, args.events, work_dir, log_dir, round_id)}
+                                  **measure_worker(endpoints, topic, args.events, work_dir, log_dir, round_id,
+                                                  expected_rows=len(expected))}
                         result.update(_verdict(check(expected, lake_rows(endpoints.s3_client(), round_id))))
                     else:
                         report = run_peer(name, peers[name](round_id), work_dir / f"{round_id}.json",
