@@ -143,15 +143,18 @@ bench-restore: install $(BROKER_DEPS)
 ## bench-peers: the same windowed job in Bytewax, Quix Streams (each in its venv under var/peers) and Spark
 ## Structured Streaming (make test-spark's venv), interleaved with this project over one topic of PEER_EVENTS
 ## preloaded events, RUNS rounds: events/s, ratios, checked totals (KEYS=N or EVENT_TYPES=N: N event types, the
-## job's keys, instead of 3; GRACE_MS: the peers' grace instead of the input's whole event-time span)
+## job's keys, instead of 3; GRACE_MS: the peers' grace instead of the input's whole event-time span; PEERS_RUN=quix,spark:
+## only those peers, for one that cannot finish at a size)
 PEERS := var/peers
 GRACE_MS ?=
+PEERS_RUN ?=
 # A million events, so that what every run pays once (the last files and windows, a start) weighs little.
 PEER_EVENTS ?= 1000000
 bench-peers: install $(BROKER_DEPS) $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed $(SPARK_STAMP) \
   $(PEERS)/spark/.installed
 	$(BIN)/python -m bench.peers --events $(PEER_EVENTS) --rounds $(RUNS) \
-	  $(if $(or $(KEYS),$(EVENT_TYPES)),--keys $(or $(KEYS),$(EVENT_TYPES))) $(if $(GRACE_MS),--grace-ms $(GRACE_MS))
+	  $(if $(or $(KEYS),$(EVENT_TYPES)),--keys $(or $(KEYS),$(EVENT_TYPES))) $(if $(GRACE_MS),--grace-ms $(GRACE_MS)) \
+	  $(if $(PEERS_RUN),--peers $(PEERS_RUN))
 
 # Spark's Kafka source for its peer (Maven Central, pinned by bench/peers/spark/pom.xml; -C checks checksums).
 PEERS_SPARK_NO_MVN := Spark's Kafka source is fetched with Maven

@@ -68,6 +68,7 @@ QUIX = "Quix Streams 3.28.1"
 SPARK = "Spark Structured Streaming 4.3.0"
 SPARK_PYTHON = ROOT / "var" / "spark-venv" / "bin" / "python"  # make test-spark's venv
 SPARK_JARS = VENVS / "spark" / "jars"  # its Kafka source (bench/peers/spark/pom.xml)
+PEER_NAMES = {"bytewax": BYTEWAX, "quix": QUIX, "spark": SPARK}  # --peers' names
 
 NOTES = (
     "Quix Streams 3.28.1 fails against Tansu with KeyError: 'retention.ms' in TopicManager.derive_topic_config "
@@ -126,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="N equally likely event types instead of 3: N keys, as the job groups by event type")
     parser.add_argument("--grace-ms", type=int, metavar="MS",
                         help="the peers' grace (default: the input's event-time span plus a window, so none is late)")
+    parser.add_argument("--peers", default=",".join(PEER_NAMES), metavar="NAMES",
+                        help=f"the peers to run, comma-separated (default {','.join(PEER_NAMES)})")
     args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.peers.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(PEER_NAMES))
+    if unknown or not chosen:
+        parser.error(f"--peers {args.peers!r}: choose among {', '.join(PEER_NAMES)}")
     if args.events < 1 or args.rounds < 1:
         parser.error("--events and --rounds must be at least 1")
     # Every event is late for no window, whatever the order partitions are read in; the sentinels still close all.
@@ -136,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                      "(fewer --events)")
     pythons = {name: VENVS / venv / "bin" / "python" for name, venv in ((BYTEWAX, "bytewax"), (QUIX, "quix"))}
     pythons[SPARK] = SPARK_PYTHON
+    pythons = {PEER_NAMES[short]: pythons[PEER_NAMES[short]] for short in PEER_NAMES if short in chosen}
     for name, python in pythons.items():
         if not python.exists():
             parser.error(f"{name}: no venv at {python.parent.parent} (make bench-peers creates it)")
@@ -175,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                     "--grace-ms", str(grace_ms), "--jars", str(SPARK_JARS), "--checkpoints", str(work_dir / round_id),
                     "--report", str(work_dir / f"{round_id}.json")]
 
-        peers: dict[str, Callable[[str], list[str]]] = {BYTEWAX: bytewax, QUIX: quix, SPARK: spark}
+        peers: dict[str, Callable[[str], list[str]]] = {
+            name: command for name, command in ((BYTEWAX, bytewax), (QUIX, quix), (SPARK, spark)) if name in pythons}
         for round_no in range(1, args.rounds + 1):
             for name in (PROJECT, *peers):
                 round_id = f"{run_id}-r{round_no}-{name.split()[0].lower()}"
