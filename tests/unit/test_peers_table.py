@@ -1,7 +1,10 @@
-"""make bench-peers' table: rounds, median, and this project's median over each contender's."""
+"""make bench-peers' table: rounds, median, and this project's median over each contender's; its arguments."""
 
 from __future__ import annotations
 
+import pytest
+
+from bench.peers.__main__ import main as peers_main
 from bench.peers.table import PROJECT, Contender, format_table, median
 
 
@@ -31,3 +34,11 @@ def test_no_ratio_without_both_medians() -> None:
     table = format_table([Contender(PROJECT, [None], "-", "-"), Contender("Bytewax 0.21.1", [5.0], "-", "-")])
     assert table.splitlines()[2:] == ["| this project | failed | **failed** | n/a | - | - |",
                                       "| Bytewax 0.21.1 | 5 | **5** | n/a | - | - |"]
+
+
+@pytest.mark.parametrize("peers", ["foo", "quix,foo", ","])
+def test_the_harness_refuses_an_unknown_peer_in_one_line(peers: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        peers_main(["--peers", peers])
+    assert exited.value.code == 2
+    assert "choose among bytewax, quix, spark" in capsys.readouterr().err
