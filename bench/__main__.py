@@ -36,15 +36,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregations.spec import SpecError
-from bench.peers.job import WINDOW_STEPS_MS
-from bench.peers.totals import window_starts
+from bench.peers.totals import reference
 from bench.spec import KeyShape, Recording, Reference, lake_totals
 from commands.loadgen import DEFAULT_TYPES, EventGenerator, RecordSource, SpecEventGenerator, produce_events
 from devstack.ports import free_port_block
@@ -92,15 +90,11 @@ def generator(event_types: int | None = None) -> EventGenerator:
 
 
 def article_rows(count: int, event_types: int | None = None) -> int:
-    """The rows the article's job exports for the first `count` preloaded events: one per window
-    instance and event type with an event in it (the worker's default windows are the peers' job's)."""
+    """The rows the article's job exports for the first `count` preloaded events: one per window of the
+    peers' reference (a window instance and event type with events; the worker's default windows are
+    the peers' job's)."""
     gen = generator(event_types)
-    keys: set[tuple[str, int, str]] = set()
-    for index in range(count):
-        event = orjson.loads(gen.record(event_ms(index)).value)
-        for window, step_ms in WINDOW_STEPS_MS.items():
-            keys.update((window, start, event["event_type"]) for start in window_starts(event["timestamp"], step_ms))
-    return len(keys)
+    return len(reference(gen.record(event_ms(index)).value for index in range(count)))
 
 
 def event_ms(index: int) -> int:
