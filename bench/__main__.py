@@ -42,13 +42,14 @@ from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBat
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregations.spec import SpecError
+from bench.hammer import Hammer
 from bench.peers.totals import reference
 from bench.spec import KeyShape, Recording, Reference, lake_totals
 from commands.loadgen import DEFAULT_TYPES, EventGenerator, RecordSource, SpecEventGenerator, produce_events
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls
 from formats.events import Event, encode_event
-from settings import KAFKA_COMPRESSIONS, load_devstack
+from settings import KAFKA_COMPRESSIONS, load, load_devstack
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
@@ -221,7 +222,7 @@ def worker_status(port: int) -> dict[str, Any] | None:
 
 def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path, py_spy: str | None = None,
              event_types: int | None = None, compression: str = "none", workers: int = 1,
-             shape: KeyShape | None = None) -> dict[str, Any]:
+             shape: KeyShape | None = None, hammer_clients: int = 0) -> dict[str, Any]:
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"{run_id}-events"
     started = time.monotonic()
@@ -234,7 +235,7 @@ def run_once(endpoints: Endpoints, events: int, work_dir: Path, log_dir: Path, p
     result = {"events": events, "preload_s": round(preload_s, 1),
               **measure_worker(endpoints, topic, events, work_dir, log_dir, run_id, py_spy, compression=compression,
                                workers=workers, spec_path=shape.spec_path if shape is not None else None,
-                               expected_rows=rows)}
+                               expected_rows=rows, hammer_clients=hammer_clients)}
     if shape is not None and want is not None:
         got = lake_totals(endpoints.s3_client(), run_id, shape.spec)
         result["exact"] = got == want
@@ -269,10 +270,13 @@ def worker_env(endpoints: Endpoints, run_id: str, topic: str, state_dir: Path, p
 
 def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path, log_dir: Path, run_id: str,
                    py_spy: str | None = None, *, compression: str = "none", workers: int = 1,
-                   spec_path: Path | None = None, expected_rows: int | None = None) -> dict[str, Any]:
+                   spec_path: Path | None = None, expected_rows: int | None = None,
+                   hammer_clients: int = 0) -> dict[str, Any]:
     """The pipeline (APP_ID `run_id`) over the preloaded `topic`, from its first consumed event until done:
     one worker, or `workers` processes under `python -m commands.workers` (web ports in a row); with
-    `spec_path`, on that spec (AGGREGATIONS), done once `expected_rows` rows are exported."""
+    `spec_path`, on that spec (AGGREGATIONS), done once `expected_rows` rows are exported; with
+    `hammer_clients`, that many web clients on the (first) worker's API from the first event on
+    (bench/hammer.py)."""
     s3 = endpoints.s3_client()
     s3.create_bucket(Bucket=run_id)
     port = free_port_block(workers)
@@ -286,6 +290,7 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
         command = [py_spy, "record", "--format", "raw", "--rate", "200", "-o", str(log_dir / f"{run_id}.pyspy"),
                    *(["--subprocesses"] if workers > 1 else []), "--", *command]
     ports = [port + i for i in range(workers)]
+    hammer = Hammer(port, hammer_clients, load(env).pipeline.windows[0].name) if hammer_clients else None
     with open(log_dir / f"{run_id}.log", "wb") as log:
         worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -304,6 +309,8 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
                 status = combined_status(statuses)  # type: ignore[arg-type]
                 if first_s is None and status["consumed_total"] > 0:
                     first_s = now
+                    if hammer is not None:
+                        hammer.start()
                 # Done when everything is consumed, the archive buffer is empty, and the
                 # export count has stopped growing for a second (all closable windows out), or,
                 # when the rows to expect are known, once that many are out: at high cardinality
@@ -323,6 +330,7 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
         if first_s is None or done_s is None:
             raise RuntimeError(f"run did not finish within {RUN_DEADLINE_S:.0f}s; see {log.name}")
         elapsed = done_s - first_s
+        hammered = {} if hammer is None else {"hammer": hammer.stop().summary()}
         written: dict[tuple[str, str], float] = {}
         for p in ports:
             for labels, seconds in sink_write_seconds(p).items():
@@ -336,8 +344,11 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
             "rss_peak_mib": round(peak_rss_kib(worker.pid) / 1024),
             "s3_window_write_s": round(written.get(("s3", "aggregates"), 0.0), 2),
             "redis_window_write_s": round(written.get(("redis", "windows"), 0.0), 2),
+            **hammered,
         }
     finally:
+        if hammer is not None:
+            hammer.stop()
         worker.send_signal(signal.SIGINT if py_spy else signal.SIGTERM)  # py-spy writes its profile on SIGINT
         try:
             worker.wait(timeout=30 + 30 * workers)
@@ -373,6 +384,24 @@ def combined_status(statuses: list[dict[str, Any]]) -> dict[str, Any]:
             "export_delay_ms": {"p50": worst("p50"), "p99": worst("p99")}}
 
 
+def hammer_comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs without web clients against those with (every other one): medians and their ratios."""
+    plain = [r for r in results if "hammer" not in r]
+    hammered = [r for r in results if "hammer" in r]
+
+    def median(runs: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] or 0 for r in runs)
+
+    figures: dict[str, Any] = {"clients": hammered[0]["hammer"]["clients"],
+                               "requests": [r["hammer"]["requests"] for r in hammered],
+                               "by_status": [r["hammer"]["by_status"] for r in hammered]}
+    for key in ("events_per_s", "export_delay_p99_ms"):
+        without, with_clients = median(plain, key), median(hammered, key)
+        figures[key] = {"without": without, "with": with_clients,
+                        "ratio": round(with_clients / without, 3) if without else None}
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -391,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --spec: keys of each aggregation per minute of event time (default 100000)")
     parser.add_argument("--events-per-key", type=int, default=2,
                         help="with --spec: events of each key per minute of event time (default 2)")
+    parser.add_argument("--hammer", type=int, default=0, metavar="N",
+                        help="every other run (the 2nd, 4th...), N web clients read the worker's rollups and open "
+                             "windows for up to 60 s (bench/hammer.py); the summary compares the two kinds of run")
     args = parser.parse_args(argv)
     shape = None
     if args.spec is not None:
@@ -408,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--events and --runs must be at least 1")
     if args.event_types is not None and not 1 <= args.event_types <= 100_000:
         parser.error("--event-types must be between 1 and 100000")
+    if not 0 <= args.hammer <= 200 or (args.hammer and args.runs < 2):
+        parser.error("--hammer must be from 0 to 200, with at least 2 --runs (they alternate without and with)")
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work_dir = Path(tmp)
@@ -418,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         with embedded_stack(work_dir) as endpoints:
             for i in range(args.runs):
                 result = run_once(endpoints, args.events, work_dir, log_dir, args.py_spy, args.event_types,
-                                  args.compression, args.workers, shape)
+                                  args.compression, args.workers, shape, args.hammer if i % 2 else 0)
                 results.append(result)
                 print(f"run {i + 1}: {json.dumps(result)}", flush=True)
     summary = {
@@ -439,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                        median_redis_rows_per_write_s=statistics.median(r["redis_rows_per_write_s"] or 0
                                                                        for r in results),
                        exact=all(r["exact"] for r in results))
+    if args.hammer:
+        summary["hammer"] = hammer_comparison(results)
     print(f"summary: {json.dumps(summary)}")
     (log_dir / "results.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
     return 0 if summary.get("exact", True) else 1

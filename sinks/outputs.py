@@ -5,6 +5,12 @@ boto3 and redis-py block, so every call runs in a worker thread. A transient fai
 takes, while the caller waits: the window or archive file stays pending and its input
 offsets are not committed, so nothing is lost and memory does not grow. Configuration
 errors (missing bucket, access denied) are not retried: they crash the worker loudly.
+
+Reads for the web views (and the batch-status sample) run on their own few threads, not on the
+event loop's default executor that the window and archive writes use: a burst of API requests then
+waits for its own threads, never in front of an export, and an export never holds up a health read.
+At most MAX_WAITING_READS reads wait for those threads; one more is refused at once (503 with
+Retry-After) rather than queued without bound.
 """
 
 from __future__ import annotations
@@ -14,24 +20,34 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, TypeVar
+
+import pyarrow as pa
 
 from formats.aggregates import AggregateColumns, AggregateLayout, AggregateRow
-from formats.batch import AggregateRollupLayout, BatchStatus
+from formats.batch import AggregateRollupLayout, BatchStatus, RollupRow
 from formats.rows import WindowRow
 from ops.metrics import PipelineMetrics
 from ops.stats import PipelineStats
 from settings import Settings
-from sinks.lake import ArchiveOutcome, S3Lake, make_s3_client_factory
-from sinks.policy import RetryPolicy, retry_forever
-from sinks.ranking import ObjectCache, TopKeys, read_top_keys
+from sinks.lake import ArchiveOutcome, ObjectCache, S3Lake, make_s3_client_factory
+from sinks.policy import RetryPolicy, SinkUnavailableError, retry_forever
+from sinks.ranking import TopKeys, read_top_keys
 from sinks.redis_store import RedisWindowStore
 from sinks.rollups import AggregateRollupRead, RollupRead, read_aggregate_rollups, read_rollups
 from tables.families import Family
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+READ_THREADS: Final = 2  # threads of the reads (each may GET several lake objects at once: sinks/lake.py)
+MAX_WAITING_READS: Final = 32  # reads queued for them before another is refused
+
+
+class ReadsBusyError(SinkUnavailableError):
+    """Too many reads waiting: the web view answers 503 with Retry-After, the client tries again later."""
 
 
 class Outputs:
@@ -47,7 +63,11 @@ class Outputs:
         self._rng = random.Random()
         self._open_lock = threading.Lock()
         self._opened = False
-        self._window_objects = ObjectCache()  # the top keys' decoded window objects
+        self._window_objects: ObjectCache[pa.Table] = ObjectCache()  # the top keys' decoded window objects
+        self._rollup_objects: ObjectCache[list[RollupRow]] = ObjectCache()
+        self._aggregate_rollup_objects: ObjectCache[pa.Table] = ObjectCache()
+        self._reader: ThreadPoolExecutor | None = None  # created at the first read, shut down by close()
+        self._reads = 0  # reads running or waiting for a reader thread
 
     def _ensure_open(self) -> None:
         with self._open_lock:
@@ -124,18 +144,27 @@ class Outputs:
     async def read_event_types(self, window: str, n: int) -> list[str]:
         return await self.call_once("redis", "read", self.redis.event_types, window, n)
 
+    async def read_redis_server(self) -> tuple[str, str, str]:
+        """(product, version, host) of the Redis server (sinks.redis_store.RedisWindowStore.server)."""
+        return await self.call_once("redis", "read", self.redis.server)
+
     async def read_batch_status(self) -> BatchStatus | None:
         return await self.call_once("redis", "read", self.redis.read_batch_status)
 
-    async def read_rollups(self, period: str, from_ms: int, to_ms: int) -> RollupRead:
-        """The batch layer's rollup rows of [from_ms, to_ms) from the lake (sinks/rollups.py); not retried."""
-        return await self.call_once("s3", "read", read_rollups, self.lake, period, from_ms, to_ms)
+    async def read_rollups(self, period: str, from_ms: int, to_ms: int, event_type: str | None,
+                           limit: int) -> RollupRead:
+        """The batch layer's first `limit` rollup rows of [from_ms, to_ms) from the lake (sinks/rollups.py; objects
+        cached by ETag); not retried."""
+        return await self.call_once("s3", "read", read_rollups, self.lake, self._rollup_objects, period, from_ms,
+                                    to_ms, event_type, limit)
 
     async def read_aggregate_rollups(self, aggregation: str, layout: AggregateRollupLayout, period: str,
-                                     from_ms: int, to_ms: int) -> AggregateRollupRead:
-        """A spec's aggregation's rollup rows of [from_ms, to_ms) from the lake; not retried."""
-        return await self.call_once("s3", "read", read_aggregate_rollups, self.lake, aggregation, layout, period,
-                                    from_ms, to_ms)
+                                     from_ms: int, to_ms: int, key: Mapping[str, Any],
+                                     limit: int) -> AggregateRollupRead:
+        """A spec's aggregation's first `limit` rollup rows of [from_ms, to_ms) matching `key`, from the lake;
+        not retried."""
+        return await self.call_once("s3", "read", read_aggregate_rollups, self.lake, self._aggregate_rollup_objects,
+                                    aggregation, layout, period, from_ms, to_ms, key, limit)
 
     async def read_top_keys(self, aggregation: str, layout: AggregateLayout, window: str, newest_start_ms: int,
                             measure: str, statistic: str, descending: bool, n: int, exact_start: bool) -> TopKeys:
@@ -144,14 +173,27 @@ class Outputs:
                                     window, newest_start_ms, measure, statistic, descending, n, exact_start)
 
     async def call_once(self, sink: str, operation: str, fn: Callable[..., T], *args: Any) -> T:
-        """A read for the web views: one attempt, so a store outage answers 503 at once."""
+        """A read for the web views: one attempt on the readers' threads, so a store outage answers 503 at
+        once; ReadsBusyError when MAX_WAITING_READS are already waiting."""
+        if self._reads >= READ_THREADS + MAX_WAITING_READS:
+            raise ReadsBusyError(f"{self._reads} reads in progress or waiting; try again shortly")
+
         def run() -> T:
             self._ensure_open()
             return fn(*args)
 
-        return await asyncio.get_running_loop().run_in_executor(None, run)
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="reads")
+        self._reads += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+        finally:
+            self._reads -= 1
 
     def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.shutdown(wait=False, cancel_futures=True)
         with self._open_lock:
             if self._opened:
                 self.redis.close()

@@ -19,8 +19,6 @@ Blocking (S3 calls): run it in a thread, not on an event loop.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -31,37 +29,13 @@ import pyarrow.compute as pc
 
 from formats.aggregates import AggregateLayout, AggregateRow, parquet_to_aggregate_table, table_to_aggregate_rows
 from formats.lake import HOUR_MS, parse_spec_aggregate_key, spec_aggregate_hour_prefix
-from sinks.lake import LakeReader, get_objects
+from sinks.lake import LakeReader, ObjectCache, get_objects
 
-__all__ = ["CACHED_OBJECTS", "ObjectCache", "TopKeys", "rank_table", "read_top_keys"]
+__all__ = ["TopKeys", "rank_table", "read_top_keys"]
 
 log = logging.getLogger(__name__)
 
-CACHED_OBJECTS: Final = 64  # decoded window objects kept per worker (a few windows of 8-16 partitions)
 _HOUR_LEVELS: Final = 4  # year=, month=, day=, hour=
-
-
-class ObjectCache:
-    """Decoded window objects by (key, ETag), least recently used first out; thread-safe."""
-
-    def __init__(self, size: int = CACHED_OBJECTS) -> None:
-        self._size = size
-        self._tables: OrderedDict[tuple[str, str], pa.Table] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str, etag: str) -> pa.Table | None:
-        with self._lock:
-            table = self._tables.get((key, etag))
-            if table is not None:
-                self._tables.move_to_end((key, etag))
-            return table
-
-    def put(self, key: str, etag: str, table: pa.Table) -> None:
-        with self._lock:
-            self._tables[(key, etag)] = table
-            self._tables.move_to_end((key, etag))
-            while len(self._tables) > self._size:
-                self._tables.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +58,8 @@ def rank_table(table: pa.Table, layout: AggregateLayout, measure: str, statistic
     return table.take(indices[:n])
 
 
-def read_top_keys(lake: LakeReader, cache: ObjectCache, aggregation: str, layout: AggregateLayout, window: str,
-                  newest_start_ms: int, measure: str, statistic: str, descending: bool, n: int,
+def read_top_keys(lake: LakeReader, cache: ObjectCache[pa.Table], aggregation: str, layout: AggregateLayout,
+                  window: str, newest_start_ms: int, measure: str, statistic: str, descending: bool, n: int,
                   exact_start: bool = False) -> TopKeys:
     """The top `n` keys by the measure's statistic (layout columns) of the newest window instance starting at
     or before `newest_start_ms` that has objects in the lake (only that start if `exact_start`)."""
@@ -128,7 +102,7 @@ def _hour_folders_before(lake: LakeReader, hour_folder: str) -> Iterator[str]:
     yield from walk(base, 1)
 
 
-def _rank(lake: LakeReader, cache: ObjectCache, aggregation: str, layout: AggregateLayout, start: int,
+def _rank(lake: LakeReader, cache: ObjectCache[pa.Table], aggregation: str, layout: AggregateLayout, start: int,
           keys: Sequence[str], etags: dict[str, str], measure: str, statistic: str, descending: bool,
           n: int) -> TopKeys:
     tables: dict[str, pa.Table] = {}
@@ -149,7 +123,7 @@ def _rank(lake: LakeReader, cache: ObjectCache, aggregation: str, layout: Aggreg
                         aggregation, exc)
             skipped.append(key)
             continue
-        cache.put(key, etags[key], table)
+        cache.put(key, etags[key], table, table.nbytes)
         tables[key] = table
     if not tables:
         return TopKeys(start, [], 0, 0, skipped)

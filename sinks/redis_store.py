@@ -137,6 +137,31 @@ class _Scripts(NamedTuple):
     write_rows: Any
 
 
+# The first release of each line with the fix of CVE-2025-49844 (a use-after-free in the Lua parser: remote code
+# execution by any client allowed to run scripts). The worker needs scripting (EVALSHA), so the vendor's
+# workaround, denying EVAL to every user, is not open to it: the server must be patched.
+LUA_FIXED: Final = {"redis": ((6, 2, 20), (7, 2, 11), (7, 4, 6), (8, 0, 4), (8, 2, 2)),
+                    "valkey": ((7, 2, 11), (8, 0, 6), (8, 1, 4))}
+
+
+def lua_is_patched(product: str, version: str) -> bool | None:
+    """Whether this server release has the fix of CVE-2025-49844 (LUA_FIXED); None if the version does not
+    parse. A release of a line with a fix needs at least it; a line older than every fix (Redis 7.0) has none;
+    a line newer than the newest fixed one has it. A distribution may backport the fix without changing the
+    number (Debian 12's redis-server 5:7.0.15-1~deb12u6 and later): this says False for those."""
+    try:
+        parts = tuple(int(part) for part in version.split(".")[:3])
+    except ValueError:
+        return None
+    if len(parts) != 3:
+        return None
+    fixed = LUA_FIXED[product]
+    for release in fixed:
+        if parts[:2] == release[:2]:
+            return parts >= release
+    return parts > fixed[-1]
+
+
 def _describe(url: str) -> str:
     """The URL without user, password or query: safe for messages."""
     try:
@@ -221,6 +246,18 @@ class RedisWindowStore:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+    def server(self) -> tuple[str, str, str]:
+        """(product, version, host) of the server: product "redis" or "valkey", its version as INFO says it, and
+        the host the client reaches it at (a unix socket's path)."""
+        client = self._require_client()
+        with self._translate_errors("read"):
+            info = client.info("server")
+        where = client.connection_pool.connection_kwargs
+        host = str(where.get("host") or where.get("path", ""))  # a unix socket: its path
+        if "valkey_version" in info:
+            return "valkey", str(info["valkey_version"]), host
+        return "redis", str(info.get("redis_version", "")), host
 
     def _require_client(self) -> redis.Redis:
         if self._client is None:

@@ -13,79 +13,124 @@ Blocking (S3 calls): run it in a thread, not on an event loop.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from formats.batch import AggregateRollupLayout, RollupRow, parquet_to_aggregate_rollup, parquet_to_rollups
 from formats.lake import PERIOD_MS, rollup_folders, rollup_key, spec_rollup_key
-from sinks.lake import LakeReader, get_objects
+from sinks.lake import READ_THREADS, LakeReader, ObjectCache, get_objects
 
 __all__ = ["AggregateRollupRead", "RollupRead", "read_aggregate_rollups", "read_rollups"]
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
+ROLLUP_ROW_BYTES: Final = 400  # about what one decoded RollupRow holds, to weigh a cached object
 
 
 @dataclass(frozen=True, slots=True)
 class RollupRead:
-    rows: list[RollupRow]  # by (period_start, event_type)
+    rows: list[RollupRow]  # by (period_start, event_type), at most the limit asked for
     skipped: list[str] = field(default_factory=list)  # keys of objects that are not rollup files
+    truncated: bool = False  # the range has more rows than the limit
 
 
-def read_rollups(lake: LakeReader, period: str, from_ms: int, to_ms: int) -> RollupRead:
-    """The rows of the `period` ("hourly" or "daily") periods overlapping [from_ms, to_ms)."""
+def _listed(lake: LakeReader, folders: Sequence[str], keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """`keys` that exist (one LIST per folder), in their order, and their ETags."""
+    etags: dict[str, str] = {}
+    for folder in folders:
+        etags.update(lake.list_etags(folder))
+    return [key for key in keys if key in etags], etags
+
+
+def _decoded(lake: LakeReader, cache: ObjectCache[V], keys: Sequence[str], etags: Mapping[str, str],
+             decode: Callable[[bytes], V], weigh: Callable[[V], int]) -> Iterator[tuple[str, V | Exception]]:
+    """Each key's decoded object in key order, or the error that kept it from decoding. Objects whose ETag
+    the cache holds are not read; the others are GET READ_THREADS at a time, as the caller consumes them, so a
+    reader that stops early (its row limit reached) does not read the rest of the range."""
+    for first in range(0, len(keys), READ_THREADS):
+        chunk = keys[first:first + READ_THREADS]
+        cached = {key: cache.get(key, etags[key]) for key in chunk}
+        missing = [key for key in chunk if cached[key] is None]
+        bodies = dict(zip(missing, get_objects(lake, missing), strict=True))
+        for key in chunk:
+            value = cached[key]
+            if value is None:
+                try:
+                    value = decode(bodies[key])
+                except (ValueError, pa.ArrowException) as exc:
+                    yield key, exc
+                    continue
+                cache.put(key, etags[key], value, weigh(value))
+            yield key, value
+
+
+def read_rollups(lake: LakeReader, cache: ObjectCache[list[RollupRow]], period: str, from_ms: int, to_ms: int,
+                 event_type: str | None, limit: int) -> RollupRead:
+    """The first `limit` rows (of `event_type` only, if given) of the `period` ("hourly" or "daily") periods
+    overlapping [from_ms, to_ms)."""
     length = PERIOD_MS[period]
     starts = range(from_ms - from_ms % length, to_ms, length)
     if not starts:
         return RollupRead([])
-    listed: set[str] = set()
-    for folder in rollup_folders(lake.prefix, period, starts[0], starts[-1]):
-        listed.update(lake.list_etags(folder))
-    keys = [key for key in (rollup_key(lake.prefix, period, start) for start in starts) if key in listed]
-    bodies = get_objects(lake, keys)
+    keys, etags = _listed(lake, rollup_folders(lake.prefix, period, starts[0], starts[-1]),
+                          [rollup_key(lake.prefix, period, start) for start in starts])
     rows: list[RollupRow] = []
     skipped = []
-    for key, body in zip(keys, bodies, strict=True):
-        try:
-            rows.extend(parquet_to_rollups(body))
-        except ValueError as exc:
-            log.warning("rollups: s3://%s/%s is not a rollup file (%s): left out", lake.bucket, key, exc)
+    for key, value in _decoded(lake, cache, keys, etags, parquet_to_rollups,
+                               lambda decoded: len(decoded) * ROLLUP_ROW_BYTES):
+        if isinstance(value, Exception):
+            log.warning("rollups: s3://%s/%s is not a rollup file (%s): left out", lake.bucket, key, value)
             skipped.append(key)
+            continue
+        rows.extend(row for row in value if event_type is None or row.event_type == event_type)
+        if len(rows) > limit:
+            break  # one object is one period, and the keys are in period order: the rest come after
     rows.sort(key=lambda row: (row.period_start_ms, row.event_type))
-    return RollupRead(rows, skipped)
+    return RollupRead(rows[:limit], skipped, len(rows) > limit)
 
 
 @dataclass(frozen=True, slots=True)
 class AggregateRollupRead:
     rows: list[dict[str, Any]]  # the layout's columns, times in epoch ms; by period start, then key
     skipped: list[str] = field(default_factory=list)
+    truncated: bool = False  # the range has more rows matching the key than the limit
 
 
-def read_aggregate_rollups(lake: LakeReader, aggregation: str, layout: AggregateRollupLayout, period: str,
-                           from_ms: int, to_ms: int) -> AggregateRollupRead:
-    """The rows of a spec's aggregation's `period` rollups overlapping [from_ms, to_ms)."""
+def read_aggregate_rollups(lake: LakeReader, cache: ObjectCache[pa.Table], aggregation: str,
+                           layout: AggregateRollupLayout, period: str, from_ms: int, to_ms: int,
+                           key: Mapping[str, Any], limit: int) -> AggregateRollupRead:
+    """The first `limit` rows whose key parts equal `key`'s (column -> part; None matches a null part) of a
+    spec's aggregation's `period` rollups overlapping [from_ms, to_ms)."""
     length = PERIOD_MS[period]
     starts = range(from_ms - from_ms % length, to_ms, length)
     if not starts:
         return AggregateRollupRead([])
-    listed: set[str] = set()
-    for folder in rollup_folders(lake.prefix, period, starts[0], starts[-1], aggregation):
-        listed.update(lake.list_etags(folder))
-    keys = [key for key in (spec_rollup_key(lake.prefix, aggregation, period, start) for start in starts)
-            if key in listed]
-    bodies = get_objects(lake, keys)
-    rows: list[dict[str, Any]] = []
-    skipped = []
-    for key, body in zip(keys, bodies, strict=True):  # keys in period order; rows by key within each
-        try:
-            table = parquet_to_aggregate_rollup(body, layout)
-        except (ValueError, pa.ArrowException) as exc:
-            log.warning("rollups: s3://%s/%s is not a rollup file of %s (%s): left out", lake.bucket, key,
-                        aggregation, exc)
-            skipped.append(key)
-            continue
+    keys, etags = _listed(lake, rollup_folders(lake.prefix, period, starts[0], starts[-1], aggregation),
+                          [spec_rollup_key(lake.prefix, aggregation, period, start) for start in starts])
+
+    def decode(body: bytes) -> pa.Table:
+        table = parquet_to_aggregate_rollup(body, layout)
         for i in (0, 1):
             table = table.set_column(i, table.schema.names[i], table.column(i).cast(pa.int64()))
-        rows.extend(table.to_pylist())
-    return AggregateRollupRead(rows, skipped)
+        return table
+
+    rows: list[dict[str, Any]] = []
+    skipped = []
+    for object_key, value in _decoded(lake, cache, keys, etags, decode, lambda table: table.nbytes):
+        if isinstance(value, Exception):
+            log.warning("rollups: s3://%s/%s is not a rollup file of %s (%s): left out", lake.bucket, object_key,
+                        aggregation, value)
+            skipped.append(object_key)
+            continue
+        table = value
+        for column, part in key.items():  # keys in period order; rows by key within each
+            column_values = table.column(column)
+            table = table.filter(pc.is_null(column_values) if part is None else pc.equal(column_values, part))
+        rows.extend(table.slice(0, limit + 1 - len(rows)).to_pylist())
+        if len(rows) > limit:
+            break
+    return AggregateRollupRead(rows[:limit], skipped, len(rows) > limit)

@@ -238,7 +238,8 @@ class FakeClock:
 
 
 class MemoryLake:
-    """The lake as a dict, with an ETag per write and an optional crash at the Nth put."""
+    """The lake as a dict, with an ETag per write, an optional crash at the Nth put, and the reads made
+    (`lists`: prefixes listed, `gets`: keys read)."""
 
     bucket = "lake"
 
@@ -248,11 +249,15 @@ class MemoryLake:
         self.puts = 0
         self.crash_at: int | None = None
         self._version = 0
+        self.lists: list[str] = []
+        self.gets: list[str] = []
 
     def list_etags(self, prefix: str) -> dict[str, str]:
+        self.lists.append(prefix)
         return {k: etag for k, (_, etag) in self.objects.items() if k.startswith(prefix)}
 
     def get_bytes(self, key: str) -> bytes:
+        self.gets.append(key)
         return self.objects[key][0]
 
     def put_bytes(self, key: str, body: bytes, content_type: str) -> None:

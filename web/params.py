@@ -17,6 +17,7 @@ from tables.windows import WindowSpec
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
+MAX_EPOCH_DIGITS = 16  # epoch milliseconds until the year 318857 (the range checks come after)
 MAX_EVENT_TYPE_CHARS = 1000
 # Window starts from 2000-01-01 to 2100-01-01 (ms): anything else is a typo, not a window.
 MIN_START_MS = 946_684_800_000
@@ -167,6 +168,35 @@ def parse_event_type(query: Mapping[str, str], *, required: bool) -> str | None:
     return value
 
 
+def parse_after(query: Mapping[str, str]) -> tuple[int, str] | None:
+    """`after`, a page's cursor as the previous page's `next` gave it: ``<window start ms>:<event type>``."""
+    text = query.get("after")
+    if text is None or text == "":
+        return None
+    start, colon, event_type = text.partition(":")
+    if not (colon and start.isascii() and start.isdigit() and len(start) <= MAX_EPOCH_DIGITS and event_type):
+        raise BadParameterError(f"after must be the 'next' of the previous page (<start ms>:<event type>), got "
+                                f"{text[:64]!r}")
+    if len(event_type) > MAX_EVENT_TYPE_CHARS:
+        raise BadParameterError(f"after's event type is longer than {MAX_EVENT_TYPE_CHARS} characters")
+    return int(start), event_type
+
+
+def request_host(header: str | None) -> str | None:
+    """The host a request's Host header names, without its port (IPv6 without brackets); None if absent."""
+    if not header:
+        return None
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    name, _, port = header.rpartition(":")
+    return name if name and port.isdigit() else header
+
+
+def page_cursor(start_ms: int, event_type: str) -> str:
+    """The `after` of the page following a row (parse_after reads it)."""
+    return f"{start_ms}:{event_type}"
+
+
 def parse_start(query: Mapping[str, str], spec: WindowSpec) -> int:
     """`start` as epoch milliseconds or ISO-8601 with a time zone; must be a start of `spec`."""
     text = query.get("start")
@@ -184,7 +214,10 @@ def parse_start(query: Mapping[str, str], spec: WindowSpec) -> int:
 
 
 def _parse_instant_ms(text: str) -> int:
-    if text.lstrip("-").isdigit():
+    digits = text.removeprefix("-")
+    if digits.isascii() and digits.isdigit():  # not str.isdigit alone: "²" is a digit to it, and not to int()
+        if len(digits) > MAX_EPOCH_DIGITS:
+            raise BadParameterError(f"start is epoch milliseconds of more than {MAX_EPOCH_DIGITS} digits")
         return int(text)
     try:
         moment = datetime.fromisoformat(text)
@@ -192,7 +225,10 @@ def _parse_instant_ms(text: str) -> int:
         raise BadParameterError(f"start must be epoch milliseconds or ISO-8601, got {text!r}") from None
     if moment.tzinfo is None:
         raise BadParameterError(f"start {text!r} has no time zone; add Z for UTC")
-    return round(moment.timestamp() * 1000)
+    try:
+        return round(moment.timestamp() * 1000)
+    except (OverflowError, ValueError):  # year 1 in a zone east of UTC
+        raise BadParameterError(f"start {text!r} is outside 2000-01-01..2100-01-01") from None
 
 
 def watermark_json(low_ms: int | None, advanced_at_ms: int | None, now_ms: int,

@@ -39,6 +39,7 @@ from formats.events import iso_utc
 from formats.partials import PartialKey, key_partition, key_text, partial_partition
 from formats.rows import WindowRow, row_to_api
 from ops.metrics import CONTENT_TYPE_LATEST
+from sinks.outputs import ReadsBusyError
 from sinks.policy import SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import MAX_RECENT_ALERTS
 from tables.windows import first_open_start, is_closed
@@ -49,6 +50,8 @@ from web.params import (
     find_aggregation,
     find_aggregation_window,
     find_window,
+    page_cursor,
+    parse_after,
     parse_event_type,
     parse_key,
     parse_key_filter,
@@ -57,6 +60,7 @@ from web.params import (
     parse_order,
     parse_rollup_range,
     parse_start,
+    request_host,
     watermark_json,
 )
 
@@ -95,7 +99,15 @@ class ApiView(web.View):
     open_to_all = False
 
     async def dispatch(self, request: Any) -> Any:
-        if not self.open_to_all and not authorized(self.app.settings.web.auth_token, request.headers):
+        settings = self.app.settings.web
+        if not settings.auth_token:
+            host = request_host(request.headers.get("Host"))
+            if host is not None and not settings.allowed_hosts.matches(host):
+                # A name this worker was not configured under: a page elsewhere reaching a loopback or private
+                # API through a DNS name it rebinds (with a token, the token stops it).
+                return self.api_error(421, f"this worker does not answer to the host {host[:64]!r}: use its "
+                                           "address, or add the name to WEB_ALLOWED_HOSTS")
+        if not self.open_to_all and not authorized(settings.auth_token, request.headers):
             response = self.api_error(401, "this endpoint needs the header 'Authorization: Bearer <WEB_AUTH_TOKEN>'")
             response.headers["WWW-Authenticate"] = 'Bearer realm="pipeline"'
             return response
@@ -105,6 +117,10 @@ class ApiView(web.View):
             return self.api_error(400, str(exc))
         except UnknownNameError as exc:
             return self.api_error(404, str(exc))
+        except ReadsBusyError as exc:
+            response = self.api_error(503, f"busy: {exc}")
+            response.headers["Retry-After"] = "1"
+            return response
         except (SinkUnavailableError, SinkConfigurationError) as exc:
             return self.api_error(503, f"store unavailable: {exc}")
 
@@ -121,6 +137,9 @@ class ApiView(web.View):
 
     async def route(self, request: web.Request, owner: URL) -> web.Response:
         """The answer of the worker that owns the key asked for (one hop: it answers from its own state)."""
+        refused = peer_refused(self.app, owner)
+        if refused:
+            raise exceptions.ServiceUnavailable(f"owner {owner} of this key: {refused}")
         target = owner.with_path(request.url.path).with_query({**request.query, HOP_PARAM: "1"})
         timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S * 2)
         try:
@@ -147,6 +166,15 @@ def authorized(token: str, headers: Mapping[str, str]) -> bool:
         return True
     scheme, _, given = headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def peer_refused(app: WebApp, url: URL) -> str | None:
+    """Why this worker will not send its token to the worker at `url` (None: it may)."""
+    settings = app.settings.web
+    if settings.auth_token and not settings.peer_hosts.matches(url.host):
+        return (f"{url.host!r} is not in WEB_PEER_HOSTS, and this worker sends its WEB_AUTH_TOKEN only to the workers "
+                "listed there")
+    return None
 
 
 def peer_headers(app: WebApp) -> dict[str, str]:
@@ -176,6 +204,9 @@ class StatusView(ApiView):
         lag = {str(p): n for p, n in sorted(pipeline.ingest_runner.lag().items())}
         return self.json({
             "worker": str(app.conf.canonical_url),
+            # Web URLs several workers advertise: WEB_HOST is not set apart on each, and routing misses keys.
+            "duplicate_worker_urls": sorted(set(pipeline.export_runner.duplicate_urls())
+                                            | set(pipeline.ingest_runner.duplicate_urls())),
             "assigned": {"events": list(pipeline.ingest_runner.assigned),
                          "partials": list(pipeline.export_runner.assigned)},
             "consumed_total": stats.total,
@@ -226,9 +257,14 @@ class WindowsView(ApiView):
         return self.json({"windows": windows, "watermark": self.watermark()})
 
 
+OPEN_ROWS: Final = 1_000  # open rows a request answers by default
+MAX_OPEN_ROWS: Final = 10_000  # and at most: the next page starts `after` the last row (the answer's `next`)
+
+
 @blueprint.route("/windows/{window}/open", name="open-windows")
 class OpenWindowsView(ApiView):
-    """Open windows and their current values, from every worker (`scope=local`: this one only)."""
+    """Open windows and their current values, from every worker (`scope=local`: this one only), by start
+    then event type: at most `limit`, and `next` (when there are more) is the `after` of the next page."""
 
     async def get(self, request: web.Request, window: str) -> web.Response:
         spec = self.window(window)
@@ -236,24 +272,32 @@ class OpenWindowsView(ApiView):
         scope = request.query.get("scope", "group")
         if scope not in ("group", "local"):
             raise BadParameterError(f"scope must be 'group' or 'local', got {scope!r}")
+        limit = parse_limit(request.query, default=OPEN_ROWS, maximum=MAX_OPEN_ROWS)
+        after = parse_after(request.query)
         self.require_ready()
-        rows, partitions = local_open_rows(self.app, spec, event_type)
+        export = self.app.pipeline.export
+        # One more than the page, to know whether there is a next one.
+        rows = [row_to_api(r) for r in export.open_rows(spec.name, event_type, after, limit + 1)]
+        partitions = set(export.partitions)
         answer: dict[str, Any] = {"window": spec.name, "watermark": self.watermark()}
         if scope == "local":
-            answer.update(open=[row_to_api(r) for r in rows], partitions=sorted(partitions))
+            answer.update(open=rows, partitions=sorted(partitions))
             return self.json(answer)
-        listed, covered, missing = await self._gather(request, partitions)
-        listed.extend(row_to_api(r) for r in rows)
+        listed, covered, missing = await self._gather(request, partitions, limit + 1)
+        listed.extend(rows)
         listed.sort(key=lambda r: (r["window_start_ms"], r["event_type"]))
+        last = listed[limit - 1] if len(listed) > limit else None
         total = self.app.settings.kafka.topic_partitions
-        answer.update(open=listed, complete=not missing and covered >= set(range(total)), missing_peers=missing)
+        answer.update(open=listed[:limit], complete=not missing and covered >= set(range(total)),
+                      missing_peers=missing,
+                      next=None if last is None else page_cursor(last["window_start_ms"], last["event_type"]))
         return self.json(answer)
 
-    async def _gather(self, request: web.Request,
-                      local: set[int]) -> tuple[list[dict[str, Any]], set[int], list[str]]:
+    async def _gather(self, request: web.Request, local: set[int],
+                      limit: int) -> tuple[list[dict[str, Any]], set[int], list[str]]:
         app = self.app
         peers = [url for url in owners(app) if not same_node(app, url)]
-        query = {**request.query, "scope": "local"}
+        query = {**request.query, "scope": "local", "limit": str(limit)}
 
         async def ask(url: URL) -> dict[str, Any]:
             target = url.with_path(request.url.path).with_query(query)
@@ -263,11 +307,21 @@ class OpenWindowsView(ApiView):
                 result: dict[str, Any] = await response.json()
                 return result
 
-        answers = await asyncio.gather(*(ask(url) for url in peers), return_exceptions=True)
+        async def ask_allowed(url: URL) -> dict[str, Any]:
+            refused = peer_refused(app, url)
+            if refused:
+                raise PermissionError(refused)
+            return await ask(url)
+
+        answers = await asyncio.gather(*(ask_allowed(url) for url in peers), return_exceptions=True)
         rows: list[dict[str, Any]] = []
         covered = set(local)
         missing = []
         for url, answer in zip(peers, answers, strict=True):
+            if isinstance(answer, PermissionError):
+                log.error("open windows: peer %s not asked: %s", url, answer)
+                missing.append(str(url))
+                continue
             if isinstance(answer, BaseException):
                 log.warning("open windows: peer %s did not answer: %r", url, answer)
                 missing.append(str(url))
@@ -447,8 +501,8 @@ class AggregationTopView(ApiView):
                           "top": [aggregate_row_to_api(row, layout) for row in read.rows]})
 
 
-AGGREGATE_ROLLUP_ROWS: Final = 1_000  # rows a request of a spec's rollups answers by default
-MAX_AGGREGATE_ROLLUP_ROWS: Final = 10_000  # and at most (per-user rollups have a row per user and hour)
+ROLLUP_ROWS: Final = 1_000  # rows a request of rollups answers by default
+MAX_ROLLUP_ROWS: Final = 10_000  # and at most (per-user rollups have a row per user and hour)
 
 
 @blueprint.route("/aggregations/{aggregation}/rollups/{period}", name="aggregation-rollups")
@@ -461,33 +515,34 @@ class AggregationRollupsView(ApiView):
         found = find_aggregation(self.app.settings.pipeline.spec, aggregation)
         wanted = parse_rollup_range(period, request.query, _now_ms(), by_event_type=False)
         key = parse_key_filter(request.query, found)
-        limit = parse_limit(request.query, default=AGGREGATE_ROLLUP_ROWS, maximum=MAX_AGGREGATE_ROLLUP_ROWS)
+        limit = parse_limit(request.query, default=ROLLUP_ROWS, maximum=MAX_ROLLUP_ROWS)
         layout = found.rollup_layout()
         read = await self.app.outputs.read_aggregate_rollups(found.name, layout, wanted.period, wanted.from_ms,
-                                                             wanted.to_ms)
-        rows = [row for row in read.rows if all(row[column] == part for column, part in key.items())]
+                                                             wanted.to_ms, key, limit)
         return self.json({"aggregation": found.name, "period": wanted.period, "from_ms": wanted.from_ms,
                           "to_ms": wanted.to_ms, "from": iso_utc(wanted.from_ms), "to": iso_utc(wanted.to_ms),
-                          "key": key, "rollups": [aggregate_rollup_to_api(row, layout) for row in rows[:limit]],
-                          "truncated": len(rows) > limit, "skipped": read.skipped})
+                          "key": key, "rollups": [aggregate_rollup_to_api(row, layout) for row in read.rows],
+                          "truncated": read.truncated, "skipped": read.skipped})
 
 
 @blueprint.route("/rollups/{period}", name="rollups")
 class RollupsView(ApiView):
     """The batch layer's hourly or daily rollup rows of a range, from the lake (any worker answers; S3
-    errors answer 503). Periods with no object yet are simply absent."""
+    errors answer 503), by period then event type; at most `limit` rows, and `truncated` says whether there
+    were more. Periods with no object yet are simply absent."""
 
     async def get(self, request: web.Request, period: str) -> web.Response:
         if self.app.settings.pipeline.spec is not None:
             raise UnknownNameError("this pipeline runs an AGGREGATIONS spec: its rollups are per aggregation, at "
                                    "/v1/aggregations/{aggregation}/rollups/{period}")
         wanted = parse_rollup_range(period, request.query, _now_ms())
-        read = await self.app.outputs.read_rollups(wanted.period, wanted.from_ms, wanted.to_ms)
-        rows = [rollup_to_api(row) for row in read.rows
-                if wanted.event_type is None or row.event_type == wanted.event_type]
+        limit = parse_limit(request.query, default=ROLLUP_ROWS, maximum=MAX_ROLLUP_ROWS)
+        read = await self.app.outputs.read_rollups(wanted.period, wanted.from_ms, wanted.to_ms, wanted.event_type,
+                                                   limit)
         return self.json({"period": wanted.period, "from_ms": wanted.from_ms, "to_ms": wanted.to_ms,
                           "from": iso_utc(wanted.from_ms), "to": iso_utc(wanted.to_ms),
-                          "event_type": wanted.event_type, "rollups": rows, "skipped": read.skipped})
+                          "event_type": wanted.event_type, "rollups": [rollup_to_api(row) for row in read.rows],
+                          "truncated": read.truncated, "skipped": read.skipped})
 
 
 @blueprint.route("/{tail:.*}", name="not-found")
@@ -507,12 +562,6 @@ class MetricsView(ApiView):
 
 
 # -- state lookups ----------------------------------------------------------------------
-
-
-def local_open_rows(app: WebApp, spec: WindowSpec, event_type: str | None) -> tuple[list[WindowRow], set[int]]:
-    """This worker's open windows of `spec` (stage-2 partitions it owns), by start then type."""
-    export = app.pipeline.export
-    return export.open_rows(spec.name, event_type), set(export.partitions)
 
 
 def local_open_row(app: WebApp, key: PartialKey, spec: WindowSpec) -> WindowRow | None:

@@ -71,7 +71,8 @@ def worker_env(stack: Endpoints, names: Names, state_dir: Path, web_port: int) -
 
 
 class Worker:
-    """`faust -A app worker` as a child process, with its status endpoint."""
+    """`faust -A app worker` as a child process, with its status endpoint. Every worker started is in
+    STARTED, for tests/e2e/conftest.py's scan of its log for the secrets it was given."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
@@ -80,6 +81,7 @@ class Worker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        STARTED.append(self)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "info"],
                                             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -125,6 +127,9 @@ class Worker:
             self.process.kill()
             self.process.wait()
             return None
+
+
+STARTED: list[Worker] = []
 
 
 def web_port() -> int:

@@ -241,6 +241,11 @@ def _check_web(worker: Worker, expected: gt.Expected, reasons: list[tuple[int, s
                        ("/v1/windows/tumbling_1m/value?event_type=click&start=yesterday", 400),
                        (f"/v1/windows/tumbling_1m/value?event_type=click&start={gt.SENTINEL_MS + 30_000}", 400),
                        (f"/v1/windows/tumbling_1m/value?event_type=nope&start={starts[-1]}", 404),
+                       ("/v1/windows/tumbling_1m/value?event_type=click&start=%C2%B2", 400),  # "²"
+                       ("/v1/windows/tumbling_1m/value?event_type=click&start=" + "9" * 5000, 400),
+                       ("/v1/windows/tumbling_1m/value?event_type=click&start=0001-01-01T00:00%2B01:00", 400),
+                       ("/v1/windows/tumbling_1m/open?limit=10001", 400),
+                       ("/v1/windows/tumbling_1m/open?after=sentinel", 400),
                        ("/v1/windows/tumbling_1m/open?scope=all", 400), ("/v1/nothing/here", 404)]:
         status, body = worker.get(path)
         assert status == code and body["error"]["status"] == code and body["error"]["message"], (path, body)

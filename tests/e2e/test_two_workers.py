@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import groundtruth as gt
 import pytest
@@ -142,6 +142,19 @@ def _run(stack: Endpoints, unique_name: str, tmp_path: Path, *, join_mid_stream:
                 status, body = worker.get(f"/v1/windows/{window}/open")
                 assert status == 200 and body["complete"] is True, body
                 assert [_without_iso(r) for r in body["open"]] == want
+                # Two rows a page, each page from the previous one's next: the same list, from both workers.
+                paged: list[dict[str, Any]] = []
+                after = None
+                for _ in range(len(want)):
+                    query = {"limit": 2} if after is None else {"limit": 2, "after": after}
+                    status, body = worker.get(f"/v1/windows/{window}/open?{urlencode(query)}")
+                    assert status == 200 and body["complete"] is True and len(body["open"]) <= 2, body
+                    paged += [_without_iso(r) for r in body["open"]]
+                    after = body["next"]
+                    if after is None:
+                        break
+                assert (paged, after) == (want, None)
+        assert [w.status()["duplicate_worker_urls"] for w in workers] == [[], []]  # two ports, two URLs
 
         # The sentinels close the rest: the exported totals are exact, and the raw archive and
         # dead-letter topic hold each record once, across the rebalance.

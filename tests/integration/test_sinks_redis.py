@@ -22,7 +22,7 @@ from formats.batch import BATCH_COUNTERS, BatchRun
 from formats.keys import decode_key_part
 from formats.rows import WindowRow
 from sinks.policy import SinkConfigurationError, SinkUnavailableError
-from sinks.redis_store import MAX_INDEXED_TYPES, ROWS_PER_SCRIPT, RedisWindowStore
+from sinks.redis_store import MAX_INDEXED_TYPES, ROWS_PER_SCRIPT, RedisWindowStore, lua_is_patched
 from testing.reference import exact
 
 START_MS = 1763251140000  # 2025-11-15T23:59:00Z
@@ -383,3 +383,11 @@ def _killed(client: redis.Redis) -> bool:
     except redis.exceptions.ResponseError as exc:
         return "NOTBUSY" in str(exc)
     return True
+
+
+def test_the_server_says_what_it_is(store: RedisWindowStore, raw: redis.Redis) -> None:
+    product, version, host = store.server()
+    info = raw.info("server")
+    assert (product, version, host) == (("valkey", info["valkey_version"]) if "valkey_version" in info
+                                        else ("redis", info["redis_version"])) + ("127.0.0.1",)
+    assert lua_is_patched(product, version) is not None  # a version the rule reads

@@ -33,7 +33,8 @@ from formats.batch import (
     rollups_to_parquet,
 )
 from formats.lake import DAY_MS, HOUR_MS, archive_key, manifest_key, parse_raw_key, rollup_folders, rollup_key
-from sinks.rollups import read_rollups
+from sinks.lake import ObjectCache
+from sinks.rollups import RollupRead, read_rollups
 from testing.fakes import MemoryLake
 from testing.reference import nearest_rank
 
@@ -249,26 +250,75 @@ def test_a_run_reports_its_progress_one_step_per_period() -> None:
     assert steps == [(n, 5) for n in range(1, 6)]  # three hours, two days
 
 
+def read_all(lake: MemoryLake, period: str, from_ms: int, to_ms: int, event_type: str | None = None,
+             limit: int = 1_000_000, cache: ObjectCache[list[RollupRow]] | None = None) -> RollupRead:
+    return read_rollups(lake, ObjectCache() if cache is None else cache, period, from_ms, to_ms, event_type, limit)
+
+
 def test_the_rollups_read_back_by_range() -> None:
     lake, files = _lake_with_two_days()
     _run(lake)
     lake.raw_put("aggregated/hourly/year=2026/month=11/day=01/hour=23/notes.txt", b"foreign: never read")
     everything = sorted((row for rows in _expected(files).values() for row in rows if row.period == "hourly"),
                         key=lambda r: (r.period_start_ms, r.event_type))
-    got = read_rollups(lake, "hourly", DAY, DAY + 2 * DAY_MS)
-    assert (got.rows, got.skipped) == (everything, [])
+    got = read_all(lake, "hourly", DAY, DAY + 2 * DAY_MS)
+    assert (got.rows, got.skipped, got.truncated) == (everything, [], False)
     # Half-open, from rounded down to its hour: 22:30 to 24:00 is hours 22 and 23.
-    got = read_rollups(lake, "hourly", DAY + 22 * HOUR_MS + 1_800_000, DAY + 24 * HOUR_MS)
+    got = read_all(lake, "hourly", DAY + 22 * HOUR_MS + 1_800_000, DAY + 24 * HOUR_MS)
     assert got.rows == [r for r in everything if r.period_start_ms < DAY + 24 * HOUR_MS]
-    days = read_rollups(lake, "daily", DAY - 40 * DAY_MS, DAY + DAY_MS)
+    days = read_all(lake, "daily", DAY - 40 * DAY_MS, DAY + DAY_MS)
     assert [(r.period_start_ms, r.event_type) for r in days.rows] == sorted(
         (r.period_start_ms, r.event_type) for r in _expected(files)[rollup_key("", "daily", DAY)])
-    assert read_rollups(lake, "daily", DAY + 2 * DAY_MS, DAY + 9 * DAY_MS).rows == []
+    assert read_all(lake, "daily", DAY + 2 * DAY_MS, DAY + 9 * DAY_MS).rows == []
+    # One event type, and a limit: the first rows in (period, type) order, and whether there were more.
+    one = everything[0].event_type
+    assert read_all(lake, "hourly", DAY, DAY + 2 * DAY_MS, one).rows == [r for r in everything if r.event_type == one]
+    for limit in range(1, len(everything) + 1):
+        got = read_all(lake, "hourly", DAY, DAY + 2 * DAY_MS, limit=limit)
+        assert (got.rows, got.truncated) == (everything[:limit], limit < len(everything)), limit
     # An object in a rollup's place that is not one: left out and named, the others still read.
     broken = rollup_key("", "hourly", DAY + 23 * HOUR_MS)
     lake.raw_put(broken, b"garbage")
-    got = read_rollups(lake, "hourly", DAY, DAY + 2 * DAY_MS)
+    got = read_all(lake, "hourly", DAY, DAY + 2 * DAY_MS)
     assert (got.rows, got.skipped) == ([r for r in everything if r.period_start_ms != DAY + 23 * HOUR_MS], [broken])
+
+
+def test_rollups_are_read_once_per_etag_and_only_as_far_as_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    lake, files = _lake_with_two_days()
+    _run(lake)
+    hours = sorted(k for k in lake.objects if k.startswith("aggregated/hourly/") and k.endswith(".parquet"))
+    first_hour = _expected(files)[hours[0]]
+    cache: ObjectCache[list[RollupRow]] = ObjectCache()
+    lake.lists.clear()
+    lake.gets.clear()
+    got = read_all(lake, "hourly", DAY + 22 * HOUR_MS, DAY + 24 * HOUR_MS, cache=cache)  # one day folder
+    assert (len(lake.lists), len(lake.gets)) == (1, 2)
+    # The same request again: one LIST, no GET.
+    again = read_all(lake, "hourly", DAY + 22 * HOUR_MS, DAY + 24 * HOUR_MS, cache=cache)
+    assert (again, len(lake.lists), len(lake.gets)) == (got, 2, 2)
+    # A restated hour has a new ETag: read again, and only it.
+    body, _ = lake.objects[hours[1]]
+    lake.raw_put(hours[1], body)
+    assert read_all(lake, "hourly", DAY + 22 * HOUR_MS, DAY + 24 * HOUR_MS, cache=cache) == got
+    assert lake.gets[2:] == [hours[1]]
+    # A limit the first hour fills: the next hours are not read at all (fresh cache; GETs one at a time,
+    # instead of READ_THREADS, so that the three hours are three rounds).
+    monkeypatch.setattr("sinks.rollups.READ_THREADS", 1)
+    lake.gets.clear()
+    got = read_all(lake, "hourly", DAY, DAY + 2 * DAY_MS, limit=len(first_hour) - 1)
+    assert (got.truncated, lake.gets) == (True, [hours[0]])
+
+
+def test_the_object_cache_is_bounded_in_count_and_bytes() -> None:
+    cache: ObjectCache[str] = ObjectCache(size=3, max_bytes=100)
+    for i in range(4):
+        cache.put(f"k{i}", "e", f"v{i}", 10)
+    assert [cache.get(f"k{i}", "e") for i in range(4)] == [None, "v1", "v2", "v3"]
+    assert cache.get("k1", "other etag") is None
+    cache.put("big", "e", "too big", 101)
+    assert cache.get("big", "e") is None and cache.get("k3", "e") == "v3"
+    cache.put("most", "e", "most", 85)  # 3 x 10 + 85 > 100 bytes: the least recently used go until it fits
+    assert [cache.get(k, "e") for k in ("k1", "k2", "k3", "most")] == [None, None, "v3", "most"]
 
 
 def test_rollup_folders_span_days_or_months() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -15,8 +17,11 @@ from bench.__main__ import (
     combined_status,
     event_ms,
     generator,
+    hammer_comparison,
     wire_bytes_per_event,
 )
+from bench.__main__ import main as bench_main
+from bench.hammer import HammerReport
 from bench.soak import CLOSE_POLL_S, SAMPLE_S, STARTUP_ALLOWANCE_S, Drain, generator_shortfall, wait_for_close
 from bench.spec import KeyShape, Recording, Reference
 from commands.loadgen import SpecEventGenerator
@@ -122,3 +127,34 @@ def test_a_key_shape_spaces_the_events_and_the_reference_counts_each_window_inst
 def test_the_articles_spec_is_measured_as_the_articles_job() -> None:
     with pytest.raises(SpecError, match="it is the article's job.*--event-types N"):
         KeyShape.load(ROOT / "deploy" / "aggregations" / "article.toml", keys=2, events_per_key=1)
+
+
+def test_the_hammered_runs_are_compared_with_the_others() -> None:
+    def run(events_per_s: int, p99: int | None, requests: int | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = {"events_per_s": events_per_s, "export_delay_p99_ms": p99}
+        if requests is not None:
+            result["hammer"] = {"clients": 50, "requests": requests, "by_status": {"200": requests}}
+        return result
+
+    results = [run(100, 400), run(90, 440, 1000), run(110, 380), run(95, 500, 1200), run(105, 420),
+               run(80, None, 900)]
+    assert hammer_comparison(results) == {
+        "clients": 50, "requests": [1000, 1200, 900], "by_status": [{"200": 1000}, {"200": 1200}, {"200": 900}],
+        "events_per_s": {"without": 105, "with": 90, "ratio": 0.857},
+        "export_delay_p99_ms": {"without": 400, "with": 440, "ratio": 1.1}}
+
+
+def test_a_hammer_report_sums_up() -> None:
+    report = HammerReport(clients=2, seconds=2.0, by_status=Counter({"200": 3, "503": 1}),
+                          latencies_ms=[5.0, 1.0, 3.0, 100.0])
+    assert report.summary() == {"clients": 2, "seconds": 2.0, "requests": 4, "requests_per_s": 2,
+                                "by_status": {"200": 3, "503": 1}, "p50_ms": 5.0, "p99_ms": 100.0}
+    assert HammerReport(clients=1).summary()["p99_ms"] is None
+
+
+@pytest.mark.parametrize("argv", [["--hammer", "50", "--runs", "1"], ["--hammer", "201", "--runs", "2"],
+                                  ["--hammer", "-1"]])
+def test_the_hammer_needs_runs_to_alternate(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        bench_main(argv)
+    assert raised.value.code == 2 and "--hammer must be from 0 to 200" in capsys.readouterr().err

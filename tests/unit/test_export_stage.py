@@ -346,3 +346,25 @@ def test_a_revocation_at_any_step_exports_the_same_windows(revoke_at: int) -> No
     assert run.crashes == 0
     _assert_same_as_clean(run)
     _assert_books_match_the_changelog(run, part)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 7])
+def test_open_rows_page_by_start_then_type(limit: int) -> None:
+    """The open rows a page at a time, each from the previous one's last (start, type), are the whole list,
+    and a type's rows are its only ones."""
+    run = Run(FakeBroker(), RecordingOutputs())
+    part = asyncio.run(_drive(run, CUT_MESSAGES[:len(CUT_MESSAGES) // 2], seed=1))
+    everything = part.rows("tumbling_1m", None)
+    assert len({r.window_start_ms for r in everything}) > 1 and len(everything) > 3 * limit
+    assert everything == sorted(everything, key=lambda r: (r.window_start_ms, r.event_type))
+    pages, after = [], None
+    while True:
+        page = part.rows("tumbling_1m", None, after, limit)
+        assert len(page) <= limit
+        if not page:
+            break
+        pages += page
+        after = (page[-1].window_start_ms, page[-1].event_type)
+    assert pages == everything
+    one = everything[0].event_type
+    assert part.rows("tumbling_1m", one, None, limit) == [r for r in everything if r.event_type == one][:limit]

@@ -57,3 +57,30 @@ def test_the_assignment_carries_the_owners_by_url(owned: list[int]) -> None:
                                    "http://b:2": assignments["member-b"].assignment[0][1]}
     if owned:
         assert assignments["member-a"].assignment[0][1] == [1, 3]
+
+
+def test_a_url_two_members_advertise_is_named_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Two workers left at WEB_HOST=127.0.0.1 on two hosts: both URLs the same. Every member hears of it
+    (an error in its log, `duplicates`), and the URL owns both members' partitions, so none is unowned."""
+    a = StickyAssignor("http://127.0.0.1:6066", lambda: [])
+    b = StickyAssignor("http://127.0.0.1:6066", lambda: [])
+    c = StickyAssignor("http://c:6066", lambda: [])
+    members = {"member-a": a.metadata({"t"}), "member-b": b.metadata({"t"}), "member-c": c.metadata({"t"})}
+    cluster = SimpleNamespace(partitions_for_topic=lambda topic: set(range(6)))
+    assignments = a.assign(cluster, members)  # type: ignore[arg-type]
+    for assignor, member in ((a, "member-a"), (b, "member-b"), (c, "member-c")):
+        with caplog.at_level("ERROR", logger="agents.group"):
+            caplog.clear()
+            assignor.on_assignment(assignments[member])
+        assert assignor.duplicates == ["http://127.0.0.1:6066"]
+        assert assignor.owners == {
+            "http://127.0.0.1:6066": sorted(assignments["member-a"].assignment[0][1]
+                                            + assignments["member-b"].assignment[0][1]),
+            "http://c:6066": assignments["member-c"].assignment[0][1]}
+        assert [r.getMessage() for r in caplog.records] == [
+            "more than one worker advertises the web URL http://127.0.0.1:6066 (WEB_HOST:WEB_PORT): give each "
+            "worker a WEB_HOST that names it to the others (its host name or address), or requests routed between "
+            "them reach the wrong one"]
+    unique = StickyAssignor("http://a:1", lambda: [])
+    unique.on_assignment(unique.assign(cluster, {"m": unique.metadata({"t"})})["m"])  # type: ignore[arg-type]
+    assert unique.duplicates == []

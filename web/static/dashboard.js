@@ -28,6 +28,7 @@
   // answer (one S3 object per period), over the API's default ranges (48 hours, 31 days).
   const ROLLUP_POLL_MS = 60000;
   const ROLLUP_TIMEOUT_MS = 10000;
+  const ROLLUP_ROWS = 10000; // the most one request of /v1/rollups answers (its default is 1000)
   const ROLLUP_PERIODS = { hourly: 3600000, daily: 86400000 };
   const ROLLUP_MEASURES = ["count", "distinct_users", "sum", "mean", "p50", "p95", "p99", "min", "max"];
   const MEASURES = ["count", "sum", "mean", "min", "max"];
@@ -774,7 +775,7 @@
 
   async function pollRollups() {
     const answers = await Promise.allSettled(Object.keys(ROLLUP_PERIODS).map(
-      (period) => getJSON(`/v1/rollups/${period}`, ROLLUP_TIMEOUT_MS)));
+      (period) => getJSON(`/v1/rollups/${period}?limit=${ROLLUP_ROWS}`, ROLLUP_TIMEOUT_MS)));
     Object.keys(ROLLUP_PERIODS).forEach((period, i) => {
       const answer = answers[i];
       const old = state.rollups[period];
