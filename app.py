@@ -18,8 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.exceptions import AlreadyConfiguredWarning
+from yarl import URL
 
-from agents.faust_compat import QuietWorker, WorkerBoot, check_version, refuse_worker_overrides
+from agents.faust_compat import (
+    QuietWorker,
+    WorkerBoot,
+    check_version,
+    refuse_leftover_commands,
+    refuse_worker_overrides,
+)
 from agents.runner import exit_with_line
 from ops.stats import PipelineStats
 from settings import Settings, SettingsError, load, load_or_exit
@@ -56,7 +63,8 @@ class PipelineApp(faust.App):
         web = self.settings.web
         error = refuse_worker_overrides(self.conf, {
             "broker": [f"kafka://{server}" for server in self.settings.kafka.bootstrap_servers],
-            "web_port": web.port, "web_bind": web.bind, "web_host": web.host, "web_enabled": True})
+            "web_port": web.port, "web_bind": web.bind, "web_host": web.host, "web_enabled": True,
+            "web_transport": URL("tcp://")})
         if error is not None:
             exit_with_line(error)
         return [self.pipeline]
@@ -72,6 +80,7 @@ def create_app(settings: Settings) -> PipelineApp:
     from web import dashboard, views
 
     check_version()
+    refuse_leftover_commands()
     # The worker's -p/-h flags set faust's canonical_url late and warn about it; they are refused anyway.
     warnings.filterwarnings("ignore", category=AlreadyConfiguredWarning)
     tune_garbage_collector()

@@ -8,16 +8,22 @@ an upgrade.
   that it can spin on every record: every debug call of every library (aiokafka logs each send)
   then built a LogRecord only to drop it (a tenth of the CPU with 10,000 event types).
 - `check_version`: the app refuses to start on a faust version it was not tested with.
-- `refuse_worker_overrides`: `faust worker -b/-p/-h/--web-bind/--without-web` would bypass settings.py
-  (and the pipeline's own clients would not follow them): they are refused with one line.
+- `refuse_worker_overrides`: `faust worker -b/-p/-h/--web-bind/--web-transport/--without-web` would bypass
+  settings.py (and the pipeline's own clients would not follow them): they are refused with one line.
+- `refuse_leftover_commands`: faust's `send` writes with faust's own producer, which has none of the
+  pipeline's Kafka settings (TLS, SASL, idempotence): it is replaced by a command that says so in one line.
+  faust imports the app (`-A app`) before it looks the subcommand up, so the replacement is in time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
+import click
 import faust
 from faust.app.base import BootStrategy
+from faust.cli.faust import cli
 
 TESTED_VERSION = "0.15.3"
 
@@ -46,6 +52,7 @@ def refuse_worker_overrides(conf: Any, expected: dict[str, Any]) -> str | None:
     """The first faust setting a command-line flag changed from what settings.py gave, as an error line."""
     flags = {"broker": ("-b/--broker", "BROKER_URL"), "web_port": ("-p/--web-port", "WEB_PORT"),
              "web_bind": ("--web-bind", "WEB_BIND"), "web_host": ("-h/--web-host", "WEB_HOST"),
+             "web_transport": ("--web-transport", "WEB_BIND and WEB_PORT"),
              "web_enabled": ("--without-web", "the web server (it serves health, metrics and the API)")}
     for name, want in expected.items():
         got = getattr(conf, name)
@@ -56,3 +63,19 @@ def refuse_worker_overrides(conf: Any, expected: dict[str, Any]) -> str | None:
             return (f"error: faust's {flag} is not supported here: it bypasses the pipeline's settings; "
                     f"set {setting} instead")
     return None
+
+
+SEND_REFUSED = ("error: faust's send is not supported here: it writes with faust's own producer, without the "
+                "pipeline's Kafka settings (TLS, SASL, idempotence); use `faust -A app produce` to send events")
+
+
+def refuse_leftover_commands() -> None:
+    """Replace faust's commands that bypass the settings by one that refuses in one line (status 2)."""
+
+    @click.command(name="send", help="Not available: use `faust -A app produce`.",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def send() -> NoReturn:
+        print(SEND_REFUSED, file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+    cli.add_command(send)

@@ -27,6 +27,7 @@ from pipeline_harness import (
     create_topics as create_pipeline_topics,
 )
 
+from agents.faust_compat import SEND_REFUSED
 from devstack.stack import Endpoints
 
 TOKEN = "s3cret-token-0123456789"
@@ -110,6 +111,11 @@ def test_fausts_own_flags_and_variables_are_refused_with_one_line(stack: Endpoin
     assert result.returncode == 2 and result.stderr.strip().endswith("set WEB_HOST instead")
     result = _faust(env, "worker", "--without-web")
     assert result.returncode == 2 and "--without-web" in result.stderr
+    result = _faust(env, "worker", "--web-transport", "unix:///tmp/pipeline.sock")
+    assert result.returncode == 2 and result.stderr.strip().endswith("set WEB_BIND and WEB_PORT instead")
+    # faust's send would write with faust's own producer, outside the Kafka settings.
+    result = _faust(env, "send", names_for(unique_name).events, '{"user_id": "u"}')
+    assert (result.returncode, result.stderr.strip()) == (2, SEND_REFUSED)
     result = _faust({**env, "FAUST_BROKER": "kafka://127.0.0.1:1"}, "worker")
     assert (result.returncode, result.stderr.strip()) == (
         2, "error: invalid setting FAUST_BROKER: faust's own variables are not read; the settings are the variables "
