@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls
-from settings import load_devstack
+from settings import SETTINGS_DOC, load_devstack
+
+MIN_SECRET_CHARS = 8  # shorter values (a test's "pw") would match by chance
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -70,3 +74,30 @@ def browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def secrets_of(env: dict[str, str]) -> dict[str, str]:
+    """Setting name -> secret value, of the secret settings `env` sets (and REDIS_URL's password)."""
+    found = {s.name: env[s.name] for s in SETTINGS_DOC if s.secret and s.name != "REDIS_URL" and env.get(s.name)}
+    password = urlsplit(env.get("REDIS_URL", "")).password
+    if password:
+        found["REDIS_URL's password"] = password
+    return {name: value for name, value in found.items() if len(value) >= MIN_SECRET_CHARS}
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_worker_logs() -> Iterator[None]:
+    """After every test: no worker it started (tests/e2e/pipeline_harness.py, imported only by the tests
+    that start workers) wrote a secret it was given to its log."""
+    harness = sys.modules.get("pipeline_harness")
+    first = len(harness.STARTED) if harness is not None else 0
+    yield
+    harness = sys.modules.get("pipeline_harness")
+    if harness is None:
+        return
+    for worker in harness.STARTED[first:]:
+        if not worker.log_path.exists():
+            continue
+        log = worker.log_path.read_text(errors="replace")
+        for name, value in secrets_of(worker.env).items():
+            assert value not in log, f"{name} appears in {worker.log_path}"

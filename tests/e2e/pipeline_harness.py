@@ -72,7 +72,7 @@ def worker_env(stack: Endpoints, names: Names, state_dir: Path, web_port: int) -
 
 class Worker:
     """`faust -A app worker` as a child process, with its status endpoint. Every worker started is in
-    STARTED, for tests/e2e/conftest.py's scan of its log for the secrets it was given."""
+    STARTED, for tests/conftest.py's scan of its log for the secrets it was given."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
