@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from agents.pipeline import Pipeline
     from ops.metrics import PipelineMetrics
     from sinks.outputs import Outputs
+    from web.admission import Admission
 
 
 class PipelineApp(faust.App):
@@ -49,6 +50,7 @@ class PipelineApp(faust.App):
     outputs: Outputs
     pipeline: Pipeline
     observer: Monitor
+    admission: Admission
 
     async def on_first_start(self) -> None:
         # faust creates only the last level of its datadir; STATE_DIR may name a path not made yet.
@@ -78,6 +80,7 @@ def create_app(settings: Settings) -> PipelineApp:
     from ops.metrics import PipelineMetrics
     from sinks.outputs import Outputs
     from web import dashboard, views
+    from web.admission import Admission
 
     check_version()
     refuse_leftover_commands()
@@ -113,6 +116,7 @@ def create_app(settings: Settings) -> PipelineApp:
     app.pipeline = Pipeline(settings, stats=app.stats, metrics=app.metrics, outputs=app.outputs,
                             url=str(app.conf.canonical_url))
     app.observer = monitor.register(app)
+    app.admission = Admission(settings.web.rate_limit)
     connect_metrics(app)
     views.register(app)
     dashboard.register(app)

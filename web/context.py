@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ops.stats import PipelineStats
     from settings import Settings
     from sinks.outputs import Outputs
+    from web.admission import Admission
 
 
 class WebApp(Protocol):
@@ -22,6 +23,7 @@ class WebApp(Protocol):
     outputs: Outputs
     pipeline: Pipeline
     observer: Monitor
+    admission: Admission  # the turns of the /v1 requests (web/admission.py)
     conf: Any  # faust's settings: canonical_url
     http_client: Any  # faust's shared aiohttp session
 

@@ -111,6 +111,15 @@ class ApiView(web.View):
             response = self.api_error(401, "this endpoint needs the header 'Authorization: Bearer <WEB_AUTH_TOKEN>'")
             response.headers["WWW-Authenticate"] = 'Bearer realm="pipeline"'
             return response
+        if not self.open_to_all:
+            wait_s = self.app.admission.reserve()
+            if wait_s is None:
+                response = self.api_error(503, f"busy: more than {settings.rate_limit} requests a second "
+                                               "(WEB_RATE_LIMIT); try again shortly")
+                response.headers["Retry-After"] = "1"
+                return response
+            if wait_s:
+                await asyncio.sleep(wait_s)
         try:
             return await super().dispatch(request)
         except BadParameterError as exc:

@@ -62,6 +62,9 @@ def worker_env(stack: Endpoints, names: Names, state_dir: Path, web_port: int) -
         "LAKE_URL": f"s3://{names.bucket}/",
         "REDIS_KEY_PREFIX": names.redis_prefix,
         "WEB_PORT": str(web_port),
+        # The tests read every window and key through the API, hundreds a second: the default rate (50) would
+        # only slow them (web/admission.py is unit-tested, and the bench's --hammer measures it).
+        "WEB_RATE_LIMIT": "10000",
         "STATE_DIR": str(state_dir),
         "ALLOWED_LATENESS": "10s",
         "IDLE_TIMEOUT": "1h",  # no wall-clock advance: lateness is decided by event time alone

@@ -13,6 +13,7 @@ from faust.web import exceptions
 from yarl import URL
 
 from settings import SettingsError, load
+from web.admission import Admission
 from web.params import request_host
 from web.views import ApiView, WindowsView, peer_refused
 
@@ -30,7 +31,8 @@ def get(env: dict[str, str], headers: dict[str, str]) -> SimpleNamespace:
     settings = load(env)
     stats = SimpleNamespace(low_frontier_ms=None, low_frontier_advanced_at_ms=None)
     pipeline = SimpleNamespace(ingest=SimpleNamespace(partitions={}))
-    app = SimpleNamespace(settings=settings, sensors=sensors, stats=stats, pipeline=pipeline)
+    app = SimpleNamespace(settings=settings, sensors=sensors, stats=stats, pipeline=pipeline,
+                          admission=Admission(1000))
     request = SimpleNamespace(method="GET", match_info={}, query={}, headers=headers)
     return asyncio.run(WindowsView(app, FakeWeb()).dispatch(request))  # type: ignore[arg-type]
 

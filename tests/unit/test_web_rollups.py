@@ -14,6 +14,7 @@ from formats.batch import RollupRow, rollup_to_api
 from sinks.outputs import ReadsBusyError
 from sinks.policy import S3BucketNotFoundError, SinkUnavailableError
 from sinks.rollups import RollupRead
+from web.admission import Admission
 from web.views import RollupsView
 
 HOUR_MS = 3_600_000
@@ -45,7 +46,7 @@ class FakeWeb:
 def get(outputs: FakeOutputs, period: str, **query: str) -> SimpleNamespace:
     sensors = SimpleNamespace(on_web_request_start=lambda *a, **k: None, on_web_request_end=lambda *a, **k: None)
     settings = SimpleNamespace(web=SimpleNamespace(auth_token=""), pipeline=SimpleNamespace(spec=None))
-    app = SimpleNamespace(settings=settings, sensors=sensors, outputs=outputs)
+    app = SimpleNamespace(settings=settings, sensors=sensors, outputs=outputs, admission=Admission(1000))
     request = SimpleNamespace(method="GET", match_info={"period": period}, query=query, headers={})
     return asyncio.run(RollupsView(app, FakeWeb()).dispatch(request))  # type: ignore[arg-type]
 

@@ -18,6 +18,7 @@ from formats.aggregates import AggregateRow, MeasureStats, aggregate_row_to_api,
 from formats.lake import spec_aggregate_key
 from sinks.ranking import ObjectCache, TopKeys, read_top_keys
 from tables.windows import parse_windows
+from web.admission import Admission
 from web.views import AggregationTopView
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +101,7 @@ def get(lake: MemoryLake, cache: ObjectCache, low_ms: int | None, **query: str) 
     sensors = SimpleNamespace(on_web_request_start=lambda *a, **k: None, on_web_request_end=lambda *a, **k: None)
     settings = SimpleNamespace(web=SimpleNamespace(auth_token=""), pipeline=SimpleNamespace(spec=SPEC, windows=WINDOWS))
     stats = SimpleNamespace(low_frontier_ms=low_ms, low_frontier_advanced_at_ms=None)
-    app = SimpleNamespace(settings=settings, sensors=sensors, stats=stats,
+    app = SimpleNamespace(settings=settings, sensors=sensors, stats=stats, admission=Admission(1000),
                           outputs=SimpleNamespace(read_top_keys=read_top_keys_), pipeline=None)
     request = SimpleNamespace(method="GET", match_info={"aggregation": "devices", "window": "tumbling_1m"},
                               query=query, headers={})
