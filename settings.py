@@ -75,7 +75,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("WEB_HOST", "127.0.0.1", "Host name other workers use to reach this one (table routing)."),
     Setting("WEB_AUTH_TOKEN", "", "If set, every `/v1` request needs `Authorization: Bearer <token>` (the dashboard asks for it); `/metrics` and `/` stay open. Required when `WEB_BIND` is not a loopback address (see `WEB_AUTH`).", secret=True),
     Setting("WEB_AUTH", "token", "`token`: the worker refuses to start with `WEB_BIND` beyond loopback and no `WEB_AUTH_TOKEN`; `none`: serve the API without a token to whoever reaches the port (say so explicitly)."),
-    Setting("WEB_RATE_LIMIT", "50", "`/v1` requests a worker serves per second (1 to 10000; health and `/metrics` not counted): the web server shares the pipeline's event loop, so more wait their turn, up to 5 s, and are then answered 503 with `Retry-After`. A dashboard tab makes 2 a second."),
+    Setting("WEB_RATE_LIMIT", "20", "`/v1` requests a worker serves per second (1 to 10000; health and `/metrics` not counted). The web server shares the pipeline's event loop: more wait their turn, up to 5 s, and are then answered 503 with `Retry-After`. A dashboard tab makes 2 a second; NOTES.md has what a client asking without pause costs the pipeline."),
     Setting("WEB_PEER_HOSTS", "", "With `WEB_AUTH_TOKEN`: the other workers this one sends the token to when it routes a request to a key's owner or gathers open windows, as host names, IP addresses or networks (`10.0.0.0/8`), comma-separated; loopback addresses always. Their URLs come from the consumer group, where any client allowed to join it could advertise one: a worker not listed is not asked (the answer names it)."),
     Setting("WEB_ALLOWED_HOSTS", "", "Without `WEB_AUTH_TOKEN`: host names a request's `Host` header may name besides IP addresses, `localhost` and `WEB_HOST`, comma-separated (`*`: any). Another name is answered 421, so that a web page elsewhere cannot read the API through DNS rebinding."),
     Setting("STATE_DIR", "var/state", "Directory of the worker's local state (RocksDB tables)."),
@@ -185,7 +185,7 @@ class WebSettings:
     port: int
     host: str
     auth_token: str = field(default="", repr=False)
-    rate_limit: int = 50  # /v1 requests served per second (web/admission.py)
+    rate_limit: int = 20  # /v1 requests served per second (web/admission.py)
     peer_hosts: HostList = LOOPBACK  # workers the token may be sent to (loopback always)
     allowed_hosts: HostList = HostList(any_host=True)  # Host headers answered (checked only without a token)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import operator
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -172,6 +173,7 @@ def get_objects(lake: LakeReader, keys: Sequence[str]) -> list[bytes]:
 
 
 V = TypeVar("V")
+LISTING_TTL_S: Final = 10.0  # how long a folder's listing is reused (ListingCache)
 CACHED_OBJECTS: Final = 256  # decoded objects a cache keeps at most (a week of hourly rollups, windows' parts)
 CACHED_BYTES: Final = 128 * 1024 * 1024  # and their decoded size at most (per-user rollups are large)
 
@@ -431,3 +433,30 @@ def _error_code(exc: ClientError) -> str:
 def _http_status(exc: ClientError) -> int:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     return status if isinstance(status, int) else 0
+
+
+class ListingCache:
+    """Folders' listings (key -> ETag) reused for LISTING_TTL_S: boto3's LIST is pure Python on a thread
+    that holds the GIL, so a dashboard's or a client's repeated request of the same range would otherwise
+    cost the event loop a LIST per folder each time. What it misses is at most LISTING_TTL_S old (a
+    rollup the batch job rewrote, every few minutes). Thread-safe."""
+
+    def __init__(self, ttl_s: float = LISTING_TTL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._listings: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def list_etags(self, lake: LakeReader, prefix: str) -> dict[str, str]:
+        """lake.list_etags(prefix), or its answer of less than the TTL ago."""
+        key = (lake.bucket, prefix)
+        now = self._clock()
+        with self._lock:
+            found = self._listings.get(key)
+            if found is not None and now - found[0] < self._ttl_s:
+                return found[1]
+        listing = lake.list_etags(prefix)
+        with self._lock:
+            self._listings = {k: v for k, v in self._listings.items() if now - v[0] < self._ttl_s}
+            self._listings[key] = (now, listing)
+        return listing

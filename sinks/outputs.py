@@ -32,7 +32,7 @@ from formats.rows import WindowRow
 from ops.metrics import PipelineMetrics
 from ops.stats import PipelineStats
 from settings import Settings
-from sinks.lake import ArchiveOutcome, ObjectCache, S3Lake, make_s3_client_factory
+from sinks.lake import ArchiveOutcome, ListingCache, ObjectCache, S3Lake, make_s3_client_factory
 from sinks.policy import RetryPolicy, SinkUnavailableError, retry_forever
 from sinks.ranking import TopKeys, read_top_keys
 from sinks.redis_store import RedisWindowStore
@@ -66,6 +66,7 @@ class Outputs:
         self._window_objects: ObjectCache[pa.Table] = ObjectCache()  # the top keys' decoded window objects
         self._rollup_objects: ObjectCache[list[RollupRow]] = ObjectCache()
         self._aggregate_rollup_objects: ObjectCache[pa.Table] = ObjectCache()
+        self._rollup_listings = ListingCache()
         self._reader: ThreadPoolExecutor | None = None  # created at the first read, shut down by close()
         self._reads = 0  # reads running or waiting for a reader thread
 
@@ -155,8 +156,8 @@ class Outputs:
                            limit: int) -> RollupRead:
         """The batch layer's first `limit` rollup rows of [from_ms, to_ms) from the lake (sinks/rollups.py; objects
         cached by ETag); not retried."""
-        return await self.call_once("s3", "read", read_rollups, self.lake, self._rollup_objects, period, from_ms,
-                                    to_ms, event_type, limit)
+        return await self.call_once("s3", "read", read_rollups, self.lake, self._rollup_objects, self._rollup_listings,
+                                    period, from_ms, to_ms, event_type, limit)
 
     async def read_aggregate_rollups(self, aggregation: str, layout: AggregateRollupLayout, period: str,
                                      from_ms: int, to_ms: int, key: Mapping[str, Any],
@@ -164,7 +165,7 @@ class Outputs:
         """A spec's aggregation's first `limit` rollup rows of [from_ms, to_ms) matching `key`, from the lake;
         not retried."""
         return await self.call_once("s3", "read", read_aggregate_rollups, self.lake, self._aggregate_rollup_objects,
-                                    aggregation, layout, period, from_ms, to_ms, key, limit)
+                                    self._rollup_listings, aggregation, layout, period, from_ms, to_ms, key, limit)
 
     async def read_top_keys(self, aggregation: str, layout: AggregateLayout, window: str, newest_start_ms: int,
                             measure: str, statistic: str, descending: bool, n: int, exact_start: bool) -> TopKeys:

@@ -2,10 +2,10 @@
 spec's aggregation's for GET /v1/aggregations/{aggregation}/rollups/...).
 
 One object per period (sinks/lake.py ``rollup_key``), so a range is read as: list the folders
-it spans (a day of hourly objects, a month of daily ones), then GET the objects of its periods
-that exist, several at a time. A period without an object has no event (or is not computed
-yet). An object that does not decode as a rollup file is left out and named in ``skipped``,
-so one bad object does not hide the others.
+it spans (a day of hourly objects, a month of daily ones; a listing is reused for LISTING_TTL_S),
+then GET the objects of its periods that exist and are not cached by ETag, several at a time. A
+period without an object has no event (or is not computed yet). An object that does not decode as
+a rollup file is left out and named in ``skipped``, so one bad object does not hide the others.
 
 Blocking (S3 calls): run it in a thread, not on an event loop.
 """
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from formats.batch import AggregateRollupLayout, RollupRow, parquet_to_aggregate_rollup, parquet_to_rollups
 from formats.lake import PERIOD_MS, rollup_folders, rollup_key, spec_rollup_key
-from sinks.lake import READ_THREADS, LakeReader, ObjectCache, get_objects
+from sinks.lake import READ_THREADS, LakeReader, ListingCache, ObjectCache, get_objects
 
 __all__ = ["AggregateRollupRead", "RollupRead", "read_aggregate_rollups", "read_rollups"]
 
@@ -38,11 +38,13 @@ class RollupRead:
     truncated: bool = False  # the range has more rows than the limit
 
 
-def _listed(lake: LakeReader, folders: Sequence[str], keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """`keys` that exist (one LIST per folder), in their order, and their ETags."""
+def _listed(lake: LakeReader, listings: ListingCache, folders: Sequence[str],
+            keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """`keys` that exist (one LIST per folder, unless listed less than LISTING_TTL_S ago), in their order, and
+    their ETags."""
     etags: dict[str, str] = {}
     for folder in folders:
-        etags.update(lake.list_etags(folder))
+        etags.update(listings.list_etags(lake, folder))
     return [key for key in keys if key in etags], etags
 
 
@@ -68,15 +70,15 @@ def _decoded(lake: LakeReader, cache: ObjectCache[V], keys: Sequence[str], etags
             yield key, value
 
 
-def read_rollups(lake: LakeReader, cache: ObjectCache[list[RollupRow]], period: str, from_ms: int, to_ms: int,
-                 event_type: str | None, limit: int) -> RollupRead:
+def read_rollups(lake: LakeReader, cache: ObjectCache[list[RollupRow]], listings: ListingCache, period: str,
+                 from_ms: int, to_ms: int, event_type: str | None, limit: int) -> RollupRead:
     """The first `limit` rows (of `event_type` only, if given) of the `period` ("hourly" or "daily") periods
     overlapping [from_ms, to_ms)."""
     length = PERIOD_MS[period]
     starts = range(from_ms - from_ms % length, to_ms, length)
     if not starts:
         return RollupRead([])
-    keys, etags = _listed(lake, rollup_folders(lake.prefix, period, starts[0], starts[-1]),
+    keys, etags = _listed(lake, listings, rollup_folders(lake.prefix, period, starts[0], starts[-1]),
                           [rollup_key(lake.prefix, period, start) for start in starts])
     rows: list[RollupRow] = []
     skipped = []
@@ -100,7 +102,7 @@ class AggregateRollupRead:
     truncated: bool = False  # the range has more rows matching the key than the limit
 
 
-def read_aggregate_rollups(lake: LakeReader, cache: ObjectCache[pa.Table], aggregation: str,
+def read_aggregate_rollups(lake: LakeReader, cache: ObjectCache[pa.Table], listings: ListingCache, aggregation: str,
                            layout: AggregateRollupLayout, period: str, from_ms: int, to_ms: int,
                            key: Mapping[str, Any], limit: int) -> AggregateRollupRead:
     """The first `limit` rows whose key parts equal `key`'s (column -> part; None matches a null part) of a
@@ -109,7 +111,7 @@ def read_aggregate_rollups(lake: LakeReader, cache: ObjectCache[pa.Table], aggre
     starts = range(from_ms - from_ms % length, to_ms, length)
     if not starts:
         return AggregateRollupRead([])
-    keys, etags = _listed(lake, rollup_folders(lake.prefix, period, starts[0], starts[-1], aggregation),
+    keys, etags = _listed(lake, listings, rollup_folders(lake.prefix, period, starts[0], starts[-1], aggregation),
                           [spec_rollup_key(lake.prefix, aggregation, period, start) for start in starts])
 
     def decode(body: bytes) -> pa.Table:

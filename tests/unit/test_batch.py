@@ -33,7 +33,7 @@ from formats.batch import (
     rollups_to_parquet,
 )
 from formats.lake import DAY_MS, HOUR_MS, archive_key, manifest_key, parse_raw_key, rollup_folders, rollup_key
-from sinks.lake import ObjectCache
+from sinks.lake import ListingCache, ObjectCache
 from sinks.rollups import RollupRead, read_rollups
 from testing.fakes import MemoryLake
 from testing.reference import nearest_rank
@@ -251,8 +251,10 @@ def test_a_run_reports_its_progress_one_step_per_period() -> None:
 
 
 def read_all(lake: MemoryLake, period: str, from_ms: int, to_ms: int, event_type: str | None = None,
-             limit: int = 1_000_000, cache: ObjectCache[list[RollupRow]] | None = None) -> RollupRead:
-    return read_rollups(lake, ObjectCache() if cache is None else cache, period, from_ms, to_ms, event_type, limit)
+             limit: int = 1_000_000, cache: ObjectCache[list[RollupRow]] | None = None,
+             listings: ListingCache | None = None) -> RollupRead:
+    return read_rollups(lake, ObjectCache() if cache is None else cache,
+                        ListingCache(0) if listings is None else listings, period, from_ms, to_ms, event_type, limit)
 
 
 def test_the_rollups_read_back_by_range() -> None:
@@ -289,18 +291,26 @@ def test_rollups_are_read_once_per_etag_and_only_as_far_as_the_limit(monkeypatch
     hours = sorted(k for k in lake.objects if k.startswith("aggregated/hourly/") and k.endswith(".parquet"))
     first_hour = _expected(files)[hours[0]]
     cache: ObjectCache[list[RollupRow]] = ObjectCache()
+    clock = [0.0]
+    listings = ListingCache(10.0, lambda: clock[0])
     lake.lists.clear()
     lake.gets.clear()
-    got = read_all(lake, "hourly", DAY + 22 * HOUR_MS, DAY + 24 * HOUR_MS, cache=cache)  # one day folder
+
+    def read() -> RollupRead:
+        return read_all(lake, "hourly", DAY + 22 * HOUR_MS, DAY + 24 * HOUR_MS, cache=cache, listings=listings)
+
+    got = read()  # one day folder: one LIST, a GET per hour
     assert (len(lake.lists), len(lake.gets)) == (1, 2)
-    # The same request again: one LIST, no GET.
-    again = read_all(lake, "hourly", DAY + 22 * HOUR_MS, DAY + 24 * HOUR_MS, cache=cache)
-    assert (again, len(lake.lists), len(lake.gets)) == (got, 2, 2)
-    # A restated hour has a new ETag: read again, and only it.
+    # The same request again: no LIST within the listing's 10 s, one after; no GET either way.
+    assert (read(), len(lake.lists), len(lake.gets)) == (got, 1, 2)
+    clock[0] += 10.0
+    assert (read(), len(lake.lists), len(lake.gets)) == (got, 2, 2)
+    # A restated hour has a new ETag: once listed again, read again, and only it.
     body, _ = lake.objects[hours[1]]
     lake.raw_put(hours[1], body)
-    assert read_all(lake, "hourly", DAY + 22 * HOUR_MS, DAY + 24 * HOUR_MS, cache=cache) == got
-    assert lake.gets[2:] == [hours[1]]
+    assert read() == got and lake.gets[2:] == []  # the listing of 0 s ago still stands
+    clock[0] += 10.0
+    assert read() == got and lake.gets[2:] == [hours[1]]
     # A limit the first hour fills: the next hours are not read at all (fresh cache; GETs one at a time,
     # instead of READ_THREADS, so that the three hours are three rounds).
     monkeypatch.setattr("sinks.rollups.READ_THREADS", 1)

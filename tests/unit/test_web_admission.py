@@ -60,7 +60,7 @@ def test_past_the_longest_wait_a_request_is_refused_and_takes_no_turn() -> None:
 
 
 def test_the_rate_is_a_setting_with_bounds() -> None:
-    assert load({}).web.rate_limit == 50 and load({"WEB_RATE_LIMIT": "7"}).web.rate_limit == 7
+    assert load({}).web.rate_limit == 20 and load({"WEB_RATE_LIMIT": "7"}).web.rate_limit == 7
     for bad in ("0", "10001", "fast"):
         with pytest.raises(SettingsError, match="WEB_RATE_LIMIT: expected an integer from 1 to 10000"):
             load({"WEB_RATE_LIMIT": bad})
