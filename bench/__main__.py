@@ -214,32 +214,6 @@ def sink_write_seconds(port: int) -> dict[tuple[str, str], float]:
             for sample in family.samples if sample.name.endswith("_sum")}
 
 
-PROGRESS_METRICS = {"pipeline_events_consumed": "consumed_total", "pipeline_archive_buffered_records":
-                    "archive_buffered", "pipeline_windows_exported": "windows_exported",
-                    "pipeline_rows_exported": "rows_exported"}
-
-
-def worker_progress(port: int) -> dict[str, Any] | None:
-    """What the run's end is judged by, from the worker's /metrics (which WEB_RATE_LIMIT does not count, so
-    that web clients queued for their turn under --hammer do not delay the bench's view), or None while it
-    does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return progress_from_metrics(response.read().decode())
-    except OSError:
-        return None
-
-
-def progress_from_metrics(text: str) -> dict[str, int]:
-    """PROGRESS_METRICS's values in a Prometheus exposition (a family's samples summed)."""
-    progress = dict.fromkeys(PROGRESS_METRICS.values(), 0)
-    for family in text_string_to_metric_families(text):
-        name = PROGRESS_METRICS.get(family.name)
-        if name is not None:
-            progress[name] = int(sum(sample.value for sample in family.samples if not sample.name.endswith("_created")))
-    return progress
-
-
 def worker_status(port: int) -> dict[str, Any] | None:
     """The worker's /v1/status, or None while it does not answer (the soak reads it too)."""
     status: dict[str, Any] | None = worker_json(port, "/v1/status")
@@ -329,10 +303,10 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
         while time.monotonic() < deadline:
             if worker.poll() is not None:
                 raise RuntimeError(f"worker exited with {worker.returncode}; see {log.name}")
-            progresses = [worker_progress(p) for p in ports]
+            statuses = [worker_status(p) for p in ports]
             now = time.monotonic()
-            if all(progresses):
-                status = combined_progress(progresses)  # type: ignore[arg-type]
+            if all(statuses):
+                status = combined_status(statuses)  # type: ignore[arg-type]
                 if first_s is None and status["consumed_total"] > 0:
                     first_s = now
                     if hammer is not None:
@@ -357,7 +331,6 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
             raise RuntimeError(f"run did not finish within {RUN_DEADLINE_S:.0f}s; see {log.name}")
         elapsed = done_s - first_s
         hammered = {} if hammer is None else {"hammer": hammer.stop().summary()}
-        delays = export_delays(ports)
         written: dict[tuple[str, str], float] = {}
         for p in ports:
             for labels, seconds in sink_write_seconds(p).items():
@@ -366,8 +339,8 @@ def measure_worker(endpoints: Endpoints, topic: str, events: int, work_dir: Path
             "elapsed_s": round(elapsed, 2),
             "events_per_s": round(events / elapsed), "windows_exported": status["windows_exported"],
             "rows_exported": status["rows_exported"],
-            "export_delay_p50_ms": delays["p50"],
-            "export_delay_p99_ms": delays["p99"],
+            "export_delay_p50_ms": status["export_delay_ms"]["p50"],
+            "export_delay_p99_ms": status["export_delay_ms"]["p99"],
             "rss_peak_mib": round(peak_rss_kib(worker.pid) / 1024),
             "s3_window_write_s": round(written.get(("s3", "aggregates"), 0.0), 2),
             "redis_window_write_s": round(written.get(("redis", "windows"), 0.0), 2),
@@ -396,24 +369,6 @@ def peak_rss_kib(pid: int) -> int:
     except OSError:  # gone already
         return total
     return total + sum(peak_rss_kib(int(child)) for child in children)
-
-
-def combined_progress(progresses: list[dict[str, Any]]) -> dict[str, Any]:
-    """The workers' progress (worker_progress) summed."""
-    return {name: sum(p[name] for p in progresses) for name in PROGRESS_METRICS.values()}
-
-
-def export_delays(ports: list[int]) -> dict[str, int | None]:
-    """The export delay percentiles over the workers (the worst of each), from /v1/status, read once the run
-    is over (waiting for a turn under WEB_RATE_LIMIT, if it must)."""
-    deadline = time.monotonic() + 30
-    statuses = [worker_status(p) for p in ports]
-    while not all(statuses) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        statuses = [s or worker_status(p) for s, p in zip(statuses, ports, strict=True)]
-    if not all(statuses):
-        raise RuntimeError("the workers did not answer /v1/status at the end of the run")
-    return combined_status(statuses)["export_delay_ms"]  # type: ignore[arg-type]
 
 
 def combined_status(statuses: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 The web server runs on the worker's event loop, beside the pipeline: every request costs the loop its
 HTTP parsing, its view and its JSON, however cheap the view. Measured with `python -m bench --hammer 50`
 (NOTES.md), 50 clients asking as fast as they were answered (243 requests a second) halved the events
-a second of a 3-key run. So the `/v1` requests are admitted at WEB_RATE_LIMIT a second (health and
-`/metrics` are not counted: probes and Prometheus must never wait), by the generic cell rate algorithm:
+a second of a 3-key run. So the `/v1` requests are admitted at WEB_RATE_LIMIT a second (health,
+`/metrics` and `/v1/status`, answers from memory, are not counted: probes, Prometheus and a bench's
+progress must never wait behind clients reading the stores), by the generic cell rate algorithm:
 a burst of up to BURST_S seconds' worth passes at once; a request over the rate waits its turn, which
 costs a sleeping coroutine and no CPU, so a client asking again as soon as it is answered is simply
 slowed to the rate; one that would wait more than MAX_WAIT_S is refused at once (503, Retry-After).

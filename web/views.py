@@ -97,6 +97,9 @@ class ApiView(web.View):
 
     #: Readable without WEB_AUTH_TOKEN: health probes and Prometheus must not need it.
     open_to_all = False
+    #: Served at WEB_RATE_LIMIT a second (web/admission.py). Not the answers from memory that monitors poll
+    #: (health, /metrics, /v1/status): a probe must never wait its turn behind a client reading the stores.
+    counted = True
 
     async def dispatch(self, request: Any) -> Any:
         settings = self.app.settings.web
@@ -111,7 +114,7 @@ class ApiView(web.View):
             response = self.api_error(401, "this endpoint needs the header 'Authorization: Bearer <WEB_AUTH_TOKEN>'")
             response.headers["WWW-Authenticate"] = 'Bearer realm="pipeline"'
             return response
-        if not self.open_to_all:
+        if self.counted and not self.open_to_all:
             wait_s = self.app.admission.reserve()
             if wait_s is None:
                 response = self.api_error(503, f"busy: more than {settings.rate_limit} requests a second "
@@ -205,6 +208,8 @@ def partition_watermarks(app: WebApp, now_ms: int) -> dict[int, int]:
 @blueprint.route("/status", name="status")
 class StatusView(ApiView):
     """What this worker consumed, dead-lettered, found late and exported."""
+
+    counted = False
 
     async def get(self, request: web.Request) -> web.Response:
         app = self.app

@@ -18,7 +18,6 @@ from bench.__main__ import (
     event_ms,
     generator,
     hammer_comparison,
-    progress_from_metrics,
     wire_bytes_per_event,
 )
 from bench.__main__ import main as bench_main
@@ -26,7 +25,6 @@ from bench.hammer import HammerReport
 from bench.soak import CLOSE_POLL_S, SAMPLE_S, STARTUP_ALLOWANCE_S, Drain, generator_shortfall, wait_for_close
 from bench.spec import KeyShape, Recording, Reference
 from commands.loadgen import SpecEventGenerator
-from ops.metrics import PipelineMetrics
 
 
 def test_uncompressed_wire_bytes_are_the_records_plus_batch_overhead() -> None:
@@ -160,14 +158,3 @@ def test_the_hammer_needs_runs_to_alternate(argv: list[str], capsys: pytest.Capt
     with pytest.raises(SystemExit) as raised:
         bench_main(argv)
     assert raised.value.code == 2 and "--hammer must be from 0 to 200" in capsys.readouterr().err
-
-
-def test_the_progress_is_read_from_the_metrics() -> None:
-    metrics = PipelineMetrics()
-    live = metrics.live
-    live.consumed = lambda: {0: 7, 3: 5}
-    live.windows_exported = lambda: 4
-    live.rows_exported = lambda: 40
-    live.archive_buffered = lambda: 2
-    assert progress_from_metrics(metrics.exposition().decode()) == {
-        "consumed_total": 12, "archive_buffered": 2, "windows_exported": 4, "rows_exported": 40}

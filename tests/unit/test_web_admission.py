@@ -11,7 +11,7 @@ import pytest
 
 from settings import SettingsError, load
 from web.admission import BURST_S, MAX_WAIT_S, Admission
-from web.views import WindowsView
+from web.views import AlertsView, LiveView, MetricsView, RollupsView, StatusView, WindowsView
 
 
 class Clock:
@@ -83,3 +83,10 @@ def test_a_refused_request_answers_503_with_retry_after() -> None:
     assert (response.status, response.headers) == (503, {"Retry-After": "1"})
     assert response.body["error"]["message"] == ("busy: more than 1 requests a second (WEB_RATE_LIMIT); try again "
                                                  "shortly")
+
+
+def test_what_monitors_poll_is_not_counted() -> None:
+    """Answers from memory that probes, Prometheus and the bench poll never wait behind store reads."""
+    assert [view.counted for view in (StatusView, LiveView, MetricsView)] == [False, True, True]
+    assert LiveView.open_to_all and MetricsView.open_to_all  # not counted either: open to all
+    assert RollupsView.counted and AlertsView.counted and WindowsView.counted
