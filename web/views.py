@@ -286,7 +286,9 @@ class OpenWindowsView(ApiView):
         scope = request.query.get("scope", "group")
         if scope not in ("group", "local"):
             raise BadParameterError(f"scope must be 'group' or 'local', got {scope!r}")
-        limit = parse_limit(request.query, default=OPEN_ROWS, maximum=MAX_OPEN_ROWS)
+        # A peer gathering a page asks for one row more than its client (to know whether there is a next page).
+        limit = parse_limit(request.query, default=OPEN_ROWS,
+                            maximum=MAX_OPEN_ROWS + 1 if scope == "local" else MAX_OPEN_ROWS)
         after = parse_after(request.query)
         self.require_ready()
         export = self.app.pipeline.export
@@ -295,7 +297,9 @@ class OpenWindowsView(ApiView):
         partitions = set(export.partitions)
         answer: dict[str, Any] = {"window": spec.name, "watermark": self.watermark()}
         if scope == "local":
-            answer.update(open=rows, partitions=sorted(partitions))
+            last = rows[limit - 1] if len(rows) > limit else None
+            answer.update(open=rows[:limit], partitions=sorted(partitions),
+                          next=None if last is None else page_cursor(last["window_start_ms"], last["event_type"]))
             return self.json(answer)
         listed, covered, missing = await self._gather(request, partitions, limit + 1)
         listed.extend(rows)

@@ -154,6 +154,8 @@ def _run(stack: Endpoints, unique_name: str, tmp_path: Path, *, join_mid_stream:
                     if after is None:
                         break
                 assert (paged, after) == (want, None)
+                status, body = worker.get(f"/v1/windows/{window}/open?limit=10000")  # peers asked for 10,001
+                assert (status, body["complete"], body["next"]) == (200, True, None), body
         assert [w.status()["duplicate_worker_urls"] for w in workers] == [[], []]  # two ports, two URLs
 
         # The sentinels close the rest: the exported totals are exact, and the raw archive and
