@@ -23,7 +23,6 @@ from typing import Any, NoReturn
 import click
 import faust
 from faust.app.base import BootStrategy
-from faust.cli.faust import cli
 
 TESTED_VERSION = "0.15.3"
 
@@ -71,6 +70,9 @@ SEND_REFUSED = ("error: faust's send is not supported here: it writes with faust
 
 def refuse_leftover_commands() -> None:
     """Replace faust's commands that bypass the settings by one that refuses in one line (status 2)."""
+    # Imported here, not with this module: faust.cli.base binds sys.argv as a default argument when first
+    # imported, and app.main() (the console script) edits sys.argv before that.
+    from faust.cli.faust import cli
 
     @click.command(name="send", help="Not available: use `faust -A app produce`.",
                    context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
