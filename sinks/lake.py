@@ -27,6 +27,7 @@ from itertools import islice
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 import boto3
+import pyarrow as pa
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -62,8 +63,8 @@ from sinks.policy import (
     s3_failure_is_transient,
 )
 
-__all__ = ["READ_THREADS", "ArchiveOutcome", "LakeReader", "S3Client", "S3Lake", "get_objects",
-           "make_s3_client_factory"]
+__all__ = ["READ_THREADS", "ArchiveOutcome", "LakeReader", "ListingCache", "ObjectCache", "S3Client", "S3Lake",
+           "decoded_objects", "get_objects", "make_s3_client_factory"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +212,56 @@ class ObjectCache(Generic[V]):
             while len(self._values) > self._size or self._bytes > self._max_bytes:
                 _, (_, dropped) = self._values.popitem(last=False)
                 self._bytes -= dropped
+
+
+class ListingCache:
+    """Folders' listings (key -> ETag) reused for LISTING_TTL_S: boto3's LIST is pure Python on a thread
+    that holds the GIL, so a dashboard's or a client's repeated request of the same range would otherwise
+    cost the event loop a LIST per folder each time. What it misses is at most LISTING_TTL_S old (a
+    rollup the batch job rewrote, every few minutes). Thread-safe."""
+
+    def __init__(self, ttl_s: float = LISTING_TTL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._listings: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def list_etags(self, lake: LakeReader, prefix: str) -> dict[str, str]:
+        """lake.list_etags(prefix), or its answer of less than the TTL ago."""
+        key = (lake.bucket, prefix)
+        now = self._clock()
+        with self._lock:
+            found = self._listings.get(key)
+            if found is not None and now - found[0] < self._ttl_s:
+                return found[1]
+        listing = lake.list_etags(prefix)
+        with self._lock:
+            self._listings = {k: v for k, v in self._listings.items() if now - v[0] < self._ttl_s}
+            self._listings[key] = (now, listing)
+        return listing
+
+
+def decoded_objects(lake: LakeReader, cache: ObjectCache[V], keys: Sequence[str], etags: Mapping[str, str],
+                    decode: Callable[[bytes], V], weigh: Callable[[V], int]) -> Iterator[tuple[str, V | Exception]]:
+    """Each key's decoded object in key order, or the error (ValueError, ArrowException) that kept it from
+    decoding. Objects whose ETag the cache holds are not read; the others are GET READ_THREADS at a time,
+    as the caller consumes them, so a reader that stops early (a row limit reached) does not read the
+    rest; what decodes is cached, weighed by `weigh`."""
+    for first in range(0, len(keys), READ_THREADS):
+        chunk = keys[first:first + READ_THREADS]
+        cached = {key: cache.get(key, etags[key]) for key in chunk}
+        missing = [key for key in chunk if cached[key] is None]
+        bodies = dict(zip(missing, get_objects(lake, missing), strict=True))
+        for key in chunk:
+            value = cached[key]
+            if value is None:
+                try:
+                    value = decode(bodies[key])
+                except (ValueError, pa.ArrowException) as exc:
+                    yield key, exc
+                    continue
+                cache.put(key, etags[key], value, weigh(value))
+            yield key, value
 
 
 class S3Lake:
@@ -433,30 +484,3 @@ def _error_code(exc: ClientError) -> str:
 def _http_status(exc: ClientError) -> int:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     return status if isinstance(status, int) else 0
-
-
-class ListingCache:
-    """Folders' listings (key -> ETag) reused for LISTING_TTL_S: boto3's LIST is pure Python on a thread
-    that holds the GIL, so a dashboard's or a client's repeated request of the same range would otherwise
-    cost the event loop a LIST per folder each time. What it misses is at most LISTING_TTL_S old (a
-    rollup the batch job rewrote, every few minutes). Thread-safe."""
-
-    def __init__(self, ttl_s: float = LISTING_TTL_S, clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._listings: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
-        self._lock = threading.Lock()
-
-    def list_etags(self, lake: LakeReader, prefix: str) -> dict[str, str]:
-        """lake.list_etags(prefix), or its answer of less than the TTL ago."""
-        key = (lake.bucket, prefix)
-        now = self._clock()
-        with self._lock:
-            found = self._listings.get(key)
-            if found is not None and now - found[0] < self._ttl_s:
-                return found[1]
-        listing = lake.list_etags(prefix)
-        with self._lock:
-            self._listings = {k: v for k, v in self._listings.items() if now - v[0] < self._ttl_s}
-            self._listings[key] = (now, listing)
-        return listing

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from formats.aggregates import AggregateLayout, AggregateRow, parquet_to_aggregate_table, table_to_aggregate_rows
 from formats.lake import HOUR_MS, parse_spec_aggregate_key, spec_aggregate_hour_prefix
-from sinks.lake import LakeReader, ObjectCache, get_objects
+from sinks.lake import LakeReader, ObjectCache, decoded_objects
 
 __all__ = ["TopKeys", "rank_table", "read_top_keys"]
 
@@ -106,25 +106,16 @@ def _rank(lake: LakeReader, cache: ObjectCache[pa.Table], aggregation: str, layo
           keys: Sequence[str], etags: dict[str, str], measure: str, statistic: str, descending: bool,
           n: int) -> TopKeys:
     tables: dict[str, pa.Table] = {}
-    missing = []
-    for key in keys:
-        cached = cache.get(key, etags[key])
-        if cached is None:
-            missing.append(key)
-        else:
-            tables[key] = cached
-    bodies = get_objects(lake, missing)
     skipped = []
-    for key, body in zip(missing, bodies, strict=True):
-        try:
-            table = parquet_to_aggregate_table(body, aggregation, layout)
-        except (ValueError, pa.ArrowException) as exc:
+    for key, value in decoded_objects(lake, cache, keys, etags,
+                                      lambda body: parquet_to_aggregate_table(body, aggregation, layout),
+                                      lambda table: table.nbytes):
+        if isinstance(value, Exception):
             log.warning("top keys: s3://%s/%s is not a window file of %s (%s): left out", lake.bucket, key,
-                        aggregation, exc)
+                        aggregation, value)
             skipped.append(key)
-            continue
-        cache.put(key, etags[key], table, table.nbytes)
-        tables[key] = table
+        else:
+            tables[key] = value
     if not tables:
         return TopKeys(start, [], 0, 0, skipped)
     whole = pa.concat_tables([tables[key] for key in keys if key in tables])

@@ -13,21 +13,20 @@ Blocking (S3 calls): run it in a thread, not on an event loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from formats.batch import AggregateRollupLayout, RollupRow, parquet_to_aggregate_rollup, parquet_to_rollups
 from formats.lake import PERIOD_MS, rollup_folders, rollup_key, spec_rollup_key
-from sinks.lake import READ_THREADS, LakeReader, ListingCache, ObjectCache, get_objects
+from sinks.lake import LakeReader, ListingCache, ObjectCache, decoded_objects
 
 __all__ = ["AggregateRollupRead", "RollupRead", "read_aggregate_rollups", "read_rollups"]
 
 log = logging.getLogger(__name__)
-V = TypeVar("V")
 ROLLUP_ROW_BYTES: Final = 400  # about what one decoded RollupRow holds, to weigh a cached object
 
 
@@ -48,28 +47,6 @@ def _listed(lake: LakeReader, listings: ListingCache, folders: Sequence[str],
     return [key for key in keys if key in etags], etags
 
 
-def _decoded(lake: LakeReader, cache: ObjectCache[V], keys: Sequence[str], etags: Mapping[str, str],
-             decode: Callable[[bytes], V], weigh: Callable[[V], int]) -> Iterator[tuple[str, V | Exception]]:
-    """Each key's decoded object in key order, or the error that kept it from decoding. Objects whose ETag
-    the cache holds are not read; the others are GET READ_THREADS at a time, as the caller consumes them, so a
-    reader that stops early (its row limit reached) does not read the rest of the range."""
-    for first in range(0, len(keys), READ_THREADS):
-        chunk = keys[first:first + READ_THREADS]
-        cached = {key: cache.get(key, etags[key]) for key in chunk}
-        missing = [key for key in chunk if cached[key] is None]
-        bodies = dict(zip(missing, get_objects(lake, missing), strict=True))
-        for key in chunk:
-            value = cached[key]
-            if value is None:
-                try:
-                    value = decode(bodies[key])
-                except (ValueError, pa.ArrowException) as exc:
-                    yield key, exc
-                    continue
-                cache.put(key, etags[key], value, weigh(value))
-            yield key, value
-
-
 def read_rollups(lake: LakeReader, cache: ObjectCache[list[RollupRow]], listings: ListingCache, period: str,
                  from_ms: int, to_ms: int, event_type: str | None, limit: int) -> RollupRead:
     """The first `limit` rows (of `event_type` only, if given) of the `period` ("hourly" or "daily") periods
@@ -82,7 +59,7 @@ def read_rollups(lake: LakeReader, cache: ObjectCache[list[RollupRow]], listings
                           [rollup_key(lake.prefix, period, start) for start in starts])
     rows: list[RollupRow] = []
     skipped = []
-    for key, value in _decoded(lake, cache, keys, etags, parquet_to_rollups,
+    for key, value in decoded_objects(lake, cache, keys, etags, parquet_to_rollups,
                                lambda decoded: len(decoded) * ROLLUP_ROW_BYTES):
         if isinstance(value, Exception):
             log.warning("rollups: s3://%s/%s is not a rollup file (%s): left out", lake.bucket, key, value)
@@ -122,7 +99,7 @@ def read_aggregate_rollups(lake: LakeReader, cache: ObjectCache[pa.Table], listi
 
     rows: list[dict[str, Any]] = []
     skipped = []
-    for object_key, value in _decoded(lake, cache, keys, etags, decode, lambda table: table.nbytes):
+    for object_key, value in decoded_objects(lake, cache, keys, etags, decode, lambda table: table.nbytes):
         if isinstance(value, Exception):
             log.warning("rollups: s3://%s/%s is not a rollup file of %s (%s): left out", lake.bucket, object_key,
                         aggregation, value)

@@ -117,10 +117,8 @@ class ApiView(web.View):
         if self.counted and not self.open_to_all:
             wait_s = self.app.admission.reserve()
             if wait_s is None:
-                response = self.api_error(503, f"busy: more than {settings.rate_limit} requests a second "
-                                               "(WEB_RATE_LIMIT); try again shortly")
-                response.headers["Retry-After"] = "1"
-                return response
+                return self.busy(f"more than {settings.rate_limit} requests a second (WEB_RATE_LIMIT); try again "
+                                 "shortly")
             if wait_s:
                 await asyncio.sleep(wait_s)
         try:
@@ -130,9 +128,7 @@ class ApiView(web.View):
         except UnknownNameError as exc:
             return self.api_error(404, str(exc))
         except ReadsBusyError as exc:
-            response = self.api_error(503, f"busy: {exc}")
-            response.headers["Retry-After"] = "1"
-            return response
+            return self.busy(str(exc))
         except (SinkUnavailableError, SinkConfigurationError) as exc:
             return self.api_error(503, f"store unavailable: {exc}")
 
@@ -141,6 +137,12 @@ class ApiView(web.View):
 
     def api_error(self, status: int, message: str) -> web.Response:
         return self.json({"error": {"status": status, "message": message}}, status=status)
+
+    def busy(self, why: str) -> web.Response:
+        """503 with Retry-After: a turn or a reader thread will be free in a moment."""
+        response = self.api_error(503, f"busy: {why}")
+        response.headers["Retry-After"] = "1"
+        return response
 
     def require_ready(self) -> None:
         reasons = not_ready_reasons(self.app)
@@ -275,6 +277,14 @@ OPEN_ROWS: Final = 1_000  # open rows a request answers by default
 MAX_OPEN_ROWS: Final = 10_000  # and at most: the next page starts `after` the last row (the answer's `next`)
 
 
+def page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """`open`, the first `limit` of these rows (in page order), and `next`, the `after` of the page that
+    follows when there are more (None on the last)."""
+    last = rows[limit - 1] if len(rows) > limit else None
+    return {"open": rows[:limit],
+            "next": None if last is None else page_cursor(last["window_start_ms"], last["event_type"])}
+
+
 @blueprint.route("/windows/{window}/open", name="open-windows")
 class OpenWindowsView(ApiView):
     """Open windows and their current values, from every worker (`scope=local`: this one only), by start
@@ -297,18 +307,14 @@ class OpenWindowsView(ApiView):
         partitions = set(export.partitions)
         answer: dict[str, Any] = {"window": spec.name, "watermark": self.watermark()}
         if scope == "local":
-            last = rows[limit - 1] if len(rows) > limit else None
-            answer.update(open=rows[:limit], partitions=sorted(partitions),
-                          next=None if last is None else page_cursor(last["window_start_ms"], last["event_type"]))
+            answer.update(partitions=sorted(partitions), **page(rows, limit))
             return self.json(answer)
         listed, covered, missing = await self._gather(request, partitions, limit + 1)
         listed.extend(rows)
         listed.sort(key=lambda r: (r["window_start_ms"], r["event_type"]))
-        last = listed[limit - 1] if len(listed) > limit else None
         total = self.app.settings.kafka.topic_partitions
-        answer.update(open=listed[:limit], complete=not missing and covered >= set(range(total)),
-                      missing_peers=missing,
-                      next=None if last is None else page_cursor(last["window_start_ms"], last["event_type"]))
+        answer.update(complete=not missing and covered >= set(range(total)), missing_peers=missing,
+                      **page(listed, limit))
         return self.json(answer)
 
     async def _gather(self, request: web.Request, local: set[int],

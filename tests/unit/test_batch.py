@@ -313,7 +313,7 @@ def test_rollups_are_read_once_per_etag_and_only_as_far_as_the_limit(monkeypatch
     assert read() == got and lake.gets[2:] == [hours[1]]
     # A limit the first hour fills: the next hours are not read at all (fresh cache; GETs one at a time,
     # instead of READ_THREADS, so that the three hours are three rounds).
-    monkeypatch.setattr("sinks.rollups.READ_THREADS", 1)
+    monkeypatch.setattr("sinks.lake.READ_THREADS", 1)
     lake.gets.clear()
     got = read_all(lake, "hourly", DAY, DAY + 2 * DAY_MS, limit=len(first_hour) - 1)
     assert (got.truncated, lake.gets) == (True, [hours[0]])
