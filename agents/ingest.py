@@ -43,7 +43,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from agents.watermarks import WatermarkBoard
-from aggregations.judge import judge
+from aggregations.judge import SpecJudge
 from formats.chunks import encode_in_runs
 from formats.events import Event, EventColumns, Rejection
 from formats.partials import (
@@ -158,6 +158,7 @@ class IngestPartition:
         self.position = position
         pipeline = ctx.settings.pipeline
         self.spec = pipeline.spec
+        self.judge = None if self.spec is None else SpecJudge(self.spec)
         self.windows = families(pipeline.windows, self.spec)  # one per window without a spec
         self._families_of = {aggregation.name: [f for f in self.windows if f.aggregation == aggregation]
                              for aggregation in (self.spec.aggregations if self.spec else ())}
@@ -241,12 +242,12 @@ class IngestPartition:
         """Records folded before a restart: only the raw archive may still lack them. (Validity
         does not depend on when a record is read: see Limits.)"""
         limits = self._limits()
-        if self.spec is not None:
+        if self.judge is not None:
             columns = RawColumns(self.partition)
             for record in records:
                 raw = record.value or b""
-                judged = judge(raw, self.spec, max_bytes=limits.max_event_bytes, min_event_ms=limits.min_event_ms,
-                               max_event_ms=limits.latest_event_ms(record.timestamp))
+                judged = self.judge.judge(raw, max_bytes=limits.max_event_bytes, min_event_ms=limits.min_event_ms,
+                                          max_event_ms=limits.latest_event_ms(record.timestamp))
                 if not isinstance(judged, Rejection):
                     columns.append(record.offset, judged.event_ms, raw)
             self.archive.add_columns(columns, now_s)
@@ -263,11 +264,11 @@ class IngestPartition:
     async def _fold(self, records: Sequence[ConsumerRecord], now_s: float) -> None:
         ctx, partition = self.ctx, self.partition
         outcome = BatchOutcome()
-        if self.spec is None:
+        if self.judge is None:
             fold_records(partition, records, self.partials, self.windows, self.position.frontier_ms, self._limits(),
                          outcome)
         else:
-            fold_judged(partition, records, self.partials, self.spec, self._families_of, self.position.frontier_ms,
+            fold_judged(partition, records, self.partials, self.judge, self._families_of, self.position.frontier_ms,
                         self._limits(), outcome)
         if outcome.dead_letters or outcome.late:
             self._side_sent += await self.side_outputs.send(outcome, {r.offset: r for r in records})

@@ -14,12 +14,17 @@ it on its own, and what one rejects or leaves out still counts in the others:
    ``missing_measure``: a dead letter (missing_field), or left out of that measure's statistics (skip).
 
 The reasons are formats/events.py's, with details naming the field path.
+
+`SpecJudge` is the same judgement for one spec, quick in the common case (every field there, of its
+type, valid): it decides that case itself, and hands every other event to these rules, so that the
+rules stay the only home of what an event means (tests/unit/test_aggregations.py compares the two).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import ROUND_FLOOR, Decimal
+from math import isfinite
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -28,6 +33,7 @@ from aggregations.spec import Aggregation, FieldPath, KeyField, KeyValue, Spec, 
 from formats.events import (
     BAD_TIMESTAMP,
     INVALID_JSON,
+    MAX_STRING_CHARS,
     MISSING_FIELD,
     NOT_AN_OBJECT,
     OVERSIZED,
@@ -36,12 +42,13 @@ from formats.events import (
     Rejection,
     check_number,
     check_string,
+    forbidden_char,
     iso_to_epoch_ms,
     reject,
     type_name,
 )
 
-__all__ = ["MISSING", "Counted", "Judgement", "event_time", "judge", "judge_object", "lookup"]
+__all__ = ["MISSING", "Counted", "Judgement", "SpecJudge", "event_time", "judge", "judge_object", "lookup"]
 
 MISSING: Final = object()  # what lookup gives for a path the event does not have
 _INT64: Final = 2**63
@@ -190,3 +197,132 @@ def _key_part(value: Any, field: KeyField) -> KeyValue | Rejection:
     if key_type == "string" and isinstance(value, str):
         return check_string(value, path)
     return reject(WRONG_TYPE, f"{path} must be {_TYPE_NAMES[key_type]}, got {type_name(value)}")
+
+
+# -- the common case, quickly ---------------------------------------------------------------------
+
+# How SpecJudge reads one aggregation, each field by its place in SpecJudge._paths: its conditions (field,
+# the accepted (type, value) pairs), its key parts then its distinct fields (field, type), how many of
+# them are key parts, its measures, and whether a missing measure is left out (skip).
+_Plan = tuple[tuple[tuple[int, frozenset[tuple[type, KeyValue]]], ...], tuple[tuple[int, type], ...], int,
+              tuple[int, ...], bool]
+_KEY_TYPES: Final = {"string": str, "int": int, "bool": bool}
+_VALUE_TYPES: Final = frozenset((str, int, bool))
+
+
+class SpecJudge:
+    """judge() and judge_object() for one spec. Per event in Python, the rules' generality (a call per
+    field and aggregation, a rejection built and dropped) cost five times the decode (NOTES.md, Cost per
+    event); this decides the common case on its own, each field looked up once: time valid, and in each
+    aggregation every condition's field of a condition value's type, every key part and distinct field
+    there and valid, every measure a finite number (or missing with ``missing_measure = "skip"``). Any
+    other event goes to the rules, whole, so each judgement is theirs by construction."""
+
+    __slots__ = ("spec", "_time", "_iso", "_seconds", "_paths", "_plans")
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self._time = spec.time
+        self._iso = spec.time.format in ("iso8601", "epoch_ms_or_iso8601")  # a string time is ISO-8601
+        self._seconds = spec.time.format == "epoch_s"
+        paths: dict[tuple[str, ...], int] = {spec.time.path.names: 0}
+
+        def place(path: FieldPath) -> int:
+            return paths.setdefault(path.names, len(paths))
+
+        self._plans: tuple[_Plan, ...] = tuple(
+            (tuple((place(c.path), frozenset((type(v), v) for v in c.values)) for c in a.where),
+             tuple((place(f.path), _KEY_TYPES[f.type]) for f in (*a.key, *a.distinct)), len(a.key),
+             tuple(place(path) for path in a.measures), a.missing_measure == "skip")
+            for a in spec.aggregations)
+        self._paths = tuple(paths)
+
+    def judge(self, raw: bytes, *, max_bytes: int, min_event_ms: int, max_event_ms: int) -> Judgement | Rejection:
+        """judge(raw, self.spec, ...)."""
+        if len(raw) <= max_bytes:
+            try:
+                event = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                event = None
+            if type(event) is dict:
+                return self.judge_object(event, min_event_ms=min_event_ms, max_event_ms=max_event_ms)
+        return judge(raw, self.spec, max_bytes=max_bytes, min_event_ms=min_event_ms, max_event_ms=max_event_ms)
+
+    def judge_object(self, event: dict[str, Any], *, min_event_ms: int, max_event_ms: int) -> Judgement | Rejection:
+        """judge_object(event, self.spec, ...)."""
+        quick = self._quick(event, min_event_ms, max_event_ms)
+        if quick is not None:
+            return quick
+        return judge_object(event, self.spec, min_event_ms=min_event_ms, max_event_ms=max_event_ms)
+
+    def _quick(self, event: dict[str, Any], min_event_ms: int, max_event_ms: int) -> Judgement | None:
+        fields: list[Any] = [_get(event, names) for names in self._paths]
+        time = fields[0]
+        event_ms: int | Rejection | None
+        if type(time) is str and self._iso:
+            event_ms = iso_to_epoch_ms(time)
+        elif self._seconds and (type(time) is float or type(time) is int):
+            event_ms = _seconds_to_ms(time)
+        else:
+            event_ms = event_time(time, self._time)
+        if type(event_ms) is not int or not min_event_ms <= event_ms <= max_event_ms:
+            return None
+        results: list[Counted | None] = []
+        for where, keys, key_parts, measures, skip in self._plans:
+            for place, accepted in where:
+                value = fields[place]
+                if type(value) not in _VALUE_TYPES or (type(value), value) not in accepted:
+                    break
+            else:
+                parts: list[KeyValue] = []
+                for place, wanted in keys:
+                    value = fields[place]
+                    kind = type(value)  # compared as a name: mypy would narrow the value to `object`
+                    if kind is not wanted:
+                        return None
+                    if wanted is str:
+                        if not value or len(value) > MAX_STRING_CHARS or forbidden_char(value):
+                            return None
+                    elif wanted is int and not -_INT64 <= value < _INT64:
+                        return None
+                    parts.append(value)
+                values: list[float | None] = []
+                for place in measures:
+                    value = fields[place]
+                    kind = type(value)
+                    if kind is float or kind is int:
+                        try:
+                            number = float(value)
+                        except OverflowError:
+                            return None
+                        if not isfinite(number):
+                            return None
+                        values.append(number)
+                    elif skip and (value is None or value is MISSING):
+                        values.append(None)
+                    else:
+                        return None
+                results.append(Counted(tuple(parts[:key_parts]), tuple(values), tuple(parts[key_parts:])))
+                continue
+            results.append(None)
+        return Judgement(event_ms, tuple(results))
+
+
+def _seconds_to_ms(seconds: float) -> int | None:
+    """event_time's epoch_s for a non-negative number written without an exponent (the common case),
+    from the same shortest decimal text, without Decimal; None otherwise."""
+    text = repr(seconds)
+    if len(text) > _MAX_TIME_TEXT or text[0] == "-" or "e" in text or "n" in text:  # nan, inf: not finite
+        return None
+    whole, _, fraction = text.partition(".")
+    return int(whole) * 1000 + int((fraction + "000")[:3])
+
+
+def _get(event: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """lookup() by the path's names."""
+    value: Any = event
+    for name in names:
+        if not isinstance(value, dict):
+            return MISSING
+        value = value.get(name, MISSING)
+    return value

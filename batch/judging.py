@@ -18,7 +18,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from aggregations.judge import Counted, judge
+from aggregations.judge import Counted, SpecJudge
 from aggregations.spec import Aggregation, Spec
 from batch.inputs import PeriodInputs
 from formats.events import Rejection
@@ -50,9 +50,9 @@ def spec_inputs(prefix: str, listing: Mapping[str, str], read: Callable[[str], b
 
 def judge_inputs(inputs: PeriodInputs, spec: Spec) -> list[JudgedEvents]:
     """Per aggregation of the spec, in its order, what it counts of the inputs' events."""
-    judged = [JudgedEvents() for _ in spec.aggregations]
+    judged, judge = [JudgedEvents() for _ in spec.aggregations], SpecJudge(spec)
     for batch in inputs.batches():
-        _judge_batch(batch, spec, judged)
+        _judge_batch(batch, judge, judged)
     return judged
 
 
@@ -60,9 +60,10 @@ def judge_to_tables(inputs: PeriodInputs, spec: Spec) -> list[pa.Table]:
     """judge_inputs as one table per aggregation (`event_table`), built one file at a time so that a
     day's events are held as columns, not as Python objects."""
     parts: list[list[pa.Table]] = [[] for _ in spec.aggregations]
+    judge = SpecJudge(spec)
     for batch in inputs.batches():
         judged = [JudgedEvents() for _ in spec.aggregations]
-        _judge_batch(batch, spec, judged)
+        _judge_batch(batch, judge, judged)
         for tables, aggregation, events in zip(parts, spec.aggregations, judged, strict=True):
             tables.append(event_table(aggregation, events))
     return [pa.concat_tables(tables) if tables else event_table(aggregation, JudgedEvents())
@@ -85,11 +86,11 @@ def event_table(aggregation: Aggregation, events: JudgedEvents) -> pa.Table:
     return pa.table(arrays)
 
 
-def _judge_batch(batch: pa.RecordBatch, spec: Spec, judged: list[JudgedEvents]) -> None:
+def _judge_batch(batch: pa.RecordBatch, judge: SpecJudge, judged: list[JudgedEvents]) -> None:
     columns = [batch.column(name).to_pylist() for name in ("partition", "offset")]
     times = batch.column("timestamp").cast(pa.int64()).to_pylist()
     for partition, offset, event_ms, raw in zip(*columns, times, batch.column("raw").to_pylist(), strict=True):
-        judgement = judge(raw, spec, max_bytes=_NO_LIMIT, min_event_ms=-_NO_LIMIT, max_event_ms=_NO_LIMIT)
+        judgement = judge.judge(raw, max_bytes=_NO_LIMIT, min_event_ms=-_NO_LIMIT, max_event_ms=_NO_LIMIT)
         if isinstance(judgement, Rejection):
             continue  # the spec's time field changed since stage 1 archived it: counted by none
         for events, result in zip(judged, judgement.results, strict=True):

@@ -41,6 +41,7 @@ __all__ = [
     "decode_common",
     "decode_event",
     "encode_event",
+    "forbidden_char",
     "iso_to_epoch_ms",
     "reject",
     "type_name",
@@ -82,6 +83,7 @@ _FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs"})
 # Exactly the code points of those categories: Cc is U+0000-U+001F and U+007F-U+009F,
 # Cs the surrogates (test_events checks the equivalence over all of Unicode).
 _FORBIDDEN_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+forbidden_char: Final = _FORBIDDEN_CHARS.search  # the first character a string field may not have, or None
 
 
 class Event(NamedTuple):

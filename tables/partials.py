@@ -33,8 +33,9 @@ from functools import reduce
 from math import gcd
 from typing import NamedTuple, Protocol
 
-from aggregations.judge import judge
-from aggregations.spec import Spec
+import numpy as np
+
+from aggregations.judge import SpecJudge
 from formats.events import Event, EventColumns, Rejection, decode_common, decode_event, reject
 from formats.partials import PartialKey, key_text
 from formats.raw import RawColumns
@@ -453,42 +454,170 @@ def _open_slot(instances: dict[tuple[str, int], InstancePartials],
     return [cells, at[1], None]
 
 
+class _Rows:
+    """The rows one aggregation counts in a batch, in record order, as columns: each row's key text, its
+    record's offset, its slot of event time, and each measure's value (NaN: the record has none; a
+    counted value is finite). Keys are numbered in order of first appearance (`codes`)."""
+
+    __slots__ = ("measures", "keys", "codes", "offsets", "slots", "values")
+
+    def __init__(self, measures: int) -> None:
+        self.measures = measures
+        self.keys: dict[str, int] = {}
+        self.codes: list[int] = []
+        self.offsets: list[int] = []
+        self.slots: list[int] = []
+        self.values: list[float] = []  # row-major: M values per row
+
+    def add(self, key: str, offset: int, slot: int, values: Sequence[float | None]) -> None:
+        keys = self.keys
+        code = keys.get(key)
+        if code is None:
+            code = keys[key] = len(keys)
+        self.codes.append(code)
+        self.offsets.append(offset)
+        self.slots.append(slot)
+        self.values += [_NAN if value is None else value for value in values]
+
+
+_NAN = float("nan")
+# The instances a slot of event time folds into, and the windows (family, start) the frontier had closed.
+_WindowsAt = tuple[list[InstancePartials], tuple[tuple[str, int], ...]]
+
+
+def _fold_rows(rows: _Rows, instances_at: Mapping[int, Sequence[InstancePartials]]) -> None:
+    """Fold an aggregation's rows of one batch into the open instances of each row's slot of event time
+    (`instances_at`), with fold_measures' rule, over columns: per instance, its rows in record order; a
+    row whose offset its key's marker already covers is a replay and is skipped; a key's first row
+    opens its slot. Sums stay sequential: ufunc.at applies its operands in index order, one at a time,
+    and a measure's first value replaces its empty sum as `-0.0 + v` (exactly v, of either zero's sign).
+    min and max keep, among equal values (0.0 and -0.0), the first, as `value < low` does: numpy's
+    minimum and maximum give their second operand on a tie, so the batch's values go in reversed and
+    the stored one last."""
+    measures = rows.measures
+    texts = list(rows.keys)
+    codes = np.array(rows.codes, dtype=np.int64)
+    offsets = np.array(rows.offsets, dtype=np.int64)
+    slots = np.array(rows.slots, dtype=np.int64)
+    values = np.array(rows.values, dtype=np.float64).reshape(-1, measures)
+    rising = bool((offsets[1:] > offsets[:-1]).all())
+    by_instance: dict[int, tuple[InstancePartials, list[int]]] = {}
+    for slot, instances in instances_at.items():
+        for instance in instances:
+            by_instance.setdefault(id(instance), (instance, []))[1].append(slot)
+    for instance, instance_slots in by_instance.values():
+        at = np.flatnonzero(np.isin(slots, instance_slots))
+        row_codes = codes[at]
+        present, first = np.unique(row_codes, return_index=True)
+        index = instance.index
+        slot_of = np.full(len(texts), -1, dtype=np.int64)
+        slot_of[present] = [index.get(texts[code], -1) for code in present.tolist()]
+        new = present[slot_of[present] < 0]
+        if len(new):  # new keys, in order of first appearance
+            new = new[np.argsort(first[slot_of[present] < 0], kind="stable")]
+            _open_slots(instance, [texts[code] for code in new.tolist()])
+            slot_of[new] = [index[texts[code]] for code in new.tolist()]
+        row_slots = slot_of[row_codes]
+        marker = np.frombuffer(instance.marker, dtype=np.int64)
+        if rising:  # Kafka's case: a row's key has no earlier row in the batch at its offset or above
+            kept = offsets[at] > marker[row_slots]
+        else:
+            kept = _not_replayed(row_slots, offsets[at], marker)
+        row_slots, kept_at = row_slots[kept], at[kept]
+        if not len(row_slots):
+            continue
+        np.maximum.at(marker, row_slots, offsets[kept_at])
+        count = np.frombuffer(instance.count, dtype=np.int64)
+        total = np.frombuffer(instance.total, dtype=np.float64)
+        low = np.frombuffer(instance.low, dtype=np.float64)
+        high = np.frombuffer(instance.high, dtype=np.float64)
+        for m in range(measures):
+            column = values[kept_at, m]
+            has = ~np.isnan(column)
+            if not has.any():
+                continue
+            cells, column = row_slots[has] * measures + m, column[has]
+            touched = np.unique(cells)
+            empty = count[touched] == 0
+            old_low = np.where(empty, np.inf, low[touched])
+            old_high = np.where(empty, -np.inf, high[touched])
+            total[touched[empty]] = -0.0
+            low[touched] = np.inf
+            high[touched] = -np.inf
+            np.add.at(count, cells, 1)
+            np.add.at(total, cells, column)
+            np.minimum.at(low, cells[::-1], column[::-1])
+            np.maximum.at(high, cells[::-1], column[::-1])
+            low[touched] = np.minimum(low[touched], old_low)
+            high[touched] = np.maximum(high[touched], old_high)
+        del marker, count, total, low, high  # the arrays may grow again once no view holds them
+        instance.dirty.update(np.unique(row_slots).tolist())
+
+
+def _not_replayed(slots: np.ndarray, offsets: np.ndarray, marker: np.ndarray) -> np.ndarray:
+    """Which rows fold, row by row as fold_measures' callers decide: those above their key's marker,
+    which each folded row raises. For batches whose offsets do not rise (a test's replays)."""
+    running: dict[int, int] = {}
+    kept = np.zeros(len(slots), dtype=bool)
+    for row, (slot, offset) in enumerate(zip(slots.tolist(), offsets.tolist(), strict=True)):
+        if offset > running.get(slot, int(marker[slot])):
+            kept[row] = True
+            running[slot] = offset
+    return kept
+
+
+def _open_slots(instance: InstancePartials, keys: list[str]) -> None:
+    """New slots for these keys, empty: every measure [0, 0.0, 0.0, 0.0], no record folded (marker -1)."""
+    first, added = len(instance.types), len(keys)
+    instance.index.update(zip(keys, range(first, first + added), strict=True))
+    instance.types += keys
+    cells = added * instance.measures
+    instance.count.frombytes(bytes(8 * cells))
+    instance.total.frombytes(bytes(8 * cells))
+    instance.low.frombytes(bytes(8 * cells))
+    instance.high.frombytes(bytes(8 * cells))
+    instance.marker.extend([-1] * added)
+    instance.holder.extend([NO_PACK] * added)
+
+
 def fold_judged(
     partition: int,
     records: Iterable[RawRecord],
     partials: PartitionPartials,
-    spec: Spec,
+    judge: SpecJudge,
     families_of: Mapping[str, Sequence[Family]],
     frontier_ms: int | None,
     limits: Limits,
     outcome: BatchOutcome,
 ) -> None:
     """fold_records for the events of a spec (aggregations/judge.py): each record judged once, archived
-    (RawColumns, the original bytes) unless its document or time is bad, then,
-    for each aggregation that counts it, folded into every window of each of its families
-    (`families_of`: aggregation name -> families), with fold_measures' rule and the same markers, close
-    rule and late records as fold_records. A record that an aggregation rejects is one dead letter
-    (the reasons of every aggregation that rejects it, in the spec's order), and still counts in the
-    others; a record whose time or document is bad is a dead letter for all."""
+    (RawColumns, the original bytes) unless its document or time is bad, then, for each aggregation
+    that counts it, folded into every window of each of its families (`families_of`: aggregation name
+    -> families), with fold_measures' rule and the same markers, close rule and late records as
+    fold_records; the fold itself over the batch's columns (_fold_rows), not per record. A record
+    that an aggregation rejects is one dead letter (the reasons of every aggregation that rejects it,
+    in the spec's order), and still counts in the others; a record whose time or document is bad is a
+    dead letter for all."""
     dead_letters, late = outcome.dead_letters, outcome.late
     archived = outcome.columns.get(partition)
     if archived is None:
         archived = outcome.columns[partition] = RawColumns(partition)
     assert isinstance(archived, RawColumns)
     max_event_ms = outcome.max_event_ms.get(partition, NO_EVENT_MS)
-    # Per aggregation: its families, and the slot of event time that decides their windows (as in
-    # fold_records); per (aggregation, slot): the instances it folds into and the windows it missed,
+    # Per aggregation: its families, the slot of event time that decides their windows (as in
+    # fold_records), its rows, and per slot the instances it folds into and the windows it missed,
     # looked up once per batch, not per record and family.
-    plans = [(aggregation.name, families_of.get(aggregation.name, ()),
-              reduce(gcd, (family.step_ms for family in families_of.get(aggregation.name, ())), 0) or 1)
-             for aggregation in spec.aggregations]
-    windows_of: dict[tuple[str, int], tuple[list[InstancePartials], tuple[tuple[str, int], ...]]] = {}
+    plans: list[tuple[Sequence[Family], int, _Rows, dict[int, _WindowsAt]]] = []
+    for aggregation in judge.spec.aggregations:
+        family_list = families_of.get(aggregation.name, ())
+        plans.append((family_list, reduce(gcd, (family.step_ms for family in family_list), 0) or 1,
+                      _Rows(len(aggregation.measures)), {}))
     max_bytes, min_ms = limits.max_event_bytes, limits.min_event_ms
     for record in records:
         offset, written_ms = record.offset, record.timestamp
         raw = record.value or b""
-        judged = judge(raw, spec, max_bytes=max_bytes, min_event_ms=min_ms,
-                       max_event_ms=limits.latest_event_ms(written_ms))
+        judged = judge.judge(raw, max_bytes=max_bytes, min_event_ms=min_ms,
+                             max_event_ms=limits.latest_event_ms(written_ms))
         if isinstance(judged, Rejection):
             dead_letters.append(DeadLetter(Record(partition, offset, raw, written_ms), judged))
             continue
@@ -498,46 +627,23 @@ def fold_judged(
             max_event_ms = event_ms
         rejections: list[Rejection] = []
         missed: list[tuple[str, int]] = []
-        for (name, family_list, slot_ms), result in zip(plans, judged.results, strict=True):
+        for (family_list, slot_ms, rows, windows_of), result in zip(plans, judged.results, strict=True):
             if result is None:
                 continue
             if isinstance(result, Rejection):
                 rejections.append(result)
                 continue
             time_slot = event_ms - event_ms % slot_ms
-            at = windows_of.get((name, time_slot))
+            at = windows_of.get(time_slot)
             if at is None:
                 opened, closed = windows_at(family_list, time_slot, frontier_ms)
                 measures_of = {family.name: family.measures for family in family_list}
-                at = windows_of[(name, time_slot)] = (
+                at = windows_of[time_slot] = (
                     [partials.instance(group[0], group[1], measures_of[group[0]]) for group in opened], closed)
             if at[1]:
                 missed += at[1]
-            key, values = key_text(result.key), result.measures
-            for instance in at[0]:  # fold_measures, inline (a key's first record: put, once per key and instance)
-                marker = instance.marker
-                slot = instance.index.get(key)
-                if slot is None:
-                    instance.dirty.add(instance.put(key, new_measures_partial(values, offset)))
-                    continue
-                if offset <= marker[slot]:
-                    continue  # a replayed record this key already holds
-                count, total, low, high = instance.count, instance.total, instance.low, instance.high
-                i = slot * len(values)
-                for value in values:
-                    if value is not None:
-                        if count[i] == 0:
-                            count[i], total[i], low[i], high[i] = 1, value, value, value
-                        else:
-                            count[i] += 1
-                            total[i] += value
-                            if value < low[i]:
-                                low[i] = value
-                            if value > high[i]:
-                                high[i] = value
-                    i += 1
-                marker[slot] = offset
-                instance.dirty.add(slot)
+            if at[0]:
+                rows.add(key_text(result.key), offset, time_slot, result.measures)
         if rejections:
             first = rejections[0]
             detail = first.detail if len(rejections) == 1 else "; ".join(f"{r.reason}: {r.detail}" for r in rejections)
@@ -546,3 +652,6 @@ def fold_judged(
             late.append(LateEvent(Record(partition, offset, raw, written_ms), None, tuple(missed)))
     if max_event_ms != NO_EVENT_MS:
         outcome.max_event_ms[partition] = max_event_ms
+    for (_families, _slot_ms, rows, windows_of) in plans:
+        if rows.codes:
+            _fold_rows(rows, {slot: at[0] for slot, at in windows_of.items() if at[0]})

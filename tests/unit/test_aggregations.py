@@ -4,6 +4,7 @@ time, and the shipped example specs on the events they are written for."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -15,12 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregations.judge import MISSING, Counted, Judgement, event_time, judge, judge_object, lookup
+from aggregations.judge import MISSING, Counted, Judgement, SpecJudge, event_time, judge, judge_object, lookup
 from aggregations.spec import Spec, SpecError, TimeField, field_path, parse_spec
 from formats.events import (
     BAD_STRING,
     BAD_TIMESTAMP,
     INVALID_JSON,
+    MAX_STRING_CHARS,
     MISSING_FIELD,
     NON_FINITE_VALUE,
     NOT_AN_OBJECT,
@@ -408,3 +410,90 @@ def _spec_error(text: str) -> str:
     with pytest.raises(SpecError) as caught:
         parse_spec(text, WINDOWS)
     return str(caught.value)
+
+
+# -- SpecJudge: the rules' judgement, quickly -------------------------------------------------------
+
+EVERY_FEATURE = """
+[[aggregation]]
+name = "a"
+key = ["k", "n:int"]
+measures = ["m", "x.y"]
+missing_measure = "skip"
+distinct = ["u"]
+
+[[aggregation]]
+name = "b"
+key = ["k", "f:bool"]
+missing_key = "null"
+measures = ["m"]
+where = { k = ["a", "b"], n = [1, true] }
+
+[[aggregation]]
+name = "c"
+key = ["u"]
+missing_key = "skip"
+measures = ["x.y"]
+where = { f = true }
+"""
+
+any_value = st.one_of(
+    st.sampled_from(["a", "b", "", "a" * MAX_STRING_CHARS, "a" * (MAX_STRING_CHARS + 1), "tab\there", "\x7f", "é",
+                     "2024-12-06T10:13:20Z", "2024-12-06T11:13:20.5+01:00", "noon", "1733480000"]),
+    st.text(max_size=4),
+    st.none(), st.booleans(),
+    st.sampled_from([0, 1, -1, 2**63 - 1, -2**63, 2**63, 2**64 + 1, T_MS, T_MS * 1000]),
+    st.integers(),
+    st.sampled_from([0.0, -0.0, 0.25, -7.5, 1e300, 1_733_480_000.123, 1_733_480_000.0, 1e16, 5e-324]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.just([1]), st.just({"y": 2.5}),
+)
+_ABSENT = object()
+_TIMES = {"iso8601": st.sampled_from(["2024-12-06T10:13:20Z", "2024-12-06T11:13:20.5+01:00"]),
+          "epoch_s": st.sampled_from([1_733_480_000, 1_733_480_000.123, 1_733_480_000.1239, 1_733_480_000.5]),
+          "epoch_ms": st.just(T_MS), "epoch_us": st.just(T_MS * 1000 + 7)}
+_TIMES["epoch_ms_or_iso8601"] = st.one_of(_TIMES["iso8601"], _TIMES["epoch_ms"])
+
+
+def _document(time_format: str) -> st.SearchStrategy[dict[str, object]]:
+    """Events whose fields are each mostly of the spec's type (so that all of them often are, and the
+    quick path decides), else missing or any value; "x" and "t" objects holding the nested field."""
+    def field(valid: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+        return mostly(valid, st.one_of(st.just(_ABSENT), any_value))
+
+    def mostly(usual: st.SearchStrategy[object], other: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+        return st.integers(0, 9).flatmap(lambda i: usual if i < 9 else other)
+
+    fields = st.fixed_dictionaries({
+        "k": field(st.sampled_from(["a", "b", "c"])), "n": field(st.sampled_from([1, 2, -2**63])),
+        "f": field(st.booleans()), "m": field(st.sampled_from([2, 0.5, -0.0, 1e300])),
+        "u": field(st.sampled_from(["u1", "u2"])),
+        "x": mostly(st.fixed_dictionaries({"y": field(st.sampled_from([0.25, -0.0, 7]))}), any_value),
+        "t": mostly(st.fixed_dictionaries({"at": field(_TIMES[time_format])}), any_value),
+    })
+    return fields.map(lambda d: {name: value if not isinstance(value, dict) else
+                                 {k: v for k, v in value.items() if v is not _ABSENT}
+                                 for name, value in d.items() if value is not _ABSENT})
+
+
+@pytest.mark.parametrize("time_format", ["iso8601", "epoch_s", "epoch_ms", "epoch_us", "epoch_ms_or_iso8601"])
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), raw=st.one_of(st.none(), st.none(), st.binary(max_size=8)))
+def test_the_spec_judge_is_the_rules_judgement(time_format: str, data: st.DataObject, raw: bytes | None) -> None:
+    spec = _spec(EVERY_FEATURE, f'[time]\nfield = "t.at"\nformat = "{time_format}"\n')
+    event = data.draw(_document(time_format))
+    text = json.dumps(event).encode() if raw is None else raw  # json: integers beyond 64 bits too
+    for max_bytes in (65_536, 40):
+        want = judge(text, spec, max_bytes=max_bytes, **LIMITS)
+        got = SpecJudge(spec).judge(text, max_bytes=max_bytes, **LIMITS)
+        assert repr(got) == repr(want)  # repr: == would take -0.0 for 0.0
+
+
+def test_the_spec_judge_decides_the_common_case_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quick path is taken (so the test above compares two paths, not one)."""
+    spec = _spec(EVERY_FEATURE, '[time]\nfield = "t.at"\nformat = "epoch_s"\n')
+    quick = SpecJudge(spec)
+    monkeypatch.setattr("aggregations.judge.judge_object", None)  # the rules, unreachable from the quick path
+    event = {"k": "a", "n": 1, "f": True, "m": 2, "u": "u1", "x": {"y": -0.0}, "t": {"at": 1_733_480_000.5}}
+    assert quick.judge(orjson.dumps(event), max_bytes=65_536, **LIMITS) == Judgement(T_MS + 500, (
+        Counted(("a", 1), (2.0, -0.0), ("u1",)), Counted(("a", True), (2.0,)), Counted(("u1",), (-0.0,))))
