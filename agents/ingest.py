@@ -317,9 +317,8 @@ class IngestPartition:
         if aggregation is not None:
             partitions = self.ctx.settings.kafka.topic_partitions
             keyed: dict[int, list[int]] = {}
-            types = instance.types
-            for slot, target in zip(slots, key_partitions(aggregation, [types[slot] for slot in slots], partitions),
-                                    strict=True):
+            route = functools.partial(key_partitions, aggregation, partitions=partitions)
+            for slot, target in zip(slots, instance.routes(slots, route), strict=True):
                 keyed.setdefault(target, []).append(slot)
             return keyed
         by_target: dict[int, list[int]] = {}

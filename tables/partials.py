@@ -27,9 +27,10 @@ tables/windows.py (windows_at), once per slot of event time and batch.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
+from itertools import repeat
 from math import gcd
 from typing import NamedTuple, Protocol
 
@@ -161,7 +162,7 @@ class InstancePartials:
     newest stored value (-1: none yet), and `dirty` the slots changed since the last flush."""
 
     __slots__ = ("window", "start_ms", "measures", "index", "types", "count", "total", "low", "high", "marker",
-                 "holder", "dirty", "folding")
+                 "holder", "dirty", "folding", "targets")
 
     def __init__(self, window: str, start_ms: int, measures: int = 1) -> None:
         self.window = window
@@ -179,6 +180,9 @@ class InstancePartials:
         # Within one fold_records call only: slot -> its partial as a list, for the slots that get more
         # than one record (an array's item is boxed at every read); written back at the batch's end.
         self.folding: dict[int, list[float]] = {}
+        # The stage-2 partition of each slot's key once a flush has routed it (-1: not yet; shorter than the
+        # slots when new ones have not been routed): see routes().
+        self.targets = array("q")
 
     def __len__(self) -> int:
         return len(self.types)
@@ -216,6 +220,18 @@ class InstancePartials:
             partial += [self.count[i], self.total[i], self.low[i], self.high[i]]
         partial.append(self.marker[slot])
         return partial
+
+    def routes(self, slots: Sequence[int], route: Callable[[list[str]], Sequence[int]]) -> list[int]:
+        """The stage-2 partition of each slot's key, `route` of the keys once per slot, not at every flush
+        that sends it (a key's partition does not change while the worker runs)."""
+        targets, types = self.targets, self.types
+        if len(targets) < len(types):
+            targets.extend(repeat(-1, len(types) - len(targets)))
+        unknown = [slot for slot in slots if targets[slot] < 0]
+        if unknown:
+            for slot, target in zip(unknown, route([types[slot] for slot in unknown]), strict=True):
+                targets[slot] = target
+        return [targets[slot] for slot in slots]
 
     def key(self, slot: int) -> PartialKey:
         return PartialKey(self.window, self.start_ms, self.types[slot])

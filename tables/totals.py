@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -101,6 +102,13 @@ class SourceColumns:
         self.high = array("d", [0.0]) * (slots * measures)
         self.marker = array("q", [ABSENT_MARKER]) * slots
 
+    def extend_absent(self, slots: int) -> None:
+        """append_absent() `slots` times, each column grown once."""
+        cells = 8 * slots * self.measures
+        for column in (self.count, self.total, self.low, self.high):
+            column.frombytes(bytes(cells))  # zeros: 0 and 0.0
+        self.marker.extend(repeat(ABSENT_MARKER, slots))
+
     def append_absent(self) -> None:
         for _ in range(self.measures):
             self.count.append(0)
@@ -153,6 +161,15 @@ class InstanceTotals:
             for columns in self.sources.values():
                 columns.append_absent()
         return slot
+
+    def _open(self, keys: Sequence[str]) -> None:
+        """slot() of each of these new keys (distinct), every column grown once for all of them."""
+        first = len(self.types)
+        self.index.update(zip(keys, range(first, first + len(keys)), strict=True))
+        self.types += keys
+        self.holder.extend(repeat(NO_PACK, len(keys)))
+        for columns in self.sources.values():
+            columns.extend_absent(len(keys))
 
     def source(self, partition: int) -> SourceColumns:
         columns = self.sources.get(partition)
@@ -212,8 +229,8 @@ class InstanceTotals:
         if None in slots:
             if len(set(types)) != len(types):
                 return False
-            slot_of = self.slot
-            slots = [slot_of(key) if slot is None else slot for key, slot in zip(types, slots, strict=True)]
+            self._open([key for key, slot in zip(types, slots, strict=True) if slot is None])
+            slots = [index[key] for key in types]
         elif len(set(slots)) != len(slots):
             return False
         columns = self.source(partition)  # after the new slots: their appends must precede the views below

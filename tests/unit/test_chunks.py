@@ -1,4 +1,4 @@
-"""encode_in_runs: every item once, in order, each body within the limit, few encodings."""
+"""encode_in_runs: every item once, in order, each body within the limit, each item encoded about once."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_one_item_over_the_limit_is_a_body_of_its_own() -> None:
     assert [orjson.loads(body) for _, _, body in runs] == [["a"], ["b" * 100], ["c"]]
 
 
-def test_a_long_list_is_encoded_about_twice_not_once_per_halving() -> None:
+def test_a_long_list_is_encoded_about_once() -> None:
     encoded = []
 
     def encode(run: list[str]) -> bytes:
@@ -39,4 +39,4 @@ def test_a_long_list_is_encoded_about_twice_not_once_per_halving() -> None:
     items = [f"type-{i:05d}" for i in range(20_000)]  # 260 KB: at least 16 bodies of 16 KiB
     runs = encode_in_runs(items, encode, 16 * 1024)
     assert len(runs) >= 16
-    assert sum(encoded) <= 2.2 * len(items)
+    assert sum(encoded) <= 1.1 * len(items)  # its first items measured, then each run once

@@ -743,3 +743,20 @@ def test_crashes_and_replays_give_the_clean_single_pass_result(seed: int) -> Non
     expected_totals = ref.totals()
     assert _stage2(rng, clean.emitted) == expected_totals
     assert _stage2(rng, run.emitted) == expected_totals
+
+
+def test_a_slot_is_routed_once_however_often_it_is_flushed() -> None:
+    instance = InstancePartials("w", 0)
+    for key in ("a", "bb"):
+        instance.put(key, [1, 1.0, 1.0, 1.0, 0])
+    asked: list[list[str]] = []
+
+    def route(keys: list[str]) -> list[int]:
+        asked.append(keys)
+        return [10 + len(key) for key in keys]
+
+    assert instance.routes([0, 1], route) == [11, 12]
+    instance.put("ccc", [1, 1.0, 1.0, 1.0, 0])
+    assert instance.routes([1, 2], route) == [12, 13]
+    assert instance.routes([0, 2], route) == [11, 13]
+    assert asked == [["a", "bb"], ["ccc"]]
