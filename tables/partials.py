@@ -561,7 +561,8 @@ def _fold_rows(rows: _Rows, instances_at: Mapping[int, Sequence[InstancePartials
             low[touched] = np.inf
             high[touched] = -np.inf
             np.add.at(count, cells, 1)
-            np.add.at(total, cells, column)
+            with np.errstate(over="ignore"):  # a sum beyond a float's range is inf, as in Python, not a warning
+                np.add.at(total, cells, column)
             np.minimum.at(low, cells[::-1], column[::-1])
             np.maximum.at(high, cells[::-1], column[::-1])
             low[touched] = np.minimum(low[touched], old_low)

@@ -5,6 +5,7 @@ with the windows they missed, in any split of the records into batches, with rep
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import orjson
@@ -137,3 +138,15 @@ def test_one_dead_letter_names_every_aggregation_that_rejects_the_event() -> Non
     assert dead.rejection.reason == MISSING_FIELD
     assert dead.rejection.detail == ("missing_field: device.id is missing (aggregation devices); "
                                      f"{WRONG_TYPE}: metrics.temp must be a number, got str")
+
+
+def test_a_sum_beyond_a_floats_range_is_inf_as_in_python() -> None:
+    events = [{"device": {"id": "d-1", "site": "paris"}, "metrics": {"temp": 1e308}, "time": iso_utc(BASE_MS)}] * 2
+    records = [Record(0, offset, orjson.dumps(event), -1) for offset, event in enumerate(events)]
+    partials = PartitionPartials(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fold_judged(0, records, partials, JUDGE, FAMILIES_OF, None, LIMITS, BatchOutcome())
+    want, _, _ = _reference(records, None)
+    assert _bits(partials.values) == _bits(want)
+    assert {partial[1] for partial in partials.values.values()} == {float("inf")}
