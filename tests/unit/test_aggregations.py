@@ -477,7 +477,7 @@ def _document(time_format: str) -> st.SearchStrategy[dict[str, object]]:
 
 
 @pytest.mark.parametrize("time_format", ["iso8601", "epoch_s", "epoch_ms", "epoch_us", "epoch_ms_or_iso8601"])
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(data=st.data(), raw=st.one_of(st.none(), st.none(), st.binary(max_size=8)))
 def test_the_spec_judge_is_the_rules_judgement(time_format: str, data: st.DataObject, raw: bytes | None) -> None:
     spec = _spec(EVERY_FEATURE, f'[time]\nfield = "t.at"\nformat = "{time_format}"\n')
