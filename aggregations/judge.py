@@ -44,6 +44,7 @@ from formats.events import (
     check_string,
     forbidden_char,
     iso_to_epoch_ms,
+    json_object,
     reject,
     type_name,
 )
@@ -239,13 +240,9 @@ class SpecJudge:
 
     def judge(self, raw: bytes, *, max_bytes: int, min_event_ms: int, max_event_ms: int) -> Judgement | Rejection:
         """judge(raw, self.spec, ...)."""
-        if len(raw) <= max_bytes:
-            try:
-                event = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                event = None
-            if type(event) is dict:
-                return self.judge_object(event, min_event_ms=min_event_ms, max_event_ms=max_event_ms)
+        event = json_object(raw, max_bytes)
+        if event is not None:
+            return self.judge_object(event, min_event_ms=min_event_ms, max_event_ms=max_event_ms)
         return judge(raw, self.spec, max_bytes=max_bytes, min_event_ms=min_event_ms, max_event_ms=max_event_ms)
 
     def judge_object(self, event: dict[str, Any], *, min_event_ms: int, max_event_ms: int) -> Judgement | Rejection:

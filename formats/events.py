@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Annotated, Final, NamedTuple
+from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
 import orjson
@@ -42,6 +42,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "forbidden_char",
+    "json_object",
     "iso_to_epoch_ms",
     "reject",
     "type_name",
@@ -301,6 +302,18 @@ def decode_common(raw: bytes, max_bytes: int, min_event_ms: int, max_event_ms: i
     return fields
 
 
+def json_object(raw: bytes, max_bytes: int) -> dict[str, Any] | None:
+    """The record's top-level JSON object, for a fast path; None if it is oversized, not JSON or not an
+    object (the full checks then say which)."""
+    if len(raw) > max_bytes:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if type(obj) is dict else None
+
+
 _new_event: Final = tuple.__new__  # Event(...) runs a Python-level __new__; this skips it
 
 
@@ -318,24 +331,20 @@ def decode_event(raw: bytes, *, max_bytes: int, min_event_ms: int, max_event_ms:
     fields = decode_common(raw, max_bytes, min_event_ms, max_event_ms)
     if fields is not None:
         return _new_event(Event, (fields.user_id, fields.event_type, fields.timestamp, fields.value))
-    if len(raw) <= max_bytes:
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            obj = None
-        if type(obj) is dict:
-            user_id, event_type = obj.get("user_id"), obj.get("event_type")
-            value, event_ms = obj.get("value"), obj.get("timestamp")
-            if (type(user_id) is str and type(event_type) is str and type(event_ms) is int
-                    and (type(value) is float or type(value) is int)
-                    and 0 < len(user_id) <= MAX_STRING_CHARS and 0 < len(event_type) <= MAX_STRING_CHARS
-                    # For ASCII, isprintable() is exactly "no code point below U+0020 and not U+007F".
-                    and user_id.isascii() and user_id.isprintable()
-                    and event_type.isascii() and event_type.isprintable()
-                    and min_event_ms <= event_ms <= max_event_ms):
-                number = float(value) if type(value) is int and -_EXACT_INT < value < _EXACT_INT else value
-                if type(number) is float and math.isfinite(number):
-                    return Event(user_id, event_type, event_ms, number)
+    obj = json_object(raw, max_bytes)
+    if obj is not None:
+        user_id, event_type = obj.get("user_id"), obj.get("event_type")
+        value, event_ms = obj.get("value"), obj.get("timestamp")
+        if (type(user_id) is str and type(event_type) is str and type(event_ms) is int
+                and (type(value) is float or type(value) is int)
+                and 0 < len(user_id) <= MAX_STRING_CHARS and 0 < len(event_type) <= MAX_STRING_CHARS
+                # For ASCII, isprintable() is exactly "no code point below U+0020 and not U+007F".
+                and user_id.isascii() and user_id.isprintable()
+                and event_type.isascii() and event_type.isprintable()
+                and min_event_ms <= event_ms <= max_event_ms):
+            number = float(value) if type(value) is int and -_EXACT_INT < value < _EXACT_INT else value
+            if type(number) is float and math.isfinite(number):
+                return Event(user_id, event_type, event_ms, number)
     return _decode_checked(raw, max_bytes=max_bytes, min_event_ms=min_event_ms, max_event_ms=max_event_ms)
 
 

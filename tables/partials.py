@@ -221,6 +221,18 @@ class InstancePartials:
         partial.append(self.marker[slot])
         return partial
 
+    def open_slots(self, keys: list[str]) -> None:
+        """New slots for these keys (distinct, none held yet), empty: every measure [0, 0.0, 0.0, 0.0], no
+        record folded (marker -1); each column grown once for all of them."""
+        first, added = len(self.types), len(keys)
+        self.index.update(zip(keys, range(first, first + added), strict=True))
+        self.types += keys
+        cells = 8 * added * self.measures
+        for column in (self.count, self.total, self.low, self.high):
+            column.frombytes(bytes(cells))  # zeros: 0 and 0.0
+        self.marker.extend(repeat(-1, added))
+        self.holder.extend(repeat(NO_PACK, added))
+
     def routes(self, slots: Sequence[int], route: Callable[[list[str]], Sequence[int]]) -> list[int]:
         """The stage-2 partition of each slot's key, `route` of the keys once per slot, not at every flush
         that sends it (a key's partition does not change while the worker runs)."""
@@ -528,10 +540,10 @@ def _fold_rows(rows: _Rows, instances_at: Mapping[int, Sequence[InstancePartials
         index = instance.index
         slot_of = np.full(len(texts), -1, dtype=np.int64)
         slot_of[present] = [index.get(texts[code], -1) for code in present.tolist()]
-        new = present[slot_of[present] < 0]
-        if len(new):  # new keys, in order of first appearance
-            new = new[np.argsort(first[slot_of[present] < 0], kind="stable")]
-            _open_slots(instance, [texts[code] for code in new.tolist()])
+        is_new = slot_of[present] < 0
+        if is_new.any():  # new keys, in order of first appearance
+            new = present[is_new][np.argsort(first[is_new], kind="stable")]
+            instance.open_slots([texts[code] for code in new.tolist()])
             slot_of[new] = [index[texts[code]] for code in new.tolist()]
         row_slots = slot_of[row_codes]
         marker = np.frombuffer(instance.marker, dtype=np.int64)
@@ -581,20 +593,6 @@ def _not_replayed(slots: np.ndarray, offsets: np.ndarray, marker: np.ndarray) ->
             kept[row] = True
             running[slot] = offset
     return kept
-
-
-def _open_slots(instance: InstancePartials, keys: list[str]) -> None:
-    """New slots for these keys, empty: every measure [0, 0.0, 0.0, 0.0], no record folded (marker -1)."""
-    first, added = len(instance.types), len(keys)
-    instance.index.update(zip(keys, range(first, first + added), strict=True))
-    instance.types += keys
-    cells = added * instance.measures
-    instance.count.frombytes(bytes(8 * cells))
-    instance.total.frombytes(bytes(8 * cells))
-    instance.low.frombytes(bytes(8 * cells))
-    instance.high.frombytes(bytes(8 * cells))
-    instance.marker.extend([-1] * added)
-    instance.holder.extend([NO_PACK] * added)
 
 
 def fold_judged(

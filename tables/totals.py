@@ -103,19 +103,11 @@ class SourceColumns:
         self.marker = array("q", [ABSENT_MARKER]) * slots
 
     def extend_absent(self, slots: int) -> None:
-        """append_absent() `slots` times, each column grown once."""
+        """`slots` more slots with no partial, each column grown once."""
         cells = 8 * slots * self.measures
         for column in (self.count, self.total, self.low, self.high):
             column.frombytes(bytes(cells))  # zeros: 0 and 0.0
         self.marker.extend(repeat(ABSENT_MARKER, slots))
-
-    def append_absent(self) -> None:
-        for _ in range(self.measures):
-            self.count.append(0)
-            self.total.append(0.0)
-            self.low.append(0.0)
-            self.high.append(0.0)
-        self.marker.append(ABSENT_MARKER)
 
     def partial(self, slot: int) -> list[float] | None:
         if self.marker[slot] == ABSENT_MARKER:
@@ -155,15 +147,12 @@ class InstanceTotals:
         """The slot of `event_type`, added (with no partial) if it has none."""
         slot = self.index.get(event_type)
         if slot is None:
-            slot = self.index[event_type] = len(self.types)
-            self.types.append(event_type)
-            self.holder.append(NO_PACK)
-            for columns in self.sources.values():
-                columns.append_absent()
+            self._open([event_type])
+            slot = self.index[event_type]
         return slot
 
     def _open(self, keys: Sequence[str]) -> None:
-        """slot() of each of these new keys (distinct), every column grown once for all of them."""
+        """Slots with no partial for these new keys (distinct), every column grown once for all of them."""
         first = len(self.types)
         self.index.update(zip(keys, range(first, first + len(keys)), strict=True))
         self.types += keys
