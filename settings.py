@@ -73,9 +73,9 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("WEB_BIND", "127.0.0.1", "Address the web server binds to (`0.0.0.0` to expose it)."),
     Setting("WEB_PORT", "6066", "Port of the web server (views, metrics, health)."),
     Setting("WEB_HOST", "127.0.0.1", "Host name other workers use to reach this one (table routing)."),
-    Setting("WEB_AUTH_TOKEN", "", "If set, every `/v1` request needs `Authorization: Bearer <token>` (the dashboard asks for it); `/metrics` and `/` stay open. Required when `WEB_BIND` is not a loopback address (see `WEB_AUTH`).", secret=True),
+    Setting("WEB_AUTH_TOKEN", "", "If set, every `/v1` request needs `Authorization: Bearer <token>` (the dashboard asks for it); the probes, `/metrics` and the dashboard's files stay open (see [Deploy](#deploy), Security). Required when `WEB_BIND` is not a loopback address (see `WEB_AUTH`).", secret=True),
     Setting("WEB_AUTH", "token", "`token`: the worker refuses to start with `WEB_BIND` beyond loopback and no `WEB_AUTH_TOKEN`; `none`: serve the API without a token to whoever reaches the port (say so explicitly)."),
-    Setting("WEB_RATE_LIMIT", "20", "`/v1` requests a worker serves per second (1 to 10000; health, `/metrics` and `/v1/status`, answered from memory, not counted). The web server shares the pipeline's event loop: more wait their turn, up to 5 s, and are then answered 503 with `Retry-After`. A dashboard tab makes 2 a second; NOTES.md has what a client asking without pause costs the pipeline."),
+    Setting("WEB_RATE_LIMIT", "20", "`/v1` requests a worker serves per second (health, `/metrics` and `/v1/status`, answered from memory, not counted). The web server shares the pipeline's event loop: more wait their turn, up to 5 s, and are then answered 503 with `Retry-After`. A dashboard tab makes 2 a second; NOTES.md has what a client asking without pause costs the pipeline."),
     Setting("WEB_PEER_HOSTS", "", "With `WEB_AUTH_TOKEN`: the other workers this one sends the token to when it routes a request to a key's owner or gathers open windows, as host names, IP addresses or networks (`10.0.0.0/8`), comma-separated; loopback addresses always. Their URLs come from the consumer group, where any client allowed to join it could advertise one: a worker not listed is not asked (the answer names it)."),
     Setting("WEB_ALLOWED_HOSTS", "", "Without `WEB_AUTH_TOKEN`: host names a request's `Host` header may name besides IP addresses, `localhost` and `WEB_HOST`, comma-separated (`*`: any). Another name is answered 421, so that a web page elsewhere cannot read the API through DNS rebinding."),
     Setting("STATE_DIR", "var/state", "Directory of the worker's local state (RocksDB tables)."),
@@ -98,6 +98,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("ALERT_RULES", "", "Path of the alert rules file (TOML, see [Alert rules](#alert-rules)); empty means no rules. A bad rule stops startup with one line naming the rule and the field."),
     Setting("LAG_WARNING", "100000", "Log a warning while the input consumer lag of this worker exceeds this many records."),
     Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write, alerts.send). Empty in production."),
+    Setting("STARTUP_TIMEOUT", "60s", "How long the worker, `produce` and `batch` wait at start for a Kafka broker, S3 and Redis to answer. One that still does not, or that refuses (a missing bucket, refused credentials, a certificate that does not verify), stops the process with one line naming the setting and status 2, which supervisors are told not to restart."),
     Setting("LOG_LEVEL", "info", "Level of the pipeline's own logs: debug, info, warning or error (faust's logs follow `faust worker -l`)."),
     Setting("DEVSTACK_DIR", "var", "Embedded stack only: directory of the services' data and logs."),
     Setting("DEVSTACK_BROKER", "kafka", "Embedded stack only: the broker it runs, `kafka` (Apache Kafka in KRaft mode: Java 17, and `make kafka` fetches it with Maven) or `tansu` (Tansu, from the Python requirements; no transactions, so no fencing: see [Brokers](#brokers))."),
@@ -108,6 +109,38 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("DEVSTACK_REDIS_PORT", "6379", "Embedded stack only: port of Redis."),
 )
 _DEFAULTS = {s.name: s.default for s in SETTINGS_DOC}
+
+# The floor and ceiling of every duration and size, and why: a value outside is refused at start, and the
+# settings table states the range. Durations as a user writes them.
+DURATION_BOUNDS: dict[str, tuple[str, str, str]] = {
+    "KAFKA_LINGER": ("0ms", "1s", "every send waits this long, and each stage's commit waits for its sends"),
+    "REDIS_TTL": ("1m", "8760h", "Redis serves recent windows (a year at most); the lake keeps them all"),
+    "ALLOWED_LATENESS": ("0s", "24h", "a window stays open, in memory and RocksDB, this long after its end"),
+    "IDLE_TIMEOUT": ("1s", "24h", "a quiet input partition holds back the close of every window this long"),
+    "MAX_CLOCK_SKEW": ("1s", "24h", "an event further ahead of its record's time would close every window at "
+                                    "once"),
+    "ARCHIVE_MAX_AGE": ("100ms", "1h", "each roll is an S3 object per input partition, and a file's records "
+                                       "wait in memory (and are replayed after a crash) until it is written"),
+    "EXPORT_LEDGER_RETENTION": ("1m", "720h", "it must outlast a replay of stage 2's input (up to 5 s), and it "
+                                              "keeps an entry per window exported in it"),
+    "STARTUP_TIMEOUT": ("1s", "1h", "a process that cannot reach its stores should say so, not hang"),
+}
+SIZE_BOUNDS: dict[str, tuple[int, int, str]] = {
+    "KAFKA_BATCH_BYTES": (1024, 64 * 1024 * 1024, "a batch is built in memory and must fit the broker's "
+                                                  "message.max.bytes"),
+    "MAX_EVENT_BYTES": (64, 16 * 1024 * 1024, "a record is held whole in memory and forwarded whole to the "
+                                              "dead-letter topic"),
+    "ARCHIVE_MAX_RECORDS": (1, 10_000_000, "a raw file is built in memory before its upload"),
+    "REDIS_LATEST_N": (1, 100_000, "each index is trimmed to this many windows at every write"),
+    "TOPIC_PARTITIONS": (1, 10_000, "each partition is a consumer, a RocksDB store and a producer's state"),
+    "TOPIC_REPLICATION": (1, 100, "a replication factor above the brokers' count cannot be met"),
+    "LAG_WARNING": (1, 10**12, "a lag is a count of records"),
+    "WEB_RATE_LIMIT": (1, 10_000, "the web server shares the pipeline's event loop"),
+}
+# A window family's bounds (WINDOWS): what the speed layer is for, and what one event costs.
+WINDOW_SIZE_BOUNDS = ("1s", "24h", "a window is a row per key when it closes, and longer periods are the batch "
+                                   "layer's daily rollups")
+MAX_WINDOWS_PER_EVENT = 60  # a hopping window's size / step: each event is folded into that many windows
 _SECRETS = frozenset(s.name for s in SETTINGS_DOC if s.secret)
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -119,6 +152,14 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _APP_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9:_.-]{0,64}$")
+# Other programs' variables that share the settings' prefixes (Kafka's launch scripts).
+_FOREIGN_VARIABLES = frozenset({"KAFKA_HEAP_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_OPTS",
+                                "KAFKA_JMX_OPTS", "KAFKA_OPTS", "KAFKA_DEBUG", "KAFKA_HOME"})
+# Kubernetes injects a Service's address as <SERVICE>_SERVICE_HOST, <SERVICE>_PORT=tcp://..., and so on
+# (enableServiceLinks): a Service named `redis` or `kafka` would otherwise be taken for typos.
+_SERVICE_LINK_NAME = re.compile(r"^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_[0-9]+_(TCP|UDP|SCTP)"
+                                r"(_PROTO|_PORT|_ADDR)?)$")
+_SERVICE_LINK_VALUE = re.compile(r"^(tcp|udp|sctp)://[0-9a-fA-F.:\[\]]+:[0-9]+$")
 _HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
 _USERINFO = re.compile(r"//[^/@\s]*@")
@@ -232,6 +273,7 @@ class Settings:
     redis: RedisSettings
     pipeline: PipelineSettings
     log_level: str
+    startup_timeout_ms: int  # how long a process waits for its broker and stores at start
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,11 +328,47 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
 _port = _integer(1, 65535)
 
 
-def _positive_duration_ms(text: str) -> int:
-    duration_ms = parse_duration_ms(text)
-    if duration_ms <= 0:
-        raise ValueError("expected a positive duration such as 500ms, 30s, 5m or 2h")
-    return duration_ms
+def _bounded_duration_ms(name: str) -> Callable[[str], int]:
+    """The parser of a duration setting: from its floor to its ceiling (DURATION_BOUNDS), or one line why not."""
+    low, high, why = DURATION_BOUNDS[name]
+
+    def parse(text: str) -> int:
+        duration_ms = parse_duration_ms(text)
+        if not parse_duration_ms(low) <= duration_ms <= parse_duration_ms(high):
+            raise ValueError(f"expected a duration from {low} to {high}: {why}")
+        return duration_ms
+
+    return parse
+
+
+def _bounded_size(name: str) -> Callable[[str], int]:
+    """The parser of a size or count setting: from its floor to its ceiling (SIZE_BOUNDS)."""
+    low, high, why = SIZE_BOUNDS[name]
+    integer = _integer(low, high)
+
+    def parse(text: str) -> int:
+        try:
+            return integer(text)
+        except ValueError as exc:
+            raise ValueError(f"{exc}: {why}") from None
+
+    return parse
+
+
+def _bounded_windows(text: str) -> tuple[WindowSpec, ...]:
+    """WINDOWS, each family within WINDOW_SIZE_BOUNDS and at most MAX_WINDOWS_PER_EVENT windows per event."""
+    low, high, why = WINDOW_SIZE_BOUNDS
+    windows = parse_windows(text)
+    for window in windows:
+        if not parse_duration_ms(low) <= window.size_ms <= parse_duration_ms(high):
+            raise ValueError(f"window {window.name!r}: expected a size from {low} to {high}: {why}")
+        if window.step_ms < parse_duration_ms(low):
+            raise ValueError(f"window {window.name!r}: expected a step of at least {low}")
+        if window.size_ms // window.step_ms > MAX_WINDOWS_PER_EVENT:
+            raise ValueError(f"window {window.name!r}: its size is {window.size_ms // window.step_ms} steps, and "
+                             f"each event is folded into that many windows: expected at most "
+                             f"{MAX_WINDOWS_PER_EVENT}")
+    return windows
 
 
 def _choice(options: tuple[str, ...], *, lower: bool = False) -> Callable[[str], str]:
@@ -440,7 +518,7 @@ def _web(read: _Reader) -> WebSettings:
         host=host,
         auth_token=read.parse("WEB_AUTH_TOKEN", _matching(re.compile(r"^(|[!-~]{16,256})$"),
                                                           "empty, or 16 to 256 printable ASCII characters")),
-        rate_limit=read.parse("WEB_RATE_LIMIT", _integer(1, 10_000)),
+        rate_limit=read.parse("WEB_RATE_LIMIT", _bounded_size("WEB_RATE_LIMIT")),
         peer_hosts=read.parse("WEB_PEER_HOSTS", _host_list(wildcard=False, always=LOOPBACK)),
         allowed_hosts=read.parse("WEB_ALLOWED_HOSTS", _host_list(wildcard=True, always=own)),
     )
@@ -490,6 +568,32 @@ def _optional_url(reader: _Reader, name: str, parser: Callable[[str], T]) -> T |
 
 # Set by faust's own CLI for its --workdir/--datadir options: not the user's configuration.
 _FAUST_CLI_VARIABLES = frozenset({"F_WORKDIR", "F_DATADIR"})
+
+
+# The settings' families: another variable named with one of these is taken for a mistyped setting.
+# (APP_ID, LOG_LEVEL and the few others stand alone: APP_ and LOG_ are too common in other programs' names.)
+_PREFIXES = ("AGGREGATION", "ALERT_", "ARCHIVE_", "BROKER_", "DEVSTACK_", "EXPORT_", "KAFKA_", "LAKE_", "PRODUCE_",
+             "REDIS_", "S3_", "STARTUP_", "STATE_", "TOPIC_", "WEB_")
+
+
+def _refuse_unknown_variables(env: Mapping[str, str]) -> None:
+    """A variable named like a setting but not one (`BROKER_ULR`, `WEB_PROT`, `web_port`) would be ignored and
+    the default used: refused, naming the closest setting."""
+    import difflib
+
+    known = sorted(_DEFAULTS)
+    for name in sorted(env):
+        upper = name.upper()
+        if name in _DEFAULTS or name in _FOREIGN_VARIABLES or not upper.startswith(_PREFIXES):
+            continue
+        if _SERVICE_LINK_NAME.fullmatch(name) or (upper.endswith("_PORT") and _SERVICE_LINK_VALUE.fullmatch(
+                env[name].strip())):
+            continue
+        if upper in _DEFAULTS:
+            raise SettingsError(name, f"settings are named in capitals: set {upper}")
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "the README's settings table lists them"
+        raise SettingsError(name, f"not a setting of this application, which would ignore it: {hint}")
 
 
 def _refuse_faust_variables(env: Mapping[str, str]) -> None:
@@ -554,8 +658,15 @@ def _is_encrypted_pem(path: str) -> bool:
 def load(env: Mapping[str, str]) -> Settings:
     """Parse the worker's settings from `env`; raise SettingsError on a bad value."""
     _refuse_faust_variables(env)
+    _refuse_unknown_variables(env)
     read = _Reader(env)
     protocol = read.parse("KAFKA_SECURITY_PROTOCOL", _choice(_SECURITY_PROTOCOLS))
+    if not protocol.startswith("SASL"):
+        # Under PLAINTEXT or SSL the clients never log in: credentials set for nothing would hide that.
+        for name in ("KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SASL_OAUTH_TOKEN_FILE"):
+            if read.is_set(name):
+                raise SettingsError(name, f"a SASL setting, and KAFKA_SECURITY_PROTOCOL={protocol} does not log in: "
+                                          "set SASL_SSL (or SASL_PLAINTEXT), or unset it")
     mechanism = read.parse("KAFKA_SASL_MECHANISM", _choice(_SASL_MECHANISMS))
     username = read.raw("KAFKA_SASL_USERNAME")
     password = read.raw("KAFKA_SASL_PASSWORD")
@@ -598,8 +709,8 @@ def load(env: Mapping[str, str]) -> Settings:
         ssl_key_password=key_password,
         sasl_oauth_token_file=files["KAFKA_SASL_OAUTH_TOKEN_FILE"],
         compression=read.parse("KAFKA_COMPRESSION", _choice(KAFKA_COMPRESSIONS, lower=True)),
-        linger_ms=read.parse("KAFKA_LINGER", parse_duration_ms),
-        batch_bytes=read.parse("KAFKA_BATCH_BYTES", _integer(1024, 64 * 1024 * 1024)),
+        linger_ms=read.parse("KAFKA_LINGER", _bounded_duration_ms("KAFKA_LINGER")),
+        batch_bytes=read.parse("KAFKA_BATCH_BYTES", _bounded_size("KAFKA_BATCH_BYTES")),
         idempotence=idempotence,
         transactions=transactions,
         produce_acks=read.parse("PRODUCE_ACKS", _choice(("all", "1", "0"), lower=True)),
@@ -607,15 +718,15 @@ def load(env: Mapping[str, str]) -> Settings:
         topic_dlq=read.parse("TOPIC_DLQ", topic),
         topic_late=read.parse("TOPIC_LATE", topic),
         topic_alerts=read.parse("TOPIC_ALERTS", topic),
-        topic_partitions=read.parse("TOPIC_PARTITIONS", _integer(1, 10_000)),
-        topic_replication=read.parse("TOPIC_REPLICATION", _integer(1, 100)),
+        topic_partitions=read.parse("TOPIC_PARTITIONS", _bounded_size("TOPIC_PARTITIONS")),
+        topic_replication=read.parse("TOPIC_REPLICATION", _bounded_size("TOPIC_REPLICATION")),
     )
     topics = [kafka.topic_events, kafka.topic_dlq, kafka.topic_late, kafka.topic_alerts]
     if len(set(topics)) != len(topics):
         raise SettingsError("TOPIC_DLQ", "TOPIC_EVENTS, TOPIC_DLQ, TOPIC_LATE and TOPIC_ALERTS must differ")
-    windows = read.parse("WINDOWS", parse_windows)
+    windows = read.parse("WINDOWS", _bounded_windows)
     bucket, prefix = read.parse("LAKE_URL", _lake_url)
-    lateness_ms = read.parse("ALLOWED_LATENESS", parse_duration_ms)
+    lateness_ms = read.parse("ALLOWED_LATENESS", _bounded_duration_ms("ALLOWED_LATENESS"))
     spec = _aggregations(read.raw("AGGREGATIONS"), windows)
     rules = _alert_rules(read.raw("ALERT_RULES"), windows, spec)
     return Settings(
@@ -632,24 +743,25 @@ def load(env: Mapping[str, str]) -> Settings:
         redis=RedisSettings(
             url=read.parse("REDIS_URL", _redis_url),
             key_prefix=read.parse("REDIS_KEY_PREFIX", _matching(_KEY_PREFIX, "up to 64 letters, digits, ':', '_', '.' or '-'")),
-            ttl_ms=read.parse("REDIS_TTL", _positive_duration_ms),
-            latest_n=read.parse("REDIS_LATEST_N", _integer(1, 100_000)),
+            ttl_ms=read.parse("REDIS_TTL", _bounded_duration_ms("REDIS_TTL")),
+            latest_n=read.parse("REDIS_LATEST_N", _bounded_size("REDIS_LATEST_N")),
         ),
         pipeline=PipelineSettings(
             windows=windows,
             allowed_lateness_ms=lateness_ms,
-            idle_timeout_ms=read.parse("IDLE_TIMEOUT", _positive_duration_ms),
-            max_event_bytes=read.parse("MAX_EVENT_BYTES", _integer(64, 16 * 1024 * 1024)),
-            max_clock_skew_ms=read.parse("MAX_CLOCK_SKEW", _positive_duration_ms),
-            archive_max_records=read.parse("ARCHIVE_MAX_RECORDS", _integer(1, 10_000_000)),
-            archive_max_age_ms=read.parse("ARCHIVE_MAX_AGE", _positive_duration_ms),
-            lag_warning_records=read.parse("LAG_WARNING", _integer(1, 10**12)),
-            ledger_retention_ms=read.parse("EXPORT_LEDGER_RETENTION", _positive_duration_ms),
+            idle_timeout_ms=read.parse("IDLE_TIMEOUT", _bounded_duration_ms("IDLE_TIMEOUT")),
+            max_event_bytes=read.parse("MAX_EVENT_BYTES", _bounded_size("MAX_EVENT_BYTES")),
+            max_clock_skew_ms=read.parse("MAX_CLOCK_SKEW", _bounded_duration_ms("MAX_CLOCK_SKEW")),
+            archive_max_records=read.parse("ARCHIVE_MAX_RECORDS", _bounded_size("ARCHIVE_MAX_RECORDS")),
+            archive_max_age_ms=read.parse("ARCHIVE_MAX_AGE", _bounded_duration_ms("ARCHIVE_MAX_AGE")),
+            lag_warning_records=read.parse("LAG_WARNING", _bounded_size("LAG_WARNING")),
+            ledger_retention_ms=read.parse("EXPORT_LEDGER_RETENTION", _bounded_duration_ms("EXPORT_LEDGER_RETENTION")),
             fault_injection=tuple(read.parse("FAULT_INJECTION", parse_faults).items()),
             alert_rules=rules,
             spec=spec,
         ),
         log_level=read.parse("LOG_LEVEL", _choice(_LOG_LEVELS, lower=True)),
+        startup_timeout_ms=read.parse("STARTUP_TIMEOUT", _bounded_duration_ms("STARTUP_TIMEOUT")),
     )
 
 
@@ -694,6 +806,22 @@ def _fail(line: str) -> NoReturn:
 def markdown_table() -> str:
     """The README's settings table, generated so that docs and code cannot disagree."""
     rows = ["| Setting | Default | Meaning |", "| --- | --- | --- |"]
-    rows += [f"| `{s.name}` | `{s.default}` | {s.meaning} |" if s.default else f"| `{s.name}` | (empty) | {s.meaning} |"
-             for s in SETTINGS_DOC]
+    for s in SETTINGS_DOC:
+        default = f"`{s.default}`" if s.default else "(empty)"
+        rows.append(f"| `{s.name}` | {default} | {s.meaning}{_range(s.name)} |")
     return "\n".join(rows)
+
+
+def _range(name: str) -> str:
+    """The range of a bounded setting, as the table states it."""
+    if name in DURATION_BOUNDS:
+        low, high, _why = DURATION_BOUNDS[name]
+    elif name in SIZE_BOUNDS:
+        low_n, high_n, _why = SIZE_BOUNDS[name]
+        low, high = f"{low_n:,}", f"{high_n:,}"
+    elif name == "WINDOWS":
+        low, high, _why = WINDOW_SIZE_BOUNDS
+        return f" Sizes from {low} to {high}, steps of at least {low}, at most {MAX_WINDOWS_PER_EVENT} steps in a size."
+    else:
+        return ""
+    return f" From {low} to {high}."

@@ -30,6 +30,7 @@ from ops.metrics import PipelineMetrics
 from ops.stats import PipelineStats
 from settings import Settings
 from sinks.outputs import Outputs
+from sinks.startup import StoreAccessError, check_stores
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,18 @@ class Pipeline(Service):
 
     async def on_start(self) -> None:
         try:
-            await check_access(self.settings.kafka)
+            # The broker and the stores answer, or one line says which setting to fix (STARTUP_TIMEOUT).
+            wait_s = self.settings.startup_timeout_ms / 1000
+            started = time.monotonic()
+            await check_access(self.settings.kafka, wait_s=wait_s)
             await ensure_topics(self._options, topic_specs(self.topics, self.settings.kafka.topic_partitions),
                                 self.settings.kafka.topic_replication)
+            await check_stores(self.outputs.lake, self.outputs.redis,
+                               wait_s=max(1.0, wait_s - (time.monotonic() - started)))
             await self.producer.start()
             await self.board.start()
             await asyncio.gather(self.export_runner.start(), self.ingest_runner.start())
-        except (TopicLayoutError, BrokerAccessError) as exc:
+        except (TopicLayoutError, BrokerAccessError, StoreAccessError) as exc:
             exit_with_line(f"error: {exc}")
         except Exception as exc:  # noqa: BLE001 - a worker that cannot start must not linger half up
             exit_process(exc)

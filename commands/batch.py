@@ -31,7 +31,11 @@ from settings import Settings
 from sinks.lake import S3Lake, make_s3_client_factory
 from sinks.policy import BATCH_S3_ATTEMPTS, SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import RedisWindowStore
+from sinks.startup import StoreAccessError, check_stores
 
+# A backfill over more than this needs --long-range: every archived hour in it is read again, and every window
+# of those hours rewritten (a typo such as --to 2126-11-01 would restate everything since the archive began).
+LONG_RANGE_MS = 31 * 24 * 3_600_000
 KAFKA_DEADLINE_S = 120.0  # reading stage 1's topics; past it the broker is not answering
 ARCHIVE_WAIT_EXTRA_S = 30.0  # on top of ARCHIVE_MAX_AGE, for the archive to catch up with an observation
 
@@ -96,20 +100,32 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
                     "windows overlapping them and write those windows to Redis, even if up to date. "
                     "ISO-8601 (no zone means UTC) or epoch milliseconds."),
         option("--to", "to", metavar="T", callback=_time_option, help="End of the range (exclusive)."),
+        option("--long-range", is_flag=True, default=False,
+               help=f"Allow a range of more than {LONG_RANGE_MS // 86_400_000} days, or --to without --from (every "
+                    "archived hour in it is read again and its windows rewritten)."),
     ]
 
-    async def run(self, from_: int | None, to: int | None) -> None:
+    async def run(self, from_: int | None, to: int | None, long_range: bool) -> None:
         started_s = time.monotonic()
         settings: Settings = self.app.settings  # type: ignore[attr-defined]
         if from_ is not None and to is not None and to <= from_:
             exit_with_line(f"error: invalid --to: {iso_utc(to)} is not after --from {iso_utc(from_)}", 2)
+        refusal = long_range_refusal(from_, to, now_ms=time.time_ns() // 1_000_000)
+        if refusal is not None and not long_range:
+            exit_with_line(refusal, 2)
         redis_settings = settings.redis
         redis = RedisWindowStore(redis_settings.url, redis_settings.key_prefix, redis_settings.ttl_ms,
                                  redis_settings.latest_n)
         status = RunStatus(redis, started_s)
+        lake_settings = settings.lake
+        lake = S3Lake(lake_settings.bucket, lake_settings.prefix,
+                      make_s3_client_factory(lake_settings.endpoint_url, lake_settings.region,
+                                             max_attempts=BATCH_S3_ATTEMPTS))
+        wait_s = settings.startup_timeout_ms / 1000
         try:
-            await check_access(settings.kafka)
-        except BrokerAccessError as exc:
+            await check_access(settings.kafka, wait_s=wait_s)
+            await check_stores(lake, redis, wait_s=wait_s)
+        except (BrokerAccessError, StoreAccessError) as exc:
             exit_with_line(f"error: {exc}", 2)
         try:
             bound = await asyncio.wait_for(sealed_until_now(settings), KAFKA_DEADLINE_S)
@@ -121,10 +137,6 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
             status.fail(f"error: cannot read stage 2's export state from Kafka: {exc!r}", bound)
         if bound is not None:
             _say(f"sealed: every hour ending by {iso_utc(bound)}")
-        lake_settings = settings.lake
-        lake = S3Lake(lake_settings.bucket, lake_settings.prefix,
-                      make_s3_client_factory(lake_settings.endpoint_url, lake_settings.region,
-                                             max_attempts=BATCH_S3_ATTEMPTS))
         restatement = Restatement(settings.pipeline.windows, settings.kafka.topic_partitions, stage2, redis)
         stderr = sys.__stderr__ or sys.stderr
         progress = ProgressReporter(tty=stderr.isatty(), draw=lambda text: _draw(stderr, text), say=_say,
@@ -147,6 +159,22 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
         status.succeed(report, bound)
         redis.close()
         _say(summary(report))
+
+
+def long_range_refusal(from_ms: int | None, to_ms: int | None, *, now_ms: int) -> str | None:
+    """Why [--from, --to) needs --long-range (a range without --from reaches back to the archive's start, one
+    without --to up to now), or None."""
+    if from_ms is None and to_ms is None:
+        return None  # a plain run: the hours whose raw files changed
+    if from_ms is None:
+        return (f"error: --to {iso_utc(to_ms or 0)} without --from recomputes every archived hour before it: give "
+                "--from, or --long-range to mean it")
+    span_ms = (now_ms if to_ms is None else to_ms) - from_ms
+    if span_ms <= LONG_RANGE_MS:
+        return None
+    return (f"error: --from {iso_utc(from_ms)} {'up to now' if to_ms is None else f'--to {iso_utc(to_ms)}'} spans "
+            f"{span_ms // 86_400_000:,} days, over the {LONG_RANGE_MS // 86_400_000} a backfill may span without "
+            "--long-range (every archived hour in it is read again and its windows rewritten)")
 
 
 def _draw(stream: TextIO, text: str) -> None:

@@ -218,7 +218,7 @@ class produce(AppCommand):  # noqa: N801 - the class name is the subcommand name
             generator = SpecEventGenerator(spec, keys=users, seed=seed, malformed=malformed, late=late,
                                            late_offset_ms=offset_ms)
         try:
-            await check_access(settings.kafka)
+            await check_access(settings.kafka, wait_s=settings.startup_timeout_ms / 1000)
         except BrokerAccessError as exc:
             exit_with_line(f"error: {exc}", 2)
         # The worker's layout and check: a missing topic gets TOPIC_PARTITIONS, a mismatch is refused.

@@ -3,7 +3,8 @@
 One worker process runs on one core (Python's GIL); partitions bound how many are useful. Each
 child is `faust -A app worker` with its own state directory (`STATE_DIR/worker-<i>`) and web port
 (`WEB_PORT + i`: the first keeps the platform's `$PORT`), restarted whenever it exits (the worker
-is crash-only). SIGTERM or Ctrl-C stops them all, each with its usual clean stop.
+is crash-only), except when its first start ends with status 2, a configuration error: then all stop, with
+status 2 (ops/process.supervise). SIGTERM or Ctrl-C stops them all, each with its usual clean stop.
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
                                               args.loglevel],
                                log_path=None, env=child_env(env, i, settings.state_dir, settings.web.port),
                                cwd=ROOT) for i in range(args.count)]
+    status = 0
     try:
         for child in children:
             child.start()
         log.info("%d workers on ports %d-%d", args.count, settings.web.port, settings.web.port + args.count - 1)
-        supervise(children, restart={child.name for child in children})
+        status = supervise(children, restart={child.name for child in children})
     except KeyboardInterrupt:
         log.info("stopping %d workers", args.count)
     finally:
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.killpg(child.pid, signal.SIGTERM)
         for child in children:
             child.stop(grace_s=STOP_GRACE_S)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("\n".join(f"export {name}={value}" for name, value in endpoints.env().items()))
         print(_banner(settings, endpoints, stack, with_worker=args.command == "run"), flush=True)
-        supervise(children, restart={"worker"})
+        status = supervise(children, restart={"worker"})
     except KeyboardInterrupt:
         log.info("stopping")
     except (PortInUseError, ServiceFailedError, FileNotFoundError) as exc:

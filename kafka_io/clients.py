@@ -52,22 +52,39 @@ class BrokerAccessError(Exception):
         self.setting = setting
 
 
-ACCESS_CHECK_TIMEOUT_S = 15.0
+ACCESS_CHECK_TIMEOUT_S = 15.0  # one attempt at one broker
+ACCESS_RETRY_S = 1.0  # between rounds over the bootstrap brokers while none answers
 
 
-async def check_access(kafka: KafkaSettings) -> None:
-    """Connect to the bootstrap brokers once, as every client of the pipeline will, and raise
-    BrokerAccessError naming the setting when TLS or SASL refuses it. A broker that does not answer is not
-    a setting error: the clients' own retries and the caller handle it."""
+async def check_access(kafka: KafkaSettings, *, wait_s: float) -> None:
+    """Connect to the bootstrap brokers, as every client of the pipeline will, until one answers, and raise
+    BrokerAccessError naming the setting when TLS or SASL refuses it, or BROKER_URL when none has answered
+    within `wait_s` (STARTUP_TIMEOUT): a process that cannot reach its broker says so in one line."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        failure = await _try_brokers(kafka, timeout_s=max(0.1, min(ACCESS_CHECK_TIMEOUT_S, deadline - loop.time())))
+        if failure is None:
+            return
+        if loop.time() + ACCESS_RETRY_S > deadline:
+            servers = ", ".join(kafka.bootstrap_servers)
+            raise BrokerAccessError("BROKER_URL", f"no broker answered at {servers} within {wait_s:g} s "
+                                                  f"(STARTUP_TIMEOUT; last: {failure})")
+        await asyncio.sleep(ACCESS_RETRY_S)
+
+
+async def _try_brokers(kafka: KafkaSettings, *, timeout_s: float) -> str | None:
+    """One round over the bootstrap brokers: None once one answers, else what the last one did."""
     # The connection options every client gets (TLS and SASL: one home), less the servers, tried one by one.
     options = {name: value for name, value in client_options(kafka).items() if name != "bootstrap_servers"}
+    failure = "no attempt"
     for server in kafka.bootstrap_servers:
         host, _, port = server.rpartition(":")
         try:
             if "ssl_context" in options:
-                await _tls_handshake(host, int(port), options["ssl_context"])
-            conn = await create_conn(host, int(port), request_timeout_ms=int(ACCESS_CHECK_TIMEOUT_S * 1000),
-                                     **options)
+                await _tls_handshake(host, int(port), options["ssl_context"], timeout_s)
+            conn = await asyncio.wait_for(create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000),
+                                                      **options), timeout_s)
         except ssl.SSLCertVerificationError as exc:
             raise BrokerAccessError("KAFKA_SSL_CAFILE", f"the broker at {server} presented a certificate that "
                                     f"does not verify against it: {exc.verify_message}") from None
@@ -85,10 +102,16 @@ async def check_access(kafka: KafkaSettings) -> None:
             raise BrokerAccessError("KAFKA_SASL_PASSWORD" if kafka.sasl_username else "KAFKA_SASL_MECHANISM",
                                     f"the broker at {server} refused the SASL {kafka.sasl_mechanism} login{who}: "
                                     f"{_redacted(str(exc), kafka.sasl_password)}") from None
-        except (TimeoutError, OSError, KafkaError):
-            continue  # not answering, or answering oddly: the clients' retries and errors take it from here
-        conn.close()
-        return
+        except TimeoutError:
+            failure = f"{server} did not answer"
+        except OSError as exc:
+            failure = f"{server}: {exc.strerror or type(exc).__name__}"
+        except KafkaError as exc:
+            failure = f"{server}: {type(exc).__name__}"
+        else:
+            conn.close()
+            return None
+    return failure
 
 
 class _RefusedAfterHandshakeError(Exception):
@@ -98,12 +121,11 @@ class _RefusedAfterHandshakeError(Exception):
 TLS_ALERT_WAIT_S = 0.5
 
 
-async def _tls_handshake(host: str, port: int, context: ssl.SSLContext) -> None:
+async def _tls_handshake(host: str, port: int, context: ssl.SSLContext, timeout_s: float) -> None:
     """A TLS handshake alone, so that its failures keep their cause (aiokafka reports a closed connection).
     With TLS 1.3 a broker that refuses the client's certificate (or its absence) says so only after the
     handshake, in an alert the first read meets; a broker content with it waits for a request."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context),
-                                            ACCESS_CHECK_TIMEOUT_S)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context), timeout_s)
     try:
         if await asyncio.wait_for(reader.read(1), TLS_ALERT_WAIT_S) == b"":
             raise _RefusedAfterHandshakeError

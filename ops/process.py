@@ -123,21 +123,32 @@ RESTART_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_AFTER_S = 60.0  # a process up this long that exits again restarts after the first delay
 
 
-def supervise(children: list[ManagedProcess], restart: set[str]) -> None:
-    """Block until interrupted, restarting the processes named in `restart` whenever they exit.
+CONFIGURATION_EXIT_STATUS = 2  # a setting to fix (one line on stderr): restarting would fail the same way
+
+
+def supervise(children: list[ManagedProcess], restart: set[str]) -> int:
+    """Block until interrupted, restarting the processes named in `restart` whenever they exit, or until one
+    of them exits with CONFIGURATION_EXIT_STATUS at its first start: that status is returned, and the caller
+    stops the rest. At a later start the same status is a store or broker not answering in time (the
+    settings worked before), and the process is restarted like a crashed one.
 
     The worker is crash-only: after an unexpected error it stops, and its state in Kafka makes the
     restart exact; it is started again after 1, 2, 5, 10, then 30 s, and after 1 s again once it
-    has run for a minute. (`make run` and `faust -A app workers` supervise this way; a platform
+    has run for a minute. (`make run` and `python -m commands.workers` supervise this way; a platform
     that runs the Procfile does the same.)
     """
     started = {child.name: time.monotonic() for child in children}
     failures = dict.fromkeys(restart, 0)
+    restarted: set[str] = set()
     while True:
         for child in children:
             code = child.exit_code()
             if code is None or child.name not in restart:
                 continue
+            if code == CONFIGURATION_EXIT_STATUS and child.name not in restarted:
+                log.error("%s exited with status %d, a configuration error (its line above): not restarted",
+                          child.name, code)
+                return code
             if time.monotonic() - started[child.name] >= STABLE_AFTER_S:
                 failures[child.name] = 0
             delay = RESTART_DELAYS_S[min(failures[child.name], len(RESTART_DELAYS_S) - 1)]
@@ -146,4 +157,5 @@ def supervise(children: list[ManagedProcess], restart: set[str]) -> None:
             time.sleep(delay)
             child.start()
             started[child.name] = time.monotonic()
+            restarted.add(child.name)
         time.sleep(0.2)

@@ -443,6 +443,18 @@ class S3Lake:
                 "metadata; it was not written by this archiver")
         return end_offset
 
+    def check(self) -> None:
+        """List one object under the lake's prefix, as the web views do: S3BucketNotFoundError for a missing
+        bucket, SinkConfigurationError for refused credentials or access, SinkUnavailableError for no answer."""
+        client = self._require_client()
+        with self._translate_errors("check", self._prefix):
+            try:
+                client.list_objects_v2(Bucket=self._bucket, Prefix=self._prefix, MaxKeys=1)
+            except ClientError as exc:
+                if _http_status(exc) == 404 and _error_code(exc) in ("", "404", "NotFound"):
+                    raise S3BucketNotFoundError(f"S3 bucket {self._bucket!r} does not exist") from exc
+                raise
+
     @contextmanager
     def _translate_errors(self, operation: str, key: str) -> Iterator[None]:
         """Turn botocore failures into the sink's typed errors (messages: bucket and key only)."""

@@ -221,6 +221,11 @@ class RedisWindowStore:
         return f"RedisWindowStore({self._target}, prefix={self._prefix!r})"
 
     @property
+    def target(self) -> str:
+        """The server, as messages name it (no password)."""
+        return self._target
+
+    @property
     def key_prefix(self) -> str:
         return self._prefix
 
@@ -246,6 +251,12 @@ class RedisWindowStore:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+    def check(self) -> None:
+        """One PING: SinkConfigurationError for a refused password or user, SinkUnavailableError for no answer."""
+        client = self._require_client()
+        with self._translate_errors("check"):
+            client.ping()
 
     def server(self) -> tuple[str, str, str]:
         """(product, version, host) of the server: product "redis" or "valkey", its version as INFO says it, and

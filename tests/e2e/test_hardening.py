@@ -3,8 +3,10 @@ one is set, configuration that would corrupt data refused with one line, and no 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -97,6 +99,55 @@ def test_a_state_dir_that_cannot_be_made_stops_the_worker_with_one_line(stack: E
     result = _faust(worker_env(stack, names_for(unique_name), state_dir, web_port()), "worker", "-l", "warn")
     assert (result.returncode, result.stderr.strip()) == (
         2, f"error: STATE_DIR {state_dir} cannot be created: Not a directory")
+
+
+def _closed_port() -> int:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        return int(listener.getsockname()[1])  # nothing listens there once the block ends
+
+
+STARTUP_S = 3  # STARTUP_TIMEOUT of the tests below: each process must end within it (and its start-up)
+
+
+@pytest.mark.parametrize("command", [("worker", "-l", "warn"), ("produce", "--count", "1"), ("batch",)])
+def test_a_broker_that_does_not_answer_stops_each_command_in_one_line_after_the_wait(
+        stack: Endpoints, unique_name: str, tmp_path: Path, command: tuple[str, ...]) -> None:
+    port = _closed_port()
+    env = {**worker_env(stack, names_for(unique_name), tmp_path / "state", web_port()),
+           "BROKER_URL": f"kafka://127.0.0.1:{port}", "STARTUP_TIMEOUT": f"{STARTUP_S}s"}
+    started = time.monotonic()
+    result = _faust(env, *command)
+    assert time.monotonic() - started < STARTUP_S + 30, "not within the wait"
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    expected = (f"error: BROKER_URL: no broker answered at 127.0.0.1:{port} within {STARTUP_S} s "
+                "(STARTUP_TIMEOUT; last: ")
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", [("worker", "-l", "warn"), ("batch",)])
+def test_a_missing_bucket_or_a_refused_redis_password_stops_the_worker_and_batch_in_one_line(
+        stack: Endpoints, unique_name: str, tmp_path: Path, command: tuple[str, ...]) -> None:
+    names = names_for(unique_name)
+    env = {**worker_env(stack, names, tmp_path / "state", web_port()), "STARTUP_TIMEOUT": f"{STARTUP_S}s"}
+    run(create_pipeline_topics(stack, names))
+    result = _faust(env, *command)  # the bucket does not exist
+    assert (result.returncode, result.stderr.strip()) == (
+        2, f"error: LAKE_URL: S3 bucket {names.bucket!r} does not exist (check of s3://{names.bucket}/)"), (
+        result.stdout[-2000:])
+    stack.s3_client().create_bucket(Bucket=names.bucket)
+    password = "not-the-password-5e6f7a8b"
+    redis = OwnRedis(tmp_path / "redis", password="the-password-0a1b2c3d")  # (one without any takes every password)
+    redis.start()
+    try:
+        result = _faust({**env, "REDIS_URL": redis.url.replace("the-password-0a1b2c3d", password)}, *command)
+    finally:
+        redis.stop()
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.strip().startswith("error: REDIS_URL: Redis check at redis://127.0.0.1:"), result.stderr
+    assert "\n" not in result.stderr.strip() and password not in result.stdout + result.stderr
 
 
 def test_fausts_own_flags_and_variables_are_refused_with_one_line(stack: Endpoints, unique_name: str,

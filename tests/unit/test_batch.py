@@ -24,6 +24,7 @@ from batch.report import RunReport
 from batch.rollup import rollup
 from batch.sealing import is_sealed, sealed_until, uncovered
 from batch.spark_job import plan_inputs
+from commands.batch import long_range_refusal
 from formats.batch import (
     Manifest,
     RollupRow,
@@ -469,6 +470,11 @@ def test_spark_job_selects_the_embedded_jobs_periods_and_files() -> None:
         (["--to", "1999-01-01"], "error: invalid --to: expected a time from 2000-01-01 on (got '1999-01-01')"),
         (["--from", "2026-11-02", "--to", "2026-11-01"],
          "error: invalid --to: 2026-11-01T00:00:00Z is not after --from 2026-11-02T00:00:00Z"),
+        (["--to", "2126-11-01"], "error: --to 2126-11-01T00:00:00Z without --from recomputes every archived hour "
+                                 "before it: give --from, or --long-range to mean it"),
+        (["--from", "2026-11-01", "--to", "2126-11-01"],
+         "error: --from 2026-11-01T00:00:00Z --to 2126-11-01T00:00:00Z spans 36,524 days, over the 31 a backfill "
+         "may span without --long-range (every archived hour in it is read again and its windows rewritten)"),
     ]],
     (["--from", "2026-11-02", "--to", "2026-11-01"], {"AGGREGATIONS": "deploy/aggregations/iot.toml"},
      "error: invalid --to: 2026-11-01T00:00:00Z is not after --from 2026-11-02T00:00:00Z"),
@@ -479,3 +485,17 @@ def test_cli_refuses_a_bad_range_with_one_line(args: list[str], env: dict[str, s
                             env={**os.environ, "PYTHONPATH": str(root), **env}, capture_output=True, text=True,
                             timeout=60)
     assert (result.returncode, result.stdout, result.stderr.splitlines()) == (2, "", [line])
+
+
+def test_a_long_backfill_needs_the_flag() -> None:
+    """commands/batch.long_range_refusal: up to 31 days is a backfill; more, or no --from, must be asked for."""
+    day = 86_400_000
+    now = parse_time("2026-12-07T12:00Z")
+    assert long_range_refusal(None, None, now_ms=now) is None
+    assert long_range_refusal(now - 31 * day, now, now_ms=now) is None
+    assert long_range_refusal(now - 31 * day, None, now_ms=now) is None  # up to now
+    assert long_range_refusal(now - 31 * day - 1, now, now_ms=now) is not None
+    assert long_range_refusal(now - 40 * day, None, now_ms=now) == (
+        "error: --from 2026-10-28T12:00:00Z up to now spans 40 days, over the 31 a backfill may span without "
+        "--long-range (every archived hour in it is read again and its windows rewritten)")
+    assert long_range_refusal(None, now, now_ms=now) is not None

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from settings import SETTINGS_DOC, SettingsError, load, load_devstack
+from settings import (
+    DURATION_BOUNDS,
+    MAX_WINDOWS_PER_EVENT,
+    SETTINGS_DOC,
+    SIZE_BOUNDS,
+    SettingsError,
+    load,
+    load_devstack,
+    markdown_table,
+)
+from tables.windows import parse_duration_ms
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -228,3 +238,105 @@ def test_tls_files_are_checked_at_start_up_with_one_line(tmp_path: Path) -> None
         assert "wrong" not in str(caught.value) and "right" not in str(caught.value)
     with pytest.raises(SettingsError, match="^KAFKA_SSL_KEY_PASSWORD: is the passphrase of KAFKA_SSL_KEYFILE"):
         load({"KAFKA_SSL_KEY_PASSWORD": "right"})
+
+
+@pytest.mark.parametrize(("env", "error"), [
+    ({"BROKER_ULR": "kafka://b:9092"}, "BROKER_ULR: not a setting of this application, which would ignore it: did you "
+                                       "mean BROKER_URL?"),
+    ({"WEB_PROT": "8080"}, "WEB_PROT: not a setting of this application, which would ignore it: did you mean "
+                           "WEB_PORT?"),
+    ({"WEB_AUTH_TOKN": "t" * 16}, "WEB_AUTH_TOKN: not a setting of this application, which would ignore it: did you "
+                                  "mean WEB_AUTH_TOKEN?"),
+    ({"KAFKA_SSL_CA_FILE": "/ca.pem"}, "KAFKA_SSL_CA_FILE: not a setting of this application, which would ignore it: "
+                                       "did you mean KAFKA_SSL_CAFILE?"),
+    ({"web_port": "8080"}, "web_port: settings are named in capitals: set WEB_PORT"),
+    ({"S3_BUCKET": "lake"}, "S3_BUCKET: not a setting of this application, which would ignore it: the README's "
+                            "settings table lists them"),
+    ({"REDIS_PORT": "6379"}, "REDIS_PORT: not a setting of this application, which would ignore it: did you mean "
+                             "REDIS_URL?"),  # a number, not a Kubernetes service link's tcp:// address
+])
+def test_a_mistyped_setting_is_refused_with_the_closest_name(env: dict[str, str], error: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load(env)
+    assert str(caught.value) == error
+
+
+def test_other_programs_variables_with_a_settings_prefix_are_left_alone() -> None:
+    """Kafka's launch scripts' variables, and the addresses Kubernetes gives a pod of every Service in its
+    namespace (a Service named redis or kafka), are not mistyped settings."""
+    settings = load({"KAFKA_HEAP_OPTS": "-Xmx1g", "KAFKA_OPTS": "", "REDIS_SERVICE_HOST": "10.0.0.7",
+                     "REDIS_SERVICE_PORT": "6379", "REDIS_SERVICE_PORT_CLIENT": "6379",
+                     "REDIS_PORT": "tcp://10.0.0.7:6379", "REDIS_PORT_6379_TCP": "tcp://10.0.0.7:6379",
+                     "REDIS_PORT_6379_TCP_ADDR": "10.0.0.7", "REDIS_PORT_6379_TCP_PROTO": "tcp",
+                     "KAFKA_PORT": "tcp://[fd00::1]:9092", "APP_ENV": "production", "LOG_FORMAT": "json"})
+    assert settings.redis.url == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize("name", sorted(DURATION_BOUNDS))
+def test_every_duration_has_a_floor_and_a_ceiling_that_say_why(name: str) -> None:
+    low, high, why = DURATION_BOUNDS[name]
+    low_ms, high_ms = parse_duration_ms(low), parse_duration_ms(high)
+    assert 0 <= low_ms < high_ms and why
+    accepted = [f"{low_ms}ms", f"{high_ms}ms"]
+    refused = [f"{high_ms + 1}ms"] + ([f"{low_ms - 1}ms"] if low_ms > 0 else [])
+    for value in accepted:
+        load({name: value})
+    for value in refused:
+        with pytest.raises(SettingsError) as caught:
+            load({name: value})
+        assert str(caught.value) == f"{name}: expected a duration from {low} to {high}: {why} (got {value!r})"
+    assert f"From {low} to {high}." in markdown_table()
+
+
+@pytest.mark.parametrize("name", sorted(SIZE_BOUNDS))
+def test_every_size_has_a_floor_and_a_ceiling_that_say_why(name: str) -> None:
+    low, high, why = SIZE_BOUNDS[name]
+    for value in (low, high):
+        load({name: str(value)})
+    for value in (low - 1, high + 1):
+        with pytest.raises(SettingsError) as caught:
+            load({name: str(value)})
+        assert str(caught.value) == f"{name}: expected an integer from {low} to {high}: {why} (got '{value}')"
+    assert f"From {low:,} to {high:,}." in markdown_table()
+
+
+@pytest.mark.parametrize(("windows", "error"), [
+    ("a:1ms", "window 'a': expected a size from 1s to 24h"),
+    ("a:999ms", "window 'a': expected a size from 1s to 24h"),
+    ("a:25h", "window 'a': expected a size from 1s to 24h"),
+    ("a:10s:500ms", "window 'a': expected a step of at least 1s"),
+    ("a:24h:1m", f"window 'a': its size is 1440 steps, and each event is folded into that many windows: expected at "
+                 f"most {MAX_WINDOWS_PER_EVENT}"),
+    ("a:1s,b:24h:24m", None),
+    ("a:1h:1m", None),  # 60 windows per event: the most
+])
+def test_windows_are_bounded_in_size_and_in_windows_per_event(windows: str, error: str | None) -> None:
+    if error is None:
+        assert [w.name for w in load({"WINDOWS": windows}).pipeline.windows] == [
+            item.split(":")[0] for item in windows.split(",")]
+        return
+    with pytest.raises(SettingsError) as caught:
+        load({"WINDOWS": windows})
+    assert str(caught.value).startswith(f"WINDOWS: {error}"), str(caught.value)
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL"])
+@pytest.mark.parametrize(("name", "value"), [("KAFKA_SASL_USERNAME", "svc"), ("KAFKA_SASL_PASSWORD", "hunter2"),
+                                             ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+                                             ("KAFKA_SASL_OAUTH_TOKEN_FILE", "/run/token")])
+def test_sasl_settings_without_a_sasl_protocol_are_refused(protocol: str, name: str, value: str) -> None:
+    """Credentials under PLAINTEXT or SSL would be ignored, and the worker would run without logging in."""
+    with pytest.raises(SettingsError) as caught:
+        load({"KAFKA_SECURITY_PROTOCOL": protocol, name: value})
+    assert str(caught.value) == (f"{name}: a SASL setting, and KAFKA_SECURITY_PROTOCOL={protocol} does not log in: "
+                                 "set SASL_SSL (or SASL_PLAINTEXT), or unset it")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_mistyped_setting_stops_the_worker_in_one_line() -> None:
+    env = {**os.environ, "BROKER_ULR": "kafka://10.0.0.1:9092", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "faust", "-A", "app", "worker"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == ["error: invalid setting BROKER_ULR: not a setting of this application, "
+                                          "which would ignore it: did you mean BROKER_URL?"]

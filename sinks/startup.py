@@ -1,0 +1,64 @@
+"""The stores checked at start: a process that cannot use its lake or Redis says so in one line, naming the
+setting, rather than retrying forever behind a traceback (the worker's writes retry outages *after* start).
+
+S3BucketNotFoundError and refused credentials or passwords are errors at once; no answer is retried until
+the deadline (STARTUP_TIMEOUT)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from sinks.lake import S3Lake
+from sinks.policy import SinkConfigurationError, SinkUnavailableError
+from sinks.redis_store import RedisWindowStore
+
+__all__ = ["CHECK_RETRY_S", "StoreAccessError", "check_stores"]
+
+CHECK_RETRY_S = 1.0  # between attempts while a store does not answer
+
+
+class StoreAccessError(Exception):
+    """A store refuses this process, or has not answered by the deadline: a setting to fix (named)."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+async def check_stores(lake: S3Lake, redis: RedisWindowStore, *, wait_s: float) -> None:
+    """Check the lake, then Redis, each until it answers or `wait_s` has passed since the call."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+
+    def check_lake() -> None:
+        lake.open()
+        lake.check()
+
+    def check_redis() -> None:
+        redis.open()
+        redis.check()
+
+    where = f"s3://{lake.bucket}/{lake.prefix}"
+    await _until_deadline(check_lake, deadline, wait_s, refused=("LAKE_URL", where),
+                          silent=("S3_ENDPOINT_URL", f"S3 ({where})"))
+    await _until_deadline(check_redis, deadline, wait_s, refused=("REDIS_URL", "Redis"),
+                          silent=("REDIS_URL", f"Redis at {redis.target}"))
+
+
+async def _until_deadline(check: Callable[[], None], deadline: float, wait_s: float, *,
+                          refused: tuple[str, str], silent: tuple[str, str]) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            # A thread: the clients block. One that hangs past the deadline is left behind; the process ends.
+            await asyncio.wait_for(loop.run_in_executor(None, check), max(0.1, deadline - loop.time()))
+            return
+        except SinkConfigurationError as exc:
+            raise StoreAccessError(refused[0], str(exc)) from None
+        except (SinkUnavailableError, TimeoutError) as exc:
+            last = str(exc) or "no answer"
+        if loop.time() + CHECK_RETRY_S > deadline:
+            raise StoreAccessError(silent[0], f"{silent[1]} did not answer within {wait_s:g} s (STARTUP_TIMEOUT; "
+                                              f"last: {last})")
+        await asyncio.sleep(CHECK_RETRY_S)
