@@ -14,6 +14,7 @@ import sys
 import time
 import warnings
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -173,6 +174,11 @@ def tune_garbage_collector() -> None:
 
 @cache
 def _default_app() -> PipelineApp:
+    # faust's `faust -A app` (its console script, not `python -m faust`) imports this module with the working
+    # directory on sys.path for that import only: the app's own packages, imported next, are found beside it.
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.append(here)
     if "--help" in sys.argv[1:]:
         # Help must work whatever the environment says: build it from the defaults if need be.
         try:

@@ -385,6 +385,18 @@ def test_command_rejects_bad_options_with_one_line(args: list[str], error: str) 
     assert result.stderr.splitlines()[-1] == error
 
 
+def test_the_readmes_bad_option_example_is_what_faust_prints() -> None:
+    """The README's example, run as written: faust's console script from a checkout, no PYTHONPATH."""
+    readme = (ROOT / "README.md").read_text()
+    command = "$ faust -A app produce --types click:x\n"
+    shown = readme[readme.index(command) + len(command):].split("```")[0]
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    faust = Path(sys.executable).parent / "faust"
+    result = subprocess.run([str(faust), "-A", "app", "produce", "--types", "click:x"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", shown)
+
+
 # -- a spec's events ----------------------------------------------------------------------
 
 _DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "aggregations"

@@ -64,3 +64,28 @@ def test_make_help_lists_every_target() -> None:
     targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M)) - {"install"}
     shown = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert targets <= {line.split()[0] for line in shown.splitlines() if line.strip()}
+
+
+def test_redis_table_lists_exactly_the_keys_of_the_redis_layout() -> None:
+    """One table, no blank line in it (which would end it), and every key formats/redis.py declares."""
+    import formats.redis
+
+    declared = set(re.findall(r"^    P (\S+)$", formats.redis.__doc__ or "", re.MULTILINE))
+    documented = {cell.removeprefix("`P` `").removesuffix("`") for cell in _table_after("**Redis**, with `P`")}
+    assert declared and documented == declared
+
+
+def test_what_stays_open_without_the_token_is_said_once_and_is_the_codes() -> None:
+    """The README's one list of what answers without WEB_AUTH_TOKEN: the views marked open_to_all and the
+    dashboard's files."""
+    import web.views
+    from web.dashboard import ASSETS
+
+    sentence = README[README.index("These\n  stay open without it:"):].split(". ")[0]
+    documented = set(re.findall(r"`(/[^`]*)`", sentence))
+    open_views = {f"/v1{route.uri}" for route in web.views.blueprint.routes if route.handler.open_to_all}
+    code = open_views | {"/metrics"} | {"/static/..." if asset.url.startswith("/static/") else asset.url
+                                        for asset in ASSETS}
+    assert web.views.MetricsView.open_to_all
+    assert documented == code
+    assert README.count("stay open") == 2  # this list, and the settings table pointing to it
