@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install kafka run stack test test-fast test-spark spark-jars chaos chromium prometheus redis bench bench-restore bench-peers bench-stages bench-redis bench-batch soak clean
+.PHONY: help install kafka run stack test test-fast test-spark spark-jars chaos chromium prometheus redis kcat bench bench-restore bench-peers bench-stages bench-redis bench-batch soak clean
 
 ## help: this list
 help:
@@ -31,7 +31,7 @@ mvn -q -B -C -f $(1) dependency:copy-dependencies -DincludeScope=runtime -Doutpu
 touch $@
 endef
 
-# The embedded stack's broker: Apache Kafka unless DEVSTACK_BROKER=tansu (README, Brokers). Kafka's jars
+# The embedded stack's broker: Apache Kafka unless DEVSTACK_BROKER=tansu (docs/development.md, Brokers). Kafka's jars
 # come from Maven Central, pinned by devstack/kafka/pom.xml.
 DEVSTACK_BROKER ?= kafka
 KAFKA_POM := devstack/kafka/pom.xml
@@ -57,7 +57,7 @@ stack: install $(STACK_DEPS)
 	$(BIN)/python -m devstack up
 
 ## test: the whole suite (unit, integration and end-to-end on the embedded stack, its broker Apache Kafka)
-test: install chromium prometheus $(STACK_DEPS)
+test: install chromium prometheus kcat $(STACK_DEPS)
 	$(BIN)/python -m pytest
 
 ## test-fast: the unit tests only (no servers, seconds)
@@ -108,6 +108,14 @@ chromium:
 	  { $(APT_GET) install -y --no-install-recommends chromium >/dev/null || \
 	    { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends chromium >/dev/null; }; }; } || \
 	  echo "chromium is not installed and cannot be (needs root and apt-get): the dashboard test will be skipped"
+
+# The README's kcat example is run by a test against the embedded Kafka (tests/integration/test_readme_examples.py).
+## kcat: Debian's kcat for the README's example (apt-get, as root)
+kcat:
+	@command -v kcat >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+	  { $(APT_GET) install -y --no-install-recommends kcat >/dev/null || \
+	    { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends kcat >/dev/null; }; }; } || \
+	  echo "kcat is not installed and cannot be (needs root and apt-get): the README's kcat example will not be run"
 
 # Debian's redis-server, security-maintained (its 7.0.15 carries the fix of CVE-2025-49844 from deb12u6 on),
 # for the embedded stack; the package's own service must not start (it would take port 6379), hence a

@@ -73,7 +73,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("WEB_BIND", "127.0.0.1", "Address the web server binds to (`0.0.0.0` to expose it)."),
     Setting("WEB_PORT", "6066", "Port of the web server (views, metrics, health)."),
     Setting("WEB_HOST", "127.0.0.1", "Host name other workers use to reach this one (table routing)."),
-    Setting("WEB_AUTH_TOKEN", "", "If set, every `/v1` request needs `Authorization: Bearer <token>` (the dashboard asks for it); the probes, `/metrics` and the dashboard's files stay open (see [Deploy](#deploy), Security). Required when `WEB_BIND` is not a loopback address (see `WEB_AUTH`).", secret=True),
+    Setting("WEB_AUTH_TOKEN", "", "If set, every `/v1` request needs `Authorization: Bearer <token>` (the dashboard asks for it); the probes, `/metrics` and the dashboard's files stay open (see [Deploy](#deploy), Security checklist). Required when `WEB_BIND` is not a loopback address (see `WEB_AUTH`).", secret=True),
     Setting("WEB_AUTH", "token", "`token`: the worker refuses to start with `WEB_BIND` beyond loopback and no `WEB_AUTH_TOKEN`; `none`: serve the API without a token to whoever reaches the port (say so explicitly)."),
     Setting("WEB_RATE_LIMIT", "20", "`/v1` requests a worker serves per second (health, `/metrics` and `/v1/status`, answered from memory, not counted). The web server shares the pipeline's event loop: more wait their turn, up to 5 s, and are then answered 503 with `Retry-After`. A dashboard tab makes 2 a second; NOTES.md has what a client asking without pause costs the pipeline."),
     Setting("WEB_PEER_HOSTS", "", "With `WEB_AUTH_TOKEN`: the other workers this one sends the token to when it routes a request to a key's owner or gathers open windows, as host names, IP addresses or networks (`10.0.0.0/8`), comma-separated; loopback addresses always. Their URLs come from the consumer group, where any client allowed to join it could advertise one: a worker not listed is not asked (the answer names it)."),
@@ -94,14 +94,14 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("ARCHIVE_MAX_RECORDS", "50000", "Raw archive files are rolled after this many records..."),
     Setting("ARCHIVE_MAX_AGE", "60s", "...or when their oldest record is this old."),
     Setting("EXPORT_LEDGER_RETENTION", "24h", "How long stage 2 remembers that a window was exported, after the window's end: a replay of its partials within this horizon cannot re-open it (stage 2 stores its input position at least every 5 s, so a crash replays at most that much of its own input)."),
-    Setting("AGGREGATIONS", "", "Path of the aggregation spec (TOML, see [Your own events](#your-own-events)): the event's time field and the aggregations to keep; empty means the article's job. A bad spec stops startup with one line naming the aggregation and the field."),
-    Setting("ALERT_RULES", "", "Path of the alert rules file (TOML, see [Alert rules](#alert-rules)); empty means no rules. A bad rule stops startup with one line naming the rule and the field."),
+    Setting("AGGREGATIONS", "", "Path of the aggregation spec (TOML, see [Your own events](docs/your-own-events.md)): the event's time field and the aggregations to keep; empty means the article's job. A bad spec stops startup with one line naming the aggregation and the field."),
+    Setting("ALERT_RULES", "", "Path of the alert rules file (TOML, see [Alert rules](docs/alert-rules.md)); empty means no rules. A bad rule stops startup with one line naming the rule and the field."),
     Setting("LAG_WARNING", "100000", "Log a warning while the input consumer lag of this worker exceeds this many records."),
     Setting("FAULT_INJECTION", "", "Testing only: `point@N` makes the Nth call of a step fail (points: ingest.send, export.write, archive.write, alerts.send). Empty in production."),
     Setting("STARTUP_TIMEOUT", "60s", "How long the worker, `produce` and `batch` wait at start for a Kafka broker, S3 and Redis to answer. One that still does not, or that refuses (a missing bucket, refused credentials, a certificate that does not verify), stops the process with one line naming the setting and status 2, which supervisors are told not to restart."),
     Setting("LOG_LEVEL", "info", "Level of the pipeline's own logs: debug, info, warning or error (faust's logs follow `faust worker -l`)."),
     Setting("DEVSTACK_DIR", "var", "Embedded stack only: directory of the services' data and logs."),
-    Setting("DEVSTACK_BROKER", "kafka", "Embedded stack only: the broker it runs, `kafka` (Apache Kafka in KRaft mode: Java 17, and `make kafka` fetches it with Maven) or `tansu` (Tansu, from the Python requirements; no transactions, so no fencing: see [Brokers](#brokers))."),
+    Setting("DEVSTACK_BROKER", "kafka", "Embedded stack only: the broker it runs, `kafka` (Apache Kafka in KRaft mode: Java 17, and `make kafka` fetches it with Maven) or `tansu` (Tansu, from the Python requirements; no transactions, so no fencing: see [Brokers](docs/development.md#brokers))."),
     Setting("DEVSTACK_BROKER_PORT", "9092", "Embedded stack only: port of the broker."),
     Setting("DEVSTACK_CONTROLLER_PORT", "9093", "Embedded stack only: port of Kafka's KRaft controller (`DEVSTACK_BROKER=kafka`)."),
     Setting("DEVSTACK_BROKER_STORAGE", "s3", "Embedded stack only: where Tansu keeps its topics, `s3` (they survive restarts) or `memory`; Kafka keeps them under `DEVSTACK_DIR`, and `memory` starts it empty."),
@@ -498,7 +498,7 @@ def _aggregations(path: str, windows: tuple[WindowSpec, ...]) -> Spec | None:
     except SpecError as exc:
         raise SettingsError("AGGREGATIONS", f"{path}: {exc}") from None
     if spec == article_spec([w.name for w in windows]):
-        return None  # the article's job declared as a spec: run it as without one (README: Your own events)
+        return None  # the article's job declared as a spec: run it as without one (docs/your-own-events.md)
     taken = {w.name for w in windows} | set(RESERVED_NAMES)
     for aggregation in spec.aggregations:
         if aggregation.name in taken:

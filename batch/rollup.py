@@ -2,7 +2,7 @@
 over a stream of Arrow record batches (one raw file at a time, so memory holds one file plus the aggregates'
 state: for the exact percentiles and distinct counts, every value and distinct user of the period).
 
-Definitions, which the README and the tests' reference share:
+Definitions, which docs/batch-layer.md and the tests' reference share:
 * count, min, max; sum by compensated (Kahan-Babuska) summation, on one thread in the lake's
   order, so the same input gives the same bits; mean = sum / count;
 * distinct_users: the exact number of distinct user_id;

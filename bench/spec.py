@@ -43,8 +43,8 @@ class KeyShape:
         names = [w.name for w in WINDOWS]
         spec = parse_spec(spec_path.read_text(encoding="utf-8"), names)
         if spec == article_spec(names):
-            raise SpecError("it is the article's job, which the worker runs as without AGGREGATIONS (README: Your "
-                            "own events): measure it with --event-types N (make bench EVENT_TYPES=N)")
+            raise SpecError("it is the article's job, which the worker runs as without AGGREGATIONS (docs/your-own-"
+                            "events.md): measure it with --event-types N (make bench EVENT_TYPES=N)")
         return cls(spec_path, spec, keys, events_per_key)
 
     def event_ms(self, base_ms: int, index: int) -> int:

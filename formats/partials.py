@@ -230,7 +230,7 @@ def partial_partition(event_type: str, partitions: int) -> int:
 
     By event type alone, not by the whole window key: one stage-2 partition then exports every window
     of a type, in start order, which is what per-type alert rules (trailing windows, `for` counts,
-    absence) need as their single home. Changing it changes the topic's layout (README, "Upgrading").
+    absence) need as their single home. Changing it changes the topic's layout (CHANGELOG.md).
     """
     return (murmur2(encode_key_part(event_type).encode()) & 0x7FFFFFFF) % partitions
 

@@ -26,8 +26,8 @@ A pack's key sorts as written (tables/packed.py says how packs are kept). Genera
 pack body without ``"v"`` (written before the version field; stage 1's recognised by its columns
 ``"c"``, stage 2's by ``"t"``) and packs of generation 2, ``{"w", "s", "e": [[event_type, partial or
 {partition: partial}], ...]}``; positions without ``"v"``. Generation 1 stored one record per window
-key (``k|...``, ``t|...``): it is refused with StateFormatError, its upgrade is a reset (README,
-"Upgrading").
+key (``k|...``, ``t|...``): it is refused with StateFormatError, its upgrade is a reset (docs/operations.md,
+"Upgrading and resetting").
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def check_generation(items: Mapping[bytes, bytes], changelog: str) -> None:
     """Refuse a changelog of generation 1 (one record per window key)."""
     if any(key.startswith(_PER_KEY_PREFIXES) for key in items):
         raise StateFormatError(f"{changelog} holds window keys stored one per record, by an earlier version: this "
-                               "version stores them in packs, and the upgrade is a reset (README, \"Upgrading and "
-                               "resetting\")")
+                               "version stores them in packs, and the upgrade is a reset (docs/operations.md, "
+                               "\"Upgrading and resetting\")")
 
 
 def _checked(body: dict[str, Any], version: int, what: str) -> dict[str, Any]:

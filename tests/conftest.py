@@ -50,7 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
 
 @pytest.fixture(scope="session")
 def tansu_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
-    """A second embedded stack on Tansu, for the tests of what Tansu still supports (README, Brokers)."""
+    """A second embedded stack on Tansu, for the tests of what Tansu still supports (docs/development.md, Brokers)."""
     yield from _stack(tmp_path_factory, "tansu")
 
 

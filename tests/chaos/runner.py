@@ -574,7 +574,7 @@ def run_chaos(iterations: int, seed: int, directory: Path, out: Any = sys.stdout
           file=out, flush=True)
     failed = kills = topology = pauses = fenced = 0
     with chaos_stack(directory) as stack:
-        # Zombies only where the broker fences them (README, Brokers): Tansu has no transactions.
+        # Zombies only where the broker fences them (docs/development.md, Brokers): Tansu has no transactions.
         with_pauses = stack.endpoints.broker != "tansu"
         for index, iteration_seed in enumerate(seeds, 1):
             plan = make_plan(iteration_seed, pauses=with_pauses)

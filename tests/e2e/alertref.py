@@ -1,4 +1,4 @@
-"""The alerts of a rules file over an event set, computed in plain Python from the README's rules (not with
+"""The alerts of a rules file over an event set, computed in plain Python from docs/alert-rules.md (not with
 the pipeline's engine, alerts/engine.py), and what Redis and /v1/alerts must then hold. Shared by the alert
 and dashboard end-to-end tests."""
 
@@ -47,7 +47,7 @@ def records(events: list[Ev]) -> list[gt.Produced]:
     return [gt.Produced(e.partition, b"u", gt.encode("u", e.event_type, e.event_ms, e.value)) for e in events]
 
 
-# -- the reference: plain Python, written from the README's rules, not from alerts/engine.py -----
+# -- the reference: plain Python, written from docs/alert-rules.md, not from alerts/engine.py -----
 
 
 def window_rows(events: list[Ev]) -> dict[tuple[str, int], dict[str, list[float]]]:

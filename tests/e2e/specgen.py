@@ -136,7 +136,7 @@ def _largest(row: AggregateRow | None) -> int:
 
 
 def restated(speed: dict[RowKey, AggregateRow], full: dict[RowKey, AggregateRow]) -> dict[RowKey, AggregateRow]:
-    """The rows after the batch layer's restatement (README, Your own events): a row whose statistics the
+    """The rows after the batch layer's restatement (docs/your-own-events.md): a row whose statistics the
     late records changed, or that the speed layer never wrote, has revision 1 and late_count its largest
     measure count's growth; the others are the speed layer's."""
     found = {}
@@ -233,7 +233,7 @@ def threshold_alerts(spec: Spec, rule: ThresholdRule, rows: dict[RowKey, Aggrega
     per key, every window from its first row on that has closed by `closed_until_ms`, in order. A
     window without a row of the key, or whose row has no value of the measure, has count and sum 0 and
     no mean, min or max (not judged); a value beyond the threshold fires (when not firing), one within
-    it resolves (README, Alert rules)."""
+    it resolves (docs/alert-rules.md)."""
     aggregation = next(a for a in spec.aggregations if a.name == rule.aggregation)
     index = [m.column for m in aggregation.measures].index(rule.measure)
     size, step = WINDOWS[rule.window]

@@ -1,4 +1,4 @@
-"""The pipeline on Tansu (DEVSTACK_BROKER=tansu, README Brokers): the ground truth after a SIGKILL and a
+"""The pipeline on Tansu (DEVSTACK_BROKER=tansu, docs/development.md, Brokers): the ground truth after a SIGKILL and a
 restart, and a spec end to end, on an embedded stack of its own. The rest of the suite runs on Apache
 Kafka."""
 

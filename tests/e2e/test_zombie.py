@@ -3,7 +3,7 @@ worker, and resumed (SIGCONT) while events still arrive. Its partitions' next ow
 (kafka_io.clients.TransactionalWriter) before restoring them, so whatever the paused worker sends after
 it resumes is fenced: it stops (or rejoins the group and takes its share again), and every output equals
 the ground truth, nothing doubled, lost or interleaved. Apache Kafka only: Tansu has no transactions,
-and the README says what that leaves open there."""
+and docs/architecture.md says what that leaves open there."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class _SteadyProducer(threading.Thread):
 def test_a_paused_worker_that_resumes_after_its_successor_took_over_is_fenced(
         stack: Endpoints, unique_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if stack.broker != "kafka":
-        pytest.skip("Tansu has no transactions: no fencing (README, Exactly once)")
+        pytest.skip("Tansu has no transactions: no fencing (docs/architecture.md, Exactly once)")
     names = names_for(unique_name)
     stack.s3_client().create_bucket(Bucket=names.bucket)
     run(create_topics(stack, names))

@@ -207,7 +207,7 @@ def test_a_fenced_writer_leaves_its_successor_exactly_what_it_committed(stack: E
     restores; from then on the previous owner's writes, sent or not, committed or not, reach no reader, and
     its next send or commit raises ProducerFenced. What it committed before is restored, and nothing else."""
     if stack.broker != "kafka":
-        pytest.skip("Tansu has no transactions (README, Brokers)")
+        pytest.skip("Tansu has no transactions (docs/development.md, Brokers)")
     bootstrap = stack.broker_url.removeprefix("kafka://")
     topic, other = f"{unique_name}-state", f"{unique_name}-out"
     settings = load({**stack.env(), "APP_ID": unique_name})

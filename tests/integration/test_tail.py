@@ -67,7 +67,7 @@ def test_the_tail_of_a_transactional_log_is_its_last_committed_record(stack: End
     """A log written with transactions ends with commit markers, and here with an aborted transaction of
     30 records after them: the tail is still the last committed record (kafka_io.tail.last_records)."""
     if stack.broker != "kafka":
-        pytest.skip("Tansu has no transactions (README, Brokers)")
+        pytest.skip("Tansu has no transactions (docs/development.md, Brokers)")
     topic = f"{unique_name}-dlq"
     bootstrap = stack.broker_url.removeprefix("kafka://")
 
@@ -99,7 +99,7 @@ def test_after_the_tail_every_partition_is_followed_from_its_end(stack: Endpoint
     (an aborted transaction of 30 records after its last committed one) must both stay assigned: a follower
     that lost them waited forever for their marks (chaos, seed 27062)."""
     if stack.broker != "kafka":
-        pytest.skip("Tansu has no transactions (README, Brokers)")
+        pytest.skip("Tansu has no transactions (docs/development.md, Brokers)")
     topic = f"{unique_name}-marks"
     bootstrap = stack.broker_url.removeprefix("kafka://")
 

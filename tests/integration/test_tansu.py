@@ -1,4 +1,4 @@
-"""What Tansu still supports (README, Brokers), on an embedded stack of its own: the state store's
+"""What Tansu still supports (docs/development.md, Brokers), on an embedded stack of its own: the state store's
 restore and rebuild, reads past its short ListOffsets, and the group's commits. The whole suite runs on
 Apache Kafka; `DEVSTACK_BROKER=tansu make test` runs all of it on Tansu."""
 

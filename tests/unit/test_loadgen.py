@@ -385,9 +385,10 @@ def test_command_rejects_bad_options_with_one_line(args: list[str], error: str) 
     assert result.stderr.splitlines()[-1] == error
 
 
-def test_the_readmes_bad_option_example_is_what_faust_prints() -> None:
-    """The README's example, run as written: faust's console script from a checkout, no PYTHONPATH."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_bad_option_example_is_what_faust_prints() -> None:
+    """The docs' example (docs/operations.md), run as written: faust's console script from a checkout, no
+    PYTHONPATH."""
+    readme = (ROOT / "docs" / "operations.md").read_text()
     command = "$ faust -A app produce --types click:x\n"
     shown = readme[readme.index(command) + len(command):].split("```")[0]
     env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}

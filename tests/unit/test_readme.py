@@ -1,6 +1,7 @@
-"""The README's reference tables are the code's: settings (generated from settings.SETTINGS_DOC),
-metrics (what /metrics exposes) and endpoints (what the web server routes); and `make help` lists
-every target."""
+"""The README's reference tables are the code's: settings (generated from settings.SETTINGS_DOC), endpoints
+(what the web server routes), Redis keys, what answers without the token; docs/operations.md's metrics (what
+/metrics exposes); `make help` lists every target; the README stays short and every link in it and in docs/
+reaches a file and a heading."""
 
 import re
 import subprocess
@@ -14,13 +15,14 @@ from settings import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
 
 
-def _table_after(heading: str) -> list[str]:
+def _table_after(heading: str, text: str = README) -> list[str]:
     """The first column of the first markdown table after `heading`."""
-    start = README.index(heading)
+    start = text.index(heading)
     rows = []
-    for line in README[start:].splitlines():
+    for line in text[start:].splitlines():
         if line.startswith("|"):
             rows.append(line.split("|")[1].strip())
         elif rows:
@@ -33,7 +35,7 @@ def test_settings_table_is_current() -> None:
 
 
 def test_metrics_table_lists_exactly_what_metrics_exposes() -> None:
-    documented = {name for cell in _table_after("**Metrics**") for name in re.findall(r"`([a-z_]+)`", cell)}
+    documented = {name for cell in _table_after("## Metrics", OPERATIONS) for name in re.findall(r"`([a-z_]+)`", cell)}
     metrics = PipelineMetrics()
     live = metrics.live
     live.low_frontier_ms = lambda: 1  # present only once known
@@ -81,7 +83,9 @@ def test_what_stays_open_without_the_token_is_said_once_and_is_the_codes() -> No
     import web.views
     from web.dashboard import ASSETS
 
-    sentence = README[README.index("These\n  stay open without it:"):].split(". ")[0]
+    found = re.search(r"These\s+stay open without it:", README)
+    assert found
+    sentence = README[found.start():].split(". ")[0]
     documented = set(re.findall(r"`(/[^`]*)`", sentence))
     open_views = {f"/v1{route.uri}" for route in web.views.blueprint.routes if route.handler.open_to_all}
     code = open_views | {"/metrics"} | {"/static/..." if asset.url.startswith("/static/") else asset.url
@@ -89,3 +93,46 @@ def test_what_stays_open_without_the_token_is_said_once_and_is_the_codes() -> No
     assert web.views.MetricsView.open_to_all
     assert documented == code
     assert README.count("stay open") == 2  # this list, and the settings table pointing to it
+
+
+def test_the_readme_is_short() -> None:
+    assert README.count("\n") <= 300
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_of_the_readme_and_docs_reaches_a_file_and_a_heading() -> None:
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not checked offline
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(), re.MULTILINE)
+                if anchor not in {_anchor(heading) for heading in headings}:
+                    broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken
+
+
+def test_the_production_environment_block_is_accepted_as_written() -> None:
+    """The README's production settings for Kafka over SASL_SSL, rediss:// and S3: settings.py takes them,
+    the secrets (`...`) filled in."""
+    from settings import load
+
+    block = README[README.index("## Deploy"):].split("```sh\n", 1)[1].split("```", 1)[0]
+    env = {}
+    for line in block.splitlines():
+        name, _, value = line.split("#", 1)[0].strip().partition("=")
+        env[name] = "s3cret-value-0123456789" if value == "..." else value
+    settings = load(env)
+    assert (settings.kafka.security_protocol, settings.kafka.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert settings.redis.url.startswith("rediss://") and settings.lake.bucket == "your-lake-bucket"
+    assert settings.web.bind == "0.0.0.0" and settings.web.auth_token
