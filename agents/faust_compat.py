@@ -12,7 +12,9 @@ an upgrade.
   settings.py (and the pipeline's own clients would not follow them): they are refused with one line.
 - `refuse_leftover_commands`: faust's `send` writes with faust's own producer, which has none of the
   pipeline's Kafka settings (TLS, SASL, idempotence): it is replaced by a command that says so in one line.
-  faust imports the app (`-A app`) before it looks the subcommand up, so the replacement is in time.
+  faust imports the app (`-A app`) before it looks the subcommand up, so the replacement is in time. The
+  worker's flags that `refuse_worker_overrides` refuses are hidden from `worker --help` too, which
+  advertised `-h ... (default: 0.0.0.0)`.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ SEND_REFUSED = ("error: faust's send is not supported here: it writes with faust
                 "pipeline's Kafka settings (TLS, SASL, idempotence); use `faust -A app produce` to send events")
 
 
+# faust worker's options that refuse_worker_overrides refuses (click's parameter names).
+WORKER_FLAGS_REFUSED = frozenset({"with_web", "web_port", "web_transport", "web_bind", "web_host"})
+
+
 def refuse_leftover_commands() -> None:
     """Replace faust's commands that bypass the settings by one that refuses in one line (status 2)."""
     # Imported here, not with this module: faust.cli.base binds sys.argv as a default argument when first
@@ -81,3 +87,7 @@ def refuse_leftover_commands() -> None:
         raise SystemExit(2)
 
     cli.add_command(send)
+    for param in cli.commands["worker"].params:
+        if param.name in WORKER_FLAGS_REFUSED:
+            param.hidden = True  # type: ignore[attr-defined]  # click Options have it; the flag stays refused
+

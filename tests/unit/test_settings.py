@@ -340,3 +340,14 @@ def test_a_mistyped_setting_stops_the_worker_in_one_line() -> None:
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.splitlines() == ["error: invalid setting BROKER_ULR: not a setting of this application, "
                                           "which would ignore it: did you mean BROKER_URL?"]
+
+
+def test_worker_help_does_not_offer_the_flags_that_bypass_the_settings() -> None:
+    """`worker --help` advertised `-h/--web-host (default: 0.0.0.0)`; those flags are refused (e2e
+    test_hardening), so they are not offered either."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "faust", "-A", "app", "worker", "--help"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--loglevel" in result.stdout
+    for shown in ("0.0.0.0", "--web-host", "--web-bind", "--web-port", "--web-transport", "--without-web"):
+        assert shown not in result.stdout
