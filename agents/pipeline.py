@@ -72,9 +72,9 @@ class Pipeline(Service):
             await check_access(self.settings.kafka, wait_s=wait_s)
             await ensure_topics(self._options, topic_specs(self.topics, self.settings.kafka.topic_partitions),
                                 self.settings.kafka.topic_replication)
+            await self.producer.start()  # the broker's refusals (idempotence, transactions) before the stores'
             await check_stores(self.outputs.lake, self.outputs.redis,
                                wait_s=max(1.0, wait_s - (time.monotonic() - started)))
-            await self.producer.start()
             await self.board.start()
             await asyncio.gather(self.export_runner.start(), self.ingest_runner.start())
         except (TopicLayoutError, BrokerAccessError, StoreAccessError) as exc:
