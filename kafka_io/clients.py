@@ -106,8 +106,8 @@ async def _try_brokers(kafka: KafkaSettings, *, timeout_s: float) -> str | None:
             failure = f"{server} did not answer"
         except OSError as exc:
             failure = f"{server}: {exc.strerror or type(exc).__name__}"
-        except KafkaError as exc:
-            failure = f"{server}: {type(exc).__name__}"
+        except KafkaError as exc:  # answering, but not as a broker (aiokafka names the class in its text)
+            failure = f"{server}: {str(exc) or type(exc).__name__}"
         else:
             conn.close()
             return None

@@ -39,15 +39,16 @@ async def check_stores(lake: S3Lake, redis: RedisWindowStore, *, wait_s: float) 
         redis.open()
         redis.check()
 
-    where = f"s3://{lake.bucket}/{lake.prefix}"
-    await _until_deadline(check_lake, deadline, wait_s, refused=("LAKE_URL", where),
-                          silent=("S3_ENDPOINT_URL", f"S3 ({where})"))
-    await _until_deadline(check_redis, deadline, wait_s, refused=("REDIS_URL", "Redis"),
+    await _until_deadline(check_lake, deadline, wait_s, refused="LAKE_URL",
+                          silent=("S3_ENDPOINT_URL", f"S3 (s3://{lake.bucket}/{lake.prefix})"))
+    await _until_deadline(check_redis, deadline, wait_s, refused="REDIS_URL",
                           silent=("REDIS_URL", f"Redis at {redis.target}"))
 
 
-async def _until_deadline(check: Callable[[], None], deadline: float, wait_s: float, *,
-                          refused: tuple[str, str], silent: tuple[str, str]) -> None:
+async def _until_deadline(check: Callable[[], None], deadline: float, wait_s: float, *, refused: str,
+                          silent: tuple[str, str]) -> None:
+    """Run `check` until it passes; a refusal is StoreAccessError naming `refused` at once, no answer by the
+    deadline is one naming `silent`'s setting and what did not answer."""
     loop = asyncio.get_running_loop()
     while True:
         try:
@@ -55,7 +56,7 @@ async def _until_deadline(check: Callable[[], None], deadline: float, wait_s: fl
             await asyncio.wait_for(loop.run_in_executor(None, check), max(0.1, deadline - loop.time()))
             return
         except SinkConfigurationError as exc:
-            raise StoreAccessError(refused[0], str(exc)) from None
+            raise StoreAccessError(refused, str(exc)) from None
         except (SinkUnavailableError, TimeoutError) as exc:
             last = str(exc) or "no answer"
         if loop.time() + CHECK_RETRY_S > deadline:
