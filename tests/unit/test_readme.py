@@ -136,3 +136,15 @@ def test_the_production_environment_block_is_accepted_as_written() -> None:
     assert (settings.kafka.security_protocol, settings.kafka.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
     assert settings.redis.url.startswith("rediss://") and settings.lake.bucket == "your-lake-bucket"
     assert settings.web.bind == "0.0.0.0" and settings.web.auth_token
+
+
+def test_faust_lists_no_agents_as_the_intro_says() -> None:
+    """The README's intro: the stages are services of their own, not faust agents (`faust -A app agents`)."""
+    import os
+    import sys
+
+    assert "(`faust -A app\nagents` lists none)" in README or "`faust -A app agents` lists none" in README
+    shown = subprocess.run([sys.executable, "-m", "faust", "-A", "app", "agents"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout
+    rows = [line for line in shown.splitlines() if line.startswith("|")]
+    assert rows == ["| name | topic | help |"], shown
