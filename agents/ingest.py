@@ -367,10 +367,16 @@ class IngestPartition:
                                          key=str(self.partition).encode(), partition=self.partition)
             self._published = mark
         frontier = self.position.frontier_ms
+        announced = None
         if frontier is not None and frontier != self._announced_ms:
             await self.store.durable()
             await self._announce(frontier, now_ms)
+            announced = frontier
         await self.store.commit()  # the tick's writes visible now (one transaction), not at the next tick
+        if announced is not None:
+            # Shown (/v1/status) once committed: with transactions, a crash before the commit takes the
+            # announcement back, and a frontier shown earlier was one a restart would not resume from.
+            ctx.stats.frontiers_ms[self.partition] = announced
         ctx.stats.archive_buffered[self.partition] = self.archive.buffered()
 
     async def _advance_frontier(self, low_ms: int) -> None:
@@ -394,7 +400,6 @@ class IngestPartition:
         for target in range(partitions):
             await self.store.writer.send(ctx.topics.partials, body, partition=target)
         self._announced_ms = frontier_ms
-        ctx.stats.frontiers_ms[self.partition] = frontier_ms
 
     # -- revocation ------------------------------------------------------------------------------
 

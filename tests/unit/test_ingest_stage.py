@@ -323,3 +323,37 @@ def test_a_crash_at_any_send_of_a_spec_run_ends_with_the_clean_outputs(crash_at:
     assert run.crashes == 1
     assert _outputs(run) == SPEC_CLEAN
     _assert_books_match_the_changelog(run, part)
+
+
+@dataclass
+class _TransactionalBroker(FakeBroker):
+    """A transactional writer whose commits fail while `fail_commits` is set: a crash before a tick's commit."""
+
+    transactional = True
+    fail_commits: bool = False
+
+    async def commit(self) -> None:
+        if self.fail_commits:
+            raise CrashError("crash at commit")
+
+
+def test_a_frontier_is_shown_only_once_its_transaction_is_committed() -> None:
+    """/v1/status's frontiers_ms told the chaos harness (and an operator) that a frontier was reached before
+    the tick's transaction committed it; a crash in between took it back, the harness sent late records,
+    and the restarted partition judged them on time against its older frontier (chaos seed 789174)."""
+    async def main() -> None:
+        broker = _TransactionalBroker()
+        run = Run(broker, FakeOutputs())
+        board, clock = FakeBoard(), FakeClock()
+        part = _open(run, board, clock)
+        board.low_ms = clock.now_ms - 60_000
+        broker.fail_commits = True
+        with pytest.raises(CrashError):
+            await part.tick(clock())
+        assert part.ctx.stats.frontiers_ms == {}  # announced, not committed: not shown
+        part = _open(run, board, clock)
+        broker.fail_commits = False
+        await part.tick(clock())
+        assert part.ctx.stats.frontiers_ms == {P: clock.now_ms - 60_000}
+
+    asyncio.run(main())
