@@ -122,9 +122,11 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
                       make_s3_client_factory(lake_settings.endpoint_url, lake_settings.region,
                                              max_attempts=BATCH_S3_ATTEMPTS))
         wait_s = settings.startup_timeout_ms / 1000
+        started = time.monotonic()
         try:
             await check_access(settings.kafka, wait_s=wait_s)
-            await check_stores(lake, redis, wait_s=wait_s)
+            # One STARTUP_TIMEOUT for the broker and the stores together, as the worker's start-up has.
+            await check_stores(lake, redis, wait_s=max(1.0, wait_s - (time.monotonic() - started)))
         except (BrokerAccessError, StoreAccessError) as exc:
             exit_with_line(f"error: {exc}", 2)
         try:
