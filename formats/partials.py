@@ -248,7 +248,7 @@ def encode_partial_columns(partition: int, instance: InstanceColumns, slots: Seq
                         option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def partial_columns(columns: Columns, slots: Sequence[int]) -> dict[str, np.ndarray]:
+def partial_columns(columns: Columns, slots: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
     """The five columns of partials, as both stages' bodies hold them: count, sum, min, max (M values per
     slot with M measures), marker; numpy arrays for orjson's OPT_SERIALIZE_NUMPY, which writes the bytes
     the same values as Python numbers give, without a Python object per value."""

@@ -14,7 +14,8 @@ Stage 2 (EXPORT_STATE_VERSION 4)::
     pos                  {"v": 1, "next": next input offset}
     tp|<16 hex digits>   a pack of one window instance's totals: {"v": 3, "w": window, "s": start_ms,
                          "t": [key...], "p": {input partition: five columns}} (marker -1 where that
-                         partition sent no partial of the key; count and marker integers); with several
+                         partition sent no partial of the key, and a partition that sent none of the
+                         pack's keys left out; count and marker integers); with several
                          measures {"v": 4, "n": M, ...}, M values per key in count, sum, min and max
     f|<input partition>  that partition's frontier (a number)
     l|<window>|<start>   an exported window instance: its end (a number)
@@ -36,6 +37,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+import numpy as np
 import orjson
 
 from formats.alerts import Track
@@ -152,24 +154,49 @@ def decode_ingest_pack(raw: bytes) -> tuple[str, int, list[tuple[str, Sequence[f
     return str(body["w"]), int(body["s"]), [(str(key), partial) for key, partial in body["e"]], 1
 
 
+class SourceRows(Columns, Protocol):
+    """One input partition's partials in stage 2 (tables.totals.SourceColumns): the columns by row, and the
+    row of each slot."""
+
+    def rows(self, slots: np.ndarray) -> np.ndarray: ...
+
+
 class TotalsColumns(Instance, Protocol):
-    """Stage 2's totals of one window instance (tables.totals.InstanceTotals): columns per input partition."""
+    """Stage 2's totals of one window instance (tables.totals.InstanceTotals): rows per input partition."""
 
     @property
-    def sources(self) -> Mapping[int, Columns]: ...
+    def sources(self) -> Mapping[int, SourceRows]: ...
 
 
 def encode_totals_columns(instance: TotalsColumns, slots: Sequence[int]) -> bytes:
-    """Stage 2's pack of these slots of one window instance (see the module doc)."""
+    """Stage 2's pack of these slots of one window instance (see the module doc): the columns of every
+    input partition that sent a partial of one of them."""
     types = instance.types
-    sources = {str(partition): partial_columns(columns, slots)
-               for partition, columns in sorted(instance.sources.items())}
+    chosen = np.asarray(slots, dtype=np.intp)
+    sources = {str(partition): body for partition, columns in sorted(instance.sources.items())
+               if (body := _source_columns(columns, chosen)) is not None}
     if instance.measures == 1:
         return orjson.dumps({"v": _PACK_VERSION, "w": instance.window, "s": instance.start_ms,
                              "t": [types[i] for i in slots], "p": sources}, option=orjson.OPT_SERIALIZE_NUMPY)
     return orjson.dumps({"v": _MEASURES_PACK_VERSION, "w": instance.window, "s": instance.start_ms,
                          "n": instance.measures, "t": [types[i] for i in slots], "p": sources},
                         option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _source_columns(columns: SourceRows, slots: np.ndarray) -> dict[str, np.ndarray] | None:
+    """One input partition's five columns of these slots in a pack: its partial of each, and for a slot it
+    sent none of, zeros and ABSENT_MARKER; None if it sent none of them."""
+    rows = columns.rows(slots)
+    absent = rows < 0
+    if absent.all():
+        return None
+    body = partial_columns(columns, np.where(absent, 0, rows))
+    if absent.any():
+        cells = absent if columns.measures == 1 else np.repeat(absent, columns.measures)
+        for name in ("c", "sum", "min", "max"):
+            body[name][cells] = 0
+        body["m"][absent] = ABSENT_MARKER
+    return body
 
 
 def decode_totals_pack(raw: bytes) -> tuple[str, int, list[tuple[str, dict[int, Sequence[float]]]], int]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 from itertools import repeat
 from math import gcd
+from sys import intern
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -96,6 +97,26 @@ def fold_measures(current: list[float], values: Sequence[float | None], offset: 
         if value > current[base + MAX]:
             current[base + MAX] = value
     current[-1] = offset
+
+
+def held_key(key: str) -> str:
+    """A key as the open state of both stages holds it: one string per distinct key in the process
+    (sys.intern, which forgets it with its last holder), shared by every window instance that has the key.
+    Each batch and message decodes its keys anew, so a key open in three instances of each stage was held
+    six times (NOTES.md, issue 31: 62 bytes each for an IoT device's key)."""
+    return intern(key)
+
+
+_SLOTS: list[int] = []  # the numbers 0..n-1 as int objects, shared by every instance's index
+
+
+def slot_numbers(first: int, count: int) -> list[int]:
+    """The slot numbers first..first+count-1, as the indexes of both stages' instances hold them: one int
+    object per number in the process, not one per instance and key (28 bytes each)."""
+    end = first + count
+    if end > len(_SLOTS):
+        _SLOTS.extend(range(len(_SLOTS), end))
+    return _SLOTS[first:end]
 
 
 class Record(NamedTuple):
@@ -192,7 +213,8 @@ class InstancePartials:
         measures = self.measures
         slot = self.index.get(key)
         if slot is None:
-            slot = self.index[key] = len(self.types)
+            key = held_key(key)
+            slot = self.index[key] = slot_numbers(len(self.types), 1)[0]
             self.types.append(key)
             for m in range(measures):
                 count, total, low, high = partial[4 * m:4 * m + 4]
@@ -225,7 +247,8 @@ class InstancePartials:
         """New slots for these keys (distinct, none held yet), empty: every measure [0, 0.0, 0.0, 0.0], no
         record folded (marker -1); each column grown once for all of them."""
         first, added = len(self.types), len(keys)
-        self.index.update(zip(keys, range(first, first + added), strict=True))
+        keys = list(map(held_key, keys))
+        self.index.update(zip(keys, slot_numbers(first, added), strict=True))
         self.types += keys
         cells = 8 * added * self.measures
         for column in (self.count, self.total, self.low, self.high):
@@ -460,7 +483,8 @@ def _open_slot(instances: dict[tuple[str, int], InstancePartials],
             if offset > current[MARKER]:  # once per slot and batch: the call is affordable here
                 fold_value(current, value, offset)
         elif i is None:  # new_partial, inline
-            i = index[event_type] = len(marker)
+            event_type = held_key(event_type)
+            i = index[event_type] = slot_numbers(len(marker), 1)[0]
             instance.types.append(event_type)
             count.append(1)
             total.append(value)

@@ -22,7 +22,7 @@ import numpy as np
 
 from formats.state import ABSENT_MARKER
 from tables.packed import NO_PACK
-from tables.partials import COUNT, MAX, MIN, SUM
+from tables.partials import COUNT, MAX, MIN, SUM, held_key, slot_numbers
 
 # A message of at least this many keys is merged as columns (_merge_columns); below it, numpy's fixed cost
 # per call is more than the loop's (the article's job sends a few keys per message).
@@ -89,36 +89,59 @@ def _check_lengths(measures: int, types: Sequence[str], counts: Sequence[int], s
 
 
 class SourceColumns:
-    """One input partition's newest partial of each slot of a window instance (marker ABSENT_MARKER: none);
-    with M measures, M values per slot in count, total, low and high (as tables.partials.InstancePartials)."""
+    """One input partition's newest partials of a window instance's slots, as rows: `row[slot]` is the slot's
+    row (-1: this partition sent no partial of it), and the rows' columns hold count, total, low and high (M
+    values per row with M measures, as tables.partials.InstancePartials by slot) and the marker. Only the
+    slots a partition sent take a row: a key of one input partition costs the others 4 bytes each, not a
+    partial each (the input is often keyed, so that each key comes from one partition)."""
 
-    __slots__ = ("measures", "count", "total", "low", "high", "marker")
+    __slots__ = ("measures", "row", "count", "total", "low", "high", "marker")
 
     def __init__(self, slots: int, measures: int = 1) -> None:
         self.measures = measures
-        self.count = array("q", [0]) * (slots * measures)
-        self.total = array("d", [0.0]) * (slots * measures)
-        self.low = array("d", [0.0]) * (slots * measures)
-        self.high = array("d", [0.0]) * (slots * measures)
-        self.marker = array("q", [ABSENT_MARKER]) * slots
+        self.row = array("i", [-1]) * slots
+        self.count = array("q")
+        self.total = array("d")
+        self.low = array("d")
+        self.high = array("d")
+        self.marker = array("q")
+
+    def __len__(self) -> int:
+        """The number of rows: the slots this partition sent."""
+        return len(self.marker)
 
     def extend_absent(self, slots: int) -> None:
-        """`slots` more slots with no partial, each column grown once."""
-        cells = 8 * slots * self.measures
+        """`slots` more slots with no partial."""
+        self.row.extend(repeat(-1, slots))
+
+    def add_rows(self, slots: Sequence[int]) -> int:
+        """Rows for these slots (none held yet), empty: every measure [0, 0.0, 0.0, 0.0], marker ABSENT_MARKER;
+        each column grown once. The first new row."""
+        first, added = len(self.marker), len(slots)
+        cells = 8 * added * self.measures
         for column in (self.count, self.total, self.low, self.high):
             column.frombytes(bytes(cells))  # zeros: 0 and 0.0
-        self.marker.extend(repeat(ABSENT_MARKER, slots))
+        self.marker.extend(repeat(ABSENT_MARKER, added))
+        row = self.row
+        for i, slot in enumerate(slots, first):
+            row[slot] = i
+        return first
+
+    def rows(self, slots: np.ndarray) -> np.ndarray:
+        """The row of each of these slots (-1: none), as intp."""
+        return np.frombuffer(self.row, dtype=np.int32)[slots].astype(np.intp)
 
     def partial(self, slot: int) -> list[float] | None:
-        if self.marker[slot] == ABSENT_MARKER:
+        r = self.row[slot]
+        if r < 0:
             return None
         measures = self.measures
         if measures == 1:
-            return [self.count[slot], self.total[slot], self.low[slot], self.high[slot], self.marker[slot]]
+            return [self.count[r], self.total[r], self.low[r], self.high[r], self.marker[r]]
         partial: list[float] = []
-        for i in range(slot * measures, slot * measures + measures):
+        for i in range(r * measures, r * measures + measures):
             partial += [self.count[i], self.total[i], self.low[i], self.high[i]]
-        partial.append(self.marker[slot])
+        partial.append(self.marker[r])
         return partial
 
 
@@ -154,7 +177,8 @@ class InstanceTotals:
     def _open(self, keys: Sequence[str]) -> None:
         """Slots with no partial for these new keys (distinct), every column grown once for all of them."""
         first = len(self.types)
-        self.index.update(zip(keys, range(first, first + len(keys)), strict=True))
+        keys = list(map(held_key, keys))
+        self.index.update(zip(keys, slot_numbers(first, len(keys)), strict=True))
         self.types += keys
         self.holder.extend(repeat(NO_PACK, len(keys)))
         for columns in self.sources.values():
@@ -176,15 +200,25 @@ class InstanceTotals:
             self._merge_measures(partition, types, counts, sums, lows, highs, markers)
             return
         columns = self.source(partition)
-        count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
+        row, count, total, low, high, marker = columns.row, columns.count, columns.total, columns.low, columns.high, \
+            columns.marker
         index, dirty, slot_of = self.index, self.dirty, self.slot
         for event_type, c, s, lo, hi, m in zip(types, counts, sums, lows, highs, markers, strict=True):
             i = index.get(event_type)
             if i is None:
                 i = slot_of(event_type)
-            elif marker[i] >= m:
+            r = row[i]
+            if r < 0:  # the partition's first partial of this key: a new row
+                row[i] = len(marker)
+                count.append(c)
+                total.append(s)
+                low.append(lo)
+                high.append(hi)
+                marker.append(m)
+            elif marker[r] >= m:
                 continue  # a replayed or older partial: the newer one stays
-            count[i], total[i], low[i], high[i], marker[i] = c, s, lo, hi, m
+            else:
+                count[r], total[r], low[r], high[r], marker[r] = c, s, lo, hi, m
             dirty.add(i)
 
     def _merge_measures(self, partition: int, types: Sequence[str], counts: Sequence[int], sums: Sequence[float],
@@ -192,25 +226,30 @@ class InstanceTotals:
         measures = self.measures
         _check_lengths(measures, types, counts, sums, lows, highs, markers)
         columns = self.source(partition)
-        count, total, low, high, marker = columns.count, columns.total, columns.low, columns.high, columns.marker
+        row, count, total, low, high, marker = columns.row, columns.count, columns.total, columns.low, columns.high, \
+            columns.marker
         index, dirty, slot_of = self.index, self.dirty, self.slot
         for j, (key, m) in enumerate(zip(types, markers, strict=True)):
             i = index.get(key)
             if i is None:
                 i = slot_of(key)
-            elif marker[i] >= m:
+            r = row[i]
+            if r < 0:
+                r = columns.add_rows((i,))
+            elif marker[r] >= m:
                 continue  # a replayed or older partial: the newer one stays
             for k in range(measures):
-                count[i * measures + k], total[i * measures + k], low[i * measures + k], high[i * measures + k] = \
+                count[r * measures + k], total[r * measures + k], low[r * measures + k], high[r * measures + k] = \
                     counts[j * measures + k], sums[j * measures + k], lows[j * measures + k], highs[j * measures + k]
-            marker[i] = m
+            marker[r] = m
             dirty.add(i)
 
     def _merge_columns(self, partition: int, types: Sequence[str], counts: Sequence[int], sums: Sequence[float],
                        lows: Sequence[float], highs: Sequence[float], markers: Sequence[int]) -> bool:
         """merge() of a large message as column operations: the slots looked up (new keys added) in one pass,
-        then every entry whose marker is newer than its slot's assigned at once. False (nothing done) for a
-        message that names a key twice, whose entries the loop must take in order."""
+        the partition's rows found (new ones added), then every entry whose marker is newer than its row's
+        assigned at once. False (nothing done) for a message that names a key twice, whose entries the loop
+        must take in order."""
         measures = self.measures
         _check_lengths(measures, types, counts, sums, lows, highs, markers)
         index = self.index
@@ -224,17 +263,23 @@ class InstanceTotals:
             return False
         columns = self.source(partition)  # after the new slots: their appends must precede the views below
         chosen = np.asarray(slots, dtype=np.intp)
+        rows = columns.rows(chosen)
+        new = rows < 0
+        if new.any():
+            added = chosen[new]
+            first = columns.add_rows(added.tolist())
+            rows[new] = np.arange(first, first + len(added))
         wanted = np.asarray(markers, dtype=np.int64)
         held = np.frombuffer(columns.marker, dtype=np.int64)
-        newer = held[chosen] < wanted  # a new slot holds ABSENT_MARKER: always older
-        picked = chosen[newer]
+        newer = held[rows] < wanted  # a new row holds ABSENT_MARKER: always older
+        picked = rows[newer]
         held[picked] = wanted[newer]
         for column, values, kind in ((columns.count, counts, np.int64), (columns.total, sums, np.float64),
                                      (columns.low, lows, np.float64), (columns.high, highs, np.float64)):
             view = np.frombuffer(column, dtype=kind).reshape(-1, measures)
             view[picked] = np.asarray(values, dtype=kind).reshape(-1, measures)[newer]
         # The views are gone when this returns (an array exporting its buffer cannot grow).
-        self.dirty.update(picked.tolist())
+        self.dirty.update(chosen[newer].tolist())
         return True
 
     def set(self, slot: int, parts: Mapping[int, Sequence[float]]) -> None:
@@ -242,12 +287,15 @@ class InstanceTotals:
         measures = self.measures
         for partition, partial in parts.items():
             columns = self.source(partition)
+            r = columns.row[slot]
+            if r < 0:
+                r = columns.add_rows((slot,))
             for k in range(measures):
                 count, total, low, high = partial[4 * k:4 * k + 4]
-                i = slot * measures + k
+                i = r * measures + k
                 columns.count[i], columns.total[i], columns.low[i], columns.high[i] = \
                     int(count), float(total), float(low), float(high)
-            columns.marker[slot] = int(partial[-1])
+            columns.marker[r] = int(partial[-1])
 
     def parts(self, slot: int) -> dict[int, list[float]]:
         """The slot's partial of each input partition that sent one."""
@@ -272,10 +320,14 @@ class InstanceTotals:
         high = np.full(shape, -np.inf)
         for partition in sorted(self.sources):
             columns = self.sources[partition]
-            held = np.frombuffer(columns.marker, dtype=np.int64)[slots] != ABSENT_MARKER
-            c = np.frombuffer(columns.count, dtype=np.int64).reshape(-1, self.measures)[slots]
+            rows = columns.rows(slots)
+            held = rows >= 0
+            if not held.any():
+                continue
+            rows = np.where(held, rows, 0)
+            c = np.frombuffer(columns.count, dtype=np.int64).reshape(-1, self.measures)[rows]
             present = held[:, None] & (c != 0)
-            t, lo, hi = (np.frombuffer(column, dtype=np.float64).reshape(-1, self.measures)[slots]
+            t, lo, hi = (np.frombuffer(column, dtype=np.float64).reshape(-1, self.measures)[rows]
                          for column in (columns.total, columns.low, columns.high))
             count = np.where(present, count + c, count)
             with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows is inf (or nan), as in Python
@@ -293,12 +345,13 @@ class InstanceTotals:
         for i in slots:
             count, total, low, high = 0, 0.0, float("inf"), float("-inf")
             for columns in sources:
-                if columns.marker[i] == ABSENT_MARKER:
+                r = columns.row[i]
+                if r < 0:
                     continue
-                count += columns.count[i]
-                total += columns.total[i]
-                low = min(low, columns.low[i])
-                high = max(high, columns.high[i])
+                count += columns.count[r]
+                total += columns.total[r]
+                low = min(low, columns.low[r])
+                high = max(high, columns.high[r])
             if count == 0:
                 raise ValueError("no partial to combine")
             result.append(Totals(count, total, low, high))

@@ -20,6 +20,7 @@ test_totals.py, test_events.py).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -189,6 +190,8 @@ def _merge_and_combine_as_the_rules(deliveries: list[tuple[int, list[tuple[str, 
             merge_partial(reference.setdefault(event_type, {}), partition, partial)
         instance.merge(partition, *map(list, zip(*[(t, *p) for t, p in partials], strict=True)))
     assert {t: instance.parts(instance.index[t]) for t in reference} == reference
+    assert {p: len(columns) for p, columns in instance.sources.items()} == dict(  # a row per key a partition sent
+        Counter(p for parts in reference.values() for p in parts))
     assert {instance.types[i] for i in instance.dirty} == set(reference)  # every key merged, none persisted
     types = sorted(reference)
     got = instance.totals([instance.index[t] for t in types])
@@ -272,6 +275,8 @@ def _measures_merge_and_combine_as_the_rules(
         merge_partial(reference.setdefault(key, {}), partition, partial)
         instance.merge(partition, [key], partial[0:8:4], partial[1:8:4], partial[2:8:4], partial[3:8:4], [marker])
     assert {key: instance.parts(instance.index[key]) for key in reference} == reference
+    assert {p: len(columns) for p, columns in instance.sources.items()} == dict(
+        Counter(p for parts in reference.values() for p in parts))
     keys = sorted(reference)
     got = instance.measure_totals([instance.index[key] for key in keys])
     assert repr(got) == repr([combine_measures(reference[key], 2) for key in keys])  # -0.0 apart from 0.0

@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 import random
 
+import orjson
 import pytest
 
+from formats.state import decode_totals_pack, encode_totals_columns
 from tables.totals import InstanceTotals, Totals, combine, merge_partial
 from tables.watermark import low_frontier
 
@@ -175,3 +177,52 @@ def test_instance_totals_follow_merge_partial_and_combine(seed: int) -> None:
     want = [combine(reference[t]) for t in sorted(reference)]
     assert got == want
     assert [math.copysign(1.0, t.sum) for t in got] == [math.copysign(1.0, t.sum) for t in want]
+
+
+# -- sparse rows: a key costs only the partitions that sent it ----------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_each_partition_holds_a_row_only_for_the_keys_it_sent_and_packs_round_trip(seed: int) -> None:
+    """A keyed input sends each key from one partition: stage 2 must not hold a partial of every key for
+    every partition (NOTES.md, issue 31: 72 bytes per key and partition with 2 measures). A pack of any
+    slots gives back every partition's partials of them, and names no partition that sent none."""
+    rng = random.Random(seed)
+    measures = rng.choice((1, 2))
+    keys = [f'["k{i}"]' for i in range(rng.choice((3, 40, 200)))]
+    home = {key: rng.randrange(8) for key in keys}  # most of a key's partials come from its partition
+    instance = InstanceTotals("a/w", 0, measures)
+    reference: dict[str, dict[int, list[float]]] = {}
+    for _ in range(60):
+        partition = rng.randrange(8)
+        chosen = [key for key in keys if home[key] == partition or rng.random() < 0.02]
+        if not chosen:
+            continue
+        entries = []
+        for key in rng.sample(chosen, len(chosen)):
+            partial: list[float] = []
+            for _m in range(measures):
+                value = rng.choice((-0.0, 0.25, rng.uniform(-1e6, 1e6)))
+                partial += [0, 0.0, 0.0, 0.0] if rng.random() < 0.1 else [rng.randint(1, 9), value, value, value]
+            partial.append(rng.randrange(100))
+            entries.append((key, partial))
+            merge_partial(reference.setdefault(key, {}), partition, partial)
+        columns = [[key for key, _ in entries], *([p[i:-1:4] for _, p in entries] for i in range(4)),
+                   [p[-1] for _, p in entries]]
+        flat = [columns[0]] + [[v for part in column for v in part] for column in columns[1:5]] + [columns[5]]
+        instance.merge(partition, *flat)
+    sent = {p: sum(1 for parts in reference.values() if p in parts) for p in range(8)}
+    assert {p: len(columns) for p, columns in instance.sources.items()} == {p: n for p, n in sent.items() if n}
+    for _ in range(5):
+        slots = sorted(rng.sample(range(len(instance)), rng.randint(1, len(instance))))
+        raw = encode_totals_columns(instance, slots)
+        window, start_ms, entries, got_measures = decode_totals_pack(raw)
+        assert (window, start_ms, got_measures) == ("a/w", 0, measures)
+        assert [(key, parts) for key, parts in entries] == [(instance.types[s], instance.parts(s)) for s in slots]
+        named = {int(p) for p in orjson.loads(raw)["p"]}
+        assert named == {p for s in slots for p in instance.parts(s)}
+        restored = InstanceTotals("a/w", 0, measures)
+        for key, parts in entries:
+            restored.set(restored.slot(key), parts)
+        again = [restored.index[instance.types[s]] for s in slots]
+        assert repr(restored.measure_totals(again)) == repr(instance.measure_totals(slots))
