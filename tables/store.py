@@ -19,6 +19,7 @@ the changelog fills in the rest.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import time
@@ -29,7 +30,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 from aiokafka.structs import RecordMetadata
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Options, Rdict, WriteBatch, WriteBufferManager, WriteOptions
 
 from tables.changelog import changes_of, read_to_end
 
@@ -47,6 +48,19 @@ CHANGELOG_DELETE_RETENTION_MS = 24 * 3_600_000
 MAX_LOCAL_AGE_MS = CHANGELOG_DELETE_RETENTION_MS - 3_600_000
 
 RESTORE_LOG_EVERY_S = 1.0
+
+# The memory of every local database's memtables together, in one process. Each store (one per stage and
+# partition a worker owns) would otherwise keep up to two 64 MiB memtables of its own: with the packs a
+# worker rewrites at 100,000 keys they fill, and 8 stores held about 420 MiB of a 1,270 MiB worker (NOTES.md,
+# issue 31). The memtables only ever serve a restart's restore, so flushing them sooner costs disk writes, not
+# reads. Writers never stall on it (the event loop writes).
+MEMTABLE_BUDGET_BYTES = 64 << 20
+
+
+@functools.cache
+def memtables() -> WriteBufferManager:
+    """The process's one budget for the stores' memtables (MEMTABLE_BUDGET_BYTES)."""
+    return WriteBufferManager(MEMTABLE_BUDGET_BYTES, False)
 
 
 def _wall_ms() -> int:
@@ -99,7 +113,9 @@ class PartitionStore:
     def _open(self) -> Rdict:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return Rdict(str(self.path), Options(raw_mode=True))
+            options = Options(raw_mode=True)
+            options.set_write_buffer_manager(memtables())
+            return Rdict(str(self.path), options)
         except Exception as exc:  # rocksdict raises a plain Exception on a held lock
             raise StoreError(f"cannot open the local state {self.path}: {exc} (does another worker use the same "
                              "STATE_DIR?)") from None

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from tables.store import PartitionStore
+from tables.store import MEMTABLE_BUDGET_BYTES, PartitionStore, memtables
 
 TOPIC = "ingest-state"
 
@@ -149,3 +149,30 @@ def test_a_store_closed_while_its_commit_waits_applies_nothing(tmp_path: Path) -
     items, checkpoint = asyncio.run(scenario())
     assert items == {}
     assert checkpoint == -1
+
+
+def test_the_stores_memtables_together_stay_within_one_budget(tmp_path: Path) -> None:
+    """Every store of the process shares MEMTABLE_BUDGET_BYTES: 4 stores rewriting 8 budgets' worth of packs
+    hold at most the budget in memtables together (each alone would keep up to two 64 MiB memtables)."""
+    value = bytes(range(256)) * 64  # 16 KiB, as a pack of a few hundred keys
+
+    async def scenario() -> list[int]:
+        stores = [(await _opened(tmp_path / f"state-{n}")) for n in range(4)]
+        held = []
+        for round_ in range(8 * MEMTABLE_BUDGET_BYTES // len(value) // 4 // 64):
+            for writer, store in stores:
+                for key in range(64):
+                    await store.put(b"pack-%d" % (round_ * 64 + key), value)
+                    await store.put(b"pack-%d" % (round_ * 64 + key - 64), None)  # the pack it replaces
+                writer.acknowledge()
+                await store.commit()
+            held.append(sum(store._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0  # type: ignore[union-attr]
+                            for _writer, store in stores))
+        for _writer, store in stores:
+            store.close()
+        return held
+
+    held = asyncio.run(scenario())
+    assert sum(held) > 0, "the stores wrote to their memtables"
+    assert max(held) <= MEMTABLE_BUDGET_BYTES * 1.1, f"{max(held):,} bytes of memtables"
+    assert memtables().get_usage() <= MEMTABLE_BUDGET_BYTES * 1.1
