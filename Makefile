@@ -8,7 +8,7 @@ MALFORMED ?= 0.001
 LATE ?= 0.001
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install kafka run stack test test-fast test-spark spark-jars chaos chromium prometheus redis kcat bench bench-restore bench-peers bench-stages bench-redis bench-batch soak clean
+.PHONY: help install kafka run stack test test-fast test-spark spark-jars chaos chromium prometheus redis kcat bench bench-restore bench-peers bench-stages bench-state-memory bench-redis bench-batch soak clean
 
 ## help: this list
 help:
@@ -197,6 +197,10 @@ STAGE_EVENTS ?= 100000
 bench-stages: install
 	$(BIN)/python -m bench.stages --events $(STAGE_EVENTS) --runs $(RUNS) \
 	  $(if $(SPEC),--spec $(SPEC) --keys $(SPEC_KEYS) --events-per-key $(EVENTS_PER_KEY),--event-types $(or $(EVENT_TYPES),10000))
+
+## bench-state-memory: bytes of both stages' open state per window key (tracemalloc), keyed and keyless input
+bench-state-memory: install
+	$(BIN)/python -m bench.state_memory --keys $(SPEC_KEYS)
 
 ## bench-redis: the Redis output's cost per row (wall, client and server CPU) for a window of REDIS_ROWS IoT device
 ## rows, written as rows and as columns, with each Redis output (medians of RUNS windows)

@@ -114,7 +114,7 @@ class SourceColumns:
         """`slots` more slots with no partial."""
         self.row.extend(repeat(-1, slots))
 
-    def add_rows(self, slots: Sequence[int]) -> int:
+    def add_rows(self, slots: Sequence[int] | np.ndarray) -> int:
         """Rows for these slots (none held yet), empty: every measure [0, 0.0, 0.0, 0.0], marker ABSENT_MARKER;
         each column grown once. The first new row."""
         first, added = len(self.marker), len(slots)
@@ -122,9 +122,14 @@ class SourceColumns:
         for column in (self.count, self.total, self.low, self.high):
             column.frombytes(bytes(cells))  # zeros: 0 and 0.0
         self.marker.extend(repeat(ABSENT_MARKER, added))
-        row = self.row
-        for i, slot in enumerate(slots, first):
-            row[slot] = i
+        if added < COLUMN_MERGE_MIN:
+            row = self.row
+            for i, slot in enumerate(slots, first):
+                row[slot] = i
+        else:
+            view = np.frombuffer(self.row, dtype=np.int32)
+            view[np.asarray(slots, dtype=np.intp)] = np.arange(first, first + added, dtype=np.int32)
+            del view  # an array exporting its buffer cannot grow
         return first
 
     def rows(self, slots: np.ndarray) -> np.ndarray:
@@ -267,7 +272,7 @@ class InstanceTotals:
         new = rows < 0
         if new.any():
             added = chosen[new]
-            first = columns.add_rows(added.tolist())
+            first = columns.add_rows(added)
             rows[new] = np.arange(first, first + len(added))
         wanted = np.asarray(markers, dtype=np.int64)
         held = np.frombuffer(columns.marker, dtype=np.int64)
