@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
@@ -54,7 +54,7 @@ RESTORE_LOG_EVERY_S = 1.0
 # worker rewrites at 100,000 keys they fill, and 8 stores held about 420 MiB of a 1,270 MiB worker (NOTES.md,
 # issue 31). The memtables only ever serve a restart's restore, so flushing them sooner costs disk writes, not
 # reads. Writers never stall on it (the event loop writes).
-MEMTABLE_BUDGET_BYTES = 64 << 20
+MEMTABLE_BUDGET_BYTES: Final = 64 << 20
 
 
 @functools.cache
