@@ -30,7 +30,7 @@ from ops.metrics import PipelineMetrics
 from ops.stats import PipelineStats
 from settings import Settings
 from sinks.outputs import Outputs
-from sinks.startup import StoreAccessError, check_stores
+from sinks.startup import StoreAccessError, check_stores, time_left_s
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,7 @@ class Pipeline(Service):
             await ensure_topics(self._options, topic_specs(self.topics, self.settings.kafka.topic_partitions),
                                 self.settings.kafka.topic_replication)
             await self.producer.start()  # the broker's refusals (idempotence, transactions) before the stores'
-            await check_stores(self.outputs.lake, self.outputs.redis,
-                               wait_s=max(1.0, wait_s - (time.monotonic() - started)))
+            await check_stores(self.outputs.lake, self.outputs.redis, wait_s=time_left_s(wait_s, started))
             await self.board.start()
             await asyncio.gather(self.export_runner.start(), self.ingest_runner.start())
         except (TopicLayoutError, BrokerAccessError, StoreAccessError) as exc:

@@ -31,7 +31,7 @@ from settings import Settings
 from sinks.lake import S3Lake, make_s3_client_factory
 from sinks.policy import BATCH_S3_ATTEMPTS, SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import RedisWindowStore
-from sinks.startup import StoreAccessError, check_stores
+from sinks.startup import StoreAccessError, check_stores, time_left_s
 
 # A backfill over more than this needs --long-range: every archived hour in it is read again, and every window
 # of those hours rewritten (a typo such as --to 2126-11-01 would restate everything since the archive began).
@@ -126,7 +126,7 @@ class batch(AppCommand):  # noqa: N801 - the class name is the subcommand name
         try:
             await check_access(settings.kafka, wait_s=wait_s)
             # One STARTUP_TIMEOUT for the broker and the stores together, as the worker's start-up has.
-            await check_stores(lake, redis, wait_s=max(1.0, wait_s - (time.monotonic() - started)))
+            await check_stores(lake, redis, wait_s=time_left_s(wait_s, started))
         except (BrokerAccessError, StoreAccessError) as exc:
             exit_with_line(f"error: {exc}", 2)
         try:

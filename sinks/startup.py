@@ -7,15 +7,23 @@ the deadline (STARTUP_TIMEOUT)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from sinks.lake import S3Lake
 from sinks.policy import SinkConfigurationError, SinkUnavailableError
 from sinks.redis_store import RedisWindowStore
 
-__all__ = ["CHECK_RETRY_S", "StoreAccessError", "check_stores"]
+__all__ = ["CHECK_RETRY_S", "StoreAccessError", "check_stores", "time_left_s"]
 
 CHECK_RETRY_S = 1.0  # between attempts while a store does not answer
+
+
+def time_left_s(wait_s: float, started: float) -> float:
+    """What is left of one STARTUP_TIMEOUT of `wait_s` begun at `started` (time.monotonic()), for the stores'
+    check after the broker's: the worker and `batch` give both checks one deadline, and the stores at least
+    a second (one try) however long the broker took."""
+    return max(1.0, wait_s - (time.monotonic() - started))
 
 
 class StoreAccessError(Exception):
