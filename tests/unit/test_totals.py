@@ -207,10 +207,9 @@ def test_each_partition_holds_a_row_only_for_the_keys_it_sent_and_packs_round_tr
             partial.append(rng.randrange(100))
             entries.append((key, partial))
             merge_partial(reference.setdefault(key, {}), partition, partial)
-        columns = [[key for key, _ in entries], *([p[i:-1:4] for _, p in entries] for i in range(4)),
-                   [p[-1] for _, p in entries]]
-        flat = [columns[0]] + [[v for part in column for v in part] for column in columns[1:5]] + [columns[5]]
-        instance.merge(partition, *flat)
+        # A message's columns: the keys, then count, sum, min and max with M values per key, then the markers.
+        instance.merge(partition, [key for key, _ in entries],
+                       *([v for _, p in entries for v in p[i:-1:4]] for i in range(4)), [p[-1] for _, p in entries])
     sent = {p: sum(1 for parts in reference.values() if p in parts) for p in range(8)}
     assert {p: len(columns) for p, columns in instance.sources.items()} == {p: n for p, n in sent.items() if n}
     for _ in range(5):
