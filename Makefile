@@ -143,7 +143,8 @@ prometheus:
 ## (EVENT_TYPES=N: N distinct event types instead of 3; COMPRESSION=snappy etc.: the events' and the worker's
 ## codec, with the events' bytes per record on the wire; WORKERS=N: N processes under python -m commands.workers;
 ## SPEC=deploy/aggregations/iot.toml: that spec's events, KEYS keys per aggregation (default 100000) and EVENTS_PER_KEY
-## events per key in each minute of event time, with rows/s, peak RSS and whether the lake is exact)
+## events per key in each minute of event time, with rows/s, peak RSS and whether the lake is exact; FIELD_KEYS=
+## "device.site=1000": that key field takes 1000 values, not KEYS, so the sites' aggregation has 1000 keys)
 EVENTS ?= 200000
 RUNS ?= 3
 EVENT_TYPES ?=
@@ -153,10 +154,12 @@ SPEC ?=
 KEYS ?=
 SPEC_KEYS = $(or $(KEYS),100000)
 EVENTS_PER_KEY ?= 2
+FIELD_KEYS ?=
+SPEC_SHAPE = --spec $(SPEC) --keys $(SPEC_KEYS) --events-per-key $(EVENTS_PER_KEY) \
+  $(foreach field,$(FIELD_KEYS),--field-keys $(field))
 bench: install $(STACK_DEPS)
 	$(BIN)/python -m bench --events $(EVENTS) --runs $(RUNS) $(if $(EVENT_TYPES),--event-types $(EVENT_TYPES)) \
-	  --compression $(COMPRESSION) --workers $(WORKERS) \
-	  $(if $(SPEC),--spec $(SPEC) --keys $(SPEC_KEYS) --events-per-key $(EVENTS_PER_KEY))
+	  --compression $(COMPRESSION) --workers $(WORKERS) $(if $(SPEC),$(SPEC_SHAPE))
 
 ## bench-restore: the stages' restore time after EVENTS events, with and without local state (SPEC, KEYS as for bench);
 ## DEVSTACK_BROKER=tansu for Tansu
@@ -191,12 +194,12 @@ $(PEERS)/%/.installed: bench/peers/requirements-%.txt
 	touch $@
 
 ## bench-stages: both stages' own CPU cost over in-memory fakes (no broker, S3 or Redis), in make bench's shape
-## with STAGE_EVENTS events of EVENT_TYPES types (default 10000), or of SPEC with KEYS and EVENTS_PER_KEY as for
-## bench: events per CPU second, keys touched, exactness
+## with STAGE_EVENTS events of EVENT_TYPES types (default 10000), or of SPEC with KEYS, EVENTS_PER_KEY and FIELD_KEYS
+## as for bench: events per CPU second, keys touched, exactness
 STAGE_EVENTS ?= 100000
 bench-stages: install
 	$(BIN)/python -m bench.stages --events $(STAGE_EVENTS) --runs $(RUNS) \
-	  $(if $(SPEC),--spec $(SPEC) --keys $(SPEC_KEYS) --events-per-key $(EVENTS_PER_KEY),--event-types $(or $(EVENT_TYPES),10000))
+	  $(if $(SPEC),$(SPEC_SHAPE),--event-types $(or $(EVENT_TYPES),10000))
 
 ## bench-state-memory: bytes of both stages' open state per window key (tracemalloc), keyed and keyless input
 bench-state-memory: install

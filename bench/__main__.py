@@ -44,7 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aggregations.spec import SpecError
 from bench.hammer import Hammer
 from bench.peers.totals import reference
-from bench.spec import KeyShape, Recording, Reference, lake_totals
+from bench.spec import KeyShape, Recording, Reference, lake_totals, parse_field_keys
 from commands.loadgen import DEFAULT_TYPES, EventGenerator, RecordSource, SpecEventGenerator, produce_events
 from devstack.ports import free_port_block
 from devstack.stack import ISOLATED_PORT_COUNT, Endpoints, Stack, isolated_settings, without_service_urls
@@ -138,7 +138,7 @@ async def preload(bootstrap: str, topic: str, count: int, event_types: int | Non
             sentinel, end_ms = sentinel_value(count), last_event_ms(count)
         else:
             assert reference is not None
-            source = Recording(SpecEventGenerator(shape.spec, keys=shape.keys, seed=1), reference)
+            source = Recording(shape.generator(seed=1), reference)
             await produce_events(send, source, rate=0, count=count, event_ms=partial(shape.event_ms, BASE_MS))
             end_ms = shape.event_ms(BASE_MS, count)
             # A generator of its own, so that the events above do not depend on the sentinels.
@@ -161,8 +161,7 @@ def wire_bytes_per_event(compression: str, count: int, event_types: int | None =
     the preload's producer builds them with `compression`: what the broker stores and sends."""
     builder_of = partial(DefaultRecordBatchBuilder, 2, CODECS[compression], 0, -1, -1, -1, PRELOAD_BATCH_BYTES)
     sample = min(count, WIRE_SAMPLE_EVENTS)
-    source: RecordSource = generator(event_types) if shape is None else SpecEventGenerator(shape.spec, keys=shape.keys,
-                                                                                             seed=1)
+    source: RecordSource = generator(event_types) if shape is None else shape.generator(seed=1)
     builders = [builder_of() for _ in range(PARTITIONS)]
     total = 0
     for index in range(sample):
@@ -420,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --spec: keys of each aggregation per minute of event time (default 100000)")
     parser.add_argument("--events-per-key", type=int, default=2,
                         help="with --spec: events of each key per minute of event time (default 2)")
+    parser.add_argument("--field-keys", action="append", default=[], metavar="PATH=N",
+                        help="with --spec: the key field PATH takes N values, not --keys (device.site=1000); "
+                             "repeatable")
     parser.add_argument("--hammer", type=int, default=0, metavar="N",
                         help="every other run (the 2nd, 4th...), N web clients read the worker's rollups and open "
                              "windows for up to 60 s (bench/hammer.py); the summary compares the two kinds of run")
@@ -431,9 +433,11 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.keys <= 10_000_000 or not 1 <= args.events_per_key <= 1_000_000:
             parser.error("--keys must be from 1 to 10000000 and --events-per-key from 1 to 1000000")
         try:
-            shape = KeyShape.load(args.spec, args.keys, args.events_per_key)
-        except (OSError, SpecError) as exc:
+            shape = KeyShape.load(args.spec, args.keys, args.events_per_key, parse_field_keys(args.field_keys))
+        except (OSError, SpecError, ValueError) as exc:
             parser.error(f"--spec {args.spec}: {exc}")
+    elif args.field_keys:
+        parser.error("--field-keys is for --spec")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.events < 1 or args.runs < 1:
@@ -468,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     if shape is not None:
         del summary["event_types"]
         summary.update(spec=str(args.spec), keys=shape.keys, events_per_key=shape.events_per_key,
+                       field_keys=dict(shape.field_keys),
                        median_rows_per_s=statistics.median(r["rows_per_s"] for r in results),
                        median_s3_rows_per_write_s=statistics.median(r["s3_rows_per_write_s"] or 0 for r in results),
                        median_redis_rows_per_write_s=statistics.median(r["redis_rows_per_write_s"] or 0

@@ -3,7 +3,9 @@
 The key shape is how many keys each aggregation has in a minute of event time (`keys`) and how many
 events each key gets in it (`events_per_key`): the preload's event time advances one minute (the size
 of the default windows) per keys x events_per_key events, and commands/loadgen.py's
-SpecEventGenerator gives the n-th event key number n mod keys.
+SpecEventGenerator gives the n-th event key number n mod keys. `field_keys` gives a key field fewer
+values than `keys` (`--field-keys device.site=1000`: 100,000 devices in 1,000 sites), so that an
+aggregation by site has a site's number of keys, not a device's.
 
 The run is exact when the lake holds, for every aggregation and window, as many rows, as many events
 in them and the same sum of the first measure as the generator meant (SpecRecord.counted), summed
@@ -36,16 +38,28 @@ class KeyShape:
     spec: Spec
     keys: int  # keys per aggregation in a minute of event time
     events_per_key: int  # events per key in that minute
+    field_keys: tuple[tuple[str, int], ...] = ()  # (key field's path, its values) for fields with fewer than `keys`
 
     @classmethod
-    def load(cls, spec_path: Path, keys: int, events_per_key: int) -> KeyShape:
-        """The shape of a spec's run; SpecError for a spec the worker would not run as a spec."""
+    def load(cls, spec_path: Path, keys: int, events_per_key: int,
+             field_keys: tuple[tuple[str, int], ...] = ()) -> KeyShape:
+        """The shape of a spec's run; SpecError for a spec the worker would not run as a spec, or for
+        `field_keys` that name no key field of it."""
         names = [w.name for w in WINDOWS]
         spec = parse_spec(spec_path.read_text(encoding="utf-8"), names)
         if spec == article_spec(names):
             raise SpecError("it is the article's job, which the worker runs as without AGGREGATIONS (docs/your-own-"
                             "events.md): measure it with --event-types N (make bench EVENT_TYPES=N)")
-        return cls(spec_path, spec, keys, events_per_key)
+        shape = cls(spec_path, spec, keys, events_per_key, field_keys)
+        try:
+            shape.generator(seed=0)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+        return shape
+
+    def generator(self, seed: int) -> SpecEventGenerator:
+        """The shape's events (commands/loadgen.py), reproducible by seed."""
+        return SpecEventGenerator(self.spec, keys=self.keys, field_keys=dict(self.field_keys), seed=seed)
 
     def event_ms(self, base_ms: int, index: int) -> int:
         return base_ms + index * MINUTE_MS // (self.keys * self.events_per_key)
@@ -92,6 +106,18 @@ class Recording:
         record = self.generator.record(event_ms)
         self.reference.add(record)
         return record
+
+
+def parse_field_keys(texts: Iterable[str]) -> tuple[tuple[str, int], ...]:
+    """`--field-keys` arguments, each PATH=N; ValueError naming the first that is not."""
+    parsed: dict[str, int] = {}
+    for text in texts:
+        path, _, count = text.partition("=")
+        if not path or not count.isdigit() or path in parsed:
+            raise ValueError(f"{text!r}: each is a key field's path, =, and its number of values (device.site=1000), "
+                             "each path once")
+        parsed[path] = int(count)
+    return tuple(parsed.items())
 
 
 def lake_totals(client: Any, bucket: str, spec: Spec) -> Totals:

@@ -45,7 +45,7 @@ from bench.__main__ import BASE_MS, PARTITIONS, SENTINEL_AFTER_MS, event_ms, gen
 from bench.peers.job import WindowRow as JobRow
 from bench.peers.project import job_window_names
 from bench.peers.totals import Check, check, reference
-from bench.spec import KeyShape, Recording, Reference, row_totals
+from bench.spec import KeyShape, Recording, Reference, parse_field_keys, row_totals
 from commands.loadgen import SpecEventGenerator, produce_events
 from formats.aggregates import (
     AggregateColumns,
@@ -124,7 +124,7 @@ def preloaded(events: int, event_types: int | None, shape: KeyShape | None = Non
         sentinel = sentinel_value(events)
     else:
         assert reference is not None
-        source = Recording(SpecEventGenerator(shape.spec, keys=shape.keys, seed=1), reference)
+        source = Recording(shape.generator(seed=1), reference)
         asyncio.run(produce_events(send, source, rate=0, count=events,
                                    event_ms=lambda index: shape.event_ms(BASE_MS, index)))
         end_ms = shape.event_ms(BASE_MS, events)
@@ -240,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --spec: keys of each aggregation per minute of event time (default 100000)")
     parser.add_argument("--events-per-key", type=int, default=2,
                         help="with --spec: events of each key per minute of event time (default 2)")
+    parser.add_argument("--field-keys", action="append", default=[], metavar="PATH=N",
+                        help="with --spec: the key field PATH takes N values, not --keys (device.site=1000); "
+                             "repeatable")
     args = parser.parse_args(argv)
     if args.events < 1 or args.runs < 1 or not 1 <= args.event_types <= 100_000:
         parser.error("--events and --runs must be at least 1, --event-types between 1 and 100000")
@@ -248,10 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.keys < 1 or args.events_per_key < 1:
             parser.error("--keys and --events-per-key must be at least 1")
         try:
-            shape = KeyShape.load(args.spec, args.keys, args.events_per_key)
-        except (OSError, SpecError) as exc:
+            shape = KeyShape.load(args.spec, args.keys, args.events_per_key, parse_field_keys(args.field_keys))
+        except (OSError, SpecError, ValueError) as exc:
             parser.error(f"--spec {args.spec}: {exc}")
         reference = Reference(shape.spec)
+    elif args.field_keys:
+        parser.error("--field-keys is for --spec")
     settings = bench_settings(shape)
     records = preloaded(args.events, args.event_types, shape, reference)
     tune_garbage_collector()  # as in the worker
@@ -264,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     median = statistics.median(result["events_per_cpu_s"] for result in results)
     summary = {"events": args.events, "runs": args.runs, "median_events_per_cpu_s": median,
                **({"event_types": args.event_types} if shape is None else
-                  {"spec": str(args.spec), "keys": args.keys, "events_per_key": args.events_per_key})}
+                  {"spec": str(args.spec), "keys": args.keys, "events_per_key": args.events_per_key,
+                   "field_keys": dict(shape.field_keys)})}
     print(f"summary: {json.dumps(summary)}")
     return 0 if all(result["exact"] for result in results) else 1
 

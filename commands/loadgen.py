@@ -12,7 +12,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -305,7 +305,9 @@ class SpecEventGenerator:
     """Events of an aggregation spec (aggregations/spec.py) with `keys` distinct keys: the n-th record
     takes key number n mod `keys` in every aggregation (a string part "<column>-<number>", an
     integer part the number, a boolean part whether the number is even), so each aggregation whose
-    `where` it passes has `keys` keys (fewer for keys of booleans only). A field that a `where` names
+    `where` it passes has `keys` keys (fewer for keys of booleans only). `field_keys` gives a key field
+    fewer values (its path's text -> N: number mod N), as a site has many devices: key number n is
+    then always in the same site. A field that a `where` names
     takes, in every other record, one of the condition's values in turn (then the aggregations that
     group by it get those values as keys too); measures are multiples of 0.25 from 0 to 100, so sums
     are exact in any order. Malformed records alternate between cut JSON and a missing time.
@@ -314,8 +316,8 @@ class SpecEventGenerator:
     (`SpecRecord.counted`): a reference for the outputs that does not ask the pipeline's judge.
     """
 
-    def __init__(self, spec: Spec, *, keys: int, seed: int = 0, malformed: Fraction = Fraction(0),
-                 late: Fraction = Fraction(0), late_offset_ms: int = 0) -> None:
+    def __init__(self, spec: Spec, *, keys: int, field_keys: Mapping[str, int] | None = None, seed: int = 0,
+                 malformed: Fraction = Fraction(0), late: Fraction = Fraction(0), late_offset_ms: int = 0) -> None:
         if keys < 1:
             raise ValueError("keys must be at least 1")
         if late and late_offset_ms <= 0:
@@ -345,6 +347,16 @@ class SpecEventGenerator:
             if longer[:len(shorter)] == shorter:
                 raise ValueError(f"the spec uses {'.'.join(shorter)} and {'.'.join(longer)}, one inside the "
                                  "other: this generator cannot make both")
+        key_paths = {part.path.text: part.path.names for a in spec.aggregations for part in (*a.key, *a.distinct)}
+        self._field_keys: dict[tuple[str, ...], int] = {}
+        for text, count in (field_keys or {}).items():
+            if text not in key_paths:
+                raise ValueError(f"{text} is not a key field of the spec: its key fields are "
+                                 f"{', '.join(sorted(key_paths))}")
+            names = key_paths[text]
+            if count < 1:
+                raise ValueError(f"{text} needs at least 1 value, not {count}")
+            self._field_keys[names] = count
         self._key_fields = key_fields
         self._measure_fields = sorted(measure_fields)
         self._index = 0
@@ -360,7 +372,7 @@ class SpecEventGenerator:
         rng = self._rng
         values: dict[tuple[str, ...], object] = {}
         for names, key_type in self._key_fields.items():
-            values[names] = self._key_value(names, key_type, number)
+            values[names] = self._key_value(names, key_type, number % self._field_keys.get(names, self.keys))
         for names in self._measure_fields:
             values[names] = rng.randrange(0, 400) / 4
         for names, allowed in self._where.items():

@@ -23,7 +23,7 @@ from bench.__main__ import (
 from bench.__main__ import main as bench_main
 from bench.hammer import HammerReport
 from bench.soak import CLOSE_POLL_S, SAMPLE_S, STARTUP_ALLOWANCE_S, Drain, generator_shortfall, wait_for_close
-from bench.spec import KeyShape, Recording, Reference
+from bench.spec import KeyShape, Recording, Reference, parse_field_keys
 from commands.loadgen import SpecEventGenerator
 
 
@@ -122,6 +122,24 @@ def test_a_key_shape_spaces_the_events_and_the_reference_counts_each_window_inst
     assert reference.totals() == {
         ("devices", "tumbling_1m"): (4, 4, sum(temps)), ("devices", "hopping_1m"): (8, 8, hopping_sum),
         ("sites", "tumbling_1m"): (4, 4, sum(temps)), ("sites", "hopping_1m"): (8, 8, hopping_sum)}
+
+
+def test_a_key_shape_can_give_a_key_field_fewer_values() -> None:
+    shape = KeyShape.load(ROOT / "deploy" / "aggregations" / "iot.toml", keys=4, events_per_key=1,
+                          field_keys=parse_field_keys(["device.site=1"]))
+    reference = Reference(shape.spec)
+    source = Recording(shape.generator(seed=1), reference)
+    for i in range(4):
+        source.record(shape.event_ms(BASE_MS, i))
+    totals = reference.totals()
+    # One minute of 4 devices in 1 site: 4 device rows and 1 site row in the tumbling window.
+    assert totals[("devices", "tumbling_1m")][:2] == (4, 4) and totals[("sites", "tumbling_1m")][:2] == (1, 4)
+    with pytest.raises(SpecError, match="device.name is not a key field of the spec"):
+        KeyShape.load(ROOT / "deploy" / "aggregations" / "iot.toml", keys=4, events_per_key=1,
+                      field_keys=(("device.name", 2),))
+    for bad in (["device.site"], ["device.site=x"], ["=3"], ["device.site=1", "device.site=2"]):
+        with pytest.raises(ValueError, match="each is a key field's path, =, and its number of values"):
+            parse_field_keys(bad)
 
 
 def test_the_articles_spec_is_measured_as_the_articles_job() -> None:

@@ -448,3 +448,19 @@ def test_a_spec_generator_refuses_a_spec_it_cannot_honour() -> None:
             SpecEventGenerator(parse_spec(text, _WINDOWS), keys=1)
     with pytest.raises(ValueError, match="keys must be at least 1"):
         SpecEventGenerator(_shipped_spec("iot"), keys=0)
+    with pytest.raises(ValueError, match="metrics.temp is not a key field of the spec: its key fields are "
+                                         "device.id, device.site"):
+        SpecEventGenerator(_shipped_spec("iot"), keys=10, field_keys={"metrics.temp": 2})
+    with pytest.raises(ValueError, match="device.site needs at least 1 value, not 0"):
+        SpecEventGenerator(_shipped_spec("iot"), keys=10, field_keys={"device.site": 0})
+
+
+def test_a_key_field_with_fewer_values_keeps_each_key_in_one_of_them() -> None:
+    """100 devices in 7 sites: every device always reports the same site, and the sites' aggregation has 7 keys."""
+    generator = SpecEventGenerator(_shipped_spec("iot"), keys=100, field_keys={"device.site": 7}, seed=1)
+    site_of: dict[object, set[object]] = {}
+    for i in range(300):
+        counted = {c.aggregation: c.key for c in generator.record(_T_MS + i).counted}
+        site_of.setdefault(counted["devices"], set()).add(counted["sites"])
+    assert len(site_of) == 100 and all(len(sites) == 1 for sites in site_of.values())
+    assert set().union(*site_of.values()) == {(f"device_site-{n}",) for n in range(7)}
