@@ -158,7 +158,7 @@ class SourceRows(Columns, Protocol):
     """One input partition's partials in stage 2 (tables.totals.SourceColumns): the columns by row, and the
     row of each slot."""
 
-    def rows(self, slots: np.ndarray) -> np.ndarray: ...
+    def rows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class TotalsColumns(Instance, Protocol):
@@ -186,11 +186,11 @@ def encode_totals_columns(instance: TotalsColumns, slots: Sequence[int]) -> byte
 def _source_columns(columns: SourceRows, slots: np.ndarray) -> dict[str, np.ndarray] | None:
     """One input partition's five columns of these slots in a pack: its partial of each, and for a slot it
     sent none of, zeros and ABSENT_MARKER; None if it sent none of them."""
-    rows = columns.rows(slots)
-    absent = rows < 0
-    if absent.all():
+    rows, held = columns.rows(slots)
+    if not held.any():
         return None
-    body = partial_columns(columns, np.where(absent, 0, rows))
+    absent = ~held
+    body = partial_columns(columns, rows)
     if absent.any():
         cells = absent if columns.measures == 1 else np.repeat(absent, columns.measures)
         for name in ("c", "sum", "min", "max"):

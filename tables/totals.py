@@ -27,6 +27,8 @@ from tables.partials import COUNT, MAX, MIN, SUM, held_key, slot_numbers
 # A message of at least this many keys is merged as columns (_merge_columns); below it, numpy's fixed cost
 # per call is more than the loop's (the article's job sends a few keys per message).
 COLUMN_MERGE_MIN = 64
+# At least this many new rows are mapped to their slots with numpy (SourceColumns.add_rows), for the same reason.
+ROW_MAP_NUMPY_MIN = 64
 
 # Per input partition: its partial ([count, sum, min, max] per measure, then the marker: tables/partials.py)
 PartsByPartition = dict[int, list[float]]
@@ -122,7 +124,7 @@ class SourceColumns:
         for column in (self.count, self.total, self.low, self.high):
             column.frombytes(bytes(cells))  # zeros: 0 and 0.0
         self.marker.extend(repeat(ABSENT_MARKER, added))
-        if added < COLUMN_MERGE_MIN:
+        if added < ROW_MAP_NUMPY_MIN:
             row = self.row
             for i, slot in enumerate(slots, first):
                 row[slot] = i
@@ -132,9 +134,13 @@ class SourceColumns:
             del view  # an array exporting its buffer cannot grow
         return first
 
-    def rows(self, slots: np.ndarray) -> np.ndarray:
-        """The row of each of these slots (-1: none), as intp."""
-        return np.frombuffer(self.row, dtype=np.int32)[slots].astype(np.intp)
+    def rows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The row of each of these slots as intp, and whether this partition holds one: a slot without a
+        row gets row 0, so that the result indexes the columns (the caller masks those slots)."""
+        rows = np.frombuffer(self.row, dtype=np.int32)[slots].astype(np.intp)
+        held = rows >= 0
+        rows[~held] = 0
+        return rows, held
 
     def partial(self, slot: int) -> list[float] | None:
         r = self.row[slot]
@@ -268,8 +274,8 @@ class InstanceTotals:
             return False
         columns = self.source(partition)  # after the new slots: their appends must precede the views below
         chosen = np.asarray(slots, dtype=np.intp)
-        rows = columns.rows(chosen)
-        new = rows < 0
+        rows, held_rows = columns.rows(chosen)
+        new = ~held_rows
         if new.any():
             added = chosen[new]
             first = columns.add_rows(added)
@@ -325,11 +331,9 @@ class InstanceTotals:
         high = np.full(shape, -np.inf)
         for partition in sorted(self.sources):
             columns = self.sources[partition]
-            rows = columns.rows(slots)
-            held = rows >= 0
+            rows, held = columns.rows(slots)
             if not held.any():
                 continue
-            rows = np.where(held, rows, 0)
             c = np.frombuffer(columns.count, dtype=np.int64).reshape(-1, self.measures)[rows]
             present = held[:, None] & (c != 0)
             t, lo, hi = (np.frombuffer(column, dtype=np.float64).reshape(-1, self.measures)[rows]
