@@ -305,9 +305,21 @@ class SpecJudge:
         return Judgement(event_ms, tuple(results))
 
 
+# Below this, a float's time in seconds with at most 3 decimals has at most 15 significant digits, so it is the only
+# decimal of that many digits that rounds to the float: its shortest text (repr) is that decimal.
+_EXACT_MS_BELOW_S: Final = 1e12
+
+
 def _seconds_to_ms(seconds: float) -> int | None:
     """event_time's epoch_s for a non-negative number written without an exponent (the common case),
     from the same shortest decimal text, without Decimal; None otherwise."""
+    if type(seconds) is float and 0.0 <= seconds < _EXACT_MS_BELOW_S:
+        # The usual time has at most 3 decimals: then the float is the one nearest ms / 1000 (division is
+        # correctly rounded), and its text is ms / 1000's, so the rules' floor of text x 1000 is ms. A time with
+        # more decimals fails the check and is read from its text below.
+        ms = round(seconds * 1000)
+        if ms / 1000 == seconds:
+            return ms
     text = repr(seconds)
     if len(text) > _MAX_TIME_TEXT or text[0] == "-" or "e" in text or "n" in text:  # nan, inf: not finite
         return None

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import aggregations.judge as judge_module
 from aggregations.judge import MISSING, Counted, Judgement, SpecJudge, event_time, judge, judge_object, lookup
 from aggregations.spec import Spec, SpecError, TimeField, field_path, parse_spec
 from formats.events import (
@@ -497,3 +498,26 @@ def test_the_spec_judge_decides_the_common_case_itself(monkeypatch: pytest.Monke
     event = {"k": "a", "n": 1, "f": True, "m": 2, "u": "u1", "x": {"y": -0.0}, "t": {"at": 1_733_480_000.5}}
     assert quick.judge(orjson.dumps(event), max_bytes=65_536, **LIMITS) == Judgement(T_MS + 500, (
         Counted(("a", 1), (2.0, -0.0), ("u1",)), Counted(("a", True), (2.0,)), Counted(("u1",), (-0.0,))))
+
+
+_EPOCH_S = TimeField(field_path("t"), "epoch_s")
+
+
+@settings(max_examples=3000)
+@given(st.one_of(
+    st.integers(0, 10**13).map(lambda ms: ms / 1000),  # a time written with up to 3 decimals, as the usual event
+    st.floats(0, 2e12, allow_nan=False), st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-10**15, 10**15).map(lambda us: us / 1_000_000), st.integers(-10**20, 10**20)))
+def test_the_quick_seconds_are_the_rules_seconds(seconds: float) -> None:
+    """SpecJudge's epoch_s (the float times 1000 when it is exact, else the number's text) gives the rules' time,
+    or leaves the number to the rules."""
+    quick = judge_module._seconds_to_ms(seconds)
+    if quick is not None:
+        assert quick == event_time(seconds, _EPOCH_S)
+
+
+def test_a_time_in_seconds_is_read_from_its_text_not_from_the_float() -> None:
+    # 1733480000.123 * 1000 is 1733480000122.9998: the rules floor the text's value, 1733480000123.
+    for seconds, ms in [(1_733_480_000.123, T_MS + 123), (1_733_480_000.1239, T_MS + 123), (0.001, 1), (1.005, 1005),
+                        (999_999_999_999.999, 999_999_999_999_999), (1e12 + 0.5, 10**15 + 500), (-0.0, 0)]:
+        assert judge_module._seconds_to_ms(seconds) == ms == event_time(seconds, _EPOCH_S)
