@@ -591,7 +591,9 @@ def _fold_rows(rows: _Rows, instances_at: Mapping[int, Sequence[InstancePartials
             if not has.any():
                 continue
             cells, column = row_slots[has] * measures + m, column[has]
-            touched = np.unique(cells)
+            # The cells the batch touches, a cell as often as it has rows (no np.unique: its sort cost more than
+            # the repeats, and every step below writes a cell's repeats the same value).
+            touched = cells
             empty = count[touched] == 0
             old_low = np.where(empty, np.inf, low[touched])
             old_high = np.where(empty, -np.inf, high[touched])
@@ -606,7 +608,7 @@ def _fold_rows(rows: _Rows, instances_at: Mapping[int, Sequence[InstancePartials
             low[touched] = np.minimum(low[touched], old_low)
             high[touched] = np.maximum(high[touched], old_high)
         del marker, count, total, low, high  # the arrays may grow again once no view holds them
-        instance.dirty.update(np.unique(row_slots).tolist())
+        instance.dirty.update(row_slots.tolist())
 
 
 def _not_replayed(slots: np.ndarray, offsets: np.ndarray, marker: np.ndarray) -> np.ndarray:
